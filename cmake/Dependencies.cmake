@@ -1,0 +1,21 @@
+# Dependencies.cmake: everything comes from Debian's packages (scripts/install_deps.sh).
+# OpenBLAS (OpenMP flavour, so BLAS inside our parallel regions stays single-threaded),
+# OpenMP, nlohmann-json, toml++, CLI11, GoogleTest.
+find_package(OpenMP REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(tomlplusplus 3 REQUIRED)
+find_package(CLI11 REQUIRED)
+find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas openblas-openmp x86_64-linux-gnu/openblas-openmp)
+find_library(OPENBLAS_LIBRARY NAMES blas PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
+if(NOT OPENBLAS_LIBRARY)
+  find_library(OPENBLAS_LIBRARY NAMES openblas)
+endif()
+if(NOT OPENBLAS_INCLUDE_DIR OR NOT OPENBLAS_LIBRARY)
+  message(FATAL_ERROR "OpenBLAS not found: run scripts/install_deps.sh (apt package libopenblas-openmp-dev)")
+endif()
+add_library(loom_blas INTERFACE)
+target_include_directories(loom_blas INTERFACE ${OPENBLAS_INCLUDE_DIR})
+target_link_libraries(loom_blas INTERFACE ${OPENBLAS_LIBRARY})
+if(LOOM_TESTS)
+  find_package(GTest REQUIRED)
+endif()

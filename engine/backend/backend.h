@@ -1,0 +1,88 @@
+// backend.h: the interface every device implements. One virtual method per op, generated
+// from ops.def: a backend that misses an op cannot be instantiated. Memory moves through the
+// backend so the executor and trainer are the same code for CPU, CUDA and the emulator.
+#pragma once
+#include <array>
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "engine/graph/graph.h"
+#include "engine/tensor/tensor.h"
+#include "kernels/adamw/adamw.h"
+
+namespace loom {
+
+struct OpCall {
+  const Node* node = nullptr;
+  std::array<TensorView, kMaxOpIo> in{}, out{};
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  // Float type of activations and parameters in graphs this backend runs.
+  virtual DType float_dtype() const = 0;
+
+  virtual void* alloc(size_t bytes) = 0;
+  virtual void release(void* p) = 0;
+  virtual void to_device(void* dst, const void* host, size_t bytes) = 0;
+  virtual void to_host(void* host, const void* src, size_t bytes) = 0;
+  virtual void zero(void* p, size_t bytes) = 0;
+  virtual void synchronize() {}
+
+  // Optimizer work on the flat buffers (pointers in this backend's memory).
+  virtual void adamw(const ref::AdamWArgs& a) = 0;
+  // Euclidean norm of n floats, reduced in a fixed order (deterministic).
+  virtual double norm(const float* g, int64_t n) = 0;
+
+#define LOOM_OP(name, n_in, n_out, n_diff) virtual void op_##name(const OpCall& c) = 0;
+#include "engine/graph/ops.def"
+#undef LOOM_OP
+
+  void run(const OpCall& c) {
+    switch (c.node->op) {
+#define LOOM_OP(name, n_in, n_out, n_diff) \
+  case OpId::name: op_##name(c); break;
+#include "engine/graph/ops.def"
+#undef LOOM_OP
+    }
+  }
+};
+
+// Memory owned through a backend (RAII). Views never free; this does.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend& be, size_t bytes) : be_(&be), bytes_(bytes), p_(bytes ? be.alloc(bytes) : nullptr) {}
+  ~DeviceBuffer() { reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept { *this = std::move(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      be_ = o.be_, bytes_ = o.bytes_, p_ = o.p_;
+      o.p_ = nullptr, o.bytes_ = 0;
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void reset() {
+    if (p_) be_->release(p_);
+    p_ = nullptr;
+    bytes_ = 0;
+  }
+  void* data() const { return p_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  Backend* be_ = nullptr;
+  size_t bytes_ = 0;
+  void* p_ = nullptr;
+};
+
+// The CPU reference backend, in float (training) or double (gradient checks).
+std::unique_ptr<Backend> make_cpu_backend(DType float_dtype = DType::F32);
+
+}  // namespace loom

@@ -1,0 +1,136 @@
+// graph.cpp: the graph builder. Each op builder checks its shapes (a shape error here is a
+// bug in a model definition, so LOOM_CHECK) and records one node.
+#include "engine/graph/graph.h"
+
+namespace loom {
+
+int Graph::new_value(const std::string& name, Shape shape, DType dtype, ValueKind kind) {
+  Value v;
+  v.name = name;
+  v.shape = std::move(shape);
+  v.dtype = dtype;
+  v.kind = kind;
+  values.push_back(std::move(v));
+  return static_cast<int>(values.size()) - 1;
+}
+
+int Graph::input(const std::string& name, Shape shape, DType dtype) {
+  return new_value(name, std::move(shape), dtype, ValueKind::Input);
+}
+
+int Graph::param(const std::string& name, Shape shape, Init init, float init_std, bool decay) {
+  LOOM_CHECK(find_param(name) < 0, "duplicate parameter ", name);
+  ParamInfo p;
+  p.name = name;
+  p.shape = shape;
+  p.offset = param_count;
+  p.init = init;
+  p.init_std = init_std;
+  p.decay = decay;
+  p.value = new_value(name, std::move(shape), fdt_, ValueKind::Param);
+  values[p.value].param = static_cast<int>(params.size());
+  param_count += p.count();
+  params.push_back(std::move(p));
+  return params.back().value;
+}
+
+int Graph::find_param(const std::string& name) const {
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+void Graph::add_node(OpId op, std::vector<int> in, std::vector<int> out, Attrs attrs) {
+  const OpInfo& info = op_info(op);
+  in.resize(info.n_in, -1);
+  out.resize(info.n_out, -1);
+  LOOM_CHECK(static_cast<int>(in.size()) == info.n_in && static_cast<int>(out.size()) == info.n_out, info.name);
+  nodes.push_back(Node{op, std::move(in), std::move(out), attrs, scope_});
+}
+
+namespace {
+std::string vname(const Graph& g, const char* what) { return g.scope().empty() ? what : g.scope() + "." + what; }
+}  // namespace
+
+int Graph::embedding(int tokens, int wte, int wpe, int pos) {
+  const Shape& ts = values[tokens].shape;
+  LOOM_CHECK(ts.size() == 2 && values[tokens].dtype == DType::I32);
+  LOOM_CHECK(values[wte].shape.size() == 2 && values[wpe].shape.size() == 2 &&
+             values[wte].shape[1] == values[wpe].shape[1]);
+  LOOM_CHECK(pos >= 0 || ts[1] <= values[wpe].shape[0], "sequence longer than the position table");
+  const int out = new_value(vname(*this, "emb"), {ts[0], ts[1], values[wte].shape[1]}, fdt_);
+  add_node(OpId::embedding, {tokens, wte, wpe, pos}, {out});
+  return out;
+}
+
+int Graph::layernorm(int x, int g, int b, float eps) {
+  const Shape& xs = values[x].shape;
+  const int64_t C = xs.back(), N = numel(xs) / C;
+  LOOM_CHECK(values[g].shape == Shape{C} && values[b].shape == Shape{C});
+  const int y = new_value(vname(*this, "ln"), xs, fdt_);
+  const int mean = new_value(vname(*this, "ln.mean"), {N}, fdt_);
+  const int rstd = new_value(vname(*this, "ln.rstd"), {N}, fdt_);
+  Attrs a;
+  a.f[0] = eps;
+  add_node(OpId::layernorm, {x, g, b}, {y, mean, rstd}, a);
+  return y;
+}
+
+int Graph::linear(int x, int w, int b) {
+  Shape ys = values[x].shape;
+  const Shape& ws = values[w].shape;
+  LOOM_CHECK(ws.size() == 2 && ws[1] == ys.back(), "linear: x ", shape_str(ys), " w ", shape_str(ws));
+  LOOM_CHECK(b < 0 || values[b].shape == Shape{ws[0]});
+  ys.back() = ws[0];
+  const int y = new_value(vname(*this, "linear"), ys, fdt_);
+  add_node(OpId::linear, {x, w, b}, {y});
+  return y;
+}
+
+int Graph::gelu(int x) {
+  const int y = new_value(vname(*this, "gelu"), values[x].shape, fdt_);
+  add_node(OpId::gelu, {x}, {y});
+  return y;
+}
+
+int Graph::add(int a, int b) {
+  LOOM_CHECK(values[a].shape == values[b].shape, "add: ", shape_str(values[a].shape), " vs ",
+             shape_str(values[b].shape));
+  const int y = new_value(vname(*this, "add"), values[a].shape, fdt_);
+  add_node(OpId::add, {a, b}, {y});
+  return y;
+}
+
+int Graph::attention(int qkv, int n_head) {
+  const Shape& s = values[qkv].shape;
+  LOOM_CHECK(s.size() == 3 && s[2] % 3 == 0 && (s[2] / 3) % n_head == 0);
+  const int64_t C = s[2] / 3;
+  const int out = new_value(vname(*this, "attn"), {s[0], s[1], C}, fdt_);
+  const int lse = new_value(vname(*this, "attn.lse"), {s[0], n_head, s[1]}, fdt_);
+  Attrs a;
+  a.i[0] = n_head;
+  add_node(OpId::attention, {qkv}, {out, lse}, a);
+  return out;
+}
+
+int Graph::attention_decode(int qkv, int kcache, int vcache, int pos, int n_head) {
+  const Shape& s = values[qkv].shape;
+  LOOM_CHECK(s.size() == 3 && values[kcache].shape.size() == 4 && values[kcache].shape == values[vcache].shape);
+  const int out = new_value(vname(*this, "attn"), {s[0], s[1], s[2] / 3}, fdt_);
+  Attrs a;
+  a.i[0] = n_head;
+  add_node(OpId::attention_decode, {qkv, kcache, vcache, pos}, {out}, a);
+  return out;
+}
+
+int Graph::softmax_xent(int logits, int targets) {
+  const Shape& s = values[logits].shape;
+  const int64_t V = s.back(), N = numel(s) / V;
+  LOOM_CHECK(numel(values[targets].shape) == N && values[targets].dtype == DType::I32);
+  const int loss = new_value(vname(*this, "loss"), {1}, fdt_);
+  const int lse = new_value(vname(*this, "xent.lse"), {N}, fdt_);
+  add_node(OpId::softmax_xent, {logits, targets}, {loss, lse});
+  return loss;
+}
+
+}  // namespace loom

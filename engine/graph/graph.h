@@ -1,0 +1,104 @@
+// graph.h: the recorded graph. Building only records values and nodes; the planner places
+// them, the executor runs them on a backend. The node list holds forward nodes first, then
+// (after autodiff) backward nodes; `forward_end` is the boundary.
+#pragma once
+#include <array>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/graph/ops.h"
+#include "engine/tensor/tensor.h"
+
+namespace loom {
+
+enum class ValueKind : uint8_t {
+  Activation,  // placed in the arena by the planner
+  Param,       // a slice of the flat parameter buffer
+  ParamGrad,   // a slice of the flat gradient buffer
+  Input,       // bound by the caller before each run (tokens, targets, seeds, caches)
+};
+
+struct Value {
+  std::string name;
+  Shape shape;
+  DType dtype = DType::F32;
+  ValueKind kind = ValueKind::Activation;
+  int param = -1;     // index into Graph::params for Param / ParamGrad
+  bool keep = false;  // live until the end of the run (graph outputs, requested gradients)
+  size_t bytes() const { return static_cast<size_t>(numel(shape)) * dtype_size(dtype); }
+};
+
+struct Attrs {
+  std::array<int64_t, 4> i{};
+  std::array<float, 2> f{};
+};
+
+struct Node {
+  OpId op;
+  std::vector<int> in, out;  // value ids; -1 for an absent optional slot
+  Attrs attrs;
+  std::string scope;         // e.g. "h.3.attn": profiling ranges and error messages
+};
+
+enum class Init : uint8_t { Normal, Zeros, Ones };
+
+struct ParamInfo {
+  std::string name;
+  Shape shape;
+  int64_t offset = 0;  // elements into the flat buffers
+  Init init = Init::Normal;
+  float init_std = 0.02f;
+  bool decay = false;      // weight decay applies (weight matrices only)
+  bool trainable = true;   // frozen parameters get no gradient
+  int value = -1;          // the Param value
+  int grad_value = -1;     // the ParamGrad value (after autodiff), -1 if frozen
+  int64_t count() const { return numel(shape); }
+};
+
+class Graph {
+ public:
+  explicit Graph(DType float_dtype = DType::F32) : fdt_(float_dtype) {}
+  DType float_dtype() const { return fdt_; }
+
+  // --- values ---
+  int input(const std::string& name, Shape shape, DType dtype);
+  int param(const std::string& name, Shape shape, Init init, float init_std, bool decay);
+  int new_value(const std::string& name, Shape shape, DType dtype, ValueKind kind = ValueKind::Activation);
+  void mark_output(int v) { values[v].keep = true; outputs.push_back(v); }
+  int find_param(const std::string& name) const;
+
+  // --- ops (record only) ---
+  void set_scope(std::string s) { scope_ = std::move(s); }
+  const std::string& scope() const { return scope_; }
+  void add_node(OpId op, std::vector<int> in, std::vector<int> out, Attrs attrs = {});
+  int embedding(int tokens, int wte, int wpe, int pos = -1);
+  int layernorm(int x, int g, int b, float eps = 1e-5f);
+  int linear(int x, int w, int b = -1);
+  int gelu(int x);
+  int add(int a, int b);
+  int attention(int qkv, int n_head);
+  int attention_decode(int qkv, int kcache, int vcache, int pos, int n_head);
+  int softmax_xent(int logits, int targets);  // returns the loss value [1]
+
+  std::vector<Value> values;
+  std::vector<Node> nodes;
+  std::vector<ParamInfo> params;
+  std::vector<int> outputs;
+  int64_t param_count = 0;   // elements in the flat parameter buffer
+  size_t forward_end = 0;    // nodes [0, forward_end) are the forward pass
+
+ private:
+  DType fdt_;
+  std::string scope_;
+};
+
+// Reverse-mode autodiff. Appends backward nodes for d(seed outputs)/d(everything that needs
+// it). Each seed pairs a forward value with an Input value holding its incoming gradient
+// (for a loss: a [1] tensor of ones scaled by the caller). Trainable parameters get
+// ParamGrad values (accumulated in the flat gradient buffer); the values in `wrt` get kept
+// activation gradients. Returns value -> gradient value for `wrt`.
+std::map<int, int> build_backward(Graph& g, const std::vector<std::pair<int, int>>& seeds,
+                                  const std::vector<int>& wrt = {});
+
+}  // namespace loom

@@ -1,0 +1,65 @@
+// config.h: the run configuration. One table (config.cpp) lists every key with its type,
+// whether it is required and its help; that table drives TOML parsing, command-line
+// overrides (--section.key value), validation and the resolved config.toml written into
+// the run folder. Bad keys and values are UserErrors naming the file or flag and the key.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/model.h"
+
+namespace loom {
+
+struct Config {
+  std::string device = "auto";  // auto | cpu | cuda
+  ModelConfig model;            // vocab comes from the data folder
+  struct Data {
+    std::string path = "data/kjv";
+  } data;
+  struct Train {
+    int64_t steps = 2000;
+    int64_t batch_size = 16;
+    int64_t grad_accum = 1;
+    int64_t seed = 1337;
+    int64_t eval_every = 200;
+    int64_t eval_steps = 20;
+    int64_t max_bad_steps = 5;  // abort after this many non-finite steps in a row
+  } train;
+  struct Optim {
+    double lr = 1e-3;
+    double min_lr = 1e-4;
+    int64_t warmup_steps = 100;
+    double weight_decay = 0.1;
+    double beta1 = 0.9;
+    double beta2 = 0.95;
+    double eps = 1e-8;
+    double grad_clip = 1.0;
+  } optim;
+  struct Checkpoint {
+    int64_t every = 500;
+    int64_t keep = 3;  // newest checkpoints kept (0 = all)
+  } checkpoint;
+  struct Log {
+    std::string run_dir = "runs/default";
+    int64_t every = 10;
+  } log;
+  struct Dist {
+    int64_t zero = 0;
+  } dist;
+};
+
+using Overrides = std::vector<std::pair<std::string, std::string>>;  // key, value text
+
+// Reads a TOML file (path empty: defaults only, all required keys must come from overrides),
+// applies the overrides and validates. `origin` of an override names it as "--key".
+Config load_config(const std::string& path, const Overrides& overrides);
+// Parses the text of a config (e.g. the one stored in a checkpoint). `name` is used in errors.
+Config parse_config_text(const std::string& text, const std::string& name, const Overrides& overrides);
+// Every key = value, as TOML, in table order.
+std::string config_to_toml(const Config& c);
+// Names of all keys ("model.n_layer", ...), for help text.
+std::vector<std::string> config_keys();
+
+}  // namespace loom

@@ -1,0 +1,52 @@
+// sampler.h: text generation from a checkpoint with a KV cache (one position of work per
+// new token), and the decoding policies: greedy, temperature, top-k, top-p (nucleus).
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/core/rng.h"
+#include "engine/graph/executor.h"
+#include "models/model.h"
+
+namespace loom {
+
+// Runs the decode graph of a model one token at a time over its KV cache.
+class Decoder {
+ public:
+  Decoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be);
+  // Feeds one token at the next position; returns the logits [vocab] for what follows it.
+  std::vector<float> step(int32_t token);
+  void reset() { pos_ = 0; }
+  int pos() const { return pos_; }
+  int capacity() const { return cfg_.seq_len; }
+
+ private:
+  ModelConfig cfg_;
+  Backend& be_;
+  ModelGraph mg_;
+  DeviceBuffer params_;
+  std::unique_ptr<Executor> ex_;
+  int pos_ = 0;
+};
+
+struct SampleOptions {
+  int max_new_tokens = 200;
+  bool greedy = false;
+  double temperature = 1.0;
+  int top_k = 0;       // 0 = off
+  double top_p = 1.0;  // 1 = off
+  uint64_t seed = 0;
+};
+
+// Picks the next token from logits under the options (temperature, top-k, top-p).
+int32_t pick_token(std::vector<float> logits, const SampleOptions& o, Rng& rng);
+
+// Generates after `prompt_ids`; `on_token` sees each new token as it is produced. When the
+// context fills up, the cache is rebuilt from the last half of the context (sliding window).
+std::vector<int32_t> generate(Decoder& dec, const std::vector<int32_t>& prompt_ids, const SampleOptions& o,
+                              const std::function<void(int32_t)>& on_token = {});
+
+}  // namespace loom

@@ -1,0 +1,48 @@
+// attention.h: causal multi-head self-attention from a packed qkv tensor.
+//
+// qkv is [B, T, 3C]: q in columns [0, C), k in [C, 2C), v in [2C, 3C); head h owns columns
+// h*D .. (h+1)*D of each part (D = C / H). The output is [B, T, C], heads concatenated.
+// Forward saves the log-sum-exp of every score row (lse [B, H, T]); backward recomputes the
+// probabilities from it (flash-attention style), so no [T, T] matrix outlives a call.
+#pragma once
+#include <cstdint>
+
+namespace loom::ref {
+
+template <typename T>
+struct AttentionArgs {
+  const T* qkv;  // [B, T, 3C]
+  T* out;        // [B, T, C]
+  T* lse;        // [B, H, T]
+  int64_t B, seq, C, H;
+};
+template <typename T>
+void attention_fwd(const AttentionArgs<T>& a);
+
+template <typename T>
+struct AttentionBwdArgs {
+  const T* dout;  // [B, T, C]
+  const T* qkv;   // [B, T, 3C]
+  const T* out;   // [B, T, C]
+  const T* lse;   // [B, H, T]
+  T* dqkv;        // [B, T, 3C] written
+  int64_t B, seq, C, H;
+};
+template <typename T>
+void attention_bwd(const AttentionBwdArgs<T>& a);
+
+// Decoding with a KV cache: qkv holds Tn new positions starting at pos0; their k and v are
+// written into the caches, then each new query attends to cache positions 0 .. pos0 + t.
+template <typename T>
+struct AttentionDecodeArgs {
+  const T* qkv;   // [B, Tn, 3C]
+  T* kcache;      // [B, H, maxT, D]
+  T* vcache;      // [B, H, maxT, D]
+  T* out;         // [B, Tn, C]
+  int64_t B, Tn, C, H, maxT;
+  int64_t pos0;
+};
+template <typename T>
+void attention_decode(const AttentionDecodeArgs<T>& a);
+
+}  // namespace loom::ref

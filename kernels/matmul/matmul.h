@@ -1,0 +1,37 @@
+// matmul.h: linear layers y = x W^T + b on the CPU reference (BLAS), and the gemm wrapper
+// every CPU reference uses. W is stored [out, in] (row-major), as PyTorch's nn.Linear.
+#pragma once
+#include <cstdint>
+
+namespace loom::ref {
+
+// C[M,N] = alpha * op(A) op(B) + beta * C, row-major; op = transpose when ta/tb.
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T beta, T* C, int64_t ldc);
+
+template <typename T>
+struct LinearArgs {
+  const T* x;   // [N, K]
+  const T* w;   // [M, K]
+  const T* b;   // [M] or nullptr
+  T* y;         // [N, M]
+  int64_t N, K, M;
+};
+template <typename T>
+void linear_fwd(const LinearArgs<T>& a);
+
+template <typename T>
+struct LinearBwdArgs {
+  const T* dy;  // [N, M]
+  const T* x;   // [N, K]
+  const T* w;   // [M, K]
+  T* dx;        // [N, K] written, or nullptr
+  T* dw;        // [M, K] accumulated (+=), or nullptr
+  T* db;        // [M] accumulated (+=), or nullptr
+  int64_t N, K, M;
+};
+template <typename T>
+void linear_bwd(const LinearBwdArgs<T>& a);
+
+}  // namespace loom::ref

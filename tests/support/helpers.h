@@ -1,0 +1,118 @@
+// helpers.h: shared pieces of the system tests: a generated corpus, a prepared data folder,
+// running the loom binary and capturing what it prints.
+#pragma once
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/core/rng.h"
+#include "engine/data/shard.h"
+
+namespace loom::test {
+
+namespace fs = std::filesystem;
+
+// A fresh temporary folder per test, removed at the end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "loom-test-XXXXXX").string();
+    path_ = mkdtemp(tmpl.data());
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& str() const { return path_; }
+  std::string operator/(const std::string& s) const { return path_ + "/" + s; }
+
+ private:
+  std::string path_;
+};
+
+// Pseudo-English with structure to learn: words from a small list, sentences of 4-9 words.
+inline std::string make_corpus(size_t bytes, uint64_t seed) {
+  static const char* words[] = {"the", "lord", "said", "unto", "him", "and", "they", "went", "into", "city",
+                                "of", "david", "king", "house", "land", "people", "all", "his", "sons", "were"};
+  Rng r(seed);
+  std::string s;
+  while (s.size() < bytes) {
+    const int n = 4 + static_cast<int>(r.below(6));
+    for (int i = 0; i < n; ++i) {
+      std::string w = words[r.below(20)];
+      if (i == 0) w[0] = static_cast<char>(w[0] - 32);
+      s += w + (i + 1 < n ? " " : ".\n");
+    }
+  }
+  return s;
+}
+
+// Writes a corpus and prepares it into <dir>/data; returns the data folder.
+inline std::string prepare_tiny_data(const std::string& dir, size_t bytes = 200000, uint64_t seed = 11) {
+  const std::string txt = dir + "/corpus.txt";
+  std::ofstream(txt) << make_corpus(bytes, seed);
+  const std::string out = dir + "/data";
+  prepare_corpus(txt, "byte", out, 0.1);
+  return out;
+}
+
+struct RunResult {
+  int rc = -1;
+  std::string out, err;
+};
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+inline std::string loom_binary() { return std::string(LOOM_BINARY_DIR) + "/loom"; }
+
+// Runs `loom ARGS` (args are shell-quoted), capturing stdout and stderr.
+inline RunResult run_loom(const std::vector<std::string>& args, const std::string& cwd = "") {
+  TempDir t;
+  std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + "'" + loom_binary() + "'";
+  for (const auto& a : args) {
+    std::string q = "'";
+    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    cmd += " " + q + "'";
+  }
+  cmd += " >'" + (t / "out") + "' 2>'" + (t / "err") + "' </dev/null";
+  const int st = std::system(cmd.c_str());
+  RunResult r;
+  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  r.out = slurp(t / "out");
+  r.err = slurp(t / "err");
+  return r;
+}
+
+// Asserts the bad-input contract: exit 2 and exactly one line on stderr that names `what`.
+inline void expect_user_error(const RunResult& r, const std::string& what) {
+  EXPECT_EQ(r.rc, 2) << "stderr: " << r.err << "\nstdout: " << r.out;
+  EXPECT_NE(r.err.find("loom: error: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(what), std::string::npos) << "expected '" << what << "' in: " << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line: " << r.err;
+}
+
+// A tiny config pointing at a data folder and a run folder.
+inline std::string tiny_config(const std::string& data, const std::string& run_dir, int steps = 40) {
+  std::ostringstream s;
+  s << "device = \"cpu\"\n[model]\nkind = \"gpt\"\nn_layer = 2\nn_head = 2\nd_model = 32\nseq_len = 32\n"
+    << "[data]\npath = \"" << data << "\"\n[train]\nsteps = " << steps
+    << "\nbatch_size = 8\nseed = 7\neval_every = 10\neval_steps = 2\n"
+    << "[optim]\nlr = 3e-3\nmin_lr = 3e-4\nwarmup_steps = 5\n[checkpoint]\nevery = 10\nkeep = 0\n[log]\nrun_dir = \""
+    << run_dir << "\"\nevery = 10\n";
+  return s.str();
+}
+
+}  // namespace loom::test
