@@ -111,6 +111,8 @@ int cmd_bench_train(BenchTrainOptions o) {
   std::printf("median %.1f ms/step over %d steps (after %d warm-up) | %.0f tokens/s | %.2f GFLOP/s "
               "(%.1f MFLOP/token = 6N + 12LTC)\n",
               r.median_ms, o.steps, o.warmup, r.tokens_per_s, r.gflops, r.flops_per_token / 1e6);
+  for (const auto& [name, ms] : r.op_ms)
+    std::printf("  %-18s %8.2f ms/step  %5.1f%%\n", name.c_str(), ms, 100.0 * ms / r.median_ms);
   if (r.gemm_gflops > 0)
     std::printf("matrix-product ceiling in this run: %.1f GFLOP/s (sgemm 1024^3) -> step at %.0f%% of it\n",
                 r.gemm_gflops, 100.0 * r.gflops / r.gemm_gflops);
@@ -184,6 +186,7 @@ int run(int argc, char** argv) {
   bt->add_option("--seq-len", bo.model.seq_len, "sequence length")->capture_default_str();
   bt->add_option("--steps", bo.steps, "timed steps")->capture_default_str();
   bt->add_option("--warmup", bo.warmup, "untimed steps first")->capture_default_str();
+  bt->add_flag("--op-profile", bo.op_profile, "also print the time of every op kind per step");
 
   try {
     app.parse(argc, argv);

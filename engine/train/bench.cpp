@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <vector>
 
 #include "engine/backend/device.h"
@@ -62,8 +63,23 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   const float one = 1.0f;
   ex.set_input(tg.dloss, &one, 4);
 
+  std::map<std::string, double> op_s;
+  double op_t0 = 0;
+  bool timing = false;
+  if (o.op_profile)
+    ex.on_node = [&](const Node& n, bool begin) {
+      if (!timing) return;
+      if (begin) {
+        be->synchronize();
+        op_t0 = now_s();
+      } else {
+        be->synchronize();
+        op_s[op_info(n.op).name] += now_s() - op_t0;
+      }
+    };
   std::vector<double> ms;
   for (int s = 0; s < o.warmup + o.steps; ++s) {
+    timing = s >= o.warmup;
     const double t0 = now_s();
     be->zero(grads.data(), n * 4);
     ex.run();
@@ -74,6 +90,8 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
     be->synchronize();
     if (s >= o.warmup) ms.push_back((now_s() - t0) * 1000);
   }
+  for (const auto& [name, t] : op_s) r.op_ms.emplace_back(name, t * 1000 / o.steps);
+  std::sort(r.op_ms.begin(), r.op_ms.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
   std::sort(ms.begin(), ms.end());
   r.median_ms = ms[ms.size() / 2];
   const double tokens = static_cast<double>(o.batch) * T;

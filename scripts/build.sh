@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# build.sh: configures (once) and builds loom into build/ with Ninja. Extra arguments go to
+# cmake's configure step, e.g. scripts/build.sh -DLOOM_CUDA=OFF.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [[ ! -f build/build.ninja || $# -gt 0 ]]; then
+  cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release "$@"
+fi
+cmake --build build -j "$(nproc)"
