@@ -1,0 +1,555 @@
+// shard.cpp: token shards on disk (write crash-safely, map and validate), prepared data
+// folders, the seeded teacher-forcing window loader, and `loom prepare`.
+//
+// Everything a user can hand us here (shards, meta.json, corpora) is validated up front and
+// reported as one-line UserErrors naming the file, because a bad shard must never become an
+// out-of-bounds embedding lookup deep inside a training step.
+#include "engine/data/shard.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <nlohmann/json.hpp>
+
+#include "engine/core/check.h"
+#include "engine/core/rng.h"
+#include "engine/data/tokenizer.h"
+
+namespace loom {
+
+// The on-disk format is little-endian and we read it by mapping, not by decoding.
+static_assert(std::endian::native == std::endian::little, "loom shards assume a little-endian host");
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Library messages (nlohmann's, strerror) are not ours to trust with "one line".
+std::string one_line(std::string s) {
+  std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return s;
+}
+
+// A file that appears under its final name only once it is complete and on disk:
+// write to "<path>.tmp.<pid>", fsync, rename, fsync the folder. A crash at any point leaves
+// either the old file or the new one, never a torn one.
+class AtomicFile {
+ public:
+  explicit AtomicFile(std::string path) : path_(std::move(path)) {
+    tmp_ = path_ + ".tmp." + std::to_string(::getpid());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    LOOM_USER_CHECK(fd_ >= 0, path_, ": cannot write: ", errno_text());
+  }
+  ~AtomicFile() {
+    if (fd_ >= 0) ::close(fd_);
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      LOOM_USER_CHECK(w > 0, path_, ": cannot write: ", w < 0 ? errno_text() : std::string("short write"));
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+  }
+
+  void commit() {
+    LOOM_USER_CHECK(::fsync(fd_) == 0, path_, ": cannot write (fsync): ", errno_text());
+    int rc = ::close(fd_);
+    fd_ = -1;
+    LOOM_USER_CHECK(rc == 0, path_, ": cannot write (close): ", errno_text());
+    LOOM_USER_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, path_, ": cannot rename the finished file into place: ",
+                    errno_text());
+    committed_ = true;
+    // The rename itself lives in the folder's metadata; without this a power cut may undo it.
+    // Best effort: some filesystems refuse fsync on a folder, and the data is already safe.
+    std::string dir = fs::path(path_).parent_path().string();
+    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      (void)::fsync(dfd);
+      ::close(dfd);
+    }
+  }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  bool committed_ = false;
+};
+
+void put_u32(unsigned char* p, uint32_t v) { std::memcpy(p, &v, 4); }
+void put_u64(unsigned char* p, uint64_t v) { std::memcpy(p, &v, 8); }
+uint32_t get_u32(const unsigned char* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+uint64_t get_u64(const unsigned char* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+uint32_t width_for_vocab(uint32_t vocab_size) { return vocab_size <= 65536u ? 2u : 4u; }
+
+// Reads a whole regular file; errors name the file and say what `what` it was meant to be.
+std::string read_whole_file(const std::string& path, const char* what) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  LOOM_USER_CHECK(fd >= 0, path, ": cannot open ", what, ": ", errno_text());
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    user_error(path, ": not a regular file (expected ", what, ")");
+  }
+  std::string out;
+  out.resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (true) {
+    if (got == out.size()) out.resize(out.size() + 65536);  // the file may have grown
+    ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      std::string e = errno_text();
+      ::close(fd);
+      user_error(path, ": cannot read ", what, ": ", e);
+    }
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  out.resize(got);
+  return out;
+}
+
+// Offset of the first byte that breaks UTF-8 (overlongs, surrogates and > U+10FFFF count as
+// broken), or npos. A corpus that is not text is almost always the wrong file.
+size_t first_invalid_utf8(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  const size_t n = s.size();
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len;
+    uint32_t cp;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; ++k) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    static constexpr uint32_t kMinForLen[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMinForLen[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+bool is_file(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+
+bool program_on_path(const char* name) {
+  const char* path = std::getenv("PATH");
+  std::string_view rest = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  while (true) {
+    size_t colon = rest.find(':');
+    std::string dir(rest.substr(0, colon));
+    std::string cand = (dir.empty() ? std::string(".") : dir) + "/" + name;
+    if (::access(cand.c_str(), X_OK) == 0) return true;
+    if (colon == std::string_view::npos) return false;
+    rest.remove_prefix(colon + 1);
+  }
+}
+
+// Folders that may be the loom source tree, in order of preference. Engine code cannot know
+// where the sources were at build time (the binary may be copied or installed), so: the
+// user's explicit LOOM_HOME, then the current folder, then the folders around the binary
+// (build/loom -> .., build/tests/x -> ../..).
+std::vector<fs::path> loom_home_candidates() {
+  std::vector<fs::path> roots;
+  if (const char* home = std::getenv("LOOM_HOME"); home && *home) roots.emplace_back(home);
+  roots.emplace_back(".");
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    roots.push_back(exe.parent_path() / "..");
+    roots.push_back(exe.parent_path() / ".." / "..");
+  }
+  return roots;
+}
+
+// Runs `bash script out` and returns its exit status (the script's messages go straight to
+// our stderr). fork/exec rather than system() so no path is ever parsed by a shell.
+int run_script(const std::string& script, const std::string& out) {
+  std::fflush(nullptr);
+  pid_t pid = ::fork();
+  LOOM_USER_CHECK(pid >= 0, script, ": cannot start: ", errno_text());
+  if (pid == 0) {
+    ::execlp("bash", "bash", script.c_str(), out.c_str(), static_cast<char*>(nullptr));
+    std::fprintf(stderr, "loom: cannot run bash: %s\n", std::strerror(errno));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    LOOM_USER_CHECK(errno == EINTR, script, ": cannot wait for it: ", errno_text());
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+// The King James Bible as text: <root>/data/kjv.txt, fetched by scripts/fetch_kjv.sh the
+// first time. Returns the text file's path.
+std::string kjv_text_path() {
+  const std::vector<fs::path> roots = loom_home_candidates();
+  for (const fs::path& root : roots) {
+    fs::path text = root / "data" / "kjv.txt";
+    fs::path script = root / "scripts" / "fetch_kjv.sh";
+    if (is_file(text)) return text.lexically_normal().string();
+    if (!is_file(script)) continue;
+    LOOM_USER_CHECK(program_on_path("bible"),
+                    "kjv: the `bible` program is not installed (Debian packages bible-kjv and bible-kjv-text); "
+                    "run scripts/install_deps.sh");
+    const std::string script_s = script.lexically_normal().string();
+    const std::string text_s = text.lexically_normal().string();
+    std::fprintf(stderr, "loom prepare: fetching the King James Bible with %s -> %s\n", script_s.c_str(),
+                 text_s.c_str());
+    int rc = run_script(script_s, text_s);
+    LOOM_USER_CHECK(rc == 0, script_s, ": failed with exit code ", rc, " (see its message above)");
+    LOOM_USER_CHECK(is_file(text), script_s, ": finished but did not write ", text_s);
+    return text_s;
+  }
+  std::string looked;
+  for (const fs::path& r : roots) looked += (looked.empty() ? "" : ", ") + (r / "scripts").lexically_normal().string();
+  user_error("kjv: cannot find scripts/fetch_kjv.sh (looked in ", looked,
+             "); set LOOM_HOME to the loom source folder");
+}
+
+// Progress on stderr: an updating line on a terminal, a few plain lines in a log file.
+class Progress {
+ public:
+  explicit Progress(size_t total) : total_(total), tty_(::isatty(STDERR_FILENO) == 1) {}
+  void update(size_t done) {
+    const int pct = total_ ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total_)) : 100;
+    // One unit for the whole run, picked by the total, so small corpora do not read "0.0 MiB".
+    const bool mib = total_ >= (1u << 20);
+    const double scale = mib ? 1.0 / (1024.0 * 1024.0) : 1.0 / 1024.0;
+    const char* unit = mib ? "MiB" : "KiB";
+    if (tty_) {
+      std::fprintf(stderr, "\rloom prepare: tokenized %.1f / %.1f %s (%d%%)", done * scale, total_ * scale, unit, pct);
+      if (done >= total_) std::fputc('\n', stderr);
+    } else if (pct >= next_pct_) {
+      std::fprintf(stderr, "loom prepare: tokenized %.1f / %.1f %s (%d%%)\n", done * scale, total_ * scale, unit, pct);
+      while (next_pct_ <= pct) next_pct_ += 25;
+    }
+    std::fflush(stderr);
+  }
+
+ private:
+  size_t total_;
+  bool tty_;
+  int next_pct_ = 25;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+// Writing and reading shards
+
+void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint32_t vocab_size) {
+  LOOM_CHECK(vocab_size > 0, "write_shard: vocabulary size 0 for ", path);
+  const uint32_t width = width_for_vocab(vocab_size);
+  unsigned char header[kShardHeaderBytes] = {};
+  std::memcpy(header, kShardMagic, 8);
+  put_u32(header + 8, kShardVersion);
+  put_u32(header + 12, width);
+  put_u32(header + 16, vocab_size);
+  put_u32(header + 20, 0);
+  put_u64(header + 24, tokens.size());
+
+  AtomicFile f(path);
+  f.write(header, sizeof header);
+  // Narrow through a bounded buffer: shards can be far larger than we want to copy at once.
+  constexpr size_t kChunk = 1 << 20;
+  std::vector<unsigned char> buf(kChunk * width);
+  for (size_t begin = 0; begin < tokens.size(); begin += kChunk) {
+    const size_t n = std::min(kChunk, tokens.size() - begin);
+    for (size_t i = 0; i < n; ++i) {
+      const uint32_t t = tokens[begin + i];
+      // Tokens come from our tokenizers, so one out of range is a bug, not bad input.
+      LOOM_CHECK(t < vocab_size, "write_shard: token ", t, " at ", begin + i, " >= vocabulary ", vocab_size);
+      if (width == 2) {
+        const uint16_t v = static_cast<uint16_t>(t);
+        std::memcpy(buf.data() + 2 * i, &v, 2);
+      } else {
+        std::memcpy(buf.data() + 4 * i, &t, 4);
+      }
+    }
+    f.write(buf.data(), n * width);
+  }
+  f.commit();
+}
+
+Shard::Shard(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  LOOM_USER_CHECK(fd >= 0, path, ": cannot open token shard: ", errno_text());
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    user_error(path, ": not a regular file (expected a loom token shard)");
+  }
+  const uint64_t bytes = static_cast<uint64_t>(st.st_size);
+  if (bytes < kShardHeaderBytes) {
+    ::close(fd);
+    user_error(path, ": too short to be a loom token shard (", bytes, " bytes; the header alone is ",
+               kShardHeaderBytes, ")");
+  }
+  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  const std::string map_err = map == MAP_FAILED ? errno_text() : std::string();
+  ::close(fd);  // the mapping keeps the file alive
+  LOOM_USER_CHECK(map != MAP_FAILED, path, ": cannot map token shard: ", map_err);
+  map_ = map;
+  map_bytes_ = bytes;
+
+  // The destructor does not run when a constructor throws, so unmap before every complaint.
+  auto fail = [&](const auto&... parts) {
+    ::munmap(map_, map_bytes_);
+    map_ = nullptr;
+    user_error(path, ": ", parts...);
+  };
+  const auto* h = static_cast<const unsigned char*>(map_);
+  if (std::memcmp(h, kShardMagic, 8) != 0) fail("not a loom token shard (bad magic)");
+  const uint32_t version = get_u32(h + 8);
+  if (version != kShardVersion)
+    fail("unsupported shard version ", version, " (this loom reads version ", kShardVersion, ")");
+  width_ = get_u32(h + 12);
+  if (width_ != 2 && width_ != 4) fail("bad token width ", width_, " (must be 2 or 4)");
+  vocab_ = get_u32(h + 16);
+  if (vocab_ == 0) fail("vocabulary size is 0");
+  if (width_ == 2 && vocab_ > 65536u) fail("vocabulary size ", vocab_, " does not fit 16-bit tokens");
+  count_ = get_u64(h + 24);
+  const uint64_t payload = bytes - kShardHeaderBytes;
+  // Compare by division so a corrupt count cannot overflow count * width.
+  if (payload % width_ != 0 || payload / width_ != count_) {
+    fail("size mismatch: the header says ", count_, " tokens of ", width_, " bytes but the file holds ", payload,
+         " bytes of tokens (truncated or corrupt)");
+  }
+  tokens_ = h + kShardHeaderBytes;
+}
+
+Shard::~Shard() {
+  if (map_) ::munmap(map_, map_bytes_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Prepared data folders
+
+DataFolder open_data_folder(const std::string& dir) {
+  std::error_code ec;
+  LOOM_USER_CHECK(fs::is_directory(dir, ec), dir, ": no such data folder (write one with `loom prepare`)");
+  const std::string meta_path = dir + "/meta.json";
+  LOOM_USER_CHECK(fs::exists(meta_path, ec), meta_path, ": missing (is ", dir, " a folder written by `loom prepare`?)");
+  const std::string text = read_whole_file(meta_path, "meta.json");
+
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    user_error(meta_path, ": not valid JSON: ", one_line(e.what()));
+  }
+  LOOM_USER_CHECK(meta.is_object(), meta_path, ": expected a JSON object");
+  auto field = [&](const char* key) -> const nlohmann::json& {
+    LOOM_USER_CHECK(meta.contains(key), meta_path, ": missing key \"", key, "\"");
+    return meta[key];
+  };
+  auto get_count = [&](const char* key, uint64_t max) -> uint64_t {
+    const nlohmann::json& v = field(key);
+    LOOM_USER_CHECK(v.is_number_unsigned() && v.get<uint64_t>() <= max, meta_path, ": \"", key,
+                    "\" must be an integer from 0 to ", max);
+    return v.get<uint64_t>();
+  };
+
+  DataFolder folder;
+  folder.dir = dir;
+  const nlohmann::json& tok = field("tokenizer");
+  LOOM_USER_CHECK(tok.is_string(), meta_path, ": \"tokenizer\" must be a string");
+  folder.tokenizer = tok.get<std::string>();
+  folder.vocab_size = static_cast<uint32_t>(get_count("vocab_size", std::numeric_limits<uint32_t>::max()));
+  folder.train_tokens = get_count("train_tokens", std::numeric_limits<uint64_t>::max());
+  folder.val_tokens = get_count("val_tokens", std::numeric_limits<uint64_t>::max());
+
+  std::unique_ptr<Tokenizer> tokenizer;
+  try {
+    tokenizer = make_tokenizer(folder.tokenizer);
+  } catch (const UserError& e) {
+    user_error(meta_path, ": ", e.what());
+  }
+  LOOM_USER_CHECK(static_cast<uint32_t>(tokenizer->vocab_size()) == folder.vocab_size, meta_path, ": vocab_size ",
+                  folder.vocab_size, " does not match tokenizer '", folder.tokenizer, "' (",
+                  tokenizer->vocab_size(), ")");
+
+  // The shards must agree with meta.json; a half-rewritten folder shows up here, not as a
+  // mysterious loss curve later.
+  for (auto [path, expected] : {std::pair{folder.train_path(), folder.train_tokens},
+                                std::pair{folder.val_path(), folder.val_tokens}}) {
+    Shard shard(path);
+    LOOM_USER_CHECK(shard.vocab_size() == folder.vocab_size, path, ": vocabulary size ", shard.vocab_size(),
+                    " but ", meta_path, " says ", folder.vocab_size);
+    LOOM_USER_CHECK(shard.size() == expected, path, ": holds ", shard.size(), " tokens but ", meta_path, " says ",
+                    expected);
+  }
+  return folder;
+}
+
+// ---------------------------------------------------------------------------------------
+// The window loader
+
+WindowLoader::WindowLoader(const Shard& shard, int seq_len, uint64_t seed)
+    : shard_(shard), T_(seq_len), rng_state_(Rng(seed).state()) {
+  LOOM_USER_CHECK(seq_len > 0, "seq_len must be positive, got ", seq_len);
+  LOOM_USER_CHECK(shard.size() >= static_cast<uint64_t>(seq_len) + 1, shard.path(), ": holds ", shard.size(),
+                  " tokens, fewer than seq_len + 1 = ", static_cast<uint64_t>(seq_len) + 1,
+                  " needed for one window");
+}
+
+void WindowLoader::next_batch(int global_batch, int rank, int world, int32_t* x, int32_t* y) {
+  LOOM_CHECK(world > 0 && global_batch > 0 && global_batch % world == 0, "next_batch: global batch ", global_batch,
+             " does not split over ", world, " ranks");
+  LOOM_CHECK(rank >= 0 && rank < world, "next_batch: rank ", rank, " outside world ", world);
+  const int B = global_batch / world;
+  const uint64_t T = static_cast<uint64_t>(T_);
+  const uint64_t starts = shard_.size() - T;  // i in [0, size - T - 1]
+  const uint32_t vocab = shard_.vocab_size();
+  Rng rng;
+  rng.set_state(rng_state_);
+  // Every rank draws the whole global batch so all ranks stay on one stream; each keeps only
+  // its rows. Drawing is cheap next to the copy.
+  for (int row = 0; row < global_batch; ++row) {
+    const uint64_t start = rng.below(starts);
+    const int local = row - rank * B;
+    if (local < 0 || local >= B) continue;
+    int32_t* xr = x + static_cast<size_t>(local) * T;
+    int32_t* yr = y + static_cast<size_t>(local) * T;
+    for (uint64_t t = 0; t <= T; ++t) {
+      const uint32_t tok = shard_[start + t];
+      // The header was checked when the shard opened, the payload was not (that would
+      // fault in the whole file); a bad token here would index past the embedding table.
+      LOOM_USER_CHECK(tok < vocab, shard_.path(), ": token ", tok, " at position ", start + t,
+                      " is outside the vocabulary (size ", vocab, "); the shard is corrupt");
+      if (t < T) xr[t] = static_cast<int32_t>(tok);
+      if (t > 0) yr[t - 1] = static_cast<int32_t>(tok);
+    }
+  }
+  rng_state_ = rng.state();
+}
+
+std::array<uint64_t, 4> WindowLoader::state() const { return rng_state_; }
+
+void WindowLoader::set_state(const std::array<uint64_t, 4>& s) {
+  // xoshiro's all-zero state is a fixed point (it would yield zeros forever); only a corrupt
+  // checkpoint can hold it.
+  LOOM_USER_CHECK(s[0] | s[1] | s[2] | s[3], "loader state is all zeros (corrupt checkpoint?)");
+  rng_state_ = s;
+}
+
+// ---------------------------------------------------------------------------------------
+// `loom prepare`
+
+void prepare_corpus(const std::string& corpus, const std::string& tokenizer_spec, const std::string& out_dir,
+                    double val_fraction) {
+  LOOM_USER_CHECK(val_fraction > 0.0 && val_fraction < 1.0, "val_fraction ", val_fraction, " must be in (0, 1)");
+  std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(tokenizer_spec);
+
+  const std::string text_path = corpus == "kjv" ? kjv_text_path() : corpus;
+  const std::string text = read_whole_file(text_path, "corpus");
+  LOOM_USER_CHECK(!text.empty(), text_path, ": corpus is empty");
+  if (size_t bad = first_invalid_utf8(text); bad != std::string::npos) {
+    char hex[8];
+    std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[bad]));
+    user_error(text_path, ": not UTF-8 text (invalid byte ", hex, " at offset ", bad, ")");
+  }
+
+  // Tokenize in pieces for progress. Pieces end at a newline so a tokenizer that merges
+  // across bytes (BPE) sees the same text as it would whole, except across lines.
+  std::vector<uint32_t> tokens;
+  tokens.reserve(text.size());
+  Progress progress(text.size());
+  constexpr size_t kPiece = 1 << 20;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t end = text.size();
+    if (text.size() - pos > kPiece) {
+      size_t nl = text.find('\n', pos + kPiece);
+      if (nl != std::string::npos) end = nl + 1;
+    }
+    std::vector<uint32_t> ids = tokenizer->encode(std::string_view(text).substr(pos, end - pos));
+    tokens.insert(tokens.end(), ids.begin(), ids.end());
+    pos = end;
+    progress.update(pos);
+  }
+
+  // The tail goes to validation so it is text the model never trained on, not interleaved.
+  const uint64_t n = tokens.size();
+  uint64_t n_val = static_cast<uint64_t>(std::ceil(static_cast<double>(n) * val_fraction));
+  n_val = std::max<uint64_t>(n_val, kMinSplitTokens);
+  LOOM_USER_CHECK(n >= 2 * kMinSplitTokens && n - n_val >= kMinSplitTokens, text_path, ": too small: ", n,
+                  " tokens, but train and val each need at least ", kMinSplitTokens, " (with val_fraction ",
+                  val_fraction, ")");
+  const uint64_t n_train = n - n_val;
+
+  std::error_code ec, ec_dir;
+  fs::create_directories(out_dir, ec);
+  LOOM_USER_CHECK(fs::is_directory(out_dir, ec_dir), out_dir, ": cannot create the data folder",
+                  ec ? ": " + ec.message() : std::string(" (a file is in the way)"));
+  const uint32_t vocab = static_cast<uint32_t>(tokenizer->vocab_size());
+  DataFolder folder{out_dir, tokenizer->name(), vocab};
+  const std::span<const uint32_t> all(tokens);
+  write_shard(folder.train_path(), all.first(n_train), vocab);
+  write_shard(folder.val_path(), all.subspan(n_train), vocab);
+
+  // meta.json last: open_data_folder cross-checks it against the shards, so a crash before
+  // this point is detected rather than trusted.
+  nlohmann::json meta = {{"tokenizer", tokenizer->name()}, {"vocab_size", vocab}, {"train_tokens", n_train},
+                         {"val_tokens", n_val},          {"corpus", corpus}};
+  const std::string meta_text = meta.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  AtomicFile f(out_dir + "/meta.json");
+  f.write(meta_text.data(), meta_text.size());
+  f.commit();
+
+  std::printf("loom prepare: %s: %llu train tokens, %llu val tokens, vocabulary %u (%s) -> %s\n", text_path.c_str(),
+              static_cast<unsigned long long>(n_train), static_cast<unsigned long long>(n_val), vocab,
+              tokenizer->name().c_str(), out_dir.c_str());
+  std::fflush(stdout);
+}
+
+}  // namespace loom

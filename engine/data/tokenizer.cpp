@@ -1,0 +1,43 @@
+// tokenizer.cpp: the byte-level tokenizer and the factory that maps a spec to a tokenizer.
+//
+// Byte-level is the baseline every corpus can use: ids are the raw bytes, so any file
+// (UTF-8 or not) round-trips exactly and there is no vocabulary file to lose.
+#include "engine/data/tokenizer.h"
+
+#include "engine/core/check.h"
+
+namespace loom {
+namespace {
+
+class ByteTokenizer final : public Tokenizer {
+ public:
+  std::string name() const override { return "byte"; }
+  int vocab_size() const override { return 256; }
+
+  std::vector<uint32_t> encode(std::string_view text) const override {
+    std::vector<uint32_t> ids(text.size());
+    // Through unsigned char: a plain char is signed here and bytes >= 0x80 would wrap.
+    for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
+    return ids;
+  }
+
+  std::string decode(std::span<const uint32_t> ids) const override {
+    std::string text(ids.size(), '\0');
+    for (size_t i = 0; i < ids.size(); ++i) {
+      // Ids reach decode from models and user prompts, so a bad one is bad input, not a bug.
+      LOOM_USER_CHECK(ids[i] < 256, "byte tokenizer: id ", ids[i], " at position ", i,
+                      " is outside the vocabulary (size 256)");
+      text[i] = static_cast<char>(static_cast<unsigned char>(ids[i]));
+    }
+    return text;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
+  if (spec == "byte") return std::make_unique<ByteTokenizer>();
+  user_error("tokenizer '", spec, "': unknown tokenizer (known: byte)");
+}
+
+}  // namespace loom
