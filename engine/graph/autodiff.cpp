@@ -78,13 +78,15 @@ class Autodiff {
     return p.grad_value;
   }
 
- private:
+  // A new gradient value shaped like v (not yet a contribution to anything).
   int fresh(int v, const char* what) {
     const Value& val = g_.values[v];
     const int d = g_.new_value(std::string(what) + "." + val.name, val.shape, val.dtype);
     grow(d);
     return d;
   }
+
+ private:
   void grow(int v) {
     if (v >= static_cast<int>(needs_.size())) {
       needs_.resize(v + 1, 0);
@@ -114,6 +116,24 @@ void backward_layernorm(Autodiff& ad, const Node& n) {
   LOOM_CHECK((dg >= 0) == (db >= 0), "layer norm gain and bias must be trainable together");
   if (dx < 0 && dg < 0) return;
   ad.g().add_node(OpId::layernorm_bwd, {dy, n.in[0], n.in[1], n.out[1], n.out[2]}, {dx, dg, db}, n.attrs);
+}
+
+void backward_residual_layernorm(Autodiff& ad, const Node& n) {
+  // sum = a + b feeds the layer norm and the rest of the residual stream: d(sum) is the
+  // layer norm's dx plus the stream's own gradient, added inside layernorm_bwd (dresid).
+  const int dy = ad.grad(n.out[1]), dsum = ad.grad(n.out[0]);
+  const bool need_a = ad.needs(n.in[0]), need_b = ad.needs(n.in[1]);
+  int dx = dsum;
+  if (dy >= 0) {
+    const int dg = ad.accumulated(n.in[2]), db = ad.accumulated(n.in[3]);
+    LOOM_CHECK((dg >= 0) == (db >= 0), "layer norm gain and bias must be trainable together");
+    dx = (need_a || need_b) ? ad.fresh(n.out[0], "grad") : -1;
+    if (dx >= 0 || dg >= 0)
+      ad.g().add_node(OpId::layernorm_bwd, {dy, n.out[0], n.in[2], n.out[2], n.out[3], dsum}, {dx, dg, db}, n.attrs);
+  }
+  if (dx < 0) return;
+  if (need_a) ad.contribute(n.in[0], dx);
+  if (need_b) ad.contribute(n.in[1], dx);
 }
 
 void backward_linear(Autodiff& ad, const Node& n) {

@@ -76,6 +76,21 @@ int Graph::layernorm(int x, int g, int b, float eps) {
   return y;
 }
 
+std::pair<int, int> Graph::residual_layernorm(int a, int b, int g, int beta, float eps) {
+  const Shape& xs = values[a].shape;
+  LOOM_CHECK(values[b].shape == xs, "residual_layernorm: ", shape_str(xs), " vs ", shape_str(values[b].shape));
+  const int64_t C = xs.back(), N = numel(xs) / C;
+  LOOM_CHECK(values[g].shape == Shape{C} && values[beta].shape == Shape{C});
+  const int sum = new_value(vname(*this, "resid"), xs, fdt_);
+  const int y = new_value(vname(*this, "ln"), xs, fdt_);
+  const int mean = new_value(vname(*this, "ln.mean"), {N}, fdt_);
+  const int rstd = new_value(vname(*this, "ln.rstd"), {N}, fdt_);
+  Attrs at;
+  at.f[0] = eps;
+  add_node(OpId::residual_layernorm, {a, b, g, beta}, {sum, y, mean, rstd}, at);
+  return {sum, y};
+}
+
 int Graph::linear(int x, int w, int b) {
   Shape ys = values[x].shape;
   const Shape& ws = values[w].shape;

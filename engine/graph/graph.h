@@ -74,6 +74,8 @@ class Graph {
   void add_node(OpId op, std::vector<int> in, std::vector<int> out, Attrs attrs = {});
   int embedding(int tokens, int wte, int wpe, int pos = -1);
   int layernorm(int x, int g, int b, float eps = 1e-5f);
+  // The residual stream's add fused with the layer norm that reads it: {a + b, layernorm(a + b)}.
+  std::pair<int, int> residual_layernorm(int a, int b, int g, int beta, float eps = 1e-5f);
   int linear(int x, int w, int b = -1);
   int gelu(int x);
   int add(int a, int b);

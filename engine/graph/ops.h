@@ -21,7 +21,13 @@ inline constexpr OpInfo kOpInfo[] = {
 #undef LOOM_OP
 };
 inline constexpr int kNumOps = static_cast<int>(sizeof(kOpInfo) / sizeof(kOpInfo[0]));
-inline constexpr int kMaxOpIo = 5;
+inline constexpr int kMaxOpIo = 6;
+constexpr bool ops_fit_io() {
+  for (const auto& o : kOpInfo)
+    if (o.n_in > kMaxOpIo || o.n_out > kMaxOpIo || o.n_diff_out > o.n_out) return false;
+  return true;
+}
+static_assert(ops_fit_io(), "an op in ops.def has more inputs/outputs than kMaxOpIo");
 
 inline const OpInfo& op_info(OpId op) { return kOpInfo[static_cast<int>(op)]; }
 

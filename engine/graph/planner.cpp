@@ -29,8 +29,10 @@ Plan plan_memory(const Graph& g) {
     for (int v : g.nodes[n].out)
       if (v >= 0) first[v] = std::min(first[v], n), last[v] = std::max(last[v], n);
   }
+  // Kept values (graph outputs, requested gradients) own their bytes for the whole run: the
+  // caller reads them later, possibly after running only the forward part again.
   for (int v = 0; v < nv; ++v)
-    if (g.values[v].keep) last[v] = end;
+    if (g.values[v].keep && last[v] >= 0) first[v] = 0, last[v] = end;
 
   auto in_arena = [&](int v) { return g.values[v].kind == ValueKind::Activation && last[v] >= 0; };
 

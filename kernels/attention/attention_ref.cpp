@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "engine/core/vmath.h"
 #include "kernels/matmul/matmul.h"
 
 namespace loom::ref {
@@ -42,7 +43,8 @@ void attention_fwd(const AttentionArgs<T>& a) {
         T m = row[0];
         for (int64_t j = 1; j <= i; ++j) m = std::max(m, row[j]);
         T sum = 0;
-        for (int64_t j = 0; j <= i; ++j) sum += (row[j] = std::exp(row[j] - m));
+#pragma omp simd reduction(+ : sum)
+        for (int64_t j = 0; j <= i; ++j) sum += (row[j] = vexp<T>(row[j] - m));
         const T inv = T(1) / sum;
         for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
         for (int64_t j = i + 1; j < T_; ++j) row[j] = 0;
@@ -82,7 +84,8 @@ void attention_bwd(const AttentionBwdArgs<T>& a) {
       for (int64_t i = 0; i < T_; ++i) {
         T* row = p.data() + i * T_;
         const T l = a.lse[bh * T_ + i];
-        for (int64_t j = 0; j <= i; ++j) row[j] = std::exp(row[j] - l);
+#pragma omp simd
+        for (int64_t j = 0; j <= i; ++j) row[j] = vexp<T>(row[j] - l);
         for (int64_t j = i + 1; j < T_; ++j) row[j] = 0;
       }
       gemm<T>(true, false, T_, D, T_, T(1), p.data(), T_, dout.data(), D, T(0), dv.data(), D);   // dV = P^T dO

@@ -1,6 +1,8 @@
 // gelu_ref.cpp: CPU reference GELU (tanh form), OpenMP + vectorisable loops.
 #include "kernels/gelu/gelu.h"
 
+#include "engine/core/vmath.h"
+
 namespace loom::ref {
 
 namespace {
@@ -14,7 +16,7 @@ void gelu_fwd(const GeluArgs<T>& a) {
   for (int64_t i = 0; i < a.n; ++i) {
     const T x = a.x[i];
     const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
-    a.y[i] = T(0.5) * x * (T(1) + std::tanh(u));
+    a.y[i] = T(0.5) * x * (T(1) + vtanh<T>(u));
   }
 }
 
@@ -24,7 +26,7 @@ void gelu_bwd(const GeluBwdArgs<T>& a) {
   for (int64_t i = 0; i < a.n; ++i) {
     const T x = a.x[i];
     const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
-    const T t = std::tanh(u);
+    const T t = vtanh<T>(u);
     const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kCoef) * x * x);
     a.dx[i] = a.dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
   }

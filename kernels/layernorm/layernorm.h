@@ -7,7 +7,7 @@ namespace loom::ref {
 
 template <typename T>
 struct LayerNormArgs {
-  const T* x;     // [N, C]
+  const T* x;     // [N, C]  (with residual: x + residual is normalised and written to sum)
   const T* g;     // [C]
   const T* b;     // [C]
   T* y;           // [N, C]
@@ -15,6 +15,8 @@ struct LayerNormArgs {
   T* rstd;        // [N]
   int64_t N, C;
   float eps;
+  const T* residual = nullptr;  // [N, C] or nullptr
+  T* sum = nullptr;             // [N, C] x + residual (required with residual)
 };
 template <typename T>
 void layernorm_fwd(const LayerNormArgs<T>& a);
@@ -30,6 +32,7 @@ struct LayerNormBwdArgs {
   T* dg;          // [C] accumulated (+=)
   T* db;          // [C] accumulated (+=)
   int64_t N, C;
+  const T* dresid = nullptr;  // [N, C] or nullptr: added to dx (the residual stream's gradient)
 };
 template <typename T>
 void layernorm_bwd(const LayerNormBwdArgs<T>& a);

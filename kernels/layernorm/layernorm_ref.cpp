@@ -15,6 +15,12 @@ void layernorm_fwd(const LayerNormArgs<T>& a) {
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < a.N; ++n) {
     const T* x = a.x + n * C;
+    if (a.residual) {
+      T* s = a.sum + n * C;
+      const T* r = a.residual + n * C;
+      for (int64_t c = 0; c < C; ++c) s[c] = x[c] + r[c];
+      x = s;
+    }
     T m = 0;
     for (int64_t c = 0; c < C; ++c) m += x[c];
     m /= T(C);
@@ -59,7 +65,7 @@ void layernorm_bwd(const LayerNormBwdArgs<T>& a) {
       T* dx = a.dx + n * C;
       for (int64_t c = 0; c < C; ++c) {
         const T xhat = (x[c] - m) * r;
-        dx[c] = (dy[c] * a.g[c] - sum_dyg - xhat * sum_dyg_xhat) * r;
+        dx[c] = (dy[c] * a.g[c] - sum_dyg - xhat * sum_dyg_xhat) * r + (a.dresid ? a.dresid[n * C + c] : T(0));
       }
     }
   }

@@ -6,6 +6,8 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <algorithm>
+
 namespace loom::ref {
 
 template <>
@@ -36,12 +38,20 @@ void linear_bwd(const LinearBwdArgs<T>& a) {
   if (a.dx) gemm<T>(false, false, a.N, a.K, a.M, T(1), a.dy, a.M, a.w, a.K, T(0), a.dx, a.K);
   if (a.dw) gemm<T>(true, false, a.M, a.K, a.N, T(1), a.dy, a.M, a.x, a.K, T(1), a.dw, a.K);
   if (a.db) {
-    // Column sums of dy, parallel over columns so each thread owns its outputs.
+    // Column sums of dy. Each thread owns a block of columns and walks the rows in order
+    // (contiguous, vectorised), so the sum order is fixed whatever the thread count.
+    constexpr int64_t kCols = 64;
+    const int64_t blocks = (a.M + kCols - 1) / kCols;
 #pragma omp parallel for schedule(static)
-    for (int64_t m = 0; m < a.M; ++m) {
-      T s = 0;
-      for (int64_t n = 0; n < a.N; ++n) s += a.dy[n * a.M + m];
-      a.db[m] += s;
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t m0 = blk * kCols, m1 = std::min(a.M, m0 + kCols);
+      T acc[kCols] = {};
+      for (int64_t n = 0; n < a.N; ++n) {
+        const T* row = a.dy + n * a.M;
+#pragma omp simd
+        for (int64_t m = m0; m < m1; ++m) acc[m - m0] += row[m];
+      }
+      for (int64_t m = m0; m < m1; ++m) a.db[m] += acc[m - m0];
     }
   }
 }

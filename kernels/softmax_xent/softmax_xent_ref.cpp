@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/core/check.h"
+#include "engine/core/vmath.h"
 
 namespace loom::ref {
 
@@ -14,9 +15,11 @@ void softmax_xent_fwd(const SoftmaxXentArgs<T>& a) {
   for (int64_t n = 0; n < a.N; ++n) {
     const T* z = a.logits + n * a.V;
     T m = z[0];
+#pragma omp simd reduction(max : m)
     for (int64_t v = 1; v < a.V; ++v) m = std::max(m, z[v]);
     T s = 0;
-    for (int64_t v = 0; v < a.V; ++v) s += std::exp(z[v] - m);
+#pragma omp simd reduction(+ : s)
+    for (int64_t v = 0; v < a.V; ++v) s += vexp<T>(z[v] - m);
     a.lse[n] = m + std::log(s);
   }
   // The mean is summed serially in row order: the same bits however many threads ran.
@@ -37,7 +40,8 @@ void softmax_xent_bwd(const SoftmaxXentBwdArgs<T>& a) {
     const T* z = a.logits + n * a.V;
     T* d = a.dlogits + n * a.V;
     const T l = a.lse[n];
-    for (int64_t v = 0; v < a.V; ++v) d[v] = std::exp(z[v] - l) * scale;
+#pragma omp simd
+    for (int64_t v = 0; v < a.V; ++v) d[v] = vexp<T>(z[v] - l) * scale;
     d[a.targets[n]] -= scale;
   }
 }

@@ -3,6 +3,7 @@
 // token embedding. Initialisation as GPT-2: N(0, 0.02) for weights, residual projections
 // scaled by 1/sqrt(2 * n_layer), zero biases, unit norm gains.
 #include <cmath>
+#include <tuple>
 
 #include "models/model.h"
 
@@ -57,22 +58,24 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
         m.caches.push_back(g.input("cache." + std::to_string(l) + "." + kv, {B, H, c.seq_len, C / H}, dt));
   }
   g.set_scope("embed");
+  // Each residual add is fused with the layer norm that reads its result (the next block's
+  // ln_1, or ln_f after the last block): one pass over the residual stream instead of two.
   int x = g.embedding(m.tokens, wte, wpe, m.pos);
+  int h = g.layernorm(x, blocks[0].ln1_g, blocks[0].ln1_b);
   for (int l = 0; l < L; ++l) {
     const Block& b = blocks[l];
     const std::string s = "h." + std::to_string(l);
     g.set_scope(s + ".attn");
-    int h = g.layernorm(x, b.ln1_g, b.ln1_b);
     const int qkv = g.linear(h, b.qkv_w, b.qkv_b);
     const int a = decode ? g.attention_decode(qkv, m.caches[2 * l], m.caches[2 * l + 1], m.pos, c.n_head)
                          : g.attention(qkv, c.n_head);
-    x = g.add(x, g.linear(a, b.proj_w, b.proj_b));
+    std::tie(x, h) = g.residual_layernorm(x, g.linear(a, b.proj_w, b.proj_b), b.ln2_g, b.ln2_b);
     g.set_scope(s + ".mlp");
-    h = g.layernorm(x, b.ln2_g, b.ln2_b);
-    x = g.add(x, g.linear(g.gelu(g.linear(h, b.fc_w, b.fc_b)), b.fc2_w, b.fc2_b));
+    const int mlp = g.linear(g.gelu(g.linear(h, b.fc_w, b.fc_b)), b.fc2_w, b.fc2_b);
+    const bool last = l + 1 == L;
+    std::tie(x, h) = g.residual_layernorm(x, mlp, last ? lnf_g : blocks[l + 1].ln1_g, last ? lnf_b : blocks[l + 1].ln1_b);
   }
   g.set_scope("head");
-  const int h = g.layernorm(x, lnf_g, lnf_b);
   m.logits = g.linear(h, wte);  // tied classifier
   if (decode) {
     g.mark_output(m.logits);

@@ -31,6 +31,16 @@ TEST(Grad, LayerNorm) {
   check_graph_grads(g, g.layernorm(x, gw, gb), {x}, kNoInts);
 }
 
+TEST(Grad, ResidualLayerNorm) {
+  // Both outputs carry gradient: the sum (residual stream) and the normalised value.
+  Graph g(DType::F64);
+  const int a = g.input("a", {2, 3, 8}, DType::F64), b = g.input("b", {2, 3, 8}, DType::F64);
+  const int gw = g.param("g", {8}, Init::Ones, 0, false), gb = g.param("beta", {8}, Init::Zeros, 0, false);
+  auto [sum, y] = g.residual_layernorm(a, b, gw, gb);
+  const int w = g.param("w", {8, 8}, Init::Normal, 1, true);
+  check_graph_grads(g, g.add(g.linear(sum, w), y), {a, b}, kNoInts);
+}
+
 TEST(Grad, LinearWithBias) {
   Graph g(DType::F64);
   const int x = g.input("x", {2, 3, 5}, DType::F64);

@@ -86,7 +86,7 @@ TEST(Planner, ReusesMemoryAndNeverOverlapsLiveValues) {
       if (v >= 0) first[v] = std::min(first[v], n), last[v] = std::max(last[v], n);
   }
   for (int v = 0; v < nv; ++v)
-    if (g.values[v].keep) last[v] = end;
+    if (g.values[v].keep) first[v] = 0, last[v] = end;
   for (int a = 0; a < nv; ++a) {
     if (p.offset[a] == Plan::kNone) continue;
     EXPECT_EQ(p.offset[a] % kArenaAlign, 0u);

@@ -51,10 +51,17 @@ class CpuBackend final : public Backend {
     ref::layernorm_fwd<T>({x.as<T>(), c.in[1].as<T>(), c.in[2].as<T>(), c.out[0].as<T>(), c.out[1].as<T>(),
                            c.out[2].as<T>(), x.rows(), x.dim(-1), c.node->attrs.f[0]});
   }
+  void op_residual_layernorm(const OpCall& c) override {
+    const TensorView& x = c.in[0];
+    ref::layernorm_fwd<T>({x.as<T>(), c.in[2].as<T>(), c.in[3].as<T>(), c.out[1].as<T>(), c.out[2].as<T>(),
+                           c.out[3].as<T>(), x.rows(), x.dim(-1), c.node->attrs.f[0], c.in[1].as<T>(),
+                           c.out[0].as<T>()});
+  }
   void op_layernorm_bwd(const OpCall& c) override {
     const TensorView& x = c.in[1];
     ref::layernorm_bwd<T>({c.in[0].as<T>(), x.as<T>(), c.in[2].as<T>(), c.in[3].as<T>(), c.in[4].as<T>(),
-                           c.out[0].as<T>(), c.out[1].as<T>(), c.out[2].as<T>(), x.rows(), x.dim(-1)});
+                           c.out[0].as<T>(), c.out[1].as<T>(), c.out[2].as<T>(), x.rows(), x.dim(-1),
+                           c.in[5].as<T>()});
   }
   void op_linear(const OpCall& c) override {
     const TensorView &x = c.in[0], &w = c.in[1];
