@@ -45,13 +45,21 @@ int cmd_prepare(const std::string& corpus, const std::string& tokenizer, const s
   return 0;
 }
 
-int cmd_train(const std::string& config_path, const std::string& device, bool resume,
+int cmd_train(const std::string& config_path, const std::string& device, bool resume, const std::string& profile,
               const std::vector<std::string>& extras) {
   Overrides ov = parse_overrides(extras);
   if (!device.empty()) ov.emplace_back("device", device);
   Config cfg = load_config(config_path, ov);
   TrainOptions opt;
   opt.resume = resume;
+  if (!profile.empty()) {
+    long long a = 0, b = 0;
+    char tail = 0;
+    LOOM_USER_CHECK(std::sscanf(profile.c_str(), "%lld:%lld%c", &a, &b, &tail) == 2 && a >= 1 && b >= a,
+                    "--profile-steps: expected A:B with 1 <= A <= B, got '", profile, "'");
+    opt.profile_from = a;
+    opt.profile_to = b;
+  }
   TrainResult r = train(cfg, opt);
   return r.interrupted ? 0 : 0;
 }
@@ -138,6 +146,9 @@ int run(int argc, char** argv) {
   tr->add_option("--config", config_path, "TOML config (configs/default.toml, configs/tiny.toml, ...)")->required();
   tr->add_option("--device", device, "auto | cpu | cuda (overrides the config's device)");
   tr->add_flag("--resume", resume, "continue the run in log.run_dir from its latest checkpoint");
+  std::string profile;
+  tr->add_option("--profile-steps", profile,
+                 "A:B: bracket steps A..B with cudaProfilerStart/Stop (nsys --capture-range=cudaProfilerApi)");
   tr->allow_extras();
   tr->footer("config keys: " + [] {
     std::string s;
@@ -200,7 +211,7 @@ int run(int argc, char** argv) {
     return 2;
   }
   if (prep->parsed()) return cmd_prepare(corpus, tokenizer, out, val_fraction);
-  if (tr->parsed()) return cmd_train(config_path, device, resume, tr->remaining());
+  if (tr->parsed()) return cmd_train(config_path, device, resume, profile, tr->remaining());
   if (sa->parsed()) return cmd_sample(ckpt, prompt, sdevice, so);
   if (ev->parsed()) return cmd_eval(eckpt, edata, edevice, ebatch, ebatches);
   if (bt->parsed()) return cmd_bench_train(bo);

@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -32,10 +33,27 @@ class Backend {
   virtual void zero(void* p, size_t bytes) = 0;
   virtual void synchronize() {}
 
-  // Optimizer work on the flat buffers (pointers in this backend's memory).
-  virtual void adamw(const ref::AdamWArgs& a) = 0;
+  // Optimizer work on the flat buffers (pointers in this backend's memory). With mixed
+  // precision (float_dtype() != F32) the executor reads a low-precision working copy of the
+  // f32 master weights: `working`, rewritten by every update (stochastic rounding, `seed`).
+  virtual void adamw(const ref::AdamWArgs& a, void* working, uint64_t seed) = 0;
   // Euclidean norm of n floats, reduced in a fixed order (deterministic).
   virtual double norm(const float* g, int64_t n) = 0;
+  // Fills the working copy from the master weights (round to nearest). Mixed precision only.
+  virtual void to_working(const float* master, void* working, int64_t n) {
+    LOOM_CHECK(false, name(), " has no working copy");
+  }
+
+  // Whole-step capture (CUDA graphs). A backend without it runs `step` eagerly every time.
+  virtual bool can_capture() const { return false; }
+  virtual int capture(const std::function<void()>& step) { return -1; }
+  virtual void replay(int graph) {}
+
+  // Profiling: named ranges (NVTX on CUDA) and the profiler's capture window.
+  virtual void range_push(const char* name) {}
+  virtual void range_pop() {}
+  virtual void profiler_start() {}
+  virtual void profiler_stop() {}
 
 #define LOOM_OP(name, n_in, n_out, n_diff) virtual void op_##name(const OpCall& c) = 0;
 #include "engine/graph/ops.def"
@@ -84,5 +102,17 @@ class DeviceBuffer {
 
 // The CPU reference backend, in float (training) or double (gradient checks).
 std::unique_ptr<Backend> make_cpu_backend(DType float_dtype = DType::F32);
+
+// Scoped profiling range on a backend (NVTX on CUDA, nothing on CPU).
+class Range {
+ public:
+  Range(Backend& be, const char* name) : be_(be) { be_.range_push(name); }
+  ~Range() { be_.range_pop(); }
+  Range(const Range&) = delete;
+  Range& operator=(const Range&) = delete;
+
+ private:
+  Backend& be_;
+};
 
 }  // namespace loom

@@ -72,7 +72,7 @@ class Autodiff {
     LOOM_CHECK(val.kind == ValueKind::Param, "op accumulates into the gradient of non-parameter ", val.name);
     ParamInfo& p = g_.params[val.param];
     if (p.grad_value < 0) {
-      p.grad_value = g_.new_value("grad." + p.name, p.shape, val.dtype, ValueKind::ParamGrad);
+      p.grad_value = g_.new_value("grad." + p.name, p.shape, g_.grad_dtype(), ValueKind::ParamGrad);
       g_.values[p.grad_value].param = val.param;
     }
     return p.grad_value;

@@ -32,13 +32,13 @@ Executor::Executor(const Graph& g, Backend& be) : g_(g), be_(be), plan_(plan_mem
 void Executor::bind_params(void* params, void* grads) {
   params_ = params;
   grads_ = grads;
-  const size_t es = dtype_size(g_.float_dtype());
+  const size_t ps = dtype_size(g_.float_dtype()), gs = dtype_size(g_.grad_dtype());
   for (size_t v = 0; v < g_.values.size(); ++v) {
     const Value& val = g_.values[v];
     if (val.kind == ValueKind::Param)
-      ptr_[v] = static_cast<char*>(params) + g_.params[val.param].offset * es;
+      ptr_[v] = static_cast<char*>(params) + g_.params[val.param].offset * ps;
     else if (val.kind == ValueKind::ParamGrad)
-      ptr_[v] = grads ? static_cast<char*>(grads) + g_.params[val.param].offset * es : nullptr;
+      ptr_[v] = grads ? static_cast<char*>(grads) + g_.params[val.param].offset * gs : nullptr;
   }
   prepare();
 }
@@ -76,6 +76,29 @@ void Executor::get(int v, void* host, size_t bytes) const {
   LOOM_CHECK(ptr_[v], "value ", g_.values[v].name, " has no memory (not live at the end?)");
   LOOM_CHECK(bytes == g_.values[v].bytes());
   be_.to_host(host, ptr_[v], bytes);
+}
+
+std::vector<float> Executor::fetch_f32(int v) const {
+  const Value& val = g_.values[v];
+  const size_t n = static_cast<size_t>(numel(val.shape));
+  std::vector<float> r(n);
+  switch (val.dtype) {
+    case DType::F32: get(v, r.data(), n * 4); break;
+    case DType::F64: {
+      std::vector<double> d(n);
+      get(v, d.data(), n * 8);
+      for (size_t i = 0; i < n; ++i) r[i] = static_cast<float>(d[i]);
+      break;
+    }
+    case DType::BF16: {
+      std::vector<bf16> b(n);
+      get(v, b.data(), n * 2);
+      for (size_t i = 0; i < n; ++i) r[i] = from_bf16(b[i]);
+      break;
+    }
+    case DType::I32: LOOM_CHECK(false, "fetch_f32 of an integer value ", val.name);
+  }
+  return r;
 }
 
 void Executor::run_range(size_t b, size_t e) {

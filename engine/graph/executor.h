@@ -31,6 +31,9 @@ class Executor {
     return r;
   }
 
+  // Any float value converted to f32 on the host (bf16 activations, f64 gradient checks).
+  std::vector<float> fetch_f32(int value) const;
+
   void forward();   // nodes [0, forward_end)
   void backward();  // nodes [forward_end, end)
   void run() { forward(), backward(); }

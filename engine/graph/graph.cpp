@@ -68,8 +68,8 @@ int Graph::layernorm(int x, int g, int b, float eps) {
   const int64_t C = xs.back(), N = numel(xs) / C;
   LOOM_CHECK(values[g].shape == Shape{C} && values[b].shape == Shape{C});
   const int y = new_value(vname(*this, "ln"), xs, fdt_);
-  const int mean = new_value(vname(*this, "ln.mean"), {N}, fdt_);
-  const int rstd = new_value(vname(*this, "ln.rstd"), {N}, fdt_);
+  const int mean = new_value(vname(*this, "ln.mean"), {N}, stat_dtype());
+  const int rstd = new_value(vname(*this, "ln.rstd"), {N}, stat_dtype());
   Attrs a;
   a.f[0] = eps;
   add_node(OpId::layernorm, {x, g, b}, {y, mean, rstd}, a);
@@ -83,8 +83,8 @@ std::pair<int, int> Graph::residual_layernorm(int a, int b, int g, int beta, flo
   LOOM_CHECK(values[g].shape == Shape{C} && values[beta].shape == Shape{C});
   const int sum = new_value(vname(*this, "resid"), xs, fdt_);
   const int y = new_value(vname(*this, "ln"), xs, fdt_);
-  const int mean = new_value(vname(*this, "ln.mean"), {N}, fdt_);
-  const int rstd = new_value(vname(*this, "ln.rstd"), {N}, fdt_);
+  const int mean = new_value(vname(*this, "ln.mean"), {N}, stat_dtype());
+  const int rstd = new_value(vname(*this, "ln.rstd"), {N}, stat_dtype());
   Attrs at;
   at.f[0] = eps;
   add_node(OpId::residual_layernorm, {a, b, g, beta}, {sum, y, mean, rstd}, at);
@@ -121,7 +121,7 @@ int Graph::attention(int qkv, int n_head) {
   LOOM_CHECK(s.size() == 3 && s[2] % 3 == 0 && (s[2] / 3) % n_head == 0);
   const int64_t C = s[2] / 3;
   const int out = new_value(vname(*this, "attn"), {s[0], s[1], C}, fdt_);
-  const int lse = new_value(vname(*this, "attn.lse"), {s[0], n_head, s[1]}, fdt_);
+  const int lse = new_value(vname(*this, "attn.lse"), {s[0], n_head, s[1]}, stat_dtype());
   Attrs a;
   a.i[0] = n_head;
   add_node(OpId::attention, {qkv}, {out, lse}, a);
@@ -142,8 +142,8 @@ int Graph::softmax_xent(int logits, int targets) {
   const Shape& s = values[logits].shape;
   const int64_t V = s.back(), N = numel(s) / V;
   LOOM_CHECK(numel(values[targets].shape) == N && values[targets].dtype == DType::I32);
-  const int loss = new_value(vname(*this, "loss"), {1}, fdt_);
-  const int lse = new_value(vname(*this, "xent.lse"), {N}, fdt_);
+  const int loss = new_value(vname(*this, "loss"), {1}, stat_dtype());
+  const int lse = new_value(vname(*this, "xent.lse"), {N}, stat_dtype());
   add_node(OpId::softmax_xent, {logits, targets}, {loss, lse});
   return loss;
 }

@@ -59,7 +59,12 @@ struct ParamInfo {
 class Graph {
  public:
   explicit Graph(DType float_dtype = DType::F32) : fdt_(float_dtype) {}
+  // Activations and working weights.
   DType float_dtype() const { return fdt_; }
+  // Per-row statistics (mean, rstd, lse), losses and parameter gradients: f32 when the
+  // activations are bf16 (mixed precision), else the float type itself.
+  DType stat_dtype() const { return fdt_ == DType::BF16 ? DType::F32 : fdt_; }
+  DType grad_dtype() const { return stat_dtype(); }
 
   // --- values ---
   int input(const std::string& name, Shape shape, DType dtype);

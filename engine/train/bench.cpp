@@ -14,6 +14,7 @@
 #include "engine/core/rng.h"
 #include "engine/graph/executor.h"
 #include "engine/train/checkpoint.h"
+#include "engine/train/weights.h"
 #include "kernels/matmul/matmul.h"
 
 namespace loom {
@@ -47,13 +48,13 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
     if (p.name == "wpe") n_matmul -= p.count();
   r.flops_per_token = 6.0 * n_matmul + 12.0 * o.model.n_layer * T * o.model.d_model;
 
-  std::vector<float> host = init_params(o.model, 1);
-  DeviceBuffer params(*be, n * 4), grads(*be, n * 4), m(*be, n * 4), v(*be, n * 4);
-  be->to_device(params.data(), host.data(), n * 4);
+  DeviceWeights weights(*be, n);
+  weights.upload(init_params(o.model, 1));
+  DeviceBuffer grads(*be, n * 4), m(*be, n * 4), v(*be, n * 4);
   be->zero(m.data(), n * 4);
   be->zero(v.data(), n * 4);
   Executor ex(tg.g, *be);
-  ex.bind_params(params.data(), grads.data());
+  ex.bind_params(weights.graph_params(), grads.data());
   Rng rng(7);
   std::vector<int32_t> x(static_cast<size_t>(o.batch) * T), y(x.size());
   for (auto& t : x) t = static_cast<int32_t>(rng.below(o.model.vocab));
@@ -62,6 +63,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   ex.set_input(tg.targets, y.data(), y.size() * 4);
   const float one = 1.0f;
   ex.set_input(tg.dloss, &one, 4);
+  int captured = -1;
 
   std::map<std::string, double> op_s;
   double op_t0 = 0;
@@ -82,11 +84,21 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
     timing = s >= o.warmup;
     const double t0 = now_s();
     be->zero(grads.data(), n * 4);
-    ex.run();
+    // Timed as training runs it: captured into a CUDA graph after two eager steps (when the
+    // backend can), eager otherwise; --op-profile keeps it eager so ops can be timed.
+    if (captured >= 0) {
+      be->replay(captured);
+    } else if (be->can_capture() && !o.op_profile && s >= 2) {
+      captured = be->capture([&] { ex.run(); });
+      be->replay(captured);
+    } else {
+      ex.run();
+    }
     const double norm = be->norm(static_cast<const float*>(grads.data()), n);
-    be->adamw({static_cast<float*>(params.data()), static_cast<const float*>(grads.data()),
-               static_cast<float*>(m.data()), static_cast<float*>(v.data()), nullptr, n, 1e-4f, 0.9f, 0.95f, 1e-8f,
-               0.1f, norm > 1 ? static_cast<float>(1 / norm) : 1.0f, s + 1});
+    be->adamw({weights.master(), static_cast<const float*>(grads.data()), static_cast<float*>(m.data()),
+               static_cast<float*>(v.data()), nullptr, n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f,
+               norm > 1 ? static_cast<float>(1 / norm) : 1.0f, s + 1},
+              weights.working(), static_cast<uint64_t>(s));
     be->synchronize();
     if (s >= o.warmup) ms.push_back((now_s() - t0) * 1000);
   }

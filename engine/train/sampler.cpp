@@ -8,12 +8,12 @@
 namespace loom {
 
 Decoder::Decoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
-    : cfg_(cfg), be_(be), mg_(build_model(cfg, GraphMode::Decode, 1, 1, DType::F32)) {
+    : cfg_(cfg), be_(be), mg_(build_model(cfg, GraphMode::Decode, 1, 1, be.float_dtype())) {
   LOOM_CHECK(static_cast<int64_t>(params.size()) == mg_.g.param_count, "parameter count mismatch");
-  params_ = DeviceBuffer(be, params.size() * 4);
-  be.to_device(params_.data(), params.data(), params.size() * 4);
+  weights_ = std::make_unique<DeviceWeights>(be, mg_.g.param_count);
+  weights_->upload(params);
   ex_ = std::make_unique<Executor>(mg_.g, be);
-  ex_->bind_params(params_.data(), nullptr);
+  ex_->bind_params(weights_->graph_params(), nullptr);
 }
 
 std::vector<float> Decoder::step(int32_t token) {
@@ -24,7 +24,7 @@ std::vector<float> Decoder::step(int32_t token) {
   ex_->set_input(mg_.pos, &pos, 4);
   ex_->forward();
   ++pos_;
-  return ex_->fetch<float>(mg_.logits);
+  return ex_->fetch_f32(mg_.logits);
 }
 
 int32_t pick_token(std::vector<float> logits, const SampleOptions& o, Rng& rng) {

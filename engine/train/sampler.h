@@ -9,6 +9,7 @@
 #include "engine/backend/backend.h"
 #include "engine/core/rng.h"
 #include "engine/graph/executor.h"
+#include "engine/train/weights.h"
 #include "models/model.h"
 
 namespace loom {
@@ -27,7 +28,7 @@ class Decoder {
   ModelConfig cfg_;
   Backend& be_;
   ModelGraph mg_;
-  DeviceBuffer params_;
+  std::unique_ptr<DeviceWeights> weights_;
   std::unique_ptr<Executor> ex_;
   int pos_ = 0;
 };

@@ -20,6 +20,7 @@
 #include "engine/train/checkpoint.h"
 #include "engine/train/progress.h"
 #include "engine/train/safetensors.h"
+#include "engine/train/weights.h"
 
 namespace fs = std::filesystem;
 
@@ -62,7 +63,7 @@ double run_eval(Executor& ex, const ModelGraph& mg, const Shard& shard, uint64_t
     ex.set_input(mg.tokens, x.data(), x.size() * 4);
     ex.set_input(mg.targets, y.data(), y.size() * 4);
     ex.forward();
-    total += ex.fetch<float>(mg.loss)[0];
+    total += ex.fetch_f32(mg.loss)[0];
   }
   return comm.allreduce_scalar(total / batches) / comm.world();
 }
@@ -76,11 +77,11 @@ double evaluate(const ModelConfig& model, const std::string& data_dir, const std
                   " does not match the checkpoint's ", model.vocab);
   Shard val(data.val_path());
   auto be = make_backend(device);
-  ModelGraph eg = build_model(model, GraphMode::Eval, batch, model.seq_len, DType::F32);
-  DeviceBuffer p(*be, params.size() * 4);
-  be->to_device(p.data(), params.data(), params.size() * 4);
+  ModelGraph eg = build_model(model, GraphMode::Eval, batch, model.seq_len, be->float_dtype());
+  DeviceWeights w(*be, static_cast<int64_t>(params.size()));
+  w.upload(params);
   Executor ex(eg.g, *be);
-  ex.bind_params(p.data(), nullptr);
+  ex.bind_params(w.graph_params(), nullptr);
   SingleComm comm;
   return run_eval(ex, eg, val, seed, batches, comm);
 }
@@ -101,10 +102,10 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   { WindowLoader check_val(val_shard, T, 0); }  // UserError now if the val split is too short
 
   auto be = make_backend(cfg.device);
-  ModelGraph tg = build_model(cfg.model, GraphMode::Train, B, T, DType::F32);
-  ModelGraph eg = build_model(cfg.model, GraphMode::Eval, B, T, DType::F32);
+  ModelGraph tg = build_model(cfg.model, GraphMode::Train, B, T, be->float_dtype());
+  ModelGraph eg = build_model(cfg.model, GraphMode::Eval, B, T, be->float_dtype());
   const int64_t n = tg.g.param_count;
-  const size_t nbytes = static_cast<size_t>(n) * 4;
+  const size_t nbytes = static_cast<size_t>(n) * 4;  // f32 master weights, gradients, moments
 
   const fs::path run_dir(cfg.log.run_dir);
   std::error_code ec;
@@ -131,8 +132,9 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     write_file_atomic((run_dir / "config.toml").string(), config_to_toml(cfg));
   }
 
-  DeviceBuffer d_params(*be, nbytes), d_grads(*be, nbytes), d_m(*be, nbytes), d_v(*be, nbytes);
-  be->to_device(d_params.data(), params.data(), nbytes);
+  DeviceWeights weights(*be, n);
+  weights.upload(params);
+  DeviceBuffer d_grads(*be, nbytes), d_m(*be, nbytes), d_v(*be, nbytes);
   be->to_device(d_m.data(), m.data(), nbytes);
   be->to_device(d_v.data(), v.data(), nbytes);
   std::vector<uint8_t> decay(n, 0);
@@ -142,8 +144,8 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   be->to_device(d_decay.data(), decay.data(), n);
 
   Executor tx(tg.g, *be), ex(eg.g, *be);
-  tx.bind_params(d_params.data(), d_grads.data());
-  ex.bind_params(d_params.data(), nullptr);
+  tx.bind_params(weights.graph_params(), d_grads.data());
+  ex.bind_params(weights.graph_params(), nullptr);
   const float dloss = 1.0f / static_cast<float>(cfg.train.grad_accum);
   tx.set_input(tg.dloss, &dloss, 4);
 
@@ -180,7 +182,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   double tok_s_avg = 0;
   const uint64_t val_seed = static_cast<uint64_t>(cfg.train.seed) + 2;
   auto checkpoint = [&]() {
-    be->to_host(params.data(), d_params.data(), nbytes);
+    weights.download(params);
     be->to_host(m.data(), d_m.data(), nbytes);
     be->to_host(v.data(), d_v.data(), nbytes);
     prog.loader_rng = loader.state();
@@ -190,21 +192,53 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     comm.barrier();
   };
 
+  // The forward + backward of one micro-batch, with profiling ranges per phase and layer.
+  // After two eager steps it is captured once (CUDA graphs) and replayed.
+  tx.on_node = [&](const Node& node, bool begin) {
+    if (begin)
+      be->range_push(node.scope.c_str());
+    else
+      be->range_pop();
+  };
+  auto micro_step = [&]() {
+    {
+      Range r(*be, "forward");
+      tx.forward();
+    }
+    Range r(*be, "backward");
+    tx.backward();
+  };
+  int captured = -1;
+  int64_t eager_steps = 0;
   while (prog.step < cfg.train.steps) {
     const auto t0 = std::chrono::steady_clock::now();
+    if (prog.step + 1 == opt.profile_from) be->profiler_start();
+    Range step_range(*be, "step");
     be->zero(d_grads.data(), nbytes);
     double loss = 0;
     for (int64_t micro = 0; micro < cfg.train.grad_accum; ++micro) {
       loader.next_batch(B * comm.world(), comm.rank(), comm.world(), x.data(), y.data());
       tx.set_input(tg.tokens, x.data(), x.size() * 4);
       tx.set_input(tg.targets, y.data(), y.size() * 4);
-      tx.run();
-      loss += tx.fetch<float>(tg.loss)[0];
+      if (captured >= 0) {
+        be->replay(captured);
+      } else if (be->can_capture() && eager_steps >= 2) {
+        captured = be->capture(micro_step);
+        be->replay(captured);
+      } else {
+        micro_step();
+      }
+      loss += tx.fetch_f32(tg.loss)[0];
     }
+    ++eager_steps;
     loss /= static_cast<double>(cfg.train.grad_accum);
     // Data parallelism: sum the ranks' gradients, then scale to the mean.
-    comm.allreduce_sum(static_cast<float*>(d_grads.data()), n);
-    loss = comm.allreduce_scalar(loss) / comm.world();
+    {
+      Range r(*be, "allreduce");
+      comm.allreduce_sum(static_cast<float*>(d_grads.data()), n);
+      loss = comm.allreduce_scalar(loss) / comm.world();
+    }
+    Range opt_range(*be, "optimizer");
     const float inv_world = 1.0f / static_cast<float>(comm.world());
     const double norm = be->norm(static_cast<const float*>(d_grads.data()), n) * inv_world;
     const double lr = lr_at(prog.step, cfg.train.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps);
@@ -213,13 +247,13 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
       bad_in_a_row = 0;
       float scale = inv_world;
       if (cfg.optim.grad_clip > 0 && norm > cfg.optim.grad_clip) scale *= static_cast<float>(cfg.optim.grad_clip / norm);
-      ref::AdamWArgs a{static_cast<float*>(d_params.data()), static_cast<const float*>(d_grads.data()),
+      ref::AdamWArgs a{weights.master(), static_cast<const float*>(d_grads.data()),
                        static_cast<float*>(d_m.data()), static_cast<float*>(d_v.data()),
                        static_cast<const uint8_t*>(d_decay.data()), n, static_cast<float>(lr),
                        static_cast<float>(cfg.optim.beta1), static_cast<float>(cfg.optim.beta2),
                        static_cast<float>(cfg.optim.eps), static_cast<float>(cfg.optim.weight_decay), scale,
                        prog.step + 1 - prog.skipped_steps};
-      be->adamw(a);
+      be->adamw(a, weights.working(), static_cast<uint64_t>(cfg.train.seed) * 1000003u + prog.step);
     } else {
       ++prog.skipped_steps;
       if (++bad_in_a_row >= cfg.train.max_bad_steps)
@@ -228,6 +262,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
       bar.line("step " + std::to_string(prog.step + 1) + ": non-finite loss or gradient norm; update skipped");
     }
     be->synchronize();
+    if (prog.step + 1 == opt.profile_to) be->profiler_stop();
     ++prog.step;
     prog.tokens_seen += tokens_per_step;
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();

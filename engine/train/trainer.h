@@ -12,7 +12,10 @@ struct TrainOptions {
   bool resume = false;   // continue from <run_dir>/latest
   Comm* comm = nullptr;  // null: single process
   bool quiet = false;    // no per-step lines (tests)
-  int64_t stop_after = 0;  // > 0: behave as if interrupted after this step (tests, preemption drills)
+  int64_t stop_after = 0;
+  // --profile-steps A:B: the profiler's capture window covers steps A..B (1-based, inclusive).
+  int64_t profile_from = 0, profile_to = 0;
+  int64_t stop_after_unused_ = 0;  // > 0: behave as if interrupted after this step (tests, preemption drills)
 };
 
 struct TrainResult {

@@ -86,7 +86,7 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
   g.mark_output(m.loss);
   if (mode == GraphMode::Eval && keep_logits) g.mark_output(m.logits);
   if (mode == GraphMode::Train) {
-    m.dloss = g.input("dloss", {1}, dt);
+    m.dloss = g.input("dloss", {1}, g.stat_dtype());
     build_backward(g, {{m.loss, m.dloss}});
   } else {
     g.forward_end = g.nodes.size();

@@ -33,7 +33,10 @@ class CpuBackend final : public Backend {
   void to_host(void* host, const void* src, size_t bytes) override { std::memcpy(host, src, bytes); }
   void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
 
-  void adamw(const ref::AdamWArgs& a) override { ref::adamw_step(a); }
+  void adamw(const ref::AdamWArgs& a, void* working, uint64_t) override {
+    LOOM_CHECK(!working, "the cpu backend trains in f32: no working copy");
+    ref::adamw_step(a);
+  }
   double norm(const float* g, int64_t n) override { return ref::grad_norm(g, n); }
 
   void op_embedding(const OpCall& c) override {
