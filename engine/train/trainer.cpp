@@ -309,6 +309,11 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   }
   bar.finish();
   res.steps_done = prog.step;
+  if (lead && !opt.quiet && !res.interrupted && res.last_checkpoint.empty()) {
+    std::printf("nothing to do: the run is already at step %lld of %lld (raise --train.steps to continue it)\n",
+                static_cast<long long>(prog.step), static_cast<long long>(cfg.train.steps));
+    return res;
+  }
   if (lead && !opt.quiet && !res.interrupted)
     std::printf("done: %lld steps | final loss %.4f | val loss %.4f | checkpoint %s\n",
                 static_cast<long long>(prog.step), res.last_loss, res.last_val_loss, res.last_checkpoint.c_str());
