@@ -17,6 +17,8 @@
 #include "engine/train/trainer.h"
 
 namespace loom {
+// In the CUDA backend's object library (real or emulated), when linked.
+int bench_kernels_main() __attribute__((weak));
 namespace {
 
 // --section.key value | --section.key=value pairs left over by CLI11.
@@ -199,6 +201,8 @@ int run(int argc, char** argv) {
   bt->add_option("--warmup", bo.warmup, "untimed steps first")->capture_default_str();
   bt->add_flag("--op-profile", bo.op_profile, "also print the time of every op kind per step");
 
+  auto* bk = be->add_subcommand("kernels", "time every CUDA kernel against ceilings measured in the same run");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -215,6 +219,11 @@ int run(int argc, char** argv) {
   if (sa->parsed()) return cmd_sample(ckpt, prompt, sdevice, so);
   if (ev->parsed()) return cmd_eval(eckpt, edata, edevice, ebatch, ebatches);
   if (bt->parsed()) return cmd_bench_train(bo);
+  if (bk->parsed()) {
+    LOOM_USER_CHECK(bench_kernels_main, "bench kernels: this build of loom has no CUDA kernels (configure with nvcc "
+                                        "present, or -DLOOM_CUDA_EMULATION=ON to run them on the CPU)");
+    return bench_kernels_main();
+  }
   return 2;
 }
 

@@ -1,12 +1,33 @@
-// device.cpp: device selection. The CUDA backend registers itself here when it is built.
+// device.cpp: device selection. The CUDA backend lives in a separate object library (real
+// runtime, or the SIMT emulator with LOOM_CUDA_EMULATION=ON) linked into `loom` when built;
+// the weak reference lets every other binary link without it.
 #include "engine/backend/device.h"
 
 namespace loom {
 
+std::unique_ptr<Backend> make_cuda_backend(std::string* why) __attribute__((weak));
+
 std::unique_ptr<Backend> make_backend(const std::string& device) {
-  if (device == "cpu" || device == "auto") return make_cpu_backend(DType::F32);
-  if (device == "cuda")
-    user_error("device: cuda: this build of loom has no CUDA backend; use --device cpu (or auto)");
+  if (device == "cpu") return make_cpu_backend(DType::F32);
+  if (device == "auto") {
+    // A real device when one answers; never the (slow) emulator unless asked for by name.
+    if (make_cuda_backend) {
+      std::string why;
+      auto be = make_cuda_backend(&why);
+      if (be && be->name() == "cuda") return be;
+    }
+    return make_cpu_backend(DType::F32);
+  }
+  if (device == "cuda") {
+    if (!make_cuda_backend)
+      user_error("device: cuda: this build of loom has no CUDA backend (nvcc was not found at configure time, or "
+                 "-DLOOM_CUDA=OFF); use --device cpu, or rebuild with -DLOOM_CUDA_EMULATION=ON to run the kernels "
+                 "on the CPU");
+    std::string why;
+    auto be = make_cuda_backend(&why);
+    if (!be) user_error("device: cuda: no usable CUDA device (", why, "); use --device cpu or auto");
+    return be;
+  }
   user_error("device: '", device, "' is not one of auto, cpu, cuda");
 }
 

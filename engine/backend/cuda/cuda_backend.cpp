@@ -1,0 +1,343 @@
+// cuda_backend.cpp: the CUDA backend of the executor. Mixed precision: bf16 activations and
+// working weights, f32 statistics, parameter gradients, master weights and AdamW moments.
+// One compute stream; matrix products through cuBLASLt (bf16 in, f32 accumulate, bias fused
+// as an epilogue); everything else through the hand-written kernels of kernels/<family>/.
+// The whole training step can be captured into a CUDA graph and replayed.
+//
+// The same file builds twice: against the real runtime (LOOM_CUDA_RUNTIME_HOST), and against
+// the SIMT emulator, where "device" memory is host memory, kernels run on CPU threads and the
+// matrix products fall back to the CPU reference (BLAS) -- so CI runs this backend end to end.
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/cuda/cuda_check.h"
+#include "kernels/adamw/adamw.h"
+#include "kernels/attention/attention.h"
+#include "kernels/common/cuda_compat.h"
+#include "kernels/elementwise/elementwise.h"
+#include "kernels/embedding/embedding.h"
+#include "kernels/gelu/gelu.h"
+#include "kernels/layernorm/layernorm.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/softmax_xent/softmax_xent.h"
+
+#if !LOOM_SIMT_EMULATION
+#include <cublasLt.h>
+#include <cuda_profiler_api.h>
+#include <nvtx3/nvToolsExt.h>
+#endif
+
+namespace loom {
+
+namespace {
+
+const bf16* B16(const TensorView& v) { return static_cast<const bf16*>(v.data); }
+bf16* W16(const TensorView& v) { return static_cast<bf16*>(v.data); }
+const float* F32(const TensorView& v) { return static_cast<const float*>(v.data); }
+float* WF32(const TensorView& v) { return static_cast<float*>(v.data); }
+const int32_t* I32(const TensorView& v) { return static_cast<const int32_t*>(v.data); }
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend() {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+#if !LOOM_SIMT_EMULATION
+    CUBLAS_CHECK(cublasLtCreate(&lt_));
+    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
+#endif
+  }
+  ~CudaBackend() override {
+    cudaStreamSynchronize(stream_);
+#if !LOOM_SIMT_EMULATION
+    for (auto& [k, plan] : plans_) plan.destroy();
+    for (auto g : graphs_) cudaGraphExecDestroy(g);
+    cudaFree(workspace_);
+    cublasLtDestroy(lt_);
+#endif
+    if (scratch_) cudaFree(scratch_);
+    cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return LOOM_SIMT_EMULATION ? "cuda (emulated)" : "cuda"; }
+  DType float_dtype() const override { return DType::BF16; }
+
+  void* alloc(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e != cudaSuccess) user_error("device memory: cannot allocate ", bytes / 1048576.0, " MiB (", cudaGetErrorString(e),
+                                     "); lower train.batch_size or the model size");
+    return p;
+  }
+  void release(void* p) override {
+    cudaStreamSynchronize(stream_);
+    cudaFree(p);
+  }
+  void to_device(void* dst, const void* host, size_t bytes) override {
+    CUDA_CHECK(cudaMemcpyAsync(dst, host, bytes, cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void to_host(void* host, const void* src, size_t bytes) override {
+    CUDA_CHECK(cudaMemcpyAsync(host, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  void zero(void* p, size_t bytes) override { CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_)); }
+  void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  void adamw(const ref::AdamWArgs& a, void* working, uint64_t seed) override {
+    cuda::adamw(a, static_cast<bf16*>(working), seed, stream_);
+  }
+  double norm(const float* g, int64_t n) override {
+    float* s = scratch_floats(cuda::global_norm_scratch_floats(n) + 1);
+    cuda::global_norm_sq(g, n, s + 1, s, stream_);
+    float sq = 0;
+    to_host(&sq, s, 4);
+    return std::sqrt(static_cast<double>(sq));
+  }
+  void to_working(const float* master, void* working, int64_t n) override {
+    cuda::cast_to_bf16(master, static_cast<bf16*>(working), n, stream_);
+    synchronize();
+  }
+
+#if !LOOM_SIMT_EMULATION
+  bool can_capture() const override { return true; }
+  int capture(const std::function<void()>& step) override {
+    synchronize();
+    capturing_ = true;
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    step();
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    capturing_ = false;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    graphs_.push_back(exec);
+    return static_cast<int>(graphs_.size()) - 1;
+  }
+  void replay(int g) override { CUDA_CHECK(cudaGraphLaunch(graphs_.at(g), stream_)); }
+  void range_push(const char* name) override { nvtxRangePushA(name); }
+  void range_pop() override { nvtxRangePop(); }
+  void profiler_start() override { CUDA_CHECK(cudaProfilerStart()); }
+  void profiler_stop() override {
+    synchronize();
+    CUDA_CHECK(cudaProfilerStop());
+  }
+#endif
+
+  // ---- ops ----
+  void op_embedding(const OpCall& c) override {
+    const TensorView &tok = c.in[0], &wte = c.in[1], &wpe = c.in[2];
+    cuda::embedding_fwd({I32(tok), B16(wte), B16(wpe), W16(c.out[0]), tok.dim(0), tok.dim(1), wte.dim(1), wte.dim(0),
+                         wpe.dim(0), c.in[3] ? I32(c.in[3]) : nullptr},
+                        stream_);
+  }
+  void op_embedding_bwd(const OpCall& c) override {
+    const TensorView &tok = c.in[1], &dwte = c.out[0], &dwpe = c.out[1];
+    int32_t* s = reinterpret_cast<int32_t*>(scratch_floats(cuda::embedding_bwd_scratch_ints(tok.numel(), dwte.dim(0))));
+    cuda::embedding_bwd({B16(c.in[0]), I32(tok), WF32(dwte), WF32(dwpe), s, tok.dim(0), tok.dim(1), dwte.dim(1),
+                         dwte.dim(0), dwpe.dim(0), c.in[2] ? I32(c.in[2]) : nullptr},
+                        stream_);
+  }
+  void op_layernorm(const OpCall& c) override {
+    const TensorView& x = c.in[0];
+    cuda::layernorm_fwd({B16(x), nullptr, nullptr, B16(c.in[1]), B16(c.in[2]), W16(c.out[0]), WF32(c.out[1]),
+                         WF32(c.out[2]), x.rows(), x.dim(-1), c.node->attrs.f[0]},
+                        stream_);
+  }
+  void op_residual_layernorm(const OpCall& c) override {
+    const TensorView& x = c.in[0];
+    cuda::layernorm_fwd({B16(x), B16(c.in[1]), W16(c.out[0]), B16(c.in[2]), B16(c.in[3]), W16(c.out[1]),
+                         WF32(c.out[2]), WF32(c.out[3]), x.rows(), x.dim(-1), c.node->attrs.f[0]},
+                        stream_);
+  }
+  void op_layernorm_bwd(const OpCall& c) override {
+    const TensorView& x = c.in[1];
+    float* s = scratch_floats(cuda::layernorm_bwd_scratch_floats(x.rows(), x.dim(-1)));
+    cuda::layernorm_bwd({B16(c.in[0]), B16(x), B16(c.in[2]), F32(c.in[3]), F32(c.in[4]),
+                         c.in[5] ? B16(c.in[5]) : nullptr, W16(c.out[0]), WF32(c.out[1]), WF32(c.out[2]), s, x.rows(),
+                         x.dim(-1)},
+                        stream_);
+  }
+  void op_linear(const OpCall& c) override {
+    const TensorView &x = c.in[0], &w = c.in[1];
+    linear_fwd(B16(x), B16(w), c.in[2] ? B16(c.in[2]) : nullptr, W16(c.out[0]), x.rows(), x.dim(-1), w.dim(0));
+  }
+  void op_linear_bwd(const OpCall& c) override {
+    const TensorView &dy = c.in[0], &x = c.in[1], &w = c.in[2];
+    const int64_t N = x.rows(), K = x.dim(-1), M = w.dim(0);
+    linear_bwd(B16(dy), B16(x), B16(w), c.out[0] ? W16(c.out[0]) : nullptr, c.out[1] ? WF32(c.out[1]) : nullptr, N, K, M);
+    if (c.out[2]) cuda::bias_grad(B16(dy), WF32(c.out[2]), scratch_floats(cuda::bias_grad_scratch_floats(N, M)), N, M, stream_);
+  }
+  void op_gelu(const OpCall& c) override { cuda::gelu_fwd(B16(c.in[0]), W16(c.out[0]), c.in[0].numel(), stream_); }
+  void op_gelu_bwd(const OpCall& c) override {
+    cuda::gelu_bwd(B16(c.in[0]), B16(c.in[1]), W16(c.out[0]), c.in[0].numel(), stream_);
+  }
+  void op_add(const OpCall& c) override { cuda::add(B16(c.in[0]), B16(c.in[1]), W16(c.out[0]), c.out[0].numel(), stream_); }
+  void op_attention(const OpCall& c) override {
+    const TensorView& qkv = c.in[0];
+    cuda::attention_fwd({B16(qkv), W16(c.out[0]), WF32(c.out[1]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
+                         c.node->attrs.i[0]},
+                        stream_);
+  }
+  void op_attention_bwd(const OpCall& c) override {
+    const TensorView& qkv = c.in[1];
+    const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, H = c.node->attrs.i[0];
+    float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, T, C, H));
+    cuda::attention_bwd({B16(c.in[0]), B16(qkv), B16(c.in[2]), F32(c.in[3]), W16(c.out[0]), s, B, T, C, H}, stream_);
+  }
+  void op_attention_decode(const OpCall& c) override {
+    const TensorView &qkv = c.in[0], &kc = c.in[1];
+    cuda::attention_decode({B16(qkv), W16(kc), W16(c.in[2]), W16(c.out[0]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
+                            c.node->attrs.i[0], kc.dim(2), I32(c.in[3])},
+                           stream_);
+  }
+  void op_softmax_xent(const OpCall& c) override {
+    const TensorView& z = c.in[0];
+    float* s = scratch_floats(cuda::softmax_xent_scratch_floats(z.rows()));
+    cuda::softmax_xent_fwd({B16(z), I32(c.in[1]), WF32(c.out[1]), WF32(c.out[0]), s, z.rows(), z.dim(-1)}, stream_);
+  }
+  void op_softmax_xent_bwd(const OpCall& c) override {
+    const TensorView& z = c.in[1];
+    cuda::softmax_xent_bwd({F32(c.in[0]), B16(z), I32(c.in[2]), F32(c.in[3]), W16(c.out[0]), z.rows(), z.dim(-1)},
+                           stream_);
+  }
+
+ private:
+  // One scratch buffer for every launcher that needs temporary space (launchers never
+  // allocate). It grows during eager steps; a captured graph must never need more.
+  float* scratch_floats(size_t n) {
+    const size_t bytes = std::max<size_t>(n, 1) * 4;
+    if (bytes > scratch_bytes_) {
+      LOOM_CHECK(!capturing_, "scratch must not grow inside a captured graph");
+      if (scratch_) {
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        CUDA_CHECK(cudaFree(scratch_));
+      }
+      CUDA_CHECK(cudaMalloc(&scratch_, bytes));
+      scratch_bytes_ = bytes;
+    }
+    return static_cast<float*>(scratch_);
+  }
+
+#if LOOM_SIMT_EMULATION
+  // Matrix products fall back to the CPU reference: device memory is host memory here.
+  static std::vector<float> widen(const bf16* p, int64_t n) {
+    std::vector<float> r(n);
+    for (int64_t i = 0; i < n; ++i) r[i] = from_bf16(p[i]);
+    return r;
+  }
+  static void narrow(const std::vector<float>& v, bf16* p) {
+    for (size_t i = 0; i < v.size(); ++i) p[i] = to_bf16(v[i]);
+  }
+  void linear_fwd(const bf16* x, const bf16* w, const bf16* b, bf16* y, int64_t N, int64_t K, int64_t M) {
+    synchronize();
+    auto xf = widen(x, N * K), wf = widen(w, M * K);
+    std::vector<float> bf, yf(N * M);
+    if (b) bf = widen(b, M);
+    ref::linear_fwd<float>({xf.data(), wf.data(), b ? bf.data() : nullptr, yf.data(), N, K, M});
+    narrow(yf, y);
+  }
+  void linear_bwd(const bf16* dy, const bf16* x, const bf16* w, bf16* dx, float* dw, int64_t N, int64_t K, int64_t M) {
+    synchronize();
+    auto dyf = widen(dy, N * M), xf = widen(x, N * K), wf = widen(w, M * K);
+    std::vector<float> dxf(dx ? N * K : 0);
+    ref::linear_bwd<float>({dyf.data(), xf.data(), wf.data(), dx ? dxf.data() : nullptr, dw, nullptr, N, K, M});
+    if (dx) narrow(dxf, dx);
+  }
+#else
+  // cuBLASLt in row-major terms: y[N,M] = x[N,K] W[M,K]^T is, column-major, y^T = W^T' x^T
+  // with W read transposed. Plans (descriptors + the heuristic's algorithm) are cached per
+  // shape: the heuristic costs more than a small product.
+  struct LtPlan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    void destroy() {
+      if (op) cublasLtMatmulDescDestroy(op);
+      if (a) cublasLtMatrixLayoutDestroy(a);
+      if (b) cublasLtMatrixLayoutDestroy(b);
+      if (c) cublasLtMatrixLayoutDestroy(c);
+    }
+  };
+  using PlanKey = std::tuple<int, int, int64_t, int64_t, int64_t, int, int, float>;
+
+  // C[m,n] (column-major, ldc = m) = op(A) op(B) (+ beta C) (+ bias[m] broadcast over n).
+  void lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* A, const void* B, void* C,
+                 cudaDataType_t ctype, float beta, const bf16* bias) {
+    const PlanKey key{ta, tb, m, n, k, static_cast<int>(ctype), bias != nullptr, beta};
+    auto it = plans_.find(key);
+    if (it == plans_.end()) {
+      LtPlan p;
+      CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
+      if (bias) {
+        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        const cudaDataType_t bt = CUDA_R_16BF;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+      }
+      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, ta ? k : m, ta ? m : k, ta ? k : m));
+      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, tb ? n : k));
+      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ctype, m, n, m));
+      cublasLtMatmulPreference_t pref;
+      CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                        &kWorkspaceBytes, sizeof kWorkspaceBytes));
+      cublasLtMatmulHeuristicResult_t h{};
+      int found = 0;
+      CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &h, &found));
+      cublasLtMatmulPreferenceDestroy(pref);
+      LOOM_CHECK(found > 0, "cuBLASLt has no algorithm for ", m, "x", n, "x", k);
+      p.algo = h.algo;
+      it = plans_.emplace(key, p).first;
+    }
+    LtPlan& p = it->second;
+    if (bias) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    const float alpha = 1.0f;
+    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
+                                kWorkspaceBytes, stream_));
+  }
+  void linear_fwd(const bf16* x, const bf16* w, const bf16* b, bf16* y, int64_t N, int64_t K, int64_t M) {
+    lt_matmul(true, false, M, N, K, w, x, y, CUDA_R_16BF, 0.0f, b);
+  }
+  void linear_bwd(const bf16* dy, const bf16* x, const bf16* w, bf16* dx, float* dw, int64_t N, int64_t K, int64_t M) {
+    if (dx) lt_matmul(false, false, K, N, M, w, dy, dx, CUDA_R_16BF, 0.0f, nullptr);  // dx^T = W^T dy^T
+    if (dw) lt_matmul(false, true, K, M, N, x, dy, dw, CUDA_R_32F, 1.0f, nullptr);    // dW^T += x^T dy
+  }
+  static constexpr size_t kWorkspaceBytes = 32u << 20;
+  cublasLtHandle_t lt_ = nullptr;
+  void* workspace_ = nullptr;
+  std::map<PlanKey, LtPlan> plans_;
+  std::vector<cudaGraphExec_t> graphs_;
+#endif
+
+  cudaStream_t stream_ = nullptr;
+  void* scratch_ = nullptr;
+  size_t scratch_bytes_ = 0;
+  bool capturing_ = false;
+};
+
+}  // namespace
+
+// Found by engine/backend/device.cpp. Returns null (with the reason) when no device answers.
+std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
+#if !LOOM_SIMT_EMULATION
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0) {
+    if (why) *why = e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device";
+    cudaGetLastError();  // clear the sticky error of a missing driver
+    return nullptr;
+  }
+#endif
+  return std::make_unique<CudaBackend>();
+}
+
+}  // namespace loom
