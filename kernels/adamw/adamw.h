@@ -4,6 +4,9 @@
 #pragma once
 #include <cstdint>
 
+#include "engine/core/dtype.h"
+#include "kernels/common/stream.h"
+
 namespace loom::ref {
 
 struct AdamWArgs {
@@ -23,3 +26,15 @@ void adamw_step(const AdamWArgs& a);
 double grad_norm(const float* g, int64_t n);
 
 }  // namespace loom::ref
+
+// CUDA kernels (adamw.cu): AdamW over the flat buffers, f32 master weights and moments, and a
+// bf16 working copy written with stochastic rounding (seeded: same seed, same bits); the
+// global gradient norm in two deterministic stages; f32 -> bf16 casts.
+namespace loom::cuda {
+// Updates a.param / a.m / a.v (f32) as ref::adamw_step, then writes working[i] = SR(param[i]).
+void adamw(const ref::AdamWArgs& a, bf16* working, uint64_t seed, Stream s);
+size_t global_norm_scratch_floats(int64_t n);
+// out[0] = sum of g[i]^2 (f32, fixed reduction order).
+void global_norm_sq(const float* g, int64_t n, float* scratch, float* out, Stream s);
+void cast_to_bf16(const float* src, bf16* dst, int64_t n, Stream s);  // round to nearest even
+}  // namespace loom::cuda

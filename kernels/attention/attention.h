@@ -7,6 +7,9 @@
 #pragma once
 #include <cstdint>
 
+#include "engine/core/dtype.h"
+#include "kernels/common/stream.h"
+
 namespace loom::ref {
 
 template <typename T>
@@ -46,3 +49,39 @@ template <typename T>
 void attention_decode(const AttentionDecodeArgs<T>& a);
 
 }  // namespace loom::ref
+
+// CUDA kernels (attention.cu): flash-style causal attention. Tiled over queries and keys with
+// an online softmax, no [T, T] matrix in memory; backward recomputes probabilities from the
+// saved lse. bf16 in, f32 accumulate. Head dims D = C / H in {16, 32, 64, 128} (16 and 32 keep
+// emulated tests small; 64 and 128 are what models use).
+namespace loom::cuda {
+struct AttentionFwd {
+  const bf16* qkv;  // [B, T, 3C]
+  bf16* out;        // [B, T, C]
+  float* lse;       // [B, H, T]
+  int64_t B, T, C, H;
+};
+void attention_fwd(const AttentionFwd& a, Stream s);
+
+struct AttentionBwd {
+  const bf16* dout;  // [B, T, C]
+  const bf16* qkv;   // [B, T, 3C]
+  const bf16* out;   // [B, T, C]
+  const float* lse;  // [B, H, T]
+  bf16* dqkv;        // [B, T, 3C] written
+  float* scratch;    // attention_bwd_scratch_floats(B, T, C, H) floats
+  int64_t B, T, C, H;
+};
+size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H);
+void attention_bwd(const AttentionBwd& a, Stream s);
+
+struct AttentionDecode {
+  const bf16* qkv;   // [B, Tn, 3C]
+  bf16* kcache;      // [B, H, maxT, D]
+  bf16* vcache;      // [B, H, maxT, D]
+  bf16* out;         // [B, Tn, C]
+  int64_t B, Tn, C, H, maxT;
+  const int32_t* pos0;  // [1] device: cache length before these Tn positions
+};
+void attention_decode(const AttentionDecode& a, Stream s);
+}  // namespace loom::cuda

@@ -3,6 +3,9 @@
 #include <cmath>
 #include <cstdint>
 
+#include "engine/core/dtype.h"
+#include "kernels/common/stream.h"
+
 namespace loom::ref {
 
 template <typename T>
@@ -25,3 +28,9 @@ template <typename T>
 void gelu_bwd(const GeluBwdArgs<T>& a);
 
 }  // namespace loom::ref
+
+// CUDA kernels (gelu.cu): bf16 in and out, f32 math.
+namespace loom::cuda {
+void gelu_fwd(const bf16* x, bf16* y, int64_t n, Stream s);
+void gelu_bwd(const bf16* dy, const bf16* x, bf16* dx, int64_t n, Stream s);  // dx written
+}  // namespace loom::cuda

@@ -3,6 +3,9 @@
 #pragma once
 #include <cstdint>
 
+#include "engine/core/dtype.h"
+#include "kernels/common/stream.h"
+
 namespace loom::ref {
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, row-major; op = transpose when ta/tb.
@@ -35,3 +38,12 @@ template <typename T>
 void linear_bwd(const LinearBwdArgs<T>& a);
 
 }  // namespace loom::ref
+
+// CUDA kernels (matmul.cu). The products themselves go through cuBLASLt in the CUDA backend;
+// what lives here is the deterministic bias-gradient reduction (column sums of dy, two
+// stages through a bounded partial buffer, no float atomics).
+namespace loom::cuda {
+size_t bias_grad_scratch_floats(int64_t N, int64_t M);
+// db[m] += sum_n dy[n, m]; dy [N, M] bf16, db [M] f32.
+void bias_grad(const bf16* dy, float* db, float* scratch, int64_t N, int64_t M, Stream s);
+}  // namespace loom::cuda

@@ -1,0 +1,313 @@
+// adamw.cu: the optimizer kernels on the GPU (and, through cuda_compat.h, under the SIMT
+// emulator): AdamW over the flat f32 master weights and moments with a stochastically rounded
+// bf16 working copy, the global gradient norm in two deterministic stages, and f32 -> bf16
+// casts bit-identical to engine/core/dtype.h's to_bf16.
+//
+// All three are streaming kernels (a few flops per byte), so they are shaped for bandwidth:
+// 16-byte loads where every buffer allows them, a grid of at most kBlocksPerSm blocks an SM
+// that strides over the buffer, and a scalar path (same results, same bits) for unaligned
+// buffers and tails.
+//
+// Stochastic rounding: round-to-nearest of a bf16 copy drops every update smaller than half a
+// bf16 ulp of the weight, systematically; rounding up with probability equal to the dropped
+// fraction keeps the copy unbiased. The random bits come from a counter-based hash of (seed,
+// element index), not from per-thread generator state, so they do not depend on the launch
+// shape or on which path ran: the same seed gives the same bits on every run. Callers vary
+// the seed per step (e.g. seed ^ step), or every step rounds the same way.
+#include "kernels/common/cuda_compat.h"
+#include "kernels/common/reduce.cuh"
+#include "kernels/common/vec.cuh"
+#include "kernels/adamw/adamw.h"
+
+#include <cmath>
+#include <cstdint>
+
+#include "engine/core/check.h"
+
+namespace loom::cuda {
+namespace {
+
+constexpr int kBlock = 256;
+// 8 blocks of 256 threads fill an sm_80 / sm_90 SM (2048 threads); more blocks would only
+// queue behind them.
+constexpr int kBlocksPerSm = 8;
+// global_norm_sq: a block per 4096 elements up to 1024 blocks (about 8 blocks an SM on an
+// H100); the grid depends on n alone, so the partial sums, and their fixed-order total, do
+// not depend on the device.
+constexpr int kNormItemsPerThread = 16;
+constexpr int kMaxNormBlocks = 1024;
+constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
+
+using FloatPack = Pack128<float>;
+
+// One 16-byte store that stays one instruction. nvcc 13 splits vec.cuh's store_128 (a plain
+// int4 store) into four 4-byte stores inside these kernels (seen in their PTX); __stwb is an
+// inline-asm st.global.wb.v4, the default caching. The emulator keeps store_128 for its
+// alignment check, reported at the caller's line.
+#if LOOM_SIMT_EMULATION
+template <class T>
+inline void store_pack(T* p, const Pack128<T>& v, std::source_location loc = std::source_location::current()) {
+  store_128(p, v, loc);
+}
+#else
+template <class T>
+__device__ __forceinline__ void store_pack(T* p, const Pack128<T>& v) {
+  int4 bits;
+  memcpy(&bits, &v, 16);
+  __stwb(reinterpret_cast<int4*>(p), bits);
+}
+#endif
+
+// The scalars of one step, bias corrections computed once on the host exactly as
+// ref::adamw_step computes them.
+struct AdamWScalars {
+  float lr, beta1, beta2, eps, weight_decay, grad_scale, bc1, bc2;
+};
+
+// splitmix64's output function: a bijection whose output bits each depend on every input bit,
+// so consecutive counters give independent-looking 64-bit words.
+__device__ __forceinline__ uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// One 64-bit word serves the 4 elements 4q .. 4q+3 (16 bits each): one hash per vector pack.
+// A function of (seed key, index) only, hence the same bits from the vector and scalar paths.
+__device__ __forceinline__ uint64_t sr_word(uint64_t key, int64_t quad) { return mix64(key + uint64_t(quad) * kGolden); }
+
+// bf16 bits of x rounded up in magnitude with probability (dropped low 16 bits) / 2^16: adding
+// r in [0, 2^16) to the low half carries into the kept half exactly that often. Infinity
+// stays infinite (its low half is 0); NaN stays NaN, quieted as to_bf16 does.
+__device__ __forceinline__ uint16_t bf16_bits_stochastic(float x, uint32_t r16) {
+  const uint32_t u = __float_as_uint(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);
+  return uint16_t((u + r16) >> 16);
+}
+
+// Round to nearest even, bit for bit engine/core/dtype.h's to_bf16 (including its NaN rule,
+// which __float2bfloat16_rn does not share).
+__device__ __forceinline__ uint16_t bf16_bits_rne(float x) {
+  uint32_t u = __float_as_uint(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return uint16_t((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+
+// ref::adamw_step's arithmetic, term for term, so the two differ only by FMA contraction.
+__device__ __forceinline__ void adamw_update(float& p, float grad, float& m, float& v, bool decays,
+                                             const AdamWScalars& k) {
+  const float g = grad * k.grad_scale;
+  m = k.beta1 * m + (1.0f - k.beta1) * g;
+  v = k.beta2 * v + (1.0f - k.beta2) * g * g;
+  const float mhat = m / k.bc1, vhat = v / k.bc2;
+  const float wd = decays ? k.weight_decay : 0.0f;
+  p -= k.lr * (mhat / (sqrtf(vhat) + k.eps) + wd * p);
+}
+
+}  // namespace
+
+// ---- AdamW ------------------------------------------------------------------------------
+
+// kVector: param/grad/m/v 16-byte aligned, working 8-byte and decay 4-byte aligned, so that
+// four elements move as one access per buffer; the last n % 4 go through the scalar loop.
+template <bool kVector>
+static __global__ void __launch_bounds__(kBlock)
+    adamw_kernel(float* __restrict__ param, const float* __restrict__ grad, float* __restrict__ m,
+                 float* __restrict__ v, const uint8_t* __restrict__ decay, uint16_t* __restrict__ working, int64_t n,
+                 AdamWScalars k, uint64_t seed) {
+  const uint64_t key = mix64(seed);
+  const int64_t first = int64_t(blockIdx.x) * kBlock + threadIdx.x;
+  const int64_t stride = int64_t(gridDim.x) * kBlock;
+  int64_t scalar_from = 0;
+  if constexpr (kVector) {
+    const int64_t quads = n / 4;
+    for (int64_t q = first; q < quads; q += stride) {
+      const int64_t i = 4 * q;
+      FloatPack p = load_128(param + i), mm = load_128(m + i), vv = load_128(v + i);
+      // The gradient is read once: stream it past L2.
+      const FloatPack g = load_128_cs(grad + i);
+      const uint32_t dmask = decay ? *reinterpret_cast<const uint32_t*>(decay + i) : 0x01010101u;
+      const uint64_t r = sr_word(key, q);
+      uint32_t b[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        adamw_update(p[e], g[e], mm[e], vv[e], ((dmask >> (8 * e)) & 0xffu) != 0, k);
+        b[e] = bf16_bits_stochastic(p[e], uint32_t(r >> (16 * e)) & 0xffffu);
+      }
+      // Master weights and moments are next read a whole step later: evict first.
+      store_128_cs(param + i, p);
+      store_128_cs(m + i, mm);
+      store_128_cs(v + i, vv);
+      *reinterpret_cast<uint2*>(working + i) = make_uint2(b[0] | b[1] << 16, b[2] | b[3] << 16);
+    }
+    scalar_from = 4 * quads;
+  }
+  for (int64_t i = scalar_from + first; i < n; i += stride) {
+    float p = param[i], mi = m[i], vi = v[i];
+    adamw_update(p, grad[i], mi, vi, !decay || decay[i] != 0, k);
+    param[i] = p;
+    m[i] = mi;
+    v[i] = vi;
+    working[i] = bf16_bits_stochastic(p, uint32_t(sr_word(key, i / 4) >> (16 * (i % 4))) & 0xffffu);
+  }
+}
+
+// ---- global gradient norm -----------------------------------------------------------------
+
+// Stage 1: partial[b] = sum of g^2 over block b's grid-stride share. The per-thread order, the
+// tree in block_sum and the grid are fixed for a given n, so the partials are the same bits
+// on every run.
+template <bool kVector>
+static __global__ void __launch_bounds__(kBlock)
+    norm_partial_kernel(const float* __restrict__ g, int64_t n, float* __restrict__ partial) {
+  const int64_t first = int64_t(blockIdx.x) * kBlock + threadIdx.x;
+  const int64_t stride = int64_t(gridDim.x) * kBlock;
+  float s = 0.f;
+  int64_t scalar_from = 0;
+  if constexpr (kVector) {
+    // Four independent accumulators: the adds of one pack do not wait on each other.
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    const int64_t quads = n / 4;
+    for (int64_t q = first; q < quads; q += stride) {
+      const FloatPack x = load_128_cs(g + 4 * q);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[e] += x[e] * x[e];
+    }
+    s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    scalar_from = 4 * quads;
+  }
+  for (int64_t i = scalar_from + first; i < n; i += stride) s += g[i] * g[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// Stage 2: one block adds the partials in a fixed order (a fixed stride per thread, in
+// double, then block_sum's fixed tree). No atomics anywhere: atomics would add in arrival
+// order, and the norm (hence clipping, hence training) would change from run to run.
+static __global__ void __launch_bounds__(kBlock) norm_final_kernel(const float* partial, int parts, float* out) {
+  double s = 0;
+  for (int i = threadIdx.x; i < parts; i += kBlock) s += double(partial[i]);
+  s = block_sum(s);
+  if (threadIdx.x == 0) out[0] = float(s);
+}
+
+// ---- cast ---------------------------------------------------------------------------------
+
+// kVector: src and dst 16-byte aligned; 8 floats (two loads) become one 16-byte store.
+template <bool kVector>
+static __global__ void __launch_bounds__(kBlock)
+    cast_kernel(const float* __restrict__ src, uint16_t* __restrict__ dst, int64_t n) {
+  const int64_t first = int64_t(blockIdx.x) * kBlock + threadIdx.x;
+  const int64_t stride = int64_t(gridDim.x) * kBlock;
+  int64_t scalar_from = 0;
+  if constexpr (kVector) {
+    const int64_t octs = n / 8;
+    for (int64_t o = first; o < octs; o += stride) {
+      const FloatPack a = load_128_cs(src + 8 * o), b = load_128_cs(src + 8 * o + 4);
+      Pack128<uint16_t> out;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        out[e] = bf16_bits_rne(a[e]);
+        out[4 + e] = bf16_bits_rne(b[e]);
+      }
+      store_pack(dst + 8 * o, out);
+    }
+    scalar_from = 8 * octs;
+  }
+  for (int64_t i = scalar_from + first; i < n; i += stride) dst[i] = bf16_bits_rne(src[i]);
+}
+
+// ---- launchers ------------------------------------------------------------------------------
+
+namespace {
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
+}
+
+bool aligned(const void* p, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
+
+// Enough blocks for `items` threads' worth of work, at most kBlocksPerSm an SM: the grid
+// strides over the rest.
+unsigned elementwise_grid(int64_t items) {
+  int dev = 0, sms = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  LOOM_CHECK(e == cudaSuccess && sms > 0, "SM count: ", cudaGetErrorString(e));
+  const int64_t want = (items + kBlock - 1) / kBlock;
+  const int64_t cap = int64_t(sms) * kBlocksPerSm;
+  return unsigned(want < 1 ? 1 : (want < cap ? want : cap));
+}
+
+int norm_blocks(int64_t n) {
+  const int64_t per_block = int64_t(kBlock) * kNormItemsPerThread;
+  const int64_t b = (n + per_block - 1) / per_block;
+  return int(b < 1 ? 1 : (b < kMaxNormBlocks ? b : kMaxNormBlocks));
+}
+
+bool overlaps(const void* a, size_t na, const void* b, size_t nb) {
+  const auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return pa < pb + nb && pb < pa + na;
+}
+
+}  // namespace
+
+void adamw(const ref::AdamWArgs& a, bf16* working, uint64_t seed, Stream s) {
+  LOOM_CHECK(a.n >= 0, "adamw: n = ", a.n);
+  if (a.n == 0) return;
+  LOOM_CHECK(a.param && a.grad && a.m && a.v && working, "adamw: null pointer");
+  LOOM_CHECK(a.step >= 1, "adamw: step is 1-based, got ", a.step);
+  const AdamWScalars k{a.lr,
+                       a.beta1,
+                       a.beta2,
+                       a.eps,
+                       a.weight_decay,
+                       a.grad_scale,
+                       1.0f - std::pow(a.beta1, static_cast<float>(a.step)),
+                       1.0f - std::pow(a.beta2, static_cast<float>(a.step))};
+  auto* w = reinterpret_cast<uint16_t*>(working);
+  const bool vector = aligned(a.param, 16) && aligned(a.grad, 16) && aligned(a.m, 16) && aligned(a.v, 16) &&
+                      aligned(working, 8) && (!a.decay || aligned(a.decay, 4));
+  if (vector)
+    LOOM_LAUNCH((adamw_kernel<true>), elementwise_grid(a.n / 4), kBlock, 0, s, a.param, a.grad, a.m, a.v, a.decay, w,
+                a.n, k, seed);
+  else
+    LOOM_LAUNCH((adamw_kernel<false>), elementwise_grid(a.n), kBlock, 0, s, a.param, a.grad, a.m, a.v, a.decay, w,
+                a.n, k, seed);
+  check_launch("adamw");
+}
+
+size_t global_norm_scratch_floats(int64_t n) { return size_t(norm_blocks(n)); }
+
+void global_norm_sq(const float* g, int64_t n, float* scratch, float* out, Stream s) {
+  LOOM_CHECK(n >= 0, "global_norm_sq: n = ", n);
+  LOOM_CHECK((g || n == 0) && scratch && out, "global_norm_sq: null pointer");
+  const int blocks = norm_blocks(n);
+  LOOM_CHECK(!overlaps(scratch, size_t(blocks) * sizeof(float), out, sizeof(float)),
+             "global_norm_sq: scratch overlaps out");
+  if (aligned(g, 16))
+    LOOM_LAUNCH((norm_partial_kernel<true>), blocks, kBlock, 0, s, g, n, scratch);
+  else
+    LOOM_LAUNCH((norm_partial_kernel<false>), blocks, kBlock, 0, s, g, n, scratch);
+  check_launch("global_norm_sq: partial sums");
+  LOOM_LAUNCH(norm_final_kernel, 1, kBlock, 0, s, static_cast<const float*>(scratch), blocks, out);
+  check_launch("global_norm_sq: total");
+}
+
+void cast_to_bf16(const float* src, bf16* dst, int64_t n, Stream s) {
+  LOOM_CHECK(n >= 0, "cast_to_bf16: n = ", n);
+  if (n == 0) return;
+  LOOM_CHECK(src && dst, "cast_to_bf16: null pointer");
+  auto* d = reinterpret_cast<uint16_t*>(dst);
+  if (aligned(src, 16) && aligned(dst, 16))
+    LOOM_LAUNCH((cast_kernel<true>), elementwise_grid(n / 8), kBlock, 0, s, src, d, n);
+  else
+    LOOM_LAUNCH((cast_kernel<false>), elementwise_grid(n), kBlock, 0, s, src, d, n);
+  check_launch("cast_to_bf16");
+}
+
+}  // namespace loom::cuda
