@@ -1,8 +1,8 @@
-// wmma_emu.h: emulator models of the two warp-level hardware features attention.cu uses on
+// wmma_emu.h: emulator models of the warp-level hardware instructions attention.cu uses on
 // the GPU, so that the emulated build runs the tensor-core kernels themselves, not a
 // look-alike:
 //  - the warp matrix product `mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32` (the instruction
-//    nvcuda::wmma compiles to), with its documented per-lane fragment layout;
+//    nvcuda::wmma also compiles to), with its documented per-lane fragment layout;
 //  - `ldmatrix.sync.m8n8.{x2,x4}{,.trans}.b16`, which fills fragments from shared memory
 //    with the row addresses that the lanes supply;
 //  - `cp.async` 16-byte copies into shared memory with commit/wait groups.

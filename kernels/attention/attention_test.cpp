@@ -1,0 +1,390 @@
+// attention_test.cpp: the CUDA attention kernels (attention.cu) against the CPU reference
+// (attention_ref.cpp, run in double on the same bf16-rounded inputs). Built four ways by
+// cmake/LoomKernel.cmake: emulated ("emu"), emulated under TSan and ASan/UBSan, and for a real
+// GPU ("gpu", skipped without one). Emulated shapes stay small (the emulator runs a thread per
+// CUDA thread) but still cover several query and key tiles, partial last tiles and every
+// head dim; the GPU variant adds long sequences at D = 64 and 128 and prints timings.
+//
+// Tolerances, |got - ref| <= atol + rtol * |ref| per element (NaN never passes):
+//  - out (bf16): atol 2e-2, rtol 2e-2. P is rounded to bf16 before P V, as on tensor cores,
+//    and the output itself to bf16 (2^-9 relative).
+//  - lse (f32): atol 1e-3, rtol 1e-3: f32 sums of exact bf16 products.
+//  - dq, dk, dv (bf16): rtol 2e-2 and atol 5e-2 times the RMS of that part of the reference
+//    gradient: P and dS are rounded to bf16 before their products, so the error scales with
+//    the typical gradient, not with each element (elements near zero would otherwise fail).
+//    A double-precision model of exactly those roundings reaches 0.2 (T = 130) to 0.53
+//    (T = 2048, D = 128) of this tolerance; the kernels add only f32 summation order.
+//  - and for every output: the RMS of the error over the RMS of the reference <= 1e-2 (the
+//    rounding model: 0.0023 at every T), which catches a small systematic error that the
+//    per-element bound would let through.
+#include "kernels/common/cuda_compat.h"
+
+#include "kernels/attention/attention.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace {
+
+#define ASSERT_CUDA(expr)                                                   \
+  do {                                                                      \
+    const cudaError_t e_ = (expr);                                          \
+    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_); \
+  } while (0)
+
+using loom::bf16;
+
+// Device memory for one test, copied in and out whole.
+template <class T>
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(size_t n) : n_(n) {
+    if (cudaMalloc(&p_, n * sizeof(T)) != cudaSuccess) p_ = nullptr;
+  }
+  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
+  ~DeviceBuffer() { cudaFree(p_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  T* get() const { return p_; }
+  void upload(const std::vector<T>& h) { cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice); }
+  // 0xFF bytes read as NaN in bf16 and f32: an element the kernel forgot fails the test.
+  void poison() { cudaMemset(p_, 0xFF, n_ * sizeof(T)); }
+  std::vector<T> download() const {
+    std::vector<T> h(n_);
+    cudaDeviceSynchronize();
+    cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
+    return h;
+  }
+
+ private:
+  T* p_ = nullptr;
+  size_t n_;
+};
+
+// One attention problem; C = H * D as the kernels require.
+struct Shape {
+  int64_t B, T, H, D;
+  int64_t C() const { return H * D; }
+  std::string str() const {
+    return "B=" + std::to_string(B) + " T=" + std::to_string(T) + " H=" + std::to_string(H) + " D=" + std::to_string(D);
+  }
+};
+
+// Random bf16 values (normal, never all zeros) and their exact values in double.
+std::vector<bf16> random_bf16(size_t n, float stddev, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, stddev);
+  std::vector<bf16> v(n);
+  for (auto& x : v) x = loom::to_bf16(nd(rng));
+  return v;
+}
+std::vector<double> to_double(const std::vector<bf16>& v) {
+  std::vector<double> d(v.size());
+  for (size_t i = 0; i < v.size(); ++i) d[i] = loom::from_bf16(v[i]);
+  return d;
+}
+std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
+
+double rms(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x * x;
+  return std::sqrt(s / double(v.size()));
+}
+
+// Checks every element (NaN fails) and the relative RMS error; reports the worst element
+// relative to its tolerance.
+::testing::AssertionResult all_close(const std::vector<double>& got, const std::vector<double>& ref, double atol,
+                                     double rtol, const std::string& what, double max_rel_rms = 1e-2) {
+  if (got.size() != ref.size()) return ::testing::AssertionFailure() << what << ": size mismatch";
+  double worst = 0, err2 = 0;
+  size_t wi = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::isnan(got[i]))
+      return ::testing::AssertionFailure() << what << ": NaN at " << i << " (ref " << ref[i] << ")";
+    const double err = std::fabs(got[i] - ref[i]);
+    err2 += err * err;
+    const double ratio = err / (atol + rtol * std::fabs(ref[i]));
+    if (ratio > worst) worst = ratio, wi = i;
+  }
+  const double ref_rms = rms(ref);
+  const double rel_rms = ref_rms > 0 ? std::sqrt(err2 / double(got.size())) / ref_rms : std::sqrt(err2);
+  std::printf("[ worst    ] %-28s %.3g of tolerance at %zu: got %.6g ref %.6g; relative RMS error %.2g\n",
+              what.c_str(), worst, wi, got[wi], ref[wi], rel_rms);
+  if (worst > 1)
+    return ::testing::AssertionFailure() << what << ": worst element " << wi << " got " << got[wi] << " ref " << ref[wi]
+                                         << " (" << worst << "x the tolerance " << atol << " + " << rtol << "*|ref|)";
+  if (rel_rms > max_rel_rms)
+    return ::testing::AssertionFailure() << what << ": relative RMS error " << rel_rms << " > " << max_rel_rms;
+  return ::testing::AssertionSuccess();
+}
+
+// Inputs of one case: qkv with q scaled up a little so that the softmax is peaked, not flat.
+std::vector<bf16> make_qkv(const Shape& s, uint32_t seed) {
+  std::vector<bf16> qkv = random_bf16(size_t(s.B * s.T * 3 * s.C()), 1.f, seed);
+  std::mt19937 rng(seed + 1);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  for (int64_t r = 0; r < s.B * s.T; ++r)
+    for (int64_t c = 0; c < s.C(); ++c) qkv[size_t(r * 3 * s.C() + c)] = loom::to_bf16(nd(rng));
+  return qkv;
+}
+
+struct RefFwd {
+  std::vector<double> out, lse;
+};
+RefFwd ref_forward(const Shape& s, const std::vector<double>& qkv) {
+  RefFwd r{std::vector<double>(size_t(s.B * s.T * s.C())), std::vector<double>(size_t(s.B * s.H * s.T))};
+  loom::ref::attention_fwd<double>({qkv.data(), r.out.data(), r.lse.data(), s.B, s.T, s.C(), s.H});
+  return r;
+}
+
+void check_forward(const Shape& s, uint32_t seed) {
+  SCOPED_TRACE(s.str());
+  const std::vector<bf16> qkv = make_qkv(s, seed);
+  const RefFwd ref = ref_forward(s, to_double(qkv));
+
+  DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.B * s.T * s.C()));
+  DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T));
+  d_out.poison();
+  d_lse.poison();
+  cudaStream_t stream;
+  ASSERT_CUDA(cudaStreamCreate(&stream));
+  loom::cuda::attention_fwd({d_qkv.get(), d_out.get(), d_lse.get(), s.B, s.T, s.C(), s.H}, stream);
+  ASSERT_CUDA(cudaStreamSynchronize(stream));
+  ASSERT_CUDA(cudaStreamDestroy(stream));
+  EXPECT_TRUE(all_close(to_double(d_out.download()), ref.out, 2e-2, 2e-2, "out " + s.str()));
+  EXPECT_TRUE(all_close(to_double(d_lse.download()), ref.lse, 1e-3, 1e-3, "lse " + s.str(), 1e-5));
+}
+
+// Backward on inputs shared with the reference: out and lse come from the reference forward
+// (rounded to bf16 / f32 as the kernels store them), so this test does not depend on the
+// forward kernel.
+void check_backward(const Shape& s, uint32_t seed) {
+  SCOPED_TRACE(s.str());
+  const int64_t C = s.C(), rows = s.B * s.T;
+  const std::vector<bf16> qkv = make_qkv(s, seed);
+  const std::vector<bf16> dout = random_bf16(size_t(rows * C), 1.f, seed + 7);
+  const RefFwd fwd = ref_forward(s, to_double(qkv));
+  std::vector<bf16> out(fwd.out.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = loom::to_bf16(float(fwd.out[i]));
+  std::vector<float> lse(fwd.lse.begin(), fwd.lse.end());
+
+  std::vector<double> ref_dqkv(size_t(rows * 3 * C));
+  const std::vector<double> qkv_d = to_double(qkv), dout_d = to_double(dout), out_d = to_double(out),
+                            lse_d = to_double(lse);
+  loom::ref::attention_bwd<double>({dout_d.data(), qkv_d.data(), out_d.data(), lse_d.data(), ref_dqkv.data(), s.B, s.T,
+                                    C, s.H});
+
+  DeviceBuffer<bf16> d_qkv(qkv), d_dout(dout), d_out(out), d_dqkv(size_t(rows * 3 * C));
+  DeviceBuffer<float> d_lse(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(s.B, s.T, C, s.H));
+  // Scratch poisoned too: the kernels must initialise the dQ accumulator themselves.
+  d_dqkv.poison();
+  d_scratch.poison();
+  loom::cuda::attention_bwd(
+      {d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), d_dqkv.get(), d_scratch.get(), s.B, s.T, C, s.H}, nullptr);
+  ASSERT_CUDA(cudaDeviceSynchronize());
+  const std::vector<double> got = to_double(d_dqkv.download());
+
+  // Compare dq, dk and dv separately: each has its own scale.
+  const char* names[3] = {"dq ", "dk ", "dv "};
+  for (int part = 0; part < 3; ++part) {
+    std::vector<double> g, r;
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t c = 0; c < C; ++c) {
+        g.push_back(got[size_t(row * 3 * C + part * C + c)]);
+        r.push_back(ref_dqkv[size_t(row * 3 * C + part * C + c)]);
+      }
+    // The floor keeps a part that is exactly zero (dq, dk at T = 1) from needing exact zeros.
+    EXPECT_TRUE(all_close(g, r, 5e-2 * rms(r) + 1e-6, 2e-2, names[part] + s.str()));
+  }
+}
+
+// Emulated shapes: tens of blocks at most. Tiles are 128 (D <= 64) or 64 (D = 128) queries in
+// forward, 64 keys and 64 (or 32) queries in backward: these T leave partial last tiles and
+// give several query tiles per (b, h).
+std::vector<Shape> emulated_shapes() {
+  if (LOOM_SANITIZED) return {{1, 70, 2, 16}, {1, 130, 1, 32}, {1, 40, 1, 64}, {1, 33, 1, 128}};
+  return {{1, 1, 1, 16},  {3, 5, 2, 32},   {2, 37, 2, 16},  {1, 200, 2, 16},
+          {2, 150, 3, 32}, {2, 130, 2, 64}, {1, 90, 2, 128}, {1, 257, 1, 64}};
+}
+
+TEST(AttentionFwd, MatchesReference) {
+  uint32_t seed = 1;
+  for (const Shape& s : emulated_shapes()) check_forward(s, seed++);
+}
+
+TEST(AttentionBwd, MatchesReference) {
+  uint32_t seed = 100;
+  for (const Shape& s : emulated_shapes()) check_backward(s, seed++);
+}
+
+// Long sequences at the head dims models use: GPU only (minutes under the emulator).
+TEST(AttentionFwd, LongSequencesGpu) {
+  if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
+  check_forward({2, 1000, 4, 64}, 11);
+  check_forward({1, 2048, 4, 128}, 12);
+  check_forward({3, 515, 3, 128}, 13);
+}
+TEST(AttentionBwd, LongSequencesGpu) {
+  if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
+  check_backward({2, 1000, 4, 64}, 21);
+  check_backward({1, 2048, 4, 128}, 22);
+  check_backward({3, 515, 3, 128}, 23);
+}
+
+// Decoding position by position reproduces the full causal forward, and the caches hold
+// exactly the k and v rows. A prefill of several positions in one call is covered too.
+TEST(AttentionDecode, MatchesFullForward) {
+  const Shape s = LOOM_SANITIZED ? Shape{1, 6, 2, 16} : Shape{2, 13, 2, 32};
+  const int64_t C = s.C(), maxT = s.T + 3, prefill = 4;
+  const std::vector<bf16> qkv = make_qkv(s, 77);
+  const RefFwd ref = ref_forward(s, to_double(qkv));
+
+  // The full forward on the device, for the comparison the decode path must meet.
+  DeviceBuffer<bf16> d_qkv(qkv), d_full(size_t(s.B * s.T * C));
+  DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T));
+  d_full.poison();
+  loom::cuda::attention_fwd({d_qkv.get(), d_full.get(), d_lse.get(), s.B, s.T, C, s.H}, nullptr);
+  const std::vector<double> full = to_double(d_full.download());
+
+  // Caches larger than the sequence, poisoned: only rows 0..T-1 may be written and read.
+  DeviceBuffer<bf16> d_kc(size_t(s.B * s.H * maxT * s.D)), d_vc(size_t(s.B * s.H * maxT * s.D));
+  DeviceBuffer<int32_t> d_pos(1);
+  d_kc.poison();
+  d_vc.poison();
+  std::vector<double> got(size_t(s.B * s.T * C)), want_ref(got.size()), want_full(got.size());
+  for (int64_t p = 0; p < s.T;) {
+    // A prefill of several positions first (the prompt), then one position a call.
+    const int64_t tn = p == 0 ? prefill : 1;
+    // This call's rows of qkv, [B, tn, 3C].
+    std::vector<bf16> step(size_t(s.B * tn * 3 * C));
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t k = 0; k < tn; ++k)
+        std::copy_n(qkv.begin() + (b * s.T + p + k) * 3 * C, 3 * C, step.begin() + (b * tn + k) * 3 * C);
+    DeviceBuffer<bf16> d_step(step), d_out(size_t(s.B * tn * C));
+    d_out.poison();
+    d_pos.upload({int32_t(p)});
+    loom::cuda::attention_decode({d_step.get(), d_kc.get(), d_vc.get(), d_out.get(), s.B, tn, C, s.H, maxT, d_pos.get()},
+                                 nullptr);
+    const std::vector<bf16> o = d_out.download();
+    for (int64_t b = 0; b < s.B; ++b)
+      for (int64_t k = 0; k < tn; ++k)
+        for (int64_t c = 0; c < C; ++c) {
+          const size_t dst = size_t((b * s.T + p + k) * C + c);
+          got[dst] = loom::from_bf16(o[size_t((b * tn + k) * C + c)]);
+          want_ref[dst] = ref.out[dst];
+          want_full[dst] = full[dst];
+        }
+    p += tn;
+  }
+  EXPECT_TRUE(all_close(got, want_ref, 2e-2, 2e-2, "decode vs reference"));
+  EXPECT_TRUE(all_close(got, want_full, 2e-2, 2e-2, "decode vs full forward"));
+
+  // Cache rows 0..T-1 are the k and v columns of each head, bit for bit.
+  const std::vector<bf16> kc = d_kc.download(), vc = d_vc.download();
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t t = 0; t < s.T; ++t)
+        for (int64_t d = 0; d < s.D; ++d) {
+          const size_t c = size_t(((b * s.H + h) * maxT + t) * s.D + d);
+          const size_t q = size_t((b * s.T + t) * 3 * C + h * s.D + d);
+          ASSERT_EQ(kc[c].bits, qkv[q + size_t(C)].bits) << "kcache b" << b << " h" << h << " t" << t << " d" << d;
+          ASSERT_EQ(vc[c].bits, qkv[q + size_t(2 * C)].bits) << "vcache b" << b << " h" << h << " t" << t << " d" << d;
+        }
+}
+
+// More than one 128-key chunk per query (the decode kernel's online softmax across chunks):
+// the caches are filled directly up to pos0, then one call decodes the last positions.
+TEST(AttentionDecode, LongCacheMatchesReference) {
+  const Shape s{1, 141, 2, 32};
+  const int64_t C = s.C(), maxT = 160, pos0 = 137, tn = s.T - pos0;
+  const std::vector<bf16> qkv = make_qkv(s, 78);
+  const RefFwd ref = ref_forward(s, to_double(qkv));
+  std::vector<bf16> kc(size_t(s.B * s.H * maxT * s.D)), vc(kc.size());
+  for (int64_t h = 0; h < s.H; ++h)
+    for (int64_t t = 0; t < pos0; ++t)
+      for (int64_t d = 0; d < s.D; ++d) {
+        kc[size_t((h * maxT + t) * s.D + d)] = qkv[size_t(t * 3 * C + C + h * s.D + d)];
+        vc[size_t((h * maxT + t) * s.D + d)] = qkv[size_t(t * 3 * C + 2 * C + h * s.D + d)];
+      }
+  const std::vector<bf16> step(qkv.begin() + pos0 * 3 * C, qkv.end());
+  DeviceBuffer<bf16> d_kc(kc), d_vc(vc), d_step(step), d_out(size_t(tn * C));
+  DeviceBuffer<int32_t> d_pos(std::vector<int32_t>{int32_t(pos0)});
+  d_out.poison();
+  loom::cuda::attention_decode({d_step.get(), d_kc.get(), d_vc.get(), d_out.get(), s.B, tn, C, s.H, maxT, d_pos.get()},
+                               nullptr);
+  const std::vector<double> want(ref.out.begin() + pos0 * C, ref.out.end());
+  EXPECT_TRUE(all_close(to_double(d_out.download()), want, 2e-2, 2e-2, "decode, 2 chunks"));
+}
+
+// Launchers refuse what the kernels cannot do, with a message naming the problem.
+TEST(AttentionDeathTest, RejectsUnsupportedShapes) {
+  if (LOOM_SANITIZED) GTEST_SKIP() << "death tests fork; not under the sanitizers";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  DeviceBuffer<bf16> qkv(3 * 96 * 4), out(96 * 4);
+  DeviceBuffer<float> lse(4 * 2);
+  EXPECT_DEATH(loom::cuda::attention_fwd({qkv.get(), out.get(), lse.get(), 1, 4, 96, 2}, nullptr),
+               "head dim 48 not in");
+  EXPECT_DEATH(loom::cuda::attention_fwd({qkv.get() + 1, out.get(), lse.get(), 1, 4, 64, 2}, nullptr),
+               "qkv is not 16-byte aligned");
+}
+
+// Emulator cost, printed (not asserted): the numbers that size the shapes above.
+TEST(AttentionTiming, Emulated) {
+  if (!LOOM_SIMT_EMULATION) GTEST_SKIP() << "emulator timing only";
+  const Shape s{1, 128, 2, 32};
+  const std::vector<bf16> qkv = make_qkv(s, 5);
+  DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.T * s.C()));
+  DeviceBuffer<float> d_lse(size_t(s.H * s.T));
+  const auto t0 = std::chrono::steady_clock::now();
+  loom::cuda::attention_fwd({d_qkv.get(), d_out.get(), d_lse.get(), s.B, s.T, s.C(), s.H}, nullptr);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ timing   ] attention_fwd %s (%d blocks of 128 threads): %.0f ms\n", s.str().c_str(), int(s.H), ms);
+}
+
+// Throughput on the device (printed): FLOPs 4 B H T^2 D / 2 forward (causal), 2.5x backward.
+TEST(AttentionTiming, Gpu) {
+  if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
+  for (int64_t D : {64, 128}) {
+    const Shape s{4, 4096, 2048 / D, D};
+    const int64_t C = s.C();
+    const std::vector<bf16> qkv = make_qkv(s, 9), dout = random_bf16(size_t(s.B * s.T * C), 1.f, 10);
+    DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.B * s.T * C)), d_dout(dout), d_dqkv(qkv.size());
+    DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T)), d_scratch(loom::cuda::attention_bwd_scratch_floats(s.B, s.T, C, s.H));
+    const loom::cuda::AttentionFwd f{d_qkv.get(), d_out.get(), d_lse.get(), s.B, s.T, C, s.H};
+    const loom::cuda::AttentionBwd bw{d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), d_dqkv.get(), d_scratch.get(),
+                                      s.B, s.T, C, s.H};
+    cudaEvent_t e0, e1, e2;
+    ASSERT_CUDA(cudaEventCreate(&e0));
+    ASSERT_CUDA(cudaEventCreate(&e1));
+    ASSERT_CUDA(cudaEventCreate(&e2));
+    const int iters = 10;
+    loom::cuda::attention_fwd(f, nullptr);  // warm-up
+    loom::cuda::attention_bwd(bw, nullptr);
+    ASSERT_CUDA(cudaEventRecord(e0));
+    for (int i = 0; i < iters; ++i) loom::cuda::attention_fwd(f, nullptr);
+    ASSERT_CUDA(cudaEventRecord(e1));
+    for (int i = 0; i < iters; ++i) loom::cuda::attention_bwd(bw, nullptr);
+    ASSERT_CUDA(cudaEventRecord(e2));
+    ASSERT_CUDA(cudaEventSynchronize(e2));
+    float fwd_ms = 0, bwd_ms = 0;
+    ASSERT_CUDA(cudaEventElapsedTime(&fwd_ms, e0, e1));
+    ASSERT_CUDA(cudaEventElapsedTime(&bwd_ms, e1, e2));
+    const double flops = 4.0 * s.B * s.H * double(s.T) * double(s.T) * double(D) / 2;
+    std::printf("[ timing   ] %s causal: fwd %.3f ms %.0f TFLOP/s, bwd %.3f ms %.0f TFLOP/s\n", s.str().c_str(),
+                fwd_ms / iters, flops / (fwd_ms / iters * 1e-3) / 1e12, bwd_ms / iters,
+                2.5 * flops / (bwd_ms / iters * 1e-3) / 1e12);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaEventDestroy(e2);
+  }
+}
+
+}  // namespace
