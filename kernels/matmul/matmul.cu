@@ -1,0 +1,176 @@
+// matmul.cu: the bias gradient of a linear layer, db[m] += sum_n dy[n, m] (dy bf16, db f32);
+// the CUDA side of the bias_grad declaration in matmul.h (loom::ref::linear_bwd's db is the
+// ground truth). The products themselves go through cuBLASLt in the CUDA backend.
+//
+// A column sum is memory-bound (dy is read once: 2 bytes an element). It must also be
+// deterministic, which rules out float atomics, so it runs in two stages:
+//  1. a 2D grid of (256-column tiles) x (row chunks); each block sums its chunk of rows for
+//     its tile, its 8 warps splitting the rows and then meeting in shared memory in warp
+//     order, and writes one partial row into a bounded scratch buffer;
+//  2. a column sum of the partial rows in a fixed order, added into db.
+// The chunk count depends on N, M and the device's SM count only, so a device always adds in
+// the same order: bit-identical results run to run.
+#include "kernels/common/cuda_compat.h"
+#include "kernels/common/vec.cuh"
+
+#include <algorithm>
+#include <climits>
+
+#include "engine/core/check.h"
+#include "kernels/matmul/matmul.h"
+
+namespace loom::cuda {
+namespace {
+
+using Bf = __nv_bfloat16;
+using Pack = Pack128<Bf>;
+static_assert(sizeof(Bf) == sizeof(bf16), "loom::bf16 must be layout-compatible with __nv_bfloat16");
+
+constexpr int kPack = Pack::kSize;     // bf16 per 16-byte access
+constexpr int kTileCols = 32 * kPack;  // 256 columns: a warp with one pack per lane
+constexpr int kWarps = 8;              // stage 1: warps per block, splitting the chunk's rows
+constexpr int kMinChunkRows = 32;      // a chunk has at least this many rows (per block work)
+constexpr int kMaxChunks = 1024;       // bound on partial rows, hence on the scratch size
+constexpr int kBlocksPerSm = 4;        // stage 1 target: 4 blocks of 256 threads an SM
+constexpr int kColSumX = 32, kColSumY = 8;
+
+// Column held in element k of `lane`'s pack within a tile: 8 adjacent columns on the vector
+// path; lanes interleaved on the scalar path so that each scalar load is coalesced.
+template <bool kVector>
+__device__ __forceinline__ int tile_column(int lane, int k) {
+  return kVector ? lane * kPack + k : k * 32 + lane;
+}
+
+// Start of part i when n items are split into `parts` contiguous parts as evenly as possible.
+// 32-bit on purpose: a 64-bit division is a subroutine call on the GPU (and spills around it).
+__device__ __forceinline__ int split_point(int n, int parts, int i) {
+  const int q = n / parts, r = n % parts;
+  return q * i + (i < r ? i : r);
+}
+
+// Stage 1. Block (tile, chunk) reduces its chunk of rows (split_point) of columns
+// [tile*256, tile*256 + 256) into partial[chunk][...]. Each warp keeps 8 f32 sums a lane,
+// takes rows warp, warp + 8, ... in order, and the unrolled loop keeps 4 rows' loads in
+// flight per warp.
+template <bool kVector>
+static __global__ void __launch_bounds__(kWarps * 32)
+    bias_grad_partial_kernel(const Bf* __restrict__ dy, float* __restrict__ partial, int N, int M) {
+  __shared__ float red[kWarps][kTileCols];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int col0 = blockIdx.x * kTileCols;
+  const int r0 = split_point(N, gridDim.y, blockIdx.y);
+  const int r1 = split_point(N, gridDim.y, blockIdx.y + 1);
+  float acc[kPack];
+#pragma unroll
+  for (int k = 0; k < kPack; ++k) acc[k] = 0.f;
+
+  if constexpr (kVector) {
+    // M % 8 == 0 here, so a lane's pack is either whole or past the end.
+    const int c = col0 + lane * kPack;
+    if (c < M) {
+#pragma unroll 4
+      for (int row = r0 + warp; row < r1; row += kWarps) {
+        const Pack p = load_128_cs(dy + size_t(row) * M + c);
+#pragma unroll
+        for (int k = 0; k < kPack; ++k) acc[k] += to_float(p[k]);
+      }
+    }
+  } else {
+#pragma unroll 2
+    for (int row = r0 + warp; row < r1; row += kWarps) {
+      const Bf* src = dy + size_t(row) * M + col0;
+#pragma unroll
+      for (int k = 0; k < kPack; ++k)
+        if (col0 + tile_column<false>(lane, k) < M) acc[k] += to_float(src[tile_column<false>(lane, k)]);
+    }
+  }
+
+#pragma unroll
+  for (int k = 0; k < kPack; ++k) red[warp][tile_column<kVector>(lane, k)] = acc[k];
+  __syncthreads();
+  // Thread t owns tile column t: warps are added in warp order.
+  const int t = threadIdx.x;
+  if (col0 + t < M) {
+    float s = red[0][t];
+#pragma unroll
+    for (int w = 1; w < kWarps; ++w) s += red[w][t];
+    partial[size_t(blockIdx.y) * M + col0 + t] = s;
+  }
+}
+
+// Stage 2: db[c] += sum_p partial[p][c]. A block covers 32 columns; its blockDim.y thread
+// rows take partials y, y + blockDim.y, ... and meet in shared memory in row order. blockDim.y
+// follows P (8 from 64 partials up), so a few partials cost a few threads.
+static __global__ void __launch_bounds__(kColSumX * kColSumY)
+    partial_sum_kernel(const float* __restrict__ partial, int P, int M, float* __restrict__ db) {
+  __shared__ float part[kColSumY][kColSumX + 1];
+  const int col = blockIdx.x * kColSumX + threadIdx.x;
+  float s = 0.f;
+  if (col < M) {
+#pragma unroll 4
+    for (int p = threadIdx.y; p < P; p += blockDim.y) s += partial[size_t(p) * M + col];
+  }
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < M) {
+    float t = part[0][threadIdx.x];
+    for (unsigned y = 1; y < blockDim.y; ++y) t += part[y][threadIdx.x];
+    db[col] += t;
+  }
+}
+
+// Asked at every launch rather than cached: no hidden global state (DESIGN.md §8), and the
+// attribute query is a host-side lookup, legal while a CUDA graph is being captured.
+int sm_count() {
+  int dev = 0, n = 0;
+  LOOM_CHECK(cudaGetDevice(&dev) == cudaSuccess, "cudaGetDevice failed");
+  LOOM_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
+             "cudaDeviceGetAttribute(MultiProcessorCount) failed");
+  return n;
+}
+
+// A bad launch configuration is reported here, by the launcher that made it. (An earlier
+// kernel's asynchronous fault can also surface here: the name says where it was noticed.)
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
+}
+
+int64_t max_chunks(int64_t N) {
+  return std::clamp<int64_t>((N + kMinChunkRows - 1) / kMinChunkRows, 1, kMaxChunks);
+}
+
+// Row chunks: enough stage-1 blocks to fill the device, at most what the scratch holds.
+int chunks_for(int64_t N, int64_t M, int sms) {
+  const int64_t tiles = (M + kTileCols - 1) / kTileCols;
+  const int64_t fill = std::max<int64_t>(1, (int64_t(kBlocksPerSm) * sms + tiles - 1) / tiles);
+  return int(std::min(fill, max_chunks(N)));
+}
+
+}  // namespace
+
+size_t bias_grad_scratch_floats(int64_t N, int64_t M) {
+  return size_t(max_chunks(N)) * size_t(std::max<int64_t>(M, 0));
+}
+
+void bias_grad(const bf16* dy, float* db, float* scratch, int64_t N, int64_t M, Stream s) {
+  LOOM_CHECK(N >= 0 && M >= 0 && N <= INT_MAX && M <= INT_MAX, "bias_grad: bad shape N=", N, " M=", M);
+  if (N == 0 || M == 0) return;  // nothing to add
+  LOOM_CHECK(dy && db && scratch, "bias_grad: null pointer");
+  const int chunks = chunks_for(N, M, sm_count());
+  LOOM_CHECK(size_t(chunks) * M <= bias_grad_scratch_floats(N, M), "bias_grad: partials exceed scratch");
+  const dim3 grid(unsigned((M + kTileCols - 1) / kTileCols), unsigned(chunks));
+  LOOM_CHECK(grid.x <= 0x7fffffffu && grid.y <= 65535u, "bias_grad: grid too large");
+  const Bf* dyb = reinterpret_cast<const Bf*>(dy);
+  if (M % kPack == 0 && is_aligned_16(dy))
+    LOOM_LAUNCH((bias_grad_partial_kernel<true>), grid, kWarps * 32, 0, s, dyb, scratch, int(N), int(M));
+  else
+    LOOM_LAUNCH((bias_grad_partial_kernel<false>), grid, kWarps * 32, 0, s, dyb, scratch, int(N), int(M));
+  check_launch("bias_grad (partials)");
+  const unsigned rows = unsigned(std::clamp(chunks / 8, 1, kColSumY));
+  LOOM_LAUNCH(partial_sum_kernel, unsigned((M + kColSumX - 1) / kColSumX), dim3(kColSumX, rows), 0, s, scratch,
+              chunks, int(M), db);
+  check_launch("bias_grad (column sum)");
+}
+
+}  // namespace loom::cuda
