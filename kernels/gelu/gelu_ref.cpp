@@ -1,6 +1,8 @@
 // gelu_ref.cpp: CPU reference GELU (tanh form), OpenMP + vectorisable loops.
 #include "kernels/gelu/gelu.h"
 
+#include <algorithm>
+
 #include "engine/core/vmath.h"
 
 namespace loom::ref {
@@ -10,25 +12,38 @@ constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kCoef = 0.044715;
 }  // namespace
 
+// Parallel over fixed chunks, vectorised inside each: GCC does not vectorise the body of a
+// combined `parallel for simd` here, but does a plain `simd` loop.
+constexpr int64_t kChunk = 4096;
+
 template <typename T>
 void gelu_fwd(const GeluArgs<T>& a) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < a.n; ++i) {
-    const T x = a.x[i];
-    const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
-    a.y[i] = T(0.5) * x * (T(1) + vtanh<T>(u));
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
+    const int64_t c1 = std::min(a.n, c0 + kChunk);
+#pragma omp simd
+    for (int64_t i = c0; i < c1; ++i) {
+      const T x = a.x[i];
+      const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
+      const T e = vexp<T>(T(2) * u);
+      a.y[i] = x - x / (e + T(1));  // 0.5 x (1 + tanh u) = x (1 - 1 / (exp(2u) + 1))
+    }
   }
 }
 
 template <typename T>
 void gelu_bwd(const GeluBwdArgs<T>& a) {
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < a.n; ++i) {
-    const T x = a.x[i];
-    const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
-    const T t = vtanh<T>(u);
-    const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kCoef) * x * x);
-    a.dx[i] = a.dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
+    const int64_t c1 = std::min(a.n, c0 + kChunk);
+#pragma omp simd
+    for (int64_t i = c0; i < c1; ++i) {
+      const T x = a.x[i];
+      const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
+      const T t = vtanh<T>(u);
+      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kCoef) * x * x);
+      a.dx[i] = a.dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
+    }
   }
 }
 
