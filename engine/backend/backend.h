@@ -31,6 +31,8 @@ class Backend {
   virtual void to_device(void* dst, const void* host, size_t bytes) = 0;
   virtual void to_host(void* host, const void* src, size_t bytes) = 0;
   virtual void zero(void* p, size_t bytes) = 0;
+  // Device-to-device copy, in stream order (legal inside a captured step).
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void synchronize() {}
 
   // Optimizer work on the flat buffers (pointers in this backend's memory). With mixed
@@ -43,6 +45,10 @@ class Backend {
   virtual void to_working(const float* master, void* working, int64_t n) {
     LOOM_CHECK(false, name(), " has no working copy");
   }
+
+  // The device stream ops are queued on (cudaStream_t), for communicators that order their
+  // collectives after compute with events; null where there is none.
+  virtual void* compute_stream() { return nullptr; }
 
   // Whole-step capture (CUDA graphs). A backend without it runs `step` eagerly every time.
   virtual bool can_capture() const { return false; }

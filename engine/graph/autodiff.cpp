@@ -173,6 +173,48 @@ void backward_softmax_xent(Autodiff& ad, const Node& n) {
   if (dlogits >= 0) ad.g().add_node(OpId::softmax_xent_bwd, {dloss, n.in[0], n.in[1], n.out[1]}, {dlogits});
 }
 
+void backward_linear_gelu(Autodiff& ad, const Node& n) {
+  // y = gelu(pre), pre = x w^T + b: GELU's backward into a fresh d(pre), then linear's.
+  const int dy = ad.grad(n.out[0]);
+  if (dy < 0) return;
+  const int dx = ad.written(n.in[0]), dw = ad.accumulated(n.in[1]), db = ad.accumulated(n.in[2]);
+  if (dx < 0 && dw < 0 && db < 0) return;
+  const int dpre = ad.fresh(n.out[1], "grad");
+  ad.g().add_node(OpId::gelu_bwd, {dy, n.out[1]}, {dpre});
+  ad.g().add_node(OpId::linear_bwd, {dpre, n.in[0], n.in[1]}, {dx, dw, db});
+}
+
+void backward_tanh(Autodiff& ad, const Node& n) {
+  const int dy = ad.grad(n.out[0]);
+  const int dx = dy < 0 ? -1 : ad.written(n.in[0]);
+  if (dx >= 0) ad.g().add_node(OpId::tanh_bwd, {dy, n.out[0]}, {dx});
+}
+
+void backward_scale(Autodiff& ad, const Node& n) {
+  const int dy = ad.grad(n.out[0]);
+  const int dx = dy < 0 ? -1 : ad.written(n.in[0]);
+  if (dx >= 0) ad.g().add_node(OpId::scale, {dy}, {dx}, n.attrs);
+}
+
+void backward_context_embedding(Autodiff& ad, const Node& n) {
+  const int dout = ad.grad(n.out[0]);
+  const int dwte = dout < 0 ? -1 : ad.accumulated(n.in[1]);
+  if (dwte >= 0) ad.g().add_node(OpId::context_embedding_bwd, {dout, n.in[0]}, {dwte}, n.attrs);
+}
+
+void backward_recurrent(Autodiff& ad, const Node& n) {
+  // Truncated BPTT: no gradient flows into state0 or out of stateT.
+  const int dy = ad.grad(n.out[0]);
+  if (dy < 0) return;
+  const int dx = ad.written(n.in[0]), dwi = ad.accumulated(n.in[1]), dwh = ad.accumulated(n.in[2]),
+            dbi = ad.accumulated(n.in[3]), dbh = ad.accumulated(n.in[4]);
+  LOOM_CHECK((dwi >= 0) == (dwh >= 0) && (dwi >= 0) == (dbi >= 0) && (dbi >= 0) == (dbh >= 0),
+             "a recurrent layer's weights must be trainable together");
+  if (dx < 0 && dwi < 0) return;
+  ad.g().add_node(OpId::recurrent_bwd, {dy, n.in[0], n.in[1], n.in[2], n.in[5], n.out[0], n.out[2]},
+                  {dx, dwi, dwh, dbi, dbh}, n.attrs);
+}
+
 // Ops that never appear in a forward graph that is differentiated.
 #define LOOM_NO_BACKWARD(name) \
   void backward_##name(Autodiff&, const Node&) { LOOM_CHECK(false, "op " #name " has no backward rule"); }
@@ -183,6 +225,9 @@ LOOM_NO_BACKWARD(linear_bwd)
 LOOM_NO_BACKWARD(gelu_bwd)
 LOOM_NO_BACKWARD(attention_bwd)
 LOOM_NO_BACKWARD(softmax_xent_bwd)
+LOOM_NO_BACKWARD(tanh_bwd)
+LOOM_NO_BACKWARD(context_embedding_bwd)
+LOOM_NO_BACKWARD(recurrent_bwd)
 #undef LOOM_NO_BACKWARD
 
 // The table: one rule per op, in ops.def order. A missing backward_<op> fails to compile.

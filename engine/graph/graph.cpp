@@ -2,6 +2,8 @@
 // bug in a model definition, so LOOM_CHECK) and records one node.
 #include "engine/graph/graph.h"
 
+#include "kernels/rnn/rnn.h"
+
 namespace loom {
 
 int Graph::new_value(const std::string& name, Shape shape, DType dtype, ValueKind kind) {
@@ -32,6 +34,20 @@ int Graph::param(const std::string& name, Shape shape, Init init, float init_std
   param_count += p.count();
   params.push_back(std::move(p));
   return params.back().value;
+}
+
+int64_t Graph::trainable_prefix() const {
+  int64_t end = 0;
+  bool frozen_seen = false;
+  for (const auto& p : params) {
+    if (p.trainable) {
+      LOOM_CHECK(!frozen_seen, "parameter ", p.name, " is trainable but follows a frozen one");
+      end = p.offset + p.count();
+    } else {
+      frozen_seen = true;
+    }
+  }
+  return frozen_seen ? end : param_count;
 }
 
 int Graph::find_param(const std::string& name) const {
@@ -146,6 +162,65 @@ int Graph::softmax_xent(int logits, int targets) {
   const int lse = new_value(vname(*this, "xent.lse"), {N}, stat_dtype());
   add_node(OpId::softmax_xent, {logits, targets}, {loss, lse});
   return loss;
+}
+
+int Graph::linear_gelu(int x, int w, int b) {
+  Shape ys = values[x].shape;
+  const Shape& ws = values[w].shape;
+  LOOM_CHECK(ws.size() == 2 && ws[1] == ys.back(), "linear_gelu: x ", shape_str(ys), " w ", shape_str(ws));
+  LOOM_CHECK(b < 0 || values[b].shape == Shape{ws[0]});
+  ys.back() = ws[0];
+  const int y = new_value(vname(*this, "gelu"), ys, fdt_);
+  const int pre = new_value(vname(*this, "linear"), ys, fdt_);
+  add_node(OpId::linear_gelu, {x, w, b}, {y, pre});
+  return y;
+}
+
+int Graph::scale(int x, float s) {
+  const int y = new_value(vname(*this, "scale"), values[x].shape, fdt_);
+  Attrs a;
+  a.f[0] = s;
+  add_node(OpId::scale, {x}, {y}, a);
+  return y;
+}
+
+int Graph::tanh(int x) {
+  const int y = new_value(vname(*this, "tanh"), values[x].shape, fdt_);
+  add_node(OpId::tanh, {x}, {y});
+  return y;
+}
+
+int Graph::context_embedding(int tokens, int wte, int n, int pad) {
+  const Shape& ts = values[tokens].shape;
+  const Shape& ws = values[wte].shape;
+  LOOM_CHECK(ts.size() == 2 && values[tokens].dtype == DType::I32 && ws.size() == 2 && n >= 1);
+  LOOM_CHECK(pad >= 0 && pad < ws[0], "context_embedding: padding row ", pad, " outside wte ", shape_str(ws));
+  const int out = new_value(vname(*this, "emb"), {ts[0], ts[1], n * ws[1]}, fdt_);
+  Attrs a;
+  a.i[0] = n;
+  a.i[1] = pad;
+  add_node(OpId::context_embedding, {tokens, wte}, {out}, a);
+  return out;
+}
+
+std::pair<int, int> Graph::recurrent(int cell, int x, int w_ih, int w_hh, int b_ih, int b_hh, int state0) {
+  const Cell c = static_cast<Cell>(cell);
+  const Shape& xs = values[x].shape;
+  LOOM_CHECK(xs.size() == 3, "recurrent: x ", shape_str(xs));
+  const int64_t B = xs[0], S = xs[1], I = xs[2], G = cell_gates(c);
+  const int64_t H = values[w_hh].shape.at(1);
+  LOOM_CHECK(values[w_ih].shape == (Shape{G * H, I}) && values[w_hh].shape == (Shape{G * H, H}) &&
+                 values[b_ih].shape == Shape{G * H} && values[b_hh].shape == Shape{G * H},
+             "recurrent: weight shapes");
+  LOOM_CHECK(values[state0].shape == (Shape{cell_states(c), B, H}) && values[state0].dtype == stat_dtype(),
+             "recurrent: state0 ", shape_str(values[state0].shape));
+  const int y = new_value(vname(*this, "rnn"), {B, S, H}, fdt_);
+  const int stateT = new_value(vname(*this, "rnn.state"), {cell_states(c), B, H}, stat_dtype());
+  const int saved = new_value(vname(*this, "rnn.saved"), {B, S, rnn_saved_width(c, H)}, stat_dtype());
+  Attrs a;
+  a.i[0] = cell;
+  add_node(OpId::recurrent, {x, w_ih, w_hh, b_ih, b_hh, state0}, {y, stateT, saved}, a);
+  return {y, stateT};
 }
 
 }  // namespace loom

@@ -41,7 +41,8 @@ struct Node {
   std::string scope;         // e.g. "h.3.attn": profiling ranges and error messages
 };
 
-enum class Init : uint8_t { Normal, Zeros, Ones };
+// ForgetGate: zeros except ones on the second quarter (an LSTM bias: the forget gate's rows).
+enum class Init : uint8_t { Normal, Zeros, Ones, ForgetGate };
 
 struct ParamInfo {
   std::string name;
@@ -72,6 +73,10 @@ class Graph {
   int new_value(const std::string& name, Shape shape, DType dtype, ValueKind kind = ValueKind::Activation);
   void mark_output(int v) { values[v].keep = true; outputs.push_back(v); }
   int find_param(const std::string& name) const;
+  // Elements of the flat buffer the optimizer works on: every trainable parameter lies in
+  // [0, trainable_prefix()) and every frozen one after it (models register trainable
+  // parameters first when they freeze some, e.g. LoRA). param_count when nothing is frozen.
+  int64_t trainable_prefix() const;
 
   // --- ops (record only) ---
   void set_scope(std::string s) { scope_ = std::move(s); }
@@ -87,6 +92,17 @@ class Graph {
   int attention(int qkv, int n_head);
   int attention_decode(int qkv, int kcache, int vcache, int pos, int n_head);
   int softmax_xent(int logits, int targets);  // returns the loss value [1]
+  // gelu(x w^T + b) in one op (cuBLASLt's bias+GELU epilogue on CUDA); the pre-activation is
+  // saved for backward.
+  int linear_gelu(int x, int w, int b = -1);
+  int tanh(int x);
+  int scale(int x, float s);
+  // For every position t, the embeddings of tokens t-n+1..t concatenated ([B,T,n*E]); positions
+  // before the window, and tokens equal to `pad`, read row `pad` of wte (which then has pad+1 rows).
+  int context_embedding(int tokens, int wte, int n, int pad);
+  // One recurrent layer over the sequence (kernels/rnn/rnn.h): returns {y, stateT}.
+  // `cell` is loom::Cell as int; state0 is an Input [NS,B,H] in the statistics dtype.
+  std::pair<int, int> recurrent(int cell, int x, int w_ih, int w_hh, int b_ih, int b_hh, int state0);
 
   std::vector<Value> values;
   std::vector<Node> nodes;

@@ -21,7 +21,7 @@ inline constexpr OpInfo kOpInfo[] = {
 #undef LOOM_OP
 };
 inline constexpr int kNumOps = static_cast<int>(sizeof(kOpInfo) / sizeof(kOpInfo[0]));
-inline constexpr int kMaxOpIo = 6;
+inline constexpr int kMaxOpIo = 8;
 constexpr bool ops_fit_io() {
   for (const auto& o : kOpInfo)
     if (o.n_in > kMaxOpIo || o.n_out > kMaxOpIo || o.n_diff_out > o.n_out) return false;

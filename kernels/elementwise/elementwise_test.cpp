@@ -129,6 +129,37 @@ TEST(Add, MatchesReference) {
   }
 }
 
+TEST(Scale, MatchesReference) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE("n=" + std::to_string(c.n) + (c.misalign ? " misaligned" : ""));
+    std::mt19937 rng(uint32_t(c.n) * 5 + 1);
+    const auto a = random_bf16(c.n, rng, 1.f);
+    DeviceBuffer<bf16> da(a, c.misalign), dy(c.n, c.misalign);
+    dy.poison();
+    loom::cuda::scale(da.get(), 0.37f, dy.get(), c.n, nullptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const auto ad = to_double(a);
+    std::vector<double> ref(c.n);
+    loom::ref::scale(ad.data(), 0.37, ref.data(), c.n);
+    EXPECT_TRUE(all_close("y", to_double(dy.download()), ref));
+  }
+}
+
+// Widening is exact: every bf16 is a float.
+TEST(WidenBf16, Exact) {
+  for (int64_t n : {int64_t(1), int64_t(517), int64_t(4099)}) {
+    std::mt19937 rng{uint32_t(n)};
+    const auto a = random_bf16(n, rng, 3.f);
+    DeviceBuffer<bf16> da(a);
+    DeviceBuffer<float> dy(n);
+    dy.poison();
+    loom::cuda::widen_bf16(da.get(), dy.get(), n, nullptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const auto got = dy.download();
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[i], loom::from_bf16(a[i])) << "element " << i << " of " << n;
+  }
+}
+
 TEST(Add, EmptyIsNoOp) {
   loom::cuda::add(nullptr, nullptr, nullptr, 0, nullptr);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);

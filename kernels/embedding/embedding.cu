@@ -72,21 +72,38 @@ static __global__ void __launch_bounds__(kThreads)
     const int tok = tokens[row];
     const int pos = p0 + row % T;
     check_index(tok, V);
-    check_index(pos, maxT);
+    if (wpe) check_index(pos, maxT);
     const Bf* e = wte + size_t(tok) * C;
-    const Bf* p = wpe + size_t(pos) * C;
+    const Bf* p = wpe ? wpe + size_t(pos) * C : nullptr;  // no position table: token rows only
     Bf* o = out + size_t(row) * C;
     if constexpr (kVector) {
       for (int c = lane * kPack; c < C; c += 32 * kPack) {
-        const Pack a = load_128(e + c), b = load_128(p + c);
+        const Pack a = load_128(e + c);
         Pack s;
+        if (p) {
+          const Pack b = load_128(p + c);
 #pragma unroll
-        for (int k = 0; k < kPack; ++k) s[k] = from_float<Bf>(to_float(a[k]) + to_float(b[k]));
+          for (int k = 0; k < kPack; ++k) s[k] = from_float<Bf>(to_float(a[k]) + to_float(b[k]));
+        } else {
+          s = a;
+        }
         store_128(o + c, s);
       }
     } else {
-      for (int c = lane; c < C; c += 32) o[c] = from_float<Bf>(to_float(e[c]) + to_float(p[c]));
+      for (int c = lane; c < C; c += 32) o[c] = p ? from_float<Bf>(to_float(e[c]) + to_float(p[c])) : e[c];
     }
+  }
+}
+
+// Context embedding (the feed-forward LM): out[(b*T + t)*n + j] = tokens[b, t-n+1+j], or the
+// padding row for positions before the window.
+static __global__ void __launch_bounds__(kThreads)
+    context_tokens_kernel(const int32_t* __restrict__ tokens, int32_t* __restrict__ out, int B, int T, int n,
+                          int pad) {
+  const int total = B * T * n;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const int j = i % n, bt = i / n, t = bt % T, src = t - n + 1 + j;
+    out[i] = src >= 0 ? tokens[bt - t + src] : pad;
   }
 }
 
@@ -367,9 +384,9 @@ void embedding_fwd(const EmbeddingFwd& a, Stream s) {
              "embedding_fwd: shape beyond int range");
   const int64_t BT = a.B * a.T;
   if (BT == 0) return;
-  LOOM_CHECK(a.tokens && a.wte && a.wpe && a.out, "embedding_fwd: null pointer");
-  LOOM_CHECK(a.pos0 || a.T <= a.maxT, "embedding_fwd: T = ", a.T, " beyond maxT = ", a.maxT);
-  const bool vector = a.C % kPack == 0 && is_aligned_16(a.wte) && is_aligned_16(a.wpe) && is_aligned_16(a.out);
+  LOOM_CHECK(a.tokens && a.wte && a.out, "embedding_fwd: null pointer");
+  LOOM_CHECK(!a.wpe || a.pos0 || a.T <= a.maxT, "embedding_fwd: T = ", a.T, " beyond maxT = ", a.maxT);
+  const bool vector = a.C % kPack == 0 && is_aligned_16(a.wte) && (!a.wpe || is_aligned_16(a.wpe)) && is_aligned_16(a.out);
   const int grid = grid_for(BT * 32, sm_count());  // a warp per row
   Bf* out = reinterpret_cast<Bf*>(a.out);
   if (vector)
@@ -392,13 +409,14 @@ void embedding_bwd(const EmbeddingBwd& a, Stream s) {
              "embedding_bwd: shape beyond int range");
   const int64_t BT = a.B * a.T;
   if (BT == 0) return;
-  LOOM_CHECK(a.dout && a.tokens && a.dwte && a.dwpe && a.scratch, "embedding_bwd: null pointer");
-  LOOM_CHECK(a.pos0 || a.T <= a.maxT, "embedding_bwd: T = ", a.T, " beyond maxT = ", a.maxT);
+  LOOM_CHECK(a.dout && a.tokens && a.dwte && a.scratch, "embedding_bwd: null pointer");
+  LOOM_CHECK(!a.dwpe || a.pos0 || a.T <= a.maxT, "embedding_bwd: T = ", a.T, " beyond maxT = ", a.maxT);
   // 32-bit indexing in the kernels: dwpe's (t, column) and the long runs' (run, tile) items.
   LOOM_CHECK(a.T * a.C <= INT_MAX && a.B * a.T / (kShortRun + 1) * ((a.C + kTileCols - 1) / kTileCols) <= INT_MAX,
              "embedding_bwd: shape beyond int range");
   LOOM_CHECK(reinterpret_cast<uintptr_t>(a.scratch) % 8 == 0, "embedding_bwd: scratch must be 8-byte aligned");
-  const bool vector = a.C % kPack == 0 && is_aligned_16(a.dout) && is_aligned_16(a.dwte) && is_aligned_16(a.dwpe);
+  const bool vector =
+      a.C % kPack == 0 && is_aligned_16(a.dout) && is_aligned_16(a.dwte) && (!a.dwpe || is_aligned_16(a.dwpe));
   const ScratchLayout L(BT, a.V);
   const int sms = sm_count();
   const int n = int(L.n), bt = int(BT), C = int(a.C);
@@ -439,8 +457,9 @@ void embedding_bwd(const EmbeddingBwd& a, Stream s) {
     LOOM_LAUNCH((sum_long_runs_kernel<true>), long_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
                 counters, a.dwte, C);
     check_launch("embedding_bwd (long runs)");
-    LOOM_LAUNCH((dwpe_kernel<true>), grid_for(a.T * (C / kPack), sms), kThreads, 0, s, dout, a.dwpe, int(a.B),
-                int(a.T), C, int(a.maxT), a.pos0);
+    if (a.dwpe)
+      LOOM_LAUNCH((dwpe_kernel<true>), grid_for(a.T * (C / kPack), sms), kThreads, 0, s, dout, a.dwpe, int(a.B),
+                  int(a.T), C, int(a.maxT), a.pos0);
   } else {
     LOOM_LAUNCH((sum_short_runs_kernel<false>), short_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
                 counters, a.dwte, C);
@@ -448,10 +467,19 @@ void embedding_bwd(const EmbeddingBwd& a, Stream s) {
     LOOM_LAUNCH((sum_long_runs_kernel<false>), long_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
                 counters, a.dwte, C);
     check_launch("embedding_bwd (long runs)");
-    LOOM_LAUNCH((dwpe_kernel<false>), grid_for(a.T * C, sms), kThreads, 0, s, dout, a.dwpe, int(a.B), int(a.T), C,
-                int(a.maxT), a.pos0);
+    if (a.dwpe)
+      LOOM_LAUNCH((dwpe_kernel<false>), grid_for(a.T * C, sms), kThreads, 0, s, dout, a.dwpe, int(a.B), int(a.T), C,
+                  int(a.maxT), a.pos0);
   }
   check_launch("embedding_bwd (dwpe)");
+}
+
+void context_tokens(const int32_t* tokens, int32_t* out, int64_t B, int64_t T, int n, int pad, Stream s) {
+  LOOM_CHECK(B >= 0 && T > 0 && n >= 1 && B * T * n <= INT_MAX, "context_tokens: bad shape");
+  if (B == 0) return;
+  LOOM_LAUNCH(context_tokens_kernel, grid_for(B * T * n, sm_count()), kThreads, 0, s, tokens, out, int(B), int(T), n,
+              pad);
+  check_launch("context_tokens");
 }
 
 }  // namespace loom::cuda

@@ -2,6 +2,8 @@
 // loaded; here an out-of-range id is an internal error, checked cheaply.
 #include "kernels/embedding/embedding.h"
 
+#include <algorithm>
+
 #include "engine/core/check.h"
 
 namespace loom::ref {
@@ -43,6 +45,48 @@ void embedding_bwd(const EmbeddingBwdArgs<T>& a) {
   }
 }
 
+template <typename T>
+void context_embedding_fwd(const ContextEmbeddingArgs<T>& a) {
+  LOOM_CHECK(a.pad >= 0 && a.pad < a.V && a.n >= 1);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < a.B * a.seq; ++i) {
+    const int64_t t = i % a.seq;
+    for (int j = 0; j < a.n; ++j) {
+      const int64_t src = t - a.n + 1 + j;
+      const int64_t tok = src >= 0 ? a.tokens[i - t + src] : a.pad;
+      LOOM_CHECK(tok >= 0 && tok < a.V, "token ", tok, " outside vocabulary ", a.V);
+      const T* e = a.wte + tok * a.E;
+      T* o = a.out + (i * a.n + j) * a.E;
+      for (int64_t c = 0; c < a.E; ++c) o[c] = e[c];
+    }
+  }
+}
+
+template <typename T>
+void context_embedding_bwd(const ContextEmbeddingBwdArgs<T>& a) {
+  // One owner thread per channel block; rows visited in order: a fixed sum order.
+  const int64_t block = 16;
+  const int64_t nblk = (a.E + block - 1) / block;
+#pragma omp parallel for schedule(static)
+  for (int64_t cb = 0; cb < nblk; ++cb) {
+    const int64_t c0 = cb * block, c1 = std::min(a.E, c0 + block);
+    for (int64_t i = 0; i < a.B * a.seq; ++i) {
+      const int64_t t = i % a.seq;
+      for (int j = 0; j < a.n; ++j) {
+        const int64_t src = t - a.n + 1 + j;
+        const int64_t tok = src >= 0 ? a.tokens[i - t + src] : a.pad;
+        const T* d = a.dout + (i * a.n + j) * a.E;
+        T* e = a.dwte + tok * a.E;
+        for (int64_t c = c0; c < c1; ++c) e[c] += d[c];
+      }
+    }
+  }
+}
+
+template void context_embedding_fwd<float>(const ContextEmbeddingArgs<float>&);
+template void context_embedding_fwd<double>(const ContextEmbeddingArgs<double>&);
+template void context_embedding_bwd<float>(const ContextEmbeddingBwdArgs<float>&);
+template void context_embedding_bwd<double>(const ContextEmbeddingBwdArgs<double>&);
 template void embedding_fwd<float>(const EmbeddingArgs<float>&);
 template void embedding_fwd<double>(const EmbeddingArgs<double>&);
 template void embedding_bwd<float>(const EmbeddingBwdArgs<float>&);

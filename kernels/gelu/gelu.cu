@@ -1,5 +1,5 @@
-// gelu.cu: GELU, tanh approximation (GPT-2's), forward and backward on bf16 with f32 math;
-// the CUDA side of gelu.h (loom::ref::gelu_fwd/bwd is the ground truth).
+// gelu.cu: GELU, tanh approximation (GPT-2's), and tanh, forward and backward on bf16 with f32
+// math; the CUDA side of gelu.h (loom::ref::gelu_* and tanh_* are the ground truth).
 //
 // Pure streaming kernels: each element is read and written once, so the floor is the bytes
 // (4 per element forward, 6 backward). A grid-stride loop over 16-byte packs when every pointer
@@ -45,9 +45,22 @@ __device__ __forceinline__ float gelu_grad(float x) {
   return s + 2.f * x * s * (1.f - s) * du;
 }
 
-template <bool kVector>
+// The activations, as functors: forward of x, and backward from dy and the value backward
+// reads (GELU: its input x; tanh: its output y).
+struct GeluOp {
+  __device__ __forceinline__ float fwd(float x) const { return gelu(x); }
+  __device__ __forceinline__ float bwd(float d, float x) const { return d * gelu_grad(x); }
+};
+// tanh(x) = 2 sigmoid(2x) - 1, again with one __expf and an approximate reciprocal.
+struct TanhOp {
+  __device__ __forceinline__ float fwd(float x) const { return 2.f * __fdividef(1.f, 1.f + __expf(-2.f * x)) - 1.f; }
+  __device__ __forceinline__ float bwd(float d, float y) const { return d * (1.f - y * y); }
+};
+
+template <class Op, bool kVector>
 static __global__ void __launch_bounds__(kThreads)
-    gelu_fwd_kernel(const Bf* __restrict__ x, Bf* __restrict__ y, int64_t n) {
+    act_fwd_kernel(const Bf* __restrict__ x, Bf* __restrict__ y, int64_t n) {
+  const Op op;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t scalar_from = 0;
@@ -57,17 +70,18 @@ static __global__ void __launch_bounds__(kThreads)
       const Pack in = load_128_cs(x + p * Pack::kSize);
       Pack out;
 #pragma unroll
-      for (int k = 0; k < Pack::kSize; ++k) out[k] = from_float<Bf>(gelu(to_float(in[k])));
+      for (int k = 0; k < Pack::kSize; ++k) out[k] = from_float<Bf>(op.fwd(to_float(in[k])));
       store_128(y + p * Pack::kSize, out);
     }
     scalar_from = packs * Pack::kSize;
   }
-  for (int64_t i = scalar_from + tid; i < n; i += stride) y[i] = from_float<Bf>(gelu(to_float(x[i])));
+  for (int64_t i = scalar_from + tid; i < n; i += stride) y[i] = from_float<Bf>(op.fwd(to_float(x[i])));
 }
 
-template <bool kVector>
+template <class Op, bool kVector>
 static __global__ void __launch_bounds__(kThreads)
-    gelu_bwd_kernel(const Bf* __restrict__ dy, const Bf* __restrict__ x, Bf* __restrict__ dx, int64_t n) {
+    act_bwd_kernel(const Bf* __restrict__ dy, const Bf* __restrict__ x, Bf* __restrict__ dx, int64_t n) {
+  const Op op;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t scalar_from = 0;
@@ -78,13 +92,12 @@ static __global__ void __launch_bounds__(kThreads)
       const Pack in = load_128_cs(x + p * Pack::kSize);
       Pack out;
 #pragma unroll
-      for (int k = 0; k < Pack::kSize; ++k) out[k] = from_float<Bf>(to_float(d[k]) * gelu_grad(to_float(in[k])));
+      for (int k = 0; k < Pack::kSize; ++k) out[k] = from_float<Bf>(op.bwd(to_float(d[k]), to_float(in[k])));
       store_128(dx + p * Pack::kSize, out);
     }
     scalar_from = packs * Pack::kSize;
   }
-  for (int64_t i = scalar_from + tid; i < n; i += stride)
-    dx[i] = from_float<Bf>(to_float(dy[i]) * gelu_grad(to_float(x[i])));
+  for (int64_t i = scalar_from + tid; i < n; i += stride) dx[i] = from_float<Bf>(op.bwd(to_float(dy[i]), to_float(x[i])));
 }
 
 // Asked at every launch rather than cached: no hidden global state (DESIGN.md §8), and the
@@ -111,34 +124,45 @@ void check_launch(const char* what) {
   LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
 }
 
-}  // namespace
-
-void gelu_fwd(const bf16* x, bf16* y, int64_t n, Stream s) {
-  LOOM_CHECK(n >= 0, "gelu_fwd: n = ", n);
+template <class Op>
+void act_fwd(const bf16* x, bf16* y, int64_t n, Stream s, const char* what) {
+  LOOM_CHECK(n >= 0, what, ": n = ", n);
   if (n == 0) return;
-  LOOM_CHECK(x && y, "gelu_fwd: null pointer");
+  LOOM_CHECK(x && y, what, ": null pointer");
   const Bf* xb = reinterpret_cast<const Bf*>(x);
   Bf* yb = reinterpret_cast<Bf*>(y);
   if (is_aligned_16(x) && is_aligned_16(y))
-    LOOM_LAUNCH((gelu_fwd_kernel<true>), grid_for((n + Pack::kSize - 1) / Pack::kSize), kThreads, 0, s, xb, yb, n);
+    LOOM_LAUNCH((act_fwd_kernel<Op, true>), grid_for((n + Pack::kSize - 1) / Pack::kSize), kThreads, 0, s, xb, yb, n);
   else
-    LOOM_LAUNCH((gelu_fwd_kernel<false>), grid_for(n), kThreads, 0, s, xb, yb, n);
-  check_launch("gelu_fwd");
+    LOOM_LAUNCH((act_fwd_kernel<Op, false>), grid_for(n), kThreads, 0, s, xb, yb, n);
+  check_launch(what);
 }
 
-void gelu_bwd(const bf16* dy, const bf16* x, bf16* dx, int64_t n, Stream s) {
-  LOOM_CHECK(n >= 0, "gelu_bwd: n = ", n);
+template <class Op>
+void act_bwd(const bf16* dy, const bf16* x, bf16* dx, int64_t n, Stream s, const char* what) {
+  LOOM_CHECK(n >= 0, what, ": n = ", n);
   if (n == 0) return;
-  LOOM_CHECK(dy && x && dx, "gelu_bwd: null pointer");
+  LOOM_CHECK(dy && x && dx, what, ": null pointer");
   const Bf* dyb = reinterpret_cast<const Bf*>(dy);
   const Bf* xb = reinterpret_cast<const Bf*>(x);
   Bf* dxb = reinterpret_cast<Bf*>(dx);
   if (is_aligned_16(dy) && is_aligned_16(x) && is_aligned_16(dx))
-    LOOM_LAUNCH((gelu_bwd_kernel<true>), grid_for((n + Pack::kSize - 1) / Pack::kSize), kThreads, 0, s, dyb, xb,
+    LOOM_LAUNCH((act_bwd_kernel<Op, true>), grid_for((n + Pack::kSize - 1) / Pack::kSize), kThreads, 0, s, dyb, xb,
                 dxb, n);
   else
-    LOOM_LAUNCH((gelu_bwd_kernel<false>), grid_for(n), kThreads, 0, s, dyb, xb, dxb, n);
-  check_launch("gelu_bwd");
+    LOOM_LAUNCH((act_bwd_kernel<Op, false>), grid_for(n), kThreads, 0, s, dyb, xb, dxb, n);
+  check_launch(what);
+}
+
+}  // namespace
+
+void gelu_fwd(const bf16* x, bf16* y, int64_t n, Stream s) { act_fwd<GeluOp>(x, y, n, s, "gelu_fwd"); }
+void gelu_bwd(const bf16* dy, const bf16* x, bf16* dx, int64_t n, Stream s) {
+  act_bwd<GeluOp>(dy, x, dx, n, s, "gelu_bwd");
+}
+void tanh_fwd(const bf16* x, bf16* y, int64_t n, Stream s) { act_fwd<TanhOp>(x, y, n, s, "tanh_fwd"); }
+void tanh_bwd(const bf16* dy, const bf16* y, bf16* dx, int64_t n, Stream s) {
+  act_bwd<TanhOp>(dy, y, dx, n, s, "tanh_bwd");
 }
 
 }  // namespace loom::cuda

@@ -27,10 +27,18 @@ struct GeluBwdArgs {
 template <typename T>
 void gelu_bwd(const GeluBwdArgs<T>& a);
 
+// tanh, and its backward from the OUTPUT: dx = dy * (1 - y^2) (GeluBwdArgs::x holds y).
+template <typename T>
+void tanh_fwd(const GeluArgs<T>& a);
+template <typename T>
+void tanh_bwd(const GeluBwdArgs<T>& a);
+
 }  // namespace loom::ref
 
 // CUDA kernels (gelu.cu): bf16 in and out, f32 math.
 namespace loom::cuda {
 void gelu_fwd(const bf16* x, bf16* y, int64_t n, Stream s);
 void gelu_bwd(const bf16* dy, const bf16* x, bf16* dx, int64_t n, Stream s);  // dx written
+void tanh_fwd(const bf16* x, bf16* y, int64_t n, Stream s);
+void tanh_bwd(const bf16* dy, const bf16* y, bf16* dx, int64_t n, Stream s);  // from the output y
 }  // namespace loom::cuda

@@ -1,4 +1,4 @@
-// gelu_ref.cpp: CPU reference GELU (tanh form), OpenMP + vectorisable loops.
+// gelu_ref.cpp: CPU reference GELU (tanh form) and tanh, OpenMP + vectorisable loops.
 #include "kernels/gelu/gelu.h"
 
 #include <algorithm>
@@ -47,6 +47,30 @@ void gelu_bwd(const GeluBwdArgs<T>& a) {
   }
 }
 
+template <typename T>
+void tanh_fwd(const GeluArgs<T>& a) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
+    const int64_t c1 = std::min(a.n, c0 + kChunk);
+#pragma omp simd
+    for (int64_t i = c0; i < c1; ++i) a.y[i] = vtanh<T>(a.x[i]);
+  }
+}
+
+template <typename T>
+void tanh_bwd(const GeluBwdArgs<T>& a) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
+    const int64_t c1 = std::min(a.n, c0 + kChunk);
+#pragma omp simd
+    for (int64_t i = c0; i < c1; ++i) a.dx[i] = a.dy[i] * (T(1) - a.x[i] * a.x[i]);
+  }
+}
+
+template void tanh_fwd<float>(const GeluArgs<float>&);
+template void tanh_fwd<double>(const GeluArgs<double>&);
+template void tanh_bwd<float>(const GeluBwdArgs<float>&);
+template void tanh_bwd<double>(const GeluBwdArgs<double>&);
 template void gelu_fwd<float>(const GeluArgs<float>&);
 template void gelu_fwd<double>(const GeluArgs<double>&);
 template void gelu_bwd<float>(const GeluBwdArgs<float>&);

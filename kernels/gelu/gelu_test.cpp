@@ -141,10 +141,48 @@ TEST(Gelu, BackwardMatchesReference) {
   }
 }
 
+TEST(Tanh, ForwardMatchesReference) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE("n=" + std::to_string(c.n) + (c.misalign ? " misaligned" : ""));
+    std::mt19937 rng(uint32_t(c.n) + 7);
+    const auto x = random_bf16(c.n, rng, 2.f);
+    DeviceBuffer<bf16> dx(x, c.misalign), dy(c.n, c.misalign);
+    dy.poison();
+    loom::cuda::tanh_fwd(dx.get(), dy.get(), c.n, nullptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const auto xd = to_double(x);
+    std::vector<double> ref(c.n);
+    loom::ref::tanh_fwd(loom::ref::GeluArgs<double>{xd.data(), ref.data(), c.n});
+    EXPECT_TRUE(all_close("y", to_double(dy.download()), ref));
+  }
+}
+
+// Backward from the output y (in (-1, 1)): dx = dy (1 - y^2).
+TEST(Tanh, BackwardMatchesReference) {
+  for (const Case& c : cases()) {
+    SCOPED_TRACE("n=" + std::to_string(c.n) + (c.misalign ? " misaligned" : ""));
+    std::mt19937 rng(uint32_t(c.n) + 8);
+    std::vector<bf16> y(c.n);
+    std::uniform_real_distribution<float> u(-0.999f, 0.999f);
+    for (auto& e : y) e = loom::to_bf16(u(rng));
+    const auto dy = random_bf16(c.n, rng, 1.f);
+    DeviceBuffer<bf16> ddy(dy, c.misalign), dyv(y, c.misalign), ddx(c.n, c.misalign);
+    ddx.poison();
+    loom::cuda::tanh_bwd(ddy.get(), dyv.get(), ddx.get(), c.n, nullptr);
+    ASSERT_EQ(cudaGetLastError(), cudaSuccess);
+    const auto yd = to_double(y), dyd = to_double(dy);
+    std::vector<double> ref(c.n);
+    loom::ref::tanh_bwd(loom::ref::GeluBwdArgs<double>{dyd.data(), yd.data(), ref.data(), c.n});
+    EXPECT_TRUE(all_close("dx", to_double(ddx.download()), ref));
+  }
+}
+
 // n = 0 is a no-op that must not launch (a zero-block grid is a launch error).
 TEST(Gelu, EmptyIsNoOp) {
   loom::cuda::gelu_fwd(nullptr, nullptr, 0, nullptr);
   loom::cuda::gelu_bwd(nullptr, nullptr, nullptr, 0, nullptr);
+  loom::cuda::tanh_fwd(nullptr, nullptr, 0, nullptr);
+  loom::cuda::tanh_bwd(nullptr, nullptr, nullptr, 0, nullptr);
   EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 

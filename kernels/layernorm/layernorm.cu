@@ -517,7 +517,7 @@ void layernorm_bwd(const LayerNormBwd& a, Stream s) {
   LOOM_CHECK(a.N >= 0 && a.C > 0 && a.N <= INT_MAX && a.C <= INT_MAX / 2, "layernorm_bwd: bad shape N=", a.N,
              " C=", a.C);
   if (a.N == 0) return;
-  LOOM_CHECK(a.dy && a.x && a.g && a.mean && a.rstd && a.dx && a.dg && a.db && a.scratch,
+  LOOM_CHECK(a.dy && a.x && a.g && a.mean && a.rstd && a.dx && a.scratch && (a.dg != nullptr) == (a.db != nullptr),
              "layernorm_bwd: null pointer");
   const bool vector = a.C % kPack == 0 && aligned_16(a.dy) && aligned_16(a.x) && aligned_16(a.g) &&
                       aligned_16(a.dresid) && aligned_16(a.dx);
@@ -548,6 +548,7 @@ void layernorm_bwd(const LayerNormBwd& a, Stream s) {
     }
   });
   check_launch("layernorm_bwd (rows)");
+  if (!a.dg) return;  // frozen gain and bias: the partials are not reduced
   const unsigned rows = unsigned(std::clamp(P / 8, 1, kColSumY));
   LOOM_LAUNCH(partial_sum_kernel, (2 * C + kColSumX - 1) / kColSumX, dim3(kColSumX, rows), 0, s, a.scratch, P, C,
               a.dg, a.db);

@@ -32,7 +32,7 @@ struct LayerNormBwdArgs {
   const T* mean;  // [N]
   const T* rstd;  // [N]
   T* dx;          // [N, C] written
-  T* dg;          // [C] accumulated (+=)
+  T* dg;          // [C] accumulated (+=); dg and db both nullptr: frozen, dx only
   T* db;          // [C] accumulated (+=)
   int64_t N, C;
   const T* dresid = nullptr;  // [N, C] or nullptr: added to dx (the residual stream's gradient)
@@ -68,7 +68,7 @@ struct LayerNormBwd {
   const float* rstd;     // [N]
   const bf16* dresid;    // [N, C] or nullptr: added to dx
   bf16* dx;              // [N, C] written
-  float* dg;             // [C] accumulated (+=)
+  float* dg;             // [C] accumulated (+=); dg and db both nullptr: frozen, dx only
   float* db;             // [C] accumulated (+=)
   float* scratch;        // layernorm_bwd_scratch_floats(N, C) floats: bounded dg/db partials
   int64_t N, C;

@@ -69,6 +69,7 @@ void layernorm_bwd(const LayerNormBwdArgs<T>& a) {
       }
     }
   }
+  if (!a.dg) return;  // frozen gain and bias (fine-tuning with adapters): dx only
   for (int64_t k = 0; k < chunks; ++k)
     for (int64_t c = 0; c < C; ++c) {
       a.dg[c] += part[k * 2 * C + c];

@@ -2,6 +2,7 @@
 // that has one, through the real path (graph builder -> autodiff -> CPU backend).
 #include <gtest/gtest.h>
 
+#include "kernels/rnn/rnn.h"
 #include "models/model.h"
 #include "tests/support/gradcheck.h"
 
@@ -96,6 +97,87 @@ TEST(Grad, TinyGptWholeModel) {
   GradCheckOptions o;
   o.samples = 12;
   check_graph_grads(m.g, m.loss, {}, random_ints(11, 9), o);
+}
+
+TEST(Grad, LinearGelu) {
+  Graph g(DType::F64);
+  const int x = g.input("x", {2, 3, 5}, DType::F64);
+  const int w = g.param("w", {6, 5}, Init::Normal, 1, true), b = g.param("b", {6}, Init::Zeros, 0, false);
+  check_graph_grads(g, g.linear_gelu(x, w, b), {x}, kNoInts);
+}
+
+TEST(Grad, Scale) {
+  Graph g(DType::F64);
+  const int x = g.input("x", {3, 5}, DType::F64);
+  const int w = g.param("w", {4, 5}, Init::Normal, 1, true);
+  check_graph_grads(g, g.scale(g.linear(x, w), 0.37f), {x}, kNoInts);
+}
+
+TEST(Grad, Tanh) {
+  Graph g(DType::F64);
+  const int x = g.input("x", {4, 7}, DType::F64);
+  check_graph_grads(g, g.tanh(x), {x}, kNoInts);
+}
+
+TEST(Grad, ContextEmbedding) {
+  // Window of 3 over 6 positions: padding (row 7) before the start, tokens may repeat.
+  Graph g(DType::F64);
+  const int tok = g.input("tokens", {2, 6}, DType::I32);
+  const int wte = g.param("wte", {8, 4}, Init::Normal, 1, true);
+  check_graph_grads(g, g.context_embedding(tok, wte, 3, 7), {}, random_ints(7, 4));
+}
+
+// One recurrent layer of each cell: gradients of x and all four weight tensors, from a random
+// (constant) initial state, I != H, through a dense layer so every output feeds the loss.
+TEST(Grad, RecurrentLayers) {
+  for (Cell cell : {Cell::RNN, Cell::LSTM, Cell::GRU}) {
+    SCOPED_TRACE(cell_name(cell));
+    Graph g(DType::F64);
+    const int64_t B = 2, S = 5, I = 3, H = 4, G = cell_gates(cell);
+    const int x = g.input("x", {B, S, I}, DType::F64);
+    const int s0 = g.input("state0", {cell_states(cell), B, H}, DType::F64);
+    const int wi = g.param("w_ih", {G * H, I}, Init::Normal, 1, true), wh = g.param("w_hh", {G * H, H}, Init::Normal, 1, true);
+    const int bi = g.param("b_ih", {G * H}, Init::Zeros, 0, false), bh = g.param("b_hh", {G * H}, Init::Zeros, 0, false);
+    auto [y, sT] = g.recurrent(static_cast<int>(cell), x, wi, wh, bi, bh, s0);
+    (void)sT;
+    check_graph_grads(g, y, {x}, kNoInts);
+  }
+}
+
+// Two stacked layers: the second layer's dx is the first layer's dy.
+TEST(Grad, StackedLstm) {
+  Graph g(DType::F64);
+  const int64_t B = 2, S = 4, H = 3;
+  int x = g.input("x", {B, S, H}, DType::F64);
+  const int x0 = x;
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = std::to_string(l);
+    const int s0 = g.input("state" + p, {2, B, H}, DType::F64);
+    const int wi = g.param("w_ih" + p, {4 * H, H}, Init::Normal, 1, true);
+    const int wh = g.param("w_hh" + p, {4 * H, H}, Init::Normal, 1, true);
+    const int bi = g.param("b_ih" + p, {4 * H}, Init::Zeros, 0, false), bh = g.param("b_hh" + p, {4 * H}, Init::Zeros, 0, false);
+    x = g.recurrent(static_cast<int>(Cell::LSTM), x, wi, wh, bi, bh, s0).first;
+  }
+  check_graph_grads(g, x, {x0}, kNoInts);
+}
+
+// The whole recurrent and feed-forward models in double, through their loss.
+TEST(Grad, RecurrentAndFeedForwardModels) {
+  for (const char* kind : {"lstm", "gru", "rnn", "ffnn"}) {
+    SCOPED_TRACE(kind);
+    ModelConfig c;
+    c.kind = kind;
+    c.n_layer = 2;
+    c.d_model = 5;
+    c.d_hidden = 6;
+    c.context = 3;
+    c.seq_len = 5;
+    c.vocab = 9;
+    ModelGraph m = build_model(c, GraphMode::Eval, 2, 5, DType::F64);
+    GradCheckOptions o;
+    o.samples = 10;
+    check_graph_grads(m.g, m.loss, {}, random_ints(9, 11), o);
+  }
 }
 
 }  // namespace

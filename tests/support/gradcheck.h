@@ -27,7 +27,8 @@ struct GradCheckOptions {
 };
 
 // Fills every parameter with N(0, scale) noise (plus 1 for gains so norms stay well
-// conditioned), float inputs with N(0,1); `fill_int` fills integer inputs.
+// conditioned), float inputs with N(0,1); `fill_int` fills integer inputs. Float inputs not
+// in `float_inputs` (a recurrent layer's initial state) are held constant at N(0, 0.5).
 inline void check_graph_grads(Graph& g, int out, const std::vector<int>& float_inputs,
                               const std::function<void(int value, std::vector<int32_t>&)>& fill_int,
                               const GradCheckOptions& o = {}) {
@@ -49,6 +50,13 @@ inline void check_graph_grads(Graph& g, int out, const std::vector<int>& float_i
     for (auto& x : d) x = rng.normal();
     ex.set_input(v, d.data(), d.size() * 8);
   }
+  for (size_t v = 0; v < g.values.size(); ++v)
+    if (g.values[v].kind == ValueKind::Input && g.values[v].dtype == DType::F64 && static_cast<int>(v) != seed &&
+        !fin.count(static_cast<int>(v))) {
+      std::vector<double> d(numel(g.values[v].shape));
+      for (auto& x : d) x = 0.5 * rng.normal();
+      ex.set_input(static_cast<int>(v), d.data(), d.size() * 8);
+    }
   for (size_t v = 0; v < g.values.size(); ++v)
     if (g.values[v].kind == ValueKind::Input && g.values[v].dtype == DType::I32) {
       std::vector<int32_t> d(numel(g.values[v].shape));

@@ -11,6 +11,7 @@
 #include "kernels/gelu/gelu.h"
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
+#include "kernels/rnn/rnn.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
 namespace loom {
@@ -32,6 +33,7 @@ class CpuBackend final : public Backend {
   void to_device(void* dst, const void* host, size_t bytes) override { std::memcpy(dst, host, bytes); }
   void to_host(void* host, const void* src, size_t bytes) override { std::memcpy(host, src, bytes); }
   void zero(void* p, size_t bytes) override { std::memset(p, 0, bytes); }
+  void copy(void* dst, const void* src, size_t bytes) override { std::memmove(dst, src, bytes); }
 
   void adamw(const ref::AdamWArgs& a, void* working, uint64_t) override {
     LOOM_CHECK(!working, "the cpu backend trains in f32: no working copy");
@@ -100,6 +102,42 @@ class CpuBackend final : public Backend {
   void op_softmax_xent(const OpCall& c) override {
     const TensorView& z = c.in[0];
     ref::softmax_xent_fwd<T>({z.as<T>(), c.in[1].as<int32_t>(), c.out[0].as<T>(), c.out[1].as<T>(), z.rows(), z.dim(-1)});
+  }
+  void op_linear_gelu(const OpCall& c) override {
+    const TensorView &x = c.in[0], &w = c.in[1], &pre = c.out[1];
+    ref::linear_fwd<T>({x.as<T>(), w.as<T>(), c.in[2].as<T>(), pre.as<T>(), x.rows(), x.dim(-1), w.dim(0)});
+    ref::gelu_fwd<T>({pre.as<T>(), c.out[0].as<T>(), pre.numel()});
+  }
+  void op_scale(const OpCall& c) override {
+    ref::scale<T>(c.in[0].as<T>(), static_cast<T>(c.node->attrs.f[0]), c.out[0].as<T>(), c.in[0].numel());
+  }
+  void op_tanh(const OpCall& c) override { ref::tanh_fwd<T>({c.in[0].as<T>(), c.out[0].as<T>(), c.in[0].numel()}); }
+  void op_tanh_bwd(const OpCall& c) override {
+    ref::tanh_bwd<T>({c.in[0].as<T>(), c.in[1].as<T>(), c.out[0].as<T>(), c.in[0].numel()});
+  }
+  void op_context_embedding(const OpCall& c) override {
+    const TensorView &tok = c.in[0], &wte = c.in[1];
+    ref::context_embedding_fwd<T>({tok.as<int32_t>(), wte.as<T>(), c.out[0].as<T>(), tok.dim(0), tok.dim(1), wte.dim(1),
+                                   wte.dim(0), static_cast<int>(c.node->attrs.i[0]), static_cast<int>(c.node->attrs.i[1])});
+  }
+  void op_context_embedding_bwd(const OpCall& c) override {
+    const TensorView &tok = c.in[1], &dwte = c.out[0];
+    ref::context_embedding_bwd<T>({c.in[0].as<T>(), tok.as<int32_t>(), dwte.as<T>(), tok.dim(0), tok.dim(1),
+                                   dwte.dim(1), dwte.dim(0), static_cast<int>(c.node->attrs.i[0]),
+                                   static_cast<int>(c.node->attrs.i[1])});
+  }
+  void op_recurrent(const OpCall& c) override {
+    const TensorView &x = c.in[0], &y = c.out[0];
+    ref::rnn_fwd<T>({static_cast<Cell>(c.node->attrs.i[0]), x.as<T>(), c.in[1].as<T>(), c.in[2].as<T>(),
+                     c.in[3].as<T>(), c.in[4].as<T>(), c.in[5].as<T>(), y.as<T>(), c.out[1].as<T>(), c.out[2].as<T>(),
+                     x.dim(0), x.dim(1), x.dim(2), y.dim(2)});
+  }
+  void op_recurrent_bwd(const OpCall& c) override {
+    const TensorView &x = c.in[1], &y = c.in[5];
+    LOOM_CHECK(c.out[1] && c.out[2] && c.out[3] && c.out[4], "recurrent_bwd: frozen recurrent weights");
+    ref::rnn_bwd<T>({static_cast<Cell>(c.node->attrs.i[0]), c.in[0].as<T>(), x.as<T>(), c.in[2].as<T>(),
+                     c.in[3].as<T>(), c.in[4].as<T>(), y.as<T>(), c.in[6].as<T>(), c.out[0].as<T>(), c.out[1].as<T>(),
+                     c.out[2].as<T>(), c.out[3].as<T>(), c.out[4].as<T>(), x.dim(0), x.dim(1), x.dim(2), y.dim(2)});
   }
   void op_softmax_xent_bwd(const OpCall& c) override {
     const TensorView& z = c.in[1];

@@ -1,0 +1,499 @@
+// rnn.cu: recurrent layers (tanh RNN, LSTM, GRU) over a whole sequence for bf16 x, y and
+// weights, with f32 state, saved values and parameter gradients; the CUDA side of rnn.h
+// (loom::ref is the ground truth, and `saved` holds exactly what the reference saves).
+//
+// Forward. The input projection of all steps is one product through the caller's Gemm:
+// xp = x w_ih^T, f32 [B*S, G*H] in scratch (b_ih is added by the cell code). Then either
+//  - per step: the product h_{t-1} w_hh^T (bf16 h: y[:, t-1] itself, or state0's h rounded
+//    once at t = 0) into f32 [B, G*H], and ONE fused pointwise kernel that adds both biases,
+//    applies the gates, updates the f32 state and writes y[:, t], saved[:, t] (and stateT at
+//    the last step); or
+//  - persistent (rnn_persistent_fits: w_hh in bf16 <= 96 KiB, so sm_80 and sm_90 both take
+//    it with opt-in dynamic shared memory): one kernel in which each block owns a few batch
+//    rows and runs every step with w_hh held transposed in shared memory. Batch rows are
+//    independent, so no grid-wide synchronisation is needed; a step is two block barriers.
+//    The recurrent product sees the same bf16-rounded h as the per-step path, so both paths
+//    compute one function (up to summation order), the one the backward differentiates.
+// Backward, per step in reverse: one fused pointwise kernel turns dy[:, t] + dh (from later
+// steps) into the gate gradients dg_t (f32, kept for all steps in scratch), the LSTM's dc and
+// the GRU's direct dh share, then the product dh_{t-1} = dg_t w_hh. After the loop
+// dW_hh += dg^T h_prev, dW_ih += dg^T x and dx = dg w_ih are single products over all steps
+// with f32 dg, and db a deterministic column sum (fixed order, no float atomics).
+// The GRU's recurrent-side gate gradient differs from its input-side one in the n slice
+// (n = tanh(xn + r*(W_hn h + b_hn))), so it keeps two [B*S, 3H] gradient buffers.
+//
+// The Gemm callback must run its product in stream order on `s` (the launchers interleave it
+// with their kernels); launchers never allocate: everything comes from `scratch`.
+#include "kernels/common/cuda_compat.h"
+#include "kernels/common/vec.cuh"
+
+#include <algorithm>
+#include <climits>
+#include <type_traits>
+
+#include "engine/core/check.h"
+#include "kernels/rnn/rnn.h"
+
+namespace loom::cuda {
+namespace {
+
+using Bf = __nv_bfloat16;
+static_assert(sizeof(Bf) == sizeof(bf16), "loom::bf16 must be layout-compatible with __nv_bfloat16");
+
+constexpr int kThreads = 256;                        // pointwise kernels
+constexpr int kPersistentMaxThreads = 512;           // persistent kernel (a thread per gate row)
+constexpr size_t kPersistentWhhBytes = 96 * 1024;    // w_hh (bf16) in shared memory, at most
+constexpr int kColX = 32, kColY = 8;                 // column-sum block: columns x row lanes
+constexpr size_t kAlignFloats = 64;                  // scratch segments start 256 bytes apart
+
+template <Cell C>
+constexpr int kGates = C == Cell::LSTM ? 4 : C == Cell::GRU ? 3 : 1;
+// Saved floats per element j (rnn_saved_width / H).
+template <Cell C>
+constexpr int kSavedPer = C == Cell::LSTM ? 5 : C == Cell::GRU ? 4 : 1;
+
+__device__ __forceinline__ float sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
+__device__ __forceinline__ float round_bf16(float v) { return to_float(from_float<Bf>(v)); }
+
+// ---- the cells -------------------------------------------------------------------------
+
+// Forward of element j of one batch row. xg: the gates' input pre-activations with b_ih, hg:
+// the recurrent ones with b_hh (the GRU's hg[2] is W_hn h + b_hn). h and c: the f32 state, in
+// and out. sv: what backward needs (rnn_ref.cpp's table), stored at sv[k * H].
+template <Cell C>
+__device__ __forceinline__ void cell_fwd(const float (&xg)[kGates<C>], const float (&hg)[kGates<C>], float& h,
+                                         float& c, float (&sv)[kSavedPer<C>]) {
+  if constexpr (C == Cell::RNN) {
+    h = tanhf(xg[0] + hg[0]);
+    sv[0] = h;
+  } else if constexpr (C == Cell::LSTM) {
+    const float i = sigmoid(xg[0] + hg[0]), f = sigmoid(xg[1] + hg[1]);
+    const float g = tanhf(xg[2] + hg[2]), o = sigmoid(xg[3] + hg[3]);
+    c = f * c + i * g;
+    h = o * tanhf(c);
+    sv[0] = i, sv[1] = f, sv[2] = g, sv[3] = o, sv[4] = c;
+  } else {
+    const float r = sigmoid(xg[0] + hg[0]), z = sigmoid(xg[1] + hg[1]);
+    const float n = tanhf(xg[2] + r * hg[2]);
+    h = (1.f - z) * n + z * h;
+    sv[0] = r, sv[1] = z, sv[2] = n, sv[3] = hg[2];
+  }
+}
+
+// Gathers the pre-activations of element j: xp row (b, t) and the recurrent row, plus biases.
+template <Cell C>
+__device__ __forceinline__ void gather_gates(const float* xrow, const float* hrow, const Bf* b_ih, const Bf* b_hh,
+                                             int j, int H, float (&xg)[kGates<C>], float (&hg)[kGates<C>]) {
+#pragma unroll
+  for (int g = 0; g < kGates<C>; ++g) {
+    xg[g] = xrow[g * H + j] + to_float(b_ih[g * H + j]);
+    hg[g] = hrow[g * H + j] + to_float(b_hh[g * H + j]);
+  }
+}
+
+// ---- forward, per step -----------------------------------------------------------------
+
+// bf16 copy of state0's h: the A operand of the first recurrent product (later steps use y).
+static __global__ void __launch_bounds__(kThreads) to_bf16_kernel(const float* __restrict__ src, Bf* __restrict__ dst,
+                                                                 int n) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e < n) dst[e] = from_float<Bf>(src[e]);
+}
+
+// Step t for every (b, j): state_in/state_out are [NS, B, H] (c at B*H); they may be the same
+// buffer, since each element is read and then written by its own thread only.
+template <Cell C>
+static __global__ void __launch_bounds__(kThreads)
+    rnn_step_fwd_kernel(const float* __restrict__ xp, const float* __restrict__ hh, const Bf* __restrict__ b_ih,
+                        const Bf* __restrict__ b_hh, const float* state_in, float* state_out, Bf* __restrict__ y,
+                        float* __restrict__ saved, int B, int S, int H, int t) {
+  constexpr int G = kGates<C>, W = kSavedPer<C>;
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= B * H) return;
+  const int b = e / H, j = e - b * H;
+  const size_t row = size_t(b) * S + t;
+  float xg[G], hg[G], sv[W];
+  gather_gates<C>(xp + row * (G * H), hh + size_t(b) * (G * H), b_ih, b_hh, j, H, xg, hg);
+  float h = state_in[e];
+  float c = C == Cell::LSTM ? state_in[B * H + e] : 0.f;
+  cell_fwd<C>(xg, hg, h, c, sv);
+  y[row * H + j] = from_float<Bf>(h);
+  float* s = saved + row * (W * H) + j;
+#pragma unroll
+  for (int k = 0; k < W; ++k) s[k * H] = sv[k];
+  state_out[e] = h;
+  if (C == Cell::LSTM) state_out[B * H + e] = c;
+}
+
+// ---- forward, persistent ---------------------------------------------------------------
+
+// Shared memory of the persistent kernel for R rows, in bytes.
+size_t persistent_smem_bytes(int G, int H, int R) {
+  return sizeof(float) * size_t(R) * (size_t(G) * H + 3 * size_t(H)) + sizeof(Bf) * size_t(G) * H * H;
+}
+
+// Block blockIdx.x owns batch rows [b0, b0 + R) (fewer in the last block) for all S steps.
+// Shared memory: gate sums gs [R][GH] | h [R][H] | c [R][H] | hb [R][H] (h rounded to bf16,
+// the recurrent product's operand) | w_hh transposed, wT [H][GH] bf16. A thread per gate row
+// computes that row's dot product for all R rows at once: consecutive threads read
+// consecutive wT entries and all read the same h entry (a broadcast), so there are no bank
+// conflicts, and each weight read from shared memory serves R rows.
+template <Cell C, int R>
+static __global__ void __launch_bounds__(kPersistentMaxThreads)
+    rnn_persistent_fwd_kernel(const float* __restrict__ xp, const Bf* __restrict__ w_hh, const Bf* __restrict__ b_ih,
+                              const Bf* __restrict__ b_hh, const float* state0, Bf* __restrict__ y, float* stateT,
+                              float* __restrict__ saved, int B, int S, int H) {
+  constexpr int G = kGates<C>, W = kSavedPer<C>;
+  const int GH = G * H;
+  LOOM_DYNAMIC_SMEM(float, smem);
+  float* gs = smem;
+  float* hs = gs + R * GH;
+  float* cs = hs + R * H;
+  float* hbs = cs + R * H;
+  Bf* wT = reinterpret_cast<Bf*>(hbs + R * H);
+  const int b0 = blockIdx.x * R;
+  const int rows = min(R, B - b0);
+
+  for (int e = threadIdx.x; e < GH * H; e += blockDim.x) {
+    const int g = e / H, k = e - g * H;
+    wT[k * GH + g] = w_hh[e];
+  }
+  // Rows past B (last block) start at zero: they are computed (the loops are unrolled over R)
+  // but never stored.
+  for (int e = threadIdx.x; e < R * H; e += blockDim.x) {
+    const int r = e / H;
+    const float h = r < rows ? state0[b0 * H + e] : 0.f;
+    hs[e] = h;
+    hbs[e] = round_bf16(h);
+    cs[e] = C == Cell::LSTM && r < rows ? state0[B * H + b0 * H + e] : 0.f;
+  }
+  __syncthreads();
+
+  for (int t = 0; t < S; ++t) {
+    for (int g = threadIdx.x; g < GH; g += blockDim.x) {
+      float acc[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r] = 0.f;
+#pragma unroll 4
+      for (int k = 0; k < H; ++k) {
+        const float w = to_float(wT[k * GH + g]);
+#pragma unroll
+        for (int r = 0; r < R; ++r) acc[r] += w * hbs[r * H + k];
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) gs[r * GH + g] = acc[r];
+    }
+    __syncthreads();  // gate sums complete; nobody reads hbs until the next step's products
+    for (int e = threadIdx.x; e < rows * H; e += blockDim.x) {
+      const int r = e / H, j = e - r * H;
+      const size_t row = size_t(b0 + r) * S + t;
+      float xg[G], hg[G], sv[W];
+      gather_gates<C>(xp + row * GH, gs + r * GH, b_ih, b_hh, j, H, xg, hg);
+      float h = hs[e], c = cs[e];
+      cell_fwd<C>(xg, hg, h, c, sv);
+      hs[e] = h;
+      cs[e] = c;
+      hbs[e] = round_bf16(h);
+      y[row * H + j] = from_float<Bf>(h);
+      float* s = saved + row * (W * H) + j;
+#pragma unroll
+      for (int k = 0; k < W; ++k) s[k * H] = sv[k];
+    }
+    __syncthreads();  // the new h is complete before the next products read it
+  }
+
+  for (int e = threadIdx.x; e < rows * H; e += blockDim.x) {
+    stateT[b0 * H + e] = hs[e];
+    if (C == Cell::LSTM) stateT[B * H + b0 * H + e] = cs[e];
+  }
+}
+
+// ---- backward --------------------------------------------------------------------------
+
+// Step t for every (b, j). dh [B, H]: in, the gradient reaching h_t from later steps (absent
+// at the last step); out, the GRU's direct share dh*z (the following product adds dg w_hh to
+// it; for the other cells it overwrites). dc [B, H] likewise for the LSTM (out: dc_{t-1}).
+// dgx/dgh [B*S, GH]: the gate gradients, input and recurrent side (the same buffer except for
+// the GRU). hprev [B*S, H]: h_{t-1} in f32, the B operand of dW_hh.
+template <Cell C>
+static __global__ void __launch_bounds__(kThreads)
+    rnn_step_bwd_kernel(const Bf* __restrict__ dy, const Bf* __restrict__ y, const float* __restrict__ saved,
+                        const float* __restrict__ state0, float* dh, float* dc, float* dgx, float* dgh,
+                        float* __restrict__ hprev, int B, int S, int H, int t, int last) {
+  constexpr int W = kSavedPer<C>;
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= B * H) return;
+  const int b = e / H, j = e - b * H;
+  const int GH = kGates<C> * H;
+  const size_t row = size_t(b) * S + t;
+  const float* sv = saved + row * (W * H) + j;
+  // h_{t-1} as the forward's recurrent product saw it: y (bf16) after the first step.
+  const float hp = t > 0 ? to_float(y[(row - 1) * H + j]) : state0[e];
+  hprev[row * H + j] = hp;
+  const float dht = to_float(dy[row * H + j]) + (last ? 0.f : dh[e]);
+  float* gx = dgx + row * GH + j;
+  if constexpr (C == Cell::RNN) {
+    gx[0] = dht * (1.f - sv[0] * sv[0]);
+  } else if constexpr (C == Cell::LSTM) {
+    const float i = sv[0], f = sv[H], g = sv[2 * H], o = sv[3 * H], c = sv[4 * H];
+    const float cp = t > 0 ? saved[(row - 1) * (W * H) + 4 * H + j] : state0[B * H + e];
+    const float tc = tanhf(c);
+    const float dct = (last ? 0.f : dc[e]) + dht * o * (1.f - tc * tc);
+    gx[0] = dct * g * i * (1.f - i);
+    gx[H] = dct * cp * f * (1.f - f);
+    gx[2 * H] = dct * i * (1.f - g * g);
+    gx[3 * H] = dht * tc * o * (1.f - o);
+    dc[e] = dct * f;
+  } else {
+    const float r = sv[0], z = sv[H], n = sv[2 * H], hn = sv[3 * H];
+    const float dn = dht * (1.f - z) * (1.f - n * n);
+    const float dz = dht * (hp - n) * z * (1.f - z);
+    const float dr = dn * hn * r * (1.f - r);
+    float* gh = dgh + row * GH + j;
+    gx[0] = gh[0] = dr;
+    gx[H] = gh[H] = dz;
+    gx[2 * H] = dn;
+    gh[2 * H] = dn * r;
+    dh[e] = dht * z;
+  }
+}
+
+// out[c] += sum_r m[r, c] (and out2[c] += the same): a block covers kColX columns, its
+// blockDim.y (<= kColY) thread rows take rows y, y + blockDim.y, ... and meet in shared
+// memory, always in one order. blockDim.y depends on the row count only: a given shape always
+// sums in the same order.
+static __global__ void __launch_bounds__(kColX * kColY)
+    column_sum_kernel(const float* __restrict__ m, int rows, int cols, float* __restrict__ out, float* out2) {
+  __shared__ float part[kColY][kColX + 1];
+  const int col = blockIdx.x * kColX + threadIdx.x;
+  float s = 0.f;
+  if (col < cols)
+    for (int r = threadIdx.y; r < rows; r += blockDim.y) s += m[size_t(r) * cols + col];
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols) {
+    float t = part[0][threadIdx.x];
+    for (unsigned y = 1; y < blockDim.y; ++y) t += part[y][threadIdx.x];
+    out[col] += t;
+    if (out2) out2[col] += t;
+  }
+}
+
+// ---- launch helpers --------------------------------------------------------------------
+
+int sm_count() {
+  int dev = 0, n = 0;
+  LOOM_CHECK(cudaGetDevice(&dev) == cudaSuccess, "cudaGetDevice failed");
+  LOOM_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
+             "cudaDeviceGetAttribute(MultiProcessorCount) failed");
+  return n;
+}
+
+void check_launch(const char* what) {
+  const cudaError_t e = cudaGetLastError();
+  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
+}
+
+template <class F>
+void with_cell(Cell c, F&& f) {
+  switch (c) {
+    case Cell::RNN: f(std::integral_constant<Cell, Cell::RNN>{}); break;
+    case Cell::LSTM: f(std::integral_constant<Cell, Cell::LSTM>{}); break;
+    case Cell::GRU: f(std::integral_constant<Cell, Cell::GRU>{}); break;
+    default: LOOM_CHECK(false, "rnn: unknown cell ", int(c));
+  }
+}
+
+template <class F>
+void with_rows(int R, F&& f) {
+  switch (R) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    default: LOOM_CHECK(false, "rnn: no persistent instantiation for ", R, " rows");
+  }
+}
+
+// Threads of a one-thread-per-element launch: whole warps, no more than needed.
+int block_for(int n) { return std::min(kThreads, (n + 31) / 32 * 32); }
+int grid_for(int n) { return (n + kThreads - 1) / kThreads; }
+
+size_t seg(size_t floats) { return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+
+const Bf* dev(const bf16* p) { return reinterpret_cast<const Bf*>(p); }
+Bf* dev(bf16* p) { return reinterpret_cast<Bf*>(p); }
+
+void check_shape(const char* what, Cell c, int64_t B, int64_t S, int64_t I, int64_t H) {
+  LOOM_CHECK(int(c) >= 0 && int(c) <= 2, what, ": unknown cell ", int(c));
+  LOOM_CHECK(B >= 0 && S >= 0 && I > 0 && H > 0, what, ": bad shape B=", B, " S=", S, " I=", I, " H=", H);
+  const int64_t widest = std::max<int64_t>({I, int64_t(cell_gates(c)) * H, rnn_saved_width(c, H)});
+  LOOM_CHECK(B * S <= INT_MAX / std::max<int64_t>(widest, 1), what, ": B*S*width exceeds int indexing: B=", B,
+             " S=", S, " I=", I, " H=", H);
+}
+
+// Batch rows per block of the persistent kernel: as few as keep the blocks within one wave
+// (a block holds ~100 KiB of shared memory, so about one a SM), 8 at most.
+int persistent_rows(int64_t B, int sms) {
+  for (int R : {1, 2, 4})
+    if ((B + R - 1) / R <= sms) return R;
+  return 8;
+}
+
+}  // namespace
+
+bool rnn_persistent_fits(Cell c, int64_t H) {
+  return H > 0 && size_t(cell_gates(c)) * size_t(H) * size_t(H) * sizeof(Bf) <= kPersistentWhhBytes;
+}
+
+// xp | hh | f32 state | bf16 h0 (the per-step path's; the persistent path needs only xp).
+size_t rnn_fwd_scratch_floats(Cell c, int64_t B, int64_t S, int64_t I, int64_t H) {
+  (void)I;
+  const size_t GH = size_t(cell_gates(c)) * size_t(H), b = size_t(B), h = size_t(H);
+  return seg(b * size_t(S) * GH) + seg(b * GH) + seg(size_t(cell_states(c)) * b * h) + seg((b * h + 1) / 2);
+}
+
+void rnn_fwd(const RnnFwd& a, const Gemm& gemm, Stream s) {
+  check_shape("rnn_fwd", a.cell, a.B, a.S, a.I, a.H);
+  if (a.B == 0) return;
+  LOOM_CHECK(a.state0 && a.stateT, "rnn_fwd: null state pointer");
+  const int NS = cell_states(a.cell);
+  if (a.S == 0) {  // no steps: the state passes through
+    if (a.stateT != a.state0)
+      LOOM_CHECK(cudaMemcpyAsync(a.stateT, a.state0, sizeof(float) * NS * a.B * a.H, cudaMemcpyDeviceToDevice, s) ==
+                     cudaSuccess,
+                 "rnn_fwd: state copy failed");
+    return;
+  }
+  LOOM_CHECK(a.x && a.w_ih && a.w_hh && a.b_ih && a.b_hh && a.y && a.saved && a.scratch && gemm,
+             "rnn_fwd: null pointer");
+  const int B = int(a.B), S = int(a.S), I = int(a.I), H = int(a.H);
+  const int GH = cell_gates(a.cell) * H;
+  float* xp = a.scratch;
+  float* hh = xp + seg(size_t(B) * S * GH);
+  float* state = hh + seg(size_t(B) * GH);
+  Bf* h0 = reinterpret_cast<Bf*>(state + seg(size_t(NS) * B * H));
+
+  GemmCall in;  // xp = x w_ih^T, all steps at once
+  in.ta = false, in.tb = true, in.m = int64_t(B) * S, in.n = GH, in.k = I;
+  in.A = a.x, in.a_dtype = DType::BF16, in.lda = I;
+  in.B = a.w_ih, in.b_dtype = DType::BF16, in.ldb = I;
+  in.C = xp, in.c_dtype = DType::F32, in.ldc = GH;
+  gemm(in);
+
+  if (a.allow_persistent && rnn_persistent_fits(a.cell, a.H)) {
+    const int R = persistent_rows(B, sm_count());
+    const int threads = std::min(kPersistentMaxThreads, (std::max(GH, 32) + 31) / 32 * 32);
+    const size_t smem = persistent_smem_bytes(cell_gates(a.cell), H, R);
+    with_cell(a.cell, [&](auto cc) {
+      constexpr Cell C = decltype(cc)::value;
+      with_rows(R, [&](auto rr) {
+        constexpr int RR = decltype(rr)::value;
+        if (smem > 48 * 1024)
+          LOOM_CHECK(cudaFuncSetAttribute(rnn_persistent_fwd_kernel<C, RR>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) == cudaSuccess,
+                     "rnn_fwd: cannot get ", smem, " bytes of shared memory");
+        LOOM_LAUNCH((rnn_persistent_fwd_kernel<C, RR>), (B + RR - 1) / RR, threads, smem, s, xp, dev(a.w_hh),
+                    dev(a.b_ih), dev(a.b_hh), a.state0, dev(a.y), a.stateT, a.saved, B, S, H);
+      });
+    });
+    check_launch("rnn_fwd (persistent)");
+    return;
+  }
+
+  const int n = B * H;
+  LOOM_LAUNCH(to_bf16_kernel, grid_for(n), block_for(n), 0, s, a.state0, h0, n);
+  check_launch("rnn_fwd (h0)");
+  for (int t = 0; t < S; ++t) {
+    GemmCall rec;  // hh = h_{t-1} w_hh^T
+    rec.ta = false, rec.tb = true, rec.m = B, rec.n = GH, rec.k = H;
+    rec.A = t == 0 ? static_cast<const void*>(h0) : static_cast<const void*>(a.y + size_t(t - 1) * H);
+    rec.a_dtype = DType::BF16, rec.lda = t == 0 ? H : int64_t(S) * H;
+    rec.B = a.w_hh, rec.b_dtype = DType::BF16, rec.ldb = H;
+    rec.C = hh, rec.c_dtype = DType::F32, rec.ldc = GH;
+    gemm(rec);
+    const float* in_state = t == 0 ? a.state0 : state;
+    float* out_state = t == S - 1 ? a.stateT : state;
+    with_cell(a.cell, [&](auto cc) {
+      constexpr Cell C = decltype(cc)::value;
+      LOOM_LAUNCH((rnn_step_fwd_kernel<C>), grid_for(n), block_for(n), 0, s, xp, hh, dev(a.b_ih), dev(a.b_hh),
+                  in_state, out_state, dev(a.y), a.saved, B, S, H, t);
+    });
+    check_launch("rnn_fwd (step)");
+  }
+}
+
+// dgx | dgh (GRU only) | hprev | dh | dc (LSTM only).
+size_t rnn_bwd_scratch_floats(Cell c, int64_t B, int64_t S, int64_t I, int64_t H) {
+  (void)I;
+  const size_t GH = size_t(cell_gates(c)) * size_t(H), bs = size_t(B) * size_t(S), bh = size_t(B) * size_t(H);
+  return seg(bs * GH) * (c == Cell::GRU ? 2 : 1) + seg(bs * size_t(H)) + seg(bh) * (c == Cell::LSTM ? 2 : 1);
+}
+
+void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
+  check_shape("rnn_bwd", a.cell, a.B, a.S, a.I, a.H);
+  if (a.B == 0 || a.S == 0) return;
+  LOOM_CHECK(a.dy && a.x && a.w_ih && a.w_hh && a.state0 && a.y && a.saved && a.dw_ih && a.dw_hh && a.db_ih &&
+                 a.db_hh && a.scratch && gemm,
+             "rnn_bwd: null pointer");
+  const int B = int(a.B), S = int(a.S), I = int(a.I), H = int(a.H);
+  const int GH = cell_gates(a.cell) * H;
+  const bool gru = a.cell == Cell::GRU, lstm = a.cell == Cell::LSTM;
+  const size_t bsg = seg(size_t(B) * S * GH);
+  float* dgx = a.scratch;
+  float* dgh = gru ? dgx + bsg : dgx;
+  float* hprev = dgx + bsg * (gru ? 2 : 1);
+  float* dh = hprev + seg(size_t(B) * S * H);
+  float* dc = lstm ? dh + seg(size_t(B) * H) : nullptr;
+
+  const int n = B * H;
+  for (int t = S - 1; t >= 0; --t) {
+    with_cell(a.cell, [&](auto cc) {
+      constexpr Cell C = decltype(cc)::value;
+      LOOM_LAUNCH((rnn_step_bwd_kernel<C>), grid_for(n), block_for(n), 0, s, dev(a.dy), dev(a.y), a.saved, a.state0,
+                  dh, dc, dgx, dgh, hprev, B, S, H, t, int(t == S - 1));
+    });
+    check_launch("rnn_bwd (step)");
+    if (t == 0) break;  // no gradient into state0
+    GemmCall rec;       // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share already in dh)
+    rec.ta = false, rec.tb = false, rec.m = B, rec.n = H, rec.k = GH;
+    rec.A = dgh + size_t(t) * GH, rec.a_dtype = DType::F32, rec.lda = int64_t(S) * GH;
+    rec.B = a.w_hh, rec.b_dtype = DType::BF16, rec.ldb = H;
+    rec.C = dh, rec.c_dtype = DType::F32, rec.ldc = H;
+    rec.beta = gru ? 1.f : 0.f;
+    gemm(rec);
+  }
+
+  GemmCall whh;  // dW_hh += dgh^T h_prev
+  whh.ta = true, whh.tb = false, whh.m = GH, whh.n = H, whh.k = int64_t(B) * S;
+  whh.A = dgh, whh.a_dtype = DType::F32, whh.lda = GH;
+  whh.B = hprev, whh.b_dtype = DType::F32, whh.ldb = H;
+  whh.C = a.dw_hh, whh.c_dtype = DType::F32, whh.ldc = H, whh.beta = 1.f;
+  gemm(whh);
+  GemmCall wih;  // dW_ih += dgx^T x
+  wih.ta = true, wih.tb = false, wih.m = GH, wih.n = I, wih.k = int64_t(B) * S;
+  wih.A = dgx, wih.a_dtype = DType::F32, wih.lda = GH;
+  wih.B = a.x, wih.b_dtype = DType::BF16, wih.ldb = I;
+  wih.C = a.dw_ih, wih.c_dtype = DType::F32, wih.ldc = I, wih.beta = 1.f;
+  gemm(wih);
+  if (a.dx) {
+    GemmCall dx;  // dx = dgx w_ih
+    dx.ta = false, dx.tb = false, dx.m = int64_t(B) * S, dx.n = I, dx.k = GH;
+    dx.A = dgx, dx.a_dtype = DType::F32, dx.lda = GH;
+    dx.B = a.w_ih, dx.b_dtype = DType::BF16, dx.ldb = I;
+    dx.C = a.dx, dx.c_dtype = DType::BF16, dx.ldc = I;
+    gemm(dx);
+  }
+  // A thread row per 32 rows of dg, up to kColY: few rows get a small block.
+  const dim3 col_block(kColX, unsigned(std::clamp((B * S + 31) / 32, 1, kColY)));
+  const int col_grid = (GH + kColX - 1) / kColX;
+  LOOM_LAUNCH(column_sum_kernel, col_grid, col_block, 0, s, dgx, B * S, GH, a.db_ih, gru ? nullptr : a.db_hh);
+  check_launch("rnn_bwd (db_ih)");
+  if (gru) {
+    LOOM_LAUNCH(column_sum_kernel, col_grid, col_block, 0, s, dgh, B * S, GH, a.db_hh,
+                static_cast<float*>(nullptr));
+    check_launch("rnn_bwd (db_hh)");
+  }
+}
+
+}  // namespace loom::cuda
