@@ -38,7 +38,7 @@ TEST(CliEmu, BenchKernelsRunsEveryFamily) {
   ASSERT_EQ(r.rc, 0) << r.err << r.out;
   for (const char* k : {"residual_layernorm", "layernorm_bwd", "gelu", "gelu_bwd", "add", "bias_grad", "embedding",
                         "embedding_bwd", "softmax_xent", "softmax_xent_bwd", "adamw", "global_norm", "attention_fwd",
-                        "attention_bwd"})
+                        "attention_bwd", "lstm loom", "lstm cudnn"})
     EXPECT_NE(r.out.find(k), std::string::npos) << k << " missing from:\n" << r.out;
   EXPECT_EQ(r.out.find("nan"), std::string::npos) << r.out;
 }
@@ -65,6 +65,29 @@ TEST(CliEmu, TrainOnEmulatedCudaTracksCpu) {
   // The emulated run's checkpoint samples on the CPU.
   RunResult s = run_loom({"sample", "--checkpoint", d / "cuda", "--prompt", "The", "--max-new-tokens", "10", "--greedy"});
   EXPECT_EQ(s.rc, 0) << s.err;
+}
+
+// A recurrent kind through the whole trainer on the emulated device: the carried state, the
+// per-step products and the cell kernels, four steps against the CPU backend.
+TEST(CliEmu, LstmTrainOnEmulatedCudaTracksCpu) {
+  if (!fs::exists(emu_binary())) GTEST_SKIP() << "loom-emu not built";
+  TempDir d;
+  const std::string data = prepare_tiny_data(d.str(), 60000);
+  std::ofstream(d / "lstm.toml") << "device = \"cpu\"\n[model]\nkind = \"lstm\"\nn_layer = 2\nd_model = 16\n"
+                                 << "seq_len = 16\n[data]\npath = \"" << data << "\"\n[train]\nsteps = 4\n"
+                                 << "batch_size = 2\neval_every = 100\neval_steps = 1\n[optim]\nlr = 1e-2\n"
+                                 << "warmup_steps = 1\n";
+  auto common = [&](const std::string& dev, const std::string& run) {
+    return std::vector<std::string>{"train", "--config", d / "lstm.toml", "--device", dev, "--log.run_dir", d / run};
+  };
+  RunResult c = run_loom(common("cpu", "cpu"));
+  ASSERT_EQ(c.rc, 0) << c.err;
+  RunResult g = run_emu(common("cuda", "cuda"));
+  ASSERT_EQ(g.rc, 0) << g.err << g.out;
+  const auto a = losses(d / "cpu"), b = losses(d / "cuda");
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.03 * a[i]) << "step " << i + 1;
 }
 
 }  // namespace

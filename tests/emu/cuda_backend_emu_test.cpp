@@ -1,6 +1,7 @@
 // cuda_backend_emu_test.cpp: the CUDA backend end to end under the SIMT emulator: one whole
-// training step of a tiny GPT (bf16 activations, f32 gradients, kernels + CPU-fallback
-// products) against the CPU backend in f32, within bf16 tolerance; then AdamW on both.
+// training step of a tiny model of every graph kind (bf16 activations, f32 gradients,
+// kernels + CPU-fallback products) against the CPU backend in f32, within bf16 tolerance;
+// then AdamW on both.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,7 +21,7 @@ namespace {
 
 struct StepResult {
   float loss;
-  std::vector<float> grads, params_after;
+  std::vector<float> grads, params_after, state;
 };
 
 StepResult train_step(Backend& be, const ModelConfig& c, int B, const std::vector<int32_t>& x,
@@ -39,9 +40,20 @@ StepResult train_step(Backend& be, const ModelConfig& c, int B, const std::vecto
   ex.set_input(m.targets, y.data(), y.size() * 4);
   const float one = 1.0f;
   ex.set_input(m.dloss, &one, 4);
+  // Recurrent kinds: a non-zero carried state (f32 on both backends), the same on both.
+  Rng srng(77);
+  for (int v : m.state_in) {
+    std::vector<float> st(numel(m.g.values[v].shape));
+    for (auto& e : st) e = 0.5f * srng.normal();
+    ex.set_input(v, st.data(), st.size() * 4);
+  }
   ex.run();
   StepResult r;
   r.loss = ex.fetch_f32(m.loss)[0];
+  for (int v : m.state_out) {
+    const auto st = ex.fetch_f32(v);
+    r.state.insert(r.state.end(), st.begin(), st.end());
+  }
   r.grads.resize(n);
   be.to_host(r.grads.data(), grads.data(), n * 4);
   be.adamw({w.master(), static_cast<const float*>(grads.data()), static_cast<float*>(mom.data()),
@@ -52,31 +64,28 @@ StepResult train_step(Backend& be, const ModelConfig& c, int B, const std::vecto
   return r;
 }
 
-TEST(CudaBackendEmu, TinyGptStepMatchesCpu) {
+// One training step of model `c` on both backends; compares loss, final state, every
+// gradient tensor and the weights after AdamW.
+void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale) {
   std::string why;
   auto cuda = make_cuda_backend(&why);
   ASSERT_TRUE(cuda) << why;
   EXPECT_EQ(cuda->float_dtype(), DType::BF16);
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.d_model = 32;  // head dim 16
-  c.seq_len = 16;
-  c.vocab = 48;
-  const int B = 2;
   Rng rng(21);
   std::vector<int32_t> x(B * c.seq_len), y(x.size());
   for (auto& t : x) t = static_cast<int32_t>(rng.below(c.vocab));
   for (auto& t : y) t = static_cast<int32_t>(rng.below(c.vocab));
   // Larger-than-default init so that gradients are not dominated by rounding noise.
   std::vector<float> params = init_params(c, 3);
-  for (auto& p : params) p *= 3.0f;
+  for (auto& p : params) p *= init_scale;
   auto cpu = make_cpu_backend();
   const StepResult a = train_step(*cpu, c, B, x, y, params);
   const StepResult b = train_step(*cuda, c, B, x, y, params);
 
   ASSERT_TRUE(std::isfinite(b.loss));
   EXPECT_NEAR(b.loss, a.loss, 2e-2 * std::fabs(a.loss)) << "loss cpu " << a.loss << " cuda " << b.loss;
+  ASSERT_EQ(a.state.size(), b.state.size());
+  for (size_t i = 0; i < a.state.size(); ++i) ASSERT_NEAR(b.state[i], a.state[i], 3e-2) << "final state " << i;
   // Gradients: bf16 activations carry ~3 significant digits; compare per parameter tensor
   // relative to that tensor's largest gradient.
   const auto layout = param_layout(c);
@@ -98,6 +107,47 @@ TEST(CudaBackendEmu, TinyGptStepMatchesCpu) {
   double moved = 0;
   for (size_t i = 0; i < params.size(); ++i) moved = std::max(moved, static_cast<double>(std::fabs(b.params_after[i] - params[i])));
   EXPECT_GT(moved, 1e-3) << "the cuda step did not update the weights";
+}
+
+TEST(CudaBackendEmu, TinyGptStepMatchesCpu) {
+  ModelConfig c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.d_model = 32;  // head dim 16
+  c.seq_len = 16;
+  c.vocab = 48;
+  expect_step_matches_cpu(c, 2, 3.0f);
+}
+
+// LoRA adapters on every projection (frozen base: layer norms without dg/db, products without
+// dW, the scale op).
+TEST(CudaBackendEmu, TinyLoraGptStepMatchesCpu) {
+  ModelConfig c;
+  c.n_layer = 2;
+  c.n_head = 2;
+  c.d_model = 32;
+  c.seq_len = 16;
+  c.vocab = 48;
+  c.lora_rank = 4;
+  c.lora_alpha = 8;
+  expect_step_matches_cpu(c, 2, 3.0f);
+}
+
+// The recurrent kinds (per-step products through the backend's gemm, fused cell kernels) and
+// the feed-forward kind (context embedding, tanh).
+TEST(CudaBackendEmu, TinyRecurrentAndFeedForwardStepsMatchCpu) {
+  for (const char* kind : {"lstm", "gru", "rnn", "ffnn"}) {
+    SCOPED_TRACE(kind);
+    ModelConfig c;
+    c.kind = kind;
+    c.n_layer = 2;
+    c.d_model = 16;
+    c.d_hidden = 32;
+    c.context = 3;
+    c.seq_len = 6;
+    c.vocab = 40;
+    expect_step_matches_cpu(c, 2, 3.0f);
+  }
 }
 
 TEST(CudaBackendEmu, CapturedStepEqualsEagerStep) {

@@ -1,6 +1,7 @@
 """peers.py: PyTorch side-by-side numbers for tests/gpu/run.sh, on the same shapes as
 `loom bench kernels` and `loom bench train`: SDPA (causal; cuDNN / flash backends), layer
-norm, fused AdamW, and a GPT-2 124M training step (bf16 autocast). Median of CUDA events."""
+norm, fused AdamW, nn.LSTM (one layer, forward and forward+backward), and a GPT-2 124M training
+step (bf16 autocast). Median of CUDA events."""
 import math
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,33 @@ p.grad = torch.randn(P, device=dev)
 opt = torch.optim.AdamW([p], lr=1e-4, fused=True)
 ms = t_ms(opt.step)
 print(f"adamw(fused) {P} params: {ms:.3f} ms {P * 16 * 2 / ms / 1e6:.1f} GB/s (f32 p,m,v rw + g read)")
+
+
+# nn.LSTM, one unidirectional layer, input size = hidden size, the shapes of the "lstm cudnn"
+# rows of `loom bench kernels`. A bf16 module (PyTorch sends bf16 LSTMs to cuDNN from cuDNN 9.13;
+# fp16 if bf16 is refused). FLOPs count the gate GEMMs only: 2*4H*(I+H)*B*T forward, 3x for
+# forward + backward (grads of the input and the weights).
+print(f"cudnn {torch.backends.cudnn.version()} (enabled {torch.backends.cudnn.enabled})")
+for H, B, T in ((512, 64, 128), (1024, 32, 128)):
+    fl = 2 * 4 * H * (H + H) * B * T
+    for name, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        try:
+            lstm = torch.nn.LSTM(H, H, num_layers=1, device=dev, dtype=dt)
+            x = torch.randn(T, B, H, device=dev, dtype=dt, requires_grad=True)
+            g = torch.randn(T, B, H, device=dev, dtype=dt)
+            params = tuple(lstm.parameters())
+            ms = t_ms(lambda: lstm(x))
+
+            def fwd_bwd():
+                y, _ = lstm(x)
+                torch.autograd.grad(y, (x, *params), g)
+
+            msb = t_ms(fwd_bwd)
+            print(f"torch nn.LSTM H={H} B={B} T={T} ({name}): fwd {ms:.3f} ms {fl / ms / 1e9:.1f} TFLOP/s | "
+                  f"fwd+bwd {msb:.3f} ms {3 * fl / msb / 1e9:.1f} TFLOP/s")
+            break
+        except Exception as e:  # bf16 needs a recent cuDNN; fall back to fp16
+            print(f"torch nn.LSTM H={H} B={B} T={T} ({name}): unavailable ({type(e).__name__}: {str(e)[:100]})")
 
 
 class Block(torch.nn.Module):

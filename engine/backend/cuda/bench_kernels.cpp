@@ -2,15 +2,21 @@
 // shape, timed with CUDA events (median of repeats after warm-up), with the bytes or FLOPs it
 // must move/do, the achieved rate, and that rate as a share of a ceiling measured in the same
 // run: device-to-device copy bandwidth for memory-bound kernels, the cuBLASLt bf16 GEMM rate
-// for attention. Under the emulator the same code runs on tiny shapes, once, to show the
-// kernels run and agree with the launch contract -- its times mean nothing.
+// for attention. Beside attention, cuDNN's fused flash attention on the same inputs (with the
+// speedup loom/cuDNN = cuDNN ms / loom ms and the largest output difference), and cuDNN's LSTM
+// (bench_cudnn.h) where CMake found cuDNN. Under the emulator the same code runs on tiny shapes,
+// once, to show the kernels run and agree with the launch contract -- its times mean nothing, and
+// the cuDNN baselines read "n/a (emulator)".
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "engine/backend/backend.h"
+#include "engine/backend/cuda/bench_cudnn.h"
 #include "engine/backend/cuda/cuda_check.h"
 #include "engine/core/dtype.h"
 #include "engine/core/rng.h"
@@ -22,13 +28,22 @@
 #include "kernels/gelu/gelu.h"
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
+#include "kernels/rnn/rnn.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
 #if !LOOM_SIMT_EMULATION
 #include <cublasLt.h>
 #endif
+// LOOM_HAVE_CUDNN: set by CMake for the real backend when it found cuDNN (bench_cudnn.cpp).
+#ifndef LOOM_HAVE_CUDNN
+#define LOOM_HAVE_CUDNN 0
+#endif
 
 namespace loom {
+
+std::unique_ptr<Backend> make_cuda_backend(std::string* why);
+cudaStream_t cuda_backend_stream(Backend& be);
+cuda::Gemm cuda_backend_gemm(Backend& be);
 
 namespace {
 
@@ -89,6 +104,38 @@ double time_ms(cudaStream_t s, int warm, int reps, const std::function<void()>& 
   std::sort(ms.begin(), ms.end());
   CUDA_CHECK(cudaGetLastError());
   return ms[ms.size() / 2];
+}
+
+// Why there is no cuDNN baseline in this build ("" where there is one).
+const char* cudnn_absent() {
+  if (LOOM_SIMT_EMULATION) return "emulator";
+  return LOOM_HAVE_CUDNN ? "" : "built without cuDNN";
+}
+
+// At most n characters of a reason, for a table cell (the full text is printed below the rows).
+std::string clip(const std::string& why, size_t n = 90) { return why.size() <= n ? why : why.substr(0, n - 3) + "..."; }
+
+// The baseline cell beside a loom row: " | cuDNN 0.3120 ms 110.1 TFLOP/s, loom/cuDNN 0.87x".
+std::string vs_cudnn(bool ok, double cudnn_ms, double loom_ms, double flops, const std::string& why) {
+  if (!ok) return " | cuDNN n/a (" + clip(why) + ")";
+  char b[160];
+  std::snprintf(b, sizeof b, " | cuDNN %.4f ms %.1f TFLOP/s, loom/cuDNN %.2fx", cudnn_ms, flops / (cudnn_ms * 1e9),
+                cudnn_ms / loom_ms);
+  return b;
+}
+
+// Largest |a - b| over n bf16 device values, and the largest |a| (for scale).
+std::pair<float, float> max_diff_bf16(const bf16* a, const bf16* b, size_t n) {
+  std::vector<bf16> ha(n), hb(n);
+  CUDA_CHECK(cudaMemcpy(ha.data(), a, n * 2, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(hb.data(), b, n * 2, cudaMemcpyDeviceToHost));
+  float diff = 0, mag = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float x = from_bf16(ha[i]), y = from_bf16(hb[i]);
+    diff = std::max(diff, std::fabs(x - y));
+    mag = std::max(mag, std::fabs(x));
+  }
+  return {diff, mag};
 }
 
 }  // namespace
@@ -158,19 +205,27 @@ int bench_kernels_main() {
   std::printf("loom bench kernels%s\n", emu ? " (SIMT emulator: tiny shapes, times are not GPU times)" : "");
   std::printf("ceilings measured in this run: copy %.1f GB/s (d2d, read+write)", copy_gbs);
   if (gemm_tflops > 0) std::printf(" | cuBLASLt bf16 GEMM 8192^3 %.1f TFLOP/s", gemm_tflops);
-  std::printf("\n%-22s %-26s %10s %12s %9s\n", "kernel", "shape", "median ms", "rate", "% ceiling");
+  std::printf("\n%-22s %-26s %10s %12s %9s%s\n", "kernel", "shape", "median ms", "rate", "% ceiling",
+              " | baseline (attention)");
+  std::fflush(stdout);
   auto row_bw = [&](const char* name, const std::string& shape, double bytes, const std::function<void()>& fn) {
     const double ms = time_ms(s, warm, reps, fn);
     const double gbs = bytes / (ms * 1e6);
     std::printf("%-22s %-26s %10.4f %8.1f GB/s %8.1f%%\n", name, shape.c_str(), ms, gbs, 100 * gbs / copy_gbs);
+    std::fflush(stdout);
   };
-  auto row_fl = [&](const char* name, const std::string& shape, double flops, const std::function<void()>& fn) {
+  // `extra(ms)`, when given, is printed at the end of the row (the library baseline beside it).
+  auto row_fl = [&](const char* name, const std::string& shape, double flops, const std::function<void()>& fn,
+                    const std::function<std::string(double)>& extra = nullptr) {
     const double ms = time_ms(s, warm, reps, fn);
     const double tf = flops / (ms * 1e9);
     if (gemm_tflops > 0)
-      std::printf("%-22s %-26s %10.4f %6.1f TFLOP/s %8.1f%%\n", name, shape.c_str(), ms, tf, 100 * tf / gemm_tflops);
+      std::printf("%-22s %-26s %10.4f %6.1f TFLOP/s %8.1f%%", name, shape.c_str(), ms, tf, 100 * tf / gemm_tflops);
     else
-      std::printf("%-22s %-26s %10.4f %6.3f TFLOP/s %9s\n", name, shape.c_str(), ms, tf, "-");
+      std::printf("%-22s %-26s %10.4f %6.3f TFLOP/s %9s", name, shape.c_str(), ms, tf, "-");
+    std::printf("%s\n", extra ? extra(ms).c_str() : "");
+    std::fflush(stdout);
+    return ms;
   };
   const std::string nc = std::to_string(N) + "x" + std::to_string(C);
 
@@ -240,23 +295,141 @@ int bench_kernels_main() {
   float* nscr = d.alloc<float>(cuda::global_norm_scratch_floats(P) + 1);
   row_bw("global_norm", std::to_string(P) + " params", 4.0 * P,
          [&] { cuda::global_norm_sq(gm, P, nscr + 1, nscr, s); });
-  // Causal flash attention, head dims 64 and 128 (FLOPs: fwd 4·B·H·T²·D / 2, bwd 2.5x).
+  // Causal flash attention, head dims 64 and 128 (FLOPs: fwd 4·B·H·T²·D / 2, bwd 2.5x), with
+  // cuDNN's fused flash attention on the same qkv and dout (its own out, stats and dqkv) beside.
+  std::vector<std::string> cudnn_notes;
   for (int64_t D : {int64_t(emu ? 16 : 64), int64_t(emu ? 32 : 128)}) {
     const int64_t Ha = emu ? H : (D == 64 ? 12 : 16), Ca = Ha * D, Ta = emu ? T : 2048, Ba = emu ? B : 4;
     bf16* qkv = d.rand_bf16(Ba * Ta * 3 * Ca, rng);
     bf16* out = d.alloc<bf16>(Ba * Ta * Ca);
     float* alse = d.alloc<float>(Ba * Ha * Ta);
-    const double fl = 4.0 * Ba * Ha * Ta * Ta * D / 2;
-    const std::string shp = "B" + std::to_string(Ba) + " H" + std::to_string(Ha) + " T" + std::to_string(Ta) + " D" +
-                            std::to_string(D);
-    row_fl("attention_fwd", shp, fl, [&] { cuda::attention_fwd({qkv, out, alse, Ba, Ta, Ca, Ha}, s); });
     bf16* dout = d.rand_bf16(Ba * Ta * Ca, rng);
     bf16* dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
     float* ascr = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
+    const double fl = 4.0 * Ba * Ha * Ta * Ta * D / 2;
+    const std::string shp = "B" + std::to_string(Ba) + " H" + std::to_string(Ha) + " T" + std::to_string(Ta) + " D" +
+                            std::to_string(D);
+    cudnn_bench::AttnResult cr;
+    cr.why = cudnn_absent();
+    bf16* c_out = nullptr;
+    bf16* c_dqkv = nullptr;
+#if LOOM_HAVE_CUDNN
+    c_out = d.alloc<bf16>(Ba * Ta * Ca);
+    float* c_stats = d.alloc<float>(Ba * Ha * Ta);
+    c_dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
+    cr = cudnn_bench::attention({qkv, c_out, c_stats, dout, c_dqkv}, Ba, Ta, Ca, Ha, s, warm, reps);
+#endif
+    row_fl("attention_fwd", shp, fl, [&] { cuda::attention_fwd({qkv, out, alse, Ba, Ta, Ca, Ha}, s); },
+           [&](double ms) { return vs_cudnn(cr.fwd_ok, cr.fwd_ms, ms, fl, cr.why); });
     row_fl("attention_bwd", shp, 2.5 * fl,
-           [&] { cuda::attention_bwd({dout, qkv, out, alse, dqkv, ascr, Ba, Ta, Ca, Ha}, s); });
+           [&] { cuda::attention_bwd({dout, qkv, out, alse, dqkv, ascr, Ba, Ta, Ca, Ha}, s); },
+           [&](double ms) { return vs_cudnn(cr.bwd_ok, cr.bwd_ms, ms, 2.5 * fl, cr.why); });
+    if (cr.fwd_ok || cr.bwd_ok) {
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      std::string line = "  cuDNN D" + std::to_string(D) + ": " + cr.engines;
+      char b[200];
+      std::snprintf(b, sizeof b, ", graphs+plans built in %.1f s", cr.build_s);
+      line += b;
+      if (cr.fwd_ok) {
+        const auto [diff, mag] = max_diff_bf16(out, c_out, size_t(Ba * Ta * Ca));
+        std::snprintf(b, sizeof b, "; max|out loom - cuDNN| %.3g (max|out| %.3g)", diff, mag);
+        line += b;
+      }
+      if (cr.bwd_ok && cr.fwd_ok) {
+        const auto [diff, mag] = max_diff_bf16(dqkv, c_dqkv, size_t(Ba * Ta * 3 * Ca));
+        std::snprintf(b, sizeof b, "; max|dqkv loom - cuDNN| %.3g (max|dqkv| %.3g)", diff, mag);
+        line += b;
+      }
+      std::printf("%s\n", line.c_str());
+    }
+    if (!(cr.fwd_ok && cr.bwd_ok) && cr.why.size() > 90)
+      cudnn_notes.push_back("cuDNN attention D" + std::to_string(D) + ": " + cr.why);
+    std::fflush(stdout);
   }
-  std::printf("baselines: cuDNN / PyTorch peers are measured by tests/gpu/run.sh (torch SDPA, layer_norm, fused AdamW)\n");
+
+  // LSTM: loom's layer (kernels/rnn: per-step cuBLASLt products + one fused cell kernel a step,
+  // or the persistent kernel where w_hh fits on chip) and cuDNN's on the same shapes. One
+  // unidirectional layer, input size H, FLOPs of the gate GEMMs only, 2·4H·(I+H)·B·T forward
+  // and 3x that for forward + backward. The products run in the CUDA backend's stream.
+  auto rnn_be = make_cuda_backend(nullptr);
+  LOOM_CHECK(rnn_be, "bench kernels: the CUDA backend did not start");
+  const cudaStream_t rs = cuda_backend_stream(*rnn_be);
+  const cuda::Gemm gemm = cuda_backend_gemm(*rnn_be);
+  auto loom_lstm = [&](int64_t Hl, int64_t Bl, int64_t Tl, bool persistent) {
+    const Cell cell = Cell::LSTM;
+    const int64_t G = 4, W = rnn_saved_width(cell, Hl);
+    bf16* lx = d.rand_bf16(Bl * Tl * Hl, rng);
+    bf16* wih = d.rand_bf16(G * Hl * Hl, rng);
+    bf16* whh = d.rand_bf16(G * Hl * Hl, rng);
+    bf16* bih = d.rand_bf16(G * Hl, rng);
+    bf16* bhh = d.rand_bf16(G * Hl, rng);
+    float* st0 = d.rand_f32(2 * Bl * Hl, rng, -0.5f, 0.5f);
+    bf16* ly = d.alloc<bf16>(Bl * Tl * Hl);
+    float* stT = d.alloc<float>(2 * Bl * Hl);
+    float* saved = d.alloc<float>(Bl * Tl * W);
+    bf16* ldy = d.rand_bf16(Bl * Tl * Hl, rng);
+    bf16* ldx = d.alloc<bf16>(Bl * Tl * Hl);
+    float* dw = d.alloc<float>(2 * G * Hl * Hl + 2 * G * Hl);
+    float* fscr = d.alloc<float>(cuda::rnn_fwd_scratch_floats(cell, Bl, Tl, Hl, Hl));
+    float* bscr = d.alloc<float>(cuda::rnn_bwd_scratch_floats(cell, Bl, Tl, Hl, Hl));
+    const cuda::RnnFwd f{cell, lx, wih, whh, bih, bhh, st0, ly, stT, saved, Bl, Tl, Hl, Hl, fscr, persistent};
+    const cuda::RnnBwd b{cell, ldy, lx, wih, whh, st0, ly, saved, ldx, dw, dw + G * Hl * Hl, dw + 2 * G * Hl * Hl,
+                         dw + 2 * G * Hl * Hl + G * Hl, Bl, Tl, Hl, Hl, bscr};
+    const double fwd = time_ms(rs, warm, reps, [&] { cuda::rnn_fwd(f, gemm, rs); });
+    const double both = time_ms(rs, warm, reps, [&] {
+      cuda::rnn_fwd(f, gemm, rs);
+      cuda::rnn_bwd(b, gemm, rs);
+    });
+    return std::pair<double, double>{fwd, both};
+  };
+  // The persistent kernel's regime first (w_hh of H=96 is 72 KiB of bf16), then the shapes of
+  // the cuDNN comparison.
+  {
+    const int64_t Hp = emu ? 16 : 96, Bp = emu ? 2 : 64, Tp = emu ? 4 : 128;
+    const double lfl = cudnn_bench::lstm_fwd_flops(Hp, Hp, Bp, Tp);
+    const bool fits = cuda::rnn_persistent_fits(Cell::LSTM, Hp);
+    const auto [pf, pb] = loom_lstm(Hp, Bp, Tp, true);
+    const auto [sf, sb] = loom_lstm(Hp, Bp, Tp, false);
+    std::printf("lstm loom H=%lld B=%lld T=%lld: persistent%s fwd %.3f ms %.3f TFLOP/s (fwd+bwd %.3f ms) | "
+                "per-step fwd %.3f ms %.3f TFLOP/s (fwd+bwd %.3f ms) | persistent/per-step fwd %.2fx\n",
+                (long long)Hp, (long long)Bp, (long long)Tp, fits ? "" : " (does not fit: per-step)", pf,
+                lfl / (pf * 1e9), pb, sf, lfl / (sf * 1e9), sb, sf / pf);
+    std::fflush(stdout);
+  }
+  for (const auto& [Hfull, Bfull, Tfull] :
+       {std::array<int64_t, 3>{512, 64, 128}, std::array<int64_t, 3>{1024, 32, 128}}) {
+    const int64_t Hl = emu ? Hfull / 32 : Hfull, Bl = emu ? 2 : Bfull, Tl = emu ? 4 : Tfull;
+    const double lfl = cudnn_bench::lstm_fwd_flops(Hl, Hl, Bl, Tl);
+    const auto [lf, lb] = loom_lstm(Hl, Bl, Tl, true);
+    std::printf("lstm loom  H=%lld B=%lld T=%lld (bf16, f32 math): fwd %.3f ms %.3f TFLOP/s | fwd+bwd %.3f ms %.3f "
+                "TFLOP/s\n",
+                (long long)Hl, (long long)Bl, (long long)Tl, lf, lfl / (lf * 1e9), lb, 3 * lfl / (lb * 1e9));
+    std::printf("lstm cudnn H=%lld B=%lld T=%lld", (long long)Hl, (long long)Bl, (long long)Tl);
+    cudnn_bench::LstmResult lr;
+    lr.why = cudnn_absent();
+#if LOOM_HAVE_CUDNN
+    lr = cudnn_bench::lstm(Hl, Bl, Tl, s, warm, reps);
+#endif
+    if (lr.ok)
+      std::printf(" (%s, f32 math): fwd %.3f ms %.1f TFLOP/s | fwd+bwd %.3f ms %.1f TFLOP/s | loom/cuDNN fwd %.2fx, "
+                  "fwd+bwd %.2fx\n",
+                  lr.dtype.c_str(), lr.fwd_ms, lfl / (lr.fwd_ms * 1e9), lr.fwdbwd_ms, 3 * lfl / (lr.fwdbwd_ms * 1e9),
+                  lr.fwd_ms / lf, lr.fwdbwd_ms / lb);
+    else
+      std::printf(": n/a (%s)\n", clip(lr.why, 160).c_str());
+    if (!lr.ok && lr.why.size() > 160) cudnn_notes.push_back("cuDNN lstm H=" + std::to_string(Hl) + ": " + lr.why);
+    std::fflush(stdout);
+  }
+  for (const auto& n : cudnn_notes) std::printf("%s\n", n.c_str());
+#if LOOM_HAVE_CUDNN
+  const std::string cudnn_name = cudnn_bench::version();
+#else
+  const std::string cudnn_name = std::string("cuDNN n/a (") + cudnn_absent() + ")";
+#endif
+  std::printf("baselines: %s for attention (fused flash attention, graph API) and LSTM (cudnnRNNForward + "
+              "BackwardData/Weights_v8); PyTorch peers (SDPA, layer_norm, fused AdamW, nn.LSTM, GPT step) in "
+              "tests/gpu/run.sh\n",
+              cudnn_name.c_str());
   CUDA_CHECK(cudaStreamSynchronize(s));
   CUDA_CHECK(cudaStreamDestroy(s));
   return 0;

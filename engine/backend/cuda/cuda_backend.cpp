@@ -24,9 +24,12 @@
 #include "kernels/gelu/gelu.h"
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
+#include "kernels/rnn/rnn.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
-#if !LOOM_SIMT_EMULATION
+#if LOOM_SIMT_EMULATION
+#include <cblas.h>
+#else
 #include <cublasLt.h>
 #include <cuda_profiler_api.h>
 #include <nvtx3/nvToolsExt.h>
@@ -55,11 +58,18 @@ class CudaBackend final : public Backend {
     cudaStreamSynchronize(stream_);
 #if !LOOM_SIMT_EMULATION
     for (auto& [k, plan] : plans_) plan.destroy();
+    for (auto& [k, plan] : gemm_plans_) {
+      cublasLtMatmulDescDestroy(plan.op);
+      cublasLtMatrixLayoutDestroy(plan.a);
+      cublasLtMatrixLayoutDestroy(plan.b);
+      cublasLtMatrixLayoutDestroy(plan.c);
+    }
     for (auto g : graphs_) cudaGraphExecDestroy(g);
     cudaFree(workspace_);
     cublasLtDestroy(lt_);
 #endif
     if (scratch_) cudaFree(scratch_);
+    if (gemm_scratch_) cudaFree(gemm_scratch_);
     cudaStreamDestroy(stream_);
   }
 
@@ -86,6 +96,9 @@ class CudaBackend final : public Backend {
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void zero(void* p, size_t bytes) override { CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, stream_)); }
+  void copy(void* dst, const void* src, size_t bytes) override {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+  }
   void synchronize() override { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
   void adamw(const ref::AdamWArgs& a, void* working, uint64_t seed) override {
@@ -207,21 +220,88 @@ class CudaBackend final : public Backend {
                            stream_);
   }
 
+  void op_linear_gelu(const OpCall& c) override {
+    const TensorView &x = c.in[0], &w = c.in[1];
+    linear_gelu_fwd(B16(x), B16(w), c.in[2] ? B16(c.in[2]) : nullptr, W16(c.out[0]), W16(c.out[1]), x.rows(),
+                    x.dim(-1), w.dim(0));
+  }
+  void op_scale(const OpCall& c) override {
+    cuda::scale(B16(c.in[0]), c.node->attrs.f[0], W16(c.out[0]), c.in[0].numel(), stream_);
+  }
+  void op_tanh(const OpCall& c) override { cuda::tanh_fwd(B16(c.in[0]), W16(c.out[0]), c.in[0].numel(), stream_); }
+  void op_tanh_bwd(const OpCall& c) override {
+    cuda::tanh_bwd(B16(c.in[0]), B16(c.in[1]), W16(c.out[0]), c.in[0].numel(), stream_);
+  }
+  // The context embedding is an embedding without positions over B*T*n expanded tokens.
+  void op_context_embedding(const OpCall& c) override {
+    const TensorView &tok = c.in[0], &wte = c.in[1];
+    const int n = static_cast<int>(c.node->attrs.i[0]), pad = static_cast<int>(c.node->attrs.i[1]);
+    const int64_t rows = tok.numel() * n;
+    int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(rows));
+    cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
+    cuda::embedding_fwd({ctx, B16(wte), nullptr, W16(c.out[0]), rows, 1, wte.dim(1), wte.dim(0), 1, nullptr}, stream_);
+  }
+  void op_context_embedding_bwd(const OpCall& c) override {
+    const TensorView &tok = c.in[1], &dwte = c.out[0];
+    const int n = static_cast<int>(c.node->attrs.i[0]), pad = static_cast<int>(c.node->attrs.i[1]);
+    const int64_t rows = tok.numel() * n, ctx_words = (rows + 1) / 2 * 2;  // keeps the rest 8-byte aligned
+    int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(ctx_words + cuda::embedding_bwd_scratch_ints(rows, dwte.dim(0))));
+    cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
+    cuda::embedding_bwd({B16(c.in[0]), ctx, WF32(dwte), nullptr, ctx + ctx_words, rows, 1, dwte.dim(1), dwte.dim(0), 1,
+                         nullptr},
+                        stream_);
+  }
+  void op_recurrent(const OpCall& c) override {
+    const TensorView &x = c.in[0], &y = c.out[0];
+    const Cell cell = static_cast<Cell>(c.node->attrs.i[0]);
+    const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
+    float* s = scratch_floats(cuda::rnn_fwd_scratch_floats(cell, B, S, I, H));
+    cuda::rnn_fwd({cell, B16(x), B16(c.in[1]), B16(c.in[2]), B16(c.in[3]), B16(c.in[4]), F32(c.in[5]), W16(y),
+                   WF32(c.out[1]), WF32(c.out[2]), B, S, I, H, s},
+                  gemm_fn(), stream_);
+  }
+  void op_recurrent_bwd(const OpCall& c) override {
+    const TensorView &x = c.in[1], &y = c.in[5];
+    LOOM_CHECK(c.out[1] && c.out[2] && c.out[3] && c.out[4], "recurrent_bwd: frozen recurrent weights");
+    const Cell cell = static_cast<Cell>(c.node->attrs.i[0]);
+    const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
+    float* s = scratch_floats(cuda::rnn_bwd_scratch_floats(cell, B, S, I, H));
+    cuda::rnn_bwd({cell, B16(c.in[0]), B16(x), B16(c.in[2]), B16(c.in[3]), F32(c.in[4]), B16(y), F32(c.in[6]),
+                   c.out[0] ? W16(c.out[0]) : nullptr, WF32(c.out[1]), WF32(c.out[2]), WF32(c.out[3]), WF32(c.out[4]), B,
+                   S, I, H, s},
+                  gemm_fn(), stream_);
+  }
+
+  cudaStream_t stream() const { return stream_; }
+  void* compute_stream() override { return stream_; }
+  // General matrix products for kernels that orchestrate their own (the recurrent layers).
+  cuda::Gemm gemm_fn() {
+    return [this](const cuda::GemmCall& g) { gemm(g); };
+  }
+
  private:
+  // A second scratch buffer, for operands gemm() widens to f32 (the first one holds the
+  // calling launcher's workspace while it runs).
+  float* gemm_scratch(size_t n) { return grow(gemm_scratch_, gemm_scratch_bytes_, n); }
+  // Elements a row-major operand spans: rows of ld, the last one only `cols` long.
+  static int64_t span(int64_t rows, int64_t cols, int64_t ld) { return rows == 0 ? 0 : (rows - 1) * ld + cols; }
+
   // One scratch buffer for every launcher that needs temporary space (launchers never
   // allocate). It grows during eager steps; a captured graph must never need more.
-  float* scratch_floats(size_t n) {
+  float* scratch_floats(size_t n) { return grow(scratch_, scratch_bytes_, n); }
+  // A scratch buffer of at least n floats (grown, never shrunk).
+  float* grow(void*& buf, size_t& have, size_t n) {
     const size_t bytes = std::max<size_t>(n, 1) * 4;
-    if (bytes > scratch_bytes_) {
+    if (bytes > have) {
       LOOM_CHECK(!capturing_, "scratch must not grow inside a captured graph");
-      if (scratch_) {
+      if (buf) {
         CUDA_CHECK(cudaStreamSynchronize(stream_));
-        CUDA_CHECK(cudaFree(scratch_));
+        CUDA_CHECK(cudaFree(buf));
       }
-      CUDA_CHECK(cudaMalloc(&scratch_, bytes));
-      scratch_bytes_ = bytes;
+      CUDA_CHECK(cudaMalloc(&buf, bytes));
+      have = bytes;
     }
-    return static_cast<float*>(scratch_);
+    return static_cast<float*>(buf);
   }
 
 #if LOOM_SIMT_EMULATION
@@ -249,6 +329,28 @@ class CudaBackend final : public Backend {
     ref::linear_bwd<float>({dyf.data(), xf.data(), wf.data(), dx ? dxf.data() : nullptr, dw, nullptr, N, K, M});
     if (dx) narrow(dxf, dx);
   }
+  void linear_gelu_fwd(const bf16* x, const bf16* w, const bf16* b, bf16* y, bf16* pre, int64_t N, int64_t K, int64_t M) {
+    linear_fwd(x, w, b, pre, N, K, M);
+    cuda::gelu_fwd(pre, y, N * M, stream_);
+  }
+  static std::vector<float> widen_any(const void* p, DType dt, int64_t n) {
+    if (dt == DType::BF16) return widen(static_cast<const bf16*>(p), n);
+    LOOM_CHECK(dt == DType::F32, "gemm: operand dtype");
+    const float* f = static_cast<const float*>(p);
+    return std::vector<float>(f, f + n);
+  }
+  void gemm(const cuda::GemmCall& g) {
+    synchronize();
+    const int64_t ar = g.ta ? g.k : g.m, ac = g.ta ? g.m : g.k, br = g.tb ? g.n : g.k, bc = g.tb ? g.k : g.n;
+    auto a = widen_any(g.A, g.a_dtype, span(ar, ac, g.lda)), b = widen_any(g.B, g.b_dtype, span(br, bc, g.ldb));
+    const int64_t cn = span(g.m, g.n, g.ldc);
+    std::vector<float> cf = g.c_dtype == DType::F32 ? std::vector<float>() : widen_any(g.C, g.c_dtype, cn);
+    float* C = g.c_dtype == DType::F32 ? static_cast<float*>(g.C) : cf.data();
+    if (g.m > 0 && g.n > 0)
+      cblas_sgemm(CblasRowMajor, g.ta ? CblasTrans : CblasNoTrans, g.tb ? CblasTrans : CblasNoTrans, int(g.m), int(g.n),
+                  int(g.k), g.alpha, a.data(), int(g.lda), b.data(), int(g.ldb), g.beta, C, int(g.ldc));
+    if (g.c_dtype == DType::BF16) narrow(cf, static_cast<bf16*>(g.C));
+  }
 #else
   // cuBLASLt in row-major terms: y[N,M] = x[N,K] W[M,K]^T is, column-major, y^T = W^T' x^T
   // with W read transposed. Plans (descriptors + the heuristic's algorithm) are cached per
@@ -264,12 +366,16 @@ class CudaBackend final : public Backend {
       if (c) cublasLtMatrixLayoutDestroy(c);
     }
   };
+  // Key: ta, tb, m, n, k, C type, epilogue (0 none, 1 bias, 2 bias+GELU with aux, 3 GELU with aux), beta.
   using PlanKey = std::tuple<int, int, int64_t, int64_t, int64_t, int, int, float>;
 
   // C[m,n] (column-major, ldc = m) = op(A) op(B) (+ beta C) (+ bias[m] broadcast over n).
+  // With `aux` (bf16, shaped like C, ld = m): C = GELU(op(A) op(B) + bias) and aux the
+  // pre-activation, cuBLASLt's GELU_AUX(_BIAS) epilogue.
   void lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* A, const void* B, void* C,
-                 cudaDataType_t ctype, float beta, const bf16* bias) {
-    const PlanKey key{ta, tb, m, n, k, static_cast<int>(ctype), bias != nullptr, beta};
+                 cudaDataType_t ctype, float beta, const bf16* bias, bf16* aux = nullptr) {
+    const int epi_kind = aux ? (bias ? 2 : 3) : bias ? 1 : 0;
+    const PlanKey key{ta, tb, m, n, k, static_cast<int>(ctype), epi_kind, beta};
     auto it = plans_.find(key);
     if (it == plans_.end()) {
       LtPlan p;
@@ -277,11 +383,21 @@ class CudaBackend final : public Backend {
       const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
       CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-      if (bias) {
-        const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
-        const cudaDataType_t bt = CUDA_R_16BF;
+      if (epi_kind) {
+        const cublasLtEpilogue_t epi = epi_kind == 1   ? CUBLASLT_EPILOGUE_BIAS
+                                       : epi_kind == 2 ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
+                                                       : CUBLASLT_EPILOGUE_GELU_AUX;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+      }
+      if (bias) {
+        const cudaDataType_t bt = CUDA_R_16BF;
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+      }
+      if (aux) {
+        const int64_t ld = m;
+        const cudaDataType_t at = CUDA_R_16BF;
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
+        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &at, sizeof at));
       }
       CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, ta ? k : m, ta ? m : k, ta ? k : m));
       CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, tb ? n : k));
@@ -300,6 +416,7 @@ class CudaBackend final : public Backend {
     }
     LtPlan& p = it->second;
     if (bias) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    if (aux) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
     const float alpha = 1.0f;
     CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
                                 kWorkspaceBytes, stream_));
@@ -311,6 +428,74 @@ class CudaBackend final : public Backend {
     if (dx) lt_matmul(false, false, K, N, M, w, dy, dx, CUDA_R_16BF, 0.0f, nullptr);  // dx^T = W^T dy^T
     if (dw) lt_matmul(false, true, K, M, N, x, dy, dw, CUDA_R_32F, 1.0f, nullptr);    // dW^T += x^T dy
   }
+  // GELU(x W^T + b) with the pre-activation kept for backward, in the product's epilogue.
+  // cuBLASLt wants the aux leading dimension a multiple of 8; other widths take two launches.
+  void linear_gelu_fwd(const bf16* x, const bf16* w, const bf16* b, bf16* y, bf16* pre, int64_t N, int64_t K, int64_t M) {
+    if (M % 8 == 0) {
+      lt_matmul(true, false, M, N, K, w, x, y, CUDA_R_16BF, 0.0f, b, pre);
+    } else {
+      linear_fwd(x, w, b, pre, N, K, M);
+      cuda::gelu_fwd(pre, y, N * M, stream_);
+    }
+  }
+
+  // Row-major C[m,n] = alpha op(A) op(B) + beta C with any leading dimensions, as the
+  // column-major product C^T = op(B)^T op(A)^T. Operands of mixed types are both taken in f32
+  // (the bf16 one widened exactly into gemm_scratch); f32 x f32 runs in full f32.
+  struct GemmPlan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  using GemmKey = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, float>;
+  void gemm(const cuda::GemmCall& g) {
+    if (g.m == 0 || g.n == 0) return;
+    const void* A = g.A;
+    const void* B = g.B;
+    DType in_t = g.a_dtype;
+    if (g.a_dtype != g.b_dtype) {
+      const int64_t ar = g.ta ? g.k : g.m, ac = g.ta ? g.m : g.k, br = g.tb ? g.n : g.k, bc = g.tb ? g.k : g.n;
+      const bool widen_a = g.a_dtype == DType::BF16;
+      const int64_t n = widen_a ? span(ar, ac, g.lda) : span(br, bc, g.ldb);
+      float* w = gemm_scratch(n);
+      cuda::widen_bf16(static_cast<const bf16*>(widen_a ? g.A : g.B), w, n, stream_);
+      (widen_a ? A : B) = w;
+      in_t = DType::F32;
+    }
+    LOOM_CHECK(in_t == DType::BF16 || in_t == DType::F32, "gemm: operand dtype");
+    LOOM_CHECK(g.c_dtype == DType::BF16 || g.c_dtype == DType::F32, "gemm: output dtype");
+    const cudaDataType_t it = in_t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t ct = g.c_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const GemmKey key{g.ta, g.tb, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, static_cast<int>(it), static_cast<int>(ct), g.beta};
+    auto found_plan = gemm_plans_.find(key);
+    if (found_plan == gemm_plans_.end()) {
+      GemmPlan p;
+      CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+      // First operand B (column-major view B^T), second A.
+      const cublasOperation_t op1 = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op2 = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &op1, sizeof op1));
+      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &op2, sizeof op2));
+      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, it, g.tb ? g.k : g.n, g.tb ? g.n : g.k, g.ldb));
+      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, it, g.ta ? g.m : g.k, g.ta ? g.k : g.m, g.lda));
+      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, g.n, g.m, g.ldc));
+      cublasLtMatmulPreference_t pref;
+      CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                        &kWorkspaceBytes, sizeof kWorkspaceBytes));
+      cublasLtMatmulHeuristicResult_t h{};
+      int found = 0;
+      CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &h, &found));
+      cublasLtMatmulPreferenceDestroy(pref);
+      LOOM_CHECK(found > 0, "cuBLASLt has no algorithm for ", g.m, "x", g.n, "x", g.k);
+      p.algo = h.algo;
+      found_plan = gemm_plans_.emplace(key, p).first;
+    }
+    GemmPlan& p = found_plan->second;
+    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &g.alpha, B, p.a, A, p.b, &g.beta, g.C, p.c, g.C, p.c, &p.algo, workspace_,
+                                kWorkspaceBytes, stream_));
+  }
+  std::map<GemmKey, GemmPlan> gemm_plans_;
+
   static constexpr size_t kWorkspaceBytes = 32u << 20;
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;
@@ -321,10 +506,17 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  void* gemm_scratch_ = nullptr;
+  size_t gemm_scratch_bytes_ = 0;
   bool capturing_ = false;
 };
 
 }  // namespace
+
+// For `loom bench kernels`: the backend's compute stream and its general product (cuBLASLt;
+// the CPU fallback under the emulator), which the recurrent launchers call in that stream.
+cudaStream_t cuda_backend_stream(Backend& be) { return static_cast<CudaBackend&>(be).stream(); }
+cuda::Gemm cuda_backend_gemm(Backend& be) { return static_cast<CudaBackend&>(be).gemm_fn(); }
 
 // Found by engine/backend/device.cpp. Returns null (with the reason) when no device answers.
 std::unique_ptr<Backend> make_cuda_backend(std::string* why) {
