@@ -1,5 +1,6 @@
 // bench.cpp: the training-step benchmark. FLOPs per token are counted as 6N + 12·L·T·C
-// (PaLM appendix B), N = parameters of the matrix products (wpe excluded: it is a lookup).
+// (PaLM appendix B), N = parameters of the matrix products (embedding tables that are only
+// looked up excluded); the attention term for GPT only.
 // The matrix-product ceiling is measured in the same run (a square sgemm), so the report can
 // say what fraction of the floor the whole step reaches.
 #include "engine/train/bench.h"
@@ -43,10 +44,13 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   const int64_t n = tg.g.param_count;
   BenchTrainResult r;
   r.params = n;
+  // Lookups are not products: wpe, and wte where the classifier is not tied to it (every
+  // kind but gpt). Attention's score/value products only in gpt.
+  const bool gpt = o.model.kind == "gpt";
   int64_t n_matmul = n;
   for (const auto& p : tg.g.params)
-    if (p.name == "wpe") n_matmul -= p.count();
-  r.flops_per_token = 6.0 * n_matmul + 12.0 * o.model.n_layer * T * o.model.d_model;
+    if (p.name == "wpe" || (!gpt && p.name == "wte")) n_matmul -= p.count();
+  r.flops_per_token = 6.0 * n_matmul + (gpt ? 12.0 * o.model.n_layer * T * o.model.d_model : 0.0);
 
   DeviceWeights weights(*be, n);
   weights.upload(init_params(o.model, 1));
@@ -63,6 +67,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   ex.set_input(tg.targets, y.data(), y.size() * 4);
   const float one = 1.0f;
   ex.set_input(tg.dloss, &one, 4);
+  for (int v : tg.state_in) be->zero(ex.view(v).data, tg.g.values[v].bytes());
   int captured = -1;
 
   std::map<std::string, double> op_s;

@@ -20,6 +20,7 @@ namespace fs = std::filesystem;
 namespace loom {
 
 std::vector<ParamInfo> param_layout(const ModelConfig& cfg) {
+  if (!is_graph_kind(cfg.kind)) return {};
   return build_model(cfg, GraphMode::Eval, 1, 1, DType::F32).g.params;
 }
 
@@ -31,8 +32,12 @@ std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed) {
   Rng rng(seed);
   for (const auto& p : layout) {
     float* d = w.data() + p.offset;
-    for (int64_t i = 0; i < p.count(); ++i)
-      d[i] = p.init == Init::Ones ? 1.0f : p.init == Init::Zeros ? 0.0f : p.init_std * rng.normal();
+    const int64_t n = p.count();
+    for (int64_t i = 0; i < n; ++i)
+      d[i] = p.init == Init::Ones         ? 1.0f
+             : p.init == Init::Zeros      ? 0.0f
+             : p.init == Init::ForgetGate ? (i >= n / 4 && i < n / 2 ? 1.0f : 0.0f)
+                                          : p.init_std * rng.normal();
   }
   return w;
 }
@@ -55,12 +60,24 @@ StTensor f32_tensor(const std::string& name, const Shape& shape, const float* da
   return t;
 }
 
+std::string fmt_double(double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.17g", v);
+  return b;
+}
+
 std::map<std::string, std::string> model_metadata(const ModelConfig& m, const std::string& tokenizer, int64_t step) {
   return {{"format", "loom"},
           {"model.kind", m.kind},
           {"model.n_layer", std::to_string(m.n_layer)},
           {"model.n_head", std::to_string(m.n_head)},
           {"model.d_model", std::to_string(m.d_model)},
+          {"model.d_hidden", std::to_string(m.d_hidden)},
+          {"model.context", std::to_string(m.context)},
+          {"model.order", std::to_string(m.order)},
+          {"lora.rank", std::to_string(m.lora_rank)},
+          {"lora.alpha", fmt_double(m.lora_alpha)},
+          {"lora.targets", m.lora_targets},
           {"model.seq_len", std::to_string(m.seq_len)},
           {"model.vocab", std::to_string(m.vocab)},
           {"tokenizer", tokenizer},
@@ -80,6 +97,13 @@ int meta_int(const StFile& f, const std::string& key, const std::string& path) {
   }
 }
 
+// A non-negative integer that older checkpoints may lack (then 0).
+int meta_int0(const StFile& f, const std::string& key, const std::string& path) {
+  auto it = f.metadata.find(key);
+  if (it == f.metadata.end() || it->second == "0") return 0;
+  return meta_int(f, key, path);
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   LOOM_USER_CHECK(f, path, ": cannot open");
@@ -92,7 +116,8 @@ std::string read_text(const std::string& path) {
 
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const std::string& tokenizer,
                             const std::vector<float>& params, const std::vector<float>& m,
-                            const std::vector<float>& v, const TrainProgress& p, int64_t keep) {
+                            const std::vector<float>& v, const TrainProgress& p, int64_t keep,
+                            const CheckpointExtra& extra) {
   const fs::path root(run_dir);
   const fs::path ckdir = root / "checkpoints";
   std::error_code ec;
@@ -108,6 +133,7 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const
   model.metadata = model_metadata(cfg.model, tokenizer, p.step);
   for (const auto& info : param_layout(cfg.model))
     model.tensors.push_back(f32_tensor(info.name, info.shape, params.data() + info.offset));
+  for (const auto& t : extra.counts) model.tensors.push_back(t);
   write_safetensors((tmp / "model.safetensors").string(), model);
 
   StFile optim;
@@ -115,6 +141,8 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const
   const Shape flat{static_cast<int64_t>(m.size())};
   optim.tensors.push_back(f32_tensor("m", flat, m.data()));
   optim.tensors.push_back(f32_tensor("v", flat, v.data()));
+  if (!extra.rnn_state.empty())
+    optim.tensors.push_back(f32_tensor("rnn_state", {static_cast<int64_t>(extra.rnn_state.size())}, extra.rnn_state.data()));
   write_safetensors((tmp / "optim.safetensors").string(), optim);
 
   nlohmann::json st;
@@ -167,9 +195,27 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
   ck.model.n_layer = meta_int(model, "model.n_layer", mpath);
   ck.model.n_head = meta_int(model, "model.n_head", mpath);
   ck.model.d_model = meta_int(model, "model.d_model", mpath);
+  ck.model.d_hidden = meta_int0(model, "model.d_hidden", mpath);
+  ck.model.context = meta_int0(model, "model.context", mpath);
+  ck.model.order = meta_int0(model, "model.order", mpath);
+  ck.model.lora_rank = meta_int0(model, "lora.rank", mpath);
+  if (ck.model.lora_rank > 0) {
+    try {
+      ck.model.lora_alpha = std::stod(model.metadata.at("lora.alpha"));
+      ck.model.lora_targets = model.metadata.at("lora.targets");
+    } catch (const std::exception&) {
+      user_error(mpath, ": LoRA checkpoint without a valid lora.alpha / lora.targets");
+    }
+  }
   ck.model.seq_len = meta_int(model, "model.seq_len", mpath);
   ck.model.vocab = meta_int(model, "model.vocab", mpath);
-  LOOM_USER_CHECK(ck.model.d_model % ck.model.n_head == 0, mpath, ": d_model not a multiple of n_head");
+  LOOM_USER_CHECK(ck.model.kind == "ngram" || is_graph_kind(ck.model.kind), mpath, ": unknown model kind '",
+                  ck.model.kind, "'");
+  LOOM_USER_CHECK(ck.model.kind != "gpt" || ck.model.d_model % ck.model.n_head == 0, mpath,
+                  ": d_model not a multiple of n_head");
+  LOOM_USER_CHECK(ck.model.kind != "ffnn" || ck.model.context >= 1, mpath, ": ffnn checkpoint without model.context");
+  LOOM_USER_CHECK(ck.model.kind != "ngram" || (ck.model.order >= 1 && ck.model.order <= 8), mpath,
+                  ": ngram checkpoint without a valid model.order");
   ck.tokenizer = model.metadata.count("tokenizer") ? model.metadata["tokenizer"] : "byte";
   std::vector<ParamInfo> layout;
   try {
@@ -188,21 +234,42 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
                     shape_str(Shape(t->shape.begin(), t->shape.end())), ", the model needs ", shape_str(p.shape));
     std::memcpy(ck.params.data() + p.offset, t->data.data(), t->data.size());
   }
-  LOOM_USER_CHECK(model.tensors.size() == layout.size(), mpath, ": ", model.tensors.size(),
-                  " tensors, the model has ", layout.size());
+  if (ck.model.kind == "ngram")
+    ck.counts = std::move(model);  // validated by the n-gram model when it loads them
+  else
+    LOOM_USER_CHECK(model.tensors.size() == layout.size(), mpath, ": ", model.tensors.size(),
+                    " tensors, the model has ", layout.size());
   const std::string cpath = ck.dir + "/config.toml";
   if (fs::exists(cpath)) ck.config_toml = read_text(cpath);
   if (!with_optim) return ck;
 
   const std::string opath = ck.dir + "/optim.safetensors";
   StFile optim = read_safetensors(opath);
+  // The moments cover the trainable prefix of the flat buffer (all of it unless a model
+  // freezes weights, e.g. LoRA's base).
+  int64_t n_opt = n;
+  {
+    bool frozen = false;
+    int64_t end = 0;
+    for (const auto& p : layout)
+      if (p.trainable)
+        end = p.offset + p.count();
+      else
+        frozen = true;
+    if (frozen) n_opt = end;
+  }
   for (auto* dst : {&ck.m, &ck.v}) {
     const std::string nm = dst == &ck.m ? "m" : "v";
     const StTensor* t = optim.find(nm);
-    LOOM_USER_CHECK(t && t->dtype == "F32" && t->shape == std::vector<int64_t>{n}, opath, ": tensor '", nm,
-                    "' missing or not F32[", n, "]");
-    dst->resize(n);
-    std::memcpy(dst->data(), t->data.data(), n * 4);
+    LOOM_USER_CHECK(t && t->dtype == "F32" && t->shape == std::vector<int64_t>{n_opt}, opath, ": tensor '", nm,
+                    "' missing or not F32[", n_opt, "]");
+    dst->resize(n_opt);
+    std::memcpy(dst->data(), t->data.data(), n_opt * 4);
+  }
+  if (const StTensor* t = optim.find("rnn_state")) {
+    LOOM_USER_CHECK(t->dtype == "F32" && t->shape.size() == 1, opath, ": tensor 'rnn_state' is not F32[n]");
+    ck.rnn_state.resize(t->shape[0]);
+    std::memcpy(ck.rnn_state.data(), t->data.data(), t->data.size());
   }
   const std::string spath = ck.dir + "/state.json";
   try {
@@ -225,9 +292,15 @@ void check_same_model(const CheckpointData& ck, const ModelConfig& e) {
   const ModelConfig& m = ck.model;
   auto s = [](const ModelConfig& c) {
     return c.kind + " n_layer=" + std::to_string(c.n_layer) + " n_head=" + std::to_string(c.n_head) + " d_model=" +
-           std::to_string(c.d_model) + " seq_len=" + std::to_string(c.seq_len) + " vocab=" + std::to_string(c.vocab);
+           std::to_string(c.d_model) + " d_hidden=" + std::to_string(c.d_hidden) + " context=" +
+           std::to_string(c.context) + " order=" + std::to_string(c.order) + " seq_len=" + std::to_string(c.seq_len) +
+           " vocab=" + std::to_string(c.vocab) +
+           (c.lora_rank ? " lora.rank=" + std::to_string(c.lora_rank) + " lora.targets=" + c.lora_targets : "");
   };
   LOOM_USER_CHECK(m.kind == e.kind && m.n_layer == e.n_layer && m.n_head == e.n_head && m.d_model == e.d_model &&
+                      m.d_hidden == e.d_hidden && m.context == e.context && m.order == e.order &&
+                      m.lora_rank == e.lora_rank && (m.lora_rank == 0 || (m.lora_targets == e.lora_targets &&
+                                                                            m.lora_alpha == e.lora_alpha)) &&
                       m.seq_len == e.seq_len && m.vocab == e.vocab,
                   ck.dir, ": checkpoint of another shape (", s(m), "), the config asks for ", s(e));
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "engine/graph/graph.h"
+#include "engine/train/safetensors.h"
 #include "engine/train/config.h"
 #include "models/model.h"
 
@@ -33,6 +34,8 @@ struct CheckpointData {
   std::string config_toml;
   std::vector<float> params;           // flat, in the layout of the model's graphs
   std::vector<float> m, v;             // empty when not loaded / not present
+  std::vector<float> rnn_state;        // recurrent kinds: the carried hidden state (with optim)
+  StFile counts;                       // ngram: the count tables of model.safetensors
   TrainProgress progress;
   std::string dir;                     // the resolved step folder
 };
@@ -44,9 +47,16 @@ std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed);
 
 // Writes a checkpoint of step `p.step` under run_dir, moves `latest`, prunes to `keep`
 // newest (0 = keep all). Returns the step folder.
+// Beyond the flat buffers: the recurrent state carried between batches (optim.safetensors,
+// "rnn_state"), and for ngram the count tables that replace the weights.
+struct CheckpointExtra {
+  std::vector<float> rnn_state;
+  std::vector<StTensor> counts;
+};
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const std::string& tokenizer,
                             const std::vector<float>& params, const std::vector<float>& m,
-                            const std::vector<float>& v, const TrainProgress& p, int64_t keep);
+                            const std::vector<float>& v, const TrainProgress& p, int64_t keep,
+                            const CheckpointExtra& extra = {});
 
 // Resolves a checkpoint path: a step folder, a run folder (uses its `latest`) or `latest`.
 // UserError if nothing loadable is there.

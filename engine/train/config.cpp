@@ -19,44 +19,64 @@ namespace {
 
 using Ref = std::variant<int64_t*, int*, double*, std::string*>;
 
+// required: nullptr (optional), "*" (every model kind), or the kinds that need the key,
+// comma-separated ("gpt,lstm").
 struct Key {
   const char* name;
-  bool required;
+  const char* required;
   const char* help;
   std::function<Ref(Config&)> ref;
 };
 
+constexpr const char* kAll = "*";
+constexpr const char* kNeural = "gpt,lstm,gru,rnn,ffnn";
+
+bool required_for(const Key& k, const std::string& kind) {
+  if (!k.required) return false;
+  const std::string list = std::string(",") + k.required + ",";
+  return list == ",*," || list.find("," + kind + ",") != std::string::npos;
+}
+
 // The table. Required keys have no silent default: a config must state them.
 const std::vector<Key>& keys() {
   static const std::vector<Key> k = {
-      {"device", false, "auto | cpu | cuda", [](Config& c) -> Ref { return &c.device; }},
-      {"model.kind", true, "gpt", [](Config& c) -> Ref { return &c.model.kind; }},
-      {"model.n_layer", true, "transformer blocks", [](Config& c) -> Ref { return &c.model.n_layer; }},
-      {"model.n_head", true, "attention heads", [](Config& c) -> Ref { return &c.model.n_head; }},
-      {"model.d_model", true, "width", [](Config& c) -> Ref { return &c.model.d_model; }},
-      {"model.seq_len", true, "context length T", [](Config& c) -> Ref { return &c.model.seq_len; }},
-      {"data.path", true, "folder written by `loom prepare`", [](Config& c) -> Ref { return &c.data.path; }},
-      {"train.steps", true, "optimizer steps", [](Config& c) -> Ref { return &c.train.steps; }},
-      {"train.batch_size", true, "sequences per micro-batch", [](Config& c) -> Ref { return &c.train.batch_size; }},
-      {"train.grad_accum", false, "micro-batches per step", [](Config& c) -> Ref { return &c.train.grad_accum; }},
-      {"train.seed", false, "seed of init and data order", [](Config& c) -> Ref { return &c.train.seed; }},
-      {"train.eval_every", false, "steps between validations", [](Config& c) -> Ref { return &c.train.eval_every; }},
-      {"train.eval_steps", false, "batches per validation", [](Config& c) -> Ref { return &c.train.eval_steps; }},
-      {"train.max_bad_steps", false, "non-finite steps in a row before abort",
+      {"device", nullptr, "auto | cpu | cuda", [](Config& c) -> Ref { return &c.device; }},
+      {"model.kind", kAll, kModelKinds, [](Config& c) -> Ref { return &c.model.kind; }},
+      {"model.n_layer", kNeural, "transformer blocks / recurrent layers / ffnn hidden layers", [](Config& c) -> Ref { return &c.model.n_layer; }},
+      {"model.n_head", "gpt", "attention heads", [](Config& c) -> Ref { return &c.model.n_head; }},
+      {"model.d_model", kNeural, "width (recurrent: hidden size; ffnn: embedding size)", [](Config& c) -> Ref { return &c.model.d_model; }},
+      {"model.d_hidden", nullptr, "ffnn hidden width (0: 4 * d_model)", [](Config& c) -> Ref { return &c.model.d_hidden; }},
+      {"model.context", "ffnn", "ffnn: previous tokens seen (n - 1)", [](Config& c) -> Ref { return &c.model.context; }},
+      {"model.order", "ngram", "ngram: order n", [](Config& c) -> Ref { return &c.model.order; }},
+      {"model.seq_len", kAll, "context length T", [](Config& c) -> Ref { return &c.model.seq_len; }},
+      {"data.path", kAll, "folder written by `loom prepare`", [](Config& c) -> Ref { return &c.data.path; }},
+      {"train.steps", kAll, "optimizer steps", [](Config& c) -> Ref { return &c.train.steps; }},
+      {"train.batch_size", kAll, "sequences per micro-batch", [](Config& c) -> Ref { return &c.train.batch_size; }},
+      {"train.grad_accum", nullptr, "micro-batches per step", [](Config& c) -> Ref { return &c.train.grad_accum; }},
+      {"train.seed", nullptr, "seed of init and data order", [](Config& c) -> Ref { return &c.train.seed; }},
+      {"train.eval_every", nullptr, "steps between validations", [](Config& c) -> Ref { return &c.train.eval_every; }},
+      {"train.eval_steps", nullptr, "batches per validation", [](Config& c) -> Ref { return &c.train.eval_steps; }},
+      {"train.max_bad_steps", nullptr, "non-finite steps in a row before abort",
        [](Config& c) -> Ref { return &c.train.max_bad_steps; }},
-      {"optim.lr", true, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
-      {"optim.min_lr", false, "final learning rate (cosine)", [](Config& c) -> Ref { return &c.optim.min_lr; }},
-      {"optim.warmup_steps", false, "linear warmup steps", [](Config& c) -> Ref { return &c.optim.warmup_steps; }},
-      {"optim.weight_decay", false, "AdamW decay (weight matrices)", [](Config& c) -> Ref { return &c.optim.weight_decay; }},
-      {"optim.beta1", false, "AdamW beta1", [](Config& c) -> Ref { return &c.optim.beta1; }},
-      {"optim.beta2", false, "AdamW beta2", [](Config& c) -> Ref { return &c.optim.beta2; }},
-      {"optim.eps", false, "AdamW epsilon", [](Config& c) -> Ref { return &c.optim.eps; }},
-      {"optim.grad_clip", false, "global norm clip (0 = off)", [](Config& c) -> Ref { return &c.optim.grad_clip; }},
-      {"checkpoint.every", false, "steps between checkpoints", [](Config& c) -> Ref { return &c.checkpoint.every; }},
-      {"checkpoint.keep", false, "newest checkpoints kept (0 = all)", [](Config& c) -> Ref { return &c.checkpoint.keep; }},
-      {"log.run_dir", false, "run folder", [](Config& c) -> Ref { return &c.log.run_dir; }},
-      {"log.every", false, "steps between log lines", [](Config& c) -> Ref { return &c.log.every; }},
-      {"dist.zero", false, "ZeRO stage (0 or 1)", [](Config& c) -> Ref { return &c.dist.zero; }},
+      {"train.state_reset", nullptr, "recurrent: zero the carried state every N steps (0: each epoch)",
+       [](Config& c) -> Ref { return &c.train.state_reset; }},
+      {"optim.lr", kNeural, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
+      {"optim.min_lr", nullptr, "final learning rate (cosine)", [](Config& c) -> Ref { return &c.optim.min_lr; }},
+      {"optim.warmup_steps", nullptr, "linear warmup steps", [](Config& c) -> Ref { return &c.optim.warmup_steps; }},
+      {"optim.weight_decay", nullptr, "AdamW decay (weight matrices)", [](Config& c) -> Ref { return &c.optim.weight_decay; }},
+      {"optim.beta1", nullptr, "AdamW beta1", [](Config& c) -> Ref { return &c.optim.beta1; }},
+      {"optim.beta2", nullptr, "AdamW beta2", [](Config& c) -> Ref { return &c.optim.beta2; }},
+      {"optim.eps", nullptr, "AdamW epsilon", [](Config& c) -> Ref { return &c.optim.eps; }},
+      {"optim.grad_clip", nullptr, "global norm clip (0 = off)", [](Config& c) -> Ref { return &c.optim.grad_clip; }},
+      {"checkpoint.every", nullptr, "steps between checkpoints", [](Config& c) -> Ref { return &c.checkpoint.every; }},
+      {"checkpoint.keep", nullptr, "newest checkpoints kept (0 = all)", [](Config& c) -> Ref { return &c.checkpoint.keep; }},
+      {"log.run_dir", nullptr, "run folder", [](Config& c) -> Ref { return &c.log.run_dir; }},
+      {"log.every", nullptr, "steps between log lines", [](Config& c) -> Ref { return &c.log.every; }},
+      {"dist.zero", nullptr, "ZeRO stage (0 or 1)", [](Config& c) -> Ref { return &c.dist.zero; }},
+      {"lora.rank", nullptr, "LoRA rank (0: none; gpt only)", [](Config& c) -> Ref { return &c.model.lora_rank; }},
+      {"lora.alpha", nullptr, "LoRA alpha (the adapters are scaled by alpha / rank)",
+       [](Config& c) -> Ref { return &c.model.lora_alpha; }},
+      {"lora.targets", nullptr, "LoRA targets: attn, mlp or attn,mlp", [](Config& c) -> Ref { return &c.model.lora_targets; }},
   };
   return k;
 }
@@ -130,10 +150,27 @@ void validate(const Config& c, const std::string& where) {
   };
   req(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "device",
       "'" + c.device + "' is not one of auto, cpu, cuda");
-  req(c.model.n_layer >= 1, "model.n_layer", "must be >= 1");
-  req(c.model.n_head >= 1, "model.n_head", "must be >= 1");
-  req(c.model.d_model >= 1 && c.model.d_model % c.model.n_head == 0, "model.d_model",
-      "must be a positive multiple of model.n_head (" + std::to_string(c.model.n_head) + ")");
+  const std::string& kind = c.model.kind;
+  req(kind == "gpt" || kind == "lstm" || kind == "gru" || kind == "rnn" || kind == "ffnn" || kind == "ngram",
+      "model.kind", "'" + kind + "' is not one of " + kModelKinds);
+  if (kind != "ngram") {
+    req(c.model.n_layer >= 1, "model.n_layer", "must be >= 1");
+    req(c.model.d_model >= 1, "model.d_model", "must be >= 1");
+  }
+  if (kind == "gpt") {
+    req(c.model.n_head >= 1, "model.n_head", "must be >= 1");
+    req(c.model.d_model % c.model.n_head == 0, "model.d_model",
+        "must be a positive multiple of model.n_head (" + std::to_string(c.model.n_head) + ")");
+  }
+  req(c.model.d_hidden >= 0, "model.d_hidden", "must be >= 0");
+  if (kind == "ffnn") req(c.model.context >= 1, "model.context", "must be >= 1");
+  req(c.model.lora_rank >= 0, "lora.rank", "must be >= 0");
+  req(c.model.lora_rank == 0 || kind == "gpt", "lora.rank", "LoRA adapters are for model.kind = gpt");
+  req(c.model.lora_alpha > 0, "lora.alpha", "must be > 0");
+  req(c.model.lora_targets == "attn" || c.model.lora_targets == "mlp" || c.model.lora_targets == "attn,mlp" ||
+          c.model.lora_targets == "mlp,attn",
+      "lora.targets", "'" + c.model.lora_targets + "' is not one of attn, mlp, attn,mlp");
+  if (kind == "ngram") req(c.model.order >= 1 && c.model.order <= 8, "model.order", "must be in [1, 8]");
   req(c.model.seq_len >= 1, "model.seq_len", "must be >= 1");
   req(!c.data.path.empty(), "data.path", "must not be empty");
   req(c.train.steps >= 1, "train.steps", "must be >= 1");
@@ -142,6 +179,7 @@ void validate(const Config& c, const std::string& where) {
   req(c.train.eval_every >= 1, "train.eval_every", "must be >= 1");
   req(c.train.eval_steps >= 1, "train.eval_steps", "must be >= 1");
   req(c.train.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1");
+  req(c.train.state_reset >= 0, "train.state_reset", "must be >= 0");
   req(c.optim.lr > 0 && std::isfinite(c.optim.lr), "optim.lr", "must be > 0");
   req(c.optim.min_lr >= 0 && c.optim.min_lr <= c.optim.lr, "optim.min_lr", "must be in [0, optim.lr]");
   req(c.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0");
@@ -194,7 +232,7 @@ Config parse_config_text(const std::string& text, const std::string& name, const
     given.insert(key);
   }
   for (const auto& k : keys())
-    LOOM_USER_CHECK(!k.required || given.count(k.name), (name.empty() ? std::string("config") : name),
+    LOOM_USER_CHECK(!required_for(k, c.model.kind) || given.count(k.name), (name.empty() ? std::string("config") : name),
                     ": missing required key '", k.name, "' (", k.help, ")");
   validate(c, name.empty() ? "config" : name);
   return c;

@@ -26,6 +26,7 @@ struct Config {
     int64_t eval_every = 200;
     int64_t eval_steps = 20;
     int64_t max_bad_steps = 5;  // abort after this many non-finite steps in a row
+    int64_t state_reset = 0;    // recurrent kinds: also zero the carried state every N steps (0: per epoch only)
   } train;
   struct Optim {
     double lr = 1e-3;

@@ -1,5 +1,7 @@
-// sampler.h: text generation from a checkpoint with a KV cache (one position of work per
-// new token), and the decoding policies: greedy, temperature, top-k, top-p (nucleus).
+// sampler.h: text generation from a checkpoint, one token at a time, for every model kind:
+// GPT with a KV cache (one position of work per new token), recurrent models carrying their
+// hidden state, the feed-forward model over its context window, the n-gram model from its
+// counts; and the decoding policies: greedy, temperature, top-k, top-p (nucleus).
 #pragma once
 #include <functional>
 #include <memory>
@@ -9,27 +11,37 @@
 #include "engine/backend/backend.h"
 #include "engine/core/rng.h"
 #include "engine/graph/executor.h"
+#include "engine/train/safetensors.h"
 #include "engine/train/weights.h"
 #include "models/model.h"
 
 namespace loom {
 
-// Runs the decode graph of a model one token at a time over its KV cache.
+// One model kind's way of decoding (sampler.cpp).
+class DecoderImpl {
+ public:
+  virtual ~DecoderImpl() = default;
+  virtual std::vector<float> step(int32_t token, int pos) = 0;
+  virtual void reset() = 0;
+  virtual int capacity() const = 0;
+};
+
+// Feeds a model one token at a time. `counts`: the ngram model's tables (checkpoint), else null.
 class Decoder {
  public:
-  Decoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be);
+  Decoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be, const StFile* counts = nullptr);
+  ~Decoder();
   // Feeds one token at the next position; returns the logits [vocab] for what follows it.
   std::vector<float> step(int32_t token);
-  void reset() { pos_ = 0; }
+  void reset();
   int pos() const { return pos_; }
-  int capacity() const { return cfg_.seq_len; }
+  // Positions the decoder can hold before it must be rebuilt (GPT: seq_len; the others keep
+  // a bounded state and never fill up).
+  int capacity() const;
 
  private:
   ModelConfig cfg_;
-  Backend& be_;
-  ModelGraph mg_;
-  std::unique_ptr<DeviceWeights> weights_;
-  std::unique_ptr<Executor> ex_;
+  std::unique_ptr<DecoderImpl> impl_;
   int pos_ = 0;
 };
 

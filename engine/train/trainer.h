@@ -5,6 +5,7 @@
 
 #include "engine/comm/comm.h"
 #include "engine/train/config.h"
+#include "engine/train/safetensors.h"
 
 namespace loom {
 
@@ -27,8 +28,10 @@ struct TrainResult {
 
 TrainResult train(const Config& cfg, const TrainOptions& opt = {});
 
-// Validation loss over `batches` deterministic batches of the val split.
+// Validation loss over `batches` deterministic batches of the val split (windows of seq_len,
+// each read from its start: no context before the window, the same for every kind). An ngram
+// model is given by its counts instead of params.
 double evaluate(const ModelConfig& model, const std::string& data_dir, const std::vector<float>& params,
-                const std::string& device, int batch, int batches, uint64_t seed);
+                const std::string& device, int batch, int batches, uint64_t seed, const StFile* counts = nullptr);
 
 }  // namespace loom

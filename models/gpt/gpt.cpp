@@ -2,18 +2,52 @@
 // (causal self-attention, GELU MLP of 4 * d_model), final layer norm, classifier tied to the
 // token embedding. Initialisation as GPT-2: N(0, 0.02) for weights, residual projections
 // scaled by 1/sqrt(2 * n_layer), zero biases, unit norm gains.
+//
+// LoRA (model.lora_rank > 0): every targeted projection W x + b becomes W x + b + (alpha / r)
+// B (A x) with A [r, in] ~ N(0, 1/in) and B [out, r] = 0, so the model starts as the base model.
+// The base weights are frozen; the adapters are registered FIRST, so the trainable parameters
+// are a prefix of the flat buffer and gradients, AdamW moments and the optimizer step cover
+// only that prefix (Graph::trainable_prefix).
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <tuple>
 
 #include "models/model.h"
 
 namespace loom {
 
+void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits);
+
 namespace {
 
 struct Block {
   int ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_g, ln2_b, fc_w, fc_b, fc2_w, fc2_b;
 };
+
+// A LoRA adapter of one projection (a < 0: none).
+struct Adapter {
+  int a = -1, b = -1;
+};
+enum Target { kQkv, kProj, kFc, kFc2, kTargets };
+constexpr const char* kTargetNames[kTargets] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+
+bool targeted(const ModelConfig& c, int t) {
+  if (c.lora_rank <= 0) return false;
+  const std::string group = t == kQkv || t == kProj ? "attn" : "mlp";
+  std::string list = "," + c.lora_targets + ",";
+  return list.find("," + group + ",") != std::string::npos;
+}
+
+// {out, in} of a projection in a model of width C.
+std::pair<int64_t, int64_t> target_shape(int t, int64_t C) {
+  switch (t) {
+    case kQkv: return {3 * C, C};
+    case kProj: return {C, C};
+    case kFc: return {4 * C, C};
+    default: return {C, 4 * C};
+  }
+}
 
 }  // namespace
 
@@ -26,7 +60,17 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
   const float std0 = 0.02f, std_res = 0.02f / std::sqrt(2.0f * static_cast<float>(L));
 
   // Parameters are registered in one fixed order in every mode, so the flat buffer layout
-  // is the same for training, evaluation and decoding graphs.
+  // is the same for training, evaluation and decoding graphs. LoRA adapters come first.
+  std::vector<std::array<Adapter, kTargets>> adapters(L);
+  for (int l = 0; l < L; ++l)
+    for (int t = 0; t < kTargets; ++t)
+      if (targeted(c, t)) {
+        const auto [out, in] = target_shape(t, C);
+        const std::string p = "h." + std::to_string(l) + "." + kTargetNames[t] + ".";
+        adapters[l][t].a = g.param(p + "lora_A", {c.lora_rank, in}, Init::Normal, 1.0f / std::sqrt(float(in)), false);
+        adapters[l][t].b = g.param(p + "lora_B", {out, c.lora_rank}, Init::Zeros, 0, false);
+      }
+  const size_t first_base = g.params.size();
   const int wte = g.param("wte", {V, C}, Init::Normal, std0, true);
   const int wpe = g.param("wpe", {c.seq_len, C}, Init::Normal, std0, true);
   std::vector<Block> blocks(L);
@@ -48,6 +92,15 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
   }
   const int lnf_g = g.param("ln_f.weight", {C}, Init::Ones, 0, false);
   const int lnf_b = g.param("ln_f.bias", {C}, Init::Zeros, 0, false);
+  if (c.lora_rank > 0)
+    for (size_t i = first_base; i < g.params.size(); ++i) g.params[i].trainable = false;
+  const float lora_scale = c.lora_rank > 0 ? static_cast<float>(c.lora_alpha / c.lora_rank) : 0.0f;
+  // x W^T + b, plus the adapter's (alpha / r) B A x when the projection has one.
+  auto project = [&](int x, int w, int b, const Adapter& ad) {
+    const int y = g.linear(x, w, b);
+    if (ad.a < 0) return y;
+    return g.add(y, g.scale(g.linear(g.linear(x, ad.a), ad.b), lora_scale));
+  };
 
   const bool decode = mode == GraphMode::Decode;
   m.tokens = g.input("tokens", {B, T}, DType::I32);
@@ -66,32 +119,66 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
     const Block& b = blocks[l];
     const std::string s = "h." + std::to_string(l);
     g.set_scope(s + ".attn");
-    const int qkv = g.linear(h, b.qkv_w, b.qkv_b);
+    const auto& ad = adapters[l];
+    const int qkv = project(h, b.qkv_w, b.qkv_b, ad[kQkv]);
     const int a = decode ? g.attention_decode(qkv, m.caches[2 * l], m.caches[2 * l + 1], m.pos, c.n_head)
                          : g.attention(qkv, c.n_head);
-    std::tie(x, h) = g.residual_layernorm(x, g.linear(a, b.proj_w, b.proj_b), b.ln2_g, b.ln2_b);
+    std::tie(x, h) = g.residual_layernorm(x, project(a, b.proj_w, b.proj_b, ad[kProj]), b.ln2_g, b.ln2_b);
     g.set_scope(s + ".mlp");
-    const int mlp = g.linear(g.gelu(g.linear(h, b.fc_w, b.fc_b)), b.fc2_w, b.fc2_b);
+    // GELU rides on the c_fc product's epilogue unless an adapter is added before it.
+    const int act = ad[kFc].a < 0 ? g.linear_gelu(h, b.fc_w, b.fc_b) : g.gelu(project(h, b.fc_w, b.fc_b, ad[kFc]));
+    const int mlp = project(act, b.fc2_w, b.fc2_b, ad[kFc2]);
     const bool last = l + 1 == L;
     std::tie(x, h) = g.residual_layernorm(x, mlp, last ? lnf_g : blocks[l + 1].ln1_g, last ? lnf_b : blocks[l + 1].ln1_b);
   }
   g.set_scope("head");
-  m.logits = g.linear(h, wte);  // tied classifier
+  const int logits = g.linear(h, wte);  // tied classifier
   if (decode) {
+    m.logits = logits;
     g.mark_output(m.logits);
     return m;
   }
-  m.targets = g.input("targets", {B, T}, DType::I32);
-  m.loss = g.softmax_xent(m.logits, m.targets);
-  g.mark_output(m.loss);
-  if (mode == GraphMode::Eval && keep_logits) g.mark_output(m.logits);
-  if (mode == GraphMode::Train) {
-    m.dloss = g.input("dloss", {1}, g.stat_dtype());
-    build_backward(g, {{m.loss, m.dloss}});
-  } else {
-    g.forward_end = g.nodes.size();
-  }
+  finish_lm(m, logits, mode, keep_logits);
   return m;
+}
+
+std::vector<float> merge_lora(const ModelConfig& cfg, const std::vector<float>& params, ModelConfig* merged_cfg) {
+  LOOM_CHECK(cfg.kind == "gpt" && cfg.lora_rank > 0, "merge_lora: not a LoRA model");
+  ModelConfig base = cfg;
+  base.lora_rank = 0;
+  const Graph lg = build_gpt(cfg, GraphMode::Eval, 1, 1, DType::F32, false).g;
+  const Graph bg = build_gpt(base, GraphMode::Eval, 1, 1, DType::F32, false).g;
+  LOOM_CHECK(static_cast<int64_t>(params.size()) == lg.param_count, "merge_lora: parameter count");
+  std::vector<float> out(bg.param_count);
+  auto find = [](const Graph& g, const std::string& name) -> const ParamInfo& {
+    const int i = g.find_param(name);
+    LOOM_CHECK(i >= 0, "merge_lora: no parameter ", name);
+    return g.params[i];
+  };
+  for (const auto& p : bg.params) {
+    const ParamInfo& q = find(lg, p.name);
+    std::memcpy(out.data() + p.offset, params.data() + q.offset, p.count() * 4);
+  }
+  const double s = cfg.lora_alpha / cfg.lora_rank;
+  const int64_t r = cfg.lora_rank;
+  for (int l = 0; l < cfg.n_layer; ++l)
+    for (int t = 0; t < kTargets; ++t) {
+      if (!targeted(cfg, t)) continue;
+      const std::string p = "h." + std::to_string(l) + "." + kTargetNames[t] + ".";
+      const ParamInfo &A = find(lg, p + "lora_A"), &Bm = find(lg, p + "lora_B"), &W = find(bg, p + "weight");
+      const int64_t n_out = W.shape[0], n_in = W.shape[1];
+      float* w = out.data() + W.offset;
+      const float* a = params.data() + A.offset;
+      const float* b = params.data() + Bm.offset;
+      for (int64_t o = 0; o < n_out; ++o)
+        for (int64_t i = 0; i < n_in; ++i) {
+          double acc = 0;
+          for (int64_t k = 0; k < r; ++k) acc += static_cast<double>(b[o * r + k]) * a[k * n_in + i];
+          w[o * n_in + i] += static_cast<float>(s * acc);
+        }
+    }
+  if (merged_cfg) *merged_cfg = base;
+  return out;
 }
 
 }  // namespace loom

@@ -5,6 +5,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -62,6 +64,19 @@ inline std::string prepare_tiny_data(const std::string& dir, size_t bytes = 2000
   const std::string out = dir + "/data";
   prepare_corpus(txt, "byte", out, 0.1);
   return out;
+}
+
+// The run folder's metrics, one JSON object per step. A last line still being written (a run
+// in progress) is left out.
+inline std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
+  std::vector<nlohmann::json> r;
+  std::ifstream f(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded()) break;
+    r.push_back(std::move(j));
+  }
+  return r;
 }
 
 struct RunResult {
