@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -25,6 +24,7 @@
 
 #include "engine/core/check.h"
 #include "engine/core/rng.h"
+#include "engine/data/corpus.h"
 #include "engine/data/tokenizer.h"
 
 namespace loom {
@@ -51,7 +51,8 @@ class AtomicFile {
  public:
   explicit AtomicFile(std::string path) : path_(std::move(path)) {
     tmp_ = path_ + ".tmp." + std::to_string(::getpid());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    // Read-write: a shard being streamed is patched (header count) and read back (val split).
+    fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     LOOM_USER_CHECK(fd_ >= 0, path_, ": cannot write: ", errno_text());
   }
   ~AtomicFile() {
@@ -70,6 +71,35 @@ class AtomicFile {
       p += w;
       n -= static_cast<size_t>(w);
     }
+  }
+
+  void pwrite_at(uint64_t offset, const void* data, size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+      if (w < 0 && errno == EINTR) continue;
+      LOOM_USER_CHECK(w > 0, path_, ": cannot write: ", w < 0 ? errno_text() : std::string("short write"));
+      p += w;
+      n -= static_cast<size_t>(w);
+      offset += static_cast<uint64_t>(w);
+    }
+  }
+
+  void pread_at(uint64_t offset, void* data, size_t n) {
+    char* p = static_cast<char*>(data);
+    while (n > 0) {
+      ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
+      if (r < 0 && errno == EINTR) continue;
+      LOOM_USER_CHECK(r > 0, path_, ": cannot read back the file being written: ",
+                      r < 0 ? errno_text() : std::string("unexpected end"));
+      p += r;
+      n -= static_cast<size_t>(r);
+      offset += static_cast<uint64_t>(r);
+    }
+  }
+
+  void truncate(uint64_t size) {
+    LOOM_USER_CHECK(::ftruncate(fd_, static_cast<off_t>(size)) == 0, path_, ": cannot truncate: ", errno_text());
   }
 
   void commit() {
@@ -111,6 +141,82 @@ uint64_t get_u64(const unsigned char* p) {
 
 uint32_t width_for_vocab(uint32_t vocab_size) { return vocab_size <= 65536u ? 2u : 4u; }
 
+// A shard written incrementally: the header goes first with a count of 0, tokens are appended
+// as they come (narrowed to the shard's width), and finish() cuts the file to `keep` tokens,
+// patches the count and commits (fsync, rename). Until then only the temporary file exists.
+class ShardWriter {
+ public:
+  ShardWriter(const std::string& path, uint32_t vocab_size) : file_(path), vocab_(vocab_size) {
+    LOOM_CHECK(vocab_size > 0, "ShardWriter: vocabulary size 0 for ", path);
+    width_ = width_for_vocab(vocab_size);
+    unsigned char header[kShardHeaderBytes] = {};
+    std::memcpy(header, kShardMagic, 8);
+    put_u32(header + 8, kShardVersion);
+    put_u32(header + 12, width_);
+    put_u32(header + 16, vocab_size);
+    put_u32(header + 20, 0);
+    put_u64(header + 24, 0);
+    file_.write(header, sizeof header);
+  }
+
+  void append(std::span<const uint32_t> tokens) {
+    // Narrow through a bounded buffer: a chunk can be far larger than we want to copy at once.
+    constexpr size_t kChunk = 1 << 20;
+    buf_.resize(std::min(kChunk, tokens.size()) * width_);
+    for (size_t begin = 0; begin < tokens.size(); begin += kChunk) {
+      const size_t n = std::min(kChunk, tokens.size() - begin);
+      for (size_t i = 0; i < n; ++i) {
+        const uint32_t t = tokens[begin + i];
+        // Tokens come from our tokenizers, so one out of range is a bug, not bad input.
+        LOOM_CHECK(t < vocab_, "write_shard: token ", t, " at ", count_ + begin + i, " >= vocabulary ", vocab_);
+        if (width_ == 2) {
+          const uint16_t v = static_cast<uint16_t>(t);
+          std::memcpy(buf_.data() + 2 * i, &v, 2);
+        } else {
+          std::memcpy(buf_.data() + 4 * i, &t, 4);
+        }
+      }
+      file_.write(buf_.data(), n * width_);
+    }
+    count_ += tokens.size();
+  }
+
+  uint64_t count() const { return count_; }
+
+  // Tokens [from, from + n) of what was appended, widened back to uint32.
+  void read_back(uint64_t from, size_t n, std::vector<uint32_t>& out) {
+    LOOM_CHECK(from + n <= count_, "read_back past the end");
+    buf_.resize(n * width_);
+    file_.pread_at(kShardHeaderBytes + from * width_, buf_.data(), buf_.size());
+    out.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (width_ == 2) {
+        uint16_t v;
+        std::memcpy(&v, buf_.data() + 2 * i, 2);
+        out[i] = v;
+      } else {
+        std::memcpy(&out[i], buf_.data() + 4 * i, 4);
+      }
+    }
+  }
+
+  void finish(uint64_t keep) {
+    LOOM_CHECK(keep <= count_, "finish: keep ", keep, " > ", count_);
+    if (keep < count_) file_.truncate(kShardHeaderBytes + keep * width_);
+    unsigned char n[8];
+    put_u64(n, keep);
+    file_.pwrite_at(24, n, 8);
+    count_ = keep;
+    file_.commit();
+  }
+
+ private:
+  AtomicFile file_;
+  uint32_t vocab_, width_ = 0;
+  uint64_t count_ = 0;
+  std::vector<unsigned char> buf_;
+};
+
 // Reads a whole regular file; errors name the file and say what `what` it was meant to be.
 std::string read_whole_file(const std::string& path, const char* what) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -140,148 +246,6 @@ std::string read_whole_file(const std::string& path, const char* what) {
   return out;
 }
 
-// Offset of the first byte that breaks UTF-8 (overlongs, surrogates and > U+10FFFF count as
-// broken), or npos. A corpus that is not text is almost always the wrong file.
-size_t first_invalid_utf8(std::string_view s) {
-  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
-  const size_t n = s.size();
-  size_t i = 0;
-  while (i < n) {
-    unsigned char c = p[i];
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t len;
-    uint32_t cp;
-    if ((c & 0xE0) == 0xC0) {
-      len = 2, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4, cp = c & 0x07;
-    } else {
-      return i;
-    }
-    if (i + len > n) return i;
-    for (size_t k = 1; k < len; ++k) {
-      if ((p[i + k] & 0xC0) != 0x80) return i;
-      cp = (cp << 6) | (p[i + k] & 0x3F);
-    }
-    static constexpr uint32_t kMinForLen[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < kMinForLen[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
-    i += len;
-  }
-  return std::string_view::npos;
-}
-
-bool is_file(const fs::path& p) {
-  std::error_code ec;
-  return fs::is_regular_file(p, ec);
-}
-
-bool program_on_path(const char* name) {
-  const char* path = std::getenv("PATH");
-  std::string_view rest = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  while (true) {
-    size_t colon = rest.find(':');
-    std::string dir(rest.substr(0, colon));
-    std::string cand = (dir.empty() ? std::string(".") : dir) + "/" + name;
-    if (::access(cand.c_str(), X_OK) == 0) return true;
-    if (colon == std::string_view::npos) return false;
-    rest.remove_prefix(colon + 1);
-  }
-}
-
-// Folders that may be the loom source tree, in order of preference. Engine code cannot know
-// where the sources were at build time (the binary may be copied or installed), so: the
-// user's explicit LOOM_HOME, then the current folder, then the folders around the binary
-// (build/loom -> .., build/tests/x -> ../..).
-std::vector<fs::path> loom_home_candidates() {
-  std::vector<fs::path> roots;
-  if (const char* home = std::getenv("LOOM_HOME"); home && *home) roots.emplace_back(home);
-  roots.emplace_back(".");
-  std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (!ec) {
-    roots.push_back(exe.parent_path() / "..");
-    roots.push_back(exe.parent_path() / ".." / "..");
-  }
-  return roots;
-}
-
-// Runs `bash script out` and returns its exit status (the script's messages go straight to
-// our stderr). fork/exec rather than system() so no path is ever parsed by a shell.
-int run_script(const std::string& script, const std::string& out) {
-  std::fflush(nullptr);
-  pid_t pid = ::fork();
-  LOOM_USER_CHECK(pid >= 0, script, ": cannot start: ", errno_text());
-  if (pid == 0) {
-    ::execlp("bash", "bash", script.c_str(), out.c_str(), static_cast<char*>(nullptr));
-    std::fprintf(stderr, "loom: cannot run bash: %s\n", std::strerror(errno));
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    LOOM_USER_CHECK(errno == EINTR, script, ": cannot wait for it: ", errno_text());
-  }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
-}
-
-// The King James Bible as text: <root>/data/kjv.txt, fetched by scripts/fetch_kjv.sh the
-// first time. Returns the text file's path.
-std::string kjv_text_path() {
-  const std::vector<fs::path> roots = loom_home_candidates();
-  for (const fs::path& root : roots) {
-    fs::path text = root / "data" / "kjv.txt";
-    fs::path script = root / "scripts" / "fetch_kjv.sh";
-    if (is_file(text)) return text.lexically_normal().string();
-    if (!is_file(script)) continue;
-    LOOM_USER_CHECK(program_on_path("bible"),
-                    "kjv: the `bible` program is not installed (Debian packages bible-kjv and bible-kjv-text); "
-                    "run scripts/install_deps.sh");
-    const std::string script_s = script.lexically_normal().string();
-    const std::string text_s = text.lexically_normal().string();
-    std::fprintf(stderr, "loom prepare: fetching the King James Bible with %s -> %s\n", script_s.c_str(),
-                 text_s.c_str());
-    int rc = run_script(script_s, text_s);
-    LOOM_USER_CHECK(rc == 0, script_s, ": failed with exit code ", rc, " (see its message above)");
-    LOOM_USER_CHECK(is_file(text), script_s, ": finished but did not write ", text_s);
-    return text_s;
-  }
-  std::string looked;
-  for (const fs::path& r : roots) looked += (looked.empty() ? "" : ", ") + (r / "scripts").lexically_normal().string();
-  user_error("kjv: cannot find scripts/fetch_kjv.sh (looked in ", looked,
-             "); set LOOM_HOME to the loom source folder");
-}
-
-// Progress on stderr: an updating line on a terminal, a few plain lines in a log file.
-class Progress {
- public:
-  explicit Progress(size_t total) : total_(total), tty_(::isatty(STDERR_FILENO) == 1) {}
-  void update(size_t done) {
-    const int pct = total_ ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total_)) : 100;
-    // One unit for the whole run, picked by the total, so small corpora do not read "0.0 MiB".
-    const bool mib = total_ >= (1u << 20);
-    const double scale = mib ? 1.0 / (1024.0 * 1024.0) : 1.0 / 1024.0;
-    const char* unit = mib ? "MiB" : "KiB";
-    if (tty_) {
-      std::fprintf(stderr, "\rloom prepare: tokenized %.1f / %.1f %s (%d%%)", done * scale, total_ * scale, unit, pct);
-      if (done >= total_) std::fputc('\n', stderr);
-    } else if (pct >= next_pct_) {
-      std::fprintf(stderr, "loom prepare: tokenized %.1f / %.1f %s (%d%%)\n", done * scale, total_ * scale, unit, pct);
-      while (next_pct_ <= pct) next_pct_ += 25;
-    }
-    std::fflush(stderr);
-  }
-
- private:
-  size_t total_;
-  bool tty_;
-  int next_pct_ = 25;
-};
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -289,36 +253,9 @@ class Progress {
 
 void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint32_t vocab_size) {
   LOOM_CHECK(vocab_size > 0, "write_shard: vocabulary size 0 for ", path);
-  const uint32_t width = width_for_vocab(vocab_size);
-  unsigned char header[kShardHeaderBytes] = {};
-  std::memcpy(header, kShardMagic, 8);
-  put_u32(header + 8, kShardVersion);
-  put_u32(header + 12, width);
-  put_u32(header + 16, vocab_size);
-  put_u32(header + 20, 0);
-  put_u64(header + 24, tokens.size());
-
-  AtomicFile f(path);
-  f.write(header, sizeof header);
-  // Narrow through a bounded buffer: shards can be far larger than we want to copy at once.
-  constexpr size_t kChunk = 1 << 20;
-  std::vector<unsigned char> buf(kChunk * width);
-  for (size_t begin = 0; begin < tokens.size(); begin += kChunk) {
-    const size_t n = std::min(kChunk, tokens.size() - begin);
-    for (size_t i = 0; i < n; ++i) {
-      const uint32_t t = tokens[begin + i];
-      // Tokens come from our tokenizers, so one out of range is a bug, not bad input.
-      LOOM_CHECK(t < vocab_size, "write_shard: token ", t, " at ", begin + i, " >= vocabulary ", vocab_size);
-      if (width == 2) {
-        const uint16_t v = static_cast<uint16_t>(t);
-        std::memcpy(buf.data() + 2 * i, &v, 2);
-      } else {
-        std::memcpy(buf.data() + 4 * i, &t, 4);
-      }
-    }
-    f.write(buf.data(), n * width);
-  }
-  f.commit();
+  ShardWriter w(path, vocab_size);
+  w.append(tokens);
+  w.finish(tokens.size());
 }
 
 Shard::Shard(const std::string& path) : path_(path) {
@@ -409,12 +346,17 @@ DataFolder open_data_folder(const std::string& dir) {
   folder.train_tokens = get_count("train_tokens", std::numeric_limits<uint64_t>::max());
   folder.val_tokens = get_count("val_tokens", std::numeric_limits<uint64_t>::max());
 
+  // "bpe:FILE" names a BPE vocabulary relative to the folder (prepare copies it there).
+  // folder.tokenizer becomes the self-contained spec, which is what checkpoints record.
+  std::string spec = folder.tokenizer;
+  if (spec.rfind("bpe:", 0) == 0 && !fs::path(spec.substr(4)).is_absolute()) spec = "bpe:" + dir + "/" + spec.substr(4);
   std::unique_ptr<Tokenizer> tokenizer;
   try {
-    tokenizer = make_tokenizer(folder.tokenizer);
+    tokenizer = make_tokenizer(spec);
   } catch (const UserError& e) {
     user_error(meta_path, ": ", e.what());
   }
+  folder.tokenizer = tokenizer->spec();
   LOOM_USER_CHECK(static_cast<uint32_t>(tokenizer->vocab_size()) == folder.vocab_size, meta_path, ": vocab_size ",
                   folder.vocab_size, " does not match tokenizer '", folder.tokenizer, "' (",
                   tokenizer->vocab_size(), ")");
@@ -488,44 +430,22 @@ void WindowLoader::set_state(const std::array<uint64_t, 4>& s) {
 
 void prepare_corpus(const std::string& corpus, const std::string& tokenizer_spec, const std::string& out_dir,
                     double val_fraction) {
+  PrepareOptions o;
+  o.val_fraction = val_fraction;
+  prepare_corpus(corpus, tokenizer_spec, out_dir, o);
+}
+
+void prepare_corpus(const std::string& corpus, const std::string& tokenizer_spec, const std::string& out_dir,
+                    const PrepareOptions& o) {
+  const double val_fraction = o.val_fraction;
   LOOM_USER_CHECK(val_fraction > 0.0 && val_fraction < 1.0, "val_fraction ", val_fraction, " must be in (0, 1)");
   std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(tokenizer_spec);
-
-  const std::string text_path = corpus == "kjv" ? kjv_text_path() : corpus;
-  const std::string text = read_whole_file(text_path, "corpus");
-  LOOM_USER_CHECK(!text.empty(), text_path, ": corpus is empty");
-  if (size_t bad = first_invalid_utf8(text); bad != std::string::npos) {
-    char hex[8];
-    std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[bad]));
-    user_error(text_path, ": not UTF-8 text (invalid byte ", hex, " at offset ", bad, ")");
+  const std::string text_path = corpus_text_path(corpus);
+  {
+    // Checked before the output folder is made, so a typo leaves nothing behind.
+    std::error_code ec;
+    LOOM_USER_CHECK(fs::exists(text_path, ec), text_path, ": cannot open corpus: no such file");
   }
-
-  // Tokenize in pieces for progress. Pieces end at a newline so a tokenizer that merges
-  // across bytes (BPE) sees the same text as it would whole, except across lines.
-  std::vector<uint32_t> tokens;
-  tokens.reserve(text.size());
-  Progress progress(text.size());
-  constexpr size_t kPiece = 1 << 20;
-  for (size_t pos = 0; pos < text.size();) {
-    size_t end = text.size();
-    if (text.size() - pos > kPiece) {
-      size_t nl = text.find('\n', pos + kPiece);
-      if (nl != std::string::npos) end = nl + 1;
-    }
-    std::vector<uint32_t> ids = tokenizer->encode(std::string_view(text).substr(pos, end - pos));
-    tokens.insert(tokens.end(), ids.begin(), ids.end());
-    pos = end;
-    progress.update(pos);
-  }
-
-  // The tail goes to validation so it is text the model never trained on, not interleaved.
-  const uint64_t n = tokens.size();
-  uint64_t n_val = static_cast<uint64_t>(std::ceil(static_cast<double>(n) * val_fraction));
-  n_val = std::max<uint64_t>(n_val, kMinSplitTokens);
-  LOOM_USER_CHECK(n >= 2 * kMinSplitTokens && n - n_val >= kMinSplitTokens, text_path, ": too small: ", n,
-                  " tokens, but train and val each need at least ", kMinSplitTokens, " (with val_fraction ",
-                  val_fraction, ")");
-  const uint64_t n_train = n - n_val;
 
   std::error_code ec, ec_dir;
   fs::create_directories(out_dir, ec);
@@ -533,14 +453,77 @@ void prepare_corpus(const std::string& corpus, const std::string& tokenizer_spec
                   ec ? ": " + ec.message() : std::string(" (a file is in the way)"));
   const uint32_t vocab = static_cast<uint32_t>(tokenizer->vocab_size());
   DataFolder folder{out_dir, tokenizer->name(), vocab};
-  const std::span<const uint32_t> all(tokens);
-  write_shard(folder.train_path(), all.first(n_train), vocab);
-  write_shard(folder.val_path(), all.subspan(n_train), vocab);
 
+  // Stream: read a chunk, tokenize the part whose tokens cannot change when more text follows
+  // (the tokenizer says how much), append to train.bin's temporary file, carry the rest. Memory
+  // stays at a few chunks whatever the corpus size.
+  ShardWriter train(folder.train_path(), vocab);
+  Utf8Validator utf8(text_path);
+  std::vector<uint32_t> ids;
+  int next_pct = 25;
+  const bool default_progress = !o.progress;
+  stream_file(
+      text_path, "corpus", o.chunk_bytes,
+      [&](std::string_view text, bool at_end) {
+        ids.clear();
+        const size_t used = tokenizer->encode_stream(text, at_end, ids);
+        // Only what is consumed is checked: the rest comes back in front of the next chunk.
+        // (at_end may also mean "a carried piece grew too long"; the end is checked below.)
+        utf8.feed(text.substr(0, used), false);
+        train.append(ids);
+        return used;
+      },
+      [&](uint64_t done, uint64_t total) {
+        if (!default_progress) return o.progress(done, total);
+        // Plain lines at every quarter: prepare's default is to be readable in a log.
+        const int pct = total ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total)) : 100;
+        if (pct < next_pct) return;
+        const bool mib = total >= (1u << 20);
+        const double scale = mib ? 1.0 / (1024.0 * 1024.0) : 1.0 / 1024.0;
+        std::fprintf(stderr, "loom prepare: tokenized %.1f / %.1f %s (%d%%)\n", done * scale, total * scale,
+                     mib ? "MiB" : "KiB", pct);
+        std::fflush(stderr);
+        while (next_pct <= pct) next_pct += 25;
+      });
+
+  utf8.feed({}, true);  // a character cut off by the end of the file
+
+  // The split is the one loom always had: the last val_fraction of the tokens (at least
+  // kMinSplitTokens) is validation, so it is text the model never trained on, not
+  // interleaved. Streaming cannot know the count up front, so train.bin received every token;
+  // the tail is copied into val.bin and train.bin is cut short.
+  const uint64_t n = train.count();
+  uint64_t n_val = static_cast<uint64_t>(std::ceil(static_cast<double>(n) * val_fraction));
+  n_val = std::max<uint64_t>(n_val, kMinSplitTokens);
+  LOOM_USER_CHECK(n >= 2 * kMinSplitTokens && n - n_val >= kMinSplitTokens, text_path, ": too small: ", n,
+                  " tokens, but train and val each need at least ", kMinSplitTokens, " (with val_fraction ",
+                  val_fraction, ")");
+  const uint64_t n_train = n - n_val;
+  {
+    ShardWriter val(folder.val_path(), vocab);
+    constexpr uint64_t kCopy = 1 << 20;
+    for (uint64_t at = n_train; at < n; at += kCopy) {
+      train.read_back(at, static_cast<size_t>(std::min(kCopy, n - at)), ids);
+      val.append(ids);
+    }
+    train.finish(n_train);
+    val.finish(n_val);
+  }
+
+  // A BPE vocabulary travels with its shards (tokenizer.json in the folder); meta.json names
+  // it relative to the folder, so the folder can move.
+  std::string meta_tokenizer = tokenizer->name();
+  if (tokenizer->spec() != tokenizer->name()) {
+    const std::string spec = tokenizer->spec();
+    AtomicFile f(out_dir + "/tokenizer.json");
+    f.write(spec.data(), spec.size());
+    f.commit();
+    meta_tokenizer = "bpe:tokenizer.json";
+  }
   // meta.json last: open_data_folder cross-checks it against the shards, so a crash before
   // this point is detected rather than trusted.
-  nlohmann::json meta = {{"tokenizer", tokenizer->name()}, {"vocab_size", vocab}, {"train_tokens", n_train},
-                         {"val_tokens", n_val},          {"corpus", corpus}};
+  nlohmann::json meta = {{"tokenizer", meta_tokenizer}, {"vocab_size", vocab}, {"train_tokens", n_train},
+                         {"val_tokens", n_val},         {"corpus", corpus}};
   const std::string meta_text = meta.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
   AtomicFile f(out_dir + "/meta.json");
   f.write(meta_text.data(), meta_text.size());

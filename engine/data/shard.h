@@ -12,6 +12,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -51,11 +52,12 @@ class Shard {
 };
 
 // A prepared data folder: train.bin, val.bin and meta.json ({"tokenizer": "byte",
-// "vocab_size": 256, "train_tokens": N, "val_tokens": M}). UserError if anything is missing
-// or inconsistent (names the file).
+// "vocab_size": 256, "train_tokens": N, "val_tokens": M}; "tokenizer" is "byte", "gpt2" or
+// "bpe:tokenizer.json", a file in the folder). UserError if anything is missing or
+// inconsistent (names the file).
 struct DataFolder {
   std::string dir;
-  std::string tokenizer;
+  std::string tokenizer;  // after open_data_folder: a self-contained spec (Tokenizer::spec())
   uint32_t vocab_size = 0;
   uint64_t train_tokens = 0, val_tokens = 0;  // as meta.json says (checked against the shards)
   std::string train_path() const { return dir + "/train.bin"; }
@@ -88,9 +90,20 @@ class WindowLoader {
 // seq_len 1024 (plus its shifted target), so any usual seq_len can sample both splits.
 inline constexpr uint64_t kMinSplitTokens = 1025;
 
-// `loom prepare`: reads the corpus ("kjv" or a text file path), tokenizes it with the named
-// tokenizer, writes train.bin / val.bin (the last val_fraction of the tokens) and meta.json
-// into out_dir. Prints progress. UserError on a missing/empty corpus or unwritable folder.
+// `loom prepare`: streams the corpus ("kjv" or a text file path, which must be UTF-8) through
+// the tokenizer (a spec for make_tokenizer: byte, gpt2, a BPE file) chunk by chunk, so corpora
+// larger than memory work, and writes train.bin / val.bin (the last val_fraction of the
+// tokens, at least kMinSplitTokens) and meta.json into out_dir; a BPE vocabulary is copied to
+// out_dir/tokenizer.json and meta.json says "tokenizer": "bpe:tokenizer.json". UserError on a
+// missing/empty/non-UTF-8 corpus or an unwritable folder (temporary files are removed).
+struct PrepareOptions {
+  double val_fraction = 0.05;
+  size_t chunk_bytes = size_t{8} << 20;  // read size; tests make it small
+  // Sees (corpus bytes tokenized, corpus size). Empty: a plain line on stderr every quarter.
+  std::function<void(uint64_t done, uint64_t total)> progress;
+};
+void prepare_corpus(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
+                    const PrepareOptions& options);
 void prepare_corpus(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
                     double val_fraction = 0.05);
 

