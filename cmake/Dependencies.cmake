@@ -1,6 +1,6 @@
 # Dependencies.cmake: everything comes from Debian's packages (scripts/install_deps.sh).
 # OpenBLAS (OpenMP flavour, so BLAS inside our parallel regions stays single-threaded),
-# OpenMP, nlohmann-json, toml++, CLI11, GoogleTest.
+# OpenMP, nlohmann-json, toml++, CLI11, PCRE2 (the GPT-2 pre-tokenizer), GoogleTest.
 find_package(OpenMP REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(tomlplusplus 3 REQUIRED)
@@ -12,6 +12,17 @@ if(NOT OPENBLAS_LIBRARY)
 endif()
 if(NOT OPENBLAS_INCLUDE_DIR OR NOT OPENBLAS_LIBRARY)
   message(FATAL_ERROR "OpenBLAS not found: run scripts/install_deps.sh (apt package libopenblas-openmp-dev)")
+endif()
+# PCRE2 (8-bit code units) through pkg-config: libpcre2-dev ships libpcre2-8.pc.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PCRE2 IMPORTED_TARGET libpcre2-8)
+if(NOT PCRE2_FOUND)
+  message(FATAL_ERROR "PCRE2 not found: run scripts/install_deps.sh (apt package libpcre2-dev)")
+endif()
+# Gloo: the CPU collectives of data-parallel runs on CPU ranks (engine/comm/gloo_comm.cpp).
+find_package(Gloo CONFIG QUIET)
+if(NOT TARGET gloo)
+  message(FATAL_ERROR "Gloo not found: run scripts/install_deps.sh (apt package libgloo-dev)")
 endif()
 add_library(loom_blas INTERFACE)
 target_include_directories(loom_blas INTERFACE ${OPENBLAS_INCLUDE_DIR})

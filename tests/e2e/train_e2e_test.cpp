@@ -15,13 +15,6 @@
 namespace loom::test {
 namespace {
 
-std::vector<nlohmann::json> read_metrics(const std::string& run_dir) {
-  std::vector<nlohmann::json> r;
-  std::ifstream f(run_dir + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);) r.push_back(nlohmann::json::parse(line));
-  return r;
-}
-
 size_t read_metrics_lines(const std::string& run_dir) {
   std::ifstream f(run_dir + "/metrics.jsonl");
   size_t n = 0;

@@ -1,0 +1,327 @@
+// launch_cmd.cpp: `loom launch` starts this node's ranks as child processes of the same
+// binary with torchrun's variables, prefixes their output lines with "[rank R] ", forwards
+// SIGINT/SIGTERM, and when a rank fails stops the others and exits with that rank's code.
+// `loom bench comm` times all-reduces of several sizes on the ranks it finds (or starts).
+#include "launch/launch_cmd.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "engine/backend/device.h"
+#include "engine/core/check.h"
+
+namespace loom {
+
+int nccl_device_count() __attribute__((weak));                             // nccl_comm.cpp
+std::unique_ptr<Comm> make_nccl_comm(const DistEnv& env) __attribute__((weak));  // nccl_comm.cpp
+
+namespace {
+
+volatile std::sig_atomic_t g_launch_signal = 0;
+void on_launch_signal(int s) { g_launch_signal = s; }
+
+// A free TCP port for a single-node job's rendezvous (the kernel picks it).
+int free_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_addr.s_addr = htonl(INADDR_ANY);
+  socklen_t len = sizeof sa;
+  int port = 29500;
+  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0)
+    port = ntohs(sa.sin_port);
+  if (fd >= 0) ::close(fd);
+  return port;
+}
+
+std::string describe_status(int st) {
+  if (WIFEXITED(st)) return "exited with code " + std::to_string(WEXITSTATUS(st));
+  if (WIFSIGNALED(st)) return "was killed by signal " + std::to_string(WTERMSIG(st)) + " (" + strsignal(WTERMSIG(st)) + ")";
+  return "ended";
+}
+int exit_code(int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0); }
+
+struct Child {
+  int rank = 0;
+  pid_t pid = -1;
+  int fd[2] = {-1, -1};        // stdout, stderr pipes (read ends)
+  std::string partial[2];      // an unfinished line of each
+  bool running = true;
+  int status = 0;
+};
+
+// Writes the complete lines of `data` with the rank prefix; keeps the rest for later.
+void forward_lines(Child& c, int which, const char* data, size_t n, bool flush_all) {
+  std::string& buf = c.partial[which];
+  buf.append(data, n);
+  FILE* out = which == 0 ? stdout : stderr;
+  size_t start = 0;
+  for (size_t nl; (nl = buf.find('\n', start)) != std::string::npos; start = nl + 1)
+    std::fprintf(out, "[rank %d] %.*s\n", c.rank, static_cast<int>(nl - start), buf.data() + start);
+  buf.erase(0, start);
+  if (flush_all && !buf.empty()) {
+    std::fprintf(out, "[rank %d] %s\n", c.rank, buf.c_str());
+    buf.clear();
+  }
+  std::fflush(out);
+}
+
+// Reads whatever the children printed, waiting at most `ms`.
+void pump(std::vector<Child>& kids, int ms) {
+  std::vector<pollfd> fds;
+  std::vector<std::pair<size_t, int>> who;
+  for (size_t i = 0; i < kids.size(); ++i)
+    for (int w = 0; w < 2; ++w)
+      if (kids[i].fd[w] >= 0) {
+        fds.push_back({kids[i].fd[w], POLLIN, 0});
+        who.emplace_back(i, w);
+      }
+  if (fds.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return;
+  }
+  if (::poll(fds.data(), fds.size(), ms) <= 0) return;
+  char buf[65536];
+  for (size_t k = 0; k < fds.size(); ++k) {
+    if (!(fds[k].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    auto [i, w] = who[k];
+    const ssize_t r = ::read(fds[k].fd, buf, sizeof buf);
+    if (r > 0) {
+      forward_lines(kids[i], w, buf, static_cast<size_t>(r), false);
+    } else if (r == 0 || errno != EINTR) {
+      forward_lines(kids[i], w, "", 0, true);
+      ::close(kids[i].fd[w]);
+      kids[i].fd[w] = -1;
+    }
+  }
+}
+
+// Starts the ranks of this node and supervises them; returns the job's exit code.
+int launch_ranks(int nproc, int nnodes, int node_rank, const std::string& addr, int port,
+                 const std::vector<std::string>& cmd) {
+  LOOM_USER_CHECK(nproc >= 1, "--nproc-per-node: must be >= 1");
+  LOOM_USER_CHECK(nnodes >= 1, "--nnodes: must be >= 1");
+  LOOM_USER_CHECK(node_rank >= 0 && node_rank < nnodes, "--node-rank: ", node_rank, " is outside 0..", nnodes - 1);
+  LOOM_USER_CHECK(!cmd.empty(), "launch: no command (usage: loom launch --nproc-per-node N -- train --config ...)");
+  LOOM_USER_CHECK(cmd[0] != "launch", "launch: the command cannot be another launch");
+  LOOM_USER_CHECK(port >= 0 && port < 65536, "--master-port: ", port, " is not a TCP port");
+  if (port == 0) {
+    LOOM_USER_CHECK(nnodes == 1, "--master-port: required with --nnodes > 1 (every node must use the same port)");
+    port = free_port();
+  }
+  char exe[4096] = {};
+  const ssize_t len = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  LOOM_CHECK(len > 0, "launch: cannot find this program's path");
+  const int world = nproc * nnodes;
+  // CPU ranks share the cores: unless told otherwise, each gets its share of OpenMP threads.
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  const std::string omp = std::to_string(std::max(1u, cores / static_cast<unsigned>(nproc)));
+
+  struct sigaction sa {};
+  sa.sa_handler = on_launch_signal;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_int {}, old_term {};
+  g_launch_signal = 0;
+  sigaction(SIGINT, &sa, &old_int);
+  sigaction(SIGTERM, &sa, &old_term);
+
+  std::fprintf(stderr, "[launch] %d rank(s) on this node (node %d of %d, world %d), rendezvous at %s:%d\n", nproc,
+               node_rank, nnodes, world, addr.c_str(), port);
+  std::vector<Child> kids(static_cast<size_t>(nproc));
+  for (int i = 0; i < nproc; ++i) {
+    Child& c = kids[static_cast<size_t>(i)];
+    c.rank = node_rank * nproc + i;
+    int out[2], err[2];
+    LOOM_CHECK(::pipe2(out, O_CLOEXEC) == 0 && ::pipe2(err, O_CLOEXEC) == 0, "launch: pipe failed");
+    c.pid = ::fork();
+    LOOM_CHECK(c.pid >= 0, "launch: fork failed");
+    if (c.pid == 0) {
+      ::setpgid(0, 0);  // the launcher alone forwards a terminal's Ctrl-C (once)
+      ::signal(SIGINT, SIG_DFL);
+      ::signal(SIGTERM, SIG_DFL);
+      ::dup2(out[1], 1);
+      ::dup2(err[1], 2);
+      ::setenv("RANK", std::to_string(c.rank).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(i).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("GROUP_RANK", std::to_string(node_rank).c_str(), 1);
+      ::setenv("MASTER_ADDR", addr.c_str(), 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      ::setenv("OMP_NUM_THREADS", omp.c_str(), 0);
+      std::vector<char*> argv{exe};
+      for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(exe, argv.data());
+      std::fprintf(stderr, "loom launch: cannot run %s: %s\n", exe, std::strerror(errno));
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+    c.fd[0] = out[0];
+    c.fd[1] = err[0];
+    std::fprintf(stderr, "[launch] rank %d: pid %d\n", c.rank, static_cast<int>(c.pid));
+  }
+
+  int failed = -1, code = 0, forwarded = 0;
+  auto stop_all = [&](int sig) {
+    for (auto& c : kids)
+      if (c.running) ::kill(c.pid, sig);
+  };
+  std::chrono::steady_clock::time_point kill_at{};
+  bool stopping = false;
+  for (;;) {
+    pump(kids, 100);
+    int st = 0;
+    for (pid_t p; (p = ::waitpid(-1, &st, WNOHANG)) > 0;) {
+      for (auto& c : kids) {
+        if (c.pid != p) continue;
+        c.running = false;
+        c.status = st;
+        const bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
+        // A rank that exits with kCommLostExit only reports another's failure: the job's
+        // cause (and exit code) is the first rank that failed otherwise, when there is one.
+        const bool secondary = WIFEXITED(st) && WEXITSTATUS(st) == kCommLostExit;
+        if (!ok && failed >= 0 && code == kCommLostExit && !secondary) {
+          failed = c.rank;
+          code = exit_code(st);
+          std::fprintf(stderr, "[launch] rank %d (pid %d) %s\n", c.rank, static_cast<int>(p), describe_status(st).c_str());
+        }
+        if (!ok && failed < 0) {
+          failed = c.rank;
+          code = exit_code(st);
+          std::fprintf(stderr, "[launch] rank %d (pid %d) %s; stopping the other ranks\n", c.rank, static_cast<int>(p),
+                       describe_status(st).c_str());
+          // The survivors notice the lost rank themselves (and say so); give them a moment.
+          if (stopping) continue;
+          stopping = true;
+          kill_at = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+        }
+      }
+    }
+    if (g_launch_signal && forwarded != g_launch_signal) {
+      // First signal: pass it on (the ranks checkpoint and stop); a second one kills them.
+      const int sig = forwarded ? SIGKILL : g_launch_signal;
+      std::fprintf(stderr, "[launch] %s: forwarding %s to the ranks\n", strsignal(g_launch_signal), strsignal(sig));
+      stop_all(sig);
+      forwarded = g_launch_signal;
+      g_launch_signal = 0;
+    }
+    if (stopping && std::chrono::steady_clock::now() > kill_at) {
+      stop_all(SIGKILL);
+      kill_at = std::chrono::steady_clock::time_point::max();
+    }
+    bool any = false;
+    for (auto& c : kids) any = any || c.running || c.fd[0] >= 0 || c.fd[1] >= 0;
+    if (!any) break;
+    // A finished rank's pipes close; keep going until every rank has ended.
+    bool running = false;
+    for (auto& c : kids) running = running || c.running;
+    if (!running) pump(kids, 0);
+  }
+  sigaction(SIGINT, &old_int, nullptr);
+  sigaction(SIGTERM, &old_term, nullptr);
+  if (failed >= 0) {
+    std::fprintf(stderr, "[launch] job failed: rank %d %s\n", failed,
+                 describe_status(kids[static_cast<size_t>(failed - node_rank * nproc)].status).c_str());
+    return code;
+  }
+  return 0;
+}
+
+// `loom bench comm`: all-reduce algorithm and bus bandwidth (nccl-tests' definitions:
+// algbw = bytes / time, busbw = algbw * 2 (n - 1) / n, the per-link traffic of a ring).
+int bench_comm(const std::string& device, const std::vector<double>& mib, int iters) {
+  const DistEnv env = discover_dist_env();
+  auto comm = make_comm(env, device);
+  auto be = make_backend(device);
+  const int n = comm->world();
+  if (comm->rank() == 0)
+    std::printf("bench comm | %s | %d ranks | device %s | %d timed iterations after 2 warm-up\n%12s %12s %12s %12s\n",
+                comm->name().c_str(), n, be->name().c_str(), iters, "bytes", "time (us)", "algbw GB/s", "busbw GB/s");
+  for (double m : mib) {
+    const int64_t count = std::max<int64_t>(1, static_cast<int64_t>(m * 1048576.0 / 4));
+    const size_t bytes = static_cast<size_t>(count) * 4;
+    std::vector<float> host(static_cast<size_t>(count), 1.0f);
+    void* buf = be->alloc(bytes);
+    be->to_device(buf, host.data(), bytes);
+    for (int i = 0; i < 2; ++i) comm->allreduce_sum(static_cast<float*>(buf), count);
+    be->synchronize();
+    comm->barrier(0);
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < iters; ++i) comm->allreduce_sum(static_cast<float*>(buf), count);
+    be->synchronize();
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters;
+    s = comm->allreduce_scalar(s) / n;  // mean over ranks
+    be->release(buf);
+    const double algbw = static_cast<double>(bytes) / s / 1e9;
+    if (comm->rank() == 0)
+      std::printf("%12zu %12.1f %12.3f %12.3f\n", bytes, s * 1e6, algbw, algbw * 2.0 * (n - 1) / n);
+    std::fflush(stdout);
+  }
+  comm->barrier(0);
+  return 0;
+}
+
+}  // namespace
+
+LaunchCli::LaunchCli(CLI::App& app, CLI::App& bench) {
+  launch_ = app.add_subcommand("launch", "start this node's ranks of a data-parallel job (torchrun-style): "
+                                         "loom launch --nproc-per-node N -- train --config ...");
+  launch_->add_option("--nproc-per-node", nproc_, "ranks on this node (one GPU each with device = cuda)")->required();
+  launch_->add_option("--nnodes", nnodes_, "nodes in the job")->capture_default_str();
+  launch_->add_option("--node-rank", node_rank_, "this node's index, 0..nnodes-1")->capture_default_str();
+  launch_->add_option("--master-addr", addr_, "host of rank 0 (the rendezvous store)")->capture_default_str();
+  launch_->add_option("--master-port", port_, "rendezvous port (0: a free port; single node only)")
+      ->capture_default_str();
+  launch_->add_option("command", cmd_, "the loom command every rank runs, after --");
+
+  bench_ = bench.add_subcommand("comm", "all-reduce bus bandwidth over the ranks (started with loom launch, srun, "
+                                        "mpirun, or by itself with --nproc-per-node)");
+  bench_->add_option("--device", bench_device_, "cpu (Gloo) | cuda (NCCL)")->capture_default_str();
+  bench_->add_option("--sizes-mib", bench_mib_, "message sizes in MiB")->capture_default_str();
+  bench_->add_option("--iters", bench_iters_, "timed all-reduces per size")->capture_default_str();
+  bench_->add_option("--nproc-per-node", bench_nproc_,
+                     "ranks to start when not already inside a launched job")
+      ->capture_default_str();
+}
+
+int LaunchCli::run() const {
+  if (launch_->parsed()) return launch_ranks(nproc_, nnodes_, node_rank_, addr_, port_, cmd_);
+  if (!bench_->parsed()) return -1;
+  LOOM_USER_CHECK(bench_iters_ >= 1, "--iters: must be >= 1");
+  LOOM_USER_CHECK(!bench_mib_.empty(), "--sizes-mib: give at least one size");
+  for (double m : bench_mib_) LOOM_USER_CHECK(m > 0, "--sizes-mib: sizes must be > 0");
+  if (discover_dist_env().world == 1 && bench_nproc_ > 1) {
+    // Not inside a job: start one on this node with the same options.
+    std::vector<std::string> cmd{"bench", "comm", "--device", bench_device_, "--iters", std::to_string(bench_iters_),
+                                 "--nproc-per-node", "1", "--sizes-mib"};
+    for (double m : bench_mib_) cmd.push_back(std::to_string(m));
+    return launch_ranks(bench_nproc_, 1, 0, "127.0.0.1", 0, cmd);
+  }
+  return bench_comm(bench_device_, bench_mib_, bench_iters_);
+}
+
+std::unique_ptr<Comm> comm_for_train(Config& cfg) {
+  const DistEnv env = discover_dist_env();
+  LOOM_USER_CHECK(env.world == 1 || cfg.model.kind != "ngram", "model.kind = ngram: the n-gram model counts in one "
+                  "process and has no data-parallel mode; run it without loom launch / srun / mpirun (got ", env.world,
+                  " ranks)");
+  if (env.world > 1 && cfg.device == "auto")
+    cfg.device = make_nccl_comm && nccl_device_count && nccl_device_count() > 0 ? "cuda" : "cpu";
+  return make_comm(env, cfg.device);
+}
+
+}  // namespace loom
