@@ -2,19 +2,31 @@
 // generated from the parser and cannot drift. Bad input of any kind ends here as one line,
 // "loom: error: <file or flag>: <problem>", and exit code 2.
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "engine/core/check.h"
+#include "engine/data/bpe.h"
+#include "engine/data/corpus.h"
 #include "engine/data/shard.h"
 #include "engine/data/tokenizer.h"
 #include "engine/backend/device.h"
 #include "engine/train/bench.h"
 #include "engine/train/checkpoint.h"
 #include "engine/train/config.h"
+#include "engine/train/progress.h"
 #include "engine/train/sampler.h"
 #include "engine/train/trainer.h"
+#include "launch/launch_cmd.h"
+#include "launch/finetune_cmd.h"
+#include "launch/io_cmd.h"
 
 namespace loom {
 // In the CUDA backend's object library (real or emulated), when linked.
@@ -42,8 +54,69 @@ Overrides parse_overrides(const std::vector<std::string>& extras) {
   return o;
 }
 
+// A progress bar over corpus bytes on a terminal (ETA included); elsewhere the callers' plain
+// lines. Created on the first report, when the corpus size is known.
+struct ByteBar {
+  std::optional<Progress> bar;
+  const char* what;
+  void operator()(uint64_t done, uint64_t total) {
+    if (!bar) bar.emplace(what, static_cast<int64_t>(total));
+    char note[64];
+    std::snprintf(note, sizeof note, "%.1f / %.1f MiB", done / 1048576.0, total / 1048576.0);
+    bar->update(static_cast<int64_t>(done), note);
+    if (done >= total) bar->finish();
+  }
+};
+bool on_terminal() { return isatty(fileno(stderr)) && isatty(fileno(stdout)); }
+
 int cmd_prepare(const std::string& corpus, const std::string& tokenizer, const std::string& out, double val_fraction) {
-  prepare_corpus(corpus, tokenizer, out, val_fraction);
+  PrepareOptions po;
+  po.val_fraction = val_fraction;
+  ByteBar bar{{}, "loom prepare"};
+  if (on_terminal()) po.progress = std::ref(bar);
+  prepare_corpus(corpus, tokenizer, out, po);
+  return 0;
+}
+
+int cmd_tokenizer_train(const std::string& corpus, int64_t vocab_size, const std::string& out) {
+  LOOM_USER_CHECK(vocab_size >= 256, "--vocab-size: ", vocab_size,
+                  " is too small (byte-level BPE starts from the 256 byte tokens)");
+  LOOM_USER_CHECK(vocab_size <= (int64_t{1} << 24), "--vocab-size: ", vocab_size, " is too large (at most 16777216)");
+  const std::string path = corpus_text_path(corpus);
+  // Written beside --out and renamed into place at the end; opened first, so an unwritable
+  // --out fails before the training time is spent, and removed on any failure.
+  const std::string tmp = out + ".tmp." + std::to_string(::getpid());
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  LOOM_USER_CHECK(f, out, ": cannot write the tokenizer file: ", std::strerror(errno));
+  struct Cleanup {
+    const std::string& p;
+    std::FILE* f;
+    bool keep = false;
+    ~Cleanup() {
+      if (f) std::fclose(f);
+      if (!keep) std::remove(p.c_str());
+    }
+  } cleanup{tmp, f};
+  ByteBar bar{{}, "loom tokenizer train: counting"};
+  std::function<void(uint64_t, uint64_t)> progress;
+  if (on_terminal()) progress = std::ref(bar);
+  BpeTrainStats st;
+  const BpeMerges m = train_bpe(path, static_cast<uint32_t>(vocab_size), &st, progress);
+  const std::string text = serialize_bpe(m);
+  // fsync before the rename: a crash leaves the old file or the new one, never a torn one.
+  const bool wrote = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
+                     ::fsync(fileno(f)) == 0;
+  cleanup.f = nullptr;
+  LOOM_USER_CHECK(std::fclose(f) == 0 && wrote, out, ": cannot write the tokenizer file: ", std::strerror(errno));
+  LOOM_USER_CHECK(std::rename(tmp.c_str(), out.c_str()) == 0, out, ": cannot rename the finished file into place");
+  cleanup.keep = true;
+  if (256 + m.merges.size() < static_cast<size_t>(vocab_size))
+    std::printf("loom tokenizer train: the corpus ran out of pairs to merge after %zu merges\n", m.merges.size());
+  std::printf("loom tokenizer train: %s: %.1f MiB, %llu pre-tokens (%llu distinct) -> %zu merges, vocabulary %zu, "
+              "in %.2f s -> %s\n",
+              path.c_str(), st.bytes / 1048576.0, static_cast<unsigned long long>(st.pieces),
+              static_cast<unsigned long long>(st.distinct_pieces), m.merges.size(), 256 + m.merges.size(), st.seconds,
+              out.c_str());
   return 0;
 }
 
@@ -62,34 +135,133 @@ int cmd_train(const std::string& config_path, const std::string& device, bool re
     opt.profile_from = a;
     opt.profile_to = b;
   }
+  // Data parallelism: the ranks come from the environment (loom launch, torchrun, srun, mpirun).
+  const std::unique_ptr<Comm> comm = comm_for_train(cfg);
+  opt.comm = comm.get();
   train(cfg, opt);  // an interrupted run has checkpointed: success (exit 0) as well
   return 0;
 }
 
-int cmd_sample(const std::string& ckpt, const std::string& prompt, const std::string& device, SampleOptions o) {
-  LOOM_USER_CHECK(!prompt.empty(), "--prompt: empty prompt (give at least one character)");
+// --stop values understand \n, \t, \r and \\, so a newline needs no shell quoting.
+std::string unescape(const std::string& s) {
+  std::string r;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      r += s[i];
+      continue;
+    }
+    const char c = s[++i];
+    r += c == 'n' ? '\n' : c == 't' ? '\t' : c == 'r' ? '\r' : c;
+    if (c != 'n' && c != 't' && c != 'r' && c != '\\') r.insert(r.size() - 1, 1, '\\');  // not an escape: keep it
+  }
+  return r;
+}
+
+// --prompt-file: one prompt per line; blank lines are skipped, a trailing \r is dropped.
+std::vector<std::pair<std::string, std::string>> read_prompts(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LOOM_USER_CHECK(f.good(), path, ": cannot open prompt file");
+  std::vector<std::pair<std::string, std::string>> prompts;  // (where, text)
+  std::string line;
+  for (int n = 1; std::getline(f, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty()) prompts.emplace_back(path + ":" + std::to_string(n), line);
+  }
+  LOOM_USER_CHECK(!f.bad(), path, ": cannot read prompt file");
+  LOOM_USER_CHECK(!prompts.empty(), path, ": no prompts (one prompt per line; blank lines are skipped)");
+  return prompts;
+}
+
+// Streams generated text to stdout and ends it at the first stop string, which is not
+// printed. Text that might be the beginning of a stop string is held back until it is not.
+class StopFilter {
+ public:
+  explicit StopFilter(const std::vector<std::string>& stops) : stops_(stops) {}
+  // Adds decoded bytes; returns true once a stop string has appeared.
+  bool add(const std::string& bytes) {
+    const size_t from = text_.size();
+    text_ += bytes;
+    size_t cut = std::string::npos;
+    for (const std::string& s : stops_) {
+      // Only matches that end in the new bytes are new.
+      const size_t start = from >= s.size() ? from - s.size() + 1 : 0;
+      const size_t at = text_.find(s, start);
+      if (at != std::string::npos) cut = std::min(cut, at);
+    }
+    if (cut != std::string::npos) {
+      emit(cut);
+      return true;
+    }
+    size_t hold = 0;  // longest tail that is a proper prefix of a stop string
+    for (const std::string& s : stops_)
+      for (size_t k = std::min(s.size() - 1, text_.size()); k > hold; --k)
+        if (text_.compare(text_.size() - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+    emit(text_.size() - hold);
+    return false;
+  }
+  void flush() { emit(text_.size()); }
+
+ private:
+  void emit(size_t upto) {
+    if (upto > printed_) std::fwrite(text_.data() + printed_, 1, upto - printed_, stdout);
+    printed_ = std::max(printed_, upto);
+    std::fflush(stdout);
+  }
+  const std::vector<std::string>& stops_;
+  std::string text_;
+  size_t printed_ = 0;
+};
+struct StopReached {};
+
+int cmd_sample(const std::string& ckpt, const std::string& prompt, const std::string& device, SampleOptions o,
+               const std::string& prompt_file, std::vector<std::string> stops) {
+  // (CLI11 refuses both at once.)
+  LOOM_USER_CHECK(!prompt_file.empty() || !prompt.empty(),
+                  "--prompt: empty prompt (give at least one character, or --prompt-file FILE)");
+  for (std::string& s : stops) {
+    s = unescape(s);
+    LOOM_USER_CHECK(!s.empty(), "--stop: empty stop string");
+  }
   LOOM_USER_CHECK(o.max_new_tokens >= 1, "--max-new-tokens: must be >= 1");
   LOOM_USER_CHECK(o.temperature > 0 || o.greedy, "--temperature: must be > 0 (or use --greedy)");
   LOOM_USER_CHECK(o.top_k >= 0, "--top-k: must be >= 0");
   LOOM_USER_CHECK(o.top_p > 0 && o.top_p <= 1, "--top-p: must be in (0, 1]");
+  const auto prompts =
+      prompt_file.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt}} : read_prompts(prompt_file);
   CheckpointData ck = load_checkpoint(ckpt, false);
   auto tok = make_tokenizer(ck.tokenizer);
-  std::vector<int32_t> ids;
-  for (uint32_t t : tok->encode(prompt)) {
-    LOOM_USER_CHECK(static_cast<int64_t>(t) < ck.model.vocab, "--prompt: token ", t,
-                    " is outside the checkpoint's vocabulary of ", ck.model.vocab);
-    ids.push_back(static_cast<int32_t>(t));
+  std::vector<std::vector<int32_t>> prompt_ids;
+  for (const auto& [where, text] : prompts) {
+    std::vector<int32_t> ids;
+    for (uint32_t t : tok->encode(text)) {
+      LOOM_USER_CHECK(static_cast<int64_t>(t) < ck.model.vocab, where, ": token ", t,
+                      " is outside the checkpoint's vocabulary of ", ck.model.vocab);
+      ids.push_back(static_cast<int32_t>(t));
+    }
+    LOOM_USER_CHECK(!ids.empty(), where, ": encodes to no tokens");
+    prompt_ids.push_back(std::move(ids));
   }
-  LOOM_USER_CHECK(!ids.empty(), "--prompt: encodes to no tokens");
   auto be = make_backend(device);
-  Decoder dec(ck.model, ck.params, *be);
-  std::fputs(prompt.c_str(), stdout);
-  generate(dec, ids, o, [&](int32_t t) {
-    const uint32_t u = static_cast<uint32_t>(t);
-    std::fputs(tok->decode(std::span<const uint32_t>(&u, 1)).c_str(), stdout);
-    std::fflush(stdout);
-  });
-  std::fputs("\n", stdout);
+  Decoder dec(ck.model, ck.params, *be, &ck.counts);
+  // Each prompt from its own fresh context and the same seed, so a prompt's sample does not
+  // depend on its place in the file. With a prompt file every sample gets a header line.
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (!prompt_file.empty()) std::printf("=== sample %zu of %zu (%s) ===\n", i + 1, prompts.size(), prompts[i].first.c_str());
+    std::fputs(prompts[i].second.c_str(), stdout);
+    StopFilter out(stops);
+    try {
+      generate(dec, prompt_ids[i], o, [&](int32_t t) {
+        const uint32_t u = static_cast<uint32_t>(t);
+        if (out.add(tok->decode(std::span<const uint32_t>(&u, 1)))) throw StopReached{};  // ends generate()
+      });
+      out.flush();
+    } catch (const StopReached&) {
+    }
+    std::fputs("\n", stdout);
+  }
   return 0;
 }
 
@@ -101,7 +273,7 @@ int cmd_eval(const std::string& ckpt, std::string data, const std::string& devic
   }
   LOOM_USER_CHECK(batch >= 1, "--batch-size: must be >= 1");
   LOOM_USER_CHECK(batches >= 1, "--batches: must be >= 1");
-  const double loss = evaluate(ck.model, data, ck.params, device, batch, batches, 4242);
+  const double loss = evaluate(ck.model, data, ck.params, device, batch, batches, 4242, &ck.counts);
   std::printf("checkpoint %s\ndata %s (val split, %d batches of %d x %d tokens)\nval loss %.4f nats/token | "
               "perplexity %.3f | %.4f bits/token\n",
               ck.dir.c_str(), data.c_str(), batches, batch, ck.model.seq_len, loss, std::exp(loss), loss / std::log(2.0));
@@ -109,18 +281,22 @@ int cmd_eval(const std::string& ckpt, std::string data, const std::string& devic
 }
 
 int cmd_bench_train(BenchTrainOptions o) {
-  LOOM_USER_CHECK(o.model.kind == "gpt", "--model: unknown model '", o.model.kind, "' (expected gpt)");
-  LOOM_USER_CHECK(o.model.n_layer >= 1 && o.model.n_head >= 1 && o.model.d_model % o.model.n_head == 0,
+  LOOM_USER_CHECK(is_graph_kind(o.model.kind), "--model: unknown model '", o.model.kind,
+                  "' (expected gpt, lstm, gru, rnn or ffnn)");
+  LOOM_USER_CHECK(o.model.n_layer >= 1 && o.model.d_model >= 1, "--n-layer, --d-model: must be positive");
+  LOOM_USER_CHECK(o.model.kind != "gpt" || (o.model.n_head >= 1 && o.model.d_model % o.model.n_head == 0),
                   "--d-model: must be a multiple of --n-head");
+  LOOM_USER_CHECK(o.model.kind != "ffnn" || o.model.context >= 1, "--context: must be >= 1 for ffnn");
   LOOM_USER_CHECK(o.model.vocab >= 2 && o.batch >= 1 && o.steps >= 1 && o.model.seq_len >= 1,
                   "bench train: --vocab, --batch, --steps, --seq-len must be positive");
   const BenchTrainResult r = bench_train(o);
-  std::printf("bench train | device %s | gpt L=%d H=%d C=%d T=%d V=%d | batch %d | %lld parameters\n",
-              o.device.c_str(), o.model.n_layer, o.model.n_head, o.model.d_model, o.model.seq_len, o.model.vocab,
-              o.batch, static_cast<long long>(r.params));
+  std::printf("bench train | device %s | %s L=%d H=%d C=%d T=%d V=%d | batch %d | %lld parameters\n",
+              o.device.c_str(), o.model.kind.c_str(), o.model.n_layer, o.model.n_head, o.model.d_model,
+              o.model.seq_len, o.model.vocab, o.batch, static_cast<long long>(r.params));
   std::printf("median %.1f ms/step over %d steps (after %d warm-up) | %.0f tokens/s | %.2f GFLOP/s "
-              "(%.1f MFLOP/token = 6N + 12LTC)\n",
-              r.median_ms, o.steps, o.warmup, r.tokens_per_s, r.gflops, r.flops_per_token / 1e6);
+              "(%.1f MFLOP/token = 6N%s)\n",
+              r.median_ms, o.steps, o.warmup, r.tokens_per_s, r.gflops, r.flops_per_token / 1e6,
+              o.model.kind == "gpt" ? " + 12LTC" : "");
   for (const auto& [name, ms] : r.op_ms)
     std::printf("  %-18s %8.2f ms/step  %5.1f%%\n", name.c_str(), ms, 100.0 * ms / r.median_ms);
   if (r.gemm_gflops > 0)
@@ -138,7 +314,9 @@ int run(int argc, char** argv) {
   double val_fraction = 0.05;
   auto* prep = app.add_subcommand("prepare", "turn a text corpus into token shards");
   prep->add_option("--corpus", corpus, "kjv (King James Bible, Debian's bible-kjv) or a text file")->capture_default_str();
-  prep->add_option("--tokenizer", tokenizer, "tokenizer: byte")->capture_default_str();
+  prep->add_option("--tokenizer", tokenizer,
+                   "byte | gpt2 (GPT-2's 50257-token vocabulary) | FILE (written by `loom tokenizer train`)")
+      ->capture_default_str();
   prep->add_option("--out", out, "output folder")->required();
   prep->add_option("--val-fraction", val_fraction, "share of tokens held out for validation")->capture_default_str();
 
@@ -158,11 +336,26 @@ int run(int argc, char** argv) {
     return s;
   }());
 
-  std::string ckpt, prompt, sdevice = "auto";
+  std::string tcorpus, tout;
+  int64_t tvocab = 0;
+  auto* tk = app.add_subcommand("tokenizer", "tokenizers");
+  tk->require_subcommand(1);
+  auto* tkt = tk->add_subcommand("train", "learn a byte-level BPE vocabulary (GPT-2 pre-tokenization) from a corpus");
+  tkt->add_option("--corpus", tcorpus, "kjv or a text file")->required();
+  tkt->add_option("--vocab-size", tvocab, "vocabulary size: 256 byte tokens + merges")->required();
+  tkt->add_option("--out", tout, "tokenizer file to write (JSON; use with loom prepare --tokenizer FILE)")->required();
+
+  std::string ckpt, prompt, prompt_file, sdevice = "auto";
+  std::vector<std::string> stops;
   SampleOptions so;
   auto* sa = app.add_subcommand("sample", "generate text from a checkpoint");
   sa->add_option("--checkpoint", ckpt, "checkpoint folder, run folder or its latest")->required();
-  sa->add_option("--prompt", prompt, "text to continue")->required();
+  auto* sa_prompt = sa->add_option("--prompt", prompt, "text to continue");
+  sa->add_option("--prompt-file", prompt_file, "file of prompts, one per line (blank lines skipped), sampled in turn")
+      ->excludes(sa_prompt);
+  sa->add_option("--stop", stops,
+                 "end a sample where this text appears (not printed); repeatable; \\n, \\t, \\r, \\\\ are escapes")
+      ->allow_extra_args(false);
   sa->add_option("--max-new-tokens", so.max_new_tokens, "tokens to generate")->capture_default_str();
   sa->add_flag("--greedy", so.greedy, "always take the most likely token");
   sa->add_option("--temperature", so.temperature, "softmax temperature")->capture_default_str();
@@ -190,10 +383,12 @@ int run(int argc, char** argv) {
   bo.model.seq_len = 256;
   auto* bt = be->add_subcommand("train", "time training steps on random tokens");
   bt->add_option("--device", bo.device, "auto | cpu | cuda")->capture_default_str();
-  bt->add_option("--model", bo.model.kind, "model kind")->capture_default_str();
+  bt->add_option("--model", bo.model.kind, "model kind: gpt, lstm, gru, rnn, ffnn")->capture_default_str();
   bt->add_option("--n-layer", bo.model.n_layer, "layers")->capture_default_str();
   bt->add_option("--d-model", bo.model.d_model, "width")->capture_default_str();
-  bt->add_option("--n-head", bo.model.n_head, "heads")->capture_default_str();
+  bt->add_option("--n-head", bo.model.n_head, "heads (gpt)")->capture_default_str();
+  bt->add_option("--d-hidden", bo.model.d_hidden, "ffnn hidden width (0: 4 x d-model)")->capture_default_str();
+  bt->add_option("--context", bo.model.context, "ffnn: previous tokens seen")->capture_default_str();
   bt->add_option("--vocab", bo.model.vocab, "vocabulary")->capture_default_str();
   bt->add_option("--batch", bo.batch, "sequences per step")->capture_default_str();
   bt->add_option("--seq-len", bo.model.seq_len, "sequence length")->capture_default_str();
@@ -202,6 +397,9 @@ int run(int argc, char** argv) {
   bt->add_flag("--op-profile", bo.op_profile, "also print the time of every op kind per step");
 
   auto* bk = be->add_subcommand("kernels", "time every CUDA kernel against ceilings measured in the same run");
+  const LaunchCli dist_cli(app, *be);  // `loom launch`, `loom bench comm`
+  auto io = add_io_commands(app);  // loom import / loom export (launch/io_cmd.cpp)
+  auto ft = add_finetune_command(app);  // loom finetune (launch/finetune_cmd.cpp)
 
   try {
     app.parse(argc, argv);
@@ -216,9 +414,13 @@ int run(int argc, char** argv) {
   }
   if (prep->parsed()) return cmd_prepare(corpus, tokenizer, out, val_fraction);
   if (tr->parsed()) return cmd_train(config_path, device, resume, profile, tr->remaining());
-  if (sa->parsed()) return cmd_sample(ckpt, prompt, sdevice, so);
+  if (sa->parsed()) return cmd_sample(ckpt, prompt, sdevice, so, prompt_file, stops);
+  if (tkt->parsed()) return cmd_tokenizer_train(tcorpus, tvocab, tout);
   if (ev->parsed()) return cmd_eval(eckpt, edata, edevice, ebatch, ebatches);
   if (bt->parsed()) return cmd_bench_train(bo);
+  if (const int rc = dist_cli.run(); rc >= 0) return rc;
+  if (io->parsed()) return io->run();
+  if (ft->parsed()) return ft->run();
   if (bk->parsed()) {
     LOOM_USER_CHECK(bench_kernels_main, "bench kernels: this build of loom has no CUDA kernels (configure with nvcc "
                                         "present, or -DLOOM_CUDA_EMULATION=ON to run them on the CPU)");
@@ -237,6 +439,10 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     std::fprintf(stderr, "loom: error: %s\n", e.what());
     return 2;
+  } catch (const loom::CommError& e) {  // another rank was lost (loom launch tells the two apart)
+    std::fflush(stdout);
+    std::fprintf(stderr, "loom: error: %s\n", e.what());
+    return loom::kCommLostExit;
   } catch (const std::exception& e) {
     std::fflush(stdout);
     std::fprintf(stderr, "loom: error: %s\n", e.what());

@@ -1,0 +1,59 @@
+// finetune_cmd.cpp: `loom finetune --checkpoint DIR --data DIR [--lora.rank R --lora.alpha A
+// --lora.targets attn,mlp] [--merge] [--resume] [--section.key value ...]`.
+#include "launch/finetune_cmd.h"
+
+#include <CLI/CLI.hpp>
+
+#include "engine/core/check.h"
+#include "engine/train/finetune.h"
+
+namespace loom {
+
+namespace {
+
+class FinetuneCli final : public FinetuneCommand {
+ public:
+  explicit FinetuneCli(CLI::App& app) {
+    cmd_ = app.add_subcommand("finetune",
+                              "fine-tune a gpt checkpoint on new data: LoRA adapters (--lora.rank R > 0, base "
+                              "weights frozen) or all weights (--lora.rank 0); any config key as --section.key value");
+    cmd_->add_option("--checkpoint", o_.checkpoint, "the base: checkpoint folder, run folder or latest")->required();
+    cmd_->add_option("--data", data_, "prepared data folder to fine-tune on (default: the base run's data.path)");
+    cmd_->add_option("--device", device_, "auto | cpu | cuda");
+    cmd_->add_flag("--merge", o_.merge, "at the end, fold the adapters into the weights: <run_dir>/merged");
+    cmd_->add_flag("--resume", o_.resume, "continue the fine-tune in log.run_dir (default runs/finetune)");
+    cmd_->allow_extras();
+  }
+  bool parsed() const override { return cmd_->parsed(); }
+  int run() override {
+    const auto extras = cmd_->remaining();
+    for (size_t i = 0; i < extras.size(); ++i) {
+      std::string a = extras[i], value;
+      LOOM_USER_CHECK(a.rfind("--", 0) == 0 && a.size() > 2, "finetune: unexpected argument '", a, "'");
+      a = a.substr(2);
+      if (const auto eq = a.find('='); eq != std::string::npos) {
+        value = a.substr(eq + 1);
+        a = a.substr(0, eq);
+      } else {
+        LOOM_USER_CHECK(i + 1 < extras.size(), "--", a, ": missing value");
+        value = extras[++i];
+      }
+      o_.overrides.emplace_back(a, value);
+    }
+    if (!data_.empty()) o_.overrides.emplace_back("data.path", data_);
+    if (!device_.empty()) o_.overrides.emplace_back("device", device_);
+    finetune(o_);
+    return 0;
+  }
+
+ private:
+  CLI::App* cmd_ = nullptr;
+  FinetuneOptions o_;
+  std::string data_, device_;
+};
+
+}  // namespace
+
+std::unique_ptr<FinetuneCommand> add_finetune_command(CLI::App& app) { return std::make_unique<FinetuneCli>(app); }
+
+}  // namespace loom
