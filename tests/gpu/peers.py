@@ -60,7 +60,7 @@ print(f"adamw(fused) {P} params: {ms:.3f} ms {P * 16 * 2 / ms / 1e6:.1f} GB/s (f
 # fp16 if bf16 is refused). FLOPs count the gate GEMMs only: 2*4H*(I+H)*B*T forward, 3x for
 # forward + backward (grads of the input and the weights).
 print(f"cudnn {torch.backends.cudnn.version()} (enabled {torch.backends.cudnn.enabled})")
-for H, B, T in ((512, 64, 128), (1024, 32, 128)):
+for H, B, T in ((512, 64, 128), (1024, 32, 128), (256, 128, 256)):
     fl = 2 * 4 * H * (H + H) * B * T
     for name, dt in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
         try:

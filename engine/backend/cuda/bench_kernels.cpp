@@ -396,8 +396,9 @@ int bench_kernels_main() {
                 lfl / (pf * 1e9), pb, sf, lfl / (sf * 1e9), sb, sf / pf);
     std::fflush(stdout);
   }
-  for (const auto& [Hfull, Bfull, Tfull] :
-       {std::array<int64_t, 3>{512, 64, 128}, std::array<int64_t, 3>{1024, 32, 128}}) {
+  // The two target shapes, and the small-H, large-batch, long-sequence end of the range.
+  for (const auto& [Hfull, Bfull, Tfull] : {std::array<int64_t, 3>{512, 64, 128}, std::array<int64_t, 3>{1024, 32, 128},
+                                            std::array<int64_t, 3>{256, 128, 256}}) {
     const int64_t Hl = emu ? Hfull / 32 : Hfull, Bl = emu ? 2 : Bfull, Tl = emu ? 4 : Tfull;
     const double lfl = cudnn_bench::lstm_fwd_flops(Hl, Hl, Bl, Tl);
     const auto [lf, lb] = loom_lstm(Hl, Bl, Tl, true);
