@@ -51,7 +51,7 @@ for kind in ngram ffnn rnn gru lstm gpt; do
   ppl=$(sed -n 's/.*perplexity \([0-9.]*\).*/\1/p' "$dir/eval.txt")
   bits=$(awk -v l="$loss" 'BEGIN {printf "%.3f", l / log(2)}')
   params=$(sed -n 's/.* | \([0-9]*\) parameters$/\1/p' "$dir/train.log" | head -1)
-  [[ $kind == ngram ]] && params="$(sed -n 's/.*counting \([0-9]*\) train tokens.*/counts of \1 tokens/p' "$dir/train.log" | head -1)"
+  [[ $kind == ngram ]] && params="$(sed -n 's/.*counting \([0-9]*\) of [0-9]* train tokens.*/counts of \1 tokens/p' "$dir/train.log" | head -1)"
   echo "$kind|$cfg|${params:-?}|$loss|$ppl|$bits" >>"$out/rows.tmp"
 done
 declare -A tok

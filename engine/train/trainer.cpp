@@ -155,9 +155,10 @@ double ngram_eval(const NgramModel& model, const Shard& val, int T, int B, int b
   return total / batches;
 }
 
-// model.kind = ngram: "training" counts the train split in train.steps chunks, with the same
+// model.kind = ngram: "training" counts the train split, batch_size x grad_accum x seq_len
+// tokens a step (the token budget of a neural run of the same config), with the same
 // progress, metrics, checkpoints (the counts so far), signals and --resume as the neural
-// kinds; after the last chunk the model is finalized and validated.
+// kinds; after the last step the model is finalized and validated.
 TrainResult train_ngram(const Config& cfg_in, const TrainOptions& opt) {
   Config cfg = cfg_in;
   DataFolder data = open_data_folder(cfg.data.path);
@@ -191,9 +192,11 @@ TrainResult train_ngram(const Config& cfg_in, const TrainOptions& opt) {
   LOOM_USER_CHECK(!ec, run_dir.string(), ": cannot create run folder: ", ec.message());
   write_file_atomic((run_dir / "config.toml").string(), config_to_toml(cfg));
   if (!opt.quiet) {
-    std::printf("loom train | model ngram order=%d V=%d | counting %llu train tokens in %lld steps\n",
-                cfg.model.order, cfg.model.vocab, static_cast<unsigned long long>(tokens.size()),
-                static_cast<long long>(cfg.train.steps));
+    const uint64_t budget = std::min<uint64_t>(tokens.size(), static_cast<uint64_t>(cfg.train.steps) *
+                                                                  cfg.train.batch_size * cfg.train.grad_accum * T);
+    std::printf("loom train | model ngram order=%d V=%d | counting %llu of %llu train tokens in %lld steps\n",
+                cfg.model.order, cfg.model.vocab, static_cast<unsigned long long>(budget),
+                static_cast<unsigned long long>(tokens.size()), static_cast<long long>(cfg.train.steps));
     std::fflush(stdout);
   }
   std::ofstream metrics(run_dir / "metrics.jsonl", opt.resume ? std::ios::app : std::ios::trunc);
@@ -209,11 +212,16 @@ TrainResult train_ngram(const Config& cfg_in, const TrainOptions& opt) {
     res.last_checkpoint = save_checkpoint(run_dir.string(), cfg, data.tokenizer, none, none, none, prog,
                                           cfg.checkpoint.keep, extra);
   };
+  // The same token budget as a neural run of this config: each step counts the next
+  // batch_size x grad_accum x seq_len tokens of the split, from its start; once the split is
+  // exhausted the remaining steps count nothing.
   const uint64_t N = tokens.size();
+  const uint64_t per_step = static_cast<uint64_t>(cfg.train.batch_size * cfg.train.grad_accum) * T;
   const int64_t steps = cfg.train.steps;
   while (prog.step < steps) {
     const auto t0 = std::chrono::steady_clock::now();
-    const uint64_t b = N * static_cast<uint64_t>(prog.step) / steps, e = N * static_cast<uint64_t>(prog.step + 1) / steps;
+    const uint64_t b = std::min(N, per_step * static_cast<uint64_t>(prog.step));
+    const uint64_t e = std::min(N, per_step * static_cast<uint64_t>(prog.step + 1));
     model.count(tokens, b, e);
     ++prog.step;
     prog.tokens_seen += static_cast<int64_t>(e - b);
