@@ -36,7 +36,9 @@ int Graph::param(const std::string& name, Shape shape, Init init, float init_std
   return params.back().value;
 }
 
-int64_t Graph::trainable_prefix() const {
+int64_t Graph::trainable_prefix() const { return loom::trainable_prefix(params, param_count); }
+
+int64_t trainable_prefix(const std::vector<ParamInfo>& params, int64_t param_count) {
   int64_t end = 0;
   bool frozen_seen = false;
   for (const auto& p : params) {

@@ -116,6 +116,9 @@ class Graph {
   std::string scope_;
 };
 
+// Graph::trainable_prefix of a parameter layout (e.g. a checkpoint's), param_count elements.
+int64_t trainable_prefix(const std::vector<ParamInfo>& params, int64_t param_count);
+
 // Reverse-mode autodiff. Appends backward nodes for d(seed outputs)/d(everything that needs
 // it). Each seed pairs a forward value with an Input value holding its incoming gradient
 // (for a loss: a [1] tensor of ones scaled by the caller). Trainable parameters get

@@ -247,17 +247,7 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
   StFile optim = read_safetensors(opath);
   // The moments cover the trainable prefix of the flat buffer (all of it unless a model
   // freezes weights, e.g. LoRA's base).
-  int64_t n_opt = n;
-  {
-    bool frozen = false;
-    int64_t end = 0;
-    for (const auto& p : layout)
-      if (p.trainable)
-        end = p.offset + p.count();
-      else
-        frozen = true;
-    if (frozen) n_opt = end;
-  }
+  const int64_t n_opt = trainable_prefix(layout, n);
   for (auto* dst : {&ck.m, &ck.v}) {
     const std::string nm = dst == &ck.m ? "m" : "v";
     const StTensor* t = optim.find(nm);
