@@ -1,19 +1,18 @@
 // finetune_cmd.cpp: `loom finetune --checkpoint DIR --data DIR [--lora.rank R --lora.alpha A
 // --lora.targets attn,mlp] [--merge] [--resume] [--section.key value ...]`.
-#include "launch/finetune_cmd.h"
-
 #include <CLI/CLI.hpp>
 
-#include "engine/core/check.h"
-#include "engine/train/finetune.h"
+#include "core/check.h"
+#include "launch/command.h"
+#include "launch/run/finetune.h"
 
 namespace loom {
 
 namespace {
 
-class FinetuneCli final : public FinetuneCommand {
+class FinetuneCommand final : public Command {
  public:
-  explicit FinetuneCli(CLI::App& app) {
+  explicit FinetuneCommand(CLI::App& app) {
     cmd_ = app.add_subcommand("finetune",
                               "fine-tune a gpt checkpoint on new data: LoRA adapters (--lora.rank R > 0, base "
                               "weights frozen) or all weights (--lora.rank 0); any config key as --section.key value");
@@ -26,20 +25,7 @@ class FinetuneCli final : public FinetuneCommand {
   }
   bool parsed() const override { return cmd_->parsed(); }
   int run() override {
-    const auto extras = cmd_->remaining();
-    for (size_t i = 0; i < extras.size(); ++i) {
-      std::string a = extras[i], value;
-      LOOM_USER_CHECK(a.rfind("--", 0) == 0 && a.size() > 2, "finetune: unexpected argument '", a, "'");
-      a = a.substr(2);
-      if (const auto eq = a.find('='); eq != std::string::npos) {
-        value = a.substr(eq + 1);
-        a = a.substr(0, eq);
-      } else {
-        LOOM_USER_CHECK(i + 1 < extras.size(), "--", a, ": missing value");
-        value = extras[++i];
-      }
-      o_.overrides.emplace_back(a, value);
-    }
+    o_.overrides = parse_overrides(cmd_->remaining());
     if (!data_.empty()) o_.overrides.emplace_back("data.path", data_);
     if (!device_.empty()) o_.overrides.emplace_back("device", device_);
     finetune(o_);
@@ -54,6 +40,6 @@ class FinetuneCli final : public FinetuneCommand {
 
 }  // namespace
 
-std::unique_ptr<FinetuneCommand> add_finetune_command(CLI::App& app) { return std::make_unique<FinetuneCli>(app); }
+std::unique_ptr<Command> add_finetune_command(CLI::App& app) { return std::make_unique<FinetuneCommand>(app); }
 
 }  // namespace loom

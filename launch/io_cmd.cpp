@@ -1,20 +1,21 @@
 // io_cmd.cpp: `loom import --from gpt2-safetensors FILE --out DIR` and
-// `loom export --to gpt2-safetensors --checkpoint DIR --out FILE` (engine/train/gpt2_io.h
+// `loom export --to gpt2-safetensors --checkpoint DIR --out FILE` (launch/run/gpt2_io.h
 // holds the name map and both directions).
-#include "launch/io_cmd.h"
-
 #include <CLI/CLI.hpp>
+
 #include <cstdio>
 
-#include "engine/train/checkpoint.h"
-#include "engine/train/gpt2_io.h"
+#include "launch/command.h"
+
+#include "launch/run/checkpoint.h"
+#include "launch/run/gpt2_io.h"
 
 namespace loom {
 namespace {
 
-class IoCommandsImpl final : public IoCommands {
+class IoCommand final : public Command {
  public:
-  explicit IoCommandsImpl(CLI::App& app) {
+  explicit IoCommand(CLI::App& app) {
     im_ = app.add_subcommand("import", "turn another format's checkpoint into a loom run folder");
     im_->add_option("--from", from_, "source format: gpt2-safetensors")
         ->required()
@@ -67,6 +68,6 @@ class IoCommandsImpl final : public IoCommands {
 
 }  // namespace
 
-std::unique_ptr<IoCommands> add_io_commands(CLI::App& app) { return std::make_unique<IoCommandsImpl>(app); }
+std::unique_ptr<Command> add_import_export_command(CLI::App& app) { return std::make_unique<IoCommand>(app); }
 
 }  // namespace loom

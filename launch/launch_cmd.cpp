@@ -2,7 +2,7 @@
 // binary with torchrun's variables, prefixes their output lines with "[rank R] ", forwards
 // SIGINT/SIGTERM, and when a rank fails stops the others and exits with that rank's code.
 // `loom bench comm` times all-reduces of several sizes on the ranks it finds (or starts).
-#include "launch/launch_cmd.h"
+#include <CLI/CLI.hpp>
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -18,13 +18,12 @@
 #include <cstring>
 #include <thread>
 
+#include "core/check.h"
 #include "engine/backend/device.h"
-#include "engine/core/check.h"
+#include "engine/comm/comm.h"
+#include "launch/command.h"
 
 namespace loom {
-
-int nccl_device_count() __attribute__((weak));                             // nccl_comm.cpp
-std::unique_ptr<Comm> make_nccl_comm(const DistEnv& env) __attribute__((weak));  // nccl_comm.cpp
 
 namespace {
 
@@ -275,53 +274,65 @@ int bench_comm(const std::string& device, const std::vector<double>& mib, int it
   return 0;
 }
 
+class LaunchCommand final : public Command {
+ public:
+  explicit LaunchCommand(CLI::App& app) {
+    cmd_ = app.add_subcommand("launch", "start this node's ranks of a data-parallel job (torchrun-style): "
+                                        "loom launch --nproc-per-node N -- train --config ...");
+    cmd_->add_option("--nproc-per-node", nproc_, "ranks on this node (one GPU each with device = cuda)")->required();
+    cmd_->add_option("--nnodes", nnodes_, "nodes in the job")->capture_default_str();
+    cmd_->add_option("--node-rank", node_rank_, "this node's index, 0..nnodes-1")->capture_default_str();
+    cmd_->add_option("--master-addr", addr_, "host of rank 0 (the rendezvous store)")->capture_default_str();
+    cmd_->add_option("--master-port", port_, "rendezvous port (0: a free port; single node only)")
+        ->capture_default_str();
+    cmd_->add_option("command", cmd_args_, "the loom command every rank runs, after --");
+  }
+  bool parsed() const override { return cmd_->parsed(); }
+  int run() override { return launch_ranks(nproc_, nnodes_, node_rank_, addr_, port_, cmd_args_); }
+
+ private:
+  CLI::App* cmd_ = nullptr;
+  int nproc_ = 1, nnodes_ = 1, node_rank_ = 0, port_ = 0;
+  std::string addr_ = "127.0.0.1";
+  std::vector<std::string> cmd_args_;
+};
+
+class BenchCommCommand final : public Command {
+ public:
+  explicit BenchCommCommand(CLI::App& app) {
+    cmd_ = bench_group(app).add_subcommand("comm", "all-reduce bus bandwidth over the ranks (started with loom "
+                                                   "launch, srun, mpirun, or by itself with --nproc-per-node)");
+    cmd_->add_option("--device", device_, "cpu (Gloo) | cuda (NCCL)")->capture_default_str();
+    cmd_->add_option("--sizes-mib", mib_, "message sizes in MiB")->capture_default_str();
+    cmd_->add_option("--iters", iters_, "timed all-reduces per size")->capture_default_str();
+    cmd_->add_option("--nproc-per-node", nproc_, "ranks to start when not already inside a launched job")
+        ->capture_default_str();
+  }
+  bool parsed() const override { return cmd_->parsed(); }
+  int run() override {
+    LOOM_USER_CHECK(iters_ >= 1, "--iters: must be >= 1");
+    LOOM_USER_CHECK(!mib_.empty(), "--sizes-mib: give at least one size");
+    for (double m : mib_) LOOM_USER_CHECK(m > 0, "--sizes-mib: sizes must be > 0");
+    if (discover_dist_env().world == 1 && nproc_ > 1) {
+      // Not inside a job: start one on this node with the same options.
+      std::vector<std::string> cmd{"bench", "comm", "--device", device_, "--iters", std::to_string(iters_),
+                                   "--nproc-per-node", "1", "--sizes-mib"};
+      for (double m : mib_) cmd.push_back(std::to_string(m));
+      return launch_ranks(nproc_, 1, 0, "127.0.0.1", 0, cmd);
+    }
+    return bench_comm(device_, mib_, iters_);
+  }
+
+ private:
+  CLI::App* cmd_ = nullptr;
+  std::string device_ = "cpu";
+  std::vector<double> mib_{0.0625, 1, 4, 16, 64};
+  int iters_ = 10, nproc_ = 2;
+};
+
 }  // namespace
 
-LaunchCli::LaunchCli(CLI::App& app, CLI::App& bench) {
-  launch_ = app.add_subcommand("launch", "start this node's ranks of a data-parallel job (torchrun-style): "
-                                         "loom launch --nproc-per-node N -- train --config ...");
-  launch_->add_option("--nproc-per-node", nproc_, "ranks on this node (one GPU each with device = cuda)")->required();
-  launch_->add_option("--nnodes", nnodes_, "nodes in the job")->capture_default_str();
-  launch_->add_option("--node-rank", node_rank_, "this node's index, 0..nnodes-1")->capture_default_str();
-  launch_->add_option("--master-addr", addr_, "host of rank 0 (the rendezvous store)")->capture_default_str();
-  launch_->add_option("--master-port", port_, "rendezvous port (0: a free port; single node only)")
-      ->capture_default_str();
-  launch_->add_option("command", cmd_, "the loom command every rank runs, after --");
-
-  bench_ = bench.add_subcommand("comm", "all-reduce bus bandwidth over the ranks (started with loom launch, srun, "
-                                        "mpirun, or by itself with --nproc-per-node)");
-  bench_->add_option("--device", bench_device_, "cpu (Gloo) | cuda (NCCL)")->capture_default_str();
-  bench_->add_option("--sizes-mib", bench_mib_, "message sizes in MiB")->capture_default_str();
-  bench_->add_option("--iters", bench_iters_, "timed all-reduces per size")->capture_default_str();
-  bench_->add_option("--nproc-per-node", bench_nproc_,
-                     "ranks to start when not already inside a launched job")
-      ->capture_default_str();
-}
-
-int LaunchCli::run() const {
-  if (launch_->parsed()) return launch_ranks(nproc_, nnodes_, node_rank_, addr_, port_, cmd_);
-  if (!bench_->parsed()) return -1;
-  LOOM_USER_CHECK(bench_iters_ >= 1, "--iters: must be >= 1");
-  LOOM_USER_CHECK(!bench_mib_.empty(), "--sizes-mib: give at least one size");
-  for (double m : bench_mib_) LOOM_USER_CHECK(m > 0, "--sizes-mib: sizes must be > 0");
-  if (discover_dist_env().world == 1 && bench_nproc_ > 1) {
-    // Not inside a job: start one on this node with the same options.
-    std::vector<std::string> cmd{"bench", "comm", "--device", bench_device_, "--iters", std::to_string(bench_iters_),
-                                 "--nproc-per-node", "1", "--sizes-mib"};
-    for (double m : bench_mib_) cmd.push_back(std::to_string(m));
-    return launch_ranks(bench_nproc_, 1, 0, "127.0.0.1", 0, cmd);
-  }
-  return bench_comm(bench_device_, bench_mib_, bench_iters_);
-}
-
-std::unique_ptr<Comm> comm_for_train(Config& cfg) {
-  const DistEnv env = discover_dist_env();
-  LOOM_USER_CHECK(env.world == 1 || cfg.model.kind != "ngram", "model.kind = ngram: the n-gram model counts in one "
-                  "process and has no data-parallel mode; run it without loom launch / srun / mpirun (got ", env.world,
-                  " ranks)");
-  if (env.world > 1 && cfg.device == "auto")
-    cfg.device = make_nccl_comm && nccl_device_count && nccl_device_count() > 0 ? "cuda" : "cpu";
-  return make_comm(env, cfg.device);
-}
+std::unique_ptr<Command> add_launch_command(CLI::App& app) { return std::make_unique<LaunchCommand>(app); }
+std::unique_ptr<Command> add_bench_comm_command(CLI::App& app) { return std::make_unique<BenchCommCommand>(app); }
 
 }  // namespace loom

@@ -1,31 +1,94 @@
-// model.cpp: dispatch from model.kind to the builder of that kind.
+// model.cpp: the model-kind registry (models/kinds.def), the checks every kind shares, the
+// parameter layout and initialisation, and the defaults of ModelKind's optional parts.
 #include "models/model.h"
 
-#include "engine/core/check.h"
+#include <algorithm>
+
+#include "core/check.h"
+#include "core/rng.h"
 
 namespace loom {
 
-ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits);
-ModelGraph build_recurrent_lm(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits);
-ModelGraph build_ffnn(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits);
+#define LOOM_MODEL_KIND(fn) const ModelKind& fn();
+#include "models/kinds.def"
+#undef LOOM_MODEL_KIND
 
-bool is_graph_kind(const std::string& k) { return k == "gpt" || is_recurrent_kind(k) || k == "ffnn"; }
-bool is_recurrent_kind(const std::string& k) { return k == "lstm" || k == "gru" || k == "rnn"; }
+const std::vector<const ModelKind*>& model_kinds() {
+  static const std::vector<const ModelKind*> kinds = {
+#define LOOM_MODEL_KIND(fn) &fn(),
+#include "models/kinds.def"
+#undef LOOM_MODEL_KIND
+  };
+  return kinds;
+}
+
+const ModelKind* find_model_kind(const std::string& name) {
+  for (const ModelKind* k : model_kinds())
+    if (name == k->name()) return k;
+  return nullptr;
+}
+
+std::string model_kind_names() {
+  std::string s;
+  for (const ModelKind* k : model_kinds()) s += (s.empty() ? "" : ", ") + std::string(k->name());
+  return s;
+}
+
+const ModelKind& model_kind(const std::string& name) {
+  const ModelKind* k = find_model_kind(name);
+  LOOM_USER_CHECK(k, "model.kind: '", name, "' is not one of ", model_kind_names());
+  return *k;
+}
+
+void validate_model(const ModelConfig& c, const std::string& where) {
+  const Require req = [&](bool ok, const char* key, const std::string& what) {
+    LOOM_USER_CHECK(ok, where, ": ", key, ": ", what);
+  };
+  const ModelKind* kind = find_model_kind(c.kind);
+  req(kind, "model.kind", "'" + c.kind + "' is not one of " + model_kind_names());
+  kind->validate(c, req);
+  req(c.d_hidden >= 0, "model.d_hidden", "must be >= 0");
+  req(c.lora_rank >= 0, "lora.rank", "must be >= 0");
+  req(c.lora_rank == 0 || kind->supports_lora(), "lora.rank",
+      std::string("LoRA adapters are not supported by model.kind = ") + kind->name());
+  req(c.lora_alpha > 0, "lora.alpha", "must be > 0");
+  req(c.lora_targets == "attn" || c.lora_targets == "mlp" || c.lora_targets == "attn,mlp" ||
+          c.lora_targets == "mlp,attn",
+      "lora.targets", "'" + c.lora_targets + "' is not one of attn, mlp, attn,mlp");
+  req(c.seq_len >= 1, "model.seq_len", "must be >= 1");
+}
 
 ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits) {
-  if (cfg.kind == "gpt") return build_gpt(cfg, mode, B, T, dtype, keep_logits);
-  LOOM_CHECK(mode != GraphMode::Decode, "model kind ", cfg.kind, " has no decode graph (it decodes with Eval)");
-  if (is_recurrent_kind(cfg.kind)) return build_recurrent_lm(cfg, mode, B, T, dtype, keep_logits);
-  if (cfg.kind == "ffnn") return build_ffnn(cfg, mode, B, T, dtype, keep_logits);
-  user_error("model.kind: '", cfg.kind, "' is not a graph model (graph kinds: gpt, lstm, gru, rnn, ffnn)");
+  return model_kind(cfg.kind).build(cfg, mode, B, T, dtype, keep_logits);
+}
+
+std::vector<ParamInfo> param_layout(const ModelConfig& cfg) {
+  if (model_kind(cfg.kind).counts()) return {};
+  return build_model(cfg, GraphMode::Eval, 1, 1, DType::F32).g.params;
 }
 
 int64_t count_params(const ModelConfig& cfg) {
-  if (!is_graph_kind(cfg.kind)) return 0;
-  return build_model(cfg, GraphMode::Eval, 1, 1, DType::F32).g.param_count;
+  int64_t n = 0;
+  for (const auto& p : param_layout(cfg)) n = std::max(n, p.offset + p.count());
+  return n;
 }
 
-// The loss and, in training graphs, the backward pass: shared by the graph kinds.
+std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed) {
+  const auto layout = param_layout(cfg);
+  std::vector<float> w(count_params(cfg));
+  Rng rng(seed);
+  for (const auto& p : layout) {
+    float* d = w.data() + p.offset;
+    const int64_t n = p.count();
+    for (int64_t i = 0; i < n; ++i)
+      d[i] = p.init == Init::Ones         ? 1.0f
+             : p.init == Init::Zeros      ? 0.0f
+             : p.init == Init::ForgetGate ? (i >= n / 4 && i < n / 2 ? 1.0f : 0.0f)
+                                          : p.init_std * rng.normal();
+  }
+  return w;
+}
+
 void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits) {
   Graph& g = m.g;
   g.set_scope("head");
@@ -40,6 +103,31 @@ void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits) {
   } else {
     g.forward_end = g.nodes.size();
   }
+}
+
+double six_n_flops(const ModelConfig& cfg, std::initializer_list<const char*> lookups) {
+  int64_t n = 0;
+  for (const auto& p : param_layout(cfg)) {
+    const bool lookup = std::any_of(lookups.begin(), lookups.end(), [&](const char* l) { return p.name == l; });
+    if (!lookup) n += p.count();
+  }
+  return 6.0 * static_cast<double>(n);
+}
+
+// ---- defaults of the optional parts --------------------------------------------------------
+
+ModelGraph ModelKind::build(const ModelConfig&, GraphMode, int, int, DType, bool) const {
+  LOOM_CHECK(false, "model kind ", name(), " builds no graph (it counts)");
+}
+double ModelKind::flops_per_token(const ModelConfig& c) const { return six_n_flops(c, {}); }
+std::vector<float> ModelKind::merge_lora(const ModelConfig&, const std::vector<float>&, ModelConfig*) const {
+  LOOM_CHECK(false, "model kind ", name(), " has no LoRA adapters");
+}
+std::unique_ptr<CountingModel> ModelKind::new_counts(const ModelConfig&) const {
+  LOOM_CHECK(false, "model kind ", name(), " does not count");
+}
+std::unique_ptr<CountingModel> ModelKind::load_counts(const StFile&, const std::string&) const {
+  LOOM_CHECK(false, "model kind ", name(), " does not count");
 }
 
 }  // namespace loom

@@ -1,15 +1,27 @@
-// model.h: what every graph-built model kind shares: its hyper-parameters, the three graph
-// modes, and the handles the trainer and sampler need into a built graph.
+// model.h: what every model kind shares, and the one interface a kind implements.
+//
+// A model kind (gpt, lstm, gru, rnn, ffnn, ngram) is a ModelKind registered once in
+// models/kinds.def. Everything above models/ (the run loop, checkpoints, sampling, the CLI)
+// asks the kind through this interface and never compares kind names: which config keys it
+// needs and how to check them, how it learns (a graph trained by gradient descent, or counts),
+// whether it carries state across batches, how to build its graphs or count, its FLOPs per
+// token, and a decoder that feeds it one token at a time.
 #pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "engine/backend/backend.h"
 #include "engine/graph/graph.h"
+#include "engine/io/safetensors.h"
 
 namespace loom {
 
 struct ModelConfig {
-  std::string kind = "gpt";  // gpt | lstm | gru | rnn | ffnn | ngram
+  std::string kind = "gpt";  // a registered ModelKind's name
   int n_layer = 4;    // transformer blocks, recurrent layers, or ffnn hidden layers
   int n_head = 4;     // gpt
   int d_model = 256;  // gpt width; recurrent hidden size (= embedding size); ffnn embedding size
@@ -24,17 +36,6 @@ struct ModelConfig {
   double lora_alpha = 16.0;
   std::string lora_targets = "attn,mlp";  // attn (c_attn, attn.c_proj), mlp (c_fc, mlp.c_proj)
 };
-
-// Folds a LoRA model's adapters into its base weights: the parameters of the same model
-// without LoRA (lora_rank 0), in that model's layout.
-std::vector<float> merge_lora(const ModelConfig& cfg, const std::vector<float>& params, ModelConfig* merged_cfg);
-
-// The kinds, for help and error texts.
-inline constexpr const char* kModelKinds = "gpt, lstm, gru, rnn, ffnn, ngram";
-// Kinds built as graphs (trained by gradient descent); ngram trains by counting.
-bool is_graph_kind(const std::string& kind);
-// Recurrent kinds carry hidden state between consecutive batches (truncated BPTT).
-bool is_recurrent_kind(const std::string& kind);
 
 // train: tokens + targets -> loss, with backward nodes (B x T windows)
 // eval:  tokens + targets -> loss (and logits when asked), no backward
@@ -55,10 +56,107 @@ struct ModelGraph {
   explicit ModelGraph(DType dt) : g(dt) {}
 };
 
-// Builds the graph of a model kind. keep_logits: expose logits as an output in Eval mode.
-ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits = false);
+// Feeds a model one token at a time (sampling). Each kind has its own: GPT over a KV cache,
+// the recurrent kinds carrying their state, the feed-forward model over its window, the
+// n-gram model from its counts.
+class TokenDecoder {
+ public:
+  virtual ~TokenDecoder() = default;
+  // Feeds `token` at position `pos`; returns the logits [vocab] of what follows it.
+  virtual std::vector<float> step(int32_t token, int pos) = 0;
+  // Forgets everything fed so far.
+  virtual void reset() = 0;
+  // Positions it holds before it must be reset and refilled (GPT: seq_len; INT_MAX where the
+  // state is bounded).
+  virtual int capacity() const = 0;
+};
 
-// Parameters of the model (elements), without building a graph.
+// A counted model (the ngram kind): it learns by counting tokens, not by gradients.
+class CountingModel {
+ public:
+  virtual ~CountingModel() = default;
+  // Counts every event that ENDS at a position in [begin, end) of `tokens`; earlier tokens are
+  // context only, so counting [0,a) then [a,n) equals counting [0,n).
+  virtual void count(std::span<const uint32_t> tokens, uint64_t begin, uint64_t end) = 0;
+  virtual uint64_t tokens_counted() const = 0;
+  // Turns the counts into a model (no counting afterwards); a second call does nothing.
+  virtual void finalize() = 0;
+  // Natural-log probability of `token` after `context` (oldest first). After finalize().
+  virtual double log_prob(std::span<const int32_t> context, int32_t token) const = 0;
+  // The whole next-token distribution after `context`. After finalize().
+  virtual void probs(std::span<const int32_t> context, std::vector<double>& out) const = 0;
+  // What a checkpoint stores (model.safetensors holds these instead of weights).
+  virtual std::vector<StTensor> to_tensors() const = 0;
+};
+
+// A model's learned state as a checkpoint holds it: the flat parameters of a graph kind, the
+// count tensors (model.safetensors) of a counting kind.
+struct ModelWeights {
+  const std::vector<float>& params;
+  const StFile& tensors;
+};
+
+// Throws UserError "<where>: <key>: <what>" when `ok` is false.
+using Require = std::function<void(bool ok, const char* key, const std::string& what)>;
+
+class ModelKind {
+ public:
+  virtual ~ModelKind() = default;
+  virtual const char* name() const = 0;
+  // Config keys this kind requires beyond the ones every kind requires.
+  virtual std::vector<const char*> required_keys() const = 0;
+  // The kind's own checks of a model config (a resolved config, or a checkpoint's metadata).
+  virtual void validate(const ModelConfig& c, const Require& req) const = 0;
+  // The shape for banners, e.g. "L=4 H=4 C=256".
+  virtual std::string describe(const ModelConfig& c) const = 0;
+  // A decoder for sampling, on `be` (counting kinds read `w.tensors`, graph kinds `w.params`).
+  virtual std::unique_ptr<TokenDecoder> decoder(const ModelConfig& c, const ModelWeights& w, Backend& be) const = 0;
+
+  // How the kind learns: graph kinds by gradient descent on build()'s graphs; counting kinds
+  // with a CountingModel.
+  virtual bool counts() const { return false; }
+  // Recurrent kinds carry their hidden state across consecutive batches (truncated BPTT).
+  virtual bool carries_state() const { return false; }
+  // LoRA adapters and fine-tuning of a pretrained checkpoint (loom finetune).
+  virtual bool supports_lora() const { return false; }
+
+  // Graph kinds.
+  virtual ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const;
+  // FLOPs a trained token costs (forward + backward): 6 N for the N parameters that take part
+  // in matrix products (tables that are only looked up excluded), plus what the kind adds
+  // (attention's score and value products).
+  virtual double flops_per_token(const ModelConfig& c) const;
+  // Folds LoRA adapters into the base weights: the parameters of the same model without
+  // LoRA (lora_rank 0), in that model's layout (supports_lora() kinds).
+  virtual std::vector<float> merge_lora(const ModelConfig& c, const std::vector<float>& params,
+                                        ModelConfig* merged) const;
+
+  // Counting kinds.
+  virtual std::unique_ptr<CountingModel> new_counts(const ModelConfig& c) const;
+  // From a checkpoint's tensors; every problem is a UserError naming `origin`.
+  virtual std::unique_ptr<CountingModel> load_counts(const StFile& f, const std::string& origin) const;
+};
+
+// The registry (models/kinds.def). model_kind: UserError naming model.kind when unknown.
+const std::vector<const ModelKind*>& model_kinds();
+const ModelKind* find_model_kind(const std::string& name);
+const ModelKind& model_kind(const std::string& name);
+std::string model_kind_names();  // "gpt, lstm, gru, rnn, ffnn, ngram"
+
+// Every check of a model config, common and the kind's own; errors name `where`.
+void validate_model(const ModelConfig& c, const std::string& where);
+
+// Conveniences over the kind: its graph, the parameter layout shared by all its graphs
+// (names, shapes, offsets; empty for counting kinds), the parameter count, and the
+// initialisation from a seed.
+ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits = false);
+std::vector<ParamInfo> param_layout(const ModelConfig& cfg);
 int64_t count_params(const ModelConfig& cfg);
+std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed);
+
+// The loss and, in training graphs, the backward pass: shared by the graph kinds' builders.
+void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits);
+// 6 x the parameters of `cfg`'s graph that take part in matrix products (all but `lookups`).
+double six_n_flops(const ModelConfig& cfg, std::initializer_list<const char*> lookups);
 
 }  // namespace loom

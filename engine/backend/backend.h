@@ -1,5 +1,6 @@
 // backend.h: the interface every device implements. One virtual method per op, generated
-// from ops.def: a backend that misses an op cannot be instantiated. Memory moves through the
+// from ops.def: a backend that misses an op cannot be instantiated. A backend reads no graph:
+// each call brings the op's attributes and tensor views (engine/ops/ops.h). Memory moves through the
 // backend so the executor and trainer are the same code for CPU, CUDA and the emulator.
 #pragma once
 #include <array>
@@ -8,16 +9,11 @@
 #include <memory>
 #include <string>
 
-#include "engine/graph/graph.h"
+#include "engine/ops/ops.h"
 #include "engine/tensor/tensor.h"
 #include "kernels/adamw/adamw.h"
 
 namespace loom {
-
-struct OpCall {
-  const Node* node = nullptr;
-  std::array<TensorView, kMaxOpIo> in{}, out{};
-};
 
 class Backend {
  public:
@@ -62,14 +58,14 @@ class Backend {
   virtual void profiler_stop() {}
 
 #define LOOM_OP(name, n_in, n_out, n_diff) virtual void op_##name(const OpCall& c) = 0;
-#include "engine/graph/ops.def"
+#include "engine/ops/ops.def"
 #undef LOOM_OP
 
   void run(const OpCall& c) {
-    switch (c.node->op) {
+    switch (c.op) {
 #define LOOM_OP(name, n_in, n_out, n_diff) \
   case OpId::name: op_##name(c); break;
-#include "engine/graph/ops.def"
+#include "engine/ops/ops.def"
 #undef LOOM_OP
     }
   }

@@ -1,11 +1,11 @@
 // device.cpp: device selection. The CUDA backend lives in a separate object library (real
 // runtime, or the SIMT emulator with LOOM_CUDA_EMULATION=ON) linked into `loom` when built;
-// the weak reference lets every other binary link without it.
+// its header declares it weak, so every other binary links without it.
 #include "engine/backend/device.h"
 
-namespace loom {
+#include "engine/backend/cuda/cuda_backend.h"
 
-std::unique_ptr<Backend> make_cuda_backend(std::string* why) __attribute__((weak));
+namespace loom {
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return make_cpu_backend(DType::F32);

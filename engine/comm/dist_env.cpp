@@ -3,12 +3,10 @@
 #include <string>
 
 #include "engine/comm/comm.h"
-#include "engine/core/check.h"
+#include "engine/comm/nccl.h"
+#include "core/check.h"
 
 namespace loom {
-
-// In the real CUDA backend's object library (nccl_comm.cpp), when this binary links it.
-std::unique_ptr<Comm> make_nccl_comm(const DistEnv& env) __attribute__((weak));
 
 namespace {
 

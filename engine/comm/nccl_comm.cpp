@@ -1,6 +1,6 @@
 // nccl_comm.cpp: GPU ranks on NCCL (real CUDA builds only; engine/CMakeLists.txt adds this file
-// to loom_cuda_backend_real when NCCL is found, and dist_env.cpp / launch_cmd.cpp reach it
-// through weak symbols, so a CPU-only binary simply has no NCCL).
+// to loom_cuda_backend_real when NCCL is found; engine/comm/nccl.h declares its entry points
+// weak, so a CPU-only binary simply has no NCCL).
 //
 // - Device: local rank modulo the visible devices, set before the backend is made.
 // - Unique id: rank 0 creates it and publishes it through the rendezvous store
@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "engine/comm/comm.h"
+#include "engine/comm/nccl.h"
 #include "engine/comm/rendezvous.h"
 
 namespace loom {

@@ -10,7 +10,7 @@
 #include <queue>
 #include <nlohmann/json.hpp>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "engine/data/corpus.h"
 
 namespace loom {

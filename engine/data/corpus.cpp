@@ -13,7 +13,7 @@
 #include <filesystem>
 #include <vector>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "engine/data/home.h"
 
 namespace loom {

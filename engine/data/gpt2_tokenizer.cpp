@@ -12,7 +12,7 @@
 #include <sstream>
 #include <unordered_map>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "engine/data/bpe.h"
 #include "engine/data/home.h"
 

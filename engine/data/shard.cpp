@@ -22,8 +22,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "engine/core/check.h"
-#include "engine/core/rng.h"
+#include "core/check.h"
+#include "core/rng.h"
 #include "engine/data/corpus.h"
 #include "engine/data/tokenizer.h"
 

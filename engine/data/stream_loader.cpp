@@ -1,7 +1,7 @@
 // stream_loader.cpp: see stream_loader.h.
 #include "engine/data/stream_loader.h"
 
-#include "engine/core/check.h"
+#include "core/check.h"
 
 namespace loom {
 

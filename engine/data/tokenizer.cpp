@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "engine/data/bpe.h"
 #include "engine/data/gpt2_tokenizer.h"
 

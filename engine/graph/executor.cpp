@@ -47,7 +47,8 @@ void Executor::prepare() {
   calls_.clear();
   for (const Node& n : g_.nodes) {
     OpCall c;
-    c.node = &n;
+    c.op = n.op;
+    c.attrs = n.attrs;
     for (size_t i = 0; i < n.in.size(); ++i)
       if (n.in[i] >= 0) c.in[i] = view(n.in[i]);
     for (size_t i = 0; i < n.out.size(); ++i)

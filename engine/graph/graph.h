@@ -7,8 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/graph/ops.h"
-#include "engine/tensor/tensor.h"
+#include "engine/ops/ops.h"
 
 namespace loom {
 
@@ -27,11 +26,6 @@ struct Value {
   int param = -1;     // index into Graph::params for Param / ParamGrad
   bool keep = false;  // live until the end of the run (graph outputs, requested gradients)
   size_t bytes() const { return static_cast<size_t>(numel(shape)) * dtype_size(dtype); }
-};
-
-struct Attrs {
-  std::array<int64_t, 4> i{};
-  std::array<float, 2> f{};
 };
 
 struct Node {

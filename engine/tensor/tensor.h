@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/check.h"
-#include "engine/core/dtype.h"
+#include "core/check.h"
+#include "core/dtype.h"
 
 namespace loom {
 

@@ -1,7 +1,7 @@
 // adamw.cu: the optimizer kernels on the GPU (and, through cuda_compat.h, under the SIMT
 // emulator): AdamW over the flat f32 master weights and moments with a stochastically rounded
 // bf16 working copy, the global gradient norm in two deterministic stages, and f32 -> bf16
-// casts bit-identical to engine/core/dtype.h's to_bf16.
+// casts bit-identical to core/dtype.h's to_bf16.
 //
 // All three are streaming kernels (a few flops per byte), so they are shaped for bandwidth:
 // 16-byte loads where every buffer allows them, a grid of at most kBlocksPerSm blocks an SM
@@ -22,7 +22,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 
 namespace loom::cuda {
 namespace {
@@ -87,7 +87,7 @@ __device__ __forceinline__ uint16_t bf16_bits_stochastic(float x, uint32_t r16) 
   return uint16_t((u + r16) >> 16);
 }
 
-// Round to nearest even, bit for bit engine/core/dtype.h's to_bf16 (including its NaN rule,
+// Round to nearest even, bit for bit core/dtype.h's to_bf16 (including its NaN rule,
 // which __float2bfloat16_rn does not share).
 __device__ __forceinline__ uint16_t bf16_bits_rne(float x) {
   uint32_t u = __float_as_uint(x);

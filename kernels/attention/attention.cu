@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 
 namespace loom::cuda {
 namespace {

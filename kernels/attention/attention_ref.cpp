@@ -8,7 +8,7 @@
 #include <limits>
 #include <vector>
 
-#include "engine/core/vmath.h"
+#include "core/vmath.h"
 #include "kernels/matmul/matmul.h"
 
 namespace loom::ref {

@@ -11,7 +11,7 @@
 
 #include <algorithm>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "kernels/elementwise/elementwise.h"
 
 namespace loom::cuda {

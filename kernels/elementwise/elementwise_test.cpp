@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/dtype.h"
+#include "core/dtype.h"
 #include "kernels/elementwise/elementwise.h"
 
 namespace {

@@ -24,7 +24,7 @@
 #include <algorithm>
 #include <climits>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "kernels/embedding/embedding.h"
 
 namespace loom::cuda {

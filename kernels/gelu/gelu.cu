@@ -13,7 +13,7 @@
 
 #include <algorithm>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "kernels/gelu/gelu.h"
 
 namespace loom::cuda {

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "engine/core/vmath.h"
+#include "core/vmath.h"
 
 namespace loom::ref {
 

@@ -16,7 +16,7 @@
 #include <climits>
 #include <type_traits>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "kernels/layernorm/layernorm.h"
 
 namespace loom::cuda {

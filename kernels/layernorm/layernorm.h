@@ -3,7 +3,7 @@
 #pragma once
 #include <cstdint>
 
-#include "engine/core/dtype.h"
+#include "core/dtype.h"
 #include "kernels/common/stream.h"
 
 namespace loom::ref {

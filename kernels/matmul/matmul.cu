@@ -16,7 +16,7 @@
 #include <algorithm>
 #include <climits>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "kernels/matmul/matmul.h"
 
 namespace loom::cuda {

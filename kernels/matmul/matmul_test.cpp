@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/dtype.h"
+#include "core/dtype.h"
 #include "kernels/matmul/matmul.h"
 
 namespace {

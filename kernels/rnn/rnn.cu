@@ -31,7 +31,7 @@
 #include <climits>
 #include <type_traits>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "kernels/rnn/rnn.h"
 
 namespace loom::cuda {

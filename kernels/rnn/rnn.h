@@ -15,7 +15,7 @@
 #include <cstdint>
 #include <functional>
 
-#include "engine/core/dtype.h"
+#include "core/dtype.h"
 #include "kernels/common/stream.h"
 
 namespace loom {

@@ -27,7 +27,7 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/core/dtype.h"
+#include "core/dtype.h"
 #include "kernels/rnn/rnn.h"
 
 namespace {

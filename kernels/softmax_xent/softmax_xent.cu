@@ -20,7 +20,7 @@
 #include <climits>
 #include <cstdint>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 
 namespace loom::cuda {
 namespace {

@@ -4,8 +4,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/core/check.h"
-#include "engine/core/vmath.h"
+#include "core/check.h"
+#include "core/vmath.h"
 
 namespace loom::ref {
 

@@ -2,13 +2,17 @@
 // position predicts the next token from the embeddings of the model.context tokens ending at
 // it, concatenated -> n_layer tanh hidden layers of d_hidden -> linear classifier -> softmax.
 // Positions before the start of a window read a learned padding row (row `vocab` of wte).
+#include <algorithm>
+#include <climits>
 #include <cmath>
+#include <deque>
 
+#include "models/graph_decoder.h"
 #include "models/model.h"
 
 namespace loom {
 
-void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits);
+namespace {
 
 ModelGraph build_ffnn(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) {
   ModelGraph m(dt);
@@ -39,6 +43,63 @@ ModelGraph build_ffnn(const ModelConfig& c, GraphMode mode, int B, int T, DType 
   g.set_scope("head");
   finish_lm(m, g.linear(x, head_w, head_b), mode, keep_logits);
   return m;
+}
+
+// The Eval graph over the last `context` tokens (padding before the first), reading the
+// logits of the last position.
+class WindowDecoder final : public GraphDecoder {
+ public:
+  WindowDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
+      : GraphDecoder(build_ffnn(cfg, GraphMode::Eval, 1, cfg.context, be.float_dtype(), true), params, be),
+        n_(cfg.context), pad_(cfg.vocab), V_(cfg.vocab) {}
+  std::vector<float> step(int32_t token, int) override {
+    window_.push_back(token);
+    if (static_cast<int>(window_.size()) > n_) window_.pop_front();
+    std::vector<int32_t> x(n_, pad_);
+    std::copy(window_.begin(), window_.end(), x.end() - static_cast<std::ptrdiff_t>(window_.size()));
+    ex_->set_input(mg_.tokens, x.data(), x.size() * 4);
+    ex_->forward();
+    const auto all = ex_->fetch_f32(mg_.logits);
+    return std::vector<float>(all.end() - V_, all.end());
+  }
+  void reset() override { window_.clear(); }
+  int capacity() const override { return INT_MAX; }
+
+ private:
+  int n_, pad_, V_;
+  std::deque<int32_t> window_;
+};
+
+class FfnnKind final : public ModelKind {
+ public:
+  const char* name() const override { return "ffnn"; }
+  std::vector<const char*> required_keys() const override {
+    return {"model.n_layer", "model.d_model", "model.context", "optim.lr"};
+  }
+  void validate(const ModelConfig& c, const Require& req) const override {
+    req(c.n_layer >= 1, "model.n_layer", "must be >= 1");
+    req(c.d_model >= 1, "model.d_model", "must be >= 1");
+    req(c.context >= 1, "model.context", "must be >= 1");
+  }
+  std::string describe(const ModelConfig& c) const override {
+    return "L=" + std::to_string(c.n_layer) + " E=" + std::to_string(c.d_model) + " context=" +
+           std::to_string(c.context) + " hidden=" + std::to_string(c.d_hidden > 0 ? c.d_hidden : 4 * c.d_model);
+  }
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
+    LOOM_CHECK(mode != GraphMode::Decode, "model kind ffnn decodes with its Eval graph");
+    return build_ffnn(c, mode, B, T, dt, keep_logits);
+  }
+  double flops_per_token(const ModelConfig& c) const override { return six_n_flops(c, {"wte"}); }
+  std::unique_ptr<TokenDecoder> decoder(const ModelConfig& c, const ModelWeights& w, Backend& be) const override {
+    return std::make_unique<WindowDecoder>(c, w.params, be);
+  }
+};
+
+}  // namespace
+
+const ModelKind& ffnn_kind() {
+  static const FfnnKind kind;
+  return kind;
 }
 
 }  // namespace loom

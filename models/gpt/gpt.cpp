@@ -8,16 +8,16 @@
 // The base weights are frozen; the adapters are registered FIRST, so the trainable parameters
 // are a prefix of the flat buffer and gradients, AdamW moments and the optimizer step cover
 // only that prefix (Graph::trainable_prefix).
+#include "models/gpt/gpt.h"
+
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <tuple>
 
-#include "models/model.h"
+#include "models/graph_decoder.h"
 
 namespace loom {
-
-void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits);
 
 namespace {
 
@@ -48,8 +48,6 @@ std::pair<int64_t, int64_t> target_shape(int t, int64_t C) {
     default: return {C, 4 * C};
   }
 }
-
-}  // namespace
 
 ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) {
   ModelGraph m(dt);
@@ -142,8 +140,8 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
   return m;
 }
 
-std::vector<float> merge_lora(const ModelConfig& cfg, const std::vector<float>& params, ModelConfig* merged_cfg) {
-  LOOM_CHECK(cfg.kind == "gpt" && cfg.lora_rank > 0, "merge_lora: not a LoRA model");
+std::vector<float> merge_gpt_lora(const ModelConfig& cfg, const std::vector<float>& params, ModelConfig* merged_cfg) {
+  LOOM_CHECK(cfg.lora_rank > 0, "merge_lora: not a LoRA model");
   ModelConfig base = cfg;
   base.lora_rank = 0;
   const Graph lg = build_gpt(cfg, GraphMode::Eval, 1, 1, DType::F32, false).g;
@@ -179,6 +177,68 @@ std::vector<float> merge_lora(const ModelConfig& cfg, const std::vector<float>& 
     }
   if (merged_cfg) *merged_cfg = base;
   return out;
+}
+
+// GPT decodes one position per call over its KV cache.
+class KvCacheDecoder final : public GraphDecoder {
+ public:
+  KvCacheDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
+      : GraphDecoder(build_gpt(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be),
+        seq_len_(cfg.seq_len) {}
+  std::vector<float> step(int32_t token, int pos) override {
+    LOOM_CHECK(pos < seq_len_, "KV cache full");
+    const int32_t p = pos;
+    ex_->set_input(mg_.tokens, &token, 4);
+    ex_->set_input(mg_.pos, &p, 4);
+    ex_->forward();
+    return ex_->fetch_f32(mg_.logits);
+  }
+  void reset() override {}
+  int capacity() const override { return seq_len_; }
+
+ private:
+  int seq_len_;
+};
+
+class GptKind final : public ModelKind {
+ public:
+  const char* name() const override { return "gpt"; }
+  std::vector<const char*> required_keys() const override {
+    return {"model.n_layer", "model.n_head", "model.d_model", "optim.lr"};
+  }
+  void validate(const ModelConfig& c, const Require& req) const override {
+    req(c.n_layer >= 1, "model.n_layer", "must be >= 1");
+    req(c.d_model >= 1, "model.d_model", "must be >= 1");
+    req(c.n_head >= 1, "model.n_head", "must be >= 1");
+    req(c.d_model % c.n_head == 0, "model.d_model",
+        "must be a positive multiple of model.n_head (" + std::to_string(c.n_head) + ")");
+  }
+  std::string describe(const ModelConfig& c) const override {
+    return "L=" + std::to_string(c.n_layer) + " H=" + std::to_string(c.n_head) + " C=" + std::to_string(c.d_model);
+  }
+  bool supports_lora() const override { return true; }
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
+    return build_gpt(c, mode, B, T, dt, keep_logits);
+  }
+  // 6N + 12 L T C (PaLM, appendix B): the score and value products of causal attention at
+  // full length T; wpe is only looked up, wte is also the classifier.
+  double flops_per_token(const ModelConfig& c) const override {
+    return six_n_flops(c, {"wpe"}) + 12.0 * c.n_layer * c.seq_len * c.d_model;
+  }
+  std::vector<float> merge_lora(const ModelConfig& c, const std::vector<float>& params,
+                                ModelConfig* merged) const override {
+    return merge_gpt_lora(c, params, merged);
+  }
+  std::unique_ptr<TokenDecoder> decoder(const ModelConfig& c, const ModelWeights& w, Backend& be) const override {
+    return std::make_unique<KvCacheDecoder>(c, w.params, be);
+  }
+};
+
+}  // namespace
+
+const ModelKind& gpt_kind() {
+  static const GptKind kind;
+  return kind;
 }
 
 }  // namespace loom

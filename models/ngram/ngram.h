@@ -1,4 +1,5 @@
-// ngram.h: an interpolated Kneser-Ney n-gram language model (the `ngram` model kind).
+// ngram.h: an interpolated Kneser-Ney n-gram language model (the `ngram` model kind, a
+// CountingModel; ngram_kind.cpp registers it).
 //
 // Smoothing (Chen & Goodman 1998, "interpolated Kneser-Ney", one discount per level):
 //
@@ -41,11 +42,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/train/safetensors.h"
+#include "engine/io/safetensors.h"
+#include "models/model.h"
 
 namespace loom {
 
-class NgramModel {
+class NgramModel final : public CountingModel {
  public:
   static constexpr int kMaxOrder = 8;
   static constexpr uint32_t kMaxVocab = 1u << 16;
@@ -62,26 +64,26 @@ class NgramModel {
   // equals counting [0,n). A token >= vocab is a UserError (nothing is counted then).
   // begin <= end <= tokens.size() is the caller's duty (LOOM_CHECK), as is not counting
   // after finalize().
-  void count(std::span<const uint32_t> tokens, uint64_t begin, uint64_t end);
+  void count(std::span<const uint32_t> tokens, uint64_t begin, uint64_t end) override;
   // Number of positions counted so far (= the sum of the unigram counts).
-  uint64_t tokens_counted() const { return tokens_counted_; }
+  uint64_t tokens_counted() const override { return tokens_counted_; }
 
   // Derives continuation counts and discounts; required before log_prob/probs. A second
   // call does nothing.
-  void finalize();
+  void finalize() override;
   bool finalized() const { return finalized_; }
 
   // Natural-log probability of `token` after `context` (preceding tokens, oldest first;
   // only the last order-1 are read, fewer is fine). Tokens outside [0, vocab) are a
   // UserError.
-  double log_prob(std::span<const int32_t> context, int32_t token) const;
+  double log_prob(std::span<const int32_t> context, int32_t token) const override;
   // The whole next-token distribution after `context` (size vocab, sums to 1).
-  void probs(std::span<const int32_t> context, std::vector<double>& out) const;
+  void probs(std::span<const int32_t> context, std::vector<double>& out) const override;
 
   // Tensors "ngram.config" (U64 [4]: order, vocab, finalized, tokens_counted) and, for each
   // order n, "ngram.order<n>.tokens" (U16 [m, n], oldest token first, rows sorted
   // lexicographically) and "ngram.order<n>.counts" (U64 [m], raw counts).
-  std::vector<StTensor> to_tensors() const;
+  std::vector<StTensor> to_tensors() const override;
   // Rebuilds a model from those tensors (finalizing it when it was finalized at save
   // time). Every problem (missing tensor, wrong dtype or shape, bad order/vocab, a token
   // out of range, unsorted or duplicate rows, zero counts, counts inconsistent between

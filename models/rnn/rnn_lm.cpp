@@ -4,27 +4,23 @@
 // from batch to batch (truncated backpropagation through time; kernels/rnn/rnn.h).
 // Initialisation as PyTorch's nn.Embedding (N(0, 1)) and nn.LSTM/GRU/RNN in scale (std
 // 1/sqrt(3H), the std of its U(-1/sqrt(H), 1/sqrt(H))), with the LSTM forget-gate bias at 1.
+#include <climits>
 #include <cmath>
 
 #include "kernels/rnn/rnn.h"
+#include "models/graph_decoder.h"
 #include "models/model.h"
 
 namespace loom {
 
-void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits);
-
 namespace {
-Cell cell_of(const std::string& kind) {
-  return kind == "lstm" ? Cell::LSTM : kind == "gru" ? Cell::GRU : Cell::RNN;
-}
-}  // namespace
 
-ModelGraph build_recurrent_lm(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) {
+ModelGraph build_recurrent_lm(Cell cell, const ModelConfig& c, GraphMode mode, int B, int T, DType dt,
+                              bool keep_logits) {
   ModelGraph m(dt);
   Graph& g = m.g;
   m.B = B;
   m.T = T;
-  const Cell cell = cell_of(c.kind);
   const int64_t H = c.d_model, V = c.vocab, G = cell_gates(cell), L = c.n_layer;
   const float w_std = 1.0f / std::sqrt(3.0f * static_cast<float>(H));
 
@@ -62,6 +58,68 @@ ModelGraph build_recurrent_lm(const ModelConfig& c, GraphMode mode, int B, int T
   g.set_scope("head");
   finish_lm(m, g.linear(x, head_w, head_b), mode, keep_logits);
   return m;
+}
+
+// One position per step; the final state is copied back into the initial one.
+class RecurrentDecoder final : public GraphDecoder {
+ public:
+  RecurrentDecoder(Cell cell, const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
+      : GraphDecoder(build_recurrent_lm(cell, cfg, GraphMode::Eval, 1, 1, be.float_dtype(), true), params, be) {
+    reset();
+  }
+  std::vector<float> step(int32_t token, int) override {
+    ex_->set_input(mg_.tokens, &token, 4);
+    ex_->forward();
+    for (size_t l = 0; l < mg_.state_in.size(); ++l)
+      be_.copy(ex_->view(mg_.state_in[l]).data, ex_->view(mg_.state_out[l]).data, mg_.g.values[mg_.state_in[l]].bytes());
+    return ex_->fetch_f32(mg_.logits);
+  }
+  void reset() override {
+    for (int v : mg_.state_in) be_.zero(ex_->view(v).data, mg_.g.values[v].bytes());
+  }
+  int capacity() const override { return INT_MAX; }
+};
+
+// lstm, gru and rnn: one class, three registrations.
+class RecurrentKind final : public ModelKind {
+ public:
+  explicit RecurrentKind(Cell cell) : cell_(cell) {}
+  const char* name() const override { return cell_name(cell_); }
+  std::vector<const char*> required_keys() const override { return {"model.n_layer", "model.d_model", "optim.lr"}; }
+  void validate(const ModelConfig& c, const Require& req) const override {
+    req(c.n_layer >= 1, "model.n_layer", "must be >= 1");
+    req(c.d_model >= 1, "model.d_model", "must be >= 1");
+  }
+  std::string describe(const ModelConfig& c) const override {
+    return "L=" + std::to_string(c.n_layer) + " H=" + std::to_string(c.d_model);
+  }
+  bool carries_state() const override { return true; }
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
+    LOOM_CHECK(mode != GraphMode::Decode, "model kind ", name(), " decodes with its Eval graph");
+    return build_recurrent_lm(cell_, c, mode, B, T, dt, keep_logits);
+  }
+  double flops_per_token(const ModelConfig& c) const override { return six_n_flops(c, {"wte"}); }
+  std::unique_ptr<TokenDecoder> decoder(const ModelConfig& c, const ModelWeights& w, Backend& be) const override {
+    return std::make_unique<RecurrentDecoder>(cell_, c, w.params, be);
+  }
+
+ private:
+  Cell cell_;
+};
+
+}  // namespace
+
+const ModelKind& lstm_kind() {
+  static const RecurrentKind kind(Cell::LSTM);
+  return kind;
+}
+const ModelKind& gru_kind() {
+  static const RecurrentKind kind(Cell::GRU);
+  return kind;
+}
+const ModelKind& rnn_kind() {
+  static const RecurrentKind kind(Cell::RNN);
+  return kind;
 }
 
 }  // namespace loom

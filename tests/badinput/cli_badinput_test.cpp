@@ -2,8 +2,8 @@
 // or key and the problem, with exit code 2: never a crash, never a silent default.
 #include <gtest/gtest.h>
 
-#include "engine/train/checkpoint.h"
-#include "engine/train/trainer.h"
+#include "launch/run/checkpoint.h"
+#include "launch/run/trainer.h"
 #include "tests/support/helpers.h"
 
 namespace loom::test {

@@ -19,9 +19,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/check.h"
-#include "engine/core/rng.h"
-#include "engine/train/safetensors.h"
+#include "core/check.h"
+#include "core/rng.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
 
 namespace fs = std::filesystem;
 using loom::Rng;

@@ -14,8 +14,8 @@
 
 #include "engine/comm/comm.h"
 #include "engine/data/corpus.h"
-#include "engine/train/checkpoint.h"
-#include "engine/train/trainer.h"
+#include "launch/run/checkpoint.h"
+#include "launch/run/trainer.h"
 #include "tests/support/helpers.h"
 
 namespace loom::test {

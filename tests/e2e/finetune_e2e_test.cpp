@@ -10,11 +10,12 @@
 
 #include "engine/backend/backend.h"
 #include "engine/graph/executor.h"
-#include "engine/train/checkpoint.h"
-#include "engine/train/finetune.h"
-#include "engine/train/gpt2_io.h"
-#include "engine/train/safetensors.h"
-#include "engine/train/trainer.h"
+#include "launch/run/checkpoint.h"
+#include "launch/run/evaluate.h"
+#include "launch/run/finetune.h"
+#include "launch/run/gpt2_io.h"
+#include "engine/io/safetensors.h"
+#include "launch/run/trainer.h"
 #include "tests/support/helpers.h"
 
 namespace loom::test {
@@ -100,7 +101,7 @@ TEST(Finetune, LoraLowersValLossBaseStaysBitIdenticalMergeAgrees) {
   q.quiet = true;
   train(parse_config_text(tiny_config(base_data, d / "base", 20), "tiny.toml", {}), q);
   const CheckpointData base = load_checkpoint(d / "base", false);
-  const double before = evaluate(base.model, ft_data, base.params, "cpu", 8, 4, 4242);
+  const double before = evaluate(base.model, ft_data, base.params, base.counts, "cpu", 8, 4, 4242);
 
   FinetuneOptions o;
   o.checkpoint = d / "base";
@@ -111,7 +112,7 @@ TEST(Finetune, LoraLowersValLossBaseStaysBitIdenticalMergeAgrees) {
   finetune(o, q);
   const CheckpointData ft = load_checkpoint(d / "ft", false);
   ASSERT_EQ(ft.model.lora_rank, 4);
-  const double after = evaluate(ft.model, ft_data, ft.params, "cpu", 8, 4, 4242);
+  const double after = evaluate(ft.model, ft_data, ft.params, ft.counts, "cpu", 8, 4, 4242);
   EXPECT_LT(after, before - 0.05) << "LoRA fine-tune did not lower the validation loss: " << before << " -> " << after;
 
   // Every base tensor is byte-identical; every adapter B moved away from zero.

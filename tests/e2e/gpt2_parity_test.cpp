@@ -15,10 +15,10 @@
 #include <cstring>
 
 #include "engine/backend/backend.h"
-#include "engine/core/dtype.h"
+#include "core/dtype.h"
 #include "engine/graph/executor.h"
-#include "engine/train/checkpoint.h"
-#include "engine/train/gpt2_io.h"
+#include "launch/run/checkpoint.h"
+#include "launch/run/gpt2_io.h"
 #include "tests/support/helpers.h"
 
 namespace loom::test {

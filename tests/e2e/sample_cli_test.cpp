@@ -3,7 +3,7 @@
 // with the checkpoint decoding on its own (the vocabulary travels inside it).
 #include <gtest/gtest.h>
 
-#include "engine/train/safetensors.h"
+#include "engine/io/safetensors.h"
 #include "tests/support/helpers.h"
 
 namespace loom::test {

@@ -7,9 +7,9 @@
 
 #include "engine/backend/backend.h"
 #include "engine/graph/executor.h"
-#include "engine/train/checkpoint.h"
-#include "engine/train/sampler.h"
-#include "engine/train/trainer.h"
+#include "launch/run/checkpoint.h"
+#include "launch/run/sampler.h"
+#include "launch/run/trainer.h"
 #include "tests/support/helpers.h"
 
 namespace loom::test {

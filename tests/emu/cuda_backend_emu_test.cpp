@@ -8,10 +8,10 @@
 #include <cstring>
 
 #include "engine/backend/backend.h"
-#include "engine/core/rng.h"
+#include "core/rng.h"
 #include "engine/graph/executor.h"
-#include "engine/train/checkpoint.h"
-#include "engine/train/weights.h"
+#include "launch/run/checkpoint.h"
+#include "engine/optim/weights.h"
 #include "models/model.h"
 
 namespace loom {

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "engine/backend/backend.h"
-#include "engine/core/rng.h"
+#include "core/rng.h"
 #include "engine/graph/executor.h"
 
 namespace loom::test {

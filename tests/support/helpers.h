@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/rng.h"
+#include "core/rng.h"
 #include "engine/data/shard.h"
 
 namespace loom::test {

@@ -8,7 +8,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "engine/data/bpe.h"
 #include "engine/data/corpus.h"
 #include "engine/data/shard.h"

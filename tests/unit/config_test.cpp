@@ -1,10 +1,10 @@
 // config_test.cpp: the config table: parsing, overrides, validation, round trip.
 #include <gtest/gtest.h>
 
-#include "engine/core/check.h"
-#include "engine/core/rng.h"
+#include "core/check.h"
+#include "core/rng.h"
 #include "engine/optim/schedule.h"
-#include "engine/train/config.h"
+#include "launch/run/config.h"
 
 namespace loom {
 namespace {

@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "engine/data/gpt2_tokenizer.h"
 #include "engine/data/shard.h"
 #include "tests/support/helpers.h"

@@ -19,9 +19,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/check.h"
-#include "engine/core/rng.h"
-#include "engine/train/safetensors.h"
+#include "core/check.h"
+#include "core/rng.h"
+#include "engine/io/safetensors.h"
 
 using loom::NgramModel;
 using loom::Rng;

@@ -6,7 +6,8 @@
 // the format spec and read a file assembled by hand the way Python's safetensors writes
 // it. All tensor contents, shapes and names are random so that a wrong offset or a
 // swapped tensor cannot pass by luck.
-#include "engine/train/safetensors.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -25,8 +26,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/core/check.h"
-#include "engine/core/rng.h"
+#include "core/check.h"
+#include "core/rng.h"
 
 namespace fs = std::filesystem;
 using loom::Rng;

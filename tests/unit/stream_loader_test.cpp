@@ -1,7 +1,7 @@
 // stream_loader_test.cpp: the consecutive-window loader of the recurrent models.
 #include <gtest/gtest.h>
 
-#include "engine/core/check.h"
+#include "core/check.h"
 #include "engine/data/stream_loader.h"
 #include "tests/support/helpers.h"
 

@@ -54,12 +54,12 @@ class CpuBackend final : public Backend {
   void op_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
     ref::layernorm_fwd<T>({x.as<T>(), c.in[1].as<T>(), c.in[2].as<T>(), c.out[0].as<T>(), c.out[1].as<T>(),
-                           c.out[2].as<T>(), x.rows(), x.dim(-1), c.node->attrs.f[0]});
+                           c.out[2].as<T>(), x.rows(), x.dim(-1), c.attrs.f[0]});
   }
   void op_residual_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
     ref::layernorm_fwd<T>({x.as<T>(), c.in[2].as<T>(), c.in[3].as<T>(), c.out[1].as<T>(), c.out[2].as<T>(),
-                           c.out[3].as<T>(), x.rows(), x.dim(-1), c.node->attrs.f[0], c.in[1].as<T>(),
+                           c.out[3].as<T>(), x.rows(), x.dim(-1), c.attrs.f[0], c.in[1].as<T>(),
                            c.out[0].as<T>()});
   }
   void op_layernorm_bwd(const OpCall& c) override {
@@ -87,17 +87,17 @@ class CpuBackend final : public Backend {
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
     ref::attention_fwd<T>({qkv.as<T>(), c.out[0].as<T>(), c.out[1].as<T>(), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                           c.node->attrs.i[0]});
+                           c.attrs.i[0]});
   }
   void op_attention_bwd(const OpCall& c) override {
     const TensorView& qkv = c.in[1];
     ref::attention_bwd<T>({c.in[0].as<T>(), qkv.as<T>(), c.in[2].as<T>(), c.in[3].as<T>(), c.out[0].as<T>(),
-                           qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3, c.node->attrs.i[0]});
+                           qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3, c.attrs.i[0]});
   }
   void op_attention_decode(const OpCall& c) override {
     const TensorView &qkv = c.in[0], &kc = c.in[1];
     ref::attention_decode<T>({qkv.as<T>(), kc.as<T>(), c.in[2].as<T>(), c.out[0].as<T>(), qkv.dim(0), qkv.dim(1),
-                              qkv.dim(2) / 3, c.node->attrs.i[0], kc.dim(2), c.in[3].as<int32_t>()[0]});
+                              qkv.dim(2) / 3, c.attrs.i[0], kc.dim(2), c.in[3].as<int32_t>()[0]});
   }
   void op_softmax_xent(const OpCall& c) override {
     const TensorView& z = c.in[0];
@@ -109,7 +109,7 @@ class CpuBackend final : public Backend {
     ref::gelu_fwd<T>({pre.as<T>(), c.out[0].as<T>(), pre.numel()});
   }
   void op_scale(const OpCall& c) override {
-    ref::scale<T>(c.in[0].as<T>(), static_cast<T>(c.node->attrs.f[0]), c.out[0].as<T>(), c.in[0].numel());
+    ref::scale<T>(c.in[0].as<T>(), static_cast<T>(c.attrs.f[0]), c.out[0].as<T>(), c.in[0].numel());
   }
   void op_tanh(const OpCall& c) override { ref::tanh_fwd<T>({c.in[0].as<T>(), c.out[0].as<T>(), c.in[0].numel()}); }
   void op_tanh_bwd(const OpCall& c) override {
@@ -118,24 +118,24 @@ class CpuBackend final : public Backend {
   void op_context_embedding(const OpCall& c) override {
     const TensorView &tok = c.in[0], &wte = c.in[1];
     ref::context_embedding_fwd<T>({tok.as<int32_t>(), wte.as<T>(), c.out[0].as<T>(), tok.dim(0), tok.dim(1), wte.dim(1),
-                                   wte.dim(0), static_cast<int>(c.node->attrs.i[0]), static_cast<int>(c.node->attrs.i[1])});
+                                   wte.dim(0), static_cast<int>(c.attrs.i[0]), static_cast<int>(c.attrs.i[1])});
   }
   void op_context_embedding_bwd(const OpCall& c) override {
     const TensorView &tok = c.in[1], &dwte = c.out[0];
     ref::context_embedding_bwd<T>({c.in[0].as<T>(), tok.as<int32_t>(), dwte.as<T>(), tok.dim(0), tok.dim(1),
-                                   dwte.dim(1), dwte.dim(0), static_cast<int>(c.node->attrs.i[0]),
-                                   static_cast<int>(c.node->attrs.i[1])});
+                                   dwte.dim(1), dwte.dim(0), static_cast<int>(c.attrs.i[0]),
+                                   static_cast<int>(c.attrs.i[1])});
   }
   void op_recurrent(const OpCall& c) override {
     const TensorView &x = c.in[0], &y = c.out[0];
-    ref::rnn_fwd<T>({static_cast<Cell>(c.node->attrs.i[0]), x.as<T>(), c.in[1].as<T>(), c.in[2].as<T>(),
+    ref::rnn_fwd<T>({static_cast<Cell>(c.attrs.i[0]), x.as<T>(), c.in[1].as<T>(), c.in[2].as<T>(),
                      c.in[3].as<T>(), c.in[4].as<T>(), c.in[5].as<T>(), y.as<T>(), c.out[1].as<T>(), c.out[2].as<T>(),
                      x.dim(0), x.dim(1), x.dim(2), y.dim(2)});
   }
   void op_recurrent_bwd(const OpCall& c) override {
     const TensorView &x = c.in[1], &y = c.in[5];
     LOOM_CHECK(c.out[1] && c.out[2] && c.out[3] && c.out[4], "recurrent_bwd: frozen recurrent weights");
-    ref::rnn_bwd<T>({static_cast<Cell>(c.node->attrs.i[0]), c.in[0].as<T>(), x.as<T>(), c.in[2].as<T>(),
+    ref::rnn_bwd<T>({static_cast<Cell>(c.attrs.i[0]), c.in[0].as<T>(), x.as<T>(), c.in[2].as<T>(),
                      c.in[3].as<T>(), c.in[4].as<T>(), y.as<T>(), c.in[6].as<T>(), c.out[0].as<T>(), c.out[1].as<T>(),
                      c.out[2].as<T>(), c.out[3].as<T>(), c.out[4].as<T>(), x.dim(0), x.dim(1), x.dim(2), y.dim(2)});
   }

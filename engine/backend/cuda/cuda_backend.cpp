@@ -14,8 +14,8 @@
 #include <tuple>
 #include <vector>
 
-#include "engine/backend/backend.h"
-#include "engine/backend/cuda/cuda_check.h"
+#include "engine/backend/cuda/cuda_backend.h"
+#include "kernels/common/cuda_check.h"
 #include "kernels/adamw/adamw.h"
 #include "kernels/attention/attention.h"
 #include "kernels/common/cuda_compat.h"
@@ -159,13 +159,13 @@ class CudaBackend final : public Backend {
   void op_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
     cuda::layernorm_fwd({B16(x), nullptr, nullptr, B16(c.in[1]), B16(c.in[2]), W16(c.out[0]), WF32(c.out[1]),
-                         WF32(c.out[2]), x.rows(), x.dim(-1), c.node->attrs.f[0]},
+                         WF32(c.out[2]), x.rows(), x.dim(-1), c.attrs.f[0]},
                         stream_);
   }
   void op_residual_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
     cuda::layernorm_fwd({B16(x), B16(c.in[1]), W16(c.out[0]), B16(c.in[2]), B16(c.in[3]), W16(c.out[1]),
-                         WF32(c.out[2]), WF32(c.out[3]), x.rows(), x.dim(-1), c.node->attrs.f[0]},
+                         WF32(c.out[2]), WF32(c.out[3]), x.rows(), x.dim(-1), c.attrs.f[0]},
                         stream_);
   }
   void op_layernorm_bwd(const OpCall& c) override {
@@ -194,19 +194,19 @@ class CudaBackend final : public Backend {
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
     cuda::attention_fwd({B16(qkv), W16(c.out[0]), WF32(c.out[1]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                         c.node->attrs.i[0]},
+                         c.attrs.i[0]},
                         stream_);
   }
   void op_attention_bwd(const OpCall& c) override {
     const TensorView& qkv = c.in[1];
-    const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, H = c.node->attrs.i[0];
+    const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, H = c.attrs.i[0];
     float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, T, C, H));
     cuda::attention_bwd({B16(c.in[0]), B16(qkv), B16(c.in[2]), F32(c.in[3]), W16(c.out[0]), s, B, T, C, H}, stream_);
   }
   void op_attention_decode(const OpCall& c) override {
     const TensorView &qkv = c.in[0], &kc = c.in[1];
     cuda::attention_decode({B16(qkv), W16(kc), W16(c.in[2]), W16(c.out[0]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                            c.node->attrs.i[0], kc.dim(2), I32(c.in[3])},
+                            c.attrs.i[0], kc.dim(2), I32(c.in[3])},
                            stream_);
   }
   void op_softmax_xent(const OpCall& c) override {
@@ -226,7 +226,7 @@ class CudaBackend final : public Backend {
                     x.dim(-1), w.dim(0));
   }
   void op_scale(const OpCall& c) override {
-    cuda::scale(B16(c.in[0]), c.node->attrs.f[0], W16(c.out[0]), c.in[0].numel(), stream_);
+    cuda::scale(B16(c.in[0]), c.attrs.f[0], W16(c.out[0]), c.in[0].numel(), stream_);
   }
   void op_tanh(const OpCall& c) override { cuda::tanh_fwd(B16(c.in[0]), W16(c.out[0]), c.in[0].numel(), stream_); }
   void op_tanh_bwd(const OpCall& c) override {
@@ -235,7 +235,7 @@ class CudaBackend final : public Backend {
   // The context embedding is an embedding without positions over B*T*n expanded tokens.
   void op_context_embedding(const OpCall& c) override {
     const TensorView &tok = c.in[0], &wte = c.in[1];
-    const int n = static_cast<int>(c.node->attrs.i[0]), pad = static_cast<int>(c.node->attrs.i[1]);
+    const int n = static_cast<int>(c.attrs.i[0]), pad = static_cast<int>(c.attrs.i[1]);
     const int64_t rows = tok.numel() * n;
     int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(rows));
     cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
@@ -243,7 +243,7 @@ class CudaBackend final : public Backend {
   }
   void op_context_embedding_bwd(const OpCall& c) override {
     const TensorView &tok = c.in[1], &dwte = c.out[0];
-    const int n = static_cast<int>(c.node->attrs.i[0]), pad = static_cast<int>(c.node->attrs.i[1]);
+    const int n = static_cast<int>(c.attrs.i[0]), pad = static_cast<int>(c.attrs.i[1]);
     const int64_t rows = tok.numel() * n, ctx_words = (rows + 1) / 2 * 2;  // keeps the rest 8-byte aligned
     int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(ctx_words + cuda::embedding_bwd_scratch_ints(rows, dwte.dim(0))));
     cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
@@ -253,7 +253,7 @@ class CudaBackend final : public Backend {
   }
   void op_recurrent(const OpCall& c) override {
     const TensorView &x = c.in[0], &y = c.out[0];
-    const Cell cell = static_cast<Cell>(c.node->attrs.i[0]);
+    const Cell cell = static_cast<Cell>(c.attrs.i[0]);
     const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
     float* s = scratch_floats(cuda::rnn_fwd_scratch_floats(cell, B, S, I, H));
     cuda::rnn_fwd({cell, B16(x), B16(c.in[1]), B16(c.in[2]), B16(c.in[3]), B16(c.in[4]), F32(c.in[5]), W16(y),
@@ -263,7 +263,7 @@ class CudaBackend final : public Backend {
   void op_recurrent_bwd(const OpCall& c) override {
     const TensorView &x = c.in[1], &y = c.in[5];
     LOOM_CHECK(c.out[1] && c.out[2] && c.out[3] && c.out[4], "recurrent_bwd: frozen recurrent weights");
-    const Cell cell = static_cast<Cell>(c.node->attrs.i[0]);
+    const Cell cell = static_cast<Cell>(c.attrs.i[0]);
     const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
     float* s = scratch_floats(cuda::rnn_bwd_scratch_floats(cell, B, S, I, H));
     cuda::rnn_bwd({cell, B16(c.in[0]), B16(x), B16(c.in[2]), B16(c.in[3]), F32(c.in[4]), B16(y), F32(c.in[6]),
@@ -515,7 +515,7 @@ class CudaBackend final : public Backend {
 
 // For `loom bench kernels`: the backend's compute stream and its general product (cuBLASLt;
 // the CPU fallback under the emulator), which the recurrent launchers call in that stream.
-cudaStream_t cuda_backend_stream(Backend& be) { return static_cast<CudaBackend&>(be).stream(); }
+cuda::Stream cuda_backend_stream(Backend& be) { return static_cast<CudaBackend&>(be).stream(); }
 cuda::Gemm cuda_backend_gemm(Backend& be) { return static_cast<CudaBackend&>(be).gemm_fn(); }
 
 // Found by engine/backend/device.cpp. Returns null (with the reason) when no device answers.

@@ -1,0 +1,160 @@
+// atomic_file.cpp: the POSIX plumbing (fsync, atomic rename, symlink swap, folder swap) that
+// makes checkpoints and every other file loom writes crash-safe.
+#include "engine/io/atomic_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "core/check.h"
+
+namespace loom {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+[[noreturn]] void sys_error(const std::string& path, const char* what, int err) {
+  user_error(path, ": ", what, ": ", errno_text(err));
+}
+
+std::string parent_of(const std::string& path) {
+  std::string parent = fs::path(path).parent_path().string();
+  return parent.empty() ? std::string(".") : parent;
+}
+
+// Closes on scope exit so that every early throw below releases the descriptor.
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  // close() can report a deferred write error (NFS), so the writer closes explicitly.
+  int release_close() {
+    const int r = ::close(fd);
+    fd = -1;
+    return r;
+  }
+};
+
+void write_all(int fd, const std::string& path, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      sys_error(path, "cannot write", errno);
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+}  // namespace
+
+// Unique within the process as well as across processes, so two writers of the same
+// path in one process (say a test and a background saver) cannot share a temp file.
+std::string temp_sibling(const std::string& path, const char* tag) {
+  static std::atomic<uint64_t> counter{0};
+  return detail::concat(path, tag, ::getpid(), "-", counter.fetch_add(1));
+}
+
+void write_chunks_atomic(const std::string& path, const std::vector<FileChunk>& chunks) {
+  const std::string tmp = temp_sibling(path, ".tmp-");
+  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (fd.fd < 0) sys_error(path, "cannot create temporary file", errno);
+  try {
+    for (const FileChunk& c : chunks) write_all(fd.fd, path, c.data, c.size);
+    if (::fsync(fd.fd) != 0) sys_error(path, "cannot fsync", errno);
+    if (fd.release_close() != 0) sys_error(path, "cannot close", errno);
+    if (::rename(tmp.c_str(), path.c_str()) != 0) sys_error(path, "cannot rename temporary file into place", errno);
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  fsync_dir(parent_of(path));
+}
+
+void fsync_file(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.fd < 0) sys_error(path, "cannot open for fsync", errno);
+  if (::fsync(fd.fd) != 0) sys_error(path, "cannot fsync", errno);
+}
+
+void fsync_dir(const std::string& path) {
+  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (fd.fd < 0) sys_error(path, "cannot open directory for fsync", errno);
+  // Some file systems cannot fsync a directory and say EINVAL; there is nothing more
+  // we could do for durability there, so that is not an error.
+  if (::fsync(fd.fd) != 0 && errno != EINVAL) sys_error(path, "cannot fsync directory", errno);
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  write_chunks_atomic(path, {{contents.data(), contents.size()}});
+}
+
+void replace_symlink(const std::string& link, const std::string& target) {
+  const std::string tmp = temp_sibling(link, ".tmp-");
+  if (::symlink(target.c_str(), tmp.c_str()) != 0) sys_error(link, "cannot create symlink", errno);
+  // rename() replaces the old link in one step, so readers see the old target or the
+  // new one, never a missing link.
+  if (::rename(tmp.c_str(), link.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    sys_error(link, "cannot replace symlink", err);
+  }
+  fsync_dir(parent_of(link));
+}
+
+void commit_dir(const std::string& tmp_dir, const std::string& final_dir) {
+  struct stat st {};
+  if (::stat(tmp_dir.c_str(), &st) != 0) sys_error(tmp_dir, "cannot commit folder", errno);
+  if (!S_ISDIR(st.st_mode)) user_error(tmp_dir, ": cannot commit folder: not a directory");
+  // The writer should already have synced it; once more is cheap next to the data.
+  fsync_dir(tmp_dir);
+
+  const std::string tmp_parent = parent_of(tmp_dir), final_parent = parent_of(final_dir);
+  struct stat fst {};
+  const bool had_old = ::lstat(final_dir.c_str(), &fst) == 0;
+  std::string old_dir;  // where the replaced folder ends up, to be deleted
+  if (!had_old) {
+    if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) sys_error(final_dir, "cannot rename folder into place", errno);
+  } else if (::renameat2(AT_FDCWD, tmp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0) {
+    // An atomic swap: at every instant final_dir is either the whole old checkpoint or
+    // the whole new one. The old one now sits under tmp_dir's name.
+    old_dir = tmp_dir;
+  } else if (errno == EINVAL || errno == ENOSYS) {
+    // No RENAME_EXCHANGE on this file system: move the old one aside first. A crash
+    // between the two renames leaves the old checkpoint whole under old_dir.
+    old_dir = temp_sibling(final_dir, ".old-");
+    if (::rename(final_dir.c_str(), old_dir.c_str()) != 0) sys_error(final_dir, "cannot move old folder aside", errno);
+    if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) {
+      const int err = errno;
+      ::rename(old_dir.c_str(), final_dir.c_str());
+      sys_error(final_dir, "cannot rename folder into place", err);
+    }
+  } else {
+    sys_error(final_dir, "cannot swap folder into place", errno);
+  }
+  fsync_dir(final_parent);
+  if (tmp_parent != final_parent) fsync_dir(tmp_parent);
+
+  if (!old_dir.empty()) {
+    std::error_code ec;
+    fs::remove_all(old_dir, ec);
+    if (ec) user_error(old_dir, ": cannot remove replaced folder: ", ec.message());
+  }
+}
+
+}  // namespace loom

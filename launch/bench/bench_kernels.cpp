@@ -1,0 +1,437 @@
+// bench_kernels.cpp: `loom bench kernels`: every kernel family on its GPT-2-124M-sized
+// shape, timed with CUDA events (median of repeats after warm-up), with the bytes or FLOPs it
+// must move/do, the achieved rate, and that rate as a share of a ceiling measured in the same
+// run: device-to-device copy bandwidth for memory-bound kernels, the cuBLASLt bf16 GEMM rate
+// for attention. Beside attention, cuDNN's fused flash attention on the same inputs (with the
+// speedup loom/cuDNN = cuDNN ms / loom ms and the largest output difference), and cuDNN's LSTM
+// (bench_cudnn.h) where CMake found cuDNN. Under the emulator the same code runs on tiny shapes,
+// once, to show the kernels run and agree with the launch contract -- its times mean nothing, and
+// the cuDNN baselines read "n/a (emulator)".
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/backend/cuda/cuda_backend.h"
+#include "launch/bench/bench_kernels.h"
+#include "launch/bench/bench_cudnn.h"
+#include "kernels/common/cuda_check.h"
+#include "core/dtype.h"
+#include "core/rng.h"
+#include "kernels/adamw/adamw.h"
+#include "kernels/attention/attention.h"
+#include "kernels/common/cuda_compat.h"
+#include "kernels/elementwise/elementwise.h"
+#include "kernels/embedding/embedding.h"
+#include "kernels/gelu/gelu.h"
+#include "kernels/layernorm/layernorm.h"
+#include "kernels/matmul/matmul.h"
+#include "kernels/rnn/rnn.h"
+#include "kernels/softmax_xent/softmax_xent.h"
+
+#if !LOOM_SIMT_EMULATION
+#include <cublasLt.h>
+#endif
+// LOOM_HAVE_CUDNN: set by CMake for the real backend when it found cuDNN (bench_cudnn.cpp).
+#ifndef LOOM_HAVE_CUDNN
+#define LOOM_HAVE_CUDNN 0
+#endif
+
+namespace loom {
+
+namespace {
+
+struct Dev {
+  std::vector<void*> ptrs;
+  ~Dev() {
+    for (void* p : ptrs) cudaFree(p);
+  }
+  template <typename T>
+  T* alloc(size_t n) {
+    void* p = nullptr;
+    CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+    ptrs.push_back(p);
+    return static_cast<T*>(p);
+  }
+  // Random bf16 values in [-1, 1) (never zeros), uploaded.
+  bf16* rand_bf16(size_t n, Rng& r) {
+    std::vector<bf16> h(n);
+    for (auto& v : h) v = to_bf16(2 * r.uniform() - 1);
+    bf16* d = alloc<bf16>(n);
+    CUDA_CHECK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
+    return d;
+  }
+  float* rand_f32(size_t n, Rng& r, float lo, float hi) {
+    std::vector<float> h(n);
+    for (auto& v : h) v = lo + (hi - lo) * r.uniform();
+    float* d = alloc<float>(n);
+    CUDA_CHECK(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice));
+    return d;
+  }
+  int32_t* rand_tokens(size_t n, int32_t V, Rng& r) {
+    std::vector<int32_t> h(n);
+    for (auto& v : h) v = static_cast<int32_t>(r.below(V));
+    int32_t* d = alloc<int32_t>(n);
+    CUDA_CHECK(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice));
+    return d;
+  }
+};
+
+// Median milliseconds of `fn` over `reps` timed runs after `warm` untimed ones.
+double time_ms(cudaStream_t s, int warm, int reps, const std::function<void()>& fn) {
+  for (int i = 0; i < warm; ++i) fn();
+  cudaEvent_t a, b;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> ms;
+  for (int i = 0; i < reps; ++i) {
+    CUDA_CHECK(cudaEventRecord(a, s));
+    fn();
+    CUDA_CHECK(cudaEventRecord(b, s));
+    CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  CUDA_CHECK(cudaEventDestroy(a));
+  CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  CUDA_CHECK(cudaGetLastError());
+  return ms[ms.size() / 2];
+}
+
+// Why there is no cuDNN baseline in this build ("" where there is one).
+const char* cudnn_absent() {
+  if (LOOM_SIMT_EMULATION) return "emulator";
+  return LOOM_HAVE_CUDNN ? "" : "built without cuDNN";
+}
+
+// At most n characters of a reason, for a table cell (the full text is printed below the rows).
+std::string clip(const std::string& why, size_t n = 90) { return why.size() <= n ? why : why.substr(0, n - 3) + "..."; }
+
+// The baseline cell beside a loom row: " | cuDNN 0.3120 ms 110.1 TFLOP/s, loom/cuDNN 0.87x".
+std::string vs_cudnn(bool ok, double cudnn_ms, double loom_ms, double flops, const std::string& why) {
+  if (!ok) return " | cuDNN n/a (" + clip(why) + ")";
+  char b[160];
+  std::snprintf(b, sizeof b, " | cuDNN %.4f ms %.1f TFLOP/s, loom/cuDNN %.2fx", cudnn_ms, flops / (cudnn_ms * 1e9),
+                cudnn_ms / loom_ms);
+  return b;
+}
+
+// Largest |a - b| over n bf16 device values, and the largest |a| (for scale).
+std::pair<float, float> max_diff_bf16(const bf16* a, const bf16* b, size_t n) {
+  std::vector<bf16> ha(n), hb(n);
+  CUDA_CHECK(cudaMemcpy(ha.data(), a, n * 2, cudaMemcpyDeviceToHost));
+  CUDA_CHECK(cudaMemcpy(hb.data(), b, n * 2, cudaMemcpyDeviceToHost));
+  float diff = 0, mag = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const float x = from_bf16(ha[i]), y = from_bf16(hb[i]);
+    diff = std::max(diff, std::fabs(x - y));
+    mag = std::max(mag, std::fabs(x));
+  }
+  return {diff, mag};
+}
+
+}  // namespace
+
+// Prints the table; returns 0. `emulated` shapes are tiny.
+int bench_kernels_main() {
+  const bool emu = LOOM_SIMT_EMULATION;
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0)
+    user_error("bench kernels: no usable CUDA device (", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices",
+               "); build with -DLOOM_CUDA_EMULATION=ON (or use build/loom-emu) to run the kernels on the CPU");
+  cudaStream_t s = nullptr;
+  CUDA_CHECK(cudaStreamCreate(&s));
+  const int warm = emu ? 0 : 5, reps = emu ? 1 : 20;
+  Rng rng(1);
+  Dev d;
+  // GPT-2 124M shapes (B=4 sequences of T=1024, C=768, H=12, V=50304); tiny under emulation.
+  const int64_t B = emu ? 1 : 4, T = emu ? 32 : 1024, C = emu ? 64 : 768, H = emu ? 2 : 12, V = emu ? 96 : 50304;
+  const int64_t N = B * T, P = emu ? 4096 : 124475904;
+
+  // Ceiling 1: device-to-device copy bandwidth (read + write counted).
+  const size_t copy_bytes = emu ? (1u << 16) : (size_t(1) << 30);
+  char* src = d.alloc<char>(copy_bytes);
+  char* dst = d.alloc<char>(copy_bytes);
+  CUDA_CHECK(cudaMemset(src, 1, copy_bytes));
+  const double copy_ms = time_ms(s, warm, reps, [&] {
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, copy_bytes, cudaMemcpyDeviceToDevice, s));
+  });
+  const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e6);
+
+  // Ceiling 2: cuBLASLt bf16 GEMM (8192^3), the tensor-core rate this card reaches.
+  double gemm_tflops = 0;
+#if !LOOM_SIMT_EMULATION
+  {
+    const int64_t n = 8192;
+    bf16* A = d.rand_bf16(n * n, rng);
+    bf16* Bm = d.rand_bf16(n * n, rng);
+    bf16* Cm = d.alloc<bf16>(n * n);
+    cublasLtHandle_t lt;
+    CUBLAS_CHECK(cublasLtCreate(&lt));
+    cublasLtMatmulDesc_t op;
+    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasLtMatrixLayout_t la;
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, n, n, n));
+    size_t ws_bytes = 32u << 20;
+    void* ws = d.alloc<char>(ws_bytes);
+    cublasLtMatmulPreference_t pref;
+    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
+                                                      sizeof ws_bytes));
+    cublasLtMatmulHeuristicResult_t h{};
+    int found = 0;
+    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, la, la, la, pref, 1, &h, &found));
+    const float alpha = 1, beta = 0;
+    const double ms = time_ms(s, 3, 10, [&] {
+      CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, A, la, Bm, la, &beta, Cm, la, Cm, la, &h.algo, ws, ws_bytes, s));
+    });
+    gemm_tflops = 2.0 * n * n * n / (ms * 1e9);
+    cublasLtMatmulPreferenceDestroy(pref);
+    cublasLtMatrixLayoutDestroy(la);
+    cublasLtMatmulDescDestroy(op);
+    cublasLtDestroy(lt);
+  }
+#endif
+
+  std::printf("loom bench kernels%s\n", emu ? " (SIMT emulator: tiny shapes, times are not GPU times)" : "");
+  std::printf("ceilings measured in this run: copy %.1f GB/s (d2d, read+write)", copy_gbs);
+  if (gemm_tflops > 0) std::printf(" | cuBLASLt bf16 GEMM 8192^3 %.1f TFLOP/s", gemm_tflops);
+  std::printf("\n%-22s %-26s %10s %12s %9s%s\n", "kernel", "shape", "median ms", "rate", "% ceiling",
+              " | baseline (attention)");
+  std::fflush(stdout);
+  auto row_bw = [&](const char* name, const std::string& shape, double bytes, const std::function<void()>& fn) {
+    const double ms = time_ms(s, warm, reps, fn);
+    const double gbs = bytes / (ms * 1e6);
+    std::printf("%-22s %-26s %10.4f %8.1f GB/s %8.1f%%\n", name, shape.c_str(), ms, gbs, 100 * gbs / copy_gbs);
+    std::fflush(stdout);
+  };
+  // `extra(ms)`, when given, is printed at the end of the row (the library baseline beside it).
+  auto row_fl = [&](const char* name, const std::string& shape, double flops, const std::function<void()>& fn,
+                    const std::function<std::string(double)>& extra = nullptr) {
+    const double ms = time_ms(s, warm, reps, fn);
+    const double tf = flops / (ms * 1e9);
+    if (gemm_tflops > 0)
+      std::printf("%-22s %-26s %10.4f %6.1f TFLOP/s %8.1f%%", name, shape.c_str(), ms, tf, 100 * tf / gemm_tflops);
+    else
+      std::printf("%-22s %-26s %10.4f %6.3f TFLOP/s %9s", name, shape.c_str(), ms, tf, "-");
+    std::printf("%s\n", extra ? extra(ms).c_str() : "");
+    std::fflush(stdout);
+    return ms;
+  };
+  const std::string nc = std::to_string(N) + "x" + std::to_string(C);
+
+  // Layer norm (fused residual): reads x, residual, writes sum, y (bf16) + stats.
+  bf16* x = d.rand_bf16(N * C, rng);
+  bf16* r = d.rand_bf16(N * C, rng);
+  bf16* sum = d.alloc<bf16>(N * C);
+  bf16* y = d.alloc<bf16>(N * C);
+  bf16* g = d.rand_bf16(C, rng);
+  bf16* bb = d.rand_bf16(C, rng);
+  float* mean = d.alloc<float>(N);
+  float* rstd = d.alloc<float>(N);
+  row_bw("residual_layernorm", nc, 4.0 * N * C * 2 + 8.0 * N, [&] {
+    cuda::layernorm_fwd({x, r, sum, g, bb, y, mean, rstd, N, C, 1e-5f}, s);
+  });
+  bf16* dy = d.rand_bf16(N * C, rng);
+  bf16* dx = d.alloc<bf16>(N * C);
+  float* dg = d.alloc<float>(C);
+  float* db = d.alloc<float>(C);
+  float* lscr = d.alloc<float>(cuda::layernorm_bwd_scratch_floats(N, C));
+  row_bw("layernorm_bwd", nc, 4.0 * N * C * 2 + 8.0 * N, [&] {
+    cuda::layernorm_bwd({dy, sum, g, mean, rstd, r, dx, dg, db, lscr, N, C}, s);
+  });
+  // GELU on the MLP's 4C activations.
+  bf16* h4 = d.rand_bf16(N * 4 * C, rng);
+  bf16* o4 = d.alloc<bf16>(N * 4 * C);
+  row_bw("gelu", std::to_string(N) + "x" + std::to_string(4 * C), 2.0 * N * 4 * C * 2,
+         [&] { cuda::gelu_fwd(h4, o4, N * 4 * C, s); });
+  row_bw("gelu_bwd", std::to_string(N) + "x" + std::to_string(4 * C), 3.0 * N * 4 * C * 2,
+         [&] { cuda::gelu_bwd(o4, h4, o4, N * 4 * C, s); });
+  row_bw("add", nc, 3.0 * N * C * 2, [&] { cuda::add(x, r, y, N * C, s); });
+  float* bgs = d.alloc<float>(cuda::bias_grad_scratch_floats(N, 4 * C));
+  float* bg = d.alloc<float>(4 * C);
+  row_bw("bias_grad", std::to_string(N) + "x" + std::to_string(4 * C), 2.0 * N * 4 * C,
+         [&] { cuda::bias_grad(h4, bg, bgs, N, 4 * C, s); });
+  // Embedding.
+  int32_t* tok = d.rand_tokens(N, static_cast<int32_t>(V), rng);
+  bf16* wte = d.rand_bf16(V * C, rng);
+  bf16* wpe = d.rand_bf16(T * C, rng);
+  row_bw("embedding", std::to_string(N) + " tok, C=" + std::to_string(C), 3.0 * N * C * 2,
+         [&] { cuda::embedding_fwd({tok, wte, wpe, y, B, T, C, V, T, nullptr}, s); });
+  float* dwte = d.alloc<float>(V * C);
+  float* dwpe = d.alloc<float>(T * C);
+  int32_t* escr = d.alloc<int32_t>(cuda::embedding_bwd_scratch_ints(N, V));
+  row_bw("embedding_bwd", std::to_string(N) + " tok, C=" + std::to_string(C), N * C * (2.0 + 8.0 + 8.0),
+         [&] { cuda::embedding_bwd({dy, tok, dwte, dwpe, escr, B, T, C, V, T, nullptr}, s); });
+  // Fused classifier over the vocabulary.
+  bf16* logits = d.rand_bf16(N * V, rng);
+  float* lse = d.alloc<float>(N);
+  float* loss = d.alloc<float>(1);
+  float* xscr = d.alloc<float>(cuda::softmax_xent_scratch_floats(N));
+  const std::string nv = std::to_string(N) + "x" + std::to_string(V);
+  row_bw("softmax_xent", nv, 2.0 * N * V, [&] { cuda::softmax_xent_fwd({logits, tok, lse, loss, xscr, N, V}, s); });
+  float* one = d.rand_f32(1, rng, 1, 1);
+  bf16* dlog = d.alloc<bf16>(N * V);
+  row_bw("softmax_xent_bwd", nv, 4.0 * N * V, [&] { cuda::softmax_xent_bwd({one, logits, tok, lse, dlog, N, V}, s); });
+  row_bw("softmax", nv, 4.0 * N * V, [&] { cuda::softmax_fwd(logits, dlog, N, V, s); });
+  // Optimizer over the flat buffers: f32 param/m/v read+write, f32 grad read, bf16 write.
+  float* pm = d.rand_f32(P, rng, -0.1f, 0.1f);
+  float* gm = d.rand_f32(P, rng, -0.01f, 0.01f);
+  float* mm = d.rand_f32(P, rng, -0.001f, 0.001f);
+  float* vm = d.rand_f32(P, rng, 0.0f, 0.001f);
+  bf16* wm = d.alloc<bf16>(P);
+  row_bw("adamw", std::to_string(P) + " params", P * (4.0 * 2 * 3 + 4 + 2), [&] {
+    cuda::adamw({pm, gm, mm, vm, nullptr, P, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 10}, wm, 7, s);
+  });
+  float* nscr = d.alloc<float>(cuda::global_norm_scratch_floats(P) + 1);
+  row_bw("global_norm", std::to_string(P) + " params", 4.0 * P,
+         [&] { cuda::global_norm_sq(gm, P, nscr + 1, nscr, s); });
+  // Causal flash attention, head dims 64 and 128 (FLOPs: fwd 4·B·H·T²·D / 2, bwd 2.5x), with
+  // cuDNN's fused flash attention on the same qkv and dout (its own out, stats and dqkv) beside.
+  std::vector<std::string> cudnn_notes;
+  for (int64_t D : {int64_t(emu ? 16 : 64), int64_t(emu ? 32 : 128)}) {
+    const int64_t Ha = emu ? H : (D == 64 ? 12 : 16), Ca = Ha * D, Ta = emu ? T : 2048, Ba = emu ? B : 4;
+    bf16* qkv = d.rand_bf16(Ba * Ta * 3 * Ca, rng);
+    bf16* out = d.alloc<bf16>(Ba * Ta * Ca);
+    float* alse = d.alloc<float>(Ba * Ha * Ta);
+    bf16* dout = d.rand_bf16(Ba * Ta * Ca, rng);
+    bf16* dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
+    float* ascr = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
+    const double fl = 4.0 * Ba * Ha * Ta * Ta * D / 2;
+    const std::string shp = "B" + std::to_string(Ba) + " H" + std::to_string(Ha) + " T" + std::to_string(Ta) + " D" +
+                            std::to_string(D);
+    cudnn_bench::AttnResult cr;
+    cr.why = cudnn_absent();
+    bf16* c_out = nullptr;
+    bf16* c_dqkv = nullptr;
+#if LOOM_HAVE_CUDNN
+    c_out = d.alloc<bf16>(Ba * Ta * Ca);
+    float* c_stats = d.alloc<float>(Ba * Ha * Ta);
+    c_dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
+    cr = cudnn_bench::attention({qkv, c_out, c_stats, dout, c_dqkv}, Ba, Ta, Ca, Ha, s, warm, reps);
+#endif
+    row_fl("attention_fwd", shp, fl, [&] { cuda::attention_fwd({qkv, out, alse, Ba, Ta, Ca, Ha}, s); },
+           [&](double ms) { return vs_cudnn(cr.fwd_ok, cr.fwd_ms, ms, fl, cr.why); });
+    row_fl("attention_bwd", shp, 2.5 * fl,
+           [&] { cuda::attention_bwd({dout, qkv, out, alse, dqkv, ascr, Ba, Ta, Ca, Ha}, s); },
+           [&](double ms) { return vs_cudnn(cr.bwd_ok, cr.bwd_ms, ms, 2.5 * fl, cr.why); });
+    if (cr.fwd_ok || cr.bwd_ok) {
+      CUDA_CHECK(cudaStreamSynchronize(s));
+      std::string line = "  cuDNN D" + std::to_string(D) + ": " + cr.engines;
+      char b[200];
+      std::snprintf(b, sizeof b, ", graphs+plans built in %.1f s", cr.build_s);
+      line += b;
+      if (cr.fwd_ok) {
+        const auto [diff, mag] = max_diff_bf16(out, c_out, size_t(Ba * Ta * Ca));
+        std::snprintf(b, sizeof b, "; max|out loom - cuDNN| %.3g (max|out| %.3g)", diff, mag);
+        line += b;
+      }
+      if (cr.bwd_ok && cr.fwd_ok) {
+        const auto [diff, mag] = max_diff_bf16(dqkv, c_dqkv, size_t(Ba * Ta * 3 * Ca));
+        std::snprintf(b, sizeof b, "; max|dqkv loom - cuDNN| %.3g (max|dqkv| %.3g)", diff, mag);
+        line += b;
+      }
+      std::printf("%s\n", line.c_str());
+    }
+    if (!(cr.fwd_ok && cr.bwd_ok) && cr.why.size() > 90)
+      cudnn_notes.push_back("cuDNN attention D" + std::to_string(D) + ": " + cr.why);
+    std::fflush(stdout);
+  }
+
+  // LSTM: loom's layer (kernels/rnn: per-step cuBLASLt products + one fused cell kernel a step,
+  // or the persistent kernel where w_hh fits on chip) and cuDNN's on the same shapes. One
+  // unidirectional layer, input size H, FLOPs of the gate GEMMs only, 2·4H·(I+H)·B·T forward
+  // and 3x that for forward + backward. The products run in the CUDA backend's stream.
+  auto rnn_be = make_cuda_backend(nullptr);
+  LOOM_CHECK(rnn_be, "bench kernels: the CUDA backend did not start");
+  const cudaStream_t rs = cuda_backend_stream(*rnn_be);
+  const cuda::Gemm gemm = cuda_backend_gemm(*rnn_be);
+  auto loom_lstm = [&](int64_t Hl, int64_t Bl, int64_t Tl, bool persistent) {
+    const Cell cell = Cell::LSTM;
+    const int64_t G = 4, W = rnn_saved_width(cell, Hl);
+    bf16* lx = d.rand_bf16(Bl * Tl * Hl, rng);
+    bf16* wih = d.rand_bf16(G * Hl * Hl, rng);
+    bf16* whh = d.rand_bf16(G * Hl * Hl, rng);
+    bf16* bih = d.rand_bf16(G * Hl, rng);
+    bf16* bhh = d.rand_bf16(G * Hl, rng);
+    float* st0 = d.rand_f32(2 * Bl * Hl, rng, -0.5f, 0.5f);
+    bf16* ly = d.alloc<bf16>(Bl * Tl * Hl);
+    float* stT = d.alloc<float>(2 * Bl * Hl);
+    float* saved = d.alloc<float>(Bl * Tl * W);
+    bf16* ldy = d.rand_bf16(Bl * Tl * Hl, rng);
+    bf16* ldx = d.alloc<bf16>(Bl * Tl * Hl);
+    float* dw = d.alloc<float>(2 * G * Hl * Hl + 2 * G * Hl);
+    float* fscr = d.alloc<float>(cuda::rnn_fwd_scratch_floats(cell, Bl, Tl, Hl, Hl));
+    float* bscr = d.alloc<float>(cuda::rnn_bwd_scratch_floats(cell, Bl, Tl, Hl, Hl));
+    const cuda::RnnFwd f{cell, lx, wih, whh, bih, bhh, st0, ly, stT, saved, Bl, Tl, Hl, Hl, fscr, persistent};
+    const cuda::RnnBwd b{cell, ldy, lx, wih, whh, st0, ly, saved, ldx, dw, dw + G * Hl * Hl, dw + 2 * G * Hl * Hl,
+                         dw + 2 * G * Hl * Hl + G * Hl, Bl, Tl, Hl, Hl, bscr};
+    const double fwd = time_ms(rs, warm, reps, [&] { cuda::rnn_fwd(f, gemm, rs); });
+    const double both = time_ms(rs, warm, reps, [&] {
+      cuda::rnn_fwd(f, gemm, rs);
+      cuda::rnn_bwd(b, gemm, rs);
+    });
+    return std::pair<double, double>{fwd, both};
+  };
+  // The persistent kernel's regime first (w_hh of H=96 is 72 KiB of bf16), then the shapes of
+  // the cuDNN comparison.
+  {
+    const int64_t Hp = emu ? 16 : 96, Bp = emu ? 2 : 64, Tp = emu ? 4 : 128;
+    const double lfl = cudnn_bench::lstm_fwd_flops(Hp, Hp, Bp, Tp);
+    const bool fits = cuda::rnn_persistent_fits(Cell::LSTM, Hp);
+    const auto [pf, pb] = loom_lstm(Hp, Bp, Tp, true);
+    const auto [sf, sb] = loom_lstm(Hp, Bp, Tp, false);
+    std::printf("lstm loom H=%lld B=%lld T=%lld: persistent%s fwd %.3f ms %.3f TFLOP/s (fwd+bwd %.3f ms) | "
+                "per-step fwd %.3f ms %.3f TFLOP/s (fwd+bwd %.3f ms) | persistent/per-step fwd %.2fx\n",
+                (long long)Hp, (long long)Bp, (long long)Tp, fits ? "" : " (does not fit: per-step)", pf,
+                lfl / (pf * 1e9), pb, sf, lfl / (sf * 1e9), sb, sf / pf);
+    std::fflush(stdout);
+  }
+  // The two target shapes, and the small-H, large-batch, long-sequence end of the range.
+  for (const auto& [Hfull, Bfull, Tfull] : {std::array<int64_t, 3>{512, 64, 128}, std::array<int64_t, 3>{1024, 32, 128},
+                                            std::array<int64_t, 3>{256, 128, 256}}) {
+    const int64_t Hl = emu ? Hfull / 32 : Hfull, Bl = emu ? 2 : Bfull, Tl = emu ? 4 : Tfull;
+    const double lfl = cudnn_bench::lstm_fwd_flops(Hl, Hl, Bl, Tl);
+    const auto [lf, lb] = loom_lstm(Hl, Bl, Tl, true);
+    std::printf("lstm loom  H=%lld B=%lld T=%lld (bf16, f32 math): fwd %.3f ms %.3f TFLOP/s | fwd+bwd %.3f ms %.3f "
+                "TFLOP/s\n",
+                (long long)Hl, (long long)Bl, (long long)Tl, lf, lfl / (lf * 1e9), lb, 3 * lfl / (lb * 1e9));
+    std::printf("lstm cudnn H=%lld B=%lld T=%lld", (long long)Hl, (long long)Bl, (long long)Tl);
+    cudnn_bench::LstmResult lr;
+    lr.why = cudnn_absent();
+#if LOOM_HAVE_CUDNN
+    lr = cudnn_bench::lstm(Hl, Bl, Tl, s, warm, reps);
+#endif
+    if (lr.ok)
+      std::printf(" (%s, f32 math): fwd %.3f ms %.1f TFLOP/s | fwd+bwd %.3f ms %.1f TFLOP/s | loom/cuDNN fwd %.2fx, "
+                  "fwd+bwd %.2fx\n",
+                  lr.dtype.c_str(), lr.fwd_ms, lfl / (lr.fwd_ms * 1e9), lr.fwdbwd_ms, 3 * lfl / (lr.fwdbwd_ms * 1e9),
+                  lr.fwd_ms / lf, lr.fwdbwd_ms / lb);
+    else
+      std::printf(": n/a (%s)\n", clip(lr.why, 160).c_str());
+    if (!lr.ok && lr.why.size() > 160) cudnn_notes.push_back("cuDNN lstm H=" + std::to_string(Hl) + ": " + lr.why);
+    std::fflush(stdout);
+  }
+  for (const auto& n : cudnn_notes) std::printf("%s\n", n.c_str());
+#if LOOM_HAVE_CUDNN
+  const std::string cudnn_name = cudnn_bench::version();
+#else
+  const std::string cudnn_name = std::string("cuDNN n/a (") + cudnn_absent() + ")";
+#endif
+  std::printf("baselines: %s for attention (fused flash attention, graph API) and LSTM (cudnnRNNForward + "
+              "BackwardData/Weights_v8); PyTorch peers (SDPA, layer_norm, fused AdamW, nn.LSTM, GPT step) in "
+              "tests/gpu/run.sh\n",
+              cudnn_name.c_str());
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  CUDA_CHECK(cudaStreamDestroy(s));
+  return 0;
+}
+
+}  // namespace loom

@@ -1,0 +1,29 @@
+// bench_train.h: `loom bench train`: the training step on random tokens, timed after warm-up.
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "models/model.h"
+
+namespace loom {
+
+struct BenchTrainOptions {
+  std::string device = "cpu";
+  ModelConfig model;
+  int batch = 4;
+  int steps = 10;
+  int warmup = 2;
+  bool op_profile = false;  // time every op kind (host clock; CPU backend)
+};
+
+struct BenchTrainResult {
+  double median_ms = 0, tokens_per_s = 0, gflops = 0, flops_per_token = 0;
+  double gemm_gflops = 0;  // the device's matrix-product ceiling, measured in the same run
+  int64_t params = 0;
+  std::vector<std::pair<std::string, double>> op_ms;  // per op kind, ms per step, largest first
+};
+
+BenchTrainResult bench_train(const BenchTrainOptions& o);
+
+}  // namespace loom

@@ -1,0 +1,270 @@
+// checkpoint.cpp: save / load / resolve checkpoints (see checkpoint.h for the layout).
+#include "launch/run/checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/check.h"
+#include "engine/io/atomic_file.h"
+#include "engine/io/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace loom {
+
+namespace {
+
+std::string step_name(int64_t step) {
+  char b[32];
+  std::snprintf(b, sizeof b, "step_%08lld", static_cast<long long>(step));
+  return b;
+}
+
+StTensor f32_tensor(const std::string& name, const Shape& shape, const float* data) {
+  StTensor t;
+  t.name = name;
+  t.dtype = "F32";
+  t.shape.assign(shape.begin(), shape.end());
+  t.data.resize(numel(shape) * 4);
+  std::memcpy(t.data.data(), data, t.data.size());
+  return t;
+}
+
+std::string fmt_double(double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, "%.17g", v);
+  return b;
+}
+
+std::map<std::string, std::string> model_metadata(const ModelConfig& m, const std::string& tokenizer, int64_t step) {
+  return {{"format", "loom"},
+          {"model.kind", m.kind},
+          {"model.n_layer", std::to_string(m.n_layer)},
+          {"model.n_head", std::to_string(m.n_head)},
+          {"model.d_model", std::to_string(m.d_model)},
+          {"model.d_hidden", std::to_string(m.d_hidden)},
+          {"model.context", std::to_string(m.context)},
+          {"model.order", std::to_string(m.order)},
+          {"lora.rank", std::to_string(m.lora_rank)},
+          {"lora.alpha", fmt_double(m.lora_alpha)},
+          {"lora.targets", m.lora_targets},
+          {"model.seq_len", std::to_string(m.seq_len)},
+          {"model.vocab", std::to_string(m.vocab)},
+          {"tokenizer", tokenizer},
+          {"step", std::to_string(step)}};
+}
+
+int meta_int(const StFile& f, const std::string& key, const std::string& path) {
+  auto it = f.metadata.find(key);
+  LOOM_USER_CHECK(it != f.metadata.end(), path, ": metadata has no '", key, "' (not a loom checkpoint?)");
+  try {
+    size_t used = 0;
+    const int v = std::stoi(it->second, &used);
+    LOOM_USER_CHECK(used == it->second.size() && v > 0, path, ": metadata '", key, "' is not a positive integer");
+    return v;
+  } catch (const std::logic_error&) {
+    user_error(path, ": metadata '", key, "' is not a positive integer");
+  }
+}
+
+// A non-negative integer that older checkpoints may lack (then 0).
+int meta_int0(const StFile& f, const std::string& key, const std::string& path) {
+  auto it = f.metadata.find(key);
+  if (it == f.metadata.end() || it->second == "0") return 0;
+  return meta_int(f, key, path);
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LOOM_USER_CHECK(f, path, ": cannot open");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const std::string& tokenizer,
+                            const std::vector<float>& params, const std::vector<float>& m,
+                            const std::vector<float>& v, const TrainProgress& p, int64_t keep,
+                            const CheckpointExtra& extra) {
+  const fs::path root(run_dir);
+  const fs::path ckdir = root / "checkpoints";
+  std::error_code ec;
+  fs::create_directories(ckdir, ec);
+  LOOM_USER_CHECK(!ec, ckdir.string(), ": cannot create folder: ", ec.message());
+  const std::string name = step_name(p.step);
+  const fs::path tmp = ckdir / (name + ".tmp-" + std::to_string(getpid()));
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  LOOM_USER_CHECK(!ec, tmp.string(), ": cannot create folder: ", ec.message());
+
+  StFile model;
+  model.metadata = model_metadata(cfg.model, tokenizer, p.step);
+  for (const auto& info : param_layout(cfg.model))
+    model.tensors.push_back(f32_tensor(info.name, info.shape, params.data() + info.offset));
+  for (const auto& t : extra.counts) model.tensors.push_back(t);
+  write_safetensors((tmp / "model.safetensors").string(), model);
+
+  StFile optim;
+  optim.metadata = {{"format", "loom-adamw"}, {"step", std::to_string(p.step)}};
+  const Shape flat{static_cast<int64_t>(m.size())};
+  optim.tensors.push_back(f32_tensor("m", flat, m.data()));
+  optim.tensors.push_back(f32_tensor("v", flat, v.data()));
+  if (!extra.rnn_state.empty())
+    optim.tensors.push_back(f32_tensor("rnn_state", {static_cast<int64_t>(extra.rnn_state.size())}, extra.rnn_state.data()));
+  write_safetensors((tmp / "optim.safetensors").string(), optim);
+
+  nlohmann::json st;
+  st["step"] = p.step;
+  st["tokens_seen"] = p.tokens_seen;
+  st["skipped_steps"] = p.skipped_steps;
+  // u64 as strings: JSON numbers are not guaranteed to carry 64 bits exactly.
+  for (auto w : p.loader_rng) st["loader_rng"].push_back(std::to_string(w));
+  write_file_atomic((tmp / "state.json").string(), st.dump(2) + "\n");
+  write_file_atomic((tmp / "config.toml").string(), config_to_toml(cfg));
+  fsync_dir(tmp.string());
+
+  const fs::path final_dir = ckdir / name;
+  commit_dir(tmp.string(), final_dir.string());
+  replace_symlink((root / "latest").string(), (fs::path("checkpoints") / name).string());
+  fsync_dir(root.string());
+
+  if (keep > 0) {
+    std::vector<fs::path> steps;
+    for (const auto& e : fs::directory_iterator(ckdir)) {
+      const std::string n = e.path().filename().string();
+      if (e.is_directory() && n.rfind("step_", 0) == 0 && n.find(".tmp") == std::string::npos) steps.push_back(e.path());
+    }
+    std::sort(steps.begin(), steps.end());
+    for (size_t i = 0; i + keep < steps.size(); ++i)
+      if (steps[i] != final_dir) fs::remove_all(steps[i], ec);
+  }
+  return final_dir.string();
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  LOOM_USER_CHECK(!path.empty(), "--checkpoint: empty path");
+  fs::path p(path);
+  std::error_code ec;
+  LOOM_USER_CHECK(fs::exists(p, ec), path, ": no such checkpoint");
+  if (fs::exists(p / "model.safetensors")) return fs::canonical(p).string();
+  if (fs::exists(p / "latest" / "model.safetensors")) return fs::canonical(p / "latest").string();
+  user_error(path, ": not a checkpoint (no model.safetensors, no latest)");
+}
+
+CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
+  CheckpointData ck;
+  ck.dir = resolve_checkpoint(path);
+  const std::string mpath = ck.dir + "/model.safetensors";
+  StFile model = read_safetensors(mpath);
+  auto fmt = model.metadata.find("format");
+  LOOM_USER_CHECK(fmt != model.metadata.end() && fmt->second == "loom", mpath,
+                  ": not a loom checkpoint (metadata format != loom)");
+  ck.model.kind = model.metadata.count("model.kind") ? model.metadata["model.kind"] : "";
+  ck.model.n_layer = meta_int(model, "model.n_layer", mpath);
+  ck.model.n_head = meta_int(model, "model.n_head", mpath);
+  ck.model.d_model = meta_int(model, "model.d_model", mpath);
+  ck.model.d_hidden = meta_int0(model, "model.d_hidden", mpath);
+  ck.model.context = meta_int0(model, "model.context", mpath);
+  ck.model.order = meta_int0(model, "model.order", mpath);
+  ck.model.lora_rank = meta_int0(model, "lora.rank", mpath);
+  if (ck.model.lora_rank > 0) {
+    try {
+      ck.model.lora_alpha = std::stod(model.metadata.at("lora.alpha"));
+      ck.model.lora_targets = model.metadata.at("lora.targets");
+    } catch (const std::exception&) {
+      user_error(mpath, ": LoRA checkpoint without a valid lora.alpha / lora.targets");
+    }
+  }
+  ck.model.seq_len = meta_int(model, "model.seq_len", mpath);
+  ck.model.vocab = meta_int(model, "model.vocab", mpath);
+  LOOM_USER_CHECK(find_model_kind(ck.model.kind), mpath, ": unknown model kind '", ck.model.kind, "'");
+  validate_model(ck.model, mpath);
+  ck.tokenizer = model.metadata.count("tokenizer") ? model.metadata["tokenizer"] : "byte";
+  std::vector<ParamInfo> layout;
+  try {
+    layout = param_layout(ck.model);
+  } catch (const UserError& e) {
+    user_error(mpath, ": ", e.what());
+  }
+  int64_t n = 0;
+  for (const auto& p : layout) n = std::max(n, p.offset + p.count());
+  ck.params.resize(n);
+  for (const auto& p : layout) {
+    const StTensor* t = model.find(p.name);
+    LOOM_USER_CHECK(t, mpath, ": missing tensor '", p.name, "'");
+    LOOM_USER_CHECK(t->dtype == "F32", mpath, ": tensor '", p.name, "' is ", t->dtype, ", expected F32");
+    LOOM_USER_CHECK(Shape(t->shape.begin(), t->shape.end()) == p.shape, mpath, ": tensor '", p.name, "' has shape ",
+                    shape_str(Shape(t->shape.begin(), t->shape.end())), ", the model needs ", shape_str(p.shape));
+    std::memcpy(ck.params.data() + p.offset, t->data.data(), t->data.size());
+  }
+  if (model_kind(ck.model.kind).counts())
+    ck.counts = std::move(model);  // validated by the kind when it loads them
+  else
+    LOOM_USER_CHECK(model.tensors.size() == layout.size(), mpath, ": ", model.tensors.size(),
+                    " tensors, the model has ", layout.size());
+  const std::string cpath = ck.dir + "/config.toml";
+  if (fs::exists(cpath)) ck.config_toml = read_text(cpath);
+  if (!with_optim) return ck;
+
+  const std::string opath = ck.dir + "/optim.safetensors";
+  StFile optim = read_safetensors(opath);
+  // The moments cover the trainable prefix of the flat buffer (all of it unless a model
+  // freezes weights, e.g. LoRA's base).
+  const int64_t n_opt = trainable_prefix(layout, n);
+  for (auto* dst : {&ck.m, &ck.v}) {
+    const std::string nm = dst == &ck.m ? "m" : "v";
+    const StTensor* t = optim.find(nm);
+    LOOM_USER_CHECK(t && t->dtype == "F32" && t->shape == std::vector<int64_t>{n_opt}, opath, ": tensor '", nm,
+                    "' missing or not F32[", n_opt, "]");
+    dst->resize(n_opt);
+    std::memcpy(dst->data(), t->data.data(), n_opt * 4);
+  }
+  if (const StTensor* t = optim.find("rnn_state")) {
+    LOOM_USER_CHECK(t->dtype == "F32" && t->shape.size() == 1, opath, ": tensor 'rnn_state' is not F32[n]");
+    ck.rnn_state.resize(t->shape[0]);
+    std::memcpy(ck.rnn_state.data(), t->data.data(), t->data.size());
+  }
+  const std::string spath = ck.dir + "/state.json";
+  try {
+    auto st = nlohmann::json::parse(read_text(spath));
+    ck.progress.step = st.at("step").get<int64_t>();
+    ck.progress.tokens_seen = st.at("tokens_seen").get<int64_t>();
+    ck.progress.skipped_steps = st.at("skipped_steps").get<int64_t>();
+    const auto& r = st.at("loader_rng");
+    LOOM_USER_CHECK(r.is_array() && r.size() == 4, spath, ": loader_rng must hold 4 words");
+    for (int i = 0; i < 4; ++i) ck.progress.loader_rng[i] = std::stoull(r[i].get<std::string>());
+  } catch (const nlohmann::json::exception& e) {
+    user_error(spath, ": invalid state file: ", e.what());
+  } catch (const std::logic_error& e) {
+    user_error(spath, ": invalid state file: ", e.what());
+  }
+  return ck;
+}
+
+void check_same_model(const CheckpointData& ck, const ModelConfig& e) {
+  const ModelConfig& m = ck.model;
+  auto s = [](const ModelConfig& c) {
+    return c.kind + " n_layer=" + std::to_string(c.n_layer) + " n_head=" + std::to_string(c.n_head) + " d_model=" +
+           std::to_string(c.d_model) + " d_hidden=" + std::to_string(c.d_hidden) + " context=" +
+           std::to_string(c.context) + " order=" + std::to_string(c.order) + " seq_len=" + std::to_string(c.seq_len) +
+           " vocab=" + std::to_string(c.vocab) +
+           (c.lora_rank ? " lora.rank=" + std::to_string(c.lora_rank) + " lora.targets=" + c.lora_targets : "");
+  };
+  LOOM_USER_CHECK(m.kind == e.kind && m.n_layer == e.n_layer && m.n_head == e.n_head && m.d_model == e.d_model &&
+                      m.d_hidden == e.d_hidden && m.context == e.context && m.order == e.order &&
+                      m.lora_rank == e.lora_rank && (m.lora_rank == 0 || (m.lora_targets == e.lora_targets &&
+                                                                            m.lora_alpha == e.lora_alpha)) &&
+                      m.seq_len == e.seq_len && m.vocab == e.vocab,
+                  ck.dir, ": checkpoint of another shape (", s(m), "), the config asks for ", s(e));
+}
+
+}  // namespace loom

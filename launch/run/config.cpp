@@ -1,0 +1,271 @@
+// config.cpp: the one table of configuration keys, and TOML / override handling on it.
+#include "launch/run/config.h"
+
+#include <charconv>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+#include <variant>
+
+#include "core/check.h"
+
+namespace loom {
+
+namespace {
+
+using Ref = std::variant<int64_t*, int*, double*, std::string*>;
+
+// required: nullptr (optional unless the model kind requires it: ModelKind::required_keys)
+// or kAll (every kind).
+struct Key {
+  const char* name;
+  const char* required;
+  std::string help;
+  std::function<Ref(Config&)> ref;
+};
+
+constexpr const char* kAll = "*";
+constexpr const char* kKind = nullptr;  // required by the kinds that list it
+
+bool required_for(const Key& k, const std::string& kind) {
+  if (k.required) return true;
+  const ModelKind* mk = find_model_kind(kind);
+  if (!mk) return false;  // validate() names the unknown kind
+  for (const char* r : mk->required_keys())
+    if (std::string(r) == k.name) return true;
+  return false;
+}
+
+// The table. Required keys have no silent default: a config must state them.
+const std::vector<Key>& keys() {
+  static const std::vector<Key> k = {
+      {"device", nullptr, "auto | cpu | cuda", [](Config& c) -> Ref { return &c.device; }},
+      {"model.kind", kAll, model_kind_names(), [](Config& c) -> Ref { return &c.model.kind; }},
+      {"model.n_layer", kKind, "transformer blocks / recurrent layers / ffnn hidden layers", [](Config& c) -> Ref { return &c.model.n_layer; }},
+      {"model.n_head", kKind, "attention heads", [](Config& c) -> Ref { return &c.model.n_head; }},
+      {"model.d_model", kKind, "width (recurrent: hidden size; ffnn: embedding size)", [](Config& c) -> Ref { return &c.model.d_model; }},
+      {"model.d_hidden", nullptr, "ffnn hidden width (0: 4 * d_model)", [](Config& c) -> Ref { return &c.model.d_hidden; }},
+      {"model.context", kKind, "ffnn: previous tokens seen (n - 1)", [](Config& c) -> Ref { return &c.model.context; }},
+      {"model.order", kKind, "ngram: order n", [](Config& c) -> Ref { return &c.model.order; }},
+      {"model.seq_len", kAll, "context length T", [](Config& c) -> Ref { return &c.model.seq_len; }},
+      {"data.path", kAll, "folder written by `loom prepare`", [](Config& c) -> Ref { return &c.data.path; }},
+      {"train.steps", kAll, "optimizer steps", [](Config& c) -> Ref { return &c.train.steps; }},
+      {"train.batch_size", kAll, "sequences per micro-batch", [](Config& c) -> Ref { return &c.train.batch_size; }},
+      {"train.grad_accum", nullptr, "micro-batches per step", [](Config& c) -> Ref { return &c.train.grad_accum; }},
+      {"train.seed", nullptr, "seed of init and data order", [](Config& c) -> Ref { return &c.train.seed; }},
+      {"train.eval_every", nullptr, "steps between validations", [](Config& c) -> Ref { return &c.train.eval_every; }},
+      {"train.eval_steps", nullptr, "batches per validation", [](Config& c) -> Ref { return &c.train.eval_steps; }},
+      {"train.max_bad_steps", nullptr, "non-finite steps in a row before abort",
+       [](Config& c) -> Ref { return &c.train.max_bad_steps; }},
+      {"train.state_reset", nullptr, "recurrent: zero the carried state every N steps (0: each epoch)",
+       [](Config& c) -> Ref { return &c.train.state_reset; }},
+      {"optim.lr", kKind, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
+      {"optim.min_lr", nullptr, "final learning rate (cosine)", [](Config& c) -> Ref { return &c.optim.min_lr; }},
+      {"optim.warmup_steps", nullptr, "linear warmup steps", [](Config& c) -> Ref { return &c.optim.warmup_steps; }},
+      {"optim.weight_decay", nullptr, "AdamW decay (weight matrices)", [](Config& c) -> Ref { return &c.optim.weight_decay; }},
+      {"optim.beta1", nullptr, "AdamW beta1", [](Config& c) -> Ref { return &c.optim.beta1; }},
+      {"optim.beta2", nullptr, "AdamW beta2", [](Config& c) -> Ref { return &c.optim.beta2; }},
+      {"optim.eps", nullptr, "AdamW epsilon", [](Config& c) -> Ref { return &c.optim.eps; }},
+      {"optim.grad_clip", nullptr, "global norm clip (0 = off)", [](Config& c) -> Ref { return &c.optim.grad_clip; }},
+      {"checkpoint.every", nullptr, "steps between checkpoints", [](Config& c) -> Ref { return &c.checkpoint.every; }},
+      {"checkpoint.keep", nullptr, "newest checkpoints kept (0 = all)", [](Config& c) -> Ref { return &c.checkpoint.keep; }},
+      {"log.run_dir", nullptr, "run folder", [](Config& c) -> Ref { return &c.log.run_dir; }},
+      {"log.every", nullptr, "steps between log lines", [](Config& c) -> Ref { return &c.log.every; }},
+      {"dist.zero", nullptr, "ZeRO stage (0 or 1)", [](Config& c) -> Ref { return &c.dist.zero; }},
+      {"lora.rank", nullptr, "LoRA rank (0: none; gpt only)", [](Config& c) -> Ref { return &c.model.lora_rank; }},
+      {"lora.alpha", nullptr, "LoRA alpha (the adapters are scaled by alpha / rank)",
+       [](Config& c) -> Ref { return &c.model.lora_alpha; }},
+      {"lora.targets", nullptr, "LoRA targets: attn, mlp or attn,mlp", [](Config& c) -> Ref { return &c.model.lora_targets; }},
+  };
+  return k;
+}
+
+const Key* find_key(const std::string& name) {
+  for (const auto& k : keys())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+const char* type_name(const Ref& r) {
+  return std::holds_alternative<std::string*>(r) ? "a string" : std::holds_alternative<double*>(r) ? "a number" : "an integer";
+}
+
+// Sets a key from a TOML node (file) — types must match exactly, except that an integer is
+// accepted for a float key.
+void set_from_node(Config& c, const Key& k, const toml::node& n, const std::string& where) {
+  Ref r = k.ref(c);
+  const std::string bad = where + ": " + k.name + ": expected " + type_name(r);
+  if (auto* p = std::get_if<std::string*>(&r)) {
+    auto v = n.value_exact<std::string>();
+    LOOM_USER_CHECK(v, bad);
+    **p = *v;
+  } else if (auto* p = std::get_if<double*>(&r)) {
+    auto v = n.value<double>();
+    LOOM_USER_CHECK(v && (n.is_floating_point() || n.is_integer()), bad);
+    **p = *v;
+  } else {
+    auto v = n.value_exact<int64_t>();
+    LOOM_USER_CHECK(v, bad);
+    if (auto* q = std::get_if<int*>(&r)) {
+      LOOM_USER_CHECK(*v >= INT32_MIN && *v <= INT32_MAX, where, ": ", k.name, ": ", *v, " out of range");
+      **q = static_cast<int>(*v);
+    } else {
+      *std::get<int64_t*>(r) = *v;
+    }
+  }
+}
+
+// Sets a key from command-line text.
+void set_from_text(Config& c, const Key& k, const std::string& text) {
+  Ref r = k.ref(c);
+  const std::string where = std::string("--") + k.name;
+  if (auto* p = std::get_if<std::string*>(&r)) {
+    **p = text;
+    return;
+  }
+  const char* b = text.data();
+  const char* e = b + text.size();
+  if (auto* p = std::get_if<double*>(&r)) {
+    double v = 0;
+    auto res = std::from_chars(b, e, v);
+    LOOM_USER_CHECK(!text.empty() && res.ec == std::errc() && res.ptr == e, where, ": expected a number, got '", text, "'");
+    **p = v;
+    return;
+  }
+  int64_t v = 0;
+  auto res = std::from_chars(b, e, v);
+  LOOM_USER_CHECK(!text.empty() && res.ec == std::errc() && res.ptr == e, where, ": expected an integer, got '", text, "'");
+  if (auto* q = std::get_if<int*>(&r)) {
+    LOOM_USER_CHECK(v >= INT32_MIN && v <= INT32_MAX, where, ": ", v, " out of range");
+    **q = static_cast<int>(v);
+  } else {
+    *std::get<int64_t*>(r) = v;
+  }
+}
+
+void validate(const Config& c, const std::string& where) {
+  auto req = [&](bool ok, const char* key, const std::string& what) {
+    LOOM_USER_CHECK(ok, where, ": ", key, ": ", what);
+  };
+  req(c.device == "auto" || c.device == "cpu" || c.device == "cuda", "device",
+      "'" + c.device + "' is not one of auto, cpu, cuda");
+  validate_model(c.model, where);
+  req(!c.data.path.empty(), "data.path", "must not be empty");
+  req(c.train.steps >= 1, "train.steps", "must be >= 1");
+  req(c.train.batch_size >= 1, "train.batch_size", "must be >= 1");
+  req(c.train.grad_accum >= 1, "train.grad_accum", "must be >= 1");
+  req(c.train.eval_every >= 1, "train.eval_every", "must be >= 1");
+  req(c.train.eval_steps >= 1, "train.eval_steps", "must be >= 1");
+  req(c.train.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1");
+  req(c.train.state_reset >= 0, "train.state_reset", "must be >= 0");
+  req(c.optim.lr > 0 && std::isfinite(c.optim.lr), "optim.lr", "must be > 0");
+  req(c.optim.min_lr >= 0 && c.optim.min_lr <= c.optim.lr, "optim.min_lr", "must be in [0, optim.lr]");
+  req(c.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0");
+  req(c.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0");
+  req(c.optim.beta1 >= 0 && c.optim.beta1 < 1, "optim.beta1", "must be in [0, 1)");
+  req(c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta2", "must be in [0, 1)");
+  req(c.optim.eps > 0, "optim.eps", "must be > 0");
+  req(c.optim.grad_clip >= 0, "optim.grad_clip", "must be >= 0");
+  req(c.checkpoint.every >= 1, "checkpoint.every", "must be >= 1");
+  req(c.checkpoint.keep >= 0, "checkpoint.keep", "must be >= 0");
+  req(!c.log.run_dir.empty(), "log.run_dir", "must not be empty");
+  req(c.log.every >= 1, "log.every", "must be >= 1");
+  req(c.dist.zero == 0 || c.dist.zero == 1, "dist.zero", "must be 0 or 1");
+}
+
+void walk(const toml::table& t, const std::string& prefix, const std::function<void(const std::string&, const toml::node&)>& f) {
+  for (auto&& [k, v] : t) {
+    const std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+    if (auto* sub = v.as_table())
+      walk(*sub, name, f);
+    else
+      f(name, v);
+  }
+}
+
+}  // namespace
+
+Config parse_config_text(const std::string& text, const std::string& name, const Overrides& overrides) {
+  Config c;
+  std::set<std::string> given;
+  if (!text.empty() || !name.empty()) {
+    toml::table tbl;
+    try {
+      tbl = toml::parse(text, name);
+    } catch (const toml::parse_error& e) {
+      const auto& s = e.source().begin;
+      user_error(name, ":", s.line, ":", s.column, ": invalid TOML: ", e.description());
+    }
+    walk(tbl, "", [&](const std::string& key, const toml::node& n) {
+      const Key* k = find_key(key);
+      LOOM_USER_CHECK(k, name, ": unknown key '", key, "'");
+      set_from_node(c, *k, n, name);
+      given.insert(key);
+    });
+  }
+  for (const auto& [key, value] : overrides) {
+    const Key* k = find_key(key);
+    LOOM_USER_CHECK(k, "--", key, ": unknown config key");
+    set_from_text(c, *k, value);
+    given.insert(key);
+  }
+  for (const auto& k : keys())
+    LOOM_USER_CHECK(!required_for(k, c.model.kind) || given.count(k.name), (name.empty() ? std::string("config") : name),
+                    ": missing required key '", k.name, "' (", k.help, ")");
+  validate(c, name.empty() ? "config" : name);
+  return c;
+}
+
+Config load_config(const std::string& path, const Overrides& overrides) {
+  if (path.empty()) return parse_config_text("", "", overrides);
+  std::ifstream f(path);
+  LOOM_USER_CHECK(f, path, ": cannot open config file");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_config_text(ss.str(), path, overrides);
+}
+
+std::string config_to_toml(const Config& cc) {
+  Config c = cc;
+  std::ostringstream os;
+  std::string section;
+  os.precision(17);
+  for (const auto& k : keys()) {
+    std::string name = k.name;
+    const auto dot = name.find('.');
+    const std::string sec = dot == std::string::npos ? "" : name.substr(0, dot);
+    if (sec != section) {
+      os << "\n[" << sec << "]\n";
+      section = sec;
+    }
+    os << (dot == std::string::npos ? name : name.substr(dot + 1)) << " = ";
+    Ref r = k.ref(c);
+    if (auto* p = std::get_if<std::string*>(&r))
+      os << toml::value<std::string>(**p);
+    else if (auto* p = std::get_if<double*>(&r)) {
+      std::ostringstream v;
+      v.precision(17);
+      v << **p;
+      std::string s = v.str();
+      if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+      os << s;
+    } else if (auto* p = std::get_if<int*>(&r))
+      os << **p;
+    else
+      os << *std::get<int64_t*>(r);
+    os << "\n";
+  }
+  return os.str();
+}
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> r;
+  for (const auto& k : keys()) r.push_back(k.name);
+  return r;
+}
+
+}  // namespace loom

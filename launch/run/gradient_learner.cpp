@@ -1,0 +1,244 @@
+// gradient_learner.cpp: the learner of the graph kinds. One optimizer step = grad_accum
+// micro-batches of forward + backward (gradients accumulate in the flat buffer), the sums over
+// ranks (grad_sync.h), the global norm, and AdamW with the clip folded in (adamw_state.h).
+// Everything that decides the next step's numbers (weights, moments, step, loader position,
+// recurrent state) is in the checkpoint, so a resumed run reproduces the uninterrupted one bit
+// for bit on CPU.
+//
+// Data parallelism (docs/distributed.md): every rank runs the same graph on its slice of each
+// global batch. Checkpoints gather the moments and the recurrent state, so they look like a
+// single-rank run's and resume bit-exactly under the same world size.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <memory>
+
+#include "engine/backend/device.h"
+#include "engine/data/stream_loader.h"
+#include "engine/graph/executor.h"
+#include "engine/optim/adamw_state.h"
+#include "engine/optim/schedule.h"
+#include "engine/optim/weights.h"
+#include "launch/run/evaluate.h"
+#include "launch/run/grad_sync.h"
+#include "launch/run/learner.h"
+#include "launch/run/state_carrier.h"
+
+namespace loom {
+
+namespace {
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+class GradientLearner final : public Learner {
+ public:
+  GradientLearner(const RunContext& rc, const CheckpointData* resume)
+      : rc_(rc), cfg_(rc.cfg), comm_(*rc.comm), kind_(model_kind(cfg_.model.kind)),
+        T_(cfg_.model.seq_len), B_(per_rank_batch(cfg_, comm_)),
+        loader_(*rc.train, T_, static_cast<uint64_t>(cfg_.train.seed) + 1),
+        be_(make_backend(cfg_.device)),
+        tg_(build_model(cfg_.model, GraphMode::Train, B_, T_, be_->float_dtype())),
+        eg_(build_model(cfg_.model, GraphMode::Eval, B_, T_, be_->float_dtype())),
+        n_(tg_.g.param_count), weights_(*be_, n_), grads_(*be_, static_cast<size_t>(tg_.g.trainable_prefix()) * 4),
+        tx_(tg_.g, *be_), ex_(eg_.g, *be_), carrier_(tx_, tg_, comm_), eval_carrier_(ex_, eg_, comm_) {
+    // Transformers and feed-forward models see seeded random windows; recurrent models see
+    // consecutive windows of fixed streams and carry their hidden state across batches.
+    if (kind_.carries_state()) stream_ = std::make_unique<StreamLoader>(*rc.train, T_, static_cast<int>(cfg_.train.batch_size));
+    comm_.attach_compute_stream(be_->compute_stream());  // GPU collectives wait on events, not the device
+    std::vector<uint8_t> decay(static_cast<size_t>(n_), 0);
+    for (const auto& p : tg_.g.params)
+      if (p.decay) std::fill(decay.begin() + p.offset, decay.begin() + p.offset + p.count(), 1);
+    optim_ = std::make_unique<AdamWState>(
+        *be_, comm_, n_, tg_.g.trainable_prefix(), decay, cfg_.dist.zero == 1,
+        AdamWHyper{.beta1 = static_cast<float>(cfg_.optim.beta1), .beta2 = static_cast<float>(cfg_.optim.beta2),
+                   .eps = static_cast<float>(cfg_.optim.eps), .weight_decay = static_cast<float>(cfg_.optim.weight_decay),
+                   .grad_clip = cfg_.optim.grad_clip});
+    sync_ = std::make_unique<GradSync>(tg_.g, comm_, static_cast<float*>(grads_.data()),
+                                       optim_->zero() ? optim_->shard_counts() : std::vector<int64_t>{});
+    if (resume) {
+      weights_.upload(resume->params);
+      optim_->load(resume->m, resume->v);
+      if (stream_)
+        stream_->set_state(resume->progress.loader_rng);
+      else
+        loader_.set_state(resume->progress.loader_rng);
+    } else {
+      weights_.upload(init_params(cfg_.model, static_cast<uint64_t>(cfg_.train.seed)));
+    }
+    tx_.bind_params(weights_.graph_params(), grads_.data());
+    ex_.bind_params(weights_.graph_params(), nullptr);
+    // Validation windows start from zero state; training carries it (a resumed run continues
+    // from the state in its checkpoint).
+    eval_carrier_.reset();
+    carrier_.reset();
+    if (resume && !carrier_.empty()) carrier_.restore(resume->rnn_state, cfg_.log.run_dir);
+    const float dloss = 1.0f / static_cast<float>(cfg_.train.grad_accum);
+    tx_.set_input(tg_.dloss, &dloss, 4);
+    // Profiling ranges per node; the gradient buckets hang on the same hook.
+    tx_.on_node = [this](const Node& node, bool begin) {
+      if (begin) {
+        be_->range_push(node.scope.c_str());
+      } else {
+        be_->range_pop();
+        sync_->after_node(static_cast<size_t>(&node - tg_.g.nodes.data()));
+      }
+    };
+    x_.resize(static_cast<size_t>(B_) * T_);
+    y_.resize(x_.size());
+  }
+
+  std::string banner() const override {
+    const int world = comm_.world();
+    const int64_t tokens_per_step = cfg_.train.batch_size * cfg_.train.grad_accum * T_;
+    std::string s = "loom train | device " + be_->name() + " | model " + cfg_.model.kind + " " +
+                    kind_.describe(cfg_.model) + " T=" + std::to_string(T_) + " V=" + std::to_string(cfg_.model.vocab) +
+                    " | " + std::to_string(n_) + " parameters\n";
+    char b[256];
+    std::snprintf(b, sizeof b, "data %s: %llu train / %llu val tokens | %lld tokens per step | arena %.1f MiB (%.1f MiB without reuse)\n",
+                  rc_.data.dir.c_str(), static_cast<unsigned long long>(rc_.train->size()),
+                  static_cast<unsigned long long>(rc_.val->size()), static_cast<long long>(tokens_per_step),
+                  tx_.plan().arena_bytes / 1048576.0, tx_.plan().total_bytes / 1048576.0);
+    s += b;
+    if (world > 1)
+      s += "data parallel: " + std::to_string(world) + " ranks (" + comm_.name() + ") | " + std::to_string(B_) +
+           " sequences per rank per micro-batch | " +
+           (optim_->zero() ? "ZeRO-1: AdamW state sharded, " + std::to_string(optim_->shard_count()) + " parameters on rank 0"
+                           : "gradients in " + std::to_string(sync_->buckets()) + " bucket(s)") +
+           "\n";
+    const double planned = static_cast<double>(tokens_per_step) * cfg_.train.steps;
+    const double optimal = 20.0 * static_cast<double>(n_);
+    if (planned < 0.5 * optimal) {
+      std::snprintf(b, sizeof b, "warning: %.3g planned training tokens are far below the ~%.3g (20 per parameter) that are "
+                    "compute-optimal for %lld parameters (%.2f tokens/parameter)\n",
+                    planned, optimal, static_cast<long long>(n_), planned / n_);
+      s += b;
+    }
+    return s;
+  }
+  const char* verb() const override { return "train"; }
+
+  StepStats step(const TrainProgress& p) override {
+    const TrainOptions& opt = *rc_.opt;
+    const int world = comm_.world();
+    if (p.step + 1 == opt.profile_from) be_->profiler_start();
+    Range step_range(*be_, "step");
+    be_->zero(grads_.data(), grads_.bytes());
+    double loss = 0;
+    for (int64_t micro = 0; micro < cfg_.train.grad_accum; ++micro) {
+      if (stream_) {
+        const bool fresh = stream_->next_batch(comm_.rank(), world, x_.data(), y_.data());
+        const bool reset = cfg_.train.state_reset > 0 && micro == 0 && p.step % cfg_.train.state_reset == 0;
+        if (fresh || reset) carrier_.reset();
+      } else {
+        loader_.next_batch(B_ * world, comm_.rank(), world, x_.data(), y_.data());
+      }
+      tx_.set_input(tg_.tokens, x_.data(), x_.size() * 4);
+      tx_.set_input(tg_.targets, y_.data(), y_.size() * 4);
+      sync_->begin_micro_batch(micro + 1 == cfg_.train.grad_accum);
+      run_micro_batch(world);
+      loss += tx_.fetch_f32(tg_.loss)[0];
+    }
+    ++eager_steps_;
+    loss /= static_cast<double>(cfg_.train.grad_accum);
+    // Data parallelism: sum the ranks' gradients (the buckets went out during backward; ZeRO-1
+    // reduce-scatters here), then the mean loss.
+    {
+      Range r(*be_, "allreduce");
+      sync_->finish();
+      if (world > 1) loss = comm_.allreduce_scalar(loss) / world;
+    }
+    Range opt_range(*be_, "optimizer");
+    StepStats s;
+    s.loss = loss;
+    s.grad_norm = optim_->grad_norm(static_cast<const float*>(grads_.data()));
+    s.lr = lr_at(p.step, cfg_.train.steps, cfg_.optim.lr, cfg_.optim.min_lr, cfg_.optim.warmup_steps);
+    s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm);
+    if (!s.skipped)
+      optim_->update(weights_, static_cast<const float*>(grads_.data()), s.grad_norm, s.lr,
+                     p.step + 1 - p.skipped_steps, static_cast<uint64_t>(cfg_.train.seed) * 1000003u + p.step);
+    be_->synchronize();
+    if (p.step + 1 == opt.profile_to) be_->profiler_stop();
+    s.tokens = cfg_.train.batch_size * cfg_.train.grad_accum * T_;
+    return s;
+  }
+
+  bool validates_at(int64_t step, bool last) const override { return step % cfg_.train.eval_every == 0 || last; }
+  double validate() override {
+    return eval_graph(ex_, eg_, *rc_.val, static_cast<uint64_t>(cfg_.train.seed) + 2,
+                      static_cast<int>(cfg_.train.eval_steps), comm_);
+  }
+
+  LearnerState snapshot(TrainProgress& p) override {
+    LearnerState st;
+    weights_.download(st.params);
+    optim_->gather(st.m, st.v);
+    p.loader_rng = stream_ ? stream_->state() : loader_.state();
+    if (!carrier_.empty()) st.extra.rnn_state = carrier_.gather();
+    return st;
+  }
+  std::string summary(const TrainResult& r) const override { return "final loss " + fmt("%.4f", r.last_loss); }
+
+ private:
+  static int per_rank_batch(const Config& cfg, Comm& comm) {
+    LOOM_USER_CHECK(cfg.train.batch_size % comm.world() == 0, "train.batch_size: ", cfg.train.batch_size,
+                    " is not divisible by the ", comm.world(), " ranks");
+    return static_cast<int>(cfg.train.batch_size / comm.world());
+  }
+
+  // Forward + backward of one micro-batch, then the state carried to the next. After two
+  // eager steps the micro-batch is captured once (CUDA graphs) and replayed; a multi-rank step
+  // is not captured (its collectives are issued from the node hook).
+  void run_micro_batch(int world) {
+    auto micro_step = [this] {
+      {
+        Range r(*be_, "forward");
+        tx_.forward();
+      }
+      {
+        Range r(*be_, "backward");
+        tx_.backward();
+      }
+      carrier_.advance();
+    };
+    if (captured_ >= 0) {
+      be_->replay(captured_);
+    } else if (be_->can_capture() && world == 1 && eager_steps_ >= 2) {
+      captured_ = be_->capture(micro_step);
+      be_->replay(captured_);
+    } else {
+      micro_step();
+    }
+  }
+
+  const RunContext& rc_;
+  const Config& cfg_;
+  Comm& comm_;
+  const ModelKind& kind_;
+  const int T_, B_;
+  WindowLoader loader_;
+  std::unique_ptr<StreamLoader> stream_;
+  std::unique_ptr<Backend> be_;
+  ModelGraph tg_, eg_;
+  const int64_t n_;
+  DeviceWeights weights_;
+  DeviceBuffer grads_;
+  Executor tx_, ex_;
+  StateCarrier carrier_, eval_carrier_;
+  std::unique_ptr<AdamWState> optim_;
+  std::unique_ptr<GradSync> sync_;
+  std::vector<int32_t> x_, y_;
+  int captured_ = -1;
+  int64_t eager_steps_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Learner> make_gradient_learner(const RunContext& rc, const CheckpointData* resume) {
+  return std::make_unique<GradientLearner>(rc, resume);
+}
+
+}  // namespace loom

@@ -1,0 +1,49 @@
+// run_folder.h: the run folder (log.run_dir) as one run owns it: config.toml, metrics.jsonl,
+// checkpoints/ and latest (checkpoint.h), and the run's stop signals. The lead rank writes;
+// every rank takes part in the collective parts (checkpoint barrier, stop agreement).
+#pragma once
+#include <csignal>
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/comm/comm.h"
+#include "launch/run/checkpoint.h"
+#include "launch/run/config.h"
+
+namespace loom {
+
+class RunFolder {
+ public:
+  // A fresh run needs a folder without a run in it (no `latest`): UserError otherwise. The
+  // lead rank creates the folder, writes config.toml and opens metrics.jsonl (appending when
+  // resuming). SIGINT and SIGTERM are caught from here on: the loop finishes its step,
+  // checkpoints and stops.
+  RunFolder(const Config& cfg, bool resume, Comm& comm);
+  ~RunFolder();
+  RunFolder(const RunFolder&) = delete;
+  RunFolder& operator=(const RunFolder&) = delete;
+
+  const std::string& dir() const { return dir_; }
+  // One line of metrics.jsonl (lead rank only; others ignore it).
+  void log(const nlohmann::json& j);
+  // Writes a checkpoint (lead rank), then every rank waits for it. Returns its folder.
+  std::string checkpoint(const Config& cfg, const std::string& tokenizer, const std::vector<float>& params,
+                         const std::vector<float>& m, const std::vector<float>& v, const TrainProgress& p,
+                         const CheckpointExtra& extra);
+  // The signal that asked this process to stop (0: none).
+  int signal() const;
+  // Whether the ranks stop after this step: any rank wanting to stops them all, so that every
+  // rank stops at the same step (a signal may reach them at different steps).
+  bool agree_stop(bool here);
+
+ private:
+  Comm& comm_;
+  std::string dir_;
+  std::ofstream metrics_;
+  using Handler = void (*)(int);
+  Handler old_int_ = nullptr, old_term_ = nullptr;
+};
+
+}  // namespace loom

@@ -1,0 +1,145 @@
+// trainer.cpp: the run loop, the same for every model kind. The kind's learner
+// (learner.h) does the steps; around them this loop keeps the schedule -- progress and ETA,
+// validation, metrics.jsonl, checkpoints, signals, a stop agreed by every rank -- in the run
+// folder (run_folder.h).
+#include "launch/run/trainer.h"
+
+#include <chrono>
+#include <cstdio>
+#include <optional>
+
+#include "launch/run/learner.h"
+#include "launch/run/progress.h"
+#include "launch/run/run_folder.h"
+
+namespace loom {
+
+namespace {
+
+std::string fmt(const char* f, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+
+// The line a step prints (lead rank), with what the learner measured.
+std::string step_line(int64_t step, int64_t steps, const StepStats& s, double val, double ms, double tok_s) {
+  std::string line = "step " + std::to_string(step) + "/" + std::to_string(steps);
+  if (!std::isnan(s.loss)) line += " | loss " + fmt("%.4f", s.loss);
+  if (val >= 0) line += " | val " + fmt("%.4f", val);
+  if (!std::isnan(s.lr)) line += " | lr " + fmt("%.2e", s.lr);
+  if (!std::isnan(s.grad_norm)) line += " | norm " + fmt("%.3f", s.grad_norm);
+  return line + " | " + fmt("%.0f", ms) + " ms | " + fmt("%.0f", tok_s) + " tok/s";
+}
+
+nlohmann::json metrics_line(const TrainProgress& p, const StepStats& s, double val, double ms, double tok_s) {
+  nlohmann::json j{{"step", p.step}, {"ms", ms}, {"tokens_per_s", tok_s}, {"tokens", p.tokens_seen}};
+  if (!std::isnan(s.loss)) j["loss"] = s.loss;
+  if (!std::isnan(s.lr)) j["lr"] = s.lr;
+  if (!std::isnan(s.grad_norm)) j["grad_norm"] = s.grad_norm;
+  if (val >= 0) j["val_loss"] = val;
+  if (s.skipped) j["skipped"] = true;
+  return j;
+}
+
+}  // namespace
+
+TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
+  SingleComm single;
+  Comm& comm = opt.comm ? *opt.comm : single;
+  RunContext rc{.cfg = cfg_in, .data = open_data_folder(cfg_in.data.path), .comm = &comm, .opt = &opt};
+  Config& cfg = rc.cfg;
+  const ModelKind& kind = model_kind(cfg.model.kind);
+  cfg.model.vocab = static_cast<int>(rc.data.vocab_size);
+  const Shard train_split(rc.data.train_path()), val_split(rc.data.val_path());
+  rc.train = &train_split;
+  rc.val = &val_split;
+  { WindowLoader check(val_split, cfg.model.seq_len, 0); }  // UserError now if the val split is too short
+
+  std::optional<CheckpointData> resume;
+  if (opt.resume) {
+    resume = load_checkpoint(cfg.log.run_dir, true);
+    check_same_model(*resume, cfg.model);
+  }
+  RunFolder run(cfg, opt.resume, comm);
+  const std::unique_ptr<Learner> learner =
+      kind.counts() ? make_counting_learner(rc, resume ? &*resume : nullptr)
+                    : make_gradient_learner(rc, resume ? &*resume : nullptr);
+  TrainProgress prog = resume ? resume->progress : TrainProgress{};
+  const bool lead = rc.lead(), talk = lead && !opt.quiet;
+  if (lead && resume) std::printf("resuming from %s (step %lld)\n", resume->dir.c_str(), static_cast<long long>(prog.step));
+  resume.reset();  // the learner has taken what it needs
+  if (talk) {
+    std::printf("%s--- resolved config ---%s-----------------------\n", learner->banner().c_str(),
+                config_to_toml(cfg).c_str());
+    std::fflush(stdout);
+  }
+
+  TrainResult res;
+  Progress bar(learner->verb(), cfg.train.steps, prog.step);
+  int64_t bad_in_a_row = 0;
+  double tok_s_avg = 0;
+  auto checkpoint = [&] {
+    LearnerState st = learner->snapshot(prog);
+    res.last_checkpoint = run.checkpoint(cfg, rc.data.tokenizer, st.params, st.m, st.v, prog, st.extra);
+  };
+  while (prog.step < cfg.train.steps) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepStats s = learner->step(prog);
+    if (s.skipped) {
+      ++prog.skipped_steps;
+      LOOM_USER_CHECK(++bad_in_a_row < cfg.train.max_bad_steps, "step ", prog.step + 1,
+                      ": loss or gradient norm not finite for ", bad_in_a_row,
+                      " steps in a row (lower optim.lr?); aborting");
+      bar.line("step " + std::to_string(prog.step + 1) + ": non-finite loss or gradient norm; update skipped");
+    } else {
+      bad_in_a_row = 0;
+    }
+    ++prog.step;
+    prog.tokens_seen += s.tokens;
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double tok_s = s.tokens / std::max(ms / 1000.0, 1e-9);
+    tok_s_avg = tok_s_avg == 0 ? tok_s : 0.9 * tok_s_avg + 0.1 * tok_s;
+    if (!std::isnan(s.loss)) res.last_loss = s.loss;
+    const bool last = prog.step == cfg.train.steps;
+    const double val = learner->validates_at(prog.step, last) ? learner->validate() : -1;
+    if (val >= 0) res.last_val_loss = val;
+    run.log(metrics_line(prog, s, val, ms, tok_s));
+    if (talk) {
+      if (prog.step % cfg.log.every == 0 || prog.step == 1 || last || val >= 0)
+        bar.line(step_line(prog.step, cfg.train.steps, s, val, ms, tok_s));
+      bar.update(prog.step, std::isnan(s.loss) ? std::to_string(prog.tokens_seen) + " tokens"
+                                               : "loss " + fmt("%.3f", s.loss) + " | " + fmt("%.0f", tok_s_avg) + " tok/s");
+    }
+    if (prog.step % cfg.checkpoint.every == 0 || last) {
+      checkpoint();
+      if (talk) bar.line("checkpoint " + res.last_checkpoint);
+    }
+    const bool stop_here = run.signal() || (opt.stop_after > 0 && prog.step >= opt.stop_after);
+    if (run.agree_stop(stop_here) && !last) {
+      checkpoint();
+      bar.finish();
+      if (lead)
+        std::printf("stopped (%s) after step %lld; checkpoint %s (continue with --resume)\n",
+                    run.signal() ? (run.signal() == SIGINT ? "SIGINT" : "SIGTERM")
+                    : stop_here  ? "stop_after"
+                                 : "signal on another rank",
+                    static_cast<long long>(prog.step), res.last_checkpoint.c_str());
+      res.interrupted = true;
+      break;
+    }
+  }
+  bar.finish();
+  res.steps_done = prog.step;
+  if (talk && !res.interrupted) {
+    if (res.last_checkpoint.empty())
+      std::printf("nothing to do: the run is already at step %lld of %lld (raise --train.steps to continue it)\n",
+                  static_cast<long long>(prog.step), static_cast<long long>(cfg.train.steps));
+    else
+      std::printf("done: %lld steps | %s | val loss %.4f | checkpoint %s\n", static_cast<long long>(prog.step),
+                  learner->summary(res).c_str(), res.last_val_loss, res.last_checkpoint.c_str());
+  }
+  return res;
+}
+
+}  // namespace loom

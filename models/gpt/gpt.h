@@ -1,0 +1,11 @@
+// gpt.h: the GPT-2 style transformer kind (model.kind = gpt).
+#pragma once
+#include "models/model.h"
+
+namespace loom {
+
+// The kind itself: code that works on GPT checkpoints only (GPT-2 import and export) asks
+// `&model_kind(cfg.kind) == &gpt_kind()` rather than comparing names.
+const ModelKind& gpt_kind();
+
+}  // namespace loom
