@@ -2,6 +2,7 @@
 // bench_train.h) and `loom bench kernels` (every CUDA kernel: launch/bench/bench_kernels.h).
 #include <CLI/CLI.hpp>
 
+#include <cmath>
 #include <cstdio>
 
 #include "core/check.h"
@@ -55,6 +56,10 @@ class BenchTrainCommand final : public Command {
     if (r.gemm_gflops > 0)
       std::printf("matrix-product ceiling in this run: %.1f GFLOP/s (sgemm 1024^3) -> step at %.0f%% of it\n",
                   r.gemm_gflops, 100.0 * r.gflops / r.gemm_gflops);
+    if (std::isnan(r.mfu))
+      std::printf("MFU n/a (%s)\n", r.peak.c_str());
+    else
+      std::printf("MFU %.1f%% (peak: %s)\n", 100.0 * r.mfu, r.peak.c_str());
     return 0;
   }
 

@@ -19,6 +19,8 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
+  // The device itself, as its driver names it ("NVIDIA H200"; "cpu" for the CPU).
+  virtual std::string device_name() const { return name(); }
   // Float type of activations and parameters in graphs this backend runs.
   virtual DType float_dtype() const = 0;
 

@@ -12,28 +12,15 @@
 #include <vector>
 
 #include "engine/backend/device.h"
+#include "engine/backend/peak.h"
 #include "core/rng.h"
 #include "engine/graph/executor.h"
 #include "engine/optim/weights.h"
-#include "kernels/matmul/matmul.h"
 
 namespace loom {
 
 namespace {
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-double measure_sgemm_gflops() {
-  const int n = 1024;
-  std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);
-  ref::gemm<float>(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);  // warm-up
-  double best = 1e30;
-  for (int r = 0; r < 5; ++r) {
-    const double t0 = now_s();
-    ref::gemm<float>(false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
-    best = std::min(best, now_s() - t0);
-  }
-  return 2.0 * n * n * n / best / 1e9;
-}
 }  // namespace
 
 BenchTrainResult bench_train(const BenchTrainOptions& o) {
@@ -107,7 +94,10 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   const double tokens = static_cast<double>(o.batch) * T;
   r.tokens_per_s = tokens / (r.median_ms / 1000);
   r.gflops = r.tokens_per_s * r.flops_per_token / 1e9;
-  if (be->name() == "cpu") r.gemm_gflops = measure_sgemm_gflops();
+  const Peak peak = device_peak(*be);
+  if (be->name() == "cpu") r.gemm_gflops = peak.flops / 1e9;
+  r.peak = peak.what;
+  r.mfu = mfu(r.flops_per_token, r.tokens_per_s, peak);
   return r;
 }
 

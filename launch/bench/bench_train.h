@@ -19,7 +19,9 @@ struct BenchTrainOptions {
 
 struct BenchTrainResult {
   double median_ms = 0, tokens_per_s = 0, gflops = 0, flops_per_token = 0;
-  double gemm_gflops = 0;  // the device's matrix-product ceiling, measured in the same run
+  double gemm_gflops = 0;  // CPU: the matrix-product ceiling measured in the same run
+  double mfu = 0;          // model FLOPs utilisation (NaN: the device's peak is unknown)
+  std::string peak;        // where the peak comes from (engine/backend/peak.h)
   int64_t params = 0;
   std::vector<std::pair<std::string, double>> op_ms;  // per op kind, ms per step, largest first
 };

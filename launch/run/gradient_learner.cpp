@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "engine/backend/device.h"
+#include "engine/backend/peak.h"
 #include "engine/data/stream_loader.h"
 #include "engine/graph/executor.h"
 #include "engine/optim/adamw_state.h"
@@ -87,6 +88,8 @@ class GradientLearner final : public Learner {
         sync_->after_node(static_cast<size_t>(&node - tg_.g.nodes.data()));
       }
     };
+    peak_ = device_peak(*be_);
+    flops_per_token_ = kind_.flops_per_token(cfg_.model);
     x_.resize(static_cast<size_t>(B_) * T_);
     y_.resize(x_.size());
   }
@@ -109,6 +112,9 @@ class GradientLearner final : public Learner {
            (optim_->zero() ? "ZeRO-1: AdamW state sharded, " + std::to_string(optim_->shard_count()) + " parameters on rank 0"
                            : "gradients in " + std::to_string(sync_->buckets()) + " bucket(s)") +
            "\n";
+    std::snprintf(b, sizeof b, "MFU: %.3g FLOP/token against %s%s\n", flops_per_token_, peak_.what.c_str(),
+                  world > 1 ? " (per device)" : "");
+    s += b;
     const double planned = static_cast<double>(tokens_per_step) * cfg_.train.steps;
     const double optimal = 20.0 * static_cast<double>(n_);
     if (planned < 0.5 * optimal) {
@@ -181,6 +187,9 @@ class GradientLearner final : public Learner {
     return st;
   }
   std::string summary(const TrainResult& r) const override { return "final loss " + fmt("%.4f", r.last_loss); }
+  double mfu(double tokens_per_s) const override {
+    return loom::mfu(flops_per_token_, tokens_per_s, peak_, comm_.world());
+  }
 
  private:
   static int per_rank_batch(const Config& cfg, Comm& comm) {
@@ -231,6 +240,8 @@ class GradientLearner final : public Learner {
   std::unique_ptr<AdamWState> optim_;
   std::unique_ptr<GradSync> sync_;
   std::vector<int32_t> x_, y_;
+  Peak peak_;
+  double flops_per_token_ = 0;
   int captured_ = -1;
   int64_t eager_steps_ = 0;
 };

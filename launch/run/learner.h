@@ -58,6 +58,8 @@ class Learner {
   virtual LearnerState snapshot(TrainProgress& p) = 0;
   // The end of the run's last line, e.g. "final loss 1.4321".
   virtual std::string summary(const TrainResult& r) const = 0;
+  // Model FLOPs utilisation at this rate (engine/backend/peak.h); NaN where it means nothing.
+  virtual double mfu(double tokens_per_s) const { return NAN; }
 };
 
 // `resume`: the checkpoint to continue from (its model already checked), or null.

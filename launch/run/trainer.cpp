@@ -23,22 +23,26 @@ std::string fmt(const char* f, double v) {
 }
 
 // The line a step prints (lead rank), with what the learner measured.
-std::string step_line(int64_t step, int64_t steps, const StepStats& s, double val, double ms, double tok_s) {
+std::string step_line(int64_t step, int64_t steps, const StepStats& s, double val, double ms, double tok_s,
+                      double mfu) {
   std::string line = "step " + std::to_string(step) + "/" + std::to_string(steps);
   if (!std::isnan(s.loss)) line += " | loss " + fmt("%.4f", s.loss);
   if (val >= 0) line += " | val " + fmt("%.4f", val);
   if (!std::isnan(s.lr)) line += " | lr " + fmt("%.2e", s.lr);
   if (!std::isnan(s.grad_norm)) line += " | norm " + fmt("%.3f", s.grad_norm);
-  return line + " | " + fmt("%.0f", ms) + " ms | " + fmt("%.0f", tok_s) + " tok/s";
+  line += " | " + fmt("%.0f", ms) + " ms | " + fmt("%.0f", tok_s) + " tok/s";
+  return std::isnan(mfu) ? line : line + " | MFU " + fmt("%.1f", 100 * mfu) + "%";
 }
 
-nlohmann::json metrics_line(const TrainProgress& p, const StepStats& s, double val, double ms, double tok_s) {
+nlohmann::json metrics_line(const TrainProgress& p, const StepStats& s, double val, double ms, double tok_s,
+                            double mfu) {
   nlohmann::json j{{"step", p.step}, {"ms", ms}, {"tokens_per_s", tok_s}, {"tokens", p.tokens_seen}};
   if (!std::isnan(s.loss)) j["loss"] = s.loss;
   if (!std::isnan(s.lr)) j["lr"] = s.lr;
   if (!std::isnan(s.grad_norm)) j["grad_norm"] = s.grad_norm;
   if (val >= 0) j["val_loss"] = val;
   if (s.skipped) j["skipped"] = true;
+  if (!std::isnan(mfu)) j["mfu"] = mfu;
   return j;
 }
 
@@ -104,10 +108,11 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     const bool last = prog.step == cfg.train.steps;
     const double val = learner->validates_at(prog.step, last) ? learner->validate() : -1;
     if (val >= 0) res.last_val_loss = val;
-    run.log(metrics_line(prog, s, val, ms, tok_s));
+    const double mfu = learner->mfu(tok_s);
+    run.log(metrics_line(prog, s, val, ms, tok_s, mfu));
     if (talk) {
       if (prog.step % cfg.log.every == 0 || prog.step == 1 || last || val >= 0)
-        bar.line(step_line(prog.step, cfg.train.steps, s, val, ms, tok_s));
+        bar.line(step_line(prog.step, cfg.train.steps, s, val, ms, tok_s, mfu));
       bar.update(prog.step, std::isnan(s.loss) ? std::to_string(prog.tokens_seen) + " tokens"
                                                : "loss " + fmt("%.3f", s.loss) + " | " + fmt("%.0f", tok_s_avg) + " tok/s");
     }

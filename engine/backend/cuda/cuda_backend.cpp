@@ -74,6 +74,16 @@ class CudaBackend final : public Backend {
   }
 
   std::string name() const override { return LOOM_SIMT_EMULATION ? "cuda (emulated)" : "cuda"; }
+  std::string device_name() const override {
+#if LOOM_SIMT_EMULATION
+    return "SIMT emulator";
+#else
+    int dev = 0;
+    cudaDeviceProp p{};
+    if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) return "unknown CUDA device";
+    return p.name;
+#endif
+  }
   DType float_dtype() const override { return DType::BF16; }
 
   void* alloc(size_t bytes) override {

@@ -1,0 +1,39 @@
+// mfu_e2e_test.cpp: a CPU training run reports its model FLOPs utilisation against the
+// sgemm ceiling measured in the same run: in the banner, in the step lines and in every
+// metrics.jsonl line, always in (0, 1]; `loom bench train` prints it too.
+#include <gtest/gtest.h>
+
+#include "tests/support/helpers.h"
+
+namespace loom::test {
+namespace {
+
+TEST(Mfu, TrainReportsItOnCpu) {
+  TempDir t;
+  const std::string data = prepare_tiny_data(t.str());
+  std::ofstream(t / "c.toml") << tiny_config(data, t / "run", 6);
+  const RunResult r = run_loom({"train", "--config", t / "c.toml", "--log.every", "1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("MFU: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("sgemm ceiling measured now"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| MFU "), std::string::npos) << r.out;
+  const auto m = read_metrics(t / "run");
+  ASSERT_EQ(m.size(), 6u);
+  for (const auto& j : m) {
+    ASSERT_TRUE(j.contains("mfu")) << j.dump();
+    EXPECT_GT(j["mfu"].get<double>(), 0.0) << j.dump();
+    EXPECT_LE(j["mfu"].get<double>(), 1.0) << j.dump();
+  }
+}
+
+TEST(Mfu, BenchTrainPrintsIt) {
+  const RunResult r = run_loom({"bench", "train", "--device", "cpu", "--n-layer", "1", "--d-model", "32", "--n-head",
+                                "2", "--vocab", "64", "--batch", "2", "--seq-len", "16", "--steps", "2", "--warmup",
+                                "1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("MFU "), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("MFU n/a"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace loom::test
