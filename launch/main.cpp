@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/check.h"
@@ -42,10 +43,23 @@ int run(int argc, char** argv) {
   LOOM_CHECK(false, "a subcommand was parsed that no command claims");
 }
 
-// One line on stderr, after whatever stdout holds.
+// One line on stderr, after whatever stdout holds. Messages quote what the user gave us (file
+// names, tensor names, keys): control characters are escaped, so that no input can print a
+// second line or move the cursor.
 int report(const char* what, int code) {
+  std::string line;
+  for (const char* p = what; *p; ++p) {
+    const unsigned char c = static_cast<unsigned char>(*p);
+    if (c < 0x20 || c == 0x7f) {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", c);
+      line += esc;
+    } else {
+      line += static_cast<char>(c);
+    }
+  }
   std::fflush(stdout);
-  std::fprintf(stderr, "loom: error: %s\n", what);
+  std::fprintf(stderr, "loom: error: %s\n", line.c_str());
   return code;
 }
 

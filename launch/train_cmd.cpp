@@ -3,7 +3,9 @@
 // from the environment (loom launch, torchrun, srun, mpirun: launch/run/run_comm.h).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 
 #include "core/check.h"
 #include "launch/command.h"
@@ -44,6 +46,18 @@ class TrainCommand final : public Command {
                       "--profile-steps: expected A:B with 1 <= A <= B, got '", profile_, "'");
       opt.profile_from = a;
       opt.profile_to = b;
+    }
+    if (const char* f = std::getenv("LOOM_FAULT_NONFINITE"); f && *f) {
+      // RANK:STEP[,STEP...]: a fault drill (tests), never set in a real run.
+      const std::string v = f;
+      const auto colon = v.find(':');
+      LOOM_USER_CHECK(colon != std::string::npos, "LOOM_FAULT_NONFINITE: expected RANK:STEP[,STEP...], got '", v, "'");
+      opt.fault_rank = std::atoi(v.substr(0, colon).c_str());
+      for (size_t i = colon + 1; i < v.size();) {
+        const size_t e = std::min(v.find(',', i), v.size());
+        opt.fault_steps.push_back(std::atoll(v.substr(i, e - i).c_str()));
+        i = e + 1;
+      }
     }
     const std::unique_ptr<Comm> comm = comm_for_run(cfg);
     opt.comm = comm.get();

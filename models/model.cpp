@@ -3,6 +3,7 @@
 #include "models/model.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/check.h"
 #include "core/rng.h"
@@ -40,6 +41,11 @@ const ModelKind& model_kind(const std::string& name) {
   return *k;
 }
 
+void require_in(const Require& req, int64_t v, int64_t lo, int64_t hi, const char* key) {
+  req(v >= lo && v <= hi, key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                                   std::to_string(v));
+}
+
 void validate_model(const ModelConfig& c, const std::string& where) {
   const Require req = [&](bool ok, const char* key, const std::string& what) {
     LOOM_USER_CHECK(ok, where, ": ", key, ": ", what);
@@ -47,15 +53,15 @@ void validate_model(const ModelConfig& c, const std::string& where) {
   const ModelKind* kind = find_model_kind(c.kind);
   req(kind, "model.kind", "'" + c.kind + "' is not one of " + model_kind_names());
   kind->validate(c, req);
-  req(c.d_hidden >= 0, "model.d_hidden", "must be >= 0");
-  req(c.lora_rank >= 0, "lora.rank", "must be >= 0");
+  require_in(req, c.d_hidden, 0, 4 * kMaxWidth, "model.d_hidden");
+  require_in(req, c.lora_rank, 0, kMaxLoraRank, "lora.rank");
   req(c.lora_rank == 0 || kind->supports_lora(), "lora.rank",
       std::string("LoRA adapters are not supported by model.kind = ") + kind->name());
-  req(c.lora_alpha > 0, "lora.alpha", "must be > 0");
+  req(std::isfinite(c.lora_alpha) && c.lora_alpha > 0, "lora.alpha", "must be > 0 and finite");
   req(c.lora_targets == "attn" || c.lora_targets == "mlp" || c.lora_targets == "attn,mlp" ||
           c.lora_targets == "mlp,attn",
       "lora.targets", "'" + c.lora_targets + "' is not one of attn, mlp, attn,mlp");
-  req(c.seq_len >= 1, "model.seq_len", "must be >= 1");
+  require_in(req, c.seq_len, 1, kMaxSeqLen, "model.seq_len");
 }
 
 ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits) {

@@ -98,6 +98,12 @@ struct ModelWeights {
 
 // Throws UserError "<where>: <key>: <what>" when `ok` is false.
 using Require = std::function<void(bool ok, const char* key, const std::string& what)>;
+// Checks lo <= v <= hi, naming the key and the bounds.
+void require_in(const Require& req, int64_t v, int64_t lo, int64_t hi, const char* key);
+// Bounds far above any real model, so that a typo is one line naming the key rather than an
+// allocation failure or an overflow (every kind checks its sizes against them).
+inline constexpr int64_t kMaxLayers = 1024, kMaxWidth = 1 << 16, kMaxHeads = 1024, kMaxSeqLen = 1 << 20,
+                         kMaxContext = 4096, kMaxLoraRank = 4096;
 
 class ModelKind {
  public:

@@ -24,7 +24,11 @@ class Backend {
   // Float type of activations and parameters in graphs this backend runs.
   virtual DType float_dtype() const = 0;
 
+  // Fails with a UserError (exit 2) naming the size when the device has no room: a run too
+  // large for the machine is the user's to resize, not a crash.
   virtual void* alloc(size_t bytes) = 0;
+  // Bytes this backend could still allocate (host: MemAvailable; a GPU: cudaMemGetInfo's free).
+  virtual uint64_t free_memory() const;
   virtual void release(void* p) = 0;
   virtual void to_device(void* dst, const void* host, size_t bytes) = 0;
   virtual void to_host(void* host, const void* src, size_t bytes) = 0;

@@ -5,7 +5,29 @@
 
 #include "engine/backend/cuda/cuda_backend.h"
 
+#include <unistd.h>
+
+#include <cstdint>
+#include <fstream>
+#include <string>
+
 namespace loom {
+
+uint64_t Backend::free_memory() const { return host_available_bytes(); }
+
+uint64_t host_available_bytes() {
+  // MemAvailable counts what the kernel can give without swapping; sysconf's free pages do not
+  // count the page cache it would drop.
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  while (f >> key >> kib) {
+    if (key == "MemAvailable:") return kib * 1024;
+    f.ignore(256, '\n');
+  }
+  const long pages = sysconf(_SC_AVPHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : UINT64_MAX;
+}
 
 std::unique_ptr<Backend> make_backend(const std::string& device) {
   if (device == "cpu") return make_cpu_backend(DType::F32);

@@ -7,7 +7,6 @@
 #include "engine/data/shard.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -26,10 +25,11 @@
 #include "core/rng.h"
 #include "engine/data/corpus.h"
 #include "engine/data/tokenizer.h"
+#include "engine/io/atomic_file.h"
 
 namespace loom {
 
-// The on-disk format is little-endian and we read it by mapping, not by decoding.
+// The on-disk format is little-endian and we read its tokens as they are, not by decoding.
 static_assert(std::endian::native == std::endian::little, "loom shards assume a little-endian host");
 
 namespace fs = std::filesystem;
@@ -43,88 +43,6 @@ std::string one_line(std::string s) {
   std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
   return s;
 }
-
-// A file that appears under its final name only once it is complete and on disk:
-// write to "<path>.tmp.<pid>", fsync, rename, fsync the folder. A crash at any point leaves
-// either the old file or the new one, never a torn one.
-class AtomicFile {
- public:
-  explicit AtomicFile(std::string path) : path_(std::move(path)) {
-    tmp_ = path_ + ".tmp." + std::to_string(::getpid());
-    // Read-write: a shard being streamed is patched (header count) and read back (val split).
-    fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    LOOM_USER_CHECK(fd_ >= 0, path_, ": cannot write: ", errno_text());
-  }
-  ~AtomicFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-
-  void write(const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::write(fd_, p, n);
-      if (w < 0 && errno == EINTR) continue;
-      LOOM_USER_CHECK(w > 0, path_, ": cannot write: ", w < 0 ? errno_text() : std::string("short write"));
-      p += w;
-      n -= static_cast<size_t>(w);
-    }
-  }
-
-  void pwrite_at(uint64_t offset, const void* data, size_t n) {
-    const char* p = static_cast<const char*>(data);
-    while (n > 0) {
-      ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
-      if (w < 0 && errno == EINTR) continue;
-      LOOM_USER_CHECK(w > 0, path_, ": cannot write: ", w < 0 ? errno_text() : std::string("short write"));
-      p += w;
-      n -= static_cast<size_t>(w);
-      offset += static_cast<uint64_t>(w);
-    }
-  }
-
-  void pread_at(uint64_t offset, void* data, size_t n) {
-    char* p = static_cast<char*>(data);
-    while (n > 0) {
-      ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
-      if (r < 0 && errno == EINTR) continue;
-      LOOM_USER_CHECK(r > 0, path_, ": cannot read back the file being written: ",
-                      r < 0 ? errno_text() : std::string("unexpected end"));
-      p += r;
-      n -= static_cast<size_t>(r);
-      offset += static_cast<uint64_t>(r);
-    }
-  }
-
-  void truncate(uint64_t size) {
-    LOOM_USER_CHECK(::ftruncate(fd_, static_cast<off_t>(size)) == 0, path_, ": cannot truncate: ", errno_text());
-  }
-
-  void commit() {
-    LOOM_USER_CHECK(::fsync(fd_) == 0, path_, ": cannot write (fsync): ", errno_text());
-    int rc = ::close(fd_);
-    fd_ = -1;
-    LOOM_USER_CHECK(rc == 0, path_, ": cannot write (close): ", errno_text());
-    LOOM_USER_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, path_, ": cannot rename the finished file into place: ",
-                    errno_text());
-    committed_ = true;
-    // The rename itself lives in the folder's metadata; without this a power cut may undo it.
-    // Best effort: some filesystems refuse fsync on a folder, and the data is already safe.
-    std::string dir = fs::path(path_).parent_path().string();
-    int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-      (void)::fsync(dfd);
-      ::close(dfd);
-    }
-  }
-
- private:
-  std::string path_, tmp_;
-  int fd_ = -1;
-  bool committed_ = false;
-};
 
 void put_u32(unsigned char* p, uint32_t v) { std::memcpy(p, &v, 4); }
 void put_u64(unsigned char* p, uint64_t v) { std::memcpy(p, &v, 8); }
@@ -259,33 +177,21 @@ void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint
 }
 
 Shard::Shard(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  LOOM_USER_CHECK(fd >= 0, path, ": cannot open token shard: ", errno_text());
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    user_error(path, ": not a regular file (expected a loom token shard)");
-  }
-  const uint64_t bytes = static_cast<uint64_t>(st.st_size);
-  if (bytes < kShardHeaderBytes) {
-    ::close(fd);
-    user_error(path, ": too short to be a loom token shard (", bytes, " bytes; the header alone is ",
-               kShardHeaderBytes, ")");
-  }
-  void* map = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
-  const std::string map_err = map == MAP_FAILED ? errno_text() : std::string();
-  ::close(fd);  // the mapping keeps the file alive
-  LOOM_USER_CHECK(map != MAP_FAILED, path, ": cannot map token shard: ", map_err);
-  map_ = map;
-  map_bytes_ = bytes;
-
-  // The destructor does not run when a constructor throws, so unmap before every complaint.
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  LOOM_USER_CHECK(fd_ >= 0, path, ": cannot open token shard: ", errno_text());
+  // The destructor does not run when a constructor throws, so close before every complaint.
   auto fail = [&](const auto&... parts) {
-    ::munmap(map_, map_bytes_);
-    map_ = nullptr;
+    ::close(fd_);
+    fd_ = -1;
     user_error(path, ": ", parts...);
   };
-  const auto* h = static_cast<const unsigned char*>(map_);
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) fail("not a regular file (expected a loom token shard)");
+  const uint64_t bytes = static_cast<uint64_t>(st.st_size);
+  if (bytes < kShardHeaderBytes)
+    fail("too short to be a loom token shard (", bytes, " bytes; the header alone is ", kShardHeaderBytes, ")");
+  unsigned char h[kShardHeaderBytes];
+  if (::pread(fd_, h, sizeof h, 0) != static_cast<ssize_t>(sizeof h)) fail("cannot read the shard header");
   if (std::memcmp(h, kShardMagic, 8) != 0) fail("not a loom token shard (bad magic)");
   const uint32_t version = get_u32(h + 8);
   if (version != kShardVersion)
@@ -302,11 +208,37 @@ Shard::Shard(const std::string& path) : path_(path) {
     fail("size mismatch: the header says ", count_, " tokens of ", width_, " bytes but the file holds ", payload,
          " bytes of tokens (truncated or corrupt)");
   }
-  tokens_ = h + kShardHeaderBytes;
 }
 
 Shard::~Shard() {
-  if (map_) ::munmap(map_, map_bytes_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Shard::read(uint64_t begin, size_t n, uint32_t* out) const {
+  LOOM_CHECK(begin <= count_ && n <= count_ - begin, "Shard::read past the end of ", path_);
+  // Read into the output's bytes, then widen 16-bit tokens in place from the end.
+  char* p = reinterpret_cast<char*>(out);
+  size_t want = n * width_;
+  uint64_t off = kShardHeaderBytes + begin * width_;
+  while (want > 0) {
+    const ssize_t r = ::pread(fd_, p, want, static_cast<off_t>(off));
+    if (r < 0 && errno == EINTR) continue;
+    // Opened whole, now short: the file changed under the run (truncated or replaced).
+    LOOM_USER_CHECK(r > 0, path_, ": cannot read tokens ", begin, "..", begin + n, " of ", count_, ": ",
+                    r < 0 ? errno_text() : std::string("the file is shorter than when it was opened (truncated while in use?)"));
+    p += r;
+    want -= static_cast<size_t>(r);
+    off += static_cast<uint64_t>(r);
+  }
+  if (width_ == 2) {
+    const uint16_t* narrow = reinterpret_cast<const uint16_t*>(out);
+    for (size_t i = n; i-- > 0;) out[i] = narrow[i];
+  }
+  // The header was checked when the shard opened, the payload was not (that would read the
+  // whole file); a bad token here would index past the embedding table.
+  for (size_t i = 0; i < n; ++i)
+    LOOM_USER_CHECK(out[i] < vocab_, path_, ": token ", out[i], " at position ", begin + i,
+                    " is outside the vocabulary (size ", vocab_, "); the shard is corrupt");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -392,7 +324,7 @@ void WindowLoader::next_batch(int global_batch, int rank, int world, int32_t* x,
   const int B = global_batch / world;
   const uint64_t T = static_cast<uint64_t>(T_);
   const uint64_t starts = shard_.size() - T;  // i in [0, size - T - 1]
-  const uint32_t vocab = shard_.vocab_size();
+  std::vector<uint32_t> window;
   Rng rng;
   rng.set_state(rng_state_);
   // Every rank draws the whole global batch so all ranks stay on one stream; each keeps only
@@ -403,14 +335,11 @@ void WindowLoader::next_batch(int global_batch, int rank, int world, int32_t* x,
     if (local < 0 || local >= B) continue;
     int32_t* xr = x + static_cast<size_t>(local) * T;
     int32_t* yr = y + static_cast<size_t>(local) * T;
-    for (uint64_t t = 0; t <= T; ++t) {
-      const uint32_t tok = shard_[start + t];
-      // The header was checked when the shard opened, the payload was not (that would
-      // fault in the whole file); a bad token here would index past the embedding table.
-      LOOM_USER_CHECK(tok < vocab, shard_.path(), ": token ", tok, " at position ", start + t,
-                      " is outside the vocabulary (size ", vocab, "); the shard is corrupt");
-      if (t < T) xr[t] = static_cast<int32_t>(tok);
-      if (t > 0) yr[t - 1] = static_cast<int32_t>(tok);
+    window.resize(T + 1);
+    shard_.read(start, T + 1, window.data());
+    for (uint64_t t = 0; t < T; ++t) {
+      xr[t] = static_cast<int32_t>(window[t]);
+      yr[t] = static_cast<int32_t>(window[t + 1]);
     }
   }
   rng_state_ = rng.state();

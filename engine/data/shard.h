@@ -26,8 +26,10 @@ inline constexpr size_t kShardHeaderBytes = 32;
 // Writes a shard crash-safely (temporary file, fsync, rename). Every token must be < vocab_size.
 void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint32_t vocab_size);
 
-// A read-only, memory-mapped shard. Opening validates magic, version, width and that the
-// file size equals header + count * width; any problem is a UserError naming the file.
+// A read-only shard. Opening validates magic, version, width and that the file size equals
+// header + count * width; any problem is a UserError naming the file. Tokens are read with
+// pread (not mapped): a file truncated while a run reads it is an error message naming it,
+// never a bus error, and every token read is checked against the vocabulary.
 class Shard {
  public:
   explicit Shard(const std::string& path);
@@ -37,16 +39,19 @@ class Shard {
   uint64_t size() const { return count_; }
   uint32_t vocab_size() const { return vocab_; }
   uint32_t width() const { return width_; }
+  // Tokens [begin, begin + n), widened to 32 bits. UserError (naming the file) if the file is
+  // now shorter than when it was opened, or a token is outside the vocabulary.
+  void read(uint64_t begin, size_t n, uint32_t* out) const;
   uint32_t operator[](uint64_t i) const {
-    return width_ == 2 ? reinterpret_cast<const uint16_t*>(tokens_)[i] : reinterpret_cast<const uint32_t*>(tokens_)[i];
+    uint32_t t = 0;
+    read(i, 1, &t);
+    return t;
   }
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
-  void* map_ = nullptr;
-  size_t map_bytes_ = 0;
-  const unsigned char* tokens_ = nullptr;
+  int fd_ = -1;
   uint64_t count_ = 0;
   uint32_t vocab_ = 0, width_ = 0;
 };

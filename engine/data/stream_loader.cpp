@@ -1,6 +1,8 @@
 // stream_loader.cpp: see stream_loader.h.
 #include "engine/data/stream_loader.h"
 
+#include <vector>
+
 #include "core/check.h"
 
 namespace loom {
@@ -19,12 +21,14 @@ bool StreamLoader::next_batch(int rank, int world, int32_t* x, int32_t* y) {
   LOOM_CHECK(world >= 1 && G_ % world == 0 && rank >= 0 && rank < world);
   const bool fresh = window_ == 0;
   const int B = G_ / world;
+  std::vector<uint32_t> window(static_cast<size_t>(T_) + 1);
   for (int b = 0; b < B; ++b) {
     const uint64_t row = static_cast<uint64_t>(rank) * B + b;
     const uint64_t start = row * stream_len_ + static_cast<uint64_t>(window_) * T_;
+    shard_.read(start, window.size(), window.data());
     for (int t = 0; t < T_; ++t) {
-      x[static_cast<size_t>(b) * T_ + t] = static_cast<int32_t>(shard_[start + t]);
-      y[static_cast<size_t>(b) * T_ + t] = static_cast<int32_t>(shard_[start + t + 1]);
+      x[static_cast<size_t>(b) * T_ + t] = static_cast<int32_t>(window[t]);
+      y[static_cast<size_t>(b) * T_ + t] = static_cast<int32_t>(window[t + 1]);
     }
   }
   if (++window_ == windows_) window_ = 0, ++epoch_;

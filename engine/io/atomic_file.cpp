@@ -70,20 +70,81 @@ std::string temp_sibling(const std::string& path, const char* tag) {
   return detail::concat(path, tag, ::getpid(), "-", counter.fetch_add(1));
 }
 
-void write_chunks_atomic(const std::string& path, const std::vector<FileChunk>& chunks) {
-  const std::string tmp = temp_sibling(path, ".tmp-");
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.fd < 0) sys_error(path, "cannot create temporary file", errno);
-  try {
-    for (const FileChunk& c : chunks) write_all(fd.fd, path, c.data, c.size);
-    if (::fsync(fd.fd) != 0) sys_error(path, "cannot fsync", errno);
-    if (fd.release_close() != 0) sys_error(path, "cannot close", errno);
-    if (::rename(tmp.c_str(), path.c_str()) != 0) sys_error(path, "cannot rename temporary file into place", errno);
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
+  // A fresh name each try: O_EXCL refuses an existing file (a stale one, or one planted to
+  // redirect the write) and O_NOFOLLOW a symlink in its place.
+  for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
+    tmp_ = temp_sibling(path_, ".tmp-");
+    fd_ = ::open(tmp_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd_ < 0 && errno != EEXIST) sys_error(path_, "cannot create temporary file", errno);
   }
-  fsync_dir(parent_of(path));
+  if (fd_ < 0) sys_error(path_, "cannot create temporary file", EEXIST);
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::write(const void* data, size_t n) { write_all(fd_, path_, data, n); }
+
+void AtomicFile::pwrite_at(uint64_t offset, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) sys_error(path_, "cannot write", w < 0 ? errno : EIO);
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+}
+
+void AtomicFile::pread_at(uint64_t offset, void* data, size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) sys_error(path_, "cannot read back the file being written", r < 0 ? errno : EIO);
+    p += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+}
+
+void AtomicFile::truncate(uint64_t size) {
+  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) sys_error(path_, "cannot truncate", errno);
+}
+
+void AtomicFile::commit() {
+  if (::fsync(fd_) != 0) sys_error(path_, "cannot fsync", errno);
+  const int rc = ::close(fd_);
+  fd_ = -1;
+  if (rc != 0) sys_error(path_, "cannot close", errno);  // a deferred write error (NFS)
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) sys_error(path_, "cannot rename temporary file into place", errno);
+  committed_ = true;
+  fsync_dir(parent_of(path_));
+}
+
+void write_chunks_atomic(const std::string& path, const std::vector<FileChunk>& chunks) {
+  AtomicFile f(path);
+  for (const FileChunk& c : chunks) f.write(c.data, c.size);
+  f.commit();
+}
+
+int remove_stale_temps(const std::string& dir) {
+  int removed = 0;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.find(".tmp-") == std::string::npos && name.find(".tmp.") == std::string::npos &&
+        name.find(".old-") == std::string::npos)
+      continue;
+    std::error_code rm;
+    fs::remove_all(it->path(), rm);  // a symlink is removed, never followed
+    removed += !rm;
+  }
+  return removed;
 }
 
 void fsync_file(const std::string& path) {

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -101,10 +103,19 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const
   fs::create_directories(ckdir, ec);
   LOOM_USER_CHECK(!ec, ckdir.string(), ": cannot create folder: ", ec.message());
   const std::string name = step_name(p.step);
-  const fs::path tmp = ckdir / (name + ".tmp-" + std::to_string(getpid()));
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  LOOM_USER_CHECK(!ec, tmp.string(), ": cannot create folder: ", ec.message());
+  const fs::path tmp = temp_sibling((ckdir / name).string(), ".tmp-");
+  LOOM_USER_CHECK(fs::create_directory(tmp, ec) && !ec, tmp.string(), ": cannot create folder: ",
+                  ec ? ec.message() : std::string("it exists"));
+  // Whatever fails below (a full disk, say) leaves nothing behind: the previous checkpoint
+  // stays whole and the temporary folder with its partial model file goes.
+  struct RemoveUnlessCommitted {
+    const fs::path& dir;
+    bool committed = false;
+    ~RemoveUnlessCommitted() {
+      std::error_code e;
+      if (!committed) fs::remove_all(dir, e);
+    }
+  } guard{tmp};
 
   StFile model;
   model.metadata = model_metadata(cfg.model, tokenizer, p.step);
@@ -134,18 +145,23 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const
 
   const fs::path final_dir = ckdir / name;
   commit_dir(tmp.string(), final_dir.string());
+  guard.committed = true;
   replace_symlink((root / "latest").string(), (fs::path("checkpoints") / name).string());
   fsync_dir(root.string());
 
   if (keep > 0) {
-    std::vector<fs::path> steps;
-    for (const auto& e : fs::directory_iterator(ckdir)) {
+    // Oldest first by step number (names sort as text only up to 8 digits).
+    std::vector<std::pair<int64_t, fs::path>> steps;
+    for (const auto& e : fs::directory_iterator(ckdir, ec)) {
       const std::string n = e.path().filename().string();
-      if (e.is_directory() && n.rfind("step_", 0) == 0 && n.find(".tmp") == std::string::npos) steps.push_back(e.path());
+      int64_t s = -1;
+      const char* b = n.data() + 5;
+      const auto r = n.rfind("step_", 0) == 0 ? std::from_chars(b, n.data() + n.size(), s) : std::from_chars_result{};
+      if (e.is_directory(ec) && r.ec == std::errc() && r.ptr == n.data() + n.size()) steps.emplace_back(s, e.path());
     }
     std::sort(steps.begin(), steps.end());
     for (size_t i = 0; i + keep < steps.size(); ++i)
-      if (steps[i] != final_dir) fs::remove_all(steps[i], ec);
+      if (steps[i].second != final_dir) fs::remove_all(steps[i].second, ec);
   }
   return final_dir.string();
 }
@@ -154,9 +170,18 @@ std::string resolve_checkpoint(const std::string& path) {
   LOOM_USER_CHECK(!path.empty(), "--checkpoint: empty path");
   fs::path p(path);
   std::error_code ec;
-  LOOM_USER_CHECK(fs::exists(p, ec), path, ": no such checkpoint");
-  if (fs::exists(p / "model.safetensors")) return fs::canonical(p).string();
-  if (fs::exists(p / "latest" / "model.safetensors")) return fs::canonical(p / "latest").string();
+  // Never the throwing forms: a symlink loop (latest -> latest) is bad input, not a crash.
+  const bool here = fs::exists(p, ec);
+  LOOM_USER_CHECK(!ec || ec == std::errc::no_such_file_or_directory, path, ": cannot resolve: ", ec.message());
+  LOOM_USER_CHECK(here, path, ": no such checkpoint");
+  for (const fs::path& c : {p, p / "latest"}) {
+    if (!fs::exists(c / "model.safetensors", ec)) continue;
+    const fs::path real = fs::canonical(c, ec);
+    LOOM_USER_CHECK(!ec, c.string(), ": cannot resolve: ", ec.message());
+    return real.string();
+  }
+  LOOM_USER_CHECK(!ec || ec == std::errc::no_such_file_or_directory || ec == std::errc::not_a_directory, path,
+                  ": cannot resolve: ", ec.message());
   user_error(path, ": not a checkpoint (no model.safetensors, no latest)");
 }
 
@@ -234,18 +259,30 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
     std::memcpy(ck.rnn_state.data(), t->data.data(), t->data.size());
   }
   const std::string spath = ck.dir + "/state.json";
-  try {
-    auto st = nlohmann::json::parse(read_text(spath));
-    ck.progress.step = st.at("step").get<int64_t>();
-    ck.progress.tokens_seen = st.at("tokens_seen").get<int64_t>();
-    ck.progress.skipped_steps = st.at("skipped_steps").get<int64_t>();
-    const auto& r = st.at("loader_rng");
-    LOOM_USER_CHECK(r.is_array() && r.size() == 4, spath, ": loader_rng must hold 4 words");
-    for (int i = 0; i < 4; ++i) ck.progress.loader_rng[i] = std::stoull(r[i].get<std::string>());
-  } catch (const nlohmann::json::exception& e) {
-    user_error(spath, ": invalid state file: ", e.what());
-  } catch (const std::logic_error& e) {
-    user_error(spath, ": invalid state file: ", e.what());
+  const auto st = nlohmann::json::parse(read_text(spath), nullptr, false);
+  LOOM_USER_CHECK(!st.is_discarded() && st.is_object(), spath, ": invalid state file: not a JSON object");
+  // Counters: integers in range (a float such as 1e30 would be an undefined cast).
+  auto counter = [&](const char* key, int64_t lo, int64_t hi) {
+    LOOM_USER_CHECK(st.contains(key) && st[key].is_number_integer(), spath, ": invalid state file: '", key,
+                    "' missing or not an integer");
+    const int64_t v = st[key].get<int64_t>();
+    LOOM_USER_CHECK(v >= lo && v <= hi, spath, ": invalid state file: '", key, "' = ", v, " is outside [", lo, ", ",
+                    hi, "]");
+    return v;
+  };
+  ck.progress.step = counter("step", 0, int64_t{1} << 50);
+  ck.progress.tokens_seen = counter("tokens_seen", 0, INT64_MAX);
+  ck.progress.skipped_steps = counter("skipped_steps", 0, ck.progress.step);
+  const auto* r = st.contains("loader_rng") ? &st["loader_rng"] : nullptr;
+  LOOM_USER_CHECK(r && r->is_array() && r->size() == 4, spath, ": invalid state file: loader_rng must hold 4 words");
+  for (int i = 0; i < 4; ++i) {
+    const auto& w = (*r)[static_cast<size_t>(i)];
+    const std::string s = w.is_string() ? w.get<std::string>() : std::string();
+    uint64_t v = 0;
+    const auto res = std::from_chars(s.data(), s.data() + s.size(), v);
+    LOOM_USER_CHECK(!s.empty() && res.ec == std::errc() && res.ptr == s.data() + s.size(), spath,
+                    ": invalid state file: loader_rng words are decimal strings of 64-bit integers");
+    ck.progress.loader_rng[static_cast<size_t>(i)] = v;
   }
   return ck;
 }

@@ -155,25 +155,39 @@ void validate(const Config& c, const std::string& where) {
       "'" + c.device + "' is not one of auto, cpu, cuda");
   validate_model(c.model, where);
   req(!c.data.path.empty(), "data.path", "must not be empty");
-  req(c.train.steps >= 1, "train.steps", "must be >= 1");
-  req(c.train.batch_size >= 1, "train.batch_size", "must be >= 1");
-  req(c.train.grad_accum >= 1, "train.grad_accum", "must be >= 1");
-  req(c.train.eval_every >= 1, "train.eval_every", "must be >= 1");
-  req(c.train.eval_steps >= 1, "train.eval_steps", "must be >= 1");
-  req(c.train.max_bad_steps >= 1, "train.max_bad_steps", "must be >= 1");
-  req(c.train.state_reset >= 0, "train.state_reset", "must be >= 0");
-  req(c.optim.lr > 0 && std::isfinite(c.optim.lr), "optim.lr", "must be > 0");
-  req(c.optim.min_lr >= 0 && c.optim.min_lr <= c.optim.lr, "optim.min_lr", "must be in [0, optim.lr]");
-  req(c.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0");
-  req(c.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0");
-  req(c.optim.beta1 >= 0 && c.optim.beta1 < 1, "optim.beta1", "must be in [0, 1)");
-  req(c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta2", "must be in [0, 1)");
-  req(c.optim.eps > 0, "optim.eps", "must be > 0");
-  req(c.optim.grad_clip >= 0, "optim.grad_clip", "must be >= 0");
-  req(c.checkpoint.every >= 1, "checkpoint.every", "must be >= 1");
-  req(c.checkpoint.keep >= 0, "checkpoint.keep", "must be >= 0");
+  // Bounds far above any real run, so that a typo (1e9 layers, a batch of 2^32) is one line
+  // naming the key instead of an allocation failure or an overflow deep inside a step.
+  constexpr int64_t kMaxSteps = int64_t{1} << 40, kMaxBatch = 1 << 20;
+  auto in = [&](int64_t v, int64_t lo, int64_t hi, const char* key) {
+    req(v >= lo && v <= hi, key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+                                     std::to_string(v));
+  };
+  in(c.train.steps, 1, kMaxSteps, "train.steps");
+  in(c.train.batch_size, 1, kMaxBatch, "train.batch_size");
+  in(c.train.grad_accum, 1, kMaxBatch, "train.grad_accum");
+  in(c.train.eval_every, 1, kMaxSteps, "train.eval_every");
+  in(c.train.eval_steps, 1, kMaxBatch, "train.eval_steps");
+  in(c.train.max_bad_steps, 1, kMaxSteps, "train.max_bad_steps");
+  in(c.train.state_reset, 0, kMaxSteps, "train.state_reset");
+  req(static_cast<double>(c.train.batch_size) * static_cast<double>(c.train.grad_accum) * c.model.seq_len <=
+          static_cast<double>(int64_t{1} << 40),
+      "train.batch_size", "x train.grad_accum x model.seq_len: more than 2^40 tokens a step");
+  // Floats: finite only (inf and NaN compare false or pass "> 0" where they must not).
+  auto real = [&](double v, bool ok, const char* key, const char* what) {
+    req(std::isfinite(v) && ok, key, std::string(what) + (std::isfinite(v) ? "" : " (and finite)"));
+  };
+  real(c.optim.lr, c.optim.lr > 0, "optim.lr", "must be > 0");
+  real(c.optim.min_lr, c.optim.min_lr >= 0 && c.optim.min_lr <= c.optim.lr, "optim.min_lr", "must be in [0, optim.lr]");
+  in(c.optim.warmup_steps, 0, kMaxSteps, "optim.warmup_steps");
+  real(c.optim.weight_decay, c.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0");
+  real(c.optim.beta1, c.optim.beta1 >= 0 && c.optim.beta1 < 1, "optim.beta1", "must be in [0, 1)");
+  real(c.optim.beta2, c.optim.beta2 >= 0 && c.optim.beta2 < 1, "optim.beta2", "must be in [0, 1)");
+  real(c.optim.eps, c.optim.eps > 0, "optim.eps", "must be > 0");
+  real(c.optim.grad_clip, c.optim.grad_clip >= 0, "optim.grad_clip", "must be >= 0");
+  in(c.checkpoint.every, 1, kMaxSteps, "checkpoint.every");
+  in(c.checkpoint.keep, 0, kMaxBatch, "checkpoint.keep");
   req(!c.log.run_dir.empty(), "log.run_dir", "must not be empty");
-  req(c.log.every >= 1, "log.every", "must be >= 1");
+  in(c.log.every, 1, kMaxSteps, "log.every");
   req(c.dist.zero == 0 || c.dist.zero == 1, "dist.zero", "must be 0 or 1");
 }
 

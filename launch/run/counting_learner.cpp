@@ -24,7 +24,7 @@ class CountingLearner final : public Learner {
       std::printf("note: the %s model counts on the CPU (device = %s is not used)\n", cfg_.model.kind.c_str(),
                   cfg_.device.c_str());
     tokens_.resize(rc.train->size());
-    for (uint64_t i = 0; i < tokens_.size(); ++i) tokens_[i] = (*rc.train)[i];
+    rc.train->read(0, tokens_.size(), tokens_.data());
     if (resume) {
       model_ = kind_.load_counts(resume->counts, resume->dir + "/model.safetensors");
     } else {

@@ -35,11 +35,13 @@ TrainResult finetune(const FinetuneOptions& o, const TrainOptions& topt) {
                                      [](const auto& kv) { return kv.first == "log.run_dir"; });
   if (!dir_given) cfg.log.run_dir = "runs/finetune";
   const fs::path run_dir(cfg.log.run_dir);
-  std::error_code ec;
-  if (!o.resume) {
-    LOOM_USER_CHECK(!fs::exists(run_dir / "latest", ec), run_dir.string(),
-                    ": already holds a run; use --resume to continue it or choose another --log.run_dir");
-    // Step 0: the base weights by name, new parameters (the adapters) from the seeded init.
+  TrainOptions t = topt;
+  CheckpointData start;
+  if (o.resume) {
+    t.resume = true;
+  } else {
+    // The start: the base weights by name, new parameters (the adapters) from the seeded init,
+    // zero moments; the run loop takes it as a fresh run's state, under its run-folder lock.
     std::vector<float> params = init_params(cfg.model, static_cast<uint64_t>(cfg.train.seed));
     const auto base_layout = param_layout(base.model);
     for (const auto& p : param_layout(cfg.model)) {
@@ -49,14 +51,20 @@ TrainResult finetune(const FinetuneOptions& o, const TrainOptions& topt) {
     }
     const ModelGraph mg = build_model(cfg.model, GraphMode::Eval, 1, 1, DType::F32);
     const std::vector<float> zeros(static_cast<size_t>(mg.g.trainable_prefix()), 0.0f);
+    start.model = cfg.model;
+    start.tokenizer = base.tokenizer;
+    start.params = std::move(params);
+    start.m = zeros;
+    start.v = zeros;
+    start.dir = base.dir;
     // The loader position of a fresh run with this seed (as the trainer would start).
-    TrainProgress start;
     {
       const DataFolder data = open_data_folder(cfg.data.path);
       const Shard train_split(data.train_path());
-      start.loader_rng = WindowLoader(train_split, cfg.model.seq_len, static_cast<uint64_t>(cfg.train.seed) + 1).state();
+      start.progress.loader_rng =
+          WindowLoader(train_split, cfg.model.seq_len, static_cast<uint64_t>(cfg.train.seed) + 1).state();
     }
-    save_checkpoint(run_dir.string(), cfg, base.tokenizer, params, zeros, zeros, start, cfg.checkpoint.keep);
+    t.start = &start;
     if (!topt.quiet)
       std::printf("finetune: %s from %s (%lld of %lld parameters trained)\n",
                   cfg.model.lora_rank ? ("LoRA rank " + std::to_string(cfg.model.lora_rank) + " on " +
@@ -66,8 +74,6 @@ TrainResult finetune(const FinetuneOptions& o, const TrainOptions& topt) {
                   base.dir.c_str(), static_cast<long long>(mg.g.trainable_prefix()),
                   static_cast<long long>(mg.g.param_count));
   }
-  TrainOptions t = topt;
-  t.resume = true;
   TrainResult r = train(cfg, t);
   if (o.merge && !r.interrupted && cfg.model.lora_rank > 0) {
     CheckpointData done = load_checkpoint(run_dir.string(), false);

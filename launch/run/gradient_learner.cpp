@@ -8,6 +8,7 @@
 // Data parallelism (docs/distributed.md): every rank runs the same graph on its slice of each
 // global batch. Checkpoints gather the moments and the recurrent state, so they look like a
 // single-rank run's and resume bit-exactly under the same world size.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +18,7 @@
 #include "engine/backend/peak.h"
 #include "engine/data/stream_loader.h"
 #include "engine/graph/executor.h"
+#include "engine/graph/planner.h"
 #include "engine/optim/adamw_state.h"
 #include "engine/optim/schedule.h"
 #include "engine/optim/weights.h"
@@ -44,7 +46,7 @@ class GradientLearner final : public Learner {
         be_(make_backend(cfg_.device)),
         tg_(build_model(cfg_.model, GraphMode::Train, B_, T_, be_->float_dtype())),
         eg_(build_model(cfg_.model, GraphMode::Eval, B_, T_, be_->float_dtype())),
-        n_(tg_.g.param_count), weights_(*be_, n_), grads_(*be_, static_cast<size_t>(tg_.g.trainable_prefix()) * 4),
+        n_(fitting_param_count(cfg_, tg_, eg_, *be_, comm_)), weights_(*be_, n_), grads_(*be_, static_cast<size_t>(tg_.g.trainable_prefix()) * 4),
         tx_(tg_.g, *be_), ex_(eg_.g, *be_), carrier_(tx_, tg_, comm_), eval_carrier_(ex_, eg_, comm_) {
     // Transformers and feed-forward models see seeded random windows; recurrent models see
     // consecutive windows of fixed streams and carry their hidden state across batches.
@@ -150,6 +152,10 @@ class GradientLearner final : public Learner {
     }
     ++eager_steps_;
     loss /= static_cast<double>(cfg_.train.grad_accum);
+    if (comm_.rank() == opt.fault_rank &&
+        std::find(opt.fault_steps.begin(), opt.fault_steps.end(), p.step + 1) != opt.fault_steps.end())
+      loss = NAN;
+    const double local_loss = loss;
     // Data parallelism: sum the ranks' gradients (the buckets went out during backward; ZeRO-1
     // reduce-scatters here), then the mean loss.
     {
@@ -162,7 +168,15 @@ class GradientLearner final : public Learner {
     s.loss = loss;
     s.grad_norm = optim_->grad_norm(static_cast<const float*>(grads_.data()));
     s.lr = lr_at(p.step, cfg_.train.steps, cfg_.optim.lr, cfg_.optim.min_lr, cfg_.optim.warmup_steps);
+    // The mean loss and the norm are the same numbers on every rank, so every rank skips
+    // together; when it does, the ranks agree on which of them went non-finite.
     s.skipped = !std::isfinite(s.loss) || !std::isfinite(s.grad_norm);
+    if (s.skipped) {
+      const bool here = !std::isfinite(local_loss);
+      s.bad_ranks = world > 1 ? static_cast<int>(comm_.allreduce_scalar(here ? 1.0 : 0.0)) : here;
+      if (s.bad_ranks == 1)
+        s.bad_rank = world > 1 ? static_cast<int>(comm_.allreduce_scalar(here ? comm_.rank() : 0.0)) : 0;
+    }
     if (!s.skipped)
       optim_->update(weights_, static_cast<const float*>(grads_.data()), s.grad_norm, s.lr,
                      p.step + 1 - p.skipped_steps, static_cast<uint64_t>(cfg_.train.seed) * 1000003u + p.step);
@@ -192,6 +206,27 @@ class GradientLearner final : public Learner {
   }
 
  private:
+  // The flat buffer's size, once it is clear that the run fits the device (before anything is
+  // allocated): weights (f32 master + the working copy), gradients, AdamW moments (this
+  // rank's shard), and the training and validation graphs' activation arenas.
+  static int64_t fitting_param_count(const Config& cfg, const ModelGraph& tg, const ModelGraph& eg, Backend& be,
+                                     Comm& comm) {
+    const int64_t n = tg.g.param_count, n_opt = tg.g.trainable_prefix();
+    const bool zero = cfg.dist.zero == 1 && comm.world() > 1;
+    const double gib = 1024.0 * 1024 * 1024;
+    const double weights = static_cast<double>(n) * (4 + (be.float_dtype() == DType::F32 ? 0 : dtype_size(be.float_dtype())));
+    const double grads = static_cast<double>(n_opt) * 4;
+    const double moments = 8.0 * static_cast<double>(n_opt) / (zero ? comm.world() : 1);
+    const double acts = static_cast<double>(plan_memory(tg.g).arena_bytes + plan_memory(eg.g).arena_bytes);
+    const double need = weights + grads + moments + acts, have = static_cast<double>(be.free_memory());
+    LOOM_USER_CHECK(need <= have, "model, train.batch_size and model.seq_len: this run needs ", need / gib,
+                    " GiB on ", be.device_name(), " (weights ", weights / gib, ", gradients ", grads / gib,
+                    ", AdamW moments ", moments / gib, ", activations ", acts / gib, " GiB) but ", have / gib,
+                    " GiB are free; lower train.batch_size or model.seq_len (grad_accum keeps the tokens per step), "
+                    "shard the optimizer (dist.zero = 1) over more ranks, or use a smaller model");
+    return n;
+  }
+
   static int per_rank_batch(const Config& cfg, Comm& comm) {
     LOOM_USER_CHECK(cfg.train.batch_size % comm.world() == 0, "train.batch_size: ", cfg.train.batch_size,
                     " is not divisible by the ", comm.world(), " ranks");

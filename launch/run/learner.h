@@ -20,7 +20,9 @@ namespace loom {
 // What one step did. NaN: the learner has no such number (a counting step has no loss).
 struct StepStats {
   double loss = NAN, grad_norm = NAN, lr = NAN;
-  bool skipped = false;  // a non-finite loss or gradient norm: the update was skipped
+  bool skipped = false;  // a non-finite loss or gradient norm: the update was skipped (on every rank)
+  int bad_ranks = 0;     // with `skipped`: ranks whose own loss was not finite (0: the norm only)
+  int bad_rank = -1;     // the one such rank, when there is one
   int64_t tokens = 0;    // tokens consumed (all ranks)
 };
 

@@ -1,6 +1,8 @@
 // run_folder.h: the run folder (log.run_dir) as one run owns it: config.toml, metrics.jsonl,
-// checkpoints/ and latest (checkpoint.h), and the run's stop signals. The lead rank writes;
-// every rank takes part in the collective parts (checkpoint barrier, stop agreement).
+// checkpoints/ and latest (checkpoint.h), and the run's stop signals. The lead rank locks the
+// folder for the whole run (flock on <run_dir>/.lock, released when the process ends however
+// it ends) and writes; every rank takes part in the collective parts (checkpoint barrier,
+// stop agreement).
 #pragma once
 #include <csignal>
 #include <fstream>
@@ -16,11 +18,16 @@ namespace loom {
 
 class RunFolder {
  public:
-  // A fresh run needs a folder without a run in it (no `latest`): UserError otherwise. The
-  // lead rank creates the folder, writes config.toml and opens metrics.jsonl (appending when
-  // resuming). SIGINT and SIGTERM are caught from here on: the loop finishes its step,
-  // checkpoints and stops.
+  // The lead rank creates the folder and locks it: a second run on the same folder is a
+  // UserError naming the holder (pid, host). A fresh run needs a folder without a run in it
+  // (no `latest`). What an interrupted writer left (temporary files and folders) is removed.
+  // SIGINT and SIGTERM are caught from here on: the loop finishes its step, checkpoints and
+  // stops.
   RunFolder(const Config& cfg, bool resume, Comm& comm);
+  // After the checkpoint to resume (if any) is loaded: writes config.toml and opens
+  // metrics.jsonl. Resuming from step `resume_step` keeps the lines of steps up to it (the
+  // steps after it will be run again) and drops a torn last line; a fresh run starts it empty.
+  void open_logs(const Config& cfg, int64_t resume_step);
   ~RunFolder();
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
@@ -39,8 +46,11 @@ class RunFolder {
   bool agree_stop(bool here);
 
  private:
+  void lock();
+
   Comm& comm_;
   std::string dir_;
+  int lock_fd_ = -1;
   std::ofstream metrics_;
   using Handler = void (*)(int);
   Handler old_int_ = nullptr, old_term_ = nullptr;

@@ -42,6 +42,7 @@ nlohmann::json metrics_line(const TrainProgress& p, const StepStats& s, double v
   if (!std::isnan(s.grad_norm)) j["grad_norm"] = s.grad_norm;
   if (val >= 0) j["val_loss"] = val;
   if (s.skipped) j["skipped"] = true;
+  if (s.bad_rank >= 0) j["bad_rank"] = s.bad_rank;
   if (!std::isnan(mfu)) j["mfu"] = mfu;
   return j;
 }
@@ -60,16 +61,29 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   rc.val = &val_split;
   { WindowLoader check(val_split, cfg.model.seq_len, 0); }  // UserError now if the val split is too short
 
+  RunFolder run(cfg, opt.resume, comm);  // locked from here on
   std::optional<CheckpointData> resume;
   if (opt.resume) {
     resume = load_checkpoint(cfg.log.run_dir, true);
     check_same_model(*resume, cfg.model);
+    // Ranks and gradient accumulation may change on resume (the loader draws the same windows
+    // in the same order whatever the split); a recurrent model's streams, one per sequence of
+    // the batch, cannot be re-cut.
+    if (kind.carries_state() && !resume->config_toml.empty()) {
+      const Config was = parse_config_text(resume->config_toml, resume->dir + "/config.toml", {});
+      LOOM_USER_CHECK(was.train.batch_size == cfg.train.batch_size, "train.batch_size: ", cfg.train.batch_size,
+                      " differs from the checkpoint's ", was.train.batch_size, " (", resume->dir,
+                      "): a recurrent model carries one stream per sequence of the batch; keep the batch size "
+                      "(ranks and train.grad_accum may change)");
+    }
+  } else if (opt.start) {
+    check_same_model(*opt.start, cfg.model);
   }
-  RunFolder run(cfg, opt.resume, comm);
+  const CheckpointData* from = resume ? &*resume : opt.start;
+  run.open_logs(cfg, resume ? resume->progress.step : -1);
   const std::unique_ptr<Learner> learner =
-      kind.counts() ? make_counting_learner(rc, resume ? &*resume : nullptr)
-                    : make_gradient_learner(rc, resume ? &*resume : nullptr);
-  TrainProgress prog = resume ? resume->progress : TrainProgress{};
+      kind.counts() ? make_counting_learner(rc, from) : make_gradient_learner(rc, from);
+  TrainProgress prog = from ? from->progress : TrainProgress{};
   const bool lead = rc.lead(), talk = lead && !opt.quiet;
   if (lead && resume) std::printf("resuming from %s (step %lld)\n", resume->dir.c_str(), static_cast<long long>(prog.step));
   resume.reset();  // the learner has taken what it needs
@@ -92,10 +106,14 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     const StepStats s = learner->step(prog);
     if (s.skipped) {
       ++prog.skipped_steps;
+      const std::string where = s.bad_rank >= 0 ? " on rank " + std::to_string(s.bad_rank)
+                                : s.bad_ranks > 1 ? " on " + std::to_string(s.bad_ranks) + " ranks"
+                                                  : "";
       LOOM_USER_CHECK(++bad_in_a_row < cfg.train.max_bad_steps, "step ", prog.step + 1,
-                      ": loss or gradient norm not finite for ", bad_in_a_row,
+                      ": loss or gradient norm not finite", where, " for ", bad_in_a_row,
                       " steps in a row (lower optim.lr?); aborting");
-      bar.line("step " + std::to_string(prog.step + 1) + ": non-finite loss or gradient norm; update skipped");
+      if (lead) bar.line("step " + std::to_string(prog.step + 1) + ": non-finite loss or gradient norm" + where +
+                         "; update skipped on every rank");
     } else {
       bad_in_a_row = 0;
     }

@@ -4,8 +4,10 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/comm/comm.h"
+#include "launch/run/checkpoint.h"
 #include "launch/run/config.h"
 
 namespace loom {
@@ -18,6 +20,13 @@ struct TrainOptions {
   int64_t stop_after = 0;
   // --profile-steps A:B: the profiler's capture window covers steps A..B (1-based, inclusive).
   int64_t profile_from = 0, profile_to = 0;
+  // A fresh run that starts from this state instead of the seeded initialisation (loom
+  // finetune: a base model's weights and new adapters); ignored with `resume`.
+  const CheckpointData* start = nullptr;
+  // Fault drills (tests): these steps' loss is made non-finite on this rank, as a diverging
+  // rank's would be (LOOM_FAULT_NONFINITE=RANK:STEP[,STEP...] in the CLI).
+  int fault_rank = -1;
+  std::vector<int64_t> fault_steps;
 };
 
 struct TrainResult {

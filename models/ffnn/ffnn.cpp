@@ -77,9 +77,9 @@ class FfnnKind final : public ModelKind {
     return {"model.n_layer", "model.d_model", "model.context", "optim.lr"};
   }
   void validate(const ModelConfig& c, const Require& req) const override {
-    req(c.n_layer >= 1, "model.n_layer", "must be >= 1");
-    req(c.d_model >= 1, "model.d_model", "must be >= 1");
-    req(c.context >= 1, "model.context", "must be >= 1");
+    require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
+    require_in(req, c.d_model, 1, kMaxWidth, "model.d_model");
+    require_in(req, c.context, 1, kMaxContext, "model.context");
   }
   std::string describe(const ModelConfig& c) const override {
     return "L=" + std::to_string(c.n_layer) + " E=" + std::to_string(c.d_model) + " context=" +

@@ -207,11 +207,12 @@ class GptKind final : public ModelKind {
     return {"model.n_layer", "model.n_head", "model.d_model", "optim.lr"};
   }
   void validate(const ModelConfig& c, const Require& req) const override {
-    req(c.n_layer >= 1, "model.n_layer", "must be >= 1");
-    req(c.d_model >= 1, "model.d_model", "must be >= 1");
-    req(c.n_head >= 1, "model.n_head", "must be >= 1");
+    require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
+    require_in(req, c.d_model, 1, kMaxWidth, "model.d_model");
+    require_in(req, c.n_head, 1, kMaxHeads, "model.n_head");
     req(c.d_model % c.n_head == 0, "model.d_model",
         "must be a positive multiple of model.n_head (" + std::to_string(c.n_head) + ")");
+    req(c.lora_rank <= c.d_model, "lora.rank", "must be at most model.d_model (" + std::to_string(c.d_model) + ")");
   }
   std::string describe(const ModelConfig& c) const override {
     return "L=" + std::to_string(c.n_layer) + " H=" + std::to_string(c.n_head) + " C=" + std::to_string(c.d_model);

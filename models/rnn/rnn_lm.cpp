@@ -87,8 +87,8 @@ class RecurrentKind final : public ModelKind {
   const char* name() const override { return cell_name(cell_); }
   std::vector<const char*> required_keys() const override { return {"model.n_layer", "model.d_model", "optim.lr"}; }
   void validate(const ModelConfig& c, const Require& req) const override {
-    req(c.n_layer >= 1, "model.n_layer", "must be >= 1");
-    req(c.d_model >= 1, "model.d_model", "must be >= 1");
+    require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
+    require_in(req, c.d_model, 1, kMaxWidth, "model.d_model");
   }
   std::string describe(const ModelConfig& c) const override {
     return "L=" + std::to_string(c.n_layer) + " H=" + std::to_string(c.d_model);

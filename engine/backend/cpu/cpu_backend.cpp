@@ -26,7 +26,8 @@ class CpuBackend final : public Backend {
 
   void* alloc(size_t bytes) override {
     void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
-    LOOM_CHECK(p, "out of host memory allocating ", bytes, " bytes");
+    LOOM_USER_CHECK(p, "host memory: cannot allocate ", bytes / 1048576.0, " MiB; lower train.batch_size, "
+                    "model.seq_len or the model size");
     return p;
   }
   void release(void* p) override { std::free(p); }

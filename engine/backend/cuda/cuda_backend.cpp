@@ -86,6 +86,12 @@ class CudaBackend final : public Backend {
   }
   DType float_dtype() const override { return DType::BF16; }
 
+#if !LOOM_SIMT_EMULATION
+  uint64_t free_memory() const override {
+    size_t free = 0, total = 0;
+    return cudaMemGetInfo(&free, &total) == cudaSuccess ? free : 0;
+  }
+#endif
   void* alloc(size_t bytes) override {
     void* p = nullptr;
     const cudaError_t e = cudaMalloc(&p, bytes);
