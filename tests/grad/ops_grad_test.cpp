@@ -68,30 +68,29 @@ Graphs residual_layernorm() {
   return {c};
 }
 
-Graphs linear_with_bias() {
+// x[.., K] through a dense op (linear, linear_gelu) with weight [M, K] and, optionally, bias [M].
+Graphs dense(int (Graph::*op)(int, int, int), const Shape& xs, int64_t M, bool bias) {
   GradGraph c;
-  const int x = c.g.input("x", {2, 3, 5}, DType::F64);
-  const int w = c.g.param("w", {7, 5}, Init::Normal, 1, true), b = c.g.param("b", {7}, Init::Zeros, 0, false);
-  c.out = c.g.linear(x, w, b);
+  const int x = c.g.input("x", xs, DType::F64);
+  const int w = c.g.param("w", {M, xs.back()}, Init::Normal, 1, true);
+  c.out = (c.g.*op)(x, w, bias ? c.g.param("b", {M}, Init::Zeros, 0, false) : -1);
   c.wrt = {x};
   return {c};
 }
+Graphs linear_with_bias() { return dense(&Graph::linear, {2, 3, 5}, 7, true); }
+Graphs linear_no_bias() { return dense(&Graph::linear, {6, 4}, 3, false); }
+Graphs linear_gelu() { return dense(&Graph::linear_gelu, {2, 3, 5}, 6, true); }
 
-Graphs linear_no_bias() {
+// An elementwise op of one input.
+Graphs unary(int (Graph::*op)(int), const Shape& shape) {
   GradGraph c;
-  const int x = c.g.input("x", {6, 4}, DType::F64);
-  c.out = c.g.linear(x, c.g.param("w", {3, 4}, Init::Normal, 1, true));
+  const int x = c.g.input("x", shape, DType::F64);
+  c.out = (c.g.*op)(x);
   c.wrt = {x};
   return {c};
 }
-
-Graphs gelu() {
-  GradGraph c;
-  const int x = c.g.input("x", {4, 9}, DType::F64);
-  c.out = c.g.gelu(x);
-  c.wrt = {x};
-  return {c};
-}
+Graphs gelu() { return unary(&Graph::gelu, {4, 9}); }
+Graphs tanh() { return unary(&Graph::tanh, {4, 7}); }
 
 // x feeds both sides of the add and a linear: contributions must sum.
 Graphs add_and_fan_out() {
@@ -149,28 +148,11 @@ Graphs tiny_gpt_whole_model() {
   return {whole_model(c, 2, 6, 12, random_ints(11, 9))};
 }
 
-Graphs linear_gelu() {
-  GradGraph c;
-  const int x = c.g.input("x", {2, 3, 5}, DType::F64);
-  const int w = c.g.param("w", {6, 5}, Init::Normal, 1, true), b = c.g.param("b", {6}, Init::Zeros, 0, false);
-  c.out = c.g.linear_gelu(x, w, b);
-  c.wrt = {x};
-  return {c};
-}
-
 Graphs scale() {
   GradGraph c;
   const int x = c.g.input("x", {3, 5}, DType::F64);
   const int w = c.g.param("w", {4, 5}, Init::Normal, 1, true);
   c.out = c.g.scale(c.g.linear(x, w), 0.37f);
-  c.wrt = {x};
-  return {c};
-}
-
-Graphs tanh() {
-  GradGraph c;
-  const int x = c.g.input("x", {4, 7}, DType::F64);
-  c.out = c.g.tanh(x);
   c.wrt = {x};
   return {c};
 }
