@@ -153,37 +153,45 @@ class CudaBackend final : public Backend {
 #endif
 
   // ---- ops ----
+  // Kernel argument structs are filled by designated initializers (.x = ...): C++20 rejects
+  // fields out of declaration order, and these structs order some fields unlike their CPU
+  // counterparts (lse before loss, residual before g), so a positional list would be one
+  // swap away from a silent bug.
   void op_embedding(const OpCall& c) override {
     const TensorView &tok = c.in[0], &wte = c.in[1], &wpe = c.in[2];
-    cuda::embedding_fwd({I32(tok), B16(wte), B16(wpe), W16(c.out[0]), tok.dim(0), tok.dim(1), wte.dim(1), wte.dim(0),
-                         wpe.dim(0), c.in[3] ? I32(c.in[3]) : nullptr},
+    cuda::embedding_fwd({.tokens = I32(tok), .wte = B16(wte), .wpe = B16(wpe), .out = W16(c.out[0]), .B = tok.dim(0),
+                         .T = tok.dim(1), .C = wte.dim(1), .V = wte.dim(0), .maxT = wpe.dim(0),
+                         .pos0 = c.in[3] ? I32(c.in[3]) : nullptr},
                         stream_);
   }
   void op_embedding_bwd(const OpCall& c) override {
     const TensorView &tok = c.in[1], &dwte = c.out[0], &dwpe = c.out[1];
     int32_t* s = reinterpret_cast<int32_t*>(scratch_floats(cuda::embedding_bwd_scratch_ints(tok.numel(), dwte.dim(0))));
-    cuda::embedding_bwd({B16(c.in[0]), I32(tok), WF32(dwte), WF32(dwpe), s, tok.dim(0), tok.dim(1), dwte.dim(1),
-                         dwte.dim(0), dwpe.dim(0), c.in[2] ? I32(c.in[2]) : nullptr},
+    cuda::embedding_bwd({.dout = B16(c.in[0]), .tokens = I32(tok), .dwte = WF32(dwte), .dwpe = WF32(dwpe), .scratch = s,
+                         .B = tok.dim(0), .T = tok.dim(1), .C = dwte.dim(1), .V = dwte.dim(0), .maxT = dwpe.dim(0),
+                         .pos0 = c.in[2] ? I32(c.in[2]) : nullptr},
                         stream_);
   }
   void op_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
-    cuda::layernorm_fwd({B16(x), nullptr, nullptr, B16(c.in[1]), B16(c.in[2]), W16(c.out[0]), WF32(c.out[1]),
-                         WF32(c.out[2]), x.rows(), x.dim(-1), c.attrs.f[0]},
+    cuda::layernorm_fwd({.x = B16(x), .residual = nullptr, .sum = nullptr, .g = B16(c.in[1]), .b = B16(c.in[2]),
+                         .y = W16(c.out[0]), .mean = WF32(c.out[1]), .rstd = WF32(c.out[2]), .N = x.rows(),
+                         .C = x.dim(-1), .eps = c.attrs.f[0]},
                         stream_);
   }
   void op_residual_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
-    cuda::layernorm_fwd({B16(x), B16(c.in[1]), W16(c.out[0]), B16(c.in[2]), B16(c.in[3]), W16(c.out[1]),
-                         WF32(c.out[2]), WF32(c.out[3]), x.rows(), x.dim(-1), c.attrs.f[0]},
+    cuda::layernorm_fwd({.x = B16(x), .residual = B16(c.in[1]), .sum = W16(c.out[0]), .g = B16(c.in[2]),
+                         .b = B16(c.in[3]), .y = W16(c.out[1]), .mean = WF32(c.out[2]), .rstd = WF32(c.out[3]),
+                         .N = x.rows(), .C = x.dim(-1), .eps = c.attrs.f[0]},
                         stream_);
   }
   void op_layernorm_bwd(const OpCall& c) override {
     const TensorView& x = c.in[1];
     float* s = scratch_floats(cuda::layernorm_bwd_scratch_floats(x.rows(), x.dim(-1)));
-    cuda::layernorm_bwd({B16(c.in[0]), B16(x), B16(c.in[2]), F32(c.in[3]), F32(c.in[4]),
-                         c.in[5] ? B16(c.in[5]) : nullptr, W16(c.out[0]), WF32(c.out[1]), WF32(c.out[2]), s, x.rows(),
-                         x.dim(-1)},
+    cuda::layernorm_bwd({.dy = B16(c.in[0]), .x = B16(x), .g = B16(c.in[2]), .mean = F32(c.in[3]), .rstd = F32(c.in[4]),
+                         .dresid = c.in[5] ? B16(c.in[5]) : nullptr, .dx = W16(c.out[0]), .dg = WF32(c.out[1]),
+                         .db = WF32(c.out[2]), .scratch = s, .N = x.rows(), .C = x.dim(-1)},
                         stream_);
   }
   void op_linear(const OpCall& c) override {
@@ -203,30 +211,36 @@ class CudaBackend final : public Backend {
   void op_add(const OpCall& c) override { cuda::add(B16(c.in[0]), B16(c.in[1]), W16(c.out[0]), c.out[0].numel(), stream_); }
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
-    cuda::attention_fwd({B16(qkv), W16(c.out[0]), WF32(c.out[1]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                         c.attrs.i[0]},
+    cuda::attention_fwd({.qkv = B16(qkv), .out = W16(c.out[0]), .lse = WF32(c.out[1]), .B = qkv.dim(0), .T = qkv.dim(1),
+                         .C = qkv.dim(2) / 3, .H = c.attrs.i[0]},
                         stream_);
   }
   void op_attention_bwd(const OpCall& c) override {
     const TensorView& qkv = c.in[1];
     const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, H = c.attrs.i[0];
     float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, T, C, H));
-    cuda::attention_bwd({B16(c.in[0]), B16(qkv), B16(c.in[2]), F32(c.in[3]), W16(c.out[0]), s, B, T, C, H}, stream_);
+    cuda::attention_bwd({.dout = B16(c.in[0]), .qkv = B16(qkv), .out = B16(c.in[2]), .lse = F32(c.in[3]),
+                         .dqkv = W16(c.out[0]), .scratch = s, .B = B, .T = T, .C = C, .H = H},
+                        stream_);
   }
   void op_attention_decode(const OpCall& c) override {
     const TensorView &qkv = c.in[0], &kc = c.in[1];
-    cuda::attention_decode({B16(qkv), W16(kc), W16(c.in[2]), W16(c.out[0]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                            c.attrs.i[0], kc.dim(2), I32(c.in[3])},
+    cuda::attention_decode({.qkv = B16(qkv), .kcache = W16(kc), .vcache = W16(c.in[2]), .out = W16(c.out[0]),
+                            .B = qkv.dim(0), .Tn = qkv.dim(1), .C = qkv.dim(2) / 3, .H = c.attrs.i[0],
+                            .maxT = kc.dim(2), .pos0 = I32(c.in[3])},
                            stream_);
   }
   void op_softmax_xent(const OpCall& c) override {
     const TensorView& z = c.in[0];
     float* s = scratch_floats(cuda::softmax_xent_scratch_floats(z.rows()));
-    cuda::softmax_xent_fwd({B16(z), I32(c.in[1]), WF32(c.out[1]), WF32(c.out[0]), s, z.rows(), z.dim(-1)}, stream_);
+    cuda::softmax_xent_fwd({.logits = B16(z), .targets = I32(c.in[1]), .lse = WF32(c.out[1]), .loss = WF32(c.out[0]),
+                            .scratch = s, .N = z.rows(), .V = z.dim(-1)},
+                           stream_);
   }
   void op_softmax_xent_bwd(const OpCall& c) override {
     const TensorView& z = c.in[1];
-    cuda::softmax_xent_bwd({F32(c.in[0]), B16(z), I32(c.in[2]), F32(c.in[3]), W16(c.out[0]), z.rows(), z.dim(-1)},
+    cuda::softmax_xent_bwd({.dloss = F32(c.in[0]), .logits = B16(z), .targets = I32(c.in[2]), .lse = F32(c.in[3]),
+                            .dlogits = W16(c.out[0]), .N = z.rows(), .V = z.dim(-1)},
                            stream_);
   }
 
@@ -249,7 +263,9 @@ class CudaBackend final : public Backend {
     const int64_t rows = tok.numel() * n;
     int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(rows));
     cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
-    cuda::embedding_fwd({ctx, B16(wte), nullptr, W16(c.out[0]), rows, 1, wte.dim(1), wte.dim(0), 1, nullptr}, stream_);
+    cuda::embedding_fwd({.tokens = ctx, .wte = B16(wte), .wpe = nullptr, .out = W16(c.out[0]), .B = rows, .T = 1,
+                         .C = wte.dim(1), .V = wte.dim(0), .maxT = 1, .pos0 = nullptr},
+                        stream_);
   }
   void op_context_embedding_bwd(const OpCall& c) override {
     const TensorView &tok = c.in[1], &dwte = c.out[0];
@@ -257,8 +273,9 @@ class CudaBackend final : public Backend {
     const int64_t rows = tok.numel() * n, ctx_words = (rows + 1) / 2 * 2;  // keeps the rest 8-byte aligned
     int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(ctx_words + cuda::embedding_bwd_scratch_ints(rows, dwte.dim(0))));
     cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
-    cuda::embedding_bwd({B16(c.in[0]), ctx, WF32(dwte), nullptr, ctx + ctx_words, rows, 1, dwte.dim(1), dwte.dim(0), 1,
-                         nullptr},
+    cuda::embedding_bwd({.dout = B16(c.in[0]), .tokens = ctx, .dwte = WF32(dwte), .dwpe = nullptr,
+                         .scratch = ctx + ctx_words, .B = rows, .T = 1, .C = dwte.dim(1), .V = dwte.dim(0), .maxT = 1,
+                         .pos0 = nullptr},
                         stream_);
   }
   void op_recurrent(const OpCall& c) override {
@@ -266,8 +283,9 @@ class CudaBackend final : public Backend {
     const Cell cell = static_cast<Cell>(c.attrs.i[0]);
     const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
     float* s = scratch_floats(cuda::rnn_fwd_scratch_floats(cell, B, S, I, H));
-    cuda::rnn_fwd({cell, B16(x), B16(c.in[1]), B16(c.in[2]), B16(c.in[3]), B16(c.in[4]), F32(c.in[5]), W16(y),
-                   WF32(c.out[1]), WF32(c.out[2]), B, S, I, H, s},
+    cuda::rnn_fwd({.cell = cell, .x = B16(x), .w_ih = B16(c.in[1]), .w_hh = B16(c.in[2]), .b_ih = B16(c.in[3]),
+                   .b_hh = B16(c.in[4]), .state0 = F32(c.in[5]), .y = W16(y), .stateT = WF32(c.out[1]),
+                   .saved = WF32(c.out[2]), .B = B, .S = S, .I = I, .H = H, .scratch = s},
                   gemm_fn(), stream_);
   }
   void op_recurrent_bwd(const OpCall& c) override {
@@ -276,9 +294,10 @@ class CudaBackend final : public Backend {
     const Cell cell = static_cast<Cell>(c.attrs.i[0]);
     const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
     float* s = scratch_floats(cuda::rnn_bwd_scratch_floats(cell, B, S, I, H));
-    cuda::rnn_bwd({cell, B16(c.in[0]), B16(x), B16(c.in[2]), B16(c.in[3]), F32(c.in[4]), B16(y), F32(c.in[6]),
-                   c.out[0] ? W16(c.out[0]) : nullptr, WF32(c.out[1]), WF32(c.out[2]), WF32(c.out[3]), WF32(c.out[4]), B,
-                   S, I, H, s},
+    cuda::rnn_bwd({.cell = cell, .dy = B16(c.in[0]), .x = B16(x), .w_ih = B16(c.in[2]), .w_hh = B16(c.in[3]),
+                   .state0 = F32(c.in[4]), .y = B16(y), .saved = F32(c.in[6]), .dx = c.out[0] ? W16(c.out[0]) : nullptr,
+                   .dw_ih = WF32(c.out[1]), .dw_hh = WF32(c.out[2]), .db_ih = WF32(c.out[3]), .db_hh = WF32(c.out[4]),
+                   .B = B, .S = S, .I = I, .H = H, .scratch = s},
                   gemm_fn(), stream_);
   }
 
