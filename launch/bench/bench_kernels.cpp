@@ -311,12 +311,12 @@ int bench_kernels_main() {
   // same wte rows and the T wpe rows.
   std::vector<int32_t> tokens(static_cast<size_t>(N));
   for (auto& t : tokens) t = static_cast<int32_t>(rng.below(V));
-  const double rows = double(std::unordered_set<int32_t>(tokens.begin(), tokens.end()).size());
+  const double wte_rows = double(std::unordered_set<int32_t>(tokens.begin(), tokens.end()).size());
   int32_t* tok = d.upload(tokens);
   bf16* wte = d.rand_bf16(V * C, rng);
   bf16* wpe = d.rand_bf16(T * C, rng);
   const std::string emb = std::to_string(N) + " tok, C=" + std::to_string(C);
-  row_bw("embedding", emb, N * 4.0 + rows * C * 2 + T * C * 2.0 + N * C * 2.0, [&] {
+  row_bw("embedding", emb, N * 4.0 + wte_rows * C * 2 + T * C * 2.0 + N * C * 2.0, [&] {
     cuda::embedding_fwd({.tokens = tok, .wte = wte, .wpe = wpe, .out = y, .B = B, .T = T, .C = C, .V = V, .maxT = T,
                          .pos0 = nullptr},
                         s);
@@ -324,7 +324,7 @@ int bench_kernels_main() {
   float* dwte = d.alloc<float>(V * C);
   float* dwpe = d.alloc<float>(T * C);
   int32_t* escr = d.alloc<int32_t>(cuda::embedding_bwd_scratch_ints(N, V));
-  row_bw("embedding_bwd", emb, N * C * 2.0 + N * 4.0 + rows * C * 8 + T * C * 8.0, [&] {
+  row_bw("embedding_bwd", emb, N * C * 2.0 + N * 4.0 + wte_rows * C * 8 + T * C * 8.0, [&] {
     cuda::embedding_bwd({.dout = dy, .tokens = tok, .dwte = dwte, .dwpe = dwpe, .scratch = escr, .B = B, .T = T,
                          .C = C, .V = V, .maxT = T, .pos0 = nullptr},
                         s);
