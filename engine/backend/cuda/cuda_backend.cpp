@@ -9,9 +9,7 @@
 // matrix products fall back to the CPU reference (BLAS) -- so CI runs this backend end to end.
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <tuple>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -30,9 +28,10 @@
 #if LOOM_SIMT_EMULATION
 #include <cblas.h>
 #else
-#include <cublasLt.h>
 #include <cuda_profiler_api.h>
 #include <nvtx3/nvToolsExt.h>
+
+#include "engine/backend/cuda/lt_matmul.h"
 #endif
 
 namespace loom {
@@ -49,24 +48,11 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend() {
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-#if !LOOM_SIMT_EMULATION
-    CUBLAS_CHECK(cublasLtCreate(&lt_));
-    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
-#endif
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
 #if !LOOM_SIMT_EMULATION
-    for (auto& [k, plan] : plans_) plan.destroy();
-    for (auto& [k, plan] : gemm_plans_) {
-      cublasLtMatmulDescDestroy(plan.op);
-      cublasLtMatrixLayoutDestroy(plan.a);
-      cublasLtMatrixLayoutDestroy(plan.b);
-      cublasLtMatrixLayoutDestroy(plan.c);
-    }
     for (auto g : graphs_) cudaGraphExecDestroy(g);
-    cudaFree(workspace_);
-    cublasLtDestroy(lt_);
 #endif
     if (scratch_) cudaFree(scratch_);
     if (gemm_scratch_) cudaFree(gemm_scratch_);
@@ -381,74 +367,21 @@ class CudaBackend final : public Backend {
     if (g.c_dtype == DType::BF16) narrow(cf, static_cast<bf16*>(g.C));
   }
 #else
-  // cuBLASLt in row-major terms: y[N,M] = x[N,K] W[M,K]^T is, column-major, y^T = W^T' x^T
-  // with W read transposed. Plans (descriptors + the heuristic's algorithm) are cached per
-  // shape: the heuristic costs more than a small product.
-  struct LtPlan {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-    void destroy() {
-      if (op) cublasLtMatmulDescDestroy(op);
-      if (a) cublasLtMatrixLayoutDestroy(a);
-      if (b) cublasLtMatrixLayoutDestroy(b);
-      if (c) cublasLtMatrixLayoutDestroy(c);
-    }
-  };
-  // Key: ta, tb, m, n, k, C type, epilogue (0 none, 1 bias, 2 bias+GELU with aux, 3 GELU with aux), beta.
-  using PlanKey = std::tuple<int, int, int64_t, int64_t, int64_t, int, int, float>;
-
-  // C[m,n] (column-major, ldc = m) = op(A) op(B) (+ beta C) (+ bias[m] broadcast over n).
-  // With `aux` (bf16, shaped like C, ld = m): C = GELU(op(A) op(B) + bias) and aux the
-  // pre-activation, cuBLASLt's GELU_AUX(_BIAS) epilogue.
+  // Products through the one cuBLASLt plan cache (lt_matmul.h), in its column-major terms:
+  // the row-major y[N,M] = x[N,K] W[M,K]^T is y^T = W^T' x^T, W read transposed.
+  // C[m,n] (ldc = m) = op(A) op(B) (+ beta C) on packed operands, with the epilogue that `bias`
+  // and `aux` ask for: + bias[m] broadcast over n; with aux (bf16, shaped as C) C = GELU(...)
+  // and aux the pre-activation (GELU_AUX(_BIAS)).
   void lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* A, const void* B, void* C,
                  cudaDataType_t ctype, float beta, const bf16* bias, bf16* aux = nullptr) {
-    const int epi_kind = aux ? (bias ? 2 : 3) : bias ? 1 : 0;
-    const PlanKey key{ta, tb, m, n, k, static_cast<int>(ctype), epi_kind, beta};
-    auto it = plans_.find(key);
-    if (it == plans_.end()) {
-      LtPlan p;
-      CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-      if (epi_kind) {
-        const cublasLtEpilogue_t epi = epi_kind == 1   ? CUBLASLT_EPILOGUE_BIAS
-                                       : epi_kind == 2 ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                                       : CUBLASLT_EPILOGUE_GELU_AUX;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-      }
-      if (bias) {
-        const cudaDataType_t bt = CUDA_R_16BF;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-      }
-      if (aux) {
-        const int64_t ld = m;
-        const cudaDataType_t at = CUDA_R_16BF;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &at, sizeof at));
-      }
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, ta ? k : m, ta ? m : k, ta ? k : m));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, tb ? n : k));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ctype, m, n, m));
-      cublasLtMatmulPreference_t pref;
-      CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                        &kWorkspaceBytes, sizeof kWorkspaceBytes));
-      cublasLtMatmulHeuristicResult_t h{};
-      int found = 0;
-      CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &h, &found));
-      cublasLtMatmulPreferenceDestroy(pref);
-      LOOM_CHECK(found > 0, "cuBLASLt has no algorithm for ", m, "x", n, "x", k);
-      p.algo = h.algo;
-      it = plans_.emplace(key, p).first;
-    }
-    LtPlan& p = it->second;
-    if (bias) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    if (aux) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
-    const float alpha = 1.0f;
-    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
-                                kWorkspaceBytes, stream_));
+    const LtEpilogue epi = aux ? (bias ? LtEpilogue::GeluAuxBias : LtEpilogue::GeluAux)
+                               : (bias ? LtEpilogue::Bias : LtEpilogue::None);
+    lt_.run({.ta = ta, .tb = tb, .m = m, .n = n, .k = k,
+             .A = A, .lda = ta ? k : m,
+             .B = B, .ldb = tb ? n : k,
+             .C = C, .ldc = m, .c_type = ctype,
+             .beta = beta, .epilogue = epi, .bias = bias, .aux = aux},
+            stream_);
   }
   void linear_fwd(const bf16* x, const bf16* w, const bf16* b, bf16* y, int64_t N, int64_t K, int64_t M) {
     lt_matmul(true, false, M, N, K, w, x, y, CUDA_R_16BF, 0.0f, b);
@@ -471,12 +404,6 @@ class CudaBackend final : public Backend {
   // Row-major C[m,n] = alpha op(A) op(B) + beta C with any leading dimensions, as the
   // column-major product C^T = op(B)^T op(A)^T. Operands of mixed types are both taken in f32
   // (the bf16 one widened exactly into gemm_scratch); f32 x f32 runs in full f32.
-  struct GemmPlan {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-  };
-  using GemmKey = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, float>;
   void gemm(const cuda::GemmCall& g) {
     if (g.m == 0 || g.n == 0) return;
     const void* A = g.A;
@@ -495,40 +422,16 @@ class CudaBackend final : public Backend {
     LOOM_CHECK(g.c_dtype == DType::BF16 || g.c_dtype == DType::F32, "gemm: output dtype");
     const cudaDataType_t it = in_t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const cudaDataType_t ct = g.c_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    const GemmKey key{g.ta, g.tb, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, static_cast<int>(it), static_cast<int>(ct), g.beta};
-    auto found_plan = gemm_plans_.find(key);
-    if (found_plan == gemm_plans_.end()) {
-      GemmPlan p;
-      CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      // First operand B (column-major view B^T), second A.
-      const cublasOperation_t op1 = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op2 = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &op1, sizeof op1));
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &op2, sizeof op2));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, it, g.tb ? g.k : g.n, g.tb ? g.n : g.k, g.ldb));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, it, g.ta ? g.m : g.k, g.ta ? g.k : g.m, g.lda));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, g.n, g.m, g.ldc));
-      cublasLtMatmulPreference_t pref;
-      CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                        &kWorkspaceBytes, sizeof kWorkspaceBytes));
-      cublasLtMatmulHeuristicResult_t h{};
-      int found = 0;
-      CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &h, &found));
-      cublasLtMatmulPreferenceDestroy(pref);
-      LOOM_CHECK(found > 0, "cuBLASLt has no algorithm for ", g.m, "x", g.n, "x", g.k);
-      p.algo = h.algo;
-      found_plan = gemm_plans_.emplace(key, p).first;
-    }
-    GemmPlan& p = found_plan->second;
-    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &g.alpha, B, p.a, A, p.b, &g.beta, g.C, p.c, g.C, p.c, &p.algo, workspace_,
-                                kWorkspaceBytes, stream_));
+    // First operand B (column-major view B^T), second A.
+    lt_.run({.ta = g.tb, .tb = g.ta, .m = g.n, .n = g.m, .k = g.k,
+             .A = B, .lda = g.ldb, .a_type = it,
+             .B = A, .ldb = g.lda, .b_type = it,
+             .C = g.C, .ldc = g.ldc, .c_type = ct,
+             .alpha = g.alpha, .beta = g.beta},
+            stream_);
   }
-  std::map<GemmKey, GemmPlan> gemm_plans_;
 
-  static constexpr size_t kWorkspaceBytes = 32u << 20;
-  cublasLtHandle_t lt_ = nullptr;
-  void* workspace_ = nullptr;
-  std::map<PlanKey, LtPlan> plans_;
+  LtMatmul lt_;
   std::vector<cudaGraphExec_t> graphs_;
 #endif
 
