@@ -80,8 +80,8 @@ TEST_P(Kinds, ResumeIsBitExact) {
     if (a[i].contains("loss")) EXPECT_EQ(a[i]["loss"].get<double>(), b[i]["loss"].get<double>()) << "step " << i + 1;
     if (a[i].contains("val_loss")) EXPECT_EQ(a[i]["val_loss"].get<double>(), b[i]["val_loss"].get<double>());
   }
-  EXPECT_EQ(slurp(d / "full/latest/model.safetensors"), slurp(d / "resumed/latest/model.safetensors"));
-  EXPECT_EQ(slurp(d / "full/latest/optim.safetensors"), slurp(d / "resumed/latest/optim.safetensors"));
+  EXPECT_EQ(read_bytes(d / "full/latest/model.safetensors"), read_bytes(d / "resumed/latest/model.safetensors"));
+  EXPECT_EQ(read_bytes(d / "full/latest/optim.safetensors"), read_bytes(d / "resumed/latest/optim.safetensors"));
 }
 
 TEST_P(Kinds, CliTrainSampleEval) {

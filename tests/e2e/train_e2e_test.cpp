@@ -67,8 +67,8 @@ TEST(E2E, ResumeIsBitExact) {
     EXPECT_EQ(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>()) << "step " << i + 1;
     if (a[i].contains("val_loss")) EXPECT_EQ(a[i]["val_loss"].get<double>(), b[i]["val_loss"].get<double>());
   }
-  EXPECT_EQ(slurp(d / "full/latest/model.safetensors"), slurp(d / "resumed/latest/model.safetensors"));
-  EXPECT_EQ(slurp(d / "full/latest/optim.safetensors"), slurp(d / "resumed/latest/optim.safetensors"));
+  EXPECT_EQ(read_bytes(d / "full/latest/model.safetensors"), read_bytes(d / "resumed/latest/model.safetensors"));
+  EXPECT_EQ(read_bytes(d / "full/latest/optim.safetensors"), read_bytes(d / "resumed/latest/optim.safetensors"));
 }
 
 TEST(E2E, KvCacheMatchesFullForward) {
@@ -157,9 +157,9 @@ TEST(E2E, SigtermCheckpointsAndResumeFinishes) {
   kill(pid, SIGTERM);
   int st = 0;
   waitpid(pid, &st, 0);
-  ASSERT_TRUE(WIFEXITED(st)) << slurp(d / "log");
-  EXPECT_EQ(WEXITSTATUS(st), 0) << slurp(d / "log");
-  EXPECT_NE(slurp(d / "log").find("SIGTERM"), std::string::npos) << slurp(d / "log");
+  ASSERT_TRUE(WIFEXITED(st)) << read_bytes(d / "log");
+  EXPECT_EQ(WEXITSTATUS(st), 0) << read_bytes(d / "log");
+  EXPECT_NE(read_bytes(d / "log").find("SIGTERM"), std::string::npos) << read_bytes(d / "log");
   ASSERT_TRUE(fs::exists(d / "run/latest/model.safetensors"));
   const auto steps_before = read_metrics(d / "run").size();
   RunResult r = run_loom({"train", "--config", d / "tiny.toml", "--resume", "--train.steps", std::to_string(steps_before + 3)});
