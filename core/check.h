@@ -9,8 +9,10 @@
 //  - loom::CommError (engine/comm/comm.h): a collective failed because another rank of a
 //    data-parallel job was lost or hung; exit code 3 (kCommLostExit), so that `loom launch`
 //    can tell the rank that failed first from the ones that only noticed.
-// Library errors keep their own text: CUDA_CHECK and friends (kernels/common/cuda_check.h)
-// are LOOM_CHECKs that add the library's error string.
+// Library errors keep their own text: CUDA_CHECK and CUBLAS_CHECK (kernels/common/cuda_check.h)
+// are LOOM_CHECKs that add the library's error string; CUDA_TRY and CUDNN_TRY throw it as a
+// LibraryError where the caller goes on without the call (benchmark baselines), and NCCL_CHECK
+// (engine/comm/nccl_check.h) throws it as a CommError.
 #pragma once
 #include <cstdio>
 #include <cstdlib>

@@ -63,13 +63,13 @@ class Backend {
   virtual void profiler_start() {}
   virtual void profiler_stop() {}
 
-#define LOOM_OP(name, n_in, n_out, n_diff) virtual void op_##name(const OpCall& c) = 0;
+#define LOOM_OP(name, in, out, n_diff) virtual void op_##name(const OpCall& c) = 0;
 #include "engine/ops/ops.def"
 #undef LOOM_OP
 
   void run(const OpCall& c) {
     switch (c.op) {
-#define LOOM_OP(name, n_in, n_out, n_diff) \
+#define LOOM_OP(name, in, out, n_diff) \
   case OpId::name: op_##name(c); break;
 #include "engine/ops/ops.def"
 #undef LOOM_OP

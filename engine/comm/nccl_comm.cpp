@@ -13,6 +13,10 @@
 //   it overlaps the rest of backward; finish_buckets makes the compute stream wait for the
 //   last one. Without an attached compute stream (the backend does not expose it yet) the
 //   ordering falls back to a device synchronisation before each bucket.
+// - Errors: every NCCL call goes through NCCL_CHECK (nccl_check.h) and every CUDA call through
+//   CUDA_TRY_AS(CommError, ...), so a failure is a CommError naming the call. A failure inside
+//   a collective (queueing it, or the communicator's asynchronous state while waiting) goes on
+//   to `fail`: the communicator is aborted and the store asked which rank was lost.
 #include <cuda_runtime.h>
 #include <nccl.h>
 
@@ -25,6 +29,7 @@
 
 #include "engine/comm/comm.h"
 #include "engine/comm/nccl.h"
+#include "engine/comm/nccl_check.h"
 #include "engine/comm/rendezvous.h"
 
 namespace loom {
@@ -40,14 +45,14 @@ class NcclComm final : public Comm {
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0)
       throw CommError("nccl: rank " + std::to_string(rank_) + " sees no CUDA device");
     device_ = env.local_rank % count;
-    cuda(cudaSetDevice(device_), "cudaSetDevice");
+    CUDA_TRY_AS(CommError, cudaSetDevice(device_));
     timeout_s_ = comm_timeout_s();
     const double rdv = rendezvous_timeout_s();
     if (rank_ == 0) server_ = std::make_unique<KvServer>(env.master_addr, env.master_port, world_);
     kv_ = std::make_unique<KvClient>(env.master_addr, env.master_port, rank_, rdv);
     ncclUniqueId id;
     if (rank_ == 0) {
-      nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
+      NCCL_CHECK(ncclGetUniqueId(&id));
       kv_->set("nccl/id", std::string(reinterpret_cast<const char*>(&id), sizeof id));
     } else {
       const std::string s = kv_->get("nccl/id", rdv);
@@ -56,15 +61,15 @@ class NcclComm final : public Comm {
     }
     ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
     cfg.blocking = 0;
-    const ncclResult_t r = ncclCommInitRankConfig(&comm_, world_, id, rank_, &cfg);
-    if (r != ncclSuccess && r != ncclInProgress) nccl(r, "ncclCommInitRankConfig");
+    NCCL_CHECK(ncclCommInitRankConfig(&comm_, world_, id, rank_, &cfg));
     wait_comm("communicator init", rdv);
-    cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-    cuda(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate");
-    cuda(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming), "cudaEventCreate");
+    CUDA_TRY_AS(CommError, cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    CUDA_TRY_AS(CommError, cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+    CUDA_TRY_AS(CommError, cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
     kv_->start_monitor(&seq_);
   }
 
+  // Results unchecked: a destructor may run while a CommError unwinds, and must not throw.
   ~NcclComm() override {
     if (std::uncaught_exceptions() == 0) kv_->finish();
     if (comm_) {
@@ -87,7 +92,9 @@ class NcclComm final : public Comm {
 
   void allreduce_sum(float* data, int64_t n) override {
     after_compute();
-    enqueue("all-reduce", ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_));
+    checked("all-reduce", [&] {
+      NCCL_CHECK(ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_));
+    });
     wait_stream("all-reduce");
   }
 
@@ -102,36 +109,41 @@ class NcclComm final : public Comm {
     for (int64_t c : counts) equal = equal && c == lo;
     if (equal) {
       // In place: rank r's slice of the input is exactly its output.
-      enqueue("reduce-scatter", ncclReduceScatter(data, data + off, static_cast<size_t>(lo), ncclFloat, ncclSum, comm_,
-                                                  stream_));
+      checked("reduce-scatter", [&] {
+        NCCL_CHECK(ncclReduceScatter(data, data + off, static_cast<size_t>(lo), ncclFloat, ncclSum, comm_, stream_));
+      });
       wait_stream("reduce-scatter");
       return;
     }
     int64_t total = 0;
     for (int64_t c : counts) total += c;
-    enqueue("all-reduce", ncclAllReduce(data, data, static_cast<size_t>(total), ncclFloat, ncclSum, comm_, stream_));
+    checked("all-reduce", [&] {
+      NCCL_CHECK(ncclAllReduce(data, data, static_cast<size_t>(total), ncclFloat, ncclSum, comm_, stream_));
+    });
     wait_stream("all-reduce");
   }
 
   void allgather(float* data, const std::vector<int64_t>& counts) override {
     after_compute();
-    int64_t off = 0;
-    nccl(ncclGroupStart(), "ncclGroupStart");
-    for (int r = 0; r < world_; ++r) {
-      const size_t c = static_cast<size_t>(counts[static_cast<size_t>(r)]);
-      ncclResult_t res = ncclBroadcast(data + off, data + off, c, ncclFloat, r, comm_, stream_);
-      if (res != ncclSuccess && res != ncclInProgress) nccl(res, "ncclBroadcast");
-      off += static_cast<int64_t>(c);
-    }
-    enqueue("all-gather", ncclGroupEnd());
+    checked("all-gather", [&] {
+      int64_t off = 0;
+      NCCL_CHECK(ncclGroupStart());
+      for (int r = 0; r < world_; ++r) {
+        const size_t c = static_cast<size_t>(counts[static_cast<size_t>(r)]);
+        NCCL_CHECK(ncclBroadcast(data + off, data + off, c, ncclFloat, r, comm_, stream_));
+        off += static_cast<int64_t>(c);
+      }
+      NCCL_CHECK(ncclGroupEnd());
+    });
     wait_stream("all-gather");
   }
 
   double allreduce_scalar(double v) override {
-    if (!scalar_) cuda(cudaMalloc(&scalar_, sizeof(double)), "cudaMalloc");
-    cuda(cudaMemcpyAsync(scalar_, &v, sizeof v, cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
-    enqueue("all-reduce (scalar)", ncclAllReduce(scalar_, scalar_, 1, ncclDouble, ncclSum, comm_, stream_));
-    cuda(cudaMemcpyAsync(&v, scalar_, sizeof v, cudaMemcpyDeviceToHost, stream_), "cudaMemcpyAsync");
+    if (!scalar_) CUDA_TRY_AS(CommError, cudaMalloc(&scalar_, sizeof(double)));
+    CUDA_TRY_AS(CommError, cudaMemcpyAsync(scalar_, &v, sizeof v, cudaMemcpyHostToDevice, stream_));
+    checked("all-reduce (scalar)",
+            [&] { NCCL_CHECK(ncclAllReduce(scalar_, scalar_, 1, ncclDouble, ncclSum, comm_, stream_)); });
+    CUDA_TRY_AS(CommError, cudaMemcpyAsync(&v, scalar_, sizeof v, cudaMemcpyDeviceToHost, stream_));
     wait_stream("all-reduce (scalar)");
     return v;
   }
@@ -145,7 +157,9 @@ class NcclComm final : public Comm {
 
   void bucket_ready(float* data, int64_t n) override {
     after_compute();
-    enqueue("bucket all-reduce", ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_));
+    checked("bucket all-reduce", [&] {
+      NCCL_CHECK(ncclAllReduce(data, data, static_cast<size_t>(n), ncclFloat, ncclSum, comm_, stream_));
+    });
     pending_ = true;  // no host wait: overlaps what backward queues next
   }
 
@@ -153,8 +167,8 @@ class NcclComm final : public Comm {
     if (!pending_) return;
     pending_ = false;
     if (compute_) {
-      cuda(cudaEventRecord(done_, stream_), "cudaEventRecord");
-      cuda(cudaStreamWaitEvent(compute_, done_, 0), "cudaStreamWaitEvent");
+      CUDA_TRY_AS(CommError, cudaEventRecord(done_, stream_));
+      CUDA_TRY_AS(CommError, cudaStreamWaitEvent(compute_, done_, 0));
     }
     wait_stream("bucket all-reduce");
   }
@@ -163,17 +177,32 @@ class NcclComm final : public Comm {
   // Orders the next collective after the compute queued so far.
   void after_compute() {
     if (compute_) {
-      cuda(cudaEventRecord(ready_, compute_), "cudaEventRecord");
-      cuda(cudaStreamWaitEvent(stream_, ready_, 0), "cudaStreamWaitEvent");
+      CUDA_TRY_AS(CommError, cudaEventRecord(ready_, compute_));
+      CUDA_TRY_AS(CommError, cudaStreamWaitEvent(stream_, ready_, 0));
     } else {
-      cuda(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+      CUDA_TRY_AS(CommError, cudaDeviceSynchronize());
     }
     ++seq_;
   }
 
-  void enqueue(const char* what, ncclResult_t r) {
-    if (r == ncclSuccess || r == ncclInProgress) return;
-    fail(what, std::string(ncclGetErrorString(r)) + " " + ncclGetLastError(comm_));
+  // Runs NCCL calls of the collective `what`; one that fails aborts the communicator and
+  // names the lost rank (fail) instead of only naming the call.
+  template <typename Calls>
+  void checked(const char* what, Calls&& calls) {
+    try {
+      calls();
+    } catch (const CommError& e) {
+      fail(what, e.what());
+    }
+  }
+
+  // The communicator's asynchronous state: ncclSuccess or ncclInProgress; an error there (a
+  // lost peer, the network) throws.
+  ncclResult_t async_state() {
+    ncclResult_t st = ncclInProgress;
+    NCCL_CHECK(ncclCommGetAsyncError(comm_, &st));
+    nccl_check(st, "ncclCommGetAsyncError");
+    return st;
   }
 
   // Waits for the communicator to leave ncclInProgress (init), within timeout_s.
@@ -181,9 +210,8 @@ class NcclComm final : public Comm {
     const auto deadline = Clock::now() + std::chrono::duration<double>(timeout_s);
     for (;;) {
       ncclResult_t st = ncclInProgress;
-      ncclCommGetAsyncError(comm_, &st);
+      checked(what, [&] { st = async_state(); });
       if (st == ncclSuccess) return;
-      if (st != ncclInProgress) fail(what, ncclGetErrorString(st));
       if (Clock::now() > deadline) fail(what, "timed out after " + std::to_string(static_cast<int>(timeout_s)) + " s");
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -196,10 +224,8 @@ class NcclComm final : public Comm {
     for (int spin = 0;; ++spin) {
       const cudaError_t q = cudaStreamQuery(stream_);
       if (q == cudaSuccess) return;
-      if (q != cudaErrorNotReady) fail(what, cudaGetErrorString(q));
-      ncclResult_t st = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &st);
-      if (st != ncclSuccess && st != ncclInProgress) fail(what, ncclGetErrorString(st));
+      if (q != cudaErrorNotReady) fail(what, std::string("cudaStreamQuery: ") + cudaGetErrorString(q));
+      checked(what, [&] { async_state(); });
       if (Clock::now() > deadline) fail(what, "timed out after " + std::to_string(static_cast<int>(timeout_s_)) + " s");
       if (spin > 1000) std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
@@ -207,20 +233,14 @@ class NcclComm final : public Comm {
 
   [[noreturn]] void fail(const char* what, const std::string& why) {
     if (comm_ && !aborted_) {
-      ncclCommAbort(comm_);  // unblocks the kernels waiting on the lost peer
+      // Unblocks the kernels waiting on the lost peer. Unchecked: this report is the error.
+      ncclCommAbort(comm_);
       aborted_ = true;
       comm_ = nullptr;
     }
     const std::string who = kv_ ? kv_->diagnose(seq_) : "";
     throw CommError("rank " + std::to_string(rank_) + " (nccl, device " + std::to_string(device_) + "): " + what + " #" +
                     std::to_string(seq_.load()) + " failed: " + (who.empty() ? "" : who + " ") + "[" + why + "]");
-  }
-
-  void cuda(cudaError_t e, const char* what) {
-    if (e != cudaSuccess) throw CommError(std::string("nccl: ") + what + ": " + cudaGetErrorString(e));
-  }
-  void nccl(ncclResult_t r, const char* what) {
-    if (r != ncclSuccess) throw CommError(std::string("nccl: ") + what + ": " + ncclGetErrorString(r));
   }
 
   int rank_, world_, device_ = 0;

@@ -232,7 +232,7 @@ LOOM_NO_BACKWARD(recurrent_bwd)
 
 // The table: one rule per op, in ops.def order. A missing backward_<op> fails to compile.
 constexpr BackwardRule kBackwardRules[] = {
-#define LOOM_OP(name, n_in, n_out, n_diff) &backward_##name,
+#define LOOM_OP(name, in, out, n_diff) &backward_##name,
 #include "engine/ops/ops.def"
 #undef LOOM_OP
 };

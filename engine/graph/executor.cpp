@@ -45,7 +45,8 @@ void Executor::bind_params(void* params, void* grads) {
 
 void Executor::prepare() {
   calls_.clear();
-  for (const Node& n : g_.nodes) {
+  for (size_t k = 0; k < g_.nodes.size(); ++k) {
+    const Node& n = g_.nodes[k];
     OpCall c;
     c.op = n.op;
     c.attrs = n.attrs;
@@ -54,9 +55,9 @@ void Executor::prepare() {
     for (size_t i = 0; i < n.out.size(); ++i)
       if (n.out[i] >= 0) c.out[i] = view(n.out[i]);
     for (size_t i = 0; i < n.in.size(); ++i)
-      LOOM_CHECK(n.in[i] < 0 || c.in[i].data, "unbound input ", g_.values[n.in[i]].name, " of ", op_info(n.op).name);
+      LOOM_CHECK(n.in[i] < 0 || c.in[i].data, "unbound ", describe_slot(g_, k, true, static_cast<int>(i)));
     for (size_t i = 0; i < n.out.size(); ++i)
-      LOOM_CHECK(n.out[i] < 0 || c.out[i].data, "unbound output ", g_.values[n.out[i]].name);
+      LOOM_CHECK(n.out[i] < 0 || c.out[i].data, "unbound ", describe_slot(g_, k, false, static_cast<int>(i)));
     calls_.push_back(c);
   }
 }

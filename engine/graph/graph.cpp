@@ -58,12 +58,41 @@ int Graph::find_param(const std::string& name) const {
   return -1;
 }
 
+namespace {
+// "(x, g, b)": an op's slot list as ops.def writes it.
+std::string slot_list(const OpSlots& s) {
+  std::string r = "(";
+  for (int i = 0; i < s.count; ++i) r += (i ? ", " : "") + std::string(s.name[i]);
+  return r + ")";
+}
+}  // namespace
+
+// Trailing optional slots may be left out; they are filled with -1 (absent).
 void Graph::add_node(OpId op, std::vector<int> in, std::vector<int> out, Attrs attrs) {
   const OpInfo& info = op_info(op);
+  LOOM_CHECK(static_cast<int>(in.size()) <= info.n_in, info.name, " takes ", info.n_in, " inputs ", slot_list(info.in),
+             ", given ", in.size());
+  LOOM_CHECK(static_cast<int>(out.size()) <= info.n_out, info.name, " has ", info.n_out, " outputs ",
+             slot_list(info.out), ", given ", out.size());
+  const int nv = static_cast<int>(values.size());
+  for (size_t i = 0; i < in.size(); ++i)
+    LOOM_CHECK(in[i] >= -1 && in[i] < nv, "input ", info.in.name[i], " of ", info.name, ": no value ", in[i]);
+  for (size_t i = 0; i < out.size(); ++i)
+    LOOM_CHECK(out[i] >= -1 && out[i] < nv, "output ", info.out.name[i], " of ", info.name, ": no value ", out[i]);
   in.resize(info.n_in, -1);
   out.resize(info.n_out, -1);
-  LOOM_CHECK(static_cast<int>(in.size()) == info.n_in && static_cast<int>(out.size()) == info.n_out, info.name);
   nodes.push_back(Node{op, std::move(in), std::move(out), attrs, scope_});
+}
+
+std::string describe_slot(const Graph& g, size_t node, bool input, int slot) {
+  const Node& n = g.nodes.at(node);
+  const OpInfo& info = op_info(n.op);
+  const int v = (input ? n.in : n.out).at(slot);
+  std::string r = std::string(input ? "input " : "output ") + std::string((input ? info.in : info.out).name[slot]) +
+                  " of " + info.name + " (node " + std::to_string(node);
+  if (!n.scope.empty()) r += ", scope " + n.scope;
+  if (v >= 0) r += ", value " + g.values[v].name;
+  return r + ")";
 }
 
 namespace {

@@ -110,6 +110,10 @@ class Graph {
   std::string scope_;
 };
 
+// Names slot `slot` of node `node` for error messages, by its ops.def name:
+// "input g of layernorm (node 4, scope h.0.ln_1, value h.0.ln_1.g)".
+std::string describe_slot(const Graph& g, size_t node, bool input, int slot);
+
 // Graph::trainable_prefix of a parameter layout (e.g. a checkpoint's), param_count elements.
 int64_t trainable_prefix(const std::vector<ParamInfo>& params, int64_t param_count);
 

@@ -24,9 +24,17 @@ Plan plan_memory(const Graph& g) {
   std::vector<int> first(nv, INT_MAX), last(nv, -1), root(nv);
   for (int v = 0; v < nv; ++v) root[v] = v;
   for (int n = 0; n < end; ++n) {
-    for (int v : g.nodes[n].in)
-      if (v >= 0) last[v] = std::max(last[v], n);
-    for (int v : g.nodes[n].out)
+    const Node& node = g.nodes[n];
+    for (int i = 0; i < static_cast<int>(node.in.size()); ++i) {
+      const int v = node.in[i];
+      if (v < 0) continue;
+      // An activation exists only once a node writes it: reading one earlier would read
+      // whatever the arena holds (a graph-building bug, not a plan).
+      LOOM_CHECK(g.values[v].kind != ValueKind::Activation || first[v] < n, describe_slot(g, n, true, i),
+                 " reads an activation that no earlier node writes");
+      last[v] = std::max(last[v], n);
+    }
+    for (int v : node.out)
       if (v >= 0) first[v] = std::min(first[v], n), last[v] = std::max(last[v], n);
   }
   // Kept values (graph outputs, requested gradients) own their bytes for the whole run: the

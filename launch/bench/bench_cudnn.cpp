@@ -28,12 +28,12 @@
 #include <functional>
 #include <limits>
 #include <memory>
-#include <stdexcept>
 #include <utility>
 #include <vector>
 
 #include "core/dtype.h"
 #include "core/rng.h"
+#include "kernels/common/cuda_check.h"
 
 #if CUDNN_MAJOR < 9
 #error "bench_cudnn.cpp needs cuDNN 9 headers (cudnn_graph.h, the v8 RNN API)"
@@ -42,52 +42,15 @@
 namespace loom::cudnn_bench {
 namespace {
 
-struct Error : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-// "cudnnBackendFinalize(d)" -> "cudnnBackendFinalize"
-std::string call_name(const char* expr) {
-  const char* p = std::strchr(expr, '(');
-  return p ? std::string(expr, p - expr) : std::string(expr);
-}
-
-std::string one_line(std::string s) {
-  for (char& c : s)
-    if (c == '\n' || c == '\r' || c == '\t') c = ' ';
-  while (!s.empty() && s.back() == ' ') s.pop_back();
-  return s;
-}
-
-// The status name plus cuDNN's own last message (which names the failing check).
-std::string dnn_message(const std::string& what, cudnnStatus_t st) {
-  char last[1024] = {0};
-  cudnnGetLastErrorString(last, sizeof last);
-  std::string m = what + ": " + cudnnGetErrorString(st);
-  if (last[0]) m += " [" + one_line(last) + "]";
-  return m;
-}
-
-[[noreturn]] void dnn_fail(const std::string& what, cudnnStatus_t st) { throw Error(dnn_message(what, st)); }
-
-#define DNN(expr)                                                           \
-  do {                                                                      \
-    const cudnnStatus_t loom_dnn_st_ = (expr);                              \
-    if (loom_dnn_st_ != CUDNN_STATUS_SUCCESS) dnn_fail(call_name(#expr), loom_dnn_st_); \
-  } while (0)
-
-#define CU(expr)                                                                           \
-  do {                                                                                     \
-    const cudaError_t loom_cu_err_ = (expr);                                               \
-    if (loom_cu_err_ != cudaSuccess)                                                       \
-      throw Error(call_name(#expr) + ": " + cudaGetErrorString(loom_cu_err_));             \
-  } while (0)
+// Every cuDNN and CUDA call here is checked with CUDNN_TRY / CUDA_TRY (kernels/common/
+// cuda_check.h): a failure throws LibraryError, which the entry points below catch, so that a
+// baseline that cannot run reads "n/a (why)" and the bench goes on.
 
 struct Handle {
   cudnnHandle_t h = nullptr;
   explicit Handle(cudaStream_t s) {
-    DNN(cudnnCreate(&h));
-    DNN(cudnnSetStream(h, s));
+    CUDNN_TRY(cudnnCreate(&h));
+    CUDNN_TRY(cudnnSetStream(h, s));
   }
   ~Handle() {
     if (h) cudnnDestroy(h);
@@ -108,7 +71,7 @@ struct Pool {
   void* alloc(size_t bytes) {
     if (bytes == 0) return nullptr;
     void* p = nullptr;
-    CU(cudaMalloc(&p, bytes));
+    CUDA_TRY(cudaMalloc(&p, bytes));
     ptrs.push_back(p);
     return p;
   }
@@ -116,7 +79,7 @@ struct Pool {
 
 struct Event {
   cudaEvent_t e = nullptr;
-  Event() { CU(cudaEventCreate(&e)); }
+  Event() { CUDA_TRY(cudaEventCreate(&e)); }
   ~Event() {
     if (e) cudaEventDestroy(e);
   }
@@ -130,15 +93,15 @@ double time_ms(cudaStream_t s, int warm, int reps, const std::function<void()>& 
   Event a, b;
   std::vector<float> ms;
   for (int i = 0; i < std::max(reps, 1); ++i) {
-    CU(cudaEventRecord(a.e, s));
+    CUDA_TRY(cudaEventRecord(a.e, s));
     fn();
-    CU(cudaEventRecord(b.e, s));
-    CU(cudaEventSynchronize(b.e));
+    CUDA_TRY(cudaEventRecord(b.e, s));
+    CUDA_TRY(cudaEventSynchronize(b.e));
     float t = 0;
-    CU(cudaEventElapsedTime(&t, a.e, b.e));
+    CUDA_TRY(cudaEventElapsedTime(&t, a.e, b.e));
     ms.push_back(t);
   }
-  CU(cudaGetLastError());
+  CUDA_TRY(cudaGetLastError());
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
@@ -233,13 +196,14 @@ class Graph {
       Desc heur = make(CUDNN_BACKEND_ENGINEHEUR_DESCRIPTOR);
       set(heur, CUDNN_ATTR_ENGINEHEUR_OPERATION_GRAPH, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &graph_);
       set(heur, CUDNN_ATTR_ENGINEHEUR_MODE, CUDNN_TYPE_HEUR_MODE, 1, &mode);
-      const cudnnStatus_t hs = cudnnBackendFinalize(heur);
-      if (hs != CUDNN_STATUS_SUCCESS) {
-        tried += std::string(tried.empty() ? "" : "; ") + dnn_message(std::string(mode_name) + " finalize", hs);
+      try {
+        CUDNN_TRY_NAMED(std::string(mode_name) + " finalize", cudnnBackendFinalize(heur));
+      } catch (const LibraryError& e) {
+        tried += std::string(tried.empty() ? "" : "; ") + e.what();
         continue;
       }
       int64_t n = 0;
-      DNN(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &n, nullptr));
+      CUDNN_TRY(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 0, &n, nullptr));
       if (n <= 0) {
         tried += std::string(tried.empty() ? "" : "; ") + mode_name + ": no engine configs";
         continue;
@@ -247,14 +211,14 @@ class Graph {
       std::vector<Desc> cfgs(static_cast<size_t>(n));
       for (auto& c : cfgs) c = make(CUDNN_BACKEND_ENGINECFG_DESCRIPTOR);
       int64_t got = 0;
-      DNN(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, &got,
+      CUDNN_TRY(cudnnBackendGetAttribute(heur, CUDNN_ATTR_ENGINEHEUR_RESULTS, CUDNN_TYPE_BACKEND_DESCRIPTOR, n, &got,
                                    cfgs.data()));
       for (int64_t i = 0; i < got; ++i)
         if (try_plan(cfgs[size_t(i)], std::string(mode_name) + " config " + std::to_string(i), tried)) return;
     }
     // Last resort: every engine of the graph with its default knobs.
     int64_t cnt = 0, engines = 0;
-    DNN(cudnnBackendGetAttribute(graph_, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT, CUDNN_TYPE_INT64, 1, &cnt,
+    CUDNN_TRY(cudnnBackendGetAttribute(graph_, CUDNN_ATTR_OPERATIONGRAPH_ENGINE_GLOBAL_COUNT, CUDNN_TYPE_INT64, 1, &cnt,
                                  &engines));
     for (int64_t gi = 0; gi < engines; ++gi) {
       Desc eng = make(CUDNN_BACKEND_ENGINE_DESCRIPTOR);
@@ -266,7 +230,7 @@ class Graph {
       if (cudnnBackendFinalize(cfg) != CUDNN_STATUS_SUCCESS) continue;
       if (try_plan(cfg, "engine " + std::to_string(gi), tried)) return;
     }
-    throw Error("no engine for the " + name_ + " graph (" + tried + ")");
+    throw LibraryError("no engine for the " + name_ + " graph (" + tried + ")");
   }
   size_t workspace_bytes() const { return workspace_; }
   int64_t engine() const { return engine_; }
@@ -286,8 +250,7 @@ class Graph {
     finalize(varpack_, "variant pack");
   }
   void execute() {
-    const cudnnStatus_t st = cudnnBackendExecute(h_, plan_, varpack_);
-    if (st != CUDNN_STATUS_SUCCESS) dnn_fail("cudnnBackendExecute(" + name_ + ")", st);
+    CUDNN_TRY_NAMED("cudnnBackendExecute(" + name_ + ")", cudnnBackendExecute(h_, plan_, varpack_));
   }
 
  private:
@@ -296,34 +259,32 @@ class Graph {
     Desc plan = make(CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
     set(plan, CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &h_);
     set(plan, CUDNN_ATTR_EXECUTION_PLAN_ENGINE_CONFIG, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, &cfg);
-    const cudnnStatus_t ps = cudnnBackendFinalize(plan);
-    if (ps != CUDNN_STATUS_SUCCESS) {
-      if (tried.size() < 600) tried += std::string(tried.empty() ? "" : "; ") + label + ": " + dnn_message("plan", ps);
+    try {
+      CUDNN_TRY_NAMED("plan", cudnnBackendFinalize(plan));
+    } catch (const LibraryError& e) {
+      if (tried.size() < 600) tried += std::string(tried.empty() ? "" : "; ") + label + ": " + e.what();
       return false;
     }
     plan_ = plan;
     engine_ = engine_index(cfg);
     int64_t cnt = 0, ws = 0;
-    DNN(cudnnBackendGetAttribute(plan_, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &cnt, &ws));
+    CUDNN_TRY(cudnnBackendGetAttribute(plan_, CUDNN_ATTR_EXECUTION_PLAN_WORKSPACE_SIZE, CUDNN_TYPE_INT64, 1, &cnt, &ws));
     workspace_ = ws > 0 ? size_t(ws) : 0;
     return true;
   }
   Desc make(cudnnBackendDescriptorType_t t) {
     Desc d = nullptr;
-    const cudnnStatus_t st = cudnnBackendCreateDescriptor(t, &d);
-    if (st != CUDNN_STATUS_SUCCESS)
-      dnn_fail(name_ + ": cudnnBackendCreateDescriptor(type " + std::to_string(int(t)) + ")", st);
+    CUDNN_TRY_NAMED(name_ + ": cudnnBackendCreateDescriptor(type " + std::to_string(int(t)) + ")",
+                    cudnnBackendCreateDescriptor(t, &d));
     owned_.push_back(d);
     return d;
   }
   void set(Desc d, cudnnBackendAttributeName_t a, cudnnBackendAttributeType_t t, int64_t n, const void* v) {
-    const cudnnStatus_t st = cudnnBackendSetAttribute(d, a, t, n, v);
-    if (st != CUDNN_STATUS_SUCCESS)
-      dnn_fail(name_ + ": cudnnBackendSetAttribute(attribute " + std::to_string(int(a)) + ")", st);
+    CUDNN_TRY_NAMED(name_ + ": cudnnBackendSetAttribute(attribute " + std::to_string(int(a)) + ")",
+                    cudnnBackendSetAttribute(d, a, t, n, v));
   }
   void finalize(Desc d, const std::string& what) {
-    const cudnnStatus_t st = cudnnBackendFinalize(d);
-    if (st != CUDNN_STATUS_SUCCESS) dnn_fail(name_ + ": finalize " + what, st);
+    CUDNN_TRY_NAMED(name_ + ": finalize " + what, cudnnBackendFinalize(d));
   }
   Desc make_tensor(int64_t uid, cudnnDataType_t dt, const Dims& dim, const Dims& stride, bool is_virtual,
                    bool by_value) {
@@ -517,7 +478,7 @@ void fill16(void* dst, size_t n, bool bf16_type, float a, Rng& r) {
     const float f = a * (2 * r.uniform() - 1);
     v = bf16_type ? to_bf16(f).bits : f32_to_f16(f);
   }
-  CU(cudaMemcpy(dst, h.data(), n * 2, cudaMemcpyHostToDevice));
+  CUDA_TRY(cudaMemcpy(dst, h.data(), n * 2, cudaMemcpyHostToDevice));
 }
 
 template <typename T, cudnnStatus_t (*Destroy)(T)>
@@ -538,34 +499,34 @@ void lstm_run(bool bf16_type, int64_t H64, int64_t B64, int64_t T64, cudaStream_
   Handle h(s);
   Pool mem;
   Own<cudnnDropoutDescriptor_t, cudnnDestroyDropoutDescriptor> drop;
-  DNN(cudnnCreateDropoutDescriptor(&drop.v));
+  CUDNN_TRY(cudnnCreateDropoutDescriptor(&drop.v));
   size_t states_bytes = 0;
-  DNN(cudnnDropoutGetStatesSize(h.h, &states_bytes));
+  CUDNN_TRY(cudnnDropoutGetStatesSize(h.h, &states_bytes));
   void* states = mem.alloc(states_bytes);
-  DNN(cudnnSetDropoutDescriptor(drop.v, h.h, 0.0f, states, states_bytes, 1234ull));
+  CUDNN_TRY(cudnnSetDropoutDescriptor(drop.v, h.h, 0.0f, states, states_bytes, 1234ull));
 
   Own<cudnnRNNDescriptor_t, cudnnDestroyRNNDescriptor> rnn;
-  DNN(cudnnCreateRNNDescriptor(&rnn.v));
-  DNN(cudnnSetRNNDescriptor_v8(rnn.v, CUDNN_RNN_ALGO_STANDARD, CUDNN_LSTM, CUDNN_RNN_DOUBLE_BIAS, CUDNN_UNIDIRECTIONAL,
+  CUDNN_TRY(cudnnCreateRNNDescriptor(&rnn.v));
+  CUDNN_TRY(cudnnSetRNNDescriptor_v8(rnn.v, CUDNN_RNN_ALGO_STANDARD, CUDNN_LSTM, CUDNN_RNN_DOUBLE_BIAS, CUDNN_UNIDIRECTIONAL,
                                CUDNN_LINEAR_INPUT, dt, CUDNN_DATA_FLOAT, CUDNN_TENSOR_OP_MATH, I, H, H, 1, drop.v,
                                CUDNN_RNN_PADDED_IO_DISABLED));
   // All sequences have length T: the packed sequence-major layout, [T, B, vector].
   std::vector<int> lens(size_t(B), T);
   Own<cudnnRNNDataDescriptor_t, cudnnDestroyRNNDataDescriptor> xd, yd;
-  DNN(cudnnCreateRNNDataDescriptor(&xd.v));
-  DNN(cudnnCreateRNNDataDescriptor(&yd.v));
-  DNN(cudnnSetRNNDataDescriptor(xd.v, dt, CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED, T, B, I, lens.data(), nullptr));
-  DNN(cudnnSetRNNDataDescriptor(yd.v, dt, CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED, T, B, H, lens.data(), nullptr));
+  CUDNN_TRY(cudnnCreateRNNDataDescriptor(&xd.v));
+  CUDNN_TRY(cudnnCreateRNNDataDescriptor(&yd.v));
+  CUDNN_TRY(cudnnSetRNNDataDescriptor(xd.v, dt, CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED, T, B, I, lens.data(), nullptr));
+  CUDNN_TRY(cudnnSetRNNDataDescriptor(yd.v, dt, CUDNN_RNN_DATA_LAYOUT_SEQ_MAJOR_PACKED, T, B, H, lens.data(), nullptr));
   Own<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor> hd, cd;
-  DNN(cudnnCreateTensorDescriptor(&hd.v));
-  DNN(cudnnCreateTensorDescriptor(&cd.v));
+  CUDNN_TRY(cudnnCreateTensorDescriptor(&hd.v));
+  CUDNN_TRY(cudnnCreateTensorDescriptor(&cd.v));
   const int hdim[3] = {1, B, H}, hstride[3] = {B * H, H, 1};
-  DNN(cudnnSetTensorNdDescriptor(hd.v, dt, 3, hdim, hstride));
-  DNN(cudnnSetTensorNdDescriptor(cd.v, dt, 3, hdim, hstride));
+  CUDNN_TRY(cudnnSetTensorNdDescriptor(hd.v, dt, 3, hdim, hstride));
+  CUDNN_TRY(cudnnSetTensorNdDescriptor(cd.v, dt, 3, hdim, hstride));
 
   size_t wbytes = 0, work_bytes = 0, reserve_bytes = 0;
-  DNN(cudnnGetRNNWeightSpaceSize(h.h, rnn.v, &wbytes));
-  DNN(cudnnGetRNNTempSpaceSizes(h.h, rnn.v, CUDNN_FWD_MODE_TRAINING, xd.v, &work_bytes, &reserve_bytes));
+  CUDNN_TRY(cudnnGetRNNWeightSpaceSize(h.h, rnn.v, &wbytes));
+  CUDNN_TRY(cudnnGetRNNTempSpaceSizes(h.h, rnn.v, CUDNN_FWD_MODE_TRAINING, xd.v, &work_bytes, &reserve_bytes));
   void* w = mem.alloc(wbytes);
   void* dw = mem.alloc(wbytes);
   void* work = mem.alloc(work_bytes);
@@ -576,22 +537,22 @@ void lstm_run(bool bf16_type, int64_t H64, int64_t B64, int64_t T64, cudaStream_
   void* y = mem.alloc(ny * 2);
   void* dy = mem.alloc(ny * 2);
   auto* dev_lens = static_cast<int32_t*>(mem.alloc(size_t(B) * 4));
-  CU(cudaMemcpy(dev_lens, lens.data(), size_t(B) * 4, cudaMemcpyHostToDevice));
+  CUDA_TRY(cudaMemcpy(dev_lens, lens.data(), size_t(B) * 4, cudaMemcpyHostToDevice));
   Rng rng(7);
   fill16(w, wbytes / 2, bf16_type, 1.0f / std::sqrt(float(H)), rng);
   fill16(x, nx, bf16_type, 1.0f, rng);
   fill16(dy, ny, bf16_type, 1.0f, rng);
-  CU(cudaMemsetAsync(dw, 0, wbytes, s));
+  CUDA_TRY(cudaMemsetAsync(dw, 0, wbytes, s));
 
   // Zero initial states (hx, cx null); the final states and their gradients are not wanted.
   auto fwd = [&] {
-    DNN(cudnnRNNForward(h.h, rnn.v, CUDNN_FWD_MODE_TRAINING, dev_lens, xd.v, x, yd.v, y, hd.v, nullptr, nullptr, cd.v,
+    CUDNN_TRY(cudnnRNNForward(h.h, rnn.v, CUDNN_FWD_MODE_TRAINING, dev_lens, xd.v, x, yd.v, y, hd.v, nullptr, nullptr, cd.v,
                         nullptr, nullptr, wbytes, w, work_bytes, work, reserve_bytes, reserve));
   };
   auto bwd = [&] {
-    DNN(cudnnRNNBackwardData_v8(h.h, rnn.v, dev_lens, yd.v, y, dy, xd.v, dx, hd.v, nullptr, nullptr, nullptr, cd.v,
+    CUDNN_TRY(cudnnRNNBackwardData_v8(h.h, rnn.v, dev_lens, yd.v, y, dy, xd.v, dx, hd.v, nullptr, nullptr, nullptr, cd.v,
                                 nullptr, nullptr, nullptr, wbytes, w, work_bytes, work, reserve_bytes, reserve));
-    DNN(cudnnRNNBackwardWeights_v8(h.h, rnn.v, CUDNN_WGRAD_MODE_ADD, dev_lens, xd.v, x, hd.v, nullptr, yd.v, y,
+    CUDNN_TRY(cudnnRNNBackwardWeights_v8(h.h, rnn.v, CUDNN_WGRAD_MODE_ADD, dev_lens, xd.v, x, hd.v, nullptr, yd.v, y,
                                    wbytes, dw, work_bytes, work, reserve_bytes, reserve));
   };
   r.fwd_ms = time_ms(s, warm, reps, fwd);
@@ -599,7 +560,7 @@ void lstm_run(bool bf16_type, int64_t H64, int64_t B64, int64_t T64, cudaStream_
     fwd();
     bwd();
   });
-  CU(cudaStreamSynchronize(s));
+  CUDA_TRY(cudaStreamSynchronize(s));
 }
 
 }  // namespace
@@ -619,7 +580,7 @@ AttnResult attention(const AttnBuffers& buf, int64_t B, int64_t T, int64_t C, in
   const int64_t D = C / H;
   const auto t0 = std::chrono::steady_clock::now();
   try {
-    if (D * H != C || D % 8 != 0) throw Error("head dim " + std::to_string(D) + " unsupported");
+    if (D * H != C || D % 8 != 0) throw LibraryError("head dim " + std::to_string(D) + " unsupported");
     Handle h(s);
     Pool mem;
     auto* qkv = static_cast<char*>(const_cast<void*>(buf.qkv));
@@ -631,7 +592,7 @@ AttnResult attention(const AttnBuffers& buf, int64_t B, int64_t T, int64_t C, in
 
     const AttnLayout lay = attn_layout(B, T, C, H);
 
-    auto note = [&](const char* part, const Error& e) {
+    auto note = [&](const char* part, const LibraryError& e) {
       r.why += std::string(r.why.empty() ? "" : "; ") + part + ": " + e.what();
       cudaGetLastError();  // clear a non-sticky error so the bench goes on
     };
@@ -645,7 +606,7 @@ AttnResult attention(const AttnBuffers& buf, int64_t B, int64_t T, int64_t C, in
       void* ws = mem.alloc(f->workspace_bytes());
       f->bind({{kQ, q}, {kK, k}, {kV, v}, {kO, buf.out}, {kStats, buf.stats}, {kScale, &scale}, {kFill, &fill}},
               ws);
-    } catch (const Error& e) {
+    } catch (const LibraryError& e) {
       note("forward", e);
       f.reset();
     }
@@ -678,7 +639,7 @@ AttnResult attention(const AttnBuffers& buf, int64_t B, int64_t T, int64_t C, in
                {kFill, &fill},
                {kOne, &one}},
               ws);
-    } catch (const Error& e) {
+    } catch (const LibraryError& e) {
       note("backward", e);
       g.reset();
     }
@@ -690,25 +651,25 @@ AttnResult attention(const AttnBuffers& buf, int64_t B, int64_t T, int64_t C, in
       try {
         r.fwd_ms = time_ms(s, warm, reps, [&] { f->execute(); });
         r.fwd_ok = true;
-      } catch (const Error& e) {
+      } catch (const LibraryError& e) {
         note("forward", e);
       }
     }
     // Without cuDNN's own statistics the backward still runs (and times) on zeros.
-    if (!r.fwd_ok) CU(cudaMemsetAsync(buf.stats, 0, size_t(B * H * T) * 4, s));
+    if (!r.fwd_ok) CUDA_TRY(cudaMemsetAsync(buf.stats, 0, size_t(B * H * T) * 4, s));
     if (g) {
       try {
         r.bwd_ms = time_ms(s, warm, reps, [&] {
-          if (zero_accum) CU(cudaMemsetAsync(dq_accum, 0, acc_bytes, s));
+          if (zero_accum) CUDA_TRY(cudaMemsetAsync(dq_accum, 0, acc_bytes, s));
           g->execute();
         });
         r.bwd_ok = true;
-      } catch (const Error& e) {
+      } catch (const LibraryError& e) {
         note("backward", e);
       }
     }
-    CU(cudaStreamSynchronize(s));
-  } catch (const Error& e) {
+    CUDA_TRY(cudaStreamSynchronize(s));
+  } catch (const LibraryError& e) {
     r.why += std::string(r.why.empty() ? "" : "; ") + e.what();
     cudaGetLastError();  // clear a non-sticky error so the bench goes on
   }
@@ -731,7 +692,7 @@ LstmResult lstm(int64_t H, int64_t B, int64_t T, CUstream_st* stream, int warm, 
       r.ok = true;
       r.dtype = bf ? "bf16" : "fp16";
       return r;
-    } catch (const Error& e) {
+    } catch (const LibraryError& e) {
       why += std::string(bf ? "bf16: " : "fp16: ") + e.what() + "; ";
       cudaGetLastError();
     }

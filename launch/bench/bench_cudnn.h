@@ -5,8 +5,10 @@
 //    and backward, on loom's packed qkv layout through strides;
 //  - lstm: cudnnRNNForward (training) + cudnnRNNBackwardData_v8 + cudnnRNNBackwardWeights_v8, one
 //    unidirectional layer.
-// Nothing here aborts: every cuDNN and CUDA status is checked and a failure comes back as `why`
-// (cudnnGetErrorString plus cudnnGetLastErrorString), which the bench prints as "n/a (why)".
+// Nothing here aborts: every cuDNN and CUDA status is checked with the throwing members of the
+// check family (CUDNN_TRY, CUDA_TRY: kernels/common/cuda_check.h) and a failure comes back as
+// `why` (the call, cudnnGetErrorString and cudnnGetLastErrorString), which the bench prints as
+// "n/a (why)".
 #pragma once
 #include <cstdint>
 #include <string>

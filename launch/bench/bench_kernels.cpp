@@ -1,18 +1,22 @@
-// bench_kernels.cpp: `loom bench kernels`: every kernel family on its GPT-2-124M-sized
-// shape, timed with CUDA events (median of repeats after warm-up), with the bytes or FLOPs it
-// must move/do, the achieved rate, and that rate as a share of a ceiling measured in the same
-// run: device-to-device copy bandwidth for memory-bound kernels, the cuBLASLt bf16 GEMM rate
-// for attention. Beside attention, cuDNN's fused flash attention on the same inputs (with the
-// speedup loom/cuDNN = cuDNN ms / loom ms and the largest output difference), and cuDNN's LSTM
-// (bench_cudnn.h) where CMake found cuDNN. Under the emulator the same code runs on tiny shapes,
-// once, to show the kernels run and agree with the launch contract -- its times mean nothing, and
-// the cuDNN baselines read "n/a (emulator)".
+// bench_kernels.cpp: `loom bench kernels`: every kernel family on a GPT-2 124M training shape
+// (the memory-bound ones at B=16, T=1024, C=768, V=50257, where launch overhead no longer
+// hides the kernel), timed with CUDA events (median of repeats after warm-up), with the bytes
+// or FLOPs of its floor, the achieved rate, and that rate as a share of a ceiling measured in
+// the same run: device-to-device copy bandwidth for memory-bound kernels, the bf16 GEMM rate of
+// the CUDA backend's cuBLASLt products for attention. Each row also says how many blocks of
+// the launch's largest kernel fit on one SM (cudaOccupancyMaxActiveBlocksPerMultiprocessor),
+// with its block size. Beside attention, cuDNN's fused flash attention on the same inputs (with
+// the speedup loom/cuDNN = cuDNN ms / loom ms and the largest output difference), and cuDNN's
+// LSTM (bench_cudnn.h) where CMake found cuDNN. Under the emulator the same code runs on tiny
+// shapes, once, to show the kernels run and agree with the launch contract -- its times mean
+// nothing, and occupancy and the cuDNN baselines read "n/a (emulator)".
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/backend/backend.h"
@@ -33,9 +37,6 @@
 #include "kernels/rnn/rnn.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
-#if !LOOM_SIMT_EMULATION
-#include <cublasLt.h>
-#endif
 // LOOM_HAVE_CUDNN: set by CMake for the real backend when it found cuDNN (bench_cudnn.cpp).
 #ifndef LOOM_HAVE_CUDNN
 #define LOOM_HAVE_CUDNN 0
@@ -57,27 +58,22 @@ struct Dev {
     ptrs.push_back(p);
     return static_cast<T*>(p);
   }
+  template <typename T>
+  T* upload(const std::vector<T>& h) {
+    T* d = alloc<T>(h.size());
+    CUDA_CHECK(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+  }
   // Random bf16 values in [-1, 1) (never zeros), uploaded.
   bf16* rand_bf16(size_t n, Rng& r) {
     std::vector<bf16> h(n);
     for (auto& v : h) v = to_bf16(2 * r.uniform() - 1);
-    bf16* d = alloc<bf16>(n);
-    CUDA_CHECK(cudaMemcpy(d, h.data(), n * 2, cudaMemcpyHostToDevice));
-    return d;
+    return upload(h);
   }
   float* rand_f32(size_t n, Rng& r, float lo, float hi) {
     std::vector<float> h(n);
     for (auto& v : h) v = lo + (hi - lo) * r.uniform();
-    float* d = alloc<float>(n);
-    CUDA_CHECK(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice));
-    return d;
-  }
-  int32_t* rand_tokens(size_t n, int32_t V, Rng& r) {
-    std::vector<int32_t> h(n);
-    for (auto& v : h) v = static_cast<int32_t>(r.below(V));
-    int32_t* d = alloc<int32_t>(n);
-    CUDA_CHECK(cudaMemcpy(d, h.data(), n * 4, cudaMemcpyHostToDevice));
-    return d;
+    return upload(h);
   }
 };
 
@@ -102,6 +98,57 @@ double time_ms(cudaStream_t s, int warm, int reps, const std::function<void()>& 
   std::sort(ms.begin(), ms.end());
   CUDA_CHECK(cudaGetLastError());
   return ms[ms.size() / 2];
+}
+
+// The occupancy cell of a row: what `launch` queues on s is captured into a CUDA graph (not
+// run), whose kernel nodes carry each kernel's function, grid, block and dynamic shared memory,
+// so the kernels stay `static` in their .cu files and still answer
+// cudaOccupancyMaxActiveBlocksPerMultiprocessor. The cell describes the launch's largest
+// kernel (most threads), "6 blk/SM x256", and counts the other launches ("+2 launches"); where the
+// query fails it gives the launch shape and says n/a.
+std::string occupancy_cell([[maybe_unused]] cudaStream_t s, [[maybe_unused]] const std::function<void()>& launch) {
+#if LOOM_SIMT_EMULATION
+  return "n/a (emulator)";
+#else
+  cudaGraph_t graph = nullptr;
+  CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  launch();
+  CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  size_t count = 0;
+  CUDA_CHECK(cudaGraphGetNodes(graph, nullptr, &count));
+  std::vector<cudaGraphNode_t> nodes(count);
+  CUDA_CHECK(cudaGraphGetNodes(graph, nodes.data(), &count));
+  cudaKernelNodeParams big{};
+  int64_t big_threads = -1, kernels = 0;
+  std::string why;
+  for (cudaGraphNode_t node : nodes) {
+    cudaGraphNodeType type{};
+    CUDA_CHECK(cudaGraphNodeGetType(node, &type));
+    if (type != cudaGraphNodeTypeKernel) continue;
+    ++kernels;
+    cudaKernelNodeParams p{};
+    const cudaError_t e = cudaGraphKernelNodeGetParams(node, &p);
+    if (e != cudaSuccess) {
+      why = cudaGetErrorString(e);
+      cudaGetLastError();
+      continue;
+    }
+    const int64_t threads = int64_t(p.gridDim.x) * p.gridDim.y * p.gridDim.z * p.blockDim.x * p.blockDim.y * p.blockDim.z;
+    if (threads > big_threads) big_threads = threads, big = p;
+  }
+  CUDA_CHECK(cudaGraphDestroy(graph));
+  if (big_threads < 0) return "n/a (" + (kernels ? why : std::string("no kernel")) + ")";
+  const int block = int(big.blockDim.x * big.blockDim.y * big.blockDim.z);
+  const std::string more = kernels > 1 ? " +" + std::to_string(kernels - 1) + (kernels > 2 ? " launches" : " launch") : "";
+  int blocks = 0;
+  const cudaError_t e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, big.func, block, big.sharedMemBytes);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    return "grid " + std::to_string(big.gridDim.x * big.gridDim.y * big.gridDim.z) + " x" + std::to_string(block) +
+           ", smem " + std::to_string(big.sharedMemBytes) + ": n/a (" + cudaGetErrorString(e) + ")" + more;
+  }
+  return std::to_string(blocks) + " blk/SM x" + std::to_string(block) + more;
+#endif
 }
 
 // Why there is no cuDNN baseline in this build ("" where there is one).
@@ -138,7 +185,7 @@ std::pair<float, float> max_diff_bf16(const bf16* a, const bf16* b, size_t n) {
 
 }  // namespace
 
-// Prints the table; returns 0. `emulated` shapes are tiny.
+// Prints the table; returns 0.
 int bench_kernels_main() {
   const bool emu = LOOM_SIMT_EMULATION;
   int count = 0;
@@ -151,9 +198,16 @@ int bench_kernels_main() {
   const int warm = emu ? 0 : 5, reps = emu ? 1 : 20;
   Rng rng(1);
   Dev d;
-  // GPT-2 124M shapes (B=4 sequences of T=1024, C=768, H=12, V=50304); tiny under emulation.
-  const int64_t B = emu ? 1 : 4, T = emu ? 32 : 1024, C = emu ? 64 : 768, H = emu ? 2 : 12, V = emu ? 96 : 50304;
-  const int64_t N = B * T, P = emu ? 4096 : 124475904;
+  // The CUDA backend: its cuBLASLt products (engine/backend/cuda/lt_matmul.h) give the GEMM
+  // ceiling, and the recurrent launchers call them in its stream.
+  auto be = make_cuda_backend(nullptr);
+  LOOM_CHECK(be, "bench kernels: the CUDA backend did not start");
+  const cudaStream_t bs = cuda_backend_stream(*be);
+  const cuda::Gemm gemm = cuda_backend_gemm(*be);
+  // GPT-2 124M training shapes: B=16 sequences of T=1024, C=768, H=12, the 50257-token
+  // vocabulary and its P parameters; tiny under emulation.
+  const int64_t B = emu ? 1 : 16, T = emu ? 32 : 1024, C = emu ? 64 : 768, H = emu ? 2 : 12, V = emu ? 96 : 50257;
+  const int64_t N = B * T, P = emu ? 4096 : 124439808;
 
   // Ceiling 1: device-to-device copy bandwidth (read + write counted).
   const size_t copy_bytes = emu ? (1u << 16) : (size_t(1) << 30);
@@ -165,69 +219,59 @@ int bench_kernels_main() {
   });
   const double copy_gbs = 2.0 * copy_bytes / (copy_ms * 1e6);
 
-  // Ceiling 2: cuBLASLt bf16 GEMM (8192^3), the tensor-core rate this card reaches.
+  // Ceiling 2: a bf16 GEMM (8192^3, f32 accumulate) through the backend's products, the
+  // tensor-core rate this card reaches. Not under the emulator, whose products run on the CPU.
   double gemm_tflops = 0;
-#if !LOOM_SIMT_EMULATION
-  {
+  if (!emu) {
     const int64_t n = 8192;
-    bf16* A = d.rand_bf16(n * n, rng);
-    bf16* Bm = d.rand_bf16(n * n, rng);
-    bf16* Cm = d.alloc<bf16>(n * n);
-    cublasLtHandle_t lt;
-    CUBLAS_CHECK(cublasLtCreate(&lt));
-    cublasLtMatmulDesc_t op;
-    CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    cublasLtMatrixLayout_t la;
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, n, n, n));
-    size_t ws_bytes = 32u << 20;
-    void* ws = d.alloc<char>(ws_bytes);
-    cublasLtMatmulPreference_t pref;
-    CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-    CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws_bytes,
-                                                      sizeof ws_bytes));
-    cublasLtMatmulHeuristicResult_t h{};
-    int found = 0;
-    CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt, op, la, la, la, la, pref, 1, &h, &found));
-    const float alpha = 1, beta = 0;
-    const double ms = time_ms(s, 3, 10, [&] {
-      CUBLAS_CHECK(cublasLtMatmul(lt, op, &alpha, A, la, Bm, la, &beta, Cm, la, Cm, la, &h.algo, ws, ws_bytes, s));
-    });
+    const cuda::GemmCall g{.m = n, .n = n, .k = n,
+                           .A = d.rand_bf16(n * n, rng), .a_dtype = DType::BF16, .lda = n,
+                           .B = d.rand_bf16(n * n, rng), .b_dtype = DType::BF16, .ldb = n,
+                           .C = d.alloc<bf16>(n * n), .c_dtype = DType::BF16, .ldc = n};
+    const double ms = time_ms(bs, 3, 10, [&] { gemm(g); });
     gemm_tflops = 2.0 * n * n * n / (ms * 1e9);
-    cublasLtMatmulPreferenceDestroy(pref);
-    cublasLtMatrixLayoutDestroy(la);
-    cublasLtMatmulDescDestroy(op);
-    cublasLtDestroy(lt);
   }
-#endif
 
   std::printf("loom bench kernels%s\n", emu ? " (SIMT emulator: tiny shapes, times are not GPU times)" : "");
   std::printf("ceilings measured in this run: copy %.1f GB/s (d2d, read+write)", copy_gbs);
   if (gemm_tflops > 0) std::printf(" | cuBLASLt bf16 GEMM 8192^3 %.1f TFLOP/s", gemm_tflops);
-  std::printf("\n%-22s %-26s %10s %12s %9s%s\n", "kernel", "shape", "median ms", "rate", "% ceiling",
-              " | baseline (attention)");
+  std::printf("\n%-22s %-26s %10s %12s %9s  %-26s%s\n", "kernel", "shape", "median ms", "rate", "% ceiling",
+              "occupancy (largest kernel)", " | baseline (attention)");
   std::fflush(stdout);
+  // Memory-bound rows count their floor, not their traffic: the fewest bytes the kernel must
+  // move between device memory and the chip -- each input read once, each output written once,
+  // an accumulated (+=) output read and written, a gathered table row counted once however many
+  // tokens share it. rate = floor bytes / time, so "% ceiling" is the floor's time over the
+  // measured time at the copy bandwidth above, and a kernel that moves more than its floor shows
+  // it as a lower percentage, not as more GB/s: softmax_fwd reads each row twice (statistics,
+  // then the pass that writes) yet is credited one read and one write, 4·N·V bytes.
   auto row_bw = [&](const char* name, const std::string& shape, double bytes, const std::function<void()>& fn) {
+    const std::string occ = occupancy_cell(s, fn);
     const double ms = time_ms(s, warm, reps, fn);
     const double gbs = bytes / (ms * 1e6);
-    std::printf("%-22s %-26s %10.4f %8.1f GB/s %8.1f%%\n", name, shape.c_str(), ms, gbs, 100 * gbs / copy_gbs);
+    std::printf("%-22s %-26s %10.4f %8.1f GB/s %8.1f%%  %s\n", name, shape.c_str(), ms, gbs, 100 * gbs / copy_gbs,
+                occ.c_str());
     std::fflush(stdout);
   };
   // `extra(ms)`, when given, is printed at the end of the row (the library baseline beside it).
   auto row_fl = [&](const char* name, const std::string& shape, double flops, const std::function<void()>& fn,
                     const std::function<std::string(double)>& extra = nullptr) {
+    const std::string occ = occupancy_cell(s, fn);
     const double ms = time_ms(s, warm, reps, fn);
     const double tf = flops / (ms * 1e9);
     if (gemm_tflops > 0)
-      std::printf("%-22s %-26s %10.4f %6.1f TFLOP/s %8.1f%%", name, shape.c_str(), ms, tf, 100 * tf / gemm_tflops);
+      std::printf("%-22s %-26s %10.4f %6.1f TFLOP/s %8.1f%%  %-26s", name, shape.c_str(), ms, tf,
+                  100 * tf / gemm_tflops, occ.c_str());
     else
-      std::printf("%-22s %-26s %10.4f %6.3f TFLOP/s %9s", name, shape.c_str(), ms, tf, "-");
+      std::printf("%-22s %-26s %10.4f %6.3f TFLOP/s %9s  %-26s", name, shape.c_str(), ms, tf, "-", occ.c_str());
     std::printf("%s\n", extra ? extra(ms).c_str() : "");
     std::fflush(stdout);
     return ms;
   };
   const std::string nc = std::to_string(N) + "x" + std::to_string(C);
+  const std::string n4c = std::to_string(N) + "x" + std::to_string(4 * C);
 
-  // Layer norm (fused residual): reads x, residual, writes sum, y (bf16) + stats.
+  // Layer norm, fused with the residual add: reads x, residual, g, b; writes sum, y, mean, rstd.
   bf16* x = d.rand_bf16(N * C, rng);
   bf16* r = d.rand_bf16(N * C, rng);
   bf16* sum = d.alloc<bf16>(N * C);
@@ -236,51 +280,73 @@ int bench_kernels_main() {
   bf16* bb = d.rand_bf16(C, rng);
   float* mean = d.alloc<float>(N);
   float* rstd = d.alloc<float>(N);
-  row_bw("residual_layernorm", nc, 4.0 * N * C * 2 + 8.0 * N, [&] {
-    cuda::layernorm_fwd({x, r, sum, g, bb, y, mean, rstd, N, C, 1e-5f}, s);
+  row_bw("residual_layernorm", nc, 4.0 * N * C * 2 + 2.0 * C * 2 + 2.0 * N * 4, [&] {
+    cuda::layernorm_fwd({.x = x, .residual = r, .sum = sum, .g = g, .b = bb, .y = y, .mean = mean, .rstd = rstd,
+                         .N = N, .C = C, .eps = 1e-5f},
+                        s);
   });
+  // Backward: reads dy, x, dresid, g, mean, rstd; writes dx; accumulates dg, db (f32).
   bf16* dy = d.rand_bf16(N * C, rng);
   bf16* dx = d.alloc<bf16>(N * C);
   float* dg = d.alloc<float>(C);
   float* db = d.alloc<float>(C);
   float* lscr = d.alloc<float>(cuda::layernorm_bwd_scratch_floats(N, C));
-  row_bw("layernorm_bwd", nc, 4.0 * N * C * 2 + 8.0 * N, [&] {
-    cuda::layernorm_bwd({dy, sum, g, mean, rstd, r, dx, dg, db, lscr, N, C}, s);
+  row_bw("layernorm_bwd", nc, 4.0 * N * C * 2 + C * 2.0 + 2.0 * N * 4 + 2.0 * C * 8, [&] {
+    cuda::layernorm_bwd({.dy = dy, .x = sum, .g = g, .mean = mean, .rstd = rstd, .dresid = r, .dx = dx, .dg = dg,
+                         .db = db, .scratch = lscr, .N = N, .C = C},
+                        s);
   });
-  // GELU on the MLP's 4C activations.
+  // GELU on the MLP's 4C activations: x in, y out; backward dy, x in, dx out.
   bf16* h4 = d.rand_bf16(N * 4 * C, rng);
   bf16* o4 = d.alloc<bf16>(N * 4 * C);
-  row_bw("gelu", std::to_string(N) + "x" + std::to_string(4 * C), 2.0 * N * 4 * C * 2,
-         [&] { cuda::gelu_fwd(h4, o4, N * 4 * C, s); });
-  row_bw("gelu_bwd", std::to_string(N) + "x" + std::to_string(4 * C), 3.0 * N * 4 * C * 2,
-         [&] { cuda::gelu_bwd(o4, h4, o4, N * 4 * C, s); });
+  row_bw("gelu", n4c, 2.0 * N * 4 * C * 2, [&] { cuda::gelu_fwd(h4, o4, N * 4 * C, s); });
+  row_bw("gelu_bwd", n4c, 3.0 * N * 4 * C * 2, [&] { cuda::gelu_bwd(o4, h4, o4, N * 4 * C, s); });
   row_bw("add", nc, 3.0 * N * C * 2, [&] { cuda::add(x, r, y, N * C, s); });
+  // Bias gradient of the MLP's first product: reads dy [N, 4C], accumulates db [4C] (f32).
   float* bgs = d.alloc<float>(cuda::bias_grad_scratch_floats(N, 4 * C));
   float* bg = d.alloc<float>(4 * C);
-  row_bw("bias_grad", std::to_string(N) + "x" + std::to_string(4 * C), 2.0 * N * 4 * C,
-         [&] { cuda::bias_grad(h4, bg, bgs, N, 4 * C, s); });
-  // Embedding.
-  int32_t* tok = d.rand_tokens(N, static_cast<int32_t>(V), rng);
+  row_bw("bias_grad", n4c, N * 4.0 * C * 2 + 4.0 * C * 8, [&] { cuda::bias_grad(h4, bg, bgs, N, 4 * C, s); });
+  // Embedding: reads the tokens, the distinct wte rows they name and the T wpe rows (shared by
+  // the B sequences); writes out. Backward: reads dout and the tokens; accumulates (f32) the
+  // same wte rows and the T wpe rows.
+  std::vector<int32_t> tokens(static_cast<size_t>(N));
+  for (auto& t : tokens) t = static_cast<int32_t>(rng.below(V));
+  const double wte_rows = double(std::unordered_set<int32_t>(tokens.begin(), tokens.end()).size());
+  int32_t* tok = d.upload(tokens);
   bf16* wte = d.rand_bf16(V * C, rng);
   bf16* wpe = d.rand_bf16(T * C, rng);
-  row_bw("embedding", std::to_string(N) + " tok, C=" + std::to_string(C), 3.0 * N * C * 2,
-         [&] { cuda::embedding_fwd({tok, wte, wpe, y, B, T, C, V, T, nullptr}, s); });
+  const std::string emb = std::to_string(N) + " tok, C=" + std::to_string(C);
+  row_bw("embedding", emb, N * 4.0 + wte_rows * C * 2 + T * C * 2.0 + N * C * 2.0, [&] {
+    cuda::embedding_fwd({.tokens = tok, .wte = wte, .wpe = wpe, .out = y, .B = B, .T = T, .C = C, .V = V, .maxT = T,
+                         .pos0 = nullptr},
+                        s);
+  });
   float* dwte = d.alloc<float>(V * C);
   float* dwpe = d.alloc<float>(T * C);
   int32_t* escr = d.alloc<int32_t>(cuda::embedding_bwd_scratch_ints(N, V));
-  row_bw("embedding_bwd", std::to_string(N) + " tok, C=" + std::to_string(C), N * C * (2.0 + 8.0 + 8.0),
-         [&] { cuda::embedding_bwd({dy, tok, dwte, dwpe, escr, B, T, C, V, T, nullptr}, s); });
-  // Fused classifier over the vocabulary.
+  row_bw("embedding_bwd", emb, N * C * 2.0 + N * 4.0 + wte_rows * C * 8 + T * C * 8.0, [&] {
+    cuda::embedding_bwd({.dout = dy, .tokens = tok, .dwte = dwte, .dwpe = dwpe, .scratch = escr, .B = B, .T = T,
+                         .C = C, .V = V, .maxT = T, .pos0 = nullptr},
+                        s);
+  });
+  // Fused classifier over the vocabulary. Forward: reads logits and targets, writes lse and
+  // the loss. Backward: reads logits, targets, lse; writes dlogits. Plain softmax: x in, y out.
   bf16* logits = d.rand_bf16(N * V, rng);
   float* lse = d.alloc<float>(N);
   float* loss = d.alloc<float>(1);
   float* xscr = d.alloc<float>(cuda::softmax_xent_scratch_floats(N));
   const std::string nv = std::to_string(N) + "x" + std::to_string(V);
-  row_bw("softmax_xent", nv, 2.0 * N * V, [&] { cuda::softmax_xent_fwd({logits, tok, lse, loss, xscr, N, V}, s); });
+  row_bw("softmax_xent", nv, N * V * 2.0 + N * 8.0 + 4, [&] {
+    cuda::softmax_xent_fwd({.logits = logits, .targets = tok, .lse = lse, .loss = loss, .scratch = xscr, .N = N, .V = V},
+                           s);
+  });
   float* one = d.rand_f32(1, rng, 1, 1);
   bf16* dlog = d.alloc<bf16>(N * V);
-  row_bw("softmax_xent_bwd", nv, 4.0 * N * V, [&] { cuda::softmax_xent_bwd({one, logits, tok, lse, dlog, N, V}, s); });
-  row_bw("softmax", nv, 4.0 * N * V, [&] { cuda::softmax_fwd(logits, dlog, N, V, s); });
+  row_bw("softmax_xent_bwd", nv, N * V * 4.0 + N * 8.0 + 4, [&] {
+    cuda::softmax_xent_bwd({.dloss = one, .logits = logits, .targets = tok, .lse = lse, .dlogits = dlog, .N = N, .V = V},
+                           s);
+  });
+  row_bw("softmax", nv, N * V * 4.0, [&] { cuda::softmax_fwd(logits, dlog, N, V, s); });
   // Optimizer over the flat buffers: f32 param/m/v read+write, f32 grad read, bf16 write.
   float* pm = d.rand_f32(P, rng, -0.1f, 0.1f);
   float* gm = d.rand_f32(P, rng, -0.01f, 0.01f);
@@ -288,7 +354,9 @@ int bench_kernels_main() {
   float* vm = d.rand_f32(P, rng, 0.0f, 0.001f);
   bf16* wm = d.alloc<bf16>(P);
   row_bw("adamw", std::to_string(P) + " params", P * (4.0 * 2 * 3 + 4 + 2), [&] {
-    cuda::adamw({pm, gm, mm, vm, nullptr, P, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f, 10}, wm, 7, s);
+    cuda::adamw({.param = pm, .grad = gm, .m = mm, .v = vm, .decay = nullptr, .n = P, .lr = 1e-4f, .beta1 = 0.9f,
+                 .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f, .grad_scale = 1.0f, .step = 10},
+                wm, 7, s);
   });
   float* nscr = d.alloc<float>(cuda::global_norm_scratch_floats(P) + 1);
   row_bw("global_norm", std::to_string(P) + " params", 4.0 * P,
@@ -305,8 +373,9 @@ int bench_kernels_main() {
     bf16* dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
     float* ascr = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
     const double fl = 4.0 * Ba * Ha * Ta * Ta * D / 2;
-    const std::string shp = "B" + std::to_string(Ba) + " H" + std::to_string(Ha) + " T" + std::to_string(Ta) + " D" +
-                            std::to_string(D);
+    char shp[64];
+    std::snprintf(shp, sizeof shp, "B%lld H%lld T%lld D%lld", (long long)Ba, (long long)Ha, (long long)Ta,
+                  (long long)D);
     cudnn_bench::AttnResult cr;
     cr.why = cudnn_absent();
     bf16* c_out = nullptr;
@@ -317,11 +386,18 @@ int bench_kernels_main() {
     c_dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
     cr = cudnn_bench::attention({qkv, c_out, c_stats, dout, c_dqkv}, Ba, Ta, Ca, Ha, s, warm, reps);
 #endif
-    row_fl("attention_fwd", shp, fl, [&] { cuda::attention_fwd({qkv, out, alse, Ba, Ta, Ca, Ha}, s); },
-           [&](double ms) { return vs_cudnn(cr.fwd_ok, cr.fwd_ms, ms, fl, cr.why); });
-    row_fl("attention_bwd", shp, 2.5 * fl,
-           [&] { cuda::attention_bwd({dout, qkv, out, alse, dqkv, ascr, Ba, Ta, Ca, Ha}, s); },
-           [&](double ms) { return vs_cudnn(cr.bwd_ok, cr.bwd_ms, ms, 2.5 * fl, cr.why); });
+    row_fl(
+        "attention_fwd", shp, fl,
+        [&] { cuda::attention_fwd({.qkv = qkv, .out = out, .lse = alse, .B = Ba, .T = Ta, .C = Ca, .H = Ha}, s); },
+        [&](double ms) { return vs_cudnn(cr.fwd_ok, cr.fwd_ms, ms, fl, cr.why); });
+    row_fl(
+        "attention_bwd", shp, 2.5 * fl,
+        [&] {
+          cuda::attention_bwd({.dout = dout, .qkv = qkv, .out = out, .lse = alse, .dqkv = dqkv, .scratch = ascr,
+                               .B = Ba, .T = Ta, .C = Ca, .H = Ha},
+                              s);
+        },
+        [&](double ms) { return vs_cudnn(cr.bwd_ok, cr.bwd_ms, ms, 2.5 * fl, cr.why); });
     if (cr.fwd_ok || cr.bwd_ok) {
       CUDA_CHECK(cudaStreamSynchronize(s));
       std::string line = "  cuDNN D" + std::to_string(D) + ": " + cr.engines;
@@ -349,10 +425,6 @@ int bench_kernels_main() {
   // or the persistent kernel where w_hh fits on chip) and cuDNN's on the same shapes. One
   // unidirectional layer, input size H, FLOPs of the gate GEMMs only, 2·4H·(I+H)·B·T forward
   // and 3x that for forward + backward. The products run in the CUDA backend's stream.
-  auto rnn_be = make_cuda_backend(nullptr);
-  LOOM_CHECK(rnn_be, "bench kernels: the CUDA backend did not start");
-  const cudaStream_t rs = cuda_backend_stream(*rnn_be);
-  const cuda::Gemm gemm = cuda_backend_gemm(*rnn_be);
   auto loom_lstm = [&](int64_t Hl, int64_t Bl, int64_t Tl, bool persistent) {
     const Cell cell = Cell::LSTM;
     const int64_t G = 4, W = rnn_saved_width(cell, Hl);
@@ -370,13 +442,16 @@ int bench_kernels_main() {
     float* dw = d.alloc<float>(2 * G * Hl * Hl + 2 * G * Hl);
     float* fscr = d.alloc<float>(cuda::rnn_fwd_scratch_floats(cell, Bl, Tl, Hl, Hl));
     float* bscr = d.alloc<float>(cuda::rnn_bwd_scratch_floats(cell, Bl, Tl, Hl, Hl));
-    const cuda::RnnFwd f{cell, lx, wih, whh, bih, bhh, st0, ly, stT, saved, Bl, Tl, Hl, Hl, fscr, persistent};
-    const cuda::RnnBwd b{cell, ldy, lx, wih, whh, st0, ly, saved, ldx, dw, dw + G * Hl * Hl, dw + 2 * G * Hl * Hl,
-                         dw + 2 * G * Hl * Hl + G * Hl, Bl, Tl, Hl, Hl, bscr};
-    const double fwd = time_ms(rs, warm, reps, [&] { cuda::rnn_fwd(f, gemm, rs); });
-    const double both = time_ms(rs, warm, reps, [&] {
-      cuda::rnn_fwd(f, gemm, rs);
-      cuda::rnn_bwd(b, gemm, rs);
+    const cuda::RnnFwd f{.cell = cell, .x = lx, .w_ih = wih, .w_hh = whh, .b_ih = bih, .b_hh = bhh, .state0 = st0,
+                         .y = ly, .stateT = stT, .saved = saved, .B = Bl, .S = Tl, .I = Hl, .H = Hl, .scratch = fscr,
+                         .allow_persistent = persistent};
+    const cuda::RnnBwd b{.cell = cell, .dy = ldy, .x = lx, .w_ih = wih, .w_hh = whh, .state0 = st0, .y = ly,
+                         .saved = saved, .dx = ldx, .dw_ih = dw, .dw_hh = dw + G * Hl * Hl, .db_ih = dw + 2 * G * Hl * Hl,
+                         .db_hh = dw + 2 * G * Hl * Hl + G * Hl, .B = Bl, .S = Tl, .I = Hl, .H = Hl, .scratch = bscr};
+    const double fwd = time_ms(bs, warm, reps, [&] { cuda::rnn_fwd(f, gemm, bs); });
+    const double both = time_ms(bs, warm, reps, [&] {
+      cuda::rnn_fwd(f, gemm, bs);
+      cuda::rnn_bwd(b, gemm, bs);
     });
     return std::pair<double, double>{fwd, both};
   };

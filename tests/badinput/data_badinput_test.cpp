@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -21,84 +20,32 @@
 #include "core/rng.h"
 #include "engine/data/shard.h"
 #include "engine/data/tokenizer.h"
+#include "tests/support/seeded_test.h"
 
-namespace fs = std::filesystem;
-using loom::Rng;
-
+namespace loom::test {
 namespace {
 
-class DataBadInput : public ::testing::Test {
+class DataBadInput : public SeededTest {
  protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "loom-data-bad-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    seed_ = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-    rng_.reseed(seed_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::vector<uint32_t> random_tokens(size_t n, uint32_t vocab) {
-    std::vector<uint32_t> t(n);
-    for (auto& v : t) v = static_cast<uint32_t>(rng_.below(vocab));
-    return t;
-  }
-  std::string random_words(size_t min_bytes) {
-    std::string s;
-    while (s.size() < min_bytes) {
-      const size_t len = 1 + rng_.below(9);
-      for (size_t i = 0; i < len; ++i) s += static_cast<char>('a' + rng_.below(26));
-      s += rng_.below(12) == 0 ? '\n' : ' ';
-    }
-    return s;
-  }
-  std::string read_bytes(const std::string& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  }
-  void write_bytes(const std::string& p, const std::string& bytes) {
-    std::ofstream f(p, std::ios::binary | std::ios::trunc);
-    f << bytes;
-  }
-  // A valid shard of random tokens; returns its path.
+  // A valid shard of random tokens (a random vocabulary unless given); returns its path.
   std::string valid_shard(const std::string& name, uint32_t vocab = 0) {
     if (vocab == 0) vocab = 2 + static_cast<uint32_t>(rng_.below(rng_.below(2) ? 65535 : 1000000));
-    const std::string p = path(name);
-    loom::write_shard(p, random_tokens(10 + rng_.below(3000), vocab), vocab);
+    return random_shard(name, 10 + rng_.below(3000), vocab);
+  }
+  // A valid shard whose bytes `edit` then damages; returns its path.
+  std::string damaged_shard(const std::string& name, const std::function<void(std::string&)>& edit,
+                            uint32_t vocab = 0) {
+    const std::string p = valid_shard(name, vocab);
+    std::string bytes = read_bytes(p);
+    edit(bytes);
+    write_bytes(p, bytes);
     return p;
   }
   // A folder written by prepare_corpus from a random corpus; returns the folder.
   std::string valid_folder() {
-    const std::string corpus = path("corpus.txt");
-    write_bytes(corpus, random_words(3 * loom::kMinSplitTokens + rng_.below(20000)));
-    const std::string out = path("data");
-    loom::prepare_corpus(corpus, "byte", out, 0.1);
-    return out;
+    return prepare_tiny_data(dir_.str(), 3 * loom::kMinSplitTokens + rng_.below(20000), rng_.next_u64());
   }
-
-  fs::path dir_;
-  uint64_t seed_ = 0;
-  Rng rng_;
 };
-
-#define SEED_TRACE() SCOPED_TRACE(::testing::Message() << "seed " << seed_)
-
-// Runs f, which must throw a one-line UserError mentioning every one of `needles`.
-void expect_user_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-  } catch (const loom::UserError& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;
-    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-    return;
-  }
-  ADD_FAILURE() << "no UserError";
-}
 
 void patch_u32(std::string& bytes, size_t offset, uint32_t v) { std::memcpy(bytes.data() + offset, &v, 4); }
 
@@ -108,30 +55,25 @@ void patch_u32(std::string& bytes, size_t offset, uint32_t v) { std::memcpy(byte
 TEST_F(DataBadInput, TruncatedShard) {
   SEED_TRACE();
   for (int trial = 0; trial < 5; ++trial) {
-    const std::string p = valid_shard(std::string("t") + std::to_string(trial) + ".bin");
-    std::string bytes = read_bytes(p);
-    const size_t payload = bytes.size() - loom::kShardHeaderBytes;
-    bytes.resize(bytes.size() - 1 - rng_.below(payload));  // keep the header, lose >= 1 byte
-    write_bytes(p, bytes);
+    const std::string p = damaged_shard(std::string("t") + std::to_string(trial) + ".bin", [&](std::string& bytes) {
+      const size_t payload = bytes.size() - loom::kShardHeaderBytes;
+      bytes.resize(bytes.size() - 1 - rng_.below(payload));  // keep the header, lose >= 1 byte
+    });
     expect_user_error([&] { loom::Shard s(p); }, {p, "size mismatch"});
   }
 }
 
 TEST_F(DataBadInput, ShardShorterThanItsHeader) {
   SEED_TRACE();
-  const std::string p = valid_shard("h.bin");
-  std::string bytes = read_bytes(p);
-  bytes.resize(rng_.below(loom::kShardHeaderBytes));
-  write_bytes(p, bytes);
+  const std::string p =
+      damaged_shard("h.bin", [&](std::string& bytes) { bytes.resize(rng_.below(loom::kShardHeaderBytes)); });
   expect_user_error([&] { loom::Shard s(p); }, {p, "too short"});
 }
 
 TEST_F(DataBadInput, ShardWithBytesAppended) {
   SEED_TRACE();
-  const std::string p = valid_shard("a.bin");
-  std::string bytes = read_bytes(p);
-  bytes += std::string(1 + rng_.below(100), 'x');
-  write_bytes(p, bytes);
+  const std::string p =
+      damaged_shard("a.bin", [&](std::string& bytes) { bytes += std::string(1 + rng_.below(100), 'x'); });
   expect_user_error([&] { loom::Shard s(p); }, {p, "size mismatch"});
 }
 
@@ -153,32 +95,25 @@ TEST_F(DataBadInput, EmptyFileIsNotAShard) {
 
 TEST_F(DataBadInput, WrongVersion) {
   SEED_TRACE();
-  const std::string p = valid_shard("v.bin");
-  std::string bytes = read_bytes(p);
   uint32_t version = static_cast<uint32_t>(rng_.next_u64());
   if (version == loom::kShardVersion) ++version;
-  patch_u32(bytes, 8, version);
-  write_bytes(p, bytes);
+  const std::string p = damaged_shard("v.bin", [&](std::string& bytes) { patch_u32(bytes, 8, version); });
   expect_user_error([&] { loom::Shard s(p); }, {p, "version", std::to_string(version)});
 }
 
 TEST_F(DataBadInput, BadWidth) {
   SEED_TRACE();
-  const std::string p = valid_shard("w.bin");
-  std::string bytes = read_bytes(p);
   uint32_t width = static_cast<uint32_t>(rng_.below(64));
   if (width == 2 || width == 4) width += 1;
-  patch_u32(bytes, 12, width);
-  write_bytes(p, bytes);
+  const std::string p = damaged_shard("w.bin", [&](std::string& bytes) { patch_u32(bytes, 12, width); });
   expect_user_error([&] { loom::Shard s(p); }, {p, "width"});
 }
 
 TEST_F(DataBadInput, VocabularyTooLargeForWidth2) {
   SEED_TRACE();
-  const std::string p = valid_shard("vw.bin", 1 + static_cast<uint32_t>(rng_.below(65536)));
-  std::string bytes = read_bytes(p);
-  patch_u32(bytes, 16, 65537 + static_cast<uint32_t>(rng_.below(1000000)));
-  write_bytes(p, bytes);
+  const std::string p = damaged_shard(
+      "vw.bin", [&](std::string& bytes) { patch_u32(bytes, 16, 65537 + static_cast<uint32_t>(rng_.below(1000000))); },
+      1 + static_cast<uint32_t>(rng_.below(65536)));
   expect_user_error([&] { loom::Shard s(p); }, {p, "vocabulary"});
 }
 
@@ -199,14 +134,17 @@ TEST_F(DataBadInput, FolderIsNotAShard) {
 TEST_F(DataBadInput, TokenOutsideVocabulary) {
   SEED_TRACE();
   const uint32_t vocab = 2 + static_cast<uint32_t>(rng_.below(60000));
-  const std::string p = valid_shard("oov.bin", vocab);
-  std::string bytes = read_bytes(p);
-  const size_t n = (bytes.size() - loom::kShardHeaderBytes) / 2;
-  for (size_t i = 0; i < n; ++i) {
-    const uint16_t bad = static_cast<uint16_t>(vocab + rng_.below(65536 - vocab));
-    std::memcpy(bytes.data() + loom::kShardHeaderBytes + 2 * i, &bad, 2);
-  }
-  write_bytes(p, bytes);
+  size_t n = 0;
+  const std::string p = damaged_shard(
+      "oov.bin",
+      [&](std::string& bytes) {
+        n = (bytes.size() - loom::kShardHeaderBytes) / 2;
+        for (size_t i = 0; i < n; ++i) {
+          const uint16_t bad = static_cast<uint16_t>(vocab + rng_.below(65536 - vocab));
+          std::memcpy(bytes.data() + loom::kShardHeaderBytes + 2 * i, &bad, 2);
+        }
+      },
+      vocab);
   loom::Shard s(p);
   loom::WindowLoader loader(s, 1 + static_cast<int>(rng_.below(n - 1)), rng_.next_u64());
   std::vector<int32_t> x(4096 * 4), y(4096 * 4);
@@ -215,9 +153,8 @@ TEST_F(DataBadInput, TokenOutsideVocabulary) {
 
 TEST_F(DataBadInput, ShardTooShortForTheLoader) {
   SEED_TRACE();
-  const std::string p = path("short.bin");
   const size_t n = 1 + rng_.below(100);
-  loom::write_shard(p, random_tokens(n, 256), 256);
+  const std::string p = random_shard("short.bin", n, 256);
   loom::Shard s(p);
   const int T = static_cast<int>(n + rng_.below(100));  // needs T + 1 > n tokens
   expect_user_error([&] { loom::WindowLoader l(s, T, 1); }, {p, "seq_len"});
@@ -360,3 +297,4 @@ TEST_F(DataBadInput, CorruptMetaJson) {
 }
 
 }  // namespace
+}  // namespace loom::test

@@ -23,55 +23,23 @@
 #include "core/rng.h"
 #include "engine/io/atomic_file.h"
 #include "engine/io/safetensors.h"
+#include "tests/support/helpers.h"
 
-namespace fs = std::filesystem;
-using loom::Rng;
-using loom::StFile;
-using loom::StTensor;
+namespace loom::test {
 using ordered_json = nlohmann::ordered_json;
 
 namespace {
 
-std::string le64(uint64_t n) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i));
-  return s;
-}
-
-void write_bytes(const std::string& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-std::string read_bytes(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 // Runs fn and checks the error contract: a UserError, one line, starting with the path,
 // mentioning the problem.
-void expect_user_error(const std::string& path, const std::function<void()>& fn, const std::string& problem) {
-  try {
-    fn();
-  } catch (const loom::UserError& e) {
-    const std::string msg = e.what();
-    EXPECT_EQ(msg.rfind(path + ": ", 0), 0u) << "message does not start with the path: " << msg;
-    EXPECT_EQ(msg.find('\n'), std::string::npos) << "message is not one line: " << msg;
-    EXPECT_NE(msg.find(problem), std::string::npos) << "message does not mention '" << problem << "': " << msg;
-    return;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "expected loom::UserError, got another exception: " << e.what();
-    return;
-  }
-  ADD_FAILURE() << "expected loom::UserError for " << path << " (" << problem << "), nothing thrown";
+void expect_path_error(const std::string& path, const std::function<void()>& fn, const std::string& problem) {
+  SCOPED_TRACE(path + " (" + problem + ")");
+  expect_user_error(fn, {problem}, path + ": ");
 }
 
 class SafetensorsBadInput : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::string templ = (fs::temp_directory_path() / "loom-stbad-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(templ.data()), nullptr);
-    dir_ = templ;
     // A valid file with random tensors; the cases below break it one way at a time.
     Rng rng(1234);
     const std::vector<std::string> dtypes = {"F32", "BF16", "I64", "U8", "I32"};
@@ -93,13 +61,12 @@ class SafetensorsBadInput : public ::testing::Test {
     data_ = bytes.substr(8 + n);
   }
   void TearDown() override {
-    // Make everything removable again after the permission tests.
+    // Make everything removable again after the permission tests (dir_ then goes).
     std::error_code ec;
-    for (const auto& e : fs::recursive_directory_iterator(dir_, ec))
+    for (const auto& e : fs::recursive_directory_iterator(dir_.str(), ec))
       fs::permissions(e.path(), fs::perms::owner_all, fs::perm_options::add, ec);
-    fs::remove_all(dir_);
   }
-  std::string path(const std::string& name) const { return (fs::path(dir_) / name).string(); }
+  std::string path(const std::string& name) const { return dir_ / name; }
 
   // Writes header + data as a file (compact JSON, no padding) and expects the reader to
   // reject it with `problem` in the message.
@@ -108,14 +75,14 @@ class SafetensorsBadInput : public ::testing::Test {
     SCOPED_TRACE(name);
     const std::string p = path(name + ".safetensors");
     write_bytes(p, le64(header_text.size()) + header_text + data);
-    expect_user_error(p, [&] { loom::read_safetensors(p); }, problem);
+    expect_path_error(p, [&] { loom::read_safetensors(p); }, problem);
   }
   void expect_bad(const std::string& name, const ordered_json& header, const std::string& problem) {
     expect_bad(name, header.dump(), data_, problem);
   }
   const std::string& first_tensor() const { return good_.tensors[0].name; }
 
-  std::string dir_;
+  TempDir dir_;
   StFile good_;
   ordered_json header_;
   std::string data_;
@@ -134,19 +101,19 @@ TEST_F(SafetensorsBadInput, BaselineFileIsValid) {
 
 TEST_F(SafetensorsBadInput, MissingFile) {
   const std::string p = path("nope.safetensors");
-  expect_user_error(p, [&] { loom::read_safetensors(p); }, "cannot open");
+  expect_path_error(p, [&] { loom::read_safetensors(p); }, "cannot open");
 }
 
 TEST_F(SafetensorsBadInput, DirectoryInsteadOfFile) {
   fs::create_directory(path("adir"));
-  expect_user_error(path("adir"), [&] { loom::read_safetensors(path("adir")); }, "not a regular file");
+  expect_path_error(path("adir"), [&] { loom::read_safetensors(path("adir")); }, "not a regular file");
 }
 
 TEST_F(SafetensorsBadInput, UnreadableFile) {
   if (::geteuid() == 0) GTEST_SKIP() << "root ignores file permissions";
   const std::string p = path("good.safetensors");
   fs::permissions(p, fs::perms::none);
-  expect_user_error(p, [&] { loom::read_safetensors(p); }, "cannot open");
+  expect_path_error(p, [&] { loom::read_safetensors(p); }, "cannot open");
 }
 
 TEST_F(SafetensorsBadInput, ShorterThanEightBytes) {
@@ -156,7 +123,7 @@ TEST_F(SafetensorsBadInput, ShorterThanEightBytes) {
     for (auto& c : bytes) c = static_cast<char>(rng.next_u64());
     const std::string p = path("short" + std::to_string(n) + ".safetensors");
     write_bytes(p, bytes);
-    expect_user_error(p, [&] { loom::read_safetensors(p); }, "shorter than");
+    expect_path_error(p, [&] { loom::read_safetensors(p); }, "shorter than");
   }
 }
 
@@ -166,7 +133,7 @@ TEST_F(SafetensorsBadInput, HeaderLengthLargerThanFile) {
   for (uint64_t n : {uint64_t(text.size() + data_.size() + 1), uint64_t(1) << 40, ~uint64_t(0)}) {
     SCOPED_TRACE(n);
     write_bytes(p, le64(n) + text + data_);
-    expect_user_error(p, [&] { loom::read_safetensors(p); }, "header length");
+    expect_path_error(p, [&] { loom::read_safetensors(p); }, "header length");
   }
 }
 
@@ -322,22 +289,22 @@ TEST_F(SafetensorsBadInput, FuzzedFilesNeverCrash) {
   for (int iter = 0; iter < 100; ++iter) {
     const size_t n = rng.below(good.size());
     write_bytes(p, good.substr(0, n));
-    expect_user_error(p, [&] { loom::read_safetensors(p); }, "");
+    expect_path_error(p, [&] { loom::read_safetensors(p); }, "");
   }
 }
 
 TEST_F(SafetensorsBadInput, FileOperationsNameThePath) {
   const std::string missing_dir = path("no/such/dir");
   const std::string target = missing_dir + "/file.bin";
-  expect_user_error(target, [&] { loom::write_file_atomic(target, "x"); }, "cannot create");
-  expect_user_error(target, [&] { loom::write_safetensors(target, good_); }, "cannot create");
-  expect_user_error(target, [&] { loom::fsync_file(target); }, "cannot open");
-  expect_user_error(missing_dir, [&] { loom::fsync_dir(missing_dir); }, "cannot open");
-  expect_user_error(path("good.safetensors"), [&] { loom::fsync_dir(path("good.safetensors")); }, "cannot open");
+  expect_path_error(target, [&] { loom::write_file_atomic(target, "x"); }, "cannot create");
+  expect_path_error(target, [&] { loom::write_safetensors(target, good_); }, "cannot create");
+  expect_path_error(target, [&] { loom::fsync_file(target); }, "cannot open");
+  expect_path_error(missing_dir, [&] { loom::fsync_dir(missing_dir); }, "cannot open");
+  expect_path_error(path("good.safetensors"), [&] { loom::fsync_dir(path("good.safetensors")); }, "cannot open");
   const std::string link = missing_dir + "/latest";
-  expect_user_error(link, [&] { loom::replace_symlink(link, "step_1"); }, "symlink");
-  expect_user_error(missing_dir, [&] { loom::commit_dir(missing_dir, path("final")); }, "cannot commit");
-  expect_user_error(path("good.safetensors"), [&] { loom::commit_dir(path("good.safetensors"), path("final")); },
+  expect_path_error(link, [&] { loom::replace_symlink(link, "step_1"); }, "symlink");
+  expect_path_error(missing_dir, [&] { loom::commit_dir(missing_dir, path("final")); }, "cannot commit");
+  expect_path_error(path("good.safetensors"), [&] { loom::commit_dir(path("good.safetensors"), path("final")); },
                     "not a directory");
   // Nothing was created along the way.
   EXPECT_FALSE(fs::exists(path("final")));
@@ -352,7 +319,7 @@ TEST_F(SafetensorsBadInput, FailedWriteKeepsOldFileAndLeavesNoTemp) {
   const std::string p = sub + "/state.txt";
   loom::write_file_atomic(p, "old contents");
   fs::permissions(sub, fs::perms::owner_read | fs::perms::owner_exec);
-  expect_user_error(p, [&] { loom::write_file_atomic(p, "new contents"); }, "cannot create");
+  expect_path_error(p, [&] { loom::write_file_atomic(p, "new contents"); }, "cannot create");
   fs::permissions(sub, fs::perms::owner_all);
   EXPECT_EQ(read_bytes(p), "old contents");
   int entries = 0;
@@ -366,11 +333,13 @@ TEST_F(SafetensorsBadInput, FailedRenameLeavesNoTemp) {
   const std::string target = path("occupied");
   fs::create_directory(target);
   write_bytes(target + "/inside", "x");
-  expect_user_error(target, [&] { loom::write_file_atomic(target, "new contents"); }, "cannot rename");
-  expect_user_error(target, [&] { loom::write_safetensors(target, good_); }, "cannot rename");
+  expect_path_error(target, [&] { loom::write_file_atomic(target, "new contents"); }, "cannot rename");
+  expect_path_error(target, [&] { loom::write_safetensors(target, good_); }, "cannot rename");
   std::vector<std::string> names;
-  for (const auto& e : fs::directory_iterator(dir_)) names.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(dir_.str())) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"good.safetensors", "occupied"}));
   EXPECT_EQ(read_bytes(target + "/inside"), "x");
 }
+
+}  // namespace loom::test

@@ -52,7 +52,7 @@ TEST_F(TokenizerBadInput, MalformedTokenizerFiles) {
   RunResult ok =
       run_loom({"tokenizer", "train", "--corpus", p("corpus.txt"), "--vocab-size", "300", "--out", p("good.json")});
   ASSERT_EQ(ok.rc, 0) << ok.err;
-  const std::string good = slurp(p("good.json"));
+  const std::string good = read_bytes(p("good.json"));
   ASSERT_EQ(run_loom({"prepare", "--corpus", p("corpus.txt"), "--tokenizer", p("good.json"), "--out", p("d0")}).rc, 0);
 
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -116,7 +116,7 @@ TEST_F(TokenizerBadInput, BrokenGpt2Vocabulary) {
   write("g/encoder.json", "{\"a\": 0}");
   expect_user_error(run(), "encoder.json: expected a JSON object of 50257 tokens");
   fs::copy_file(real + "/encoder.json", p("g/encoder.json"), fs::copy_options::overwrite_existing);
-  std::string bpe = slurp(real + "/vocab.bpe");
+  std::string bpe = read_bytes(real + "/vocab.bpe");
   write("g/vocab.bpe", bpe.substr(0, bpe.find('\n') + 1) + "a b c\n" + bpe.substr(bpe.find('\n') + 1));
   expect_user_error(run(), p("g") + "/vocab.bpe:2: expected two tokens");
   write("g/vocab.bpe", "#version: 0.2\nzzzq qqqz\n");

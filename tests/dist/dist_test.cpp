@@ -147,8 +147,8 @@ TEST_F(Dist, TwoRankCheckpointResumesBitExactly) {
     const auto a = read_metrics(d / "full"), b = read_metrics(d / "resumed");
     ASSERT_EQ(a.size(), b.size()) << "zero " << zero;
     for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i]["loss"], b[i]["loss"]) << "zero " << zero << " step " << i + 1;
-    EXPECT_EQ(slurp(d / "full/latest/model.safetensors"), slurp(d / "resumed/latest/model.safetensors")) << zero;
-    EXPECT_EQ(slurp(d / "full/latest/optim.safetensors"), slurp(d / "resumed/latest/optim.safetensors")) << zero;
+    EXPECT_EQ(read_bytes(d / "full/latest/model.safetensors"), read_bytes(d / "resumed/latest/model.safetensors")) << zero;
+    EXPECT_EQ(read_bytes(d / "full/latest/optim.safetensors"), read_bytes(d / "resumed/latest/optim.safetensors")) << zero;
   }
 }
 
@@ -189,7 +189,7 @@ TEST_F(Dist, KilledRankEndsTheJobNamingIt) {
   }
   // Wait until training runs, then kill rank 1.
   for (int i = 0; i < 600 && read_metrics(d / "run").size() < 3; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_GE(read_metrics(d / "run").size(), 3u) << slurp(d / "rank0.err");
+  ASSERT_GE(read_metrics(d / "run").size(), 3u) << read_bytes(d / "rank0.err");
   kill(pids[1], SIGKILL);
   waitpid(pids[1], nullptr, 0);
   const auto t0 = std::chrono::steady_clock::now();
@@ -203,7 +203,7 @@ TEST_F(Dist, KilledRankEndsTheJobNamingIt) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  const std::string err = slurp(d / "rank0.err");
+  const std::string err = read_bytes(d / "rank0.err");
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) != 0) << err;
   EXPECT_NE(err.find("lost rank 1"), std::string::npos) << err;
   std::printf("(rank 0 exited %.1f s after rank 1 was killed: %s)\n", s, err.c_str());
@@ -222,23 +222,23 @@ TEST_F(Dist, LaunchStopsTheJobWhenARankDies) {
   pclose(p);
   int victim = 0;
   for (int i = 0; i < 600 && (victim == 0 || read_metrics(d / "run").size() < 2); ++i) {
-    const std::string text = slurp(log);
+    const std::string text = read_bytes(log);
     const auto at = text.find("[launch] rank 1: pid ");
     if (at != std::string::npos) victim = std::atoi(text.c_str() + at + 21);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-  ASSERT_GT(victim, 0) << slurp(log);
+  ASSERT_GT(victim, 0) << read_bytes(log);
   kill(victim, SIGKILL);
   const auto t0 = std::chrono::steady_clock::now();
   while (kill(launcher, 0) == 0) {
     // (The launcher is not our child: it was started by the shell above and re-parented.)
     if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(60)) {
       kill(launcher, SIGKILL);
-      FAIL() << "launcher still running 60 s after rank 1 died: " << slurp(log);
+      FAIL() << "launcher still running 60 s after rank 1 died: " << read_bytes(log);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  const std::string text = slurp(log);
+  const std::string text = read_bytes(log);
   EXPECT_NE(text.find("[launch] rank 1 (pid " + std::to_string(victim) + ") was killed by signal 9"), std::string::npos)
       << text;
   EXPECT_NE(text.find("[launch] job failed: rank 1"), std::string::npos) << text;

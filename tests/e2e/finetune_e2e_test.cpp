@@ -8,8 +8,6 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/backend/backend.h"
-#include "engine/graph/executor.h"
 #include "launch/run/checkpoint.h"
 #include "launch/run/evaluate.h"
 #include "launch/run/finetune.h"
@@ -17,29 +15,13 @@
 #include "engine/io/safetensors.h"
 #include "launch/run/trainer.h"
 #include "tests/support/helpers.h"
+#include "tests/support/tiny_models.h"
 
 namespace loom::test {
 namespace {
 
-ModelConfig tiny_gpt() {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.d_model = 32;
-  c.seq_len = 16;
-  c.vocab = 41;
-  return c;
-}
-
-std::vector<float> logits_of(const ModelConfig& c, std::vector<float> params, const std::vector<int32_t>& toks) {
-  auto be = make_cpu_backend();
-  ModelGraph g = build_model(c, GraphMode::Eval, 1, c.seq_len, DType::F32, true);
-  Executor ex(g.g, *be);
-  ex.bind_params(params.data(), nullptr);
-  ex.set_input(g.tokens, toks.data(), toks.size() * 4);
-  ex.set_input(g.targets, toks.data(), toks.size() * 4);
-  ex.forward();
-  return ex.fetch<float>(g.logits);
+std::vector<float> logits_of(const ModelConfig& c, const std::vector<float>& params, const std::vector<int32_t>& toks) {
+  return eval_logits(c, params, toks, *make_cpu_backend());
 }
 
 // The LoRA model's parameters: the base weights by name, the adapters from init (B = 0).
@@ -53,7 +35,7 @@ std::vector<float> with_adapters(const ModelConfig& base_cfg, const std::vector<
 }
 
 TEST(Finetune, ZeroInitialisedAdaptersLeaveOutputsUnchanged) {
-  const ModelConfig c = tiny_gpt();
+  const ModelConfig c{.n_layer = 2, .n_head = 2, .d_model = 32, .seq_len = 16, .vocab = 41};
   const std::vector<float> base = init_params(c, 11);
   Rng rng(2);
   std::vector<int32_t> toks(c.seq_len);

@@ -93,7 +93,7 @@ TEST(Gpt2, TorchParityAndBitExactRoundTrip) {
                          d.str() + "' --seed 5 --n-layer 2 --n-head 2 --d-model 32 --vocab 256 --positions 16" +
                          " --batch 2 --tokens " + join(tokens) + " --targets " + join(targets) + " 2>'" +
                          (d / "py.err") + "'";
-  ASSERT_EQ(std::system(py.c_str()), 0) << "gpt2_reference.py failed: " << slurp(d / "py.err");
+  ASSERT_EQ(std::system(py.c_str()), 0) << "gpt2_reference.py failed: " << read_bytes(d / "py.err");
 
   // The file has the "transformer." prefix, the attention buffers and a tied lm_head; no head
   // count (Hugging Face keeps it in config.json), so --n-head.
@@ -194,7 +194,7 @@ TEST(Gpt2, TorchParityAndBitExactRoundTrip) {
   }
   RunResult exr2 = run_loom({"export", "--to", "gpt2-safetensors", "--checkpoint", d / "run2", "--out", d / "exp2.safetensors"});
   ASSERT_EQ(exr2.rc, 0) << exr2.err;
-  EXPECT_EQ(slurp(d / "exp.safetensors"), slurp(d / "exp2.safetensors"));
+  EXPECT_EQ(read_bytes(d / "exp.safetensors"), read_bytes(d / "exp2.safetensors"));
 
   // BF16 and F16 files (bare GPT2Model names, no metadata): exactly the rounded values,
   // widened. torch rounds to nearest even, as to_bf16 and _Float16 do.
@@ -279,66 +279,52 @@ TEST(Gpt2, BadInputIsOneLineNamingTheFile) {
   std::ofstream(d / "text.safetensors") << "this is not a safetensors file at all";
   expect_user_error(import(d / "text.safetensors"), d / "text.safetensors");
 
+  // A copy of tensor `of` under the name `as`, added to the file.
+  auto add_copy = [&](StFile& f, const std::string& of, const std::string& as) -> StTensor& {
+    StTensor t = at(f, of);
+    t.name = as;
+    return f.tensors.emplace_back(std::move(t));
+  };
+  // Refused with one line that names `file` and says `what`.
+  auto refused = [](const RunResult& r, const std::string& file, const std::string& what) {
+    expect_user_error(r, file);
+    EXPECT_NE(r.err.find(what), std::string::npos) << r.err;
+  };
+
   const std::string missing = variant("missing.safetensors", [&](StFile& f) { erase(f, "h.1.mlp.c_fc.bias"); });
-  RunResult r = import(missing);
-  expect_user_error(r, missing);
-  EXPECT_NE(r.err.find("h.1.mlp.c_fc.bias"), std::string::npos) << r.err;
+  refused(import(missing), missing, "h.1.mlp.c_fc.bias");
 
   // A [3C, C] c_attn (loom's layout, not GPT-2's Conv1D [C, 3C]).
   const std::string shape = variant("shape.safetensors", [&](StFile& f) {
     StTensor& t = at(f, "h.0.attn.c_attn.weight");
     std::swap(t.shape[0], t.shape[1]);
   });
-  r = import(shape);
-  expect_user_error(r, shape);
-  EXPECT_NE(r.err.find("Conv1D"), std::string::npos) << r.err;
+  refused(import(shape), shape, "Conv1D");
 
-  const std::string unknown = variant("unknown.safetensors", [&](StFile& f) {
-    StTensor t = at(f, "h.0.ln_1.bias");
-    t.name = "h.0.attn.rotary_emb";
-    f.tensors.push_back(t);
-  });
-  r = import(unknown);
-  expect_user_error(r, unknown);
-  EXPECT_NE(r.err.find("h.0.attn.rotary_emb"), std::string::npos) << r.err;
+  const std::string unknown =
+      variant("unknown.safetensors", [&](StFile& f) { add_copy(f, "h.0.ln_1.bias", "h.0.attn.rotary_emb"); });
+  refused(import(unknown), unknown, "h.0.attn.rotary_emb");
 
-  const std::string untied = variant("untied.safetensors", [&](StFile& f) {
-    StTensor t = at(f, "wte.weight");
-    t.name = "lm_head.weight";
-    t.data[5] ^= 1;
-    f.tensors.push_back(t);
-  });
-  r = import(untied);
-  expect_user_error(r, untied);
-  EXPECT_NE(r.err.find("lm_head.weight"), std::string::npos) << r.err;
+  const std::string untied =
+      variant("untied.safetensors", [&](StFile& f) { add_copy(f, "wte.weight", "lm_head.weight").data[5] ^= 1; });
+  refused(import(untied), untied, "lm_head.weight");
   // ... while an equal lm_head is accepted.
-  const std::string tied = variant("tied.safetensors", [&](StFile& f) {
-    StTensor t = at(f, "wte.weight");
-    t.name = "lm_head.weight";
-    f.tensors.push_back(t);
-  });
+  const std::string tied = variant("tied.safetensors", [&](StFile& f) { add_copy(f, "wte.weight", "lm_head.weight"); });
   EXPECT_EQ(import(tied).rc, 0);
 
   const std::string ints = variant("ints.safetensors", [&](StFile& f) { at(f, "ln_f.bias").dtype = "I32"; });
-  r = import(ints);
-  expect_user_error(r, ints);
-  EXPECT_NE(r.err.find("I32"), std::string::npos) << r.err;
+  refused(import(ints), ints, "I32");
 
   // No head count anywhere and d_model != 768.
   const std::string nohead = variant("nohead.safetensors", [](StFile& f) { f.metadata.clear(); });
-  r = import(nohead, {});
-  expect_user_error(r, nohead);
-  EXPECT_NE(r.err.find("--n-head"), std::string::npos) << r.err;
-  r = import(nohead, {"--n-head", "5"});  // 32 is not a multiple of 5
-  expect_user_error(r, "--n-head");
+  refused(import(nohead, {}), nohead, "--n-head");
+  expect_user_error(import(nohead, {"--n-head", "5"}), "--n-head");  // 32 is not a multiple of 5
 
   // A vocabulary that is neither GPT-2's nor bytes needs --tokenizer.
   StFile odd = loom_made_gpt2(tiny_gpt(100));
   odd.metadata.erase("tokenizer");
   write_safetensors(d / "odd.safetensors", odd);
-  r = import(d / "odd.safetensors");
-  expect_user_error(r, d / "odd.safetensors");
-  EXPECT_NE(r.err.find("--tokenizer"), std::string::npos) << r.err;
+  refused(import(d / "odd.safetensors"), d / "odd.safetensors", "--tokenizer");
   expect_user_error(import(d / "odd.safetensors", {"--n-head", "2", "--tokenizer", "byte"}), "--tokenizer");
 
   expect_user_error(import(ok, {"--n-head", "2", "--seq-len", "17"}), "--seq-len");
@@ -350,13 +336,11 @@ TEST(Gpt2, BadInputIsOneLineNamingTheFile) {
                     d / "busy");
 
   // A loom checkpoint is not a GPT-2 file (bare loom names), and vice versa.
-  r = import(d / "out0/latest/model.safetensors");
-  expect_user_error(r, "model.safetensors");
-  EXPECT_NE(r.err.find("unknown tensor"), std::string::npos) << r.err;
+  refused(import(d / "out0/latest/model.safetensors"), "model.safetensors", "unknown tensor");
   expect_user_error(run_loom({"export", "--to", "gpt2-safetensors", "--checkpoint", ok, "--out", d / "x.safetensors"}),
                     ok);
 
-  r = run_loom({"import", "--from", "gguf", ok, "--out", d / "g"});
+  const RunResult r = run_loom({"import", "--from", "gguf", ok, "--out", d / "g"});
   EXPECT_EQ(r.rc, 2) << r.err;
   EXPECT_NE(r.err.find("--from"), std::string::npos) << r.err;
 }

@@ -5,22 +5,13 @@
 #include <csignal>
 #include <nlohmann/json.hpp>
 
-#include "engine/backend/backend.h"
-#include "engine/graph/executor.h"
 #include "launch/run/checkpoint.h"
-#include "launch/run/sampler.h"
 #include "launch/run/trainer.h"
 #include "tests/support/helpers.h"
+#include "tests/support/tiny_models.h"
 
 namespace loom::test {
 namespace {
-
-size_t read_metrics_lines(const std::string& run_dir) {
-  std::ifstream f(run_dir + "/metrics.jsonl");
-  size_t n = 0;
-  for (std::string line; std::getline(f, line);) n += !line.empty();
-  return n;
-}
 
 Config tiny(const std::string& data, const std::string& run, int steps = 40) {
   return parse_config_text(tiny_config(data, run, steps), "tiny.toml", {});
@@ -67,50 +58,12 @@ TEST(E2E, ResumeIsBitExact) {
     EXPECT_EQ(a[i]["grad_norm"].get<double>(), b[i]["grad_norm"].get<double>()) << "step " << i + 1;
     if (a[i].contains("val_loss")) EXPECT_EQ(a[i]["val_loss"].get<double>(), b[i]["val_loss"].get<double>());
   }
-  EXPECT_EQ(slurp(d / "full/latest/model.safetensors"), slurp(d / "resumed/latest/model.safetensors"));
-  EXPECT_EQ(slurp(d / "full/latest/optim.safetensors"), slurp(d / "resumed/latest/optim.safetensors"));
+  EXPECT_EQ(read_bytes(d / "full/latest/model.safetensors"), read_bytes(d / "resumed/latest/model.safetensors"));
+  EXPECT_EQ(read_bytes(d / "full/latest/optim.safetensors"), read_bytes(d / "resumed/latest/optim.safetensors"));
 }
 
 TEST(E2E, KvCacheMatchesFullForward) {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.d_model = 16;
-  c.seq_len = 12;
-  c.vocab = 29;
-  const std::vector<float> params = init_params(c, 5);
-  auto be = make_cpu_backend();
-  const int T = 12;
-  ModelGraph eg = build_model(c, GraphMode::Eval, 1, T, DType::F32, true);
-  Executor ex(eg.g, *be);
-  std::vector<float> p = params;
-  ex.bind_params(p.data(), nullptr);
-  Rng rng(3);
-  std::vector<int32_t> toks(T), tg(T);
-  for (auto& t : toks) t = static_cast<int32_t>(rng.below(c.vocab));
-  for (auto& t : tg) t = static_cast<int32_t>(rng.below(c.vocab));
-  ex.set_input(eg.tokens, toks.data(), T * 4);
-  ex.set_input(eg.targets, tg.data(), T * 4);
-  ex.forward();
-  const auto full = ex.fetch<float>(eg.logits);
-  Decoder dec(c, params, *be);
-  double worst = 0;
-  for (int t = 0; t < T; ++t) {
-    const auto step = dec.step(toks[t]);
-    ASSERT_EQ(step.size(), static_cast<size_t>(c.vocab));
-    for (int v = 0; v < c.vocab; ++v) {
-      ASSERT_FALSE(std::isnan(step[v]));
-      worst = std::max(worst, static_cast<double>(std::fabs(step[v] - full[t * c.vocab + v])));
-    }
-  }
-  EXPECT_LT(worst, 1e-4) << "cached and uncached logits differ";
-  // The check can fail: logits of a different prefix must differ.
-  Decoder other(c, params, *be);
-  other.step((toks[0] + 1) % c.vocab);
-  const auto o2 = other.step(toks[1]);
-  double diff = 0;
-  for (int v = 0; v < c.vocab; ++v) diff = std::max(diff, static_cast<double>(std::fabs(o2[v] - full[c.vocab + v])));
-  EXPECT_GT(diff, 1e-4);
+  expect_decoder_matches_full_forward({.n_layer = 2, .n_head = 2, .d_model = 16, .seq_len = 12, .vocab = 29}, 5);
 }
 
 TEST(E2E, SeededSamplingRepeatsAndCliWorks) {
@@ -153,13 +106,13 @@ TEST(E2E, SigtermCheckpointsAndResumeFinishes) {
     _exit(127);
   }
   // Wait until some steps ran, then ask it to stop as a scheduler would.
-  for (int i = 0; i < 600 && read_metrics_lines(d / "run") < 3; ++i) usleep(50000);
+  for (int i = 0; i < 600 && read_metrics(d / "run").size() < 3; ++i) usleep(50000);
   kill(pid, SIGTERM);
   int st = 0;
   waitpid(pid, &st, 0);
-  ASSERT_TRUE(WIFEXITED(st)) << slurp(d / "log");
-  EXPECT_EQ(WEXITSTATUS(st), 0) << slurp(d / "log");
-  EXPECT_NE(slurp(d / "log").find("SIGTERM"), std::string::npos) << slurp(d / "log");
+  ASSERT_TRUE(WIFEXITED(st)) << read_bytes(d / "log");
+  EXPECT_EQ(WEXITSTATUS(st), 0) << read_bytes(d / "log");
+  EXPECT_NE(read_bytes(d / "log").find("SIGTERM"), std::string::npos) << read_bytes(d / "log");
   ASSERT_TRUE(fs::exists(d / "run/latest/model.safetensors"));
   const auto steps_before = read_metrics(d / "run").size();
   RunResult r = run_loom({"train", "--config", d / "tiny.toml", "--resume", "--train.steps", std::to_string(steps_before + 3)});

@@ -3,37 +3,21 @@
 // the CPU backend's within bf16 tolerance.
 #include <gtest/gtest.h>
 
-#include <nlohmann/json.hpp>
-
 #include "tests/support/helpers.h"
 
 namespace loom::test {
 namespace {
 
-std::string emu_binary() { return std::string(LOOM_BINARY_DIR) + "/loom-emu"; }
-
-RunResult run_emu(const std::vector<std::string>& args) {
-  TempDir t;
-  std::string cmd = "'" + emu_binary() + "'";
-  for (const auto& a : args) cmd += " '" + a + "'";
-  cmd += " >'" + (t / "out") + "' 2>'" + (t / "err") + "' </dev/null";
-  const int st = std::system(cmd.c_str());
-  RunResult r;
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(t / "out");
-  r.err = slurp(t / "err");
-  return r;
-}
+RunResult run_emu(const std::vector<std::string>& args) { return run_binary(loom_emu_binary(), args); }
 
 std::vector<double> losses(const std::string& run_dir) {
   std::vector<double> r;
-  std::ifstream f(run_dir + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);) r.push_back(nlohmann::json::parse(line)["loss"].get<double>());
+  for (const auto& m : read_metrics(run_dir)) r.push_back(m["loss"].get<double>());
   return r;
 }
 
 TEST(CliEmu, BenchKernelsRunsEveryFamily) {
-  if (!fs::exists(emu_binary())) GTEST_SKIP() << "loom-emu not built";
+  if (!fs::exists(loom_emu_binary())) GTEST_SKIP() << "loom-emu not built";
   RunResult r = run_emu({"bench", "kernels"});
   ASSERT_EQ(r.rc, 0) << r.err << r.out;
   for (const char* k : {"residual_layernorm", "layernorm_bwd", "gelu", "gelu_bwd", "add", "bias_grad", "embedding",
@@ -44,7 +28,7 @@ TEST(CliEmu, BenchKernelsRunsEveryFamily) {
 }
 
 TEST(CliEmu, TrainOnEmulatedCudaTracksCpu) {
-  if (!fs::exists(emu_binary())) GTEST_SKIP() << "loom-emu not built";
+  if (!fs::exists(loom_emu_binary())) GTEST_SKIP() << "loom-emu not built";
   TempDir d;
   const std::string data = prepare_tiny_data(d.str(), 60000);
   std::ofstream(d / "tiny.toml") << tiny_config(data, d / "unused", 4);
@@ -70,7 +54,7 @@ TEST(CliEmu, TrainOnEmulatedCudaTracksCpu) {
 // A recurrent kind through the whole trainer on the emulated device: the carried state, the
 // per-step products and the cell kernels, four steps against the CPU backend.
 TEST(CliEmu, LstmTrainOnEmulatedCudaTracksCpu) {
-  if (!fs::exists(emu_binary())) GTEST_SKIP() << "loom-emu not built";
+  if (!fs::exists(loom_emu_binary())) GTEST_SKIP() << "loom-emu not built";
   TempDir d;
   const std::string data = prepare_tiny_data(d.str(), 60000);
   std::ofstream(d / "lstm.toml") << "device = \"cpu\"\n[model]\nkind = \"lstm\"\nn_layer = 2\nd_model = 16\n"

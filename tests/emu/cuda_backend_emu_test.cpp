@@ -110,27 +110,15 @@ void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale) {
 }
 
 TEST(CudaBackendEmu, TinyGptStepMatchesCpu) {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.d_model = 32;  // head dim 16
-  c.seq_len = 16;
-  c.vocab = 48;
-  expect_step_matches_cpu(c, 2, 3.0f);
+  // Head dim 16.
+  expect_step_matches_cpu({.n_layer = 2, .n_head = 2, .d_model = 32, .seq_len = 16, .vocab = 48}, 2, 3.0f);
 }
 
 // LoRA adapters on every projection (frozen base: layer norms without dg/db, products without
 // dW, the scale op).
 TEST(CudaBackendEmu, TinyLoraGptStepMatchesCpu) {
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.d_model = 32;
-  c.seq_len = 16;
-  c.vocab = 48;
-  c.lora_rank = 4;
-  c.lora_alpha = 8;
-  expect_step_matches_cpu(c, 2, 3.0f);
+  expect_step_matches_cpu(
+      {.n_layer = 2, .n_head = 2, .d_model = 32, .seq_len = 16, .vocab = 48, .lora_rank = 4, .lora_alpha = 8}, 2, 3.0f);
 }
 
 // The recurrent kinds (per-step products through the backend's gemm, fused cell kernels) and
@@ -138,15 +126,8 @@ TEST(CudaBackendEmu, TinyLoraGptStepMatchesCpu) {
 TEST(CudaBackendEmu, TinyRecurrentAndFeedForwardStepsMatchCpu) {
   for (const char* kind : {"lstm", "gru", "rnn", "ffnn"}) {
     SCOPED_TRACE(kind);
-    ModelConfig c;
-    c.kind = kind;
-    c.n_layer = 2;
-    c.d_model = 16;
-    c.d_hidden = 32;
-    c.context = 3;
-    c.seq_len = 6;
-    c.vocab = 40;
-    expect_step_matches_cpu(c, 2, 3.0f);
+    expect_step_matches_cpu(
+        {.kind = kind, .n_layer = 2, .d_model = 16, .d_hidden = 32, .context = 3, .seq_len = 6, .vocab = 40}, 2, 3.0f);
   }
 }
 
@@ -157,12 +138,7 @@ TEST(CudaBackendEmu, CapturedStepEqualsEagerStep) {
   auto be = make_cuda_backend(&why);
   ASSERT_TRUE(be) << why;
   if (!be->can_capture()) GTEST_SKIP() << "backend " << be->name() << " runs eagerly only";
-  ModelConfig c;
-  c.n_layer = 2;
-  c.n_head = 2;
-  c.d_model = 128;
-  c.seq_len = 64;
-  c.vocab = 96;
+  const ModelConfig c{.n_layer = 2, .n_head = 2, .d_model = 128, .seq_len = 64, .vocab = 96};
   const int B = 2;
   ModelGraph m = build_model(c, GraphMode::Train, B, c.seq_len, be->float_dtype());
   const int64_t n = m.g.param_count;

@@ -1,6 +1,12 @@
 // ops_grad_test.cpp: finite-difference checks, in double, of the backward rule of every op
 // that has one, through the real path (graph builder -> autodiff -> CPU backend).
+//
+// The cases are one table (kGradCases), registered as tests Grad.<name>. Grad.EveryOpWithA
+// BackwardRuleHasACase builds every case's graph and fails, naming the op, when an op of
+// ops.def with a backward rule (n_diff_out > 0) appears in none of them.
 #include <gtest/gtest.h>
+
+#include <set>
 
 #include "kernels/rnn/rnn.h"
 #include "models/model.h"
@@ -9,147 +15,185 @@
 namespace loom::test {
 namespace {
 
-auto random_ints(int64_t hi, uint64_t seed) {
+using IntFill = std::function<void(int, std::vector<int32_t>&)>;
+
+IntFill random_ints(int64_t hi, uint64_t seed) {
   return [hi, seed](int, std::vector<int32_t>& d) {
     Rng r(seed);
     for (auto& x : d) x = static_cast<int32_t>(r.below(hi));
   };
 }
-const auto kNoInts = [](int, std::vector<int32_t>&) {};
+const IntFill kNoInts = [](int, std::vector<int32_t>&) {};
 
-TEST(Grad, Embedding) {
-  Graph g(DType::F64);
-  const int tok = g.input("tokens", {2, 5}, DType::I32);
-  const int wte = g.param("wte", {7, 6}, Init::Normal, 1, true);
-  const int wpe = g.param("wpe", {8, 6}, Init::Normal, 1, true);
-  check_graph_grads(g, g.embedding(tok, wte, wpe), {}, random_ints(7, 3));
+// One graph to check: d(out)/d(wrt inputs and every parameter).
+struct GradGraph {
+  Graph g{DType::F64};
+  int out = -1;
+  std::vector<int> wrt;
+  IntFill fill = kNoInts;
+  GradCheckOptions opts;
+  std::string variant;  // which of a case's graphs (cell, head count, model kind)
+};
+using Graphs = std::vector<GradGraph>;
+
+Graphs embedding() {
+  GradGraph c;
+  const int tok = c.g.input("tokens", {2, 5}, DType::I32);
+  const int wte = c.g.param("wte", {7, 6}, Init::Normal, 1, true);
+  const int wpe = c.g.param("wpe", {8, 6}, Init::Normal, 1, true);
+  c.out = c.g.embedding(tok, wte, wpe);
+  c.fill = random_ints(7, 3);
+  return {c};
 }
 
-TEST(Grad, LayerNorm) {
-  Graph g(DType::F64);
-  const int x = g.input("x", {3, 4, 10}, DType::F64);
-  const int gw = g.param("g", {10}, Init::Ones, 0, false), gb = g.param("b", {10}, Init::Zeros, 0, false);
-  check_graph_grads(g, g.layernorm(x, gw, gb), {x}, kNoInts);
+Graphs layernorm() {
+  GradGraph c;
+  const int x = c.g.input("x", {3, 4, 10}, DType::F64);
+  const int gw = c.g.param("g", {10}, Init::Ones, 0, false), gb = c.g.param("b", {10}, Init::Zeros, 0, false);
+  c.out = c.g.layernorm(x, gw, gb);
+  c.wrt = {x};
+  return {c};
 }
 
-TEST(Grad, ResidualLayerNorm) {
-  // Both outputs carry gradient: the sum (residual stream) and the normalised value.
-  Graph g(DType::F64);
+// Both outputs carry gradient: the sum (residual stream) and the normalised value.
+Graphs residual_layernorm() {
+  GradGraph c;
+  Graph& g = c.g;
   const int a = g.input("a", {2, 3, 8}, DType::F64), b = g.input("b", {2, 3, 8}, DType::F64);
   const int gw = g.param("g", {8}, Init::Ones, 0, false), gb = g.param("beta", {8}, Init::Zeros, 0, false);
   auto [sum, y] = g.residual_layernorm(a, b, gw, gb);
   const int w = g.param("w", {8, 8}, Init::Normal, 1, true);
-  check_graph_grads(g, g.add(g.linear(sum, w), y), {a, b}, kNoInts);
+  c.out = g.add(g.linear(sum, w), y);
+  c.wrt = {a, b};
+  return {c};
 }
 
-TEST(Grad, LinearWithBias) {
-  Graph g(DType::F64);
-  const int x = g.input("x", {2, 3, 5}, DType::F64);
-  const int w = g.param("w", {7, 5}, Init::Normal, 1, true), b = g.param("b", {7}, Init::Zeros, 0, false);
-  check_graph_grads(g, g.linear(x, w, b), {x}, kNoInts);
+// x[.., K] through a dense op (linear, linear_gelu) with weight [M, K] and, optionally, bias [M].
+Graphs dense(int (Graph::*op)(int, int, int), const Shape& xs, int64_t M, bool bias) {
+  GradGraph c;
+  const int x = c.g.input("x", xs, DType::F64);
+  const int w = c.g.param("w", {M, xs.back()}, Init::Normal, 1, true);
+  c.out = (c.g.*op)(x, w, bias ? c.g.param("b", {M}, Init::Zeros, 0, false) : -1);
+  c.wrt = {x};
+  return {c};
 }
+Graphs linear_with_bias() { return dense(&Graph::linear, {2, 3, 5}, 7, true); }
+Graphs linear_no_bias() { return dense(&Graph::linear, {6, 4}, 3, false); }
+Graphs linear_gelu() { return dense(&Graph::linear_gelu, {2, 3, 5}, 6, true); }
 
-TEST(Grad, LinearNoBias) {
-  Graph g(DType::F64);
-  const int x = g.input("x", {6, 4}, DType::F64);
-  const int w = g.param("w", {3, 4}, Init::Normal, 1, true);
-  check_graph_grads(g, g.linear(x, w), {x}, kNoInts);
+// An elementwise op of one input.
+Graphs unary(int (Graph::*op)(int), const Shape& shape) {
+  GradGraph c;
+  const int x = c.g.input("x", shape, DType::F64);
+  c.out = (c.g.*op)(x);
+  c.wrt = {x};
+  return {c};
 }
+Graphs gelu() { return unary(&Graph::gelu, {4, 9}); }
+Graphs tanh() { return unary(&Graph::tanh, {4, 7}); }
 
-TEST(Grad, Gelu) {
-  Graph g(DType::F64);
-  const int x = g.input("x", {4, 9}, DType::F64);
-  check_graph_grads(g, g.gelu(x), {x}, kNoInts);
-}
-
-TEST(Grad, AddAndFanOut) {
-  // x feeds both sides of the add and a linear: contributions must sum.
-  Graph g(DType::F64);
+// x feeds both sides of the add and a linear: contributions must sum.
+Graphs add_and_fan_out() {
+  GradGraph c;
+  Graph& g = c.g;
   const int x = g.input("x", {3, 4}, DType::F64);
   const int w = g.param("w", {4, 4}, Init::Normal, 1, true);
-  check_graph_grads(g, g.add(g.add(x, x), g.linear(x, w)), {x}, kNoInts);
+  c.out = g.add(g.add(x, x), g.linear(x, w));
+  c.wrt = {x};
+  return {c};
 }
 
-TEST(Grad, AttentionCausal) {
+Graphs attention_causal() {
+  Graphs r;
   for (int H : {1, 2, 3}) {
-    Graph g(DType::F64);
-    const int qkv = g.input("qkv", {2, 7, 3 * 2 * H}, DType::F64);
-    check_graph_grads(g, g.attention(qkv, H), {qkv}, kNoInts);
+    GradGraph c;
+    const int qkv = c.g.input("qkv", {2, 7, 3 * 2 * H}, DType::F64);
+    c.out = c.g.attention(qkv, H);
+    c.wrt = {qkv};
+    c.variant = "H=" + std::to_string(H);
+    r.push_back(std::move(c));
   }
+  return r;
 }
 
-TEST(Grad, SoftmaxXent) {
-  Graph g(DType::F64);
-  const int z = g.input("logits", {3, 4, 11}, DType::F64);
-  const int y = g.input("targets", {3, 4}, DType::I32);
-  check_graph_grads(g, g.softmax_xent(z, y), {z}, random_ints(11, 5));
+Graphs softmax_xent() {
+  GradGraph c;
+  const int z = c.g.input("logits", {3, 4, 11}, DType::F64);
+  const int y = c.g.input("targets", {3, 4}, DType::I32);
+  c.out = c.g.softmax_xent(z, y);
+  c.wrt = {z};
+  c.fill = random_ints(11, 5);
+  return {c};
 }
 
-TEST(Grad, TinyGptWholeModel) {
-  // The whole model in double: embedding (tied classifier), 2 blocks, loss.
+GradGraph whole_model(const ModelConfig& cfg, int B, int T, int samples, IntFill fill) {
+  ModelGraph m = build_model(cfg, GraphMode::Eval, B, T, DType::F64);
+  GradGraph c;
+  c.g = std::move(m.g);
+  c.out = m.loss;
+  c.fill = std::move(fill);
+  c.opts.samples = samples;
+  c.variant = cfg.kind;
+  return c;
+}
+
+// The whole model in double: embedding (tied classifier), 2 blocks, loss.
+Graphs tiny_gpt_whole_model() {
   ModelConfig c;
   c.n_layer = 2;
   c.n_head = 2;
   c.d_model = 8;
   c.seq_len = 6;
   c.vocab = 11;
-  ModelGraph m = build_model(c, GraphMode::Eval, 2, 6, DType::F64);
-  GradCheckOptions o;
-  o.samples = 12;
-  check_graph_grads(m.g, m.loss, {}, random_ints(11, 9), o);
+  return {whole_model(c, 2, 6, 12, random_ints(11, 9))};
 }
 
-TEST(Grad, LinearGelu) {
-  Graph g(DType::F64);
-  const int x = g.input("x", {2, 3, 5}, DType::F64);
-  const int w = g.param("w", {6, 5}, Init::Normal, 1, true), b = g.param("b", {6}, Init::Zeros, 0, false);
-  check_graph_grads(g, g.linear_gelu(x, w, b), {x}, kNoInts);
+Graphs scale() {
+  GradGraph c;
+  const int x = c.g.input("x", {3, 5}, DType::F64);
+  const int w = c.g.param("w", {4, 5}, Init::Normal, 1, true);
+  c.out = c.g.scale(c.g.linear(x, w), 0.37f);
+  c.wrt = {x};
+  return {c};
 }
 
-TEST(Grad, Scale) {
-  Graph g(DType::F64);
-  const int x = g.input("x", {3, 5}, DType::F64);
-  const int w = g.param("w", {4, 5}, Init::Normal, 1, true);
-  check_graph_grads(g, g.scale(g.linear(x, w), 0.37f), {x}, kNoInts);
-}
-
-TEST(Grad, Tanh) {
-  Graph g(DType::F64);
-  const int x = g.input("x", {4, 7}, DType::F64);
-  check_graph_grads(g, g.tanh(x), {x}, kNoInts);
-}
-
-TEST(Grad, ContextEmbedding) {
-  // Window of 3 over 6 positions: padding (row 7) before the start, tokens may repeat.
-  Graph g(DType::F64);
-  const int tok = g.input("tokens", {2, 6}, DType::I32);
-  const int wte = g.param("wte", {8, 4}, Init::Normal, 1, true);
-  check_graph_grads(g, g.context_embedding(tok, wte, 3, 7), {}, random_ints(7, 4));
+// Window of 3 over 6 positions: padding (row 7) before the start, tokens may repeat.
+Graphs context_embedding() {
+  GradGraph c;
+  const int tok = c.g.input("tokens", {2, 6}, DType::I32);
+  const int wte = c.g.param("wte", {8, 4}, Init::Normal, 1, true);
+  c.out = c.g.context_embedding(tok, wte, 3, 7);
+  c.fill = random_ints(7, 4);
+  return {c};
 }
 
 // One recurrent layer of each cell: gradients of x and all four weight tensors, from a random
-// (constant) initial state, I != H, through a dense layer so every output feeds the loss.
-TEST(Grad, RecurrentLayers) {
+// (constant) initial state, I != H.
+Graphs recurrent_layers() {
+  Graphs r;
   for (Cell cell : {Cell::RNN, Cell::LSTM, Cell::GRU}) {
-    SCOPED_TRACE(cell_name(cell));
-    Graph g(DType::F64);
+    GradGraph c;
+    Graph& g = c.g;
     const int64_t B = 2, S = 5, I = 3, H = 4, G = cell_gates(cell);
     const int x = g.input("x", {B, S, I}, DType::F64);
     const int s0 = g.input("state0", {cell_states(cell), B, H}, DType::F64);
     const int wi = g.param("w_ih", {G * H, I}, Init::Normal, 1, true), wh = g.param("w_hh", {G * H, H}, Init::Normal, 1, true);
     const int bi = g.param("b_ih", {G * H}, Init::Zeros, 0, false), bh = g.param("b_hh", {G * H}, Init::Zeros, 0, false);
-    auto [y, sT] = g.recurrent(static_cast<int>(cell), x, wi, wh, bi, bh, s0);
-    (void)sT;
-    check_graph_grads(g, y, {x}, kNoInts);
+    c.out = g.recurrent(static_cast<int>(cell), x, wi, wh, bi, bh, s0).first;
+    c.wrt = {x};
+    c.variant = cell_name(cell);
+    r.push_back(std::move(c));
   }
+  return r;
 }
 
 // Two stacked layers: the second layer's dx is the first layer's dy.
-TEST(Grad, StackedLstm) {
-  Graph g(DType::F64);
+Graphs stacked_lstm() {
+  GradGraph c;
+  Graph& g = c.g;
   const int64_t B = 2, S = 4, H = 3;
   int x = g.input("x", {B, S, H}, DType::F64);
-  const int x0 = x;
+  c.wrt = {x};
   for (int l = 0; l < 2; ++l) {
     const std::string p = std::to_string(l);
     const int s0 = g.input("state" + p, {2, B, H}, DType::F64);
@@ -158,13 +202,14 @@ TEST(Grad, StackedLstm) {
     const int bi = g.param("b_ih" + p, {4 * H}, Init::Zeros, 0, false), bh = g.param("b_hh" + p, {4 * H}, Init::Zeros, 0, false);
     x = g.recurrent(static_cast<int>(Cell::LSTM), x, wi, wh, bi, bh, s0).first;
   }
-  check_graph_grads(g, x, {x0}, kNoInts);
+  c.out = x;
+  return {c};
 }
 
 // The whole recurrent and feed-forward models in double, through their loss.
-TEST(Grad, RecurrentAndFeedForwardModels) {
+Graphs recurrent_and_feed_forward_models() {
+  Graphs r;
   for (const char* kind : {"lstm", "gru", "rnn", "ffnn"}) {
-    SCOPED_TRACE(kind);
     ModelConfig c;
     c.kind = kind;
     c.n_layer = 2;
@@ -173,10 +218,66 @@ TEST(Grad, RecurrentAndFeedForwardModels) {
     c.context = 3;
     c.seq_len = 5;
     c.vocab = 9;
-    ModelGraph m = build_model(c, GraphMode::Eval, 2, 5, DType::F64);
-    GradCheckOptions o;
-    o.samples = 10;
-    check_graph_grads(m.g, m.loss, {}, random_ints(9, 11), o);
+    r.push_back(whole_model(c, 2, 5, 10, random_ints(9, 11)));
+  }
+  return r;
+}
+
+struct GradCase {
+  const char* name;
+  Graphs (*build)();
+};
+const GradCase kGradCases[] = {
+    {"Embedding", embedding},
+    {"LayerNorm", layernorm},
+    {"ResidualLayerNorm", residual_layernorm},
+    {"LinearWithBias", linear_with_bias},
+    {"LinearNoBias", linear_no_bias},
+    {"Gelu", gelu},
+    {"AddAndFanOut", add_and_fan_out},
+    {"AttentionCausal", attention_causal},
+    {"SoftmaxXent", softmax_xent},
+    {"TinyGptWholeModel", tiny_gpt_whole_model},
+    {"LinearGelu", linear_gelu},
+    {"Scale", scale},
+    {"Tanh", tanh},
+    {"ContextEmbedding", context_embedding},
+    {"RecurrentLayers", recurrent_layers},
+    {"StackedLstm", stacked_lstm},
+    {"RecurrentAndFeedForwardModels", recurrent_and_feed_forward_models},
+};
+
+class GradTest : public ::testing::Test {
+ public:
+  explicit GradTest(Graphs (*build)()) : build_(build) {}
+  void TestBody() override {
+    for (GradGraph& c : build_()) {
+      SCOPED_TRACE(c.variant);
+      check_graph_grads(c.g, c.out, c.wrt, c.fill, c.opts);
+    }
+  }
+
+ private:
+  Graphs (*build_)();
+};
+
+[[maybe_unused]] const bool kRegistered = [] {
+  for (const auto& c : kGradCases)
+    ::testing::RegisterTest("Grad", c.name, nullptr, nullptr, __FILE__, __LINE__,
+                            [build = c.build]() -> ::testing::Test* { return new GradTest(build); });
+  return true;
+}();
+
+TEST(Grad, EveryOpWithABackwardRuleHasACase) {
+  std::set<OpId> checked;
+  for (const auto& c : kGradCases)
+    for (const GradGraph& gg : c.build())
+      for (const Node& n : gg.g.nodes) checked.insert(n.op);
+  for (int i = 0; i < kNumOps; ++i) {
+    if (kOpInfo[i].n_diff_out == 0) continue;
+    EXPECT_TRUE(checked.count(static_cast<OpId>(i)))
+        << "op " << kOpInfo[i].name << " has a backward rule (n_diff_out = " << kOpInfo[i].n_diff_out
+        << " in ops.def) but no finite-difference case in tests/grad/ops_grad_test.cpp (kGradCases)";
   }
 }
 

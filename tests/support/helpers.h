@@ -1,5 +1,6 @@
-// helpers.h: shared pieces of the system tests: a generated corpus, a prepared data folder,
-// running the loom binary and capturing what it prints.
+// helpers.h: shared pieces of the system tests: temporary folders and files, a generated
+// corpus, a prepared data folder, running the loom binary and capturing what it prints, and
+// the bad-input contract (one line naming the file, exit 2) for the CLI and in process.
 #pragma once
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -7,14 +8,18 @@
 
 #include <nlohmann/json.hpp>
 
-#include <array>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <iterator>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "core/check.h"
 #include "core/rng.h"
 #include "engine/data/shard.h"
 
@@ -27,7 +32,8 @@ class TempDir {
  public:
   TempDir() {
     std::string tmpl = (fs::temp_directory_path() / "loom-test-XXXXXX").string();
-    path_ = mkdtemp(tmpl.data());
+    if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp " + tmpl + " failed");
+    path_ = tmpl;
   }
   ~TempDir() {
     std::error_code ec;
@@ -84,19 +90,32 @@ struct RunResult {
   std::string out, err;
 };
 
-inline std::string slurp(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+// A file's bytes ("" when it cannot be read), and a file made of `bytes` (replacing it).
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// `n` as 8 little-endian bytes (the length prefix of a safetensors file).
+inline std::string le64(uint64_t n) {
+  std::string s(8, '\0');
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i));
+  return s;
 }
 
 inline std::string loom_binary() { return std::string(LOOM_BINARY_DIR) + "/loom"; }
+// The CLI built against the SIMT emulator (a CUDA device without a GPU).
+inline std::string loom_emu_binary() { return std::string(LOOM_BINARY_DIR) + "/loom-emu"; }
 
-// Runs `loom ARGS` (args are shell-quoted), capturing stdout and stderr.
-inline RunResult run_loom(const std::vector<std::string>& args, const std::string& cwd = "") {
+// Runs `BINARY ARGS` (args are shell-quoted), capturing stdout and stderr.
+inline RunResult run_binary(const std::string& binary, const std::vector<std::string>& args,
+                            const std::string& cwd = "") {
   TempDir t;
-  std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + "'" + loom_binary() + "'";
+  std::string cmd = (cwd.empty() ? "" : "cd '" + cwd + "' && ") + "'" + binary + "'";
   for (const auto& a : args) {
     std::string q = "'";
     for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
@@ -106,9 +125,13 @@ inline RunResult run_loom(const std::vector<std::string>& args, const std::strin
   const int st = std::system(cmd.c_str());
   RunResult r;
   r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  r.out = slurp(t / "out");
-  r.err = slurp(t / "err");
+  r.out = read_bytes(t / "out");
+  r.err = read_bytes(t / "err");
   return r;
+}
+
+inline RunResult run_loom(const std::vector<std::string>& args, const std::string& cwd = "") {
+  return run_binary(loom_binary(), args, cwd);
 }
 
 // Asserts the bad-input contract: exit 2 and exactly one line on stderr that names `what`.
@@ -117,6 +140,25 @@ inline void expect_user_error(const RunResult& r, const std::string& what) {
   EXPECT_NE(r.err.find("loom: error: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find(what), std::string::npos) << "expected '" << what << "' in: " << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "not one line: " << r.err;
+}
+
+// The same contract inside the process: `f` must throw a UserError whose message is one line,
+// starts with `prefix` and contains every one of `needles`; any other exception fails.
+inline void expect_user_error(const std::function<void()>& f, const std::vector<std::string>& needles,
+                              const std::string& prefix = "") {
+  try {
+    f();
+  } catch (const UserError& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.find('\n'), std::string::npos) << "not one line: " << msg;
+    EXPECT_EQ(msg.rfind(prefix, 0), 0u) << "does not start with '" << prefix << "': " << msg;
+    for (const auto& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+    return;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "expected a UserError, got another exception: " << e.what();
+    return;
+  }
+  ADD_FAILURE() << "no UserError";
 }
 
 // A tiny config pointing at a data folder and a run folder.

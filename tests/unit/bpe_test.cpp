@@ -318,7 +318,7 @@ TEST(Bpe, PrepareStreamsAndKeepsTheSplit) {
     const DataFolder f = open_data_folder(out);
     EXPECT_EQ(f.vocab_size, 256u + 150u);
     EXPECT_EQ(make_tokenizer(f.tokenizer)->encode("the hand"), tok->encode("the hand"));
-    const auto meta = nlohmann::json::parse(slurp(out + "/meta.json"));
+    const auto meta = nlohmann::json::parse(read_bytes(out + "/meta.json"));
     EXPECT_EQ(meta["tokenizer"], "bpe:tokenizer.json");
   }
   // The folder carries its vocabulary: it still opens after the original file is gone and

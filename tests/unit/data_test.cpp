@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <set>
 #include <string>
 #include <string_view>
@@ -21,56 +20,10 @@
 #include "core/rng.h"
 #include "engine/data/shard.h"
 #include "engine/data/tokenizer.h"
+#include "tests/support/seeded_test.h"
 
-namespace fs = std::filesystem;
-using loom::Rng;
-
+namespace loom::test {
 namespace {
-
-// A fresh temporary folder per test and a random seed that failures report.
-class DataTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string tmpl = (fs::temp_directory_path() / "loom-data-test-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-    seed_ = (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-    rng_.reseed(seed_);
-  }
-  void TearDown() override {
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::vector<uint32_t> random_tokens(size_t n, uint32_t vocab) {
-    std::vector<uint32_t> t(n);
-    for (auto& v : t) v = static_cast<uint32_t>(rng_.below(vocab));
-    return t;
-  }
-
-  // Text of random lowercase words and newlines, so the corpus looks like a corpus.
-  std::string random_words(size_t min_bytes) {
-    std::string s;
-    while (s.size() < min_bytes) {
-      const size_t len = 1 + rng_.below(9);
-      for (size_t i = 0; i < len; ++i) s += static_cast<char>('a' + rng_.below(26));
-      s += rng_.below(12) == 0 ? '\n' : ' ';
-    }
-    return s;
-  }
-
-  void write_text(const std::string& p, const std::string& text) {
-    std::ofstream f(p, std::ios::binary);
-    f << text;
-  }
-
-  fs::path dir_;
-  uint64_t seed_ = 0;
-  Rng rng_;
-};
-
-#define SEED_TRACE() SCOPED_TRACE(::testing::Message() << "seed " << seed_)
 
 // Whether a line starts like a `bible` verse reference: [1-3]?[A-Za-z]+[0-9]+:[0-9]+ and a space.
 // By hand because std::regex trips GCC 12's -Wmaybe-uninitialized inside libstdc++.
@@ -94,6 +47,22 @@ void expect_shard_equals(const loom::Shard& s, const std::vector<uint32_t>& toke
   for (size_t i = 0; i < tokens.size(); ++i) ASSERT_EQ(s[i], tokens[i]) << "token " << i;
 }
 
+class DataTest : public SeededTest {
+ protected:
+  // Random tokens below `vocab` written to shard `name` read back the same, `width` bytes each.
+  void expect_round_trip(const std::string& name, uint32_t vocab, uint32_t width) {
+    const auto tokens = random_tokens(rng_.below(20000), vocab);
+    const std::string p = path(name);
+    write_shard(p, tokens, vocab);
+    Shard s(p);
+    EXPECT_EQ(s.width(), width);
+    EXPECT_EQ(s.vocab_size(), vocab);
+    EXPECT_EQ(s.path(), p);
+    EXPECT_EQ(fs::file_size(p), kShardHeaderBytes + width * tokens.size());
+    expect_shard_equals(s, tokens);
+  }
+};
+
 // ---------------------------------------------------------------------------------------
 // Shards
 
@@ -102,15 +71,7 @@ TEST_F(DataTest, ShardRoundTripWidth2) {
   for (int trial = 0; trial < 8; ++trial) {
     // Trial 0 pins the largest vocabulary that still fits 16 bits (token 65535).
     const uint32_t vocab = trial == 0 ? 65536u : 2u + static_cast<uint32_t>(rng_.below(65535));
-    const auto tokens = random_tokens(rng_.below(20000), vocab);
-    const std::string p = path("w2_" + std::to_string(trial) + ".bin");
-    loom::write_shard(p, tokens, vocab);
-    loom::Shard s(p);
-    EXPECT_EQ(s.width(), 2u);
-    EXPECT_EQ(s.vocab_size(), vocab);
-    EXPECT_EQ(s.path(), p);
-    EXPECT_EQ(fs::file_size(p), loom::kShardHeaderBytes + 2 * tokens.size());
-    expect_shard_equals(s, tokens);
+    expect_round_trip("w2_" + std::to_string(trial) + ".bin", vocab, 2);
   }
 }
 
@@ -118,14 +79,7 @@ TEST_F(DataTest, ShardRoundTripWidth4) {
   SEED_TRACE();
   for (int trial = 0; trial < 8; ++trial) {
     const uint32_t vocab = trial == 0 ? 65537u : 65537u + static_cast<uint32_t>(rng_.below(0xFFFFFFFFull - 65537));
-    const auto tokens = random_tokens(rng_.below(20000), vocab);
-    const std::string p = path("w4_" + std::to_string(trial) + ".bin");
-    loom::write_shard(p, tokens, vocab);
-    loom::Shard s(p);
-    EXPECT_EQ(s.width(), 4u);
-    EXPECT_EQ(s.vocab_size(), vocab);
-    EXPECT_EQ(fs::file_size(p), loom::kShardHeaderBytes + 4 * tokens.size());
-    expect_shard_equals(s, tokens);
+    expect_round_trip("w4_" + std::to_string(trial) + ".bin", vocab, 4);
   }
 }
 
@@ -147,7 +101,7 @@ TEST_F(DataTest, ShardRewriteReplacesAndLeavesNoTemporaries) {
   EXPECT_EQ(s.width(), 4u);
   expect_shard_equals(s, second);
   size_t files = 0;
-  for (const auto& e : fs::directory_iterator(dir_)) {
+  for (const auto& e : fs::directory_iterator(dir_.str())) {
     ++files;
     EXPECT_EQ(e.path().filename(), "x.bin") << "left behind: " << e.path();
   }
@@ -211,10 +165,7 @@ TEST_F(DataTest, LoaderWindowsAreShiftedSlicesOfTheShard) {
     // A huge vocabulary makes every window unique, so a window tells us where it was drawn.
     const int T = 1 + static_cast<int>(rng_.below(40));
     const size_t n = T + 1 + rng_.below(400);
-    const auto tokens = random_tokens(n, 0x7FFFFFFF);
-    const std::string p = path("l" + std::to_string(trial) + ".bin");
-    loom::write_shard(p, tokens, 0x7FFFFFFF);
-    loom::Shard s(p);
+    loom::Shard s(random_shard("l" + std::to_string(trial) + ".bin", n, 0x7FFFFFFF));
     loom::WindowLoader loader(s, T, rng_.next_u64());
     const int B = 1 + static_cast<int>(rng_.below(8));
     std::vector<int32_t> x(B * T, -1), y(B * T, -1);
@@ -236,9 +187,7 @@ TEST_F(DataTest, LoaderDrawsEveryStartIncludingBothEnds) {
   SEED_TRACE();
   const int T = 2 + static_cast<int>(rng_.below(10));
   const uint64_t n_starts = 2 + rng_.below(4);  // starts 0 .. size - T - 1
-  const auto tokens = random_tokens(T + n_starts, 0x7FFFFFFF);
-  loom::write_shard(path("s.bin"), tokens, 0x7FFFFFFF);
-  loom::Shard s(path("s.bin"));
+  loom::Shard s(random_shard("s.bin", T + n_starts, 0x7FFFFFFF));
   loom::WindowLoader loader(s, T, rng_.next_u64());
   std::set<uint64_t> seen;
   const int B = 4;
@@ -259,9 +208,7 @@ TEST_F(DataTest, LoaderDrawsEveryStartIncludingBothEnds) {
 
 TEST_F(DataTest, LoaderIsDeterministicUnderASeed) {
   SEED_TRACE();
-  const auto tokens = random_tokens(5000 + rng_.below(5000), 256);
-  loom::write_shard(path("d.bin"), tokens, 256);
-  loom::Shard s(path("d.bin"));
+  loom::Shard s(random_shard("d.bin", 5000 + rng_.below(5000), 256));
   const int T = 1 + static_cast<int>(rng_.below(64)), B = 1 + static_cast<int>(rng_.below(8));
   const uint64_t seed = rng_.next_u64();
   loom::WindowLoader a(s, T, seed), b(s, T, seed), c(s, T, seed + 1);
@@ -284,9 +231,7 @@ TEST_F(DataTest, LoaderIsDeterministicUnderASeed) {
 
 TEST_F(DataTest, LoaderStateResumesTheSameStream) {
   SEED_TRACE();
-  const auto tokens = random_tokens(3000 + rng_.below(3000), 1000);
-  loom::write_shard(path("r.bin"), tokens, 1000);
-  loom::Shard s(path("r.bin"));
+  loom::Shard s(random_shard("r.bin", 3000 + rng_.below(3000), 1000));
   const int T = 1 + static_cast<int>(rng_.below(32)), B = 1 + static_cast<int>(rng_.below(6));
   loom::WindowLoader a(s, T, rng_.next_u64());
   std::vector<int32_t> x(B * T), y(B * T);
@@ -314,9 +259,7 @@ TEST_F(DataTest, LoaderStateResumesTheSameStream) {
 
 TEST_F(DataTest, RankSlicesConcatenateToTheSingleRankBatch) {
   SEED_TRACE();
-  const auto tokens = random_tokens(4000 + rng_.below(4000), 50000);
-  loom::write_shard(path("g.bin"), tokens, 50000);
-  loom::Shard s(path("g.bin"));
+  loom::Shard s(random_shard("g.bin", 4000 + rng_.below(4000), 50000));
   const int T = 1 + static_cast<int>(rng_.below(48));
   const uint64_t seed = rng_.next_u64();
   for (int world : {2, 4}) {
@@ -348,7 +291,7 @@ TEST_F(DataTest, PrepareSplitsATextFileIntoTrainAndVal) {
   SEED_TRACE();
   const std::string text = random_words(3 * loom::kMinSplitTokens + rng_.below(200000));
   const std::string corpus = path("corpus.txt");
-  write_text(corpus, text);
+  write_bytes(corpus, text);
   const double val_fraction = 0.02 + 0.3 * rng_.uniform_double();
   const std::string out = path("prepared/nested");
   loom::prepare_corpus(corpus, "byte", out, val_fraction);
@@ -424,3 +367,4 @@ TEST_F(DataTest, PrepareKjvFetchesStripsAndTokenizesTheBible) {
 }
 
 }  // namespace
+}  // namespace loom::test

@@ -133,8 +133,8 @@ TEST(Gpt2Tokenizer, MatchesReferenceEncoderExactly) {
   std::ofstream(d / "in.json") << nlohmann::json(strings).dump();
   const std::string cmd = "node '" + std::string(LOOM_SOURCE_DIR) + "/tests/unit/gpt2_encode.js' '" + package_dir() +
                           "' '" + (d / "in.json") + "' '" + (d / "out.json") + "' 2>'" + (d / "err") + "'";
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << "the reference encoder failed: " << slurp(d / "err");
-  const auto ref = nlohmann::json::parse(slurp(d / "out.json"));
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "the reference encoder failed: " << read_bytes(d / "err");
+  const auto ref = nlohmann::json::parse(read_bytes(d / "out.json"));
   ASSERT_EQ(ref.size(), strings.size());
   size_t tokens = 0, mismatches = 0;
   for (size_t i = 0; i < strings.size(); ++i) {

@@ -21,15 +21,7 @@ TEST(Ops, TableIsConsistent) {
   }
 }
 
-ModelConfig small() {
-  ModelConfig c;
-  c.n_layer = 3;
-  c.n_head = 2;
-  c.d_model = 16;
-  c.seq_len = 8;
-  c.vocab = 40;
-  return c;
-}
+ModelConfig small() { return {.n_layer = 3, .n_head = 2, .d_model = 16, .seq_len = 8, .vocab = 40}; }
 
 TEST(Graph, GptParamsAndGradients) {
   const ModelConfig c = small();

@@ -28,12 +28,9 @@
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "tests/support/helpers.h"
 
-namespace fs = std::filesystem;
-using loom::Rng;
-using loom::StFile;
-using loom::StTensor;
-
+namespace loom::test {
 namespace {
 
 const std::vector<std::string> kTestDtypes = {"F32", "I32", "U64", "BF16", "F16", "I64", "U8", "F64", "I8", "BOOL"};
@@ -42,20 +39,14 @@ const std::vector<std::string> kTestDtypes = {"F32", "I32", "U64", "BF16", "F16"
 // temporary files were left behind.
 class SafetensorsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string templ = (fs::temp_directory_path() / "loom-st-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(templ.data()), nullptr);
-    dir_ = templ;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  std::string path(const std::string& name) const { return (fs::path(dir_) / name).string(); }
+  std::string path(const std::string& name) const { return dir_ / name; }
   std::set<std::string> listing(const std::string& sub = "") const {
     std::set<std::string> names;
-    for (const auto& e : fs::directory_iterator(sub.empty() ? fs::path(dir_) : fs::path(dir_) / sub))
+    for (const auto& e : fs::directory_iterator(sub.empty() ? dir_.str() : dir_ / sub))
       names.insert(e.path().filename().string());
     return names;
   }
-  std::string dir_;
+  TempDir dir_;
 };
 
 std::string random_name(Rng& rng, const std::string& prefix) {
@@ -106,27 +97,11 @@ StFile random_file(Rng& rng) {
   return f;
 }
 
-std::string read_bytes(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_bytes(const std::string& p, const std::string& bytes) {
-  std::ofstream out(p, std::ios::binary);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
 void expect_same_tensor(const StTensor& a, const StTensor& b) {
   EXPECT_EQ(a.name, b.name);
   EXPECT_EQ(a.dtype, b.dtype) << a.name;
   EXPECT_EQ(a.shape, b.shape) << a.name;
   EXPECT_EQ(a.data, b.data) << a.name;
-}
-
-std::string le64(uint64_t n) {
-  std::string s(8, '\0');
-  for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i));
-  return s;
 }
 
 }  // namespace
@@ -364,7 +339,7 @@ TEST_F(SafetensorsTest, WriteFileAtomic) {
 TEST_F(SafetensorsTest, WriteFileAtomicRelativePath) {
   // A bare file name has no parent in the string; its parent is the working directory.
   const fs::path cwd = fs::current_path();
-  fs::current_path(dir_);
+  fs::current_path(dir_.str());
   Rng rng(12);
   const std::string contents = random_value(rng) + "x";
   loom::write_file_atomic("rel.txt", contents);
@@ -437,3 +412,5 @@ TEST_F(SafetensorsTest, CheckpointFlowEndToEnd) {
   }
   EXPECT_EQ(listing(), (std::set<std::string>{"step_1", "step_2", "step_3", "latest"}));
 }
+
+}  // namespace loom::test

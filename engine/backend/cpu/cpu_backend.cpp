@@ -42,108 +42,127 @@ class CpuBackend final : public Backend {
   }
   double norm(const float* g, int64_t n) override { return ref::grad_norm(g, n); }
 
+  // Every kernel argument is designated (.x = ...): C++20 rejects fields out of declaration
+  // order, so a view cannot slide into its neighbour's field unnoticed.
   void op_embedding(const OpCall& c) override {
     const TensorView &tok = c.in[0], &wte = c.in[1], &wpe = c.in[2];
-    ref::embedding_fwd<T>({tok.as<int32_t>(), wte.as<T>(), wpe.as<T>(), c.out[0].as<T>(), tok.dim(0), tok.dim(1),
-                           wte.dim(1), wte.dim(0), wpe.dim(0), c.in[3] ? c.in[3].as<int32_t>()[0] : 0});
+    ref::embedding_fwd<T>({.tokens = tok.as<int32_t>(), .wte = wte.as<T>(), .wpe = wpe.as<T>(), .out = c.out[0].as<T>(),
+                           .B = tok.dim(0), .seq = tok.dim(1), .C = wte.dim(1), .V = wte.dim(0), .maxT = wpe.dim(0),
+                           .pos0 = c.in[3] ? c.in[3].as<int32_t>()[0] : 0});
   }
   void op_embedding_bwd(const OpCall& c) override {
     const TensorView &d = c.in[0], &tok = c.in[1], &dwte = c.out[0], &dwpe = c.out[1];
-    ref::embedding_bwd<T>({d.as<T>(), tok.as<int32_t>(), dwte.as<T>(), dwpe.as<T>(), tok.dim(0), tok.dim(1),
-                           dwte.dim(1), dwte.dim(0), dwpe.dim(0), c.in[2] ? c.in[2].as<int32_t>()[0] : 0});
+    ref::embedding_bwd<T>({.dout = d.as<T>(), .tokens = tok.as<int32_t>(), .dwte = dwte.as<T>(), .dwpe = dwpe.as<T>(),
+                           .B = tok.dim(0), .seq = tok.dim(1), .C = dwte.dim(1), .V = dwte.dim(0), .maxT = dwpe.dim(0),
+                           .pos0 = c.in[2] ? c.in[2].as<int32_t>()[0] : 0});
   }
   void op_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
-    ref::layernorm_fwd<T>({x.as<T>(), c.in[1].as<T>(), c.in[2].as<T>(), c.out[0].as<T>(), c.out[1].as<T>(),
-                           c.out[2].as<T>(), x.rows(), x.dim(-1), c.attrs.f[0]});
+    ref::layernorm_fwd<T>({.x = x.as<T>(), .g = c.in[1].as<T>(), .b = c.in[2].as<T>(), .y = c.out[0].as<T>(),
+                           .mean = c.out[1].as<T>(), .rstd = c.out[2].as<T>(), .N = x.rows(), .C = x.dim(-1),
+                           .eps = c.attrs.f[0]});
   }
   void op_residual_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
-    ref::layernorm_fwd<T>({x.as<T>(), c.in[2].as<T>(), c.in[3].as<T>(), c.out[1].as<T>(), c.out[2].as<T>(),
-                           c.out[3].as<T>(), x.rows(), x.dim(-1), c.attrs.f[0], c.in[1].as<T>(),
-                           c.out[0].as<T>()});
+    ref::layernorm_fwd<T>({.x = x.as<T>(), .g = c.in[2].as<T>(), .b = c.in[3].as<T>(), .y = c.out[1].as<T>(),
+                           .mean = c.out[2].as<T>(), .rstd = c.out[3].as<T>(), .N = x.rows(), .C = x.dim(-1),
+                           .eps = c.attrs.f[0], .residual = c.in[1].as<T>(), .sum = c.out[0].as<T>()});
   }
   void op_layernorm_bwd(const OpCall& c) override {
     const TensorView& x = c.in[1];
-    ref::layernorm_bwd<T>({c.in[0].as<T>(), x.as<T>(), c.in[2].as<T>(), c.in[3].as<T>(), c.in[4].as<T>(),
-                           c.out[0].as<T>(), c.out[1].as<T>(), c.out[2].as<T>(), x.rows(), x.dim(-1),
-                           c.in[5].as<T>()});
+    ref::layernorm_bwd<T>({.dy = c.in[0].as<T>(), .x = x.as<T>(), .g = c.in[2].as<T>(), .mean = c.in[3].as<T>(),
+                           .rstd = c.in[4].as<T>(), .dx = c.out[0].as<T>(), .dg = c.out[1].as<T>(), .db = c.out[2].as<T>(),
+                           .N = x.rows(), .C = x.dim(-1), .dresid = c.in[5].as<T>()});
   }
   void op_linear(const OpCall& c) override {
     const TensorView &x = c.in[0], &w = c.in[1];
-    ref::linear_fwd<T>({x.as<T>(), w.as<T>(), c.in[2].as<T>(), c.out[0].as<T>(), x.rows(), x.dim(-1), w.dim(0)});
+    ref::linear_fwd<T>({.x = x.as<T>(), .w = w.as<T>(), .b = c.in[2].as<T>(), .y = c.out[0].as<T>(), .N = x.rows(),
+                        .K = x.dim(-1), .M = w.dim(0)});
   }
   void op_linear_bwd(const OpCall& c) override {
     const TensorView &x = c.in[1], &w = c.in[2];
-    ref::linear_bwd<T>({c.in[0].as<T>(), x.as<T>(), w.as<T>(), c.out[0].as<T>(), c.out[1].as<T>(), c.out[2].as<T>(),
-                        x.rows(), x.dim(-1), w.dim(0)});
+    ref::linear_bwd<T>({.dy = c.in[0].as<T>(), .x = x.as<T>(), .w = w.as<T>(), .dx = c.out[0].as<T>(),
+                        .dw = c.out[1].as<T>(), .db = c.out[2].as<T>(), .N = x.rows(), .K = x.dim(-1), .M = w.dim(0)});
   }
-  void op_gelu(const OpCall& c) override { ref::gelu_fwd<T>({c.in[0].as<T>(), c.out[0].as<T>(), c.in[0].numel()}); }
+  void op_gelu(const OpCall& c) override {
+    ref::gelu_fwd<T>({.x = c.in[0].as<T>(), .y = c.out[0].as<T>(), .n = c.in[0].numel()});
+  }
   void op_gelu_bwd(const OpCall& c) override {
-    ref::gelu_bwd<T>({c.in[0].as<T>(), c.in[1].as<T>(), c.out[0].as<T>(), c.in[0].numel()});
+    ref::gelu_bwd<T>({.dy = c.in[0].as<T>(), .x = c.in[1].as<T>(), .dx = c.out[0].as<T>(), .n = c.in[0].numel()});
   }
   void op_add(const OpCall& c) override {
     ref::add<T>(c.in[0].as<T>(), c.in[1].as<T>(), c.out[0].as<T>(), c.out[0].numel());
   }
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
-    ref::attention_fwd<T>({qkv.as<T>(), c.out[0].as<T>(), c.out[1].as<T>(), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                           c.attrs.i[0]});
+    ref::attention_fwd<T>({.qkv = qkv.as<T>(), .out = c.out[0].as<T>(), .lse = c.out[1].as<T>(), .B = qkv.dim(0),
+                           .seq = qkv.dim(1), .C = qkv.dim(2) / 3, .H = c.attrs.i[0]});
   }
   void op_attention_bwd(const OpCall& c) override {
     const TensorView& qkv = c.in[1];
-    ref::attention_bwd<T>({c.in[0].as<T>(), qkv.as<T>(), c.in[2].as<T>(), c.in[3].as<T>(), c.out[0].as<T>(),
-                           qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3, c.attrs.i[0]});
+    ref::attention_bwd<T>({.dout = c.in[0].as<T>(), .qkv = qkv.as<T>(), .out = c.in[2].as<T>(), .lse = c.in[3].as<T>(),
+                           .dqkv = c.out[0].as<T>(), .B = qkv.dim(0), .seq = qkv.dim(1), .C = qkv.dim(2) / 3,
+                           .H = c.attrs.i[0]});
   }
   void op_attention_decode(const OpCall& c) override {
     const TensorView &qkv = c.in[0], &kc = c.in[1];
-    ref::attention_decode<T>({qkv.as<T>(), kc.as<T>(), c.in[2].as<T>(), c.out[0].as<T>(), qkv.dim(0), qkv.dim(1),
-                              qkv.dim(2) / 3, c.attrs.i[0], kc.dim(2), c.in[3].as<int32_t>()[0]});
+    ref::attention_decode<T>({.qkv = qkv.as<T>(), .kcache = kc.as<T>(), .vcache = c.in[2].as<T>(),
+                              .out = c.out[0].as<T>(), .B = qkv.dim(0), .Tn = qkv.dim(1), .C = qkv.dim(2) / 3,
+                              .H = c.attrs.i[0], .maxT = kc.dim(2), .pos0 = c.in[3].as<int32_t>()[0]});
   }
   void op_softmax_xent(const OpCall& c) override {
     const TensorView& z = c.in[0];
-    ref::softmax_xent_fwd<T>({z.as<T>(), c.in[1].as<int32_t>(), c.out[0].as<T>(), c.out[1].as<T>(), z.rows(), z.dim(-1)});
+    ref::softmax_xent_fwd<T>({.logits = z.as<T>(), .targets = c.in[1].as<int32_t>(), .loss = c.out[0].as<T>(),
+                              .lse = c.out[1].as<T>(), .N = z.rows(), .V = z.dim(-1)});
   }
   void op_linear_gelu(const OpCall& c) override {
     const TensorView &x = c.in[0], &w = c.in[1], &pre = c.out[1];
-    ref::linear_fwd<T>({x.as<T>(), w.as<T>(), c.in[2].as<T>(), pre.as<T>(), x.rows(), x.dim(-1), w.dim(0)});
-    ref::gelu_fwd<T>({pre.as<T>(), c.out[0].as<T>(), pre.numel()});
+    ref::linear_fwd<T>({.x = x.as<T>(), .w = w.as<T>(), .b = c.in[2].as<T>(), .y = pre.as<T>(), .N = x.rows(),
+                        .K = x.dim(-1), .M = w.dim(0)});
+    ref::gelu_fwd<T>({.x = pre.as<T>(), .y = c.out[0].as<T>(), .n = pre.numel()});
   }
   void op_scale(const OpCall& c) override {
     ref::scale<T>(c.in[0].as<T>(), static_cast<T>(c.attrs.f[0]), c.out[0].as<T>(), c.in[0].numel());
   }
-  void op_tanh(const OpCall& c) override { ref::tanh_fwd<T>({c.in[0].as<T>(), c.out[0].as<T>(), c.in[0].numel()}); }
+  void op_tanh(const OpCall& c) override {
+    ref::tanh_fwd<T>({.x = c.in[0].as<T>(), .y = c.out[0].as<T>(), .n = c.in[0].numel()});
+  }
   void op_tanh_bwd(const OpCall& c) override {
-    ref::tanh_bwd<T>({c.in[0].as<T>(), c.in[1].as<T>(), c.out[0].as<T>(), c.in[0].numel()});
+    // tanh's backward reads the forward output y through GeluBwdArgs::x.
+    ref::tanh_bwd<T>({.dy = c.in[0].as<T>(), .x = c.in[1].as<T>(), .dx = c.out[0].as<T>(), .n = c.in[0].numel()});
   }
   void op_context_embedding(const OpCall& c) override {
     const TensorView &tok = c.in[0], &wte = c.in[1];
-    ref::context_embedding_fwd<T>({tok.as<int32_t>(), wte.as<T>(), c.out[0].as<T>(), tok.dim(0), tok.dim(1), wte.dim(1),
-                                   wte.dim(0), static_cast<int>(c.attrs.i[0]), static_cast<int>(c.attrs.i[1])});
+    ref::context_embedding_fwd<T>({.tokens = tok.as<int32_t>(), .wte = wte.as<T>(), .out = c.out[0].as<T>(),
+                                   .B = tok.dim(0), .seq = tok.dim(1), .E = wte.dim(1), .V = wte.dim(0),
+                                   .n = static_cast<int>(c.attrs.i[0]), .pad = static_cast<int>(c.attrs.i[1])});
   }
   void op_context_embedding_bwd(const OpCall& c) override {
     const TensorView &tok = c.in[1], &dwte = c.out[0];
-    ref::context_embedding_bwd<T>({c.in[0].as<T>(), tok.as<int32_t>(), dwte.as<T>(), tok.dim(0), tok.dim(1),
-                                   dwte.dim(1), dwte.dim(0), static_cast<int>(c.attrs.i[0]),
-                                   static_cast<int>(c.attrs.i[1])});
+    ref::context_embedding_bwd<T>({.dout = c.in[0].as<T>(), .tokens = tok.as<int32_t>(), .dwte = dwte.as<T>(),
+                                   .B = tok.dim(0), .seq = tok.dim(1), .E = dwte.dim(1), .V = dwte.dim(0),
+                                   .n = static_cast<int>(c.attrs.i[0]), .pad = static_cast<int>(c.attrs.i[1])});
   }
   void op_recurrent(const OpCall& c) override {
     const TensorView &x = c.in[0], &y = c.out[0];
-    ref::rnn_fwd<T>({static_cast<Cell>(c.attrs.i[0]), x.as<T>(), c.in[1].as<T>(), c.in[2].as<T>(),
-                     c.in[3].as<T>(), c.in[4].as<T>(), c.in[5].as<T>(), y.as<T>(), c.out[1].as<T>(), c.out[2].as<T>(),
-                     x.dim(0), x.dim(1), x.dim(2), y.dim(2)});
+    ref::rnn_fwd<T>({.cell = static_cast<Cell>(c.attrs.i[0]), .x = x.as<T>(), .w_ih = c.in[1].as<T>(),
+                     .w_hh = c.in[2].as<T>(), .b_ih = c.in[3].as<T>(), .b_hh = c.in[4].as<T>(),
+                     .state0 = c.in[5].as<T>(), .y = y.as<T>(), .stateT = c.out[1].as<T>(), .saved = c.out[2].as<T>(),
+                     .B = x.dim(0), .S = x.dim(1), .I = x.dim(2), .H = y.dim(2)});
   }
   void op_recurrent_bwd(const OpCall& c) override {
     const TensorView &x = c.in[1], &y = c.in[5];
     LOOM_CHECK(c.out[1] && c.out[2] && c.out[3] && c.out[4], "recurrent_bwd: frozen recurrent weights");
-    ref::rnn_bwd<T>({static_cast<Cell>(c.attrs.i[0]), c.in[0].as<T>(), x.as<T>(), c.in[2].as<T>(),
-                     c.in[3].as<T>(), c.in[4].as<T>(), y.as<T>(), c.in[6].as<T>(), c.out[0].as<T>(), c.out[1].as<T>(),
-                     c.out[2].as<T>(), c.out[3].as<T>(), c.out[4].as<T>(), x.dim(0), x.dim(1), x.dim(2), y.dim(2)});
+    ref::rnn_bwd<T>({.cell = static_cast<Cell>(c.attrs.i[0]), .dy = c.in[0].as<T>(), .x = x.as<T>(),
+                     .w_ih = c.in[2].as<T>(), .w_hh = c.in[3].as<T>(), .state0 = c.in[4].as<T>(), .y = y.as<T>(),
+                     .saved = c.in[6].as<T>(), .dx = c.out[0].as<T>(), .dw_ih = c.out[1].as<T>(),
+                     .dw_hh = c.out[2].as<T>(), .db_ih = c.out[3].as<T>(), .db_hh = c.out[4].as<T>(), .B = x.dim(0),
+                     .S = x.dim(1), .I = x.dim(2), .H = y.dim(2)});
   }
   void op_softmax_xent_bwd(const OpCall& c) override {
     const TensorView& z = c.in[1];
-    ref::softmax_xent_bwd<T>({c.in[0].as<T>(), z.as<T>(), c.in[2].as<int32_t>(), c.in[3].as<T>(), c.out[0].as<T>(),
-                              z.rows(), z.dim(-1)});
+    ref::softmax_xent_bwd<T>({.dloss = c.in[0].as<T>(), .logits = z.as<T>(), .targets = c.in[2].as<int32_t>(),
+                              .lse = c.in[3].as<T>(), .dlogits = c.out[0].as<T>(), .N = z.rows(), .V = z.dim(-1)});
   }
 };
 

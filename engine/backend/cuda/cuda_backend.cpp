@@ -9,9 +9,7 @@
 // matrix products fall back to the CPU reference (BLAS) -- so CI runs this backend end to end.
 #include <cmath>
 #include <cstring>
-#include <map>
 #include <memory>
-#include <tuple>
 #include <vector>
 
 #include "engine/backend/cuda/cuda_backend.h"
@@ -30,9 +28,10 @@
 #if LOOM_SIMT_EMULATION
 #include <cblas.h>
 #else
-#include <cublasLt.h>
 #include <cuda_profiler_api.h>
 #include <nvtx3/nvToolsExt.h>
+
+#include "engine/backend/cuda/lt_matmul.h"
 #endif
 
 namespace loom {
@@ -49,24 +48,11 @@ class CudaBackend final : public Backend {
  public:
   CudaBackend() {
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-#if !LOOM_SIMT_EMULATION
-    CUBLAS_CHECK(cublasLtCreate(&lt_));
-    CUDA_CHECK(cudaMalloc(&workspace_, kWorkspaceBytes));
-#endif
   }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
 #if !LOOM_SIMT_EMULATION
-    for (auto& [k, plan] : plans_) plan.destroy();
-    for (auto& [k, plan] : gemm_plans_) {
-      cublasLtMatmulDescDestroy(plan.op);
-      cublasLtMatrixLayoutDestroy(plan.a);
-      cublasLtMatrixLayoutDestroy(plan.b);
-      cublasLtMatrixLayoutDestroy(plan.c);
-    }
     for (auto g : graphs_) cudaGraphExecDestroy(g);
-    cudaFree(workspace_);
-    cublasLtDestroy(lt_);
 #endif
     if (scratch_) cudaFree(scratch_);
     if (gemm_scratch_) cudaFree(gemm_scratch_);
@@ -159,37 +145,45 @@ class CudaBackend final : public Backend {
 #endif
 
   // ---- ops ----
+  // Kernel argument structs are filled by designated initializers (.x = ...): C++20 rejects
+  // fields out of declaration order, and these structs order some fields unlike their CPU
+  // counterparts (lse before loss, residual before g), so a positional list would be one
+  // swap away from a silent bug.
   void op_embedding(const OpCall& c) override {
     const TensorView &tok = c.in[0], &wte = c.in[1], &wpe = c.in[2];
-    cuda::embedding_fwd({I32(tok), B16(wte), B16(wpe), W16(c.out[0]), tok.dim(0), tok.dim(1), wte.dim(1), wte.dim(0),
-                         wpe.dim(0), c.in[3] ? I32(c.in[3]) : nullptr},
+    cuda::embedding_fwd({.tokens = I32(tok), .wte = B16(wte), .wpe = B16(wpe), .out = W16(c.out[0]), .B = tok.dim(0),
+                         .T = tok.dim(1), .C = wte.dim(1), .V = wte.dim(0), .maxT = wpe.dim(0),
+                         .pos0 = c.in[3] ? I32(c.in[3]) : nullptr},
                         stream_);
   }
   void op_embedding_bwd(const OpCall& c) override {
     const TensorView &tok = c.in[1], &dwte = c.out[0], &dwpe = c.out[1];
     int32_t* s = reinterpret_cast<int32_t*>(scratch_floats(cuda::embedding_bwd_scratch_ints(tok.numel(), dwte.dim(0))));
-    cuda::embedding_bwd({B16(c.in[0]), I32(tok), WF32(dwte), WF32(dwpe), s, tok.dim(0), tok.dim(1), dwte.dim(1),
-                         dwte.dim(0), dwpe.dim(0), c.in[2] ? I32(c.in[2]) : nullptr},
+    cuda::embedding_bwd({.dout = B16(c.in[0]), .tokens = I32(tok), .dwte = WF32(dwte), .dwpe = WF32(dwpe), .scratch = s,
+                         .B = tok.dim(0), .T = tok.dim(1), .C = dwte.dim(1), .V = dwte.dim(0), .maxT = dwpe.dim(0),
+                         .pos0 = c.in[2] ? I32(c.in[2]) : nullptr},
                         stream_);
   }
   void op_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
-    cuda::layernorm_fwd({B16(x), nullptr, nullptr, B16(c.in[1]), B16(c.in[2]), W16(c.out[0]), WF32(c.out[1]),
-                         WF32(c.out[2]), x.rows(), x.dim(-1), c.attrs.f[0]},
+    cuda::layernorm_fwd({.x = B16(x), .residual = nullptr, .sum = nullptr, .g = B16(c.in[1]), .b = B16(c.in[2]),
+                         .y = W16(c.out[0]), .mean = WF32(c.out[1]), .rstd = WF32(c.out[2]), .N = x.rows(),
+                         .C = x.dim(-1), .eps = c.attrs.f[0]},
                         stream_);
   }
   void op_residual_layernorm(const OpCall& c) override {
     const TensorView& x = c.in[0];
-    cuda::layernorm_fwd({B16(x), B16(c.in[1]), W16(c.out[0]), B16(c.in[2]), B16(c.in[3]), W16(c.out[1]),
-                         WF32(c.out[2]), WF32(c.out[3]), x.rows(), x.dim(-1), c.attrs.f[0]},
+    cuda::layernorm_fwd({.x = B16(x), .residual = B16(c.in[1]), .sum = W16(c.out[0]), .g = B16(c.in[2]),
+                         .b = B16(c.in[3]), .y = W16(c.out[1]), .mean = WF32(c.out[2]), .rstd = WF32(c.out[3]),
+                         .N = x.rows(), .C = x.dim(-1), .eps = c.attrs.f[0]},
                         stream_);
   }
   void op_layernorm_bwd(const OpCall& c) override {
     const TensorView& x = c.in[1];
     float* s = scratch_floats(cuda::layernorm_bwd_scratch_floats(x.rows(), x.dim(-1)));
-    cuda::layernorm_bwd({B16(c.in[0]), B16(x), B16(c.in[2]), F32(c.in[3]), F32(c.in[4]),
-                         c.in[5] ? B16(c.in[5]) : nullptr, W16(c.out[0]), WF32(c.out[1]), WF32(c.out[2]), s, x.rows(),
-                         x.dim(-1)},
+    cuda::layernorm_bwd({.dy = B16(c.in[0]), .x = B16(x), .g = B16(c.in[2]), .mean = F32(c.in[3]), .rstd = F32(c.in[4]),
+                         .dresid = c.in[5] ? B16(c.in[5]) : nullptr, .dx = W16(c.out[0]), .dg = WF32(c.out[1]),
+                         .db = WF32(c.out[2]), .scratch = s, .N = x.rows(), .C = x.dim(-1)},
                         stream_);
   }
   void op_linear(const OpCall& c) override {
@@ -209,30 +203,36 @@ class CudaBackend final : public Backend {
   void op_add(const OpCall& c) override { cuda::add(B16(c.in[0]), B16(c.in[1]), W16(c.out[0]), c.out[0].numel(), stream_); }
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
-    cuda::attention_fwd({B16(qkv), W16(c.out[0]), WF32(c.out[1]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                         c.attrs.i[0]},
+    cuda::attention_fwd({.qkv = B16(qkv), .out = W16(c.out[0]), .lse = WF32(c.out[1]), .B = qkv.dim(0), .T = qkv.dim(1),
+                         .C = qkv.dim(2) / 3, .H = c.attrs.i[0]},
                         stream_);
   }
   void op_attention_bwd(const OpCall& c) override {
     const TensorView& qkv = c.in[1];
     const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, H = c.attrs.i[0];
     float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, T, C, H));
-    cuda::attention_bwd({B16(c.in[0]), B16(qkv), B16(c.in[2]), F32(c.in[3]), W16(c.out[0]), s, B, T, C, H}, stream_);
+    cuda::attention_bwd({.dout = B16(c.in[0]), .qkv = B16(qkv), .out = B16(c.in[2]), .lse = F32(c.in[3]),
+                         .dqkv = W16(c.out[0]), .scratch = s, .B = B, .T = T, .C = C, .H = H},
+                        stream_);
   }
   void op_attention_decode(const OpCall& c) override {
     const TensorView &qkv = c.in[0], &kc = c.in[1];
-    cuda::attention_decode({B16(qkv), W16(kc), W16(c.in[2]), W16(c.out[0]), qkv.dim(0), qkv.dim(1), qkv.dim(2) / 3,
-                            c.attrs.i[0], kc.dim(2), I32(c.in[3])},
+    cuda::attention_decode({.qkv = B16(qkv), .kcache = W16(kc), .vcache = W16(c.in[2]), .out = W16(c.out[0]),
+                            .B = qkv.dim(0), .Tn = qkv.dim(1), .C = qkv.dim(2) / 3, .H = c.attrs.i[0],
+                            .maxT = kc.dim(2), .pos0 = I32(c.in[3])},
                            stream_);
   }
   void op_softmax_xent(const OpCall& c) override {
     const TensorView& z = c.in[0];
     float* s = scratch_floats(cuda::softmax_xent_scratch_floats(z.rows()));
-    cuda::softmax_xent_fwd({B16(z), I32(c.in[1]), WF32(c.out[1]), WF32(c.out[0]), s, z.rows(), z.dim(-1)}, stream_);
+    cuda::softmax_xent_fwd({.logits = B16(z), .targets = I32(c.in[1]), .lse = WF32(c.out[1]), .loss = WF32(c.out[0]),
+                            .scratch = s, .N = z.rows(), .V = z.dim(-1)},
+                           stream_);
   }
   void op_softmax_xent_bwd(const OpCall& c) override {
     const TensorView& z = c.in[1];
-    cuda::softmax_xent_bwd({F32(c.in[0]), B16(z), I32(c.in[2]), F32(c.in[3]), W16(c.out[0]), z.rows(), z.dim(-1)},
+    cuda::softmax_xent_bwd({.dloss = F32(c.in[0]), .logits = B16(z), .targets = I32(c.in[2]), .lse = F32(c.in[3]),
+                            .dlogits = W16(c.out[0]), .N = z.rows(), .V = z.dim(-1)},
                            stream_);
   }
 
@@ -255,7 +255,9 @@ class CudaBackend final : public Backend {
     const int64_t rows = tok.numel() * n;
     int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(rows));
     cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
-    cuda::embedding_fwd({ctx, B16(wte), nullptr, W16(c.out[0]), rows, 1, wte.dim(1), wte.dim(0), 1, nullptr}, stream_);
+    cuda::embedding_fwd({.tokens = ctx, .wte = B16(wte), .wpe = nullptr, .out = W16(c.out[0]), .B = rows, .T = 1,
+                         .C = wte.dim(1), .V = wte.dim(0), .maxT = 1, .pos0 = nullptr},
+                        stream_);
   }
   void op_context_embedding_bwd(const OpCall& c) override {
     const TensorView &tok = c.in[1], &dwte = c.out[0];
@@ -263,8 +265,9 @@ class CudaBackend final : public Backend {
     const int64_t rows = tok.numel() * n, ctx_words = (rows + 1) / 2 * 2;  // keeps the rest 8-byte aligned
     int32_t* ctx = reinterpret_cast<int32_t*>(scratch_floats(ctx_words + cuda::embedding_bwd_scratch_ints(rows, dwte.dim(0))));
     cuda::context_tokens(I32(tok), ctx, tok.dim(0), tok.dim(1), n, pad, stream_);
-    cuda::embedding_bwd({B16(c.in[0]), ctx, WF32(dwte), nullptr, ctx + ctx_words, rows, 1, dwte.dim(1), dwte.dim(0), 1,
-                         nullptr},
+    cuda::embedding_bwd({.dout = B16(c.in[0]), .tokens = ctx, .dwte = WF32(dwte), .dwpe = nullptr,
+                         .scratch = ctx + ctx_words, .B = rows, .T = 1, .C = dwte.dim(1), .V = dwte.dim(0), .maxT = 1,
+                         .pos0 = nullptr},
                         stream_);
   }
   void op_recurrent(const OpCall& c) override {
@@ -272,8 +275,9 @@ class CudaBackend final : public Backend {
     const Cell cell = static_cast<Cell>(c.attrs.i[0]);
     const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
     float* s = scratch_floats(cuda::rnn_fwd_scratch_floats(cell, B, S, I, H));
-    cuda::rnn_fwd({cell, B16(x), B16(c.in[1]), B16(c.in[2]), B16(c.in[3]), B16(c.in[4]), F32(c.in[5]), W16(y),
-                   WF32(c.out[1]), WF32(c.out[2]), B, S, I, H, s},
+    cuda::rnn_fwd({.cell = cell, .x = B16(x), .w_ih = B16(c.in[1]), .w_hh = B16(c.in[2]), .b_ih = B16(c.in[3]),
+                   .b_hh = B16(c.in[4]), .state0 = F32(c.in[5]), .y = W16(y), .stateT = WF32(c.out[1]),
+                   .saved = WF32(c.out[2]), .B = B, .S = S, .I = I, .H = H, .scratch = s},
                   gemm_fn(), stream_);
   }
   void op_recurrent_bwd(const OpCall& c) override {
@@ -282,9 +286,10 @@ class CudaBackend final : public Backend {
     const Cell cell = static_cast<Cell>(c.attrs.i[0]);
     const int64_t B = x.dim(0), S = x.dim(1), I = x.dim(2), H = y.dim(2);
     float* s = scratch_floats(cuda::rnn_bwd_scratch_floats(cell, B, S, I, H));
-    cuda::rnn_bwd({cell, B16(c.in[0]), B16(x), B16(c.in[2]), B16(c.in[3]), F32(c.in[4]), B16(y), F32(c.in[6]),
-                   c.out[0] ? W16(c.out[0]) : nullptr, WF32(c.out[1]), WF32(c.out[2]), WF32(c.out[3]), WF32(c.out[4]), B,
-                   S, I, H, s},
+    cuda::rnn_bwd({.cell = cell, .dy = B16(c.in[0]), .x = B16(x), .w_ih = B16(c.in[2]), .w_hh = B16(c.in[3]),
+                   .state0 = F32(c.in[4]), .y = B16(y), .saved = F32(c.in[6]), .dx = c.out[0] ? W16(c.out[0]) : nullptr,
+                   .dw_ih = WF32(c.out[1]), .dw_hh = WF32(c.out[2]), .db_ih = WF32(c.out[3]), .db_hh = WF32(c.out[4]),
+                   .B = B, .S = S, .I = I, .H = H, .scratch = s},
                   gemm_fn(), stream_);
   }
 
@@ -368,74 +373,21 @@ class CudaBackend final : public Backend {
     if (g.c_dtype == DType::BF16) narrow(cf, static_cast<bf16*>(g.C));
   }
 #else
-  // cuBLASLt in row-major terms: y[N,M] = x[N,K] W[M,K]^T is, column-major, y^T = W^T' x^T
-  // with W read transposed. Plans (descriptors + the heuristic's algorithm) are cached per
-  // shape: the heuristic costs more than a small product.
-  struct LtPlan {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-    void destroy() {
-      if (op) cublasLtMatmulDescDestroy(op);
-      if (a) cublasLtMatrixLayoutDestroy(a);
-      if (b) cublasLtMatrixLayoutDestroy(b);
-      if (c) cublasLtMatrixLayoutDestroy(c);
-    }
-  };
-  // Key: ta, tb, m, n, k, C type, epilogue (0 none, 1 bias, 2 bias+GELU with aux, 3 GELU with aux), beta.
-  using PlanKey = std::tuple<int, int, int64_t, int64_t, int64_t, int, int, float>;
-
-  // C[m,n] (column-major, ldc = m) = op(A) op(B) (+ beta C) (+ bias[m] broadcast over n).
-  // With `aux` (bf16, shaped like C, ld = m): C = GELU(op(A) op(B) + bias) and aux the
-  // pre-activation, cuBLASLt's GELU_AUX(_BIAS) epilogue.
+  // Products through the one cuBLASLt plan cache (lt_matmul.h), in its column-major terms:
+  // the row-major y[N,M] = x[N,K] W[M,K]^T is y^T = W^T' x^T, W read transposed.
+  // C[m,n] (ldc = m) = op(A) op(B) (+ beta C) on packed operands, with the epilogue that `bias`
+  // and `aux` ask for: + bias[m] broadcast over n; with aux (bf16, shaped as C) C = GELU(...)
+  // and aux the pre-activation (GELU_AUX(_BIAS)).
   void lt_matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* A, const void* B, void* C,
                  cudaDataType_t ctype, float beta, const bf16* bias, bf16* aux = nullptr) {
-    const int epi_kind = aux ? (bias ? 2 : 3) : bias ? 1 : 0;
-    const PlanKey key{ta, tb, m, n, k, static_cast<int>(ctype), epi_kind, beta};
-    auto it = plans_.find(key);
-    if (it == plans_.end()) {
-      LtPlan p;
-      CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      const cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &opa, sizeof opa));
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &opb, sizeof opb));
-      if (epi_kind) {
-        const cublasLtEpilogue_t epi = epi_kind == 1   ? CUBLASLT_EPILOGUE_BIAS
-                                       : epi_kind == 2 ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS
-                                                       : CUBLASLT_EPILOGUE_GELU_AUX;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
-      }
-      if (bias) {
-        const cudaDataType_t bt = CUDA_R_16BF;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
-      }
-      if (aux) {
-        const int64_t ld = m;
-        const cudaDataType_t at = CUDA_R_16BF;
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, &ld, sizeof ld));
-        CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE, &at, sizeof at));
-      }
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, ta ? k : m, ta ? m : k, ta ? k : m));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, CUDA_R_16BF, tb ? n : k, tb ? k : n, tb ? n : k));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ctype, m, n, m));
-      cublasLtMatmulPreference_t pref;
-      CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                        &kWorkspaceBytes, sizeof kWorkspaceBytes));
-      cublasLtMatmulHeuristicResult_t h{};
-      int found = 0;
-      CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &h, &found));
-      cublasLtMatmulPreferenceDestroy(pref);
-      LOOM_CHECK(found > 0, "cuBLASLt has no algorithm for ", m, "x", n, "x", k);
-      p.algo = h.algo;
-      it = plans_.emplace(key, p).first;
-    }
-    LtPlan& p = it->second;
-    if (bias) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-    if (aux) CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, &aux, sizeof aux));
-    const float alpha = 1.0f;
-    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo, workspace_,
-                                kWorkspaceBytes, stream_));
+    const LtEpilogue epi = aux ? (bias ? LtEpilogue::GeluAuxBias : LtEpilogue::GeluAux)
+                               : (bias ? LtEpilogue::Bias : LtEpilogue::None);
+    lt_.run({.ta = ta, .tb = tb, .m = m, .n = n, .k = k,
+             .A = A, .lda = ta ? k : m,
+             .B = B, .ldb = tb ? n : k,
+             .C = C, .ldc = m, .c_type = ctype,
+             .beta = beta, .epilogue = epi, .bias = bias, .aux = aux},
+            stream_);
   }
   void linear_fwd(const bf16* x, const bf16* w, const bf16* b, bf16* y, int64_t N, int64_t K, int64_t M) {
     lt_matmul(true, false, M, N, K, w, x, y, CUDA_R_16BF, 0.0f, b);
@@ -458,12 +410,6 @@ class CudaBackend final : public Backend {
   // Row-major C[m,n] = alpha op(A) op(B) + beta C with any leading dimensions, as the
   // column-major product C^T = op(B)^T op(A)^T. Operands of mixed types are both taken in f32
   // (the bf16 one widened exactly into gemm_scratch); f32 x f32 runs in full f32.
-  struct GemmPlan {
-    cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-  };
-  using GemmKey = std::tuple<int, int, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int, float>;
   void gemm(const cuda::GemmCall& g) {
     if (g.m == 0 || g.n == 0) return;
     const void* A = g.A;
@@ -482,40 +428,16 @@ class CudaBackend final : public Backend {
     LOOM_CHECK(g.c_dtype == DType::BF16 || g.c_dtype == DType::F32, "gemm: output dtype");
     const cudaDataType_t it = in_t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const cudaDataType_t ct = g.c_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
-    const GemmKey key{g.ta, g.tb, g.m, g.n, g.k, g.lda, g.ldb, g.ldc, static_cast<int>(it), static_cast<int>(ct), g.beta};
-    auto found_plan = gemm_plans_.find(key);
-    if (found_plan == gemm_plans_.end()) {
-      GemmPlan p;
-      CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-      // First operand B (column-major view B^T), second A.
-      const cublasOperation_t op1 = g.tb ? CUBLAS_OP_T : CUBLAS_OP_N, op2 = g.ta ? CUBLAS_OP_T : CUBLAS_OP_N;
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &op1, sizeof op1));
-      CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &op2, sizeof op2));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, it, g.tb ? g.k : g.n, g.tb ? g.n : g.k, g.ldb));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, it, g.ta ? g.m : g.k, g.ta ? g.k : g.m, g.lda));
-      CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, ct, g.n, g.m, g.ldc));
-      cublasLtMatmulPreference_t pref;
-      CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
-      CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-                                                        &kWorkspaceBytes, sizeof kWorkspaceBytes));
-      cublasLtMatmulHeuristicResult_t h{};
-      int found = 0;
-      CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, p.op, p.a, p.b, p.c, p.c, pref, 1, &h, &found));
-      cublasLtMatmulPreferenceDestroy(pref);
-      LOOM_CHECK(found > 0, "cuBLASLt has no algorithm for ", g.m, "x", g.n, "x", g.k);
-      p.algo = h.algo;
-      found_plan = gemm_plans_.emplace(key, p).first;
-    }
-    GemmPlan& p = found_plan->second;
-    CUBLAS_CHECK(cublasLtMatmul(lt_, p.op, &g.alpha, B, p.a, A, p.b, &g.beta, g.C, p.c, g.C, p.c, &p.algo, workspace_,
-                                kWorkspaceBytes, stream_));
+    // First operand B (column-major view B^T), second A.
+    lt_.run({.ta = g.tb, .tb = g.ta, .m = g.n, .n = g.m, .k = g.k,
+             .A = B, .lda = g.ldb, .a_type = it,
+             .B = A, .ldb = g.lda, .b_type = it,
+             .C = g.C, .ldc = g.ldc, .c_type = ct,
+             .alpha = g.alpha, .beta = g.beta},
+            stream_);
   }
-  std::map<GemmKey, GemmPlan> gemm_plans_;
 
-  static constexpr size_t kWorkspaceBytes = 32u << 20;
-  cublasLtHandle_t lt_ = nullptr;
-  void* workspace_ = nullptr;
-  std::map<PlanKey, LtPlan> plans_;
+  LtMatmul lt_;
   std::vector<cudaGraphExec_t> graphs_;
 #endif
 
