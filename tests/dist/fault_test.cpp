@@ -45,7 +45,7 @@ TEST_F(Faults, NonFiniteOnOneRankIsSkippedByEveryRankTogether) {
     if (!three) EXPECT_TRUE(std::isfinite(j["loss"].get<double>())) << j.dump();
   }
   // Both ranks hold the same weights afterwards: the skip was agreed, so neither updated.
-  const auto a = slurp(d / "run/latest/model.safetensors");
+  const auto a = read_bytes(d / "run/latest/model.safetensors");
   EXPECT_FALSE(a.empty());
 }
 

@@ -87,7 +87,7 @@ TEST(CrashResume, SigkillAtRandomMomentsThenResumeEqualsAnUninterruptedRun) {
   const auto want = losses(t / "ref"), got = losses(t / "crash");
   ASSERT_EQ(got.size(), want.size());
   for (const auto& [step, line] : want) EXPECT_EQ(got.at(step), line) << "step " << step;
-  EXPECT_EQ(slurp(t / "crash/latest/model.safetensors"), slurp(t / "ref/latest/model.safetensors"));
+  EXPECT_EQ(read_bytes(t / "crash/latest/model.safetensors"), read_bytes(t / "ref/latest/model.safetensors"));
   // Nothing half-written stays behind.
   for (const auto& e : fs::directory_iterator(t / "crash/checkpoints"))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();

@@ -76,8 +76,8 @@ TEST(RunFolder, FailedCheckpointWriteLeavesNothingAndTheRunResumes) {
                           (t / "run.toml") + "' --resume --train.steps 4 --checkpoint.every 1 >'" + (t / "o") +
                           "' 2>'" + (t / "e") + "'";
   const int st = std::system(cmd.c_str());
-  EXPECT_EQ(WEXITSTATUS(st), 2) << slurp(t / "e");
-  EXPECT_NE(slurp(t / "e").find("loom: error: "), std::string::npos) << slurp(t / "e");
+  EXPECT_EQ(WEXITSTATUS(st), 2) << read_bytes(t / "e");
+  EXPECT_NE(read_bytes(t / "e").find("loom: error: "), std::string::npos) << read_bytes(t / "e");
   for (const auto& e : fs::directory_iterator(run + "/checkpoints"))
     EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
   EXPECT_EQ(fs::read_symlink(run + "/latest").filename().string(), "step_00000002");
@@ -99,7 +99,7 @@ TEST(RunFolder, TemporaryFilesNeverFollowAPlantedSymlink) {
   } catch (const UserError&) {
     // Refusing is fine; writing through the link is not.
   }
-  EXPECT_EQ(slurp(victim), "precious");
+  EXPECT_EQ(read_bytes(victim), "precious");
 }
 
 TEST(RunFolder, ShardTruncatedWhileInUseIsAnErrorNotABusError) {
@@ -143,7 +143,7 @@ TEST(RunFolder, LyingStateFilesAndSymlinkLoopsAreOneLineErrors) {
   TempDir t;
   const std::string run = trained_run(t, 1);
   const std::string state = run + "/latest/state.json";
-  const std::string good = slurp(state);
+  const std::string good = read_bytes(state);
   for (const std::string bad :
        {std::string("{\"step\": -100, \"tokens_seen\": 0, \"skipped_steps\": 0, \"loader_rng\": [\"1\",\"2\",\"3\",\"4\"]}"),
         std::string("{\"step\": 1e30, \"tokens_seen\": 0, \"skipped_steps\": 0, \"loader_rng\": [\"1\",\"2\",\"3\",\"4\"]}"),
