@@ -67,15 +67,28 @@ TEST(CrashResume, SigkillAtRandomMomentsThenResumeEqualsAnUninterruptedRun) {
       execv(loom_binary().c_str(), argv.data());
       _exit(127);
     }
-    // Somewhere in what is left: its start-up, a step, a checkpoint write.
-    const double at = run_s * (0.1 + 0.6 * rng.uniform_double()) * (steps - done_steps) / steps;
-    std::this_thread::sleep_for(std::chrono::duration<double>(at));
-    const bool killed = kill(pid, SIGKILL) == 0;
+    // Kill on progress, not on the clock (the machine's speed varies): once the run has
+    // logged a randomly chosen step, wait a random part of a step - landing inside the next
+    // step or inside the checkpoint write that follows every step - and kill it.
+    // (At least two steps past the checkpoint: a killed run's log may hold one step more than
+    // its last checkpoint until the resumed run trims it.)
+    const int64_t target = done_steps + 2 + static_cast<int64_t>(rng.below(static_cast<uint64_t>((steps - done_steps) / 3)));
+    const double step_s = run_s / steps;
+    bool exited = false;
     int st = 0;
+    while (!exited) {
+      const auto m = read_metrics(t / "crash");
+      if (!m.empty() && m.back()["step"].get<int64_t>() >= target) break;
+      exited = waitpid(pid, &st, WNOHANG) == pid;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    if (exited) continue;
+    std::this_thread::sleep_for(std::chrono::duration<double>(step_s * rng.uniform_double()));
+    const bool killed = kill(pid, SIGKILL) == 0;
     waitpid(pid, &st, 0);
     if (killed && WIFSIGNALED(st)) ++kills;
   }
-  EXPECT_GE(kills, 2) << "too few kills landed inside the run";
+  EXPECT_GE(kills, 3) << "too few kills landed inside the run";
   std::printf("(%d runs killed with SIGKILL, then resumed)\n", kills);
   // Finish the run.
   std::vector<std::string> finish = {"train", "--config", cfg};
