@@ -67,6 +67,8 @@ read -r -a PHASES <<< "${LOOM_GPU_PHASES:-${PHASES_ALL[*]}}"
 T0=$(date +%s)
 WORK=$(mktemp -d /tmp/loom-gpu-run.XXXXXX)
 export WORK
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 143' TERM INT
 elapsed() { echo $(($(date +%s) - T0)); }
 say() { echo "[run.sh $(elapsed)s] $*"; }
 # Table cells: one line, no '|', at most 90 characters.
@@ -132,7 +134,7 @@ phase_build() {
 phase_tests() {
   [[ -f $BUILD/CTestTestfile.cmake ]] || { echo "no build"; return 1; }
   # Several test processes share the GPU; each keeps OpenBLAS (its CPU reference) to 2 threads.
-  (cd "$BUILD" && OMP_NUM_THREADS=2 ctest -L gpu -j 8 --timeout 120 --output-on-failure) || return
+  (cd "$BUILD" && OMP_NUM_THREADS=2 ctest -L gpu -j 8 --timeout 120 --no-tests=error --output-on-failure) || return
   [[ -n $DEVICE ]] || return 77
 }
 
@@ -239,7 +241,7 @@ run_phase() {
     124 | 137) status=timeout ;;
     *) status="FAIL rc $rc" ;;
   esac
-  [[ $status == skip && -z $DEVICE ]] && status="skip (no device)"
+  [[ $status == skip && -z $DEVICE && $p =~ ^(tests|bench_kernels|bench_train|peers)$ ]] && status="skip (no device)"
   cpu=$(awk 'NR == 2 { split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1] * 60 + u[2] + s[1] * 60 + s[2] }' \
         "$WORK/cpu_$p" 2>/dev/null)
   res=$(result_of "$p" 2>/dev/null | cell)
@@ -280,7 +282,6 @@ for p in "${PHASES[@]}"; do
 done
 ROWS+=("| total | $overall | $TOTAL | $(elapsed) | - | $n files in \$OUT; commit $COMMIT; ${DEVICE:-no device} |")
 echo "${ROWS[-1]}" >> "$OUT/summary.md"
-rm -rf "$WORK"
 echo
 echo "| phase | status | limit s | used s | cpu s | result |"
 echo "|---|---|---|---|---|---|"
