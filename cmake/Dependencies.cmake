@@ -1,32 +1,72 @@
-# Dependencies.cmake: everything comes from Debian's packages (scripts/install_deps.sh).
+# Dependencies.cmake: everything comes from Debian's packages (scripts/install_deps.sh), either
+# installed in the system or unpacked under a prefix named in CMAKE_PREFIX_PATH (the GPU
+# machine's: scripts/gpu_deps.sh, docs/gpu_run.md). So nothing here may rely on a package's
+# files sitting under /usr: libraries and headers are found by name through the prefixes.
 # OpenBLAS (OpenMP flavour, so BLAS inside our parallel regions stays single-threaded),
-# OpenMP, nlohmann-json, toml++, CLI11, PCRE2 (the GPT-2 pre-tokenizer), GoogleTest.
+# OpenMP, nlohmann-json, toml++, CLI11, PCRE2 (the GPT-2 pre-tokenizer), GoogleTest, Gloo.
 find_package(OpenMP REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(tomlplusplus 3 REQUIRED)
 find_package(CLI11 REQUIRED)
+
+# OpenBLAS: Debian keeps each flavour in <libdir>/openblas-<flavour>; the OpenMP one is looked
+# for there under every prefix first, then any libopenblas.
+set(_loom_prefixes ${CMAKE_PREFIX_PATH} $ENV{CMAKE_PREFIX_PATH} /usr)
+string(REPLACE ":" ";" _loom_prefixes "${_loom_prefixes}")
+set(_loom_openblas_dirs "")
+foreach(p IN LISTS _loom_prefixes)
+  if(p)
+    list(APPEND _loom_openblas_dirs ${p}/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp ${p}/lib/openblas-openmp)
+  endif()
+endforeach()
 find_path(OPENBLAS_INCLUDE_DIR cblas.h PATH_SUFFIXES openblas openblas-openmp x86_64-linux-gnu/openblas-openmp)
-find_library(OPENBLAS_LIBRARY NAMES blas PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp NO_DEFAULT_PATH)
+find_library(OPENBLAS_LIBRARY NAMES blas PATHS ${_loom_openblas_dirs} NO_DEFAULT_PATH)
 if(NOT OPENBLAS_LIBRARY)
   find_library(OPENBLAS_LIBRARY NAMES openblas)
 endif()
 if(NOT OPENBLAS_INCLUDE_DIR OR NOT OPENBLAS_LIBRARY)
   message(FATAL_ERROR "OpenBLAS not found: run scripts/install_deps.sh (apt package libopenblas-openmp-dev)")
 endif()
-# PCRE2 (8-bit code units) through pkg-config: libpcre2-dev ships libpcre2-8.pc.
-find_package(PkgConfig REQUIRED)
-pkg_check_modules(PCRE2 IMPORTED_TARGET libpcre2-8)
-if(NOT PCRE2_FOUND)
-  message(FATAL_ERROR "PCRE2 not found: run scripts/install_deps.sh (apt package libpcre2-dev)")
-endif()
-# Gloo: the CPU collectives of data-parallel runs on CPU ranks (engine/comm/gloo_comm.cpp).
-find_package(Gloo CONFIG QUIET)
-if(NOT TARGET gloo)
-  message(FATAL_ERROR "Gloo not found: run scripts/install_deps.sh (apt package libgloo-dev)")
-endif()
 add_library(loom_blas INTERFACE)
 target_include_directories(loom_blas INTERFACE ${OPENBLAS_INCLUDE_DIR})
 target_link_libraries(loom_blas INTERFACE ${OPENBLAS_LIBRARY})
+
+# PCRE2 (8-bit code units): through pkg-config where there is one, else by its header and
+# library (a machine without pkg-config, or a prefix whose .pc files would say /usr).
+find_package(PkgConfig QUIET)
+if(PKG_CONFIG_FOUND)
+  pkg_check_modules(PCRE2 QUIET IMPORTED_TARGET libpcre2-8)
+endif()
+add_library(loom_pcre2 INTERFACE)
+if(TARGET PkgConfig::PCRE2)
+  target_link_libraries(loom_pcre2 INTERFACE PkgConfig::PCRE2)
+else()
+  find_path(PCRE2_INCLUDE_DIR pcre2.h)
+  find_library(PCRE2_LIBRARY NAMES pcre2-8)
+  if(NOT PCRE2_INCLUDE_DIR OR NOT PCRE2_LIBRARY)
+    message(FATAL_ERROR "PCRE2 not found: run scripts/install_deps.sh (apt package libpcre2-dev)")
+  endif()
+  target_include_directories(loom_pcre2 INTERFACE ${PCRE2_INCLUDE_DIR})
+  target_link_libraries(loom_pcre2 INTERFACE ${PCRE2_LIBRARY})
+endif()
+
+# Gloo: the CPU collectives of data-parallel runs on CPU ranks (engine/comm/gloo_comm.cpp).
+# Not in a GPU-only build (LOOM_GPU_ONLY): there a multi-rank cpu run says that it needs Gloo.
+# Found by header and library, not through Debian's GlooTargets, whose library path is
+# hard-coded (/usr/lib/libgloo.so.0.5.0) and so fails under any other prefix.
+if(LOOM_GPU_ONLY)
+  message(STATUS "Gloo: not used by a GPU-only build (multi-rank cpu runs are unavailable)")
+else()
+  find_path(GLOO_INCLUDE_DIR gloo/config.h)
+  find_library(GLOO_LIBRARY NAMES gloo)
+  if(NOT GLOO_INCLUDE_DIR OR NOT GLOO_LIBRARY)
+    message(FATAL_ERROR "Gloo not found: run scripts/install_deps.sh (apt package libgloo-dev)")
+  endif()
+  add_library(gloo SHARED IMPORTED)
+  set_target_properties(gloo PROPERTIES IMPORTED_LOCATION ${GLOO_LIBRARY}
+                        INTERFACE_INCLUDE_DIRECTORIES ${GLOO_INCLUDE_DIR})
+endif()
+
 if(LOOM_TESTS)
   find_package(GTest REQUIRED)
 endif()

@@ -47,8 +47,10 @@ set(LOOM_EMU_TEST_TIMEOUT 300 CACHE STRING "ctest TIMEOUT (s) of an emulated ker
 set(LOOM_SANITIZE_TEST_TIMEOUT 900 CACHE STRING "ctest TIMEOUT (s) of a sanitizer kernel test")
 set(LOOM_GPU_TEST_TIMEOUT 300 CACHE STRING "ctest TIMEOUT (s) of a GPU kernel test")
 
-# Build flags per variant, as interface libraries so targets pick them up by linking.
-if(CUDAToolkit_FOUND AND NOT TARGET loom_simt_emu)
+# Build flags per variant, as interface libraries so targets pick them up by linking. A GPU-only
+# build (LOOM_GPU_ONLY) has no emulator: without loom_simt_emu, no emulated or sanitizer
+# variant of anything is defined, here or in kernels/common, engine/ and launch/.
+if(CUDAToolkit_FOUND AND NOT LOOM_GPU_ONLY AND NOT TARGET loom_simt_emu)
   add_library(loom_simt_emu INTERFACE)
   target_include_directories(loom_simt_emu INTERFACE ${PROJECT_SOURCE_DIR})
   target_include_directories(loom_simt_emu SYSTEM INTERFACE ${CUDAToolkit_INCLUDE_DIRS})
@@ -214,7 +216,7 @@ function(loom_add_kernel_family family)
   set(cu ${dir}/${family}.cu)
   set(test_src ${dir}/${family}_test.cpp)
 
-  if(CUDAToolkit_FOUND)
+  if(TARGET loom_simt_emu)
     loom_emu_library(NAME loom_kernel_${family}_emu SOURCE ${cu} VARIANT plain)
     loom_emu_library(NAME loom_kernel_${family}_emu_tsan SOURCE ${cu} VARIANT tsan)
     loom_emu_library(NAME loom_kernel_${family}_emu_asan SOURCE ${cu} VARIANT asan)

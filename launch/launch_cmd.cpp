@@ -1,14 +1,16 @@
 // launch_cmd.cpp: `loom launch` starts this node's ranks as child processes of the same
-// binary with torchrun's variables, prefixes their output lines with "[rank R] ", forwards
-// SIGINT/SIGTERM, and when a rank fails stops the others and exits with that rank's code.
+// binary with torchrun's variables and the job's secret, prefixes their output lines with
+// "[rank R] ", forwards SIGINT/SIGTERM/SIGHUP (a second signal kills every rank), and when a
+// rank fails stops the others and exits with that rank's code. No rank outlives the launcher:
+// each has a parent-death signal. docs/reliability.md, "loom launch", lists the promises.
 // `loom bench comm` times all-reduces of several sizes on the ranks it finds (or starts).
 #include <CLI/CLI.hpp>
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
+#include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,28 +23,37 @@
 #include "core/check.h"
 #include "engine/backend/device.h"
 #include "engine/comm/comm.h"
+#include "engine/comm/rendezvous.h"
 #include "launch/command.h"
 
 namespace loom {
 
 namespace {
 
-volatile std::sig_atomic_t g_launch_signal = 0;
-void on_launch_signal(int s) { g_launch_signal = s; }
+// Signals the launcher received: the first is passed on, a second one kills every rank.
+volatile std::sig_atomic_t g_launch_signal = 0, g_launch_signals = 0;
+void on_launch_signal(int s) {
+  g_launch_signal = s;
+  g_launch_signals = g_launch_signals + 1;
+}
 
-// A free TCP port for a single-node job's rendezvous (the kernel picks it).
-int free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(INADDR_ANY);
-  socklen_t len = sizeof sa;
-  int port = 29500;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) == 0)
-    port = ntohs(sa.sin_port);
-  if (fd >= 0) ::close(fd);
-  return port;
+// The most ranks one launcher starts: far above any node's GPUs or cores, low enough that a
+// typo is an error instead of a fork bomb. The job as a whole has comm.h's kMaxWorld.
+constexpr int kMaxLocalRanks = 1024;
+
+// A fresh secret for this job's rendezvous store (256 bits from the kernel, as hex).
+std::string new_job_secret() {
+  unsigned char bytes[32];
+  size_t got = 0;
+  while (got < sizeof bytes) {
+    const ssize_t r = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (r < 0 && errno == EINTR) continue;
+    LOOM_USER_CHECK(r > 0, "launch: no random bytes for the job's secret (getrandom: ", std::strerror(errno), ")");
+    got += static_cast<size_t>(r);
+  }
+  std::string hex;
+  for (unsigned char b : bytes) hex += "0123456789abcdef"[b >> 4], hex += "0123456789abcdef"[b & 15];
+  return hex;
 }
 
 std::string describe_status(int st) {
@@ -110,20 +121,34 @@ void pump(std::vector<Child>& kids, int ms) {
 // Starts the ranks of this node and supervises them; returns the job's exit code.
 int launch_ranks(int nproc, int nnodes, int node_rank, const std::string& addr, int port,
                  const std::vector<std::string>& cmd) {
-  LOOM_USER_CHECK(nproc >= 1, "--nproc-per-node: must be >= 1");
-  LOOM_USER_CHECK(nnodes >= 1, "--nnodes: must be >= 1");
+  LOOM_USER_CHECK(nproc >= 1 && nproc <= kMaxLocalRanks, "--nproc-per-node: ", nproc, " is outside 1..",
+                  kMaxLocalRanks);
+  LOOM_USER_CHECK(nnodes >= 1 && nnodes <= kMaxWorld, "--nnodes: ", nnodes, " is outside 1..", kMaxWorld);
+  LOOM_USER_CHECK(int64_t{nproc} * nnodes <= kMaxWorld, "--nproc-per-node x --nnodes: ", int64_t{nproc} * nnodes,
+                  " ranks, more than ", kMaxWorld);
   LOOM_USER_CHECK(node_rank >= 0 && node_rank < nnodes, "--node-rank: ", node_rank, " is outside 0..", nnodes - 1);
   LOOM_USER_CHECK(!cmd.empty(), "launch: no command (usage: loom launch --nproc-per-node N -- train --config ...)");
   LOOM_USER_CHECK(cmd[0] != "launch", "launch: the command cannot be another launch");
   LOOM_USER_CHECK(port >= 0 && port < 65536, "--master-port: ", port, " is not a TCP port");
-  if (port == 0) {
-    LOOM_USER_CHECK(nnodes == 1, "--master-port: required with --nnodes > 1 (every node must use the same port)");
-    port = free_port();
+  LOOM_USER_CHECK(port != 0 || nnodes == 1,
+                  "--master-port: required with --nnodes > 1 (every node must use the same port)");
+  const int world = nproc * nnodes;
+  // One node: a fresh secret for this job. Several: every node's launcher must hand its ranks
+  // the same one, so it comes from the environment (job_secret() says how when it is missing).
+  const std::string secret = world == 1 ? "" : nnodes == 1 ? new_job_secret() : job_secret();
+  // The node of rank 0 binds the store's port now and hands the socket to rank 0: no other
+  // process can take the port in between, and a port in use is an error before any rank runs.
+  int store_fd = -1;
+  if (node_rank == 0 && world > 1) {
+    try {
+      store_fd = listen_socket(addr, port, &port);
+    } catch (const CommError& e) {
+      user_error("--master-addr/--master-port: ", e.what());
+    }
   }
   char exe[4096] = {};
   const ssize_t len = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   LOOM_CHECK(len > 0, "launch: cannot find this program's path");
-  const int world = nproc * nnodes;
   // CPU ranks share the cores: unless told otherwise, each gets its share of OpenMP threads.
   const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   const std::string omp = std::to_string(std::max(1u, cores / static_cast<unsigned>(nproc)));
@@ -131,27 +156,69 @@ int launch_ranks(int nproc, int nnodes, int node_rank, const std::string& addr, 
   struct sigaction sa {};
   sa.sa_handler = on_launch_signal;
   sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {}, old_term {};
+  for (int s : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&sa.sa_mask, s);
+  struct sigaction old_int {}, old_term {}, old_hup {};
   g_launch_signal = 0;
+  g_launch_signals = 0;
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
+  // A hangup (the terminal or ssh session closed) stops the job like SIGTERM, unless the user
+  // asked for it to be ignored (nohup), which the ranks then inherit.
+  sigaction(SIGHUP, nullptr, &old_hup);
+  const bool hup = old_hup.sa_handler != SIG_IGN;
+  if (hup) sigaction(SIGHUP, &sa, nullptr);
 
   std::fprintf(stderr, "[launch] %d rank(s) on this node (node %d of %d, world %d), rendezvous at %s:%d\n", nproc,
                node_rank, nnodes, world, addr.c_str(), port);
+  const pid_t launcher = ::getpid();
   std::vector<Child> kids(static_cast<size_t>(nproc));
+  // A rank that cannot be started ends the job before it begins: the ranks already started
+  // are killed and reaped, and the launcher leaves as it came.
+  auto abandon = [&](int rank, const char* what, int err) {
+    for (auto& c : kids) {
+      if (c.pid <= 0) continue;
+      ::kill(c.pid, SIGKILL);
+      ::waitpid(c.pid, nullptr, 0);
+      for (int fd : c.fd) ::close(fd);
+    }
+    if (store_fd >= 0) ::close(store_fd);
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+    sigaction(SIGHUP, &old_hup, nullptr);
+    user_error("launch: cannot start rank ", rank, ": ", what, ": ", std::strerror(err),
+               " (the ranks already started were stopped)");
+  };
   for (int i = 0; i < nproc; ++i) {
     Child& c = kids[static_cast<size_t>(i)];
     c.rank = node_rank * nproc + i;
     int out[2], err[2];
-    LOOM_CHECK(::pipe2(out, O_CLOEXEC) == 0 && ::pipe2(err, O_CLOEXEC) == 0, "launch: pipe failed");
+    if (::pipe2(out, O_CLOEXEC) != 0) abandon(c.rank, "pipe", errno);
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+      const int e = errno;
+      ::close(out[0]);
+      ::close(out[1]);
+      abandon(c.rank, "pipe", e);
+    }
     c.pid = ::fork();
-    LOOM_CHECK(c.pid >= 0, "launch: fork failed");
+    if (c.pid < 0) {
+      const int e = errno;
+      for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+      abandon(c.rank, "fork", e);
+    }
     if (c.pid == 0) {
-      ::setpgid(0, 0);  // the launcher alone forwards a terminal's Ctrl-C (once)
+      // Die with the launcher, whatever kills it; if it died before this line, go now.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != launcher) ::_exit(128 + SIGKILL);
+      ::setpgid(0, 0);  // the launcher alone receives a terminal's Ctrl-C, and passes it on
       ::signal(SIGINT, SIG_DFL);
       ::signal(SIGTERM, SIG_DFL);
+      if (hup) ::signal(SIGHUP, SIG_DFL);
       ::dup2(out[1], 1);
       ::dup2(err[1], 2);
+      if (c.rank == 0 && store_fd >= 0) {
+        ::fcntl(store_fd, F_SETFD, 0);  // rank 0 alone inherits the store's socket
+        ::setenv("LOOM_STORE_FD", std::to_string(store_fd).c_str(), 1);
+      }
       ::setenv("RANK", std::to_string(c.rank).c_str(), 1);
       ::setenv("LOCAL_RANK", std::to_string(i).c_str(), 1);
       ::setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
@@ -159,6 +226,9 @@ int launch_ranks(int nproc, int nnodes, int node_rank, const std::string& addr, 
       ::setenv("GROUP_RANK", std::to_string(node_rank).c_str(), 1);
       ::setenv("MASTER_ADDR", addr.c_str(), 1);
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      // In the environment, not the command line: /proc/PID/cmdline is readable by every
+      // user, /proc/PID/environ by this one only.
+      if (!secret.empty()) ::setenv("LOOM_JOB_SECRET", secret.c_str(), 1);
       ::setenv("OMP_NUM_THREADS", omp.c_str(), 0);
       std::vector<char*> argv{exe};
       for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
@@ -173,8 +243,9 @@ int launch_ranks(int nproc, int nnodes, int node_rank, const std::string& addr, 
     c.fd[1] = err[0];
     std::fprintf(stderr, "[launch] rank %d: pid %d\n", c.rank, static_cast<int>(c.pid));
   }
+  if (store_fd >= 0) ::close(store_fd);  // rank 0 has it now
 
-  int failed = -1, code = 0, forwarded = 0;
+  int failed = -1, code = 0, handled = 0;
   auto stop_all = [&](int sig) {
     for (auto& c : kids)
       if (c.running) ::kill(c.pid, sig);
@@ -210,13 +281,16 @@ int launch_ranks(int nproc, int nnodes, int node_rank, const std::string& addr, 
         }
       }
     }
-    if (g_launch_signal && forwarded != g_launch_signal) {
-      // First signal: pass it on (the ranks checkpoint and stop); a second one kills them.
-      const int sig = forwarded ? SIGKILL : g_launch_signal;
-      std::fprintf(stderr, "[launch] %s: forwarding %s to the ranks\n", strsignal(g_launch_signal), strsignal(sig));
+    // First signal: pass it on (the ranks agree on a step, checkpoint and stop; a hangup
+    // becomes SIGTERM, which they handle). Any further one: a rank may be hung, kill them all.
+    const int received = g_launch_signals;
+    if (received > handled) {
+      const int sig = received >= 2 ? SIGKILL : g_launch_signal == SIGHUP ? SIGTERM : g_launch_signal;
+      std::fprintf(stderr, "[launch] %s: %s\n", strsignal(g_launch_signal),
+                   sig == SIGKILL ? "signalled again, killing the ranks" : ("forwarding " + std::string(strsignal(sig)) +
+                                                                           " to the ranks (again to kill them)").c_str());
       stop_all(sig);
-      forwarded = g_launch_signal;
-      g_launch_signal = 0;
+      handled = received;
     }
     if (stopping && std::chrono::steady_clock::now() > kill_at) {
       stop_all(SIGKILL);
@@ -232,6 +306,7 @@ int launch_ranks(int nproc, int nnodes, int node_rank, const std::string& addr, 
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGHUP, &old_hup, nullptr);
   if (failed >= 0) {
     std::fprintf(stderr, "[launch] job failed: rank %d %s\n", failed,
                  describe_status(kids[static_cast<size_t>(failed - node_rank * nproc)].status).c_str());

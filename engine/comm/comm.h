@@ -66,7 +66,12 @@ class SingleComm final : public Comm {
 // Where this process sits in the job, from the environment (dist_env.cpp), in this order:
 // torchrun / `loom launch` (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR,
 // MASTER_PORT), Slurm (SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID), OpenMPI
-// (OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK), else one process.
+// (OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK), else one process. A job of several ranks also
+// needs job_secret(); discover_dist_env checks it, so that a missing one is the first error.
+// The most ranks a job may have: far beyond any job loom has run, and small enough that the
+// rendezvous store's per-rank tables and connection cap stay modest.
+inline constexpr int kMaxWorld = 65536;
+
 struct DistEnv {
   int rank = 0, world = 1, local_rank = 0, local_world = 1;
   std::string master_addr = "127.0.0.1";
@@ -74,6 +79,12 @@ struct DistEnv {
   std::string source = "single";  // torchrun | slurm | openmpi | single
 };
 DistEnv discover_dist_env();
+
+// The job's shared secret, LOOM_JOB_SECRET: every connection to the rendezvous store must
+// present it (docs/distributed.md, "Security"). `loom launch` generates one per job; srun and
+// mpirun users export one. UserError, naming the variable, when it is unset or shorter than
+// 16 characters: a job of several ranks never runs with an open store.
+std::string job_secret();
 
 // Collective timeout in seconds: LOOM_COMM_TIMEOUT, default 45 (a dead or hung rank is
 // reported within a minute). The rendezvous uses LOOM_RENDEZVOUS_TIMEOUT, default 120.

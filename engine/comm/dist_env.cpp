@@ -71,13 +71,31 @@ DistEnv discover_dist_env() {
   // MASTER_ADDR / MASTER_PORT win whenever they are set (mpirun -x MASTER_ADDR=..., sbatch export).
   if (const char* a = env_or("MASTER_ADDR")) e.master_addr = a;
   e.master_port = env_int("MASTER_PORT", e.master_port);
-  LOOM_USER_CHECK(e.world >= 1, "WORLD_SIZE: must be >= 1");
+  LOOM_USER_CHECK(e.world >= 1 && e.world <= kMaxWorld, e.source, ": a world of ", e.world, " ranks is outside 1..",
+                  kMaxWorld);
   LOOM_USER_CHECK(e.rank < e.world, e.source, ": rank ", e.rank, " is outside the world of ", e.world, " ranks");
   LOOM_USER_CHECK(e.local_rank < std::max(e.local_world, 1), e.source, ": local rank ", e.local_rank,
                   " is outside the ", e.local_world, " local ranks");
   LOOM_USER_CHECK(e.world == 1 || (e.master_port > 0 && e.master_port < 65536), "MASTER_PORT: ", e.master_port,
                   " is not a TCP port");
+  if (e.world > 1) job_secret();
   return e;
+}
+
+std::string job_secret() {
+  // Refusing is the default because every alternative is worse: a secret derived from the job
+  // (SLURM_JOB_ID, the port) can be guessed, and an opt-out is one forgotten variable away
+  // from a store that anyone on the network can read and write.
+  const char* v = env_or("LOOM_JOB_SECRET");
+  LOOM_USER_CHECK(v, "LOOM_JOB_SECRET: a job of several ranks needs a shared secret for its rendezvous store; "
+                     "loom launch sets one, with srun or mpirun export the same value to every rank, e.g. "
+                     "LOOM_JOB_SECRET=$(openssl rand -hex 16) (docs/distributed.md)");
+  const std::string s = v;
+  LOOM_USER_CHECK(s.size() >= 16 && s.size() <= 256, "LOOM_JOB_SECRET: expected 16 to 256 characters, got ", s.size(),
+                  " (e.g. openssl rand -hex 16)");
+  for (char c : s)
+    LOOM_USER_CHECK(c > ' ' && c < 127, "LOOM_JOB_SECRET: only printable characters without spaces");
+  return s;
 }
 
 double comm_timeout_s() {

@@ -11,10 +11,13 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 
@@ -25,12 +28,35 @@ namespace loom {
 
 namespace {
 
+// A rank's full-mesh key (its number, "R") holds one tcp::Address per peer, each the 128
+// bytes of a sockaddr_storage and an 8-byte sequence number. Gloo fills the sockaddr_storage
+// with getsockname() over an uninitialised stack buffer, so past the address proper it carries
+// whatever the stack held (pointers into the stack and the code). Those bytes would be
+// published to the store; they are zeroed here. connect() reads only the family's length.
+constexpr size_t kGlooAddressBytes = sizeof(sockaddr_storage) + sizeof(ssize_t);
+static_assert(sizeof(sockaddr_storage) == 128);
+
+void zero_address_padding(std::vector<char>& data) {
+  if (data.size() % kGlooAddressBytes != 0) return;
+  for (size_t at = 0; at < data.size(); at += kGlooAddressBytes) {
+    sa_family_t family = 0;
+    std::memcpy(&family, data.data() + at, sizeof family);
+    // sockaddr_in's own sin_zero is padding too: keep family, port and address (8 bytes).
+    const size_t used = family == AF_INET ? offsetof(sockaddr_in, sin_zero)
+                        : family == AF_INET6 ? sizeof(sockaddr_in6)
+                                             : sizeof(sockaddr_storage);
+    std::memset(data.data() + at + used, 0, sizeof(sockaddr_storage) - used);
+  }
+}
+
 // Gloo's rendezvous keys go through our store under a prefix.
 class StoreAdapter final : public gloo::rendezvous::Store {
  public:
   StoreAdapter(KvClient& kv, double timeout_s) : kv_(kv), timeout_s_(timeout_s) {}
   void set(const std::string& key, const std::vector<char>& data) override {
-    kv_.set("gloo/" + key, std::string(data.begin(), data.end()));
+    std::vector<char> clean = data;
+    if (!key.empty() && key.find_first_not_of("0123456789") == std::string::npos) zero_address_padding(clean);
+    kv_.set("gloo/" + key, std::string(clean.begin(), clean.end()));
   }
   std::vector<char> get(const std::string& key) override {
     const std::string v = kv_.get("gloo/" + key, timeout_s_);

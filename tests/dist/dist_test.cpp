@@ -61,6 +61,9 @@ std::string write_config(const TempDir& d, const std::string& name, const std::s
 class Dist : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    // The ranks these tests start themselves (threads, or processes with torchrun's variables)
+    // share this secret; `loom launch` makes its own.
+    setenv("LOOM_JOB_SECRET", "dist-test-secret-0123456789abcdef", 1);
     dir_ = new TempDir;
     data_ = prepare_tiny_data(dir_->str());
   }

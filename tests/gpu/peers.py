@@ -1,10 +1,19 @@
 """peers.py: PyTorch side-by-side numbers for tests/gpu/run.sh, on the same shapes as
 `loom bench kernels` and `loom bench train`: SDPA (causal; cuDNN / flash backends), layer
 norm, fused AdamW, nn.LSTM (one layer, forward and forward+backward), and a GPT-2 124M training
-step (bf16 autocast). Median of CUDA events."""
-import math
-import torch
-import torch.nn.functional as F
+step (bf16 autocast, B=16 T=1024 as `loom bench train` in run.sh). Median of CUDA events.
+Exits 77 (run.sh: skipped) without PyTorch or without a CUDA device."""
+import sys
+
+try:
+    import torch
+    import torch.nn.functional as F
+except ImportError as e:
+    print(f"peers: no PyTorch ({e}): skipped")
+    sys.exit(77)
+if not torch.cuda.is_available():
+    print(f"peers: no device (torch {torch.__version__} sees no CUDA device): skipped")
+    sys.exit(77)
 
 
 def t_ms(fn, warm=5, reps=20):
@@ -114,7 +123,7 @@ class GPT(torch.nn.Module):
         return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), tgt.view(-1))
 
 
-B, T = 8, 1024
+B, T = 16, 1024
 m = GPT().to(dev)
 opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
 idx = torch.randint(0, 50304, (B, T), device=dev)
