@@ -1,5 +1,8 @@
 // dist_env.cpp: rank discovery (comm.h's DistEnv) and the communicator factory.
 #include <cstdlib>
+#include <cstring>
+#include <cmath>
+#include <charconv>
 #include <string>
 
 #include "engine/comm/comm.h"
@@ -98,19 +101,22 @@ std::string job_secret() {
   return s;
 }
 
-double comm_timeout_s() {
-  const char* v = env_or("LOOM_COMM_TIMEOUT");
-  const double t = v ? std::atof(v) : 45.0;
-  LOOM_USER_CHECK(t > 0, "LOOM_COMM_TIMEOUT: expected seconds > 0, got '", v ? v : "", "'");
+// A timeout in seconds from the environment: a whole finite number in (0, one week], so that
+// every conversion to milliseconds downstream is defined.
+double env_seconds(const char* name, double fallback) {
+  const char* v = env_or(name);
+  if (!v) return fallback;
+  double t = 0;
+  const char* end = v + std::strlen(v);
+  const auto r = std::from_chars(v, end, t);
+  LOOM_USER_CHECK(r.ec == std::errc() && r.ptr == end && std::isfinite(t) && t > 0 && t <= 7 * 24 * 3600.0, name,
+                  ": expected seconds in (0, 604800], got '", v, "'");
   return t;
 }
 
-double rendezvous_timeout_s() {
-  const char* v = env_or("LOOM_RENDEZVOUS_TIMEOUT");
-  const double t = v ? std::atof(v) : 120.0;
-  LOOM_USER_CHECK(t > 0, "LOOM_RENDEZVOUS_TIMEOUT: expected seconds > 0, got '", v ? v : "", "'");
-  return t;
-}
+double comm_timeout_s() { return env_seconds("LOOM_COMM_TIMEOUT", 45.0); }
+
+double rendezvous_timeout_s() { return env_seconds("LOOM_RENDEZVOUS_TIMEOUT", 120.0); }
 
 std::unique_ptr<Comm> make_comm(const DistEnv& env, const std::string& device) {
   if (env.world == 1) return std::make_unique<SingleComm>();

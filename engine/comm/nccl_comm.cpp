@@ -50,7 +50,7 @@ class NcclComm final : public Comm {
     const double rdv = rendezvous_timeout_s();
     if (rank_ == 0) server_ = std::make_unique<KvServer>(env.master_addr, env.master_port, world_);
     kv_ = std::make_unique<KvClient>(env.master_addr, env.master_port, rank_, rdv);
-    ncclUniqueId id;
+    ncclUniqueId id{};  // every byte defined: all of it travels through the store
     if (rank_ == 0) {
       NCCL_CHECK(ncclGetUniqueId(&id));
       kv_->set("nccl/id", std::string(reinterpret_cast<const char*>(&id), sizeof id));

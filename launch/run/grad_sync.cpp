@@ -2,7 +2,10 @@
 #include "launch/run/grad_sync.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 
 #include "core/check.h"
 
@@ -10,11 +13,16 @@ namespace loom {
 
 namespace {
 
-// LOOM_BUCKET_MB (default 25): the size of a gradient bucket.
+// LOOM_BUCKET_MB (default 25): the size of a gradient bucket, in (0, 65536] MiB.
 int64_t bucket_floats() {
   const char* v = std::getenv("LOOM_BUCKET_MB");
-  const double mb = v && *v ? std::atof(v) : 25.0;
-  LOOM_USER_CHECK(mb > 0, "LOOM_BUCKET_MB: expected a size in MiB > 0, got '", v ? v : "", "'");
+  double mb = 25.0;
+  if (v && *v) {
+    const char* end = v + std::strlen(v);
+    const auto r = std::from_chars(v, end, mb);
+    LOOM_USER_CHECK(r.ec == std::errc() && r.ptr == end && std::isfinite(mb) && mb > 0 && mb <= 65536,
+                    "LOOM_BUCKET_MB: expected a size in MiB in (0, 65536], got '", v, "'");
+  }
   return std::max<int64_t>(1, static_cast<int64_t>(mb * 1048576.0 / 4));
 }
 
