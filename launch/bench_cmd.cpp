@@ -16,13 +16,13 @@ namespace {
 
 class BenchTrainCommand final : public Command {
  public:
-  explicit BenchTrainCommand(CLI::App& app) {
+  explicit BenchTrainCommand(CLI::App& app)
+      : Command(bench_group(app).add_subcommand("train", "time training steps on random tokens")) {
     o_.model.n_layer = 4;
     o_.model.d_model = 256;
     o_.model.n_head = 4;
     o_.model.vocab = 8192;
     o_.model.seq_len = 256;
-    cmd_ = bench_group(app).add_subcommand("train", "time training steps on random tokens");
     cmd_->add_option("--device", o_.device, "auto | cpu | cuda")->capture_default_str();
     cmd_->add_option("--model", o_.model.kind, "model kind: " + model_kind_names())->capture_default_str();
     cmd_->add_option("--n-layer", o_.model.n_layer, "layers")->capture_default_str();
@@ -37,7 +37,6 @@ class BenchTrainCommand final : public Command {
     cmd_->add_option("--warmup", o_.warmup, "untimed steps first")->capture_default_str();
     cmd_->add_flag("--op-profile", o_.op_profile, "also print the time of every op kind per step");
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override {
     LOOM_USER_CHECK(!model_kind(o_.model.kind).counts(), "bench train: --model ", o_.model.kind,
                     " counts rather than trains (it has no training step to time)");
@@ -64,20 +63,17 @@ class BenchTrainCommand final : public Command {
   }
 
  private:
-  CLI::App* cmd_ = nullptr;
   BenchTrainOptions o_;
 };
 
 class BenchKernelsCommand final : public Command {
  public:
-  explicit BenchKernelsCommand(CLI::App& app) {
-    cmd_ = bench_group(app).add_subcommand("kernels", "time every CUDA kernel against ceilings measured in the same run");
-  }
-  bool parsed() const override { return cmd_->parsed(); }
+  explicit BenchKernelsCommand(CLI::App& app)
+      : Command(bench_group(app).add_subcommand("kernels",
+                                                "time every CUDA kernel against ceilings measured in the same run")) {}
   int run() override { return bench_kernels_main(); }
 
  private:
-  CLI::App* cmd_ = nullptr;
 };
 
 }  // namespace

@@ -10,6 +10,8 @@
 
 namespace loom {
 
+bool Command::parsed() const { return cmd_->parsed(); }
+
 CLI::App& bench_group(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
     if (sub->get_name() == "bench") return *sub;

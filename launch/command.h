@@ -17,11 +17,16 @@ namespace loom {
 
 class Command {
  public:
+  // `cmd`: the subcommand the factory added to the app (it holds the flags).
+  explicit Command(CLI::App* cmd) : cmd_(cmd) {}
   virtual ~Command() = default;
   // True when this command was the one on the command line.
-  virtual bool parsed() const = 0;
+  virtual bool parsed() const;
   // Runs it; returns the exit code.
   virtual int run() = 0;
+
+ protected:
+  CLI::App* cmd_;
 };
 
 #define LOOM_COMMAND(factory) std::unique_ptr<Command> factory(CLI::App& app);

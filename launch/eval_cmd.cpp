@@ -16,15 +16,14 @@ namespace {
 
 class EvalCommand final : public Command {
  public:
-  explicit EvalCommand(CLI::App& app) {
-    cmd_ = app.add_subcommand("eval", "validation loss and perplexity of a checkpoint");
+  explicit EvalCommand(CLI::App& app)
+      : Command(app.add_subcommand("eval", "validation loss and perplexity of a checkpoint")) {
     cmd_->add_option("--checkpoint", ckpt_, "checkpoint folder, run folder or its latest")->required();
     cmd_->add_option("--data", data_, "prepared data folder (default: the run's data.path)");
     cmd_->add_option("--batch-size", batch_, "sequences per batch")->capture_default_str();
     cmd_->add_option("--batches", batches_, "batches of the val split")->capture_default_str();
     cmd_->add_option("--device", device_, "auto | cpu | cuda")->capture_default_str();
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override {
     CheckpointData ck = load_checkpoint(ckpt_, false);
     std::string data = data_;
@@ -43,7 +42,6 @@ class EvalCommand final : public Command {
   }
 
  private:
-  CLI::App* cmd_ = nullptr;
   std::string ckpt_, data_, device_ = "auto";
   int batch_ = 8, batches_ = 50;
 };

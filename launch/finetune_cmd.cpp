@@ -12,10 +12,10 @@ namespace {
 
 class FinetuneCommand final : public Command {
  public:
-  explicit FinetuneCommand(CLI::App& app) {
-    cmd_ = app.add_subcommand("finetune",
-                              "fine-tune a gpt checkpoint on new data: LoRA adapters (--lora.rank R > 0, base "
-                              "weights frozen) or all weights (--lora.rank 0); any config key as --section.key value");
+  explicit FinetuneCommand(CLI::App& app)
+      : Command(app.add_subcommand("finetune", "fine-tune a gpt checkpoint on new data: LoRA adapters (--lora.rank R "
+                                               "> 0, base weights frozen) or all weights (--lora.rank 0); any config "
+                                               "key as --section.key value")) {
     cmd_->add_option("--checkpoint", o_.checkpoint, "the base: checkpoint folder, run folder or latest")->required();
     cmd_->add_option("--data", data_, "prepared data folder to fine-tune on (default: the base run's data.path)");
     cmd_->add_option("--device", device_, "auto | cpu | cuda");
@@ -23,7 +23,6 @@ class FinetuneCommand final : public Command {
     cmd_->add_flag("--resume", o_.resume, "continue the fine-tune in log.run_dir (default runs/finetune)");
     cmd_->allow_extras();
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override {
     o_.overrides = parse_overrides(cmd_->remaining());
     if (!data_.empty()) o_.overrides.emplace_back("data.path", data_);
@@ -33,7 +32,6 @@ class FinetuneCommand final : public Command {
   }
 
  private:
-  CLI::App* cmd_ = nullptr;
   FinetuneOptions o_;
   std::string data_, device_;
 };

@@ -15,8 +15,9 @@ namespace {
 
 class IoCommand final : public Command {
  public:
-  explicit IoCommand(CLI::App& app) {
-    im_ = app.add_subcommand("import", "turn another format's checkpoint into a loom run folder");
+  explicit IoCommand(CLI::App& app)
+      : Command(app.add_subcommand("import", "turn another format's checkpoint into a loom run folder")) {
+    CLI::App* im_ = cmd_;
     im_->add_option("--from", from_, "source format: gpt2-safetensors")
         ->required()
         ->check(CLI::IsMember({"gpt2-safetensors"}));
@@ -39,10 +40,10 @@ class IoCommand final : public Command {
     ex_->add_option("--out", xout_, "safetensors file to write")->required();
   }
 
-  bool parsed() const override { return im_->parsed() || ex_->parsed(); }
+  bool parsed() const override { return cmd_->parsed() || ex_->parsed(); }
 
   int run() override {
-    if (im_->parsed()) {
+    if (cmd_->parsed()) {
       const std::string dir = import_gpt2(file_, out_, opt_);
       const CheckpointData ck = load_checkpoint(dir, false);  // what sample / train will see
       std::printf("loom import: %s -> %s\ngpt n_layer=%d n_head=%d d_model=%d seq_len=%d vocab=%d, tokenizer %s\n"
@@ -60,7 +61,6 @@ class IoCommand final : public Command {
   }
 
  private:
-  CLI::App* im_ = nullptr;
   CLI::App* ex_ = nullptr;
   std::string from_, file_, out_, to_, ckpt_, xout_;
   Gpt2ImportOptions opt_;

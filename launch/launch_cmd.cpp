@@ -351,9 +351,9 @@ int bench_comm(const std::string& device, const std::vector<double>& mib, int it
 
 class LaunchCommand final : public Command {
  public:
-  explicit LaunchCommand(CLI::App& app) {
-    cmd_ = app.add_subcommand("launch", "start this node's ranks of a data-parallel job (torchrun-style): "
-                                        "loom launch --nproc-per-node N -- train --config ...");
+  explicit LaunchCommand(CLI::App& app)
+      : Command(app.add_subcommand("launch", "start this node's ranks of a data-parallel job (torchrun-style): "
+                                             "loom launch --nproc-per-node N -- train --config ...")) {
     cmd_->add_option("--nproc-per-node", nproc_, "ranks on this node (one GPU each with device = cuda)")->required();
     cmd_->add_option("--nnodes", nnodes_, "nodes in the job")->capture_default_str();
     cmd_->add_option("--node-rank", node_rank_, "this node's index, 0..nnodes-1")->capture_default_str();
@@ -362,11 +362,9 @@ class LaunchCommand final : public Command {
         ->capture_default_str();
     cmd_->add_option("command", cmd_args_, "the loom command every rank runs, after --");
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override { return launch_ranks(nproc_, nnodes_, node_rank_, addr_, port_, cmd_args_); }
 
  private:
-  CLI::App* cmd_ = nullptr;
   int nproc_ = 1, nnodes_ = 1, node_rank_ = 0, port_ = 0;
   std::string addr_ = "127.0.0.1";
   std::vector<std::string> cmd_args_;
@@ -374,16 +372,15 @@ class LaunchCommand final : public Command {
 
 class BenchCommCommand final : public Command {
  public:
-  explicit BenchCommCommand(CLI::App& app) {
-    cmd_ = bench_group(app).add_subcommand("comm", "all-reduce bus bandwidth over the ranks (started with loom "
-                                                   "launch, srun, mpirun, or by itself with --nproc-per-node)");
+  explicit BenchCommCommand(CLI::App& app)
+      : Command(bench_group(app).add_subcommand("comm", "all-reduce bus bandwidth over the ranks (started with loom "
+                                                        "launch, srun, mpirun, or by itself with --nproc-per-node)")) {
     cmd_->add_option("--device", device_, "cpu (Gloo) | cuda (NCCL)")->capture_default_str();
     cmd_->add_option("--sizes-mib", mib_, "message sizes in MiB")->capture_default_str();
     cmd_->add_option("--iters", iters_, "timed all-reduces per size")->capture_default_str();
     cmd_->add_option("--nproc-per-node", nproc_, "ranks to start when not already inside a launched job")
         ->capture_default_str();
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override {
     LOOM_USER_CHECK(iters_ >= 1, "--iters: must be >= 1");
     LOOM_USER_CHECK(!mib_.empty(), "--sizes-mib: give at least one size");
@@ -399,7 +396,6 @@ class BenchCommCommand final : public Command {
   }
 
  private:
-  CLI::App* cmd_ = nullptr;
   std::string device_ = "cpu";
   std::vector<double> mib_{0.0625, 1, 4, 16, 64};
   int iters_ = 10, nproc_ = 2;

@@ -12,8 +12,7 @@ namespace {
 
 class PrepareCommand final : public Command {
  public:
-  explicit PrepareCommand(CLI::App& app) {
-    cmd_ = app.add_subcommand("prepare", "turn a text corpus into token shards");
+  explicit PrepareCommand(CLI::App& app) : Command(app.add_subcommand("prepare", "turn a text corpus into token shards")) {
     cmd_->add_option("--corpus", corpus_, "kjv (King James Bible, Debian's bible-kjv) or a text file")
         ->capture_default_str();
     cmd_->add_option("--tokenizer", tokenizer_,
@@ -22,7 +21,6 @@ class PrepareCommand final : public Command {
     cmd_->add_option("--out", out_, "output folder")->required();
     cmd_->add_option("--val-fraction", val_fraction_, "share of tokens held out for validation")->capture_default_str();
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override {
     PrepareOptions po;
     po.val_fraction = val_fraction_;
@@ -33,7 +31,6 @@ class PrepareCommand final : public Command {
   }
 
  private:
-  CLI::App* cmd_ = nullptr;
   std::string corpus_ = "kjv", tokenizer_ = "byte", out_;
   double val_fraction_ = 0.05;
 };

@@ -94,8 +94,7 @@ struct StopReached {};
 
 class SampleCommand final : public Command {
  public:
-  explicit SampleCommand(CLI::App& app) {
-    cmd_ = app.add_subcommand("sample", "generate text from a checkpoint");
+  explicit SampleCommand(CLI::App& app) : Command(app.add_subcommand("sample", "generate text from a checkpoint")) {
     cmd_->add_option("--checkpoint", ckpt_, "checkpoint folder, run folder or its latest")->required();
     auto* prompt = cmd_->add_option("--prompt", prompt_, "text to continue");
     cmd_->add_option("--prompt-file", prompt_file_,
@@ -112,7 +111,6 @@ class SampleCommand final : public Command {
     cmd_->add_option("--seed", o_.seed, "random seed")->capture_default_str();
     cmd_->add_option("--device", device_, "auto | cpu | cuda")->capture_default_str();
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override {
   // (CLI11 refuses both at once.)
   LOOM_USER_CHECK(!prompt_file_.empty() || !prompt_.empty(),
@@ -162,7 +160,6 @@ class SampleCommand final : public Command {
   }
 
  private:
-  CLI::App* cmd_ = nullptr;
   std::string ckpt_, prompt_, prompt_file_, device_ = "auto";
   std::vector<std::string> stops_;
   SampleOptions o_;

@@ -17,18 +17,23 @@ namespace loom {
 
 namespace {
 
+// `loom tokenizer` is a group: train today (encode/decode/info are natural next members).
+CLI::App& group(CLI::App& app) {
+  CLI::App* tk = app.add_subcommand("tokenizer", "tokenizers");
+  tk->require_subcommand(1);
+  return *tk;
+}
+
 class TokenizerCommand final : public Command {
  public:
-  explicit TokenizerCommand(CLI::App& app) {
-    CLI::App* tk = app.add_subcommand("tokenizer", "tokenizers");
-    tk->require_subcommand(1);
-    train_ = tk->add_subcommand("train", "learn a byte-level BPE vocabulary (GPT-2 pre-tokenization) from a corpus");
-    train_->add_option("--corpus", corpus_, "kjv or a text file")->required();
-    train_->add_option("--vocab-size", vocab_, "vocabulary size: 256 byte tokens + merges")->required();
-    train_->add_option("--out", out_, "tokenizer file to write (JSON; use with loom prepare --tokenizer FILE)")
+  explicit TokenizerCommand(CLI::App& app)
+      : Command(group(app).add_subcommand("train", "learn a byte-level BPE vocabulary (GPT-2 pre-tokenization) "
+                                                   "from a corpus")) {
+    cmd_->add_option("--corpus", corpus_, "kjv or a text file")->required();
+    cmd_->add_option("--vocab-size", vocab_, "vocabulary size: 256 byte tokens + merges")->required();
+    cmd_->add_option("--out", out_, "tokenizer file to write (JSON; use with loom prepare --tokenizer FILE)")
         ->required();
   }
-  bool parsed() const override { return train_->parsed(); }
   int run() override {
     LOOM_USER_CHECK(vocab_ >= 256, "--vocab-size: ", vocab_,
                     " is too small (byte-level BPE starts from the 256 byte tokens)");
@@ -72,7 +77,6 @@ class TokenizerCommand final : public Command {
   }
 
  private:
-  CLI::App* train_ = nullptr;
   std::string corpus_, out_;
   int64_t vocab_ = 0;
 };

@@ -18,8 +18,9 @@ namespace {
 
 class TrainCommand final : public Command {
  public:
-  explicit TrainCommand(CLI::App& app) {
-    cmd_ = app.add_subcommand("train", "pretrain a model; any config key can be overridden as --section.key value");
+  explicit TrainCommand(CLI::App& app)
+      : Command(app.add_subcommand("train", "pretrain a model; any config key can be overridden as --section.key "
+                                            "value")) {
     cmd_->add_option("--config", config_, "TOML config (configs/default.toml, configs/tiny.toml, ...)")->required();
     cmd_->add_option("--device", device_, "auto | cpu | cuda (overrides the config's device)");
     cmd_->add_flag("--resume", resume_, "continue the run in log.run_dir from its latest checkpoint");
@@ -32,7 +33,6 @@ class TrainCommand final : public Command {
       return s;
     }());
   }
-  bool parsed() const override { return cmd_->parsed(); }
   int run() override {
     Overrides ov = parse_overrides(cmd_->remaining());
     if (!device_.empty()) ov.emplace_back("device", device_);
@@ -66,7 +66,6 @@ class TrainCommand final : public Command {
   }
 
  private:
-  CLI::App* cmd_ = nullptr;
   std::string config_, device_, profile_;
   bool resume_ = false;
 };

@@ -25,17 +25,12 @@
 #include "launch/run/evaluate.h"
 #include "launch/run/grad_sync.h"
 #include "launch/run/learner.h"
+#include "launch/run/progress.h"
 #include "launch/run/state_carrier.h"
 
 namespace loom {
 
 namespace {
-
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
 
 class GradientLearner final : public Learner {
  public:

@@ -70,6 +70,12 @@ void Progress::finish() {
   finished_ = true;
 }
 
+std::string fmt(const char* format, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, format, v);
+  return b;
+}
+
 void BytesBar::operator()(uint64_t done, uint64_t total) {
   if (!bar_) bar_ = std::make_unique<Progress>(what_, static_cast<int64_t>(total));
   char note[64];

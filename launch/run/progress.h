@@ -29,6 +29,9 @@ class Progress {
   std::chrono::steady_clock::time_point t0_, last_draw_;
 };
 
+// printf-style formatting of one number, for progress and log lines ("%.4f").
+std::string fmt(const char* format, double v);
+
 // A progress bar over bytes (corpus reading, tokenizer training), created on the first
 // report, when the total is known: "12.0 / 40.5 MiB" beside the bar.
 class BytesBar {

@@ -16,12 +16,6 @@ namespace loom {
 
 namespace {
 
-std::string fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-
 // The line a step prints (lead rank), with what the learner measured.
 std::string step_line(int64_t step, int64_t steps, const StepStats& s, double val, double ms, double tok_s,
                       double mfu) {
