@@ -111,6 +111,9 @@ class ModelKind {
   virtual const char* name() const = 0;
   // Config keys this kind requires beyond the ones every kind requires.
   virtual std::vector<const char*> required_keys() const = 0;
+  // Every config key this kind reads beyond the ones every kind reads (required or not; a
+  // "section.*" entry covers a whole section): what a resolved config shows for it.
+  virtual std::vector<const char*> keys() const = 0;
   // The kind's own checks of a model config (a resolved config, or a checkpoint's metadata).
   virtual void validate(const ModelConfig& c, const Require& req) const = 0;
   // The shape for banners, e.g. "L=4 H=4 C=256".

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/install_deps.sh
-scripts/build.sh
+LOOM_BUILD_TARGETS=loom scripts/build.sh  # the tests build with scripts/test.sh
 [[ -f data/kjv/meta.json ]] || build/loom prepare --corpus kjv --out data/kjv
 resume=()
 [[ -e runs/default/latest ]] && resume=(--resume)

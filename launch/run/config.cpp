@@ -31,6 +31,25 @@ struct Key {
 constexpr const char* kAll = "*";
 constexpr const char* kKind = nullptr;  // required by the kinds that list it
 
+// Whether `key` is one of the kind's (an entry "section.*" covers the section).
+bool kind_reads(const ModelKind& mk, const std::string& key) {
+  for (const char* r : mk.keys()) {
+    const std::string e = r;
+    if (e == key || (e.size() > 2 && e.ends_with(".*") && key.rfind(e.substr(0, e.size() - 1), 0) == 0)) return true;
+  }
+  return false;
+}
+
+// Keys every kind reads, and the ones the config's kind reads (all of them for an unknown kind).
+bool applies(const Key& k, const std::string& kind) {
+  const std::string name = k.name;
+  const bool kind_specific = name.rfind("optim.", 0) == 0 || name.rfind("lora.", 0) == 0 || name == "train.state_reset" ||
+                             (name.rfind("model.", 0) == 0 && name != "model.kind" && name != "model.seq_len");
+  if (!kind_specific) return true;
+  const ModelKind* mk = find_model_kind(kind);
+  return !mk || kind_reads(*mk, name);
+}
+
 bool required_for(const Key& k, const std::string& kind) {
   if (k.required) return true;
   const ModelKind* mk = find_model_kind(kind);
@@ -247,13 +266,13 @@ std::string config_to_toml(const Config& cc) {
   Config c = cc;
   std::ostringstream os;
   std::string section;
-  os.precision(17);
   for (const auto& k : keys()) {
+    if (!applies(k, c.model.kind)) continue;
     std::string name = k.name;
     const auto dot = name.find('.');
     const std::string sec = dot == std::string::npos ? "" : name.substr(0, dot);
     if (sec != section) {
-      os << "\n[" << sec << "]\n";
+      os << (os.tellp() > 0 ? "\n" : "") << "[" << sec << "]\n";
       section = sec;
     }
     os << (dot == std::string::npos ? name : name.substr(dot + 1)) << " = ";
@@ -261,10 +280,11 @@ std::string config_to_toml(const Config& cc) {
     if (auto* p = std::get_if<std::string*>(&r))
       os << toml::value<std::string>(**p);
     else if (auto* p = std::get_if<double*>(&r)) {
-      std::ostringstream v;
-      v.precision(17);
-      v << **p;
-      std::string s = v.str();
+      // The shortest text that reads back as the same double (0.0002, not
+      // 0.00020000000000000001); TOML wants a '.' or an exponent in a float.
+      char b[64];
+      const auto res = std::to_chars(b, b + sizeof b, **p);
+      std::string s(b, res.ptr);
       if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
       os << s;
     } else if (auto* p = std::get_if<int*>(&r))

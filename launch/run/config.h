@@ -58,7 +58,8 @@ using Overrides = std::vector<std::pair<std::string, std::string>>;  // key, val
 Config load_config(const std::string& path, const Overrides& overrides);
 // Parses the text of a config (e.g. the one stored in a checkpoint). `name` is used in errors.
 Config parse_config_text(const std::string& text, const std::string& name, const Overrides& overrides);
-// Every key = value, as TOML, in table order.
+// Every key that applies to the config's model kind, as TOML, in table order; floats in their
+// shortest form that reads back exactly.
 std::string config_to_toml(const Config& c);
 // Names of all keys ("model.n_layer", ...), for help text.
 std::vector<std::string> config_keys();

@@ -82,7 +82,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   if (lead && resume) std::printf("resuming from %s (step %lld)\n", resume->dir.c_str(), static_cast<long long>(prog.step));
   resume.reset();  // the learner has taken what it needs
   if (talk) {
-    std::printf("%s--- resolved config ---%s-----------------------\n", learner->banner().c_str(),
+    std::printf("%s--- resolved config ---\n%s-----------------------\n", learner->banner().c_str(),
                 config_to_toml(cfg).c_str());
     std::fflush(stdout);
   }

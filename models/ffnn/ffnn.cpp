@@ -76,6 +76,9 @@ class FfnnKind final : public ModelKind {
   std::vector<const char*> required_keys() const override {
     return {"model.n_layer", "model.d_model", "model.context", "optim.lr"};
   }
+  std::vector<const char*> keys() const override {
+    return {"model.n_layer", "model.d_model", "model.d_hidden", "model.context", "optim.*"};
+  }
   void validate(const ModelConfig& c, const Require& req) const override {
     require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
     require_in(req, c.d_model, 1, kMaxWidth, "model.d_model");

@@ -206,6 +206,9 @@ class GptKind final : public ModelKind {
   std::vector<const char*> required_keys() const override {
     return {"model.n_layer", "model.n_head", "model.d_model", "optim.lr"};
   }
+  std::vector<const char*> keys() const override {
+    return {"model.n_layer", "model.n_head", "model.d_model", "optim.*", "lora.*"};
+  }
   void validate(const ModelConfig& c, const Require& req) const override {
     require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
     require_in(req, c.d_model, 1, kMaxWidth, "model.d_model");

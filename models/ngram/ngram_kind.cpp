@@ -38,6 +38,7 @@ class NgramKind final : public ModelKind {
  public:
   const char* name() const override { return "ngram"; }
   std::vector<const char*> required_keys() const override { return {"model.order"}; }
+  std::vector<const char*> keys() const override { return {"model.order"}; }
   void validate(const ModelConfig& c, const Require& req) const override {
     req(c.order >= 1 && c.order <= NgramModel::kMaxOrder, "model.order",
         "must be in [1, " + std::to_string(NgramModel::kMaxOrder) + "]");

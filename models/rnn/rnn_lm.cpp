@@ -86,6 +86,9 @@ class RecurrentKind final : public ModelKind {
   explicit RecurrentKind(Cell cell) : cell_(cell) {}
   const char* name() const override { return cell_name(cell_); }
   std::vector<const char*> required_keys() const override { return {"model.n_layer", "model.d_model", "optim.lr"}; }
+  std::vector<const char*> keys() const override {
+    return {"model.n_layer", "model.d_model", "optim.*", "train.state_reset"};
+  }
   void validate(const ModelConfig& c, const Require& req) const override {
     require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
     require_in(req, c.d_model, 1, kMaxWidth, "model.d_model");
