@@ -136,18 +136,23 @@ constexpr unsigned kMaxThreadsPerBlock = 1024;
 
 namespace detail {
 
+// One "loom simt: ..." line on stderr.
+inline void vreport(const char* fmt, va_list ap) {
+  std::fputs("loom simt: ", stderr);
+  std::vfprintf(stderr, fmt, ap);
+  std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
 // Prints one diagnostic and aborts. The first failing thread wins; any other thread that
 // fails at the same moment blocks on the mutex instead of interleaving its message.
 [[noreturn]] __attribute__((format(printf, 1, 2))) inline void fail(const char* fmt, ...) {
   static std::mutex mu;
   mu.lock();
-  std::fputs("loom simt: ", stderr);
   va_list ap;
   va_start(ap, fmt);
-  std::vfprintf(stderr, fmt, ap);
+  vreport(fmt, ap);
   va_end(ap);
-  std::fputc('\n', stderr);
-  std::fflush(stderr);
   std::abort();
 }
 
