@@ -286,6 +286,28 @@ TEST(AttentionDecode, LongCacheMatchesReference) {
   EXPECT_TRUE(close_and_unbiased("decode, 2 chunks", to_double(d_out.download()), want, kBf16Out));
 }
 
+// A cache position out of range (a caller's bug the device cannot report) gives NaN outputs and
+// leaves the caches alone. Tn * D > 128: the kernel's NaN-writing loop goes round twice.
+TEST(AttentionDecode, OutOfRangePositionGivesNaN) {
+  const Shape s{2, 5, 2, 32};
+  const int64_t C = s.C(), maxT = 8;
+  const std::vector<bf16> qkv = make_qkv(s, 79), cache = random_bf16(size_t(s.B * s.H * maxT * s.D), 1.f, 80);
+  for (const int32_t pos0 : {int32_t(maxT - s.T + 1), int32_t(-1)}) {
+    SCOPED_TRACE("pos0=" + std::to_string(pos0));
+    // Outputs start as numbers (poison would be NaN already).
+    DeviceBuffer<bf16> d_qkv(qkv), d_kc(cache), d_vc(cache);
+    DeviceBuffer<bf16> d_out(std::vector<bf16>(size_t(s.B * s.T * C), loom::to_bf16(1.f)));
+    DeviceBuffer<int32_t> d_pos(std::vector<int32_t>{pos0});
+    loom::cuda::attention_decode({.qkv = d_qkv.get(), .kcache = d_kc.get(), .vcache = d_vc.get(), .out = d_out.get(),
+                                  .B = s.B, .Tn = s.T, .C = C, .H = s.H, .maxT = maxT, .pos0 = d_pos.get()},
+                                 nullptr);
+    const std::vector<bf16> out = d_out.download();
+    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](bf16 v) { return std::isnan(loom::from_bf16(v)); }));
+    EXPECT_TRUE(same_bits("kcache", d_kc.download(), cache));
+    EXPECT_TRUE(same_bits("vcache", d_vc.download(), cache));
+  }
+}
+
 // Launchers refuse what the kernels cannot do, with a message naming the problem.
 TEST(AttentionDeathTest, RejectsUnsupportedShapes) {
   if (LOOM_SANITIZED) GTEST_SKIP() << "death tests fork; not under the sanitizers";

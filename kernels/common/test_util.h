@@ -19,10 +19,10 @@
 //    beside the reason. A per-element atol (sums whose error scales with their terms) is the
 //    other overload.
 //  - EmulatedSms sms(n): under the emulator, a device of n SMs while it lives (the emulator
-//    reads LOOM_SIMT_SM_COUNT, default 4, at every attribute query); n = 0 changes nothing. Launchers size grids to
-//    one wave of blocks an SM, so with one SM a small shape - cheap even under TSan - drives
-//    grid-stride loops round many times and gives blocks several items, which is where a
-//    missing barrier between items shows. No effect on a GPU.
+//    reads LOOM_SIMT_SM_COUNT, default 4, at every attribute query); n = 0 changes nothing.
+//    Launchers size grids to one wave of blocks an SM, so with one SM a small shape - cheap
+//    even under TSan - drives grid-stride loops round many times and gives blocks several
+//    items, which is where a missing barrier between items shows. No effect on a GPU.
 //  - same_bits(what, a, b): two runs' outputs agree bit for bit (deterministic kernels); the
 //    message names the first element that differs.
 //  - print_timing(what, t0): wall time of a launch, printed (the emulator's budget), never
