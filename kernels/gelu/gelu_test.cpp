@@ -2,10 +2,10 @@
 // (loom::ref::gelu_* / tanh_*, run in double on the same bf16-rounded inputs). One source for
 // the emulator, TSan, ASan and real-GPU builds (cmake/LoomKernel.cmake). Sizes cover the
 // 16-byte pack path with and without a scalar tail, the scalar path (a misaligned pointer),
-// and, on the emulator's 4-SM device (a wave of 32 blocks of 256 threads), grid-stride loops
-// that go round several times on both paths (plain emulator only: the kernels share no memory
-// between threads, so the sanitizer budget goes to kernels with barriers). Outputs are
-// NaN-poisoned; inputs are random, never zero, and reach GELU's saturated tails.
+// and grid-stride loops that go round several times on both paths: on the emulator's 4-SM
+// device (a wave of 32 blocks of 256 threads) in the plain build, on one SM (8 blocks) in the
+// sanitizer builds. Outputs are NaN-poisoned; inputs are random, never zero, and reach GELU's
+// saturated tails.
 #include "kernels/common/cuda_compat.h"
 #include "kernels/common/test_util.h"
 
@@ -27,12 +27,18 @@ using namespace loom::test;
 struct Case {
   int64_t n;
   int misalign;  // elements of offset on every pointer: forces the scalar path
+  int sms = 0;   // emulated SM count (0: LOOM_SIMT_SM_COUNT, default 4)
 };
 
-std::string name(const Case& c) { return "n=" + std::to_string(c.n) + (c.misalign ? " misaligned" : ""); }
+std::string name(const Case& c) {
+  return "n=" + std::to_string(c.n) + (c.misalign ? " misaligned" : "") +
+         (c.sms ? " on " + std::to_string(c.sms) + " SM" : "");
+}
 
 std::vector<Case> cases() {
-  if (LOOM_SANITIZED) return {{2048, 0}, {1003, 0}, {517, 1}, {7, 0}};
+  // One SM: 20003 elements are 2501 packs, two rounds of the 2048-thread wave; 5003 scalars,
+  // three.
+  if (LOOM_SANITIZED) return {{2048, 0}, {1003, 0}, {517, 1}, {7, 0}, {20003, 0, 1}, {5003, 1, 1}};
   std::vector<Case> v = {{4096, 0}, {1003, 0}, {517, 1}, {7, 0},
                          {70001, 0},   // vector: 8751 packs, two rounds of the 8192-thread wave, then a tail
                          {17001, 1}};  // scalar: three rounds
@@ -49,6 +55,7 @@ template <class Ref>
 void check_forward(Launch1 launch, Ref ref_op, float sd, uint32_t seed) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(name(c));
+    EmulatedSms sms(c.sms);
     std::mt19937 rng(uint32_t(c.n) + seed);
     const auto x = random_bf16(c.n, rng, 0.f, sd);
     DeviceBuffer<bf16> dx(x, c.misalign), dy(c.n, c.misalign);
@@ -66,6 +73,7 @@ template <class Ref, class Values>
 void check_backward(Launch2 launch, Ref ref_op, Values values, uint32_t seed) {
   for (const Case& c : cases()) {
     SCOPED_TRACE(name(c));
+    EmulatedSms sms(c.sms);
     std::mt19937 rng(uint32_t(c.n) + seed);
     const std::vector<bf16> v = values(c.n, rng);
     const auto dy = random_bf16(c.n, rng, 0.f, 1.f);
