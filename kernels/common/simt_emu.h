@@ -898,15 +898,17 @@ namespace detail {
 // waits for them itself, with its watchdog. The hand-over is a semaphore (release, then
 // acquire), so TSan sees the launcher's set-up happen before the kernel, and the body ends
 // under the launch's mutex, so it sees the kernel happen before the launcher goes on: the
-// same edges as creating and joining threads. Workers are detached and park on their
-// semaphore; the pool is never destroyed (exit does not wait for parked threads), and a
-// forked child (a death test) starts a pool of its own. Launches are serialised (launch_mu),
-// so the pool needs no lock of its own.
+// same edges as creating and joining threads. Workers park on their semaphore; at exit they
+// are woken to stop and joined (a process exit that leaves hundreds of parked threads behind
+// costs TSan about a second). A forked child (a death test) starts a pool of its own and
+// leaves its parent's alone. Launches are serialised (launch_mu), so the pool needs no lock
+// of its own.
 class WorkerPool {
  public:
   using Body = std::function<void(unsigned)>;
   static void run(unsigned n, const Body* body) {
     WorkerPool& pool = instance();
+    if (pool.stopped_) fail("launch during process exit, after the emulator's worker threads stopped");
     for (unsigned t = 0; t < n; ++t) {
       if (t == pool.workers_.size()) pool.add();
       pool.workers_[t]->body = body;
@@ -917,33 +919,50 @@ class WorkerPool {
  private:
   struct Worker {
     std::binary_semaphore go{0};
-    const Body* body = nullptr;
+    const Body* body = nullptr;  // nullptr: stop
+    std::thread thread;
+  };
+  struct Current {
+    WorkerPool* pool = nullptr;  // never freed: a forked child's copy names threads it lacks
+    pid_t owner = 0;
+    ~Current() {
+      if (pool && owner == getpid()) pool->stop();
+    }
   };
   static WorkerPool& instance() {
-    static WorkerPool* pool = nullptr;
-    static pid_t owner = 0;
-    if (!pool || owner != getpid()) {
-      pool = new WorkerPool;  // never freed: parked workers use it until the process ends
-      owner = getpid();
+    static Current current;
+    if (!current.pool || current.owner != getpid()) {
+      current.pool = new WorkerPool;
+      current.owner = getpid();
     }
-    return *pool;
+    return *current.pool;
   }
   void add() {
     Worker* w = new Worker;
     const unsigned id = unsigned(workers_.size());
     try {
-      std::thread([w, id] {
+      w->thread = std::thread([w, id] {
         for (;;) {
           w->go.acquire();
+          if (!w->body) return;
           (*w->body)(id);
         }
-      }).detach();
+      });
     } catch (const std::system_error& e) {
       fail("launch: could not start worker thread %u: %s", id, e.what());
     }
     workers_.push_back(w);
   }
+  void stop() {
+    stopped_ = true;
+    for (Worker* w : workers_) {
+      w->body = nullptr;
+      w->go.release();
+    }
+    for (Worker* w : workers_) w->thread.join();
+  }
   std::vector<Worker*> workers_;
+  bool stopped_ = false;
 };
 
 // The launch proper; see launch() below.
