@@ -6,7 +6,7 @@
 // All three are streaming kernels (a few flops per byte), so they are shaped for bandwidth:
 // 16-byte loads where every buffer allows them, a grid of at most kBlocksPerSm blocks an SM
 // that strides over the buffer, and a scalar path (same results, same bits) for unaligned
-// buffers and tails.
+// buffers and tails. The cast is a per-element functor run by vec.cuh's map_elements.
 //
 // Stochastic rounding: round-to-nearest of a bf16 copy drops every update smaller than half a
 // bf16 ulp of the weight, systematically; rounding up with probability equal to the dropped
@@ -15,6 +15,7 @@
 // shape or on which path ran: the same seed gives the same bits on every run. Callers vary
 // the seed per step (e.g. seed ^ step), or every step rounds the same way.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/launch.cuh"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/vec.cuh"
 #include "kernels/adamw/adamw.h"
@@ -39,24 +40,6 @@ constexpr int kMaxNormBlocks = 1024;
 constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ull;
 
 using FloatPack = Pack128<float>;
-
-// One 16-byte store that stays one instruction. nvcc 13 splits vec.cuh's store_128 (a plain
-// int4 store) into four 4-byte stores inside these kernels (seen in their PTX); __stwb is an
-// inline-asm st.global.wb.v4, the default caching. The emulator keeps store_128 for its
-// alignment check, reported at the caller's line.
-#if LOOM_SIMT_EMULATION
-template <class T>
-inline void store_pack(T* p, const Pack128<T>& v, std::source_location loc = std::source_location::current()) {
-  store_128(p, v, loc);
-}
-#else
-template <class T>
-__device__ __forceinline__ void store_pack(T* p, const Pack128<T>& v) {
-  int4 bits;
-  memcpy(&bits, &v, 16);
-  __stwb(reinterpret_cast<int4*>(p), bits);
-}
-#endif
 
 // The scalars of one step, bias corrections computed once on the host exactly as
 // ref::adamw_step computes them.
@@ -95,6 +78,11 @@ __device__ __forceinline__ uint16_t bf16_bits_rne(float x) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return uint16_t(u >> 16);
 }
+
+// f32 -> bf16 bits, for map_elements.
+struct CastToBf16 {
+  __device__ __forceinline__ uint16_t operator()(float x) const { return bf16_bits_rne(x); }
+};
 
 // ref::adamw_step's arithmetic, term for term, so the two differ only by FMA contraction.
 __device__ __forceinline__ void adamw_update(float& p, float grad, float& m, float& v, bool decays,
@@ -194,58 +182,14 @@ static __global__ void __launch_bounds__(kBlock) norm_final_kernel(const float* 
   if (threadIdx.x == 0) out[0] = float(s);
 }
 
-// ---- cast ---------------------------------------------------------------------------------
-
-// kVector: src and dst 16-byte aligned; 8 floats (two loads) become one 16-byte store.
-template <bool kVector>
-static __global__ void __launch_bounds__(kBlock)
-    cast_kernel(const float* __restrict__ src, uint16_t* __restrict__ dst, int64_t n) {
-  const int64_t first = int64_t(blockIdx.x) * kBlock + threadIdx.x;
-  const int64_t stride = int64_t(gridDim.x) * kBlock;
-  int64_t scalar_from = 0;
-  if constexpr (kVector) {
-    const int64_t octs = n / 8;
-    for (int64_t o = first; o < octs; o += stride) {
-      const FloatPack a = load_128_cs(src + 8 * o), b = load_128_cs(src + 8 * o + 4);
-      Pack128<uint16_t> out;
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        out[e] = bf16_bits_rne(a[e]);
-        out[4 + e] = bf16_bits_rne(b[e]);
-      }
-      store_pack(dst + 8 * o, out);
-    }
-    scalar_from = 8 * octs;
-  }
-  for (int64_t i = scalar_from + first; i < n; i += stride) dst[i] = bf16_bits_rne(src[i]);
-}
-
 // ---- launchers ------------------------------------------------------------------------------
 
 namespace {
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
-}
-
 bool aligned(const void* p, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
 
-// Enough blocks for `items` threads' worth of work, at most kBlocksPerSm an SM: the grid
-// strides over the rest.
-unsigned elementwise_grid(int64_t items) {
-  int dev = 0, sms = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  LOOM_CHECK(e == cudaSuccess && sms > 0, "SM count: ", cudaGetErrorString(e));
-  const int64_t want = (items + kBlock - 1) / kBlock;
-  const int64_t cap = int64_t(sms) * kBlocksPerSm;
-  return unsigned(want < 1 ? 1 : (want < cap ? want : cap));
-}
-
 int norm_blocks(int64_t n) {
-  const int64_t per_block = int64_t(kBlock) * kNormItemsPerThread;
-  const int64_t b = (n + per_block - 1) / per_block;
+  const int64_t b = ceil_div(n, int64_t(kBlock) * kNormItemsPerThread);
   return int(b < 1 ? 1 : (b < kMaxNormBlocks ? b : kMaxNormBlocks));
 }
 
@@ -272,13 +216,13 @@ void adamw(const ref::AdamWArgs& a, bf16* working, uint64_t seed, Stream s) {
   auto* w = reinterpret_cast<uint16_t*>(working);
   const bool vector = aligned(a.param, 16) && aligned(a.grad, 16) && aligned(a.m, 16) && aligned(a.v, 16) &&
                       aligned(working, 8) && (!a.decay || aligned(a.decay, 4));
+  // A thread per 4-element quad (vector) or element, at most one wave: the grid strides.
   if (vector)
-    LOOM_LAUNCH((adamw_kernel<true>), elementwise_grid(a.n / 4), kBlock, 0, s, a.param, a.grad, a.m, a.v, a.decay, w,
-                a.n, k, seed);
+    LOOM_LAUNCH((adamw_kernel<true>), grid_for(ceil_div(a.n, 4), kBlock, kBlocksPerSm), kBlock, 0, s, a.param, a.grad,
+                a.m, a.v, a.decay, w, a.n, k, seed);
   else
-    LOOM_LAUNCH((adamw_kernel<false>), elementwise_grid(a.n), kBlock, 0, s, a.param, a.grad, a.m, a.v, a.decay, w,
-                a.n, k, seed);
-  check_launch("adamw");
+    LOOM_LAUNCH((adamw_kernel<false>), grid_for(a.n, kBlock, kBlocksPerSm), kBlock, 0, s, a.param, a.grad, a.m, a.v,
+                a.decay, w, a.n, k, seed);
 }
 
 size_t global_norm_scratch_floats(int64_t n) { return size_t(norm_blocks(n)); }
@@ -293,21 +237,12 @@ void global_norm_sq(const float* g, int64_t n, float* scratch, float* out, Strea
     LOOM_LAUNCH((norm_partial_kernel<true>), blocks, kBlock, 0, s, g, n, scratch);
   else
     LOOM_LAUNCH((norm_partial_kernel<false>), blocks, kBlock, 0, s, g, n, scratch);
-  check_launch("global_norm_sq: partial sums");
   LOOM_LAUNCH(norm_final_kernel, 1, kBlock, 0, s, static_cast<const float*>(scratch), blocks, out);
-  check_launch("global_norm_sq: total");
 }
 
+// Read once: evict-first loads; 8 floats (two packs) become one 16-byte store.
 void cast_to_bf16(const float* src, bf16* dst, int64_t n, Stream s) {
-  LOOM_CHECK(n >= 0, "cast_to_bf16: n = ", n);
-  if (n == 0) return;
-  LOOM_CHECK(src && dst, "cast_to_bf16: null pointer");
-  auto* d = reinterpret_cast<uint16_t*>(dst);
-  if (aligned(src, 16) && aligned(dst, 16))
-    LOOM_LAUNCH((cast_kernel<true>), elementwise_grid(n / 8), kBlock, 0, s, src, d, n);
-  else
-    LOOM_LAUNCH((cast_kernel<false>), elementwise_grid(n), kBlock, 0, s, src, d, n);
-  check_launch("cast_to_bf16");
+  map_elements<Loads::kStreaming>("cast_to_bf16", CastToBf16{}, n, s, reinterpret_cast<uint16_t*>(dst), src);
 }
 
 }  // namespace loom::cuda

@@ -8,6 +8,7 @@
 // Each kernel has a 16-byte vector path and a scalar one; the buffers offset by one element
 // take the scalar path, lengths that are not multiples of 4 or 8 run the vector path's tail.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/test_util.h"
 #include "kernels/adamw/adamw.h"
 
 #include <gtest/gtest.h>
@@ -26,68 +27,11 @@
 namespace loom {
 namespace {
 
-#define ASSERT_CUDA(expr)                                                                 \
-  do {                                                                                    \
-    const cudaError_t e_ = (expr);                                                        \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);               \
-  } while (0)
-
-// Device memory for one test, copied in and out whole.
-template <class T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    if (cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)) != cudaSuccess) p_ = nullptr;
-  }
-  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  T* get() const { return p_; }
-  void upload(const std::vector<T>& h) { cudaMemcpy(p_, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice); }
-  // 0xFF bytes: NaN in f32 and bf16, so an element the kernel forgot reads as wrong.
-  void poison() { cudaMemset(p_, 0xFF, n_ * sizeof(T)); }
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    cudaDeviceSynchronize();
-    cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
-
-// The worst element under |got - ref| <= atol + rtol |ref| (DESIGN.md §6); NaN never passes.
-struct Worst {
-  double ratio = 0, got = 0, ref = 0;
-  int64_t index = -1;
-  void add(int64_t i, double g, double r, double atol, double rtol) {
-    const double q = std::isnan(g) || std::isnan(r) ? INFINITY : std::fabs(g - r) / (atol + rtol * std::fabs(r));
-    if (index < 0 || q > ratio || std::isnan(q)) {
-      ratio = q;
-      index = i;
-      got = g;
-      ref = r;
-    }
-  }
-  std::string str() const {
-    char b[160];
-    std::snprintf(b, sizeof b, "worst element %lld: got %.9g ref %.9g (%.3g x tolerance)", static_cast<long long>(index),
-                  got, ref, ratio);
-    return b;
-  }
-  // Printed for passing checks too, so the logs show each margin.
-  bool ok(const char* what) const {
-    std::printf("[ worst    ] %s: %s\n", what, str().c_str());
-    return index >= 0 && ratio <= 1.0;
-  }
-};
+using namespace loom::test;
 
 // f32 AdamW: the kernel repeats the reference's arithmetic term for term; only FMA
 // contraction (nvcc) separates them, a few ulps of the weight.
-constexpr double kF32Atol = 1e-7, kF32Rtol = 2e-6;
+constexpr Tolerance kF32Step{1e-7, 2e-6};
 
 uint32_t bits_of(float f) {
   uint32_t u;
@@ -101,9 +45,6 @@ float float_of(uint32_t u) {
 }
 // Truncation toward zero: the lower-magnitude bf16 neighbour of x.
 uint16_t bf16_down(float x) { return uint16_t(bits_of(x) >> 16); }
-
-// Never zero: a draw that rounds to 0 is replaced.
-float nonzero(float x) { return x == 0.f ? 0.125f : x; }
 
 struct State {
   std::vector<float> param, grad, m, v;
@@ -134,28 +75,17 @@ State random_state(size_t n, uint32_t seed) {
 // 16-byte alignment and forces the scalar path).
 struct DeviceState {
   DeviceState(const State& s, size_t offset)
-      : off(offset), param(pad(s.param)), grad(pad(s.grad)), m(pad(s.m)), v(pad(s.v)), decay(pad(s.decay)),
-        working(offset + s.param.size()) {}
-  template <class T>
-  std::vector<T> pad(const std::vector<T>& h) const {
-    std::vector<T> r(off, h.empty() ? T{} : h[0]);
-    r.insert(r.end(), h.begin(), h.end());
-    return r;
-  }
-  template <class T>
-  std::vector<T> unpad(const std::vector<T>& h) const {
-    return std::vector<T>(h.begin() + ptrdiff_t(off), h.end());
-  }
+      : param(s.param, offset), grad(s.grad, offset), m(s.m, offset), v(s.v, offset), decay(s.decay, offset),
+        working(s.param.size(), offset) {}
   ref::AdamWArgs args(const ref::AdamWArgs& hyper, bool with_decay) const {
     ref::AdamWArgs a = hyper;
-    a.param = param.get() + off;
-    a.grad = grad.get() + off;
-    a.m = m.get() + off;
-    a.v = v.get() + off;
-    a.decay = with_decay ? decay.get() + off : nullptr;
+    a.param = param.get();
+    a.grad = grad.get();
+    a.m = m.get();
+    a.v = v.get();
+    a.decay = with_decay ? decay.get() : nullptr;
     return a;
   }
-  size_t off;
   DeviceBuffer<float> param, grad, m, v;
   DeviceBuffer<uint8_t> decay;
   DeviceBuffer<bf16> working;
@@ -180,6 +110,7 @@ struct Case {
   bool decay;
   int64_t step;
   float grad_scale;
+  int sms = 0;  // emulated SM count (0: LOOM_SIMT_SM_COUNT, default 4)
 };
 
 TEST(AdamW, MatchesReference) {
@@ -188,19 +119,24 @@ TEST(AdamW, MatchesReference) {
       {1001, 1, false, 1, 1.0f},  // scalar path, decay everywhere, first step
       {7, 0, true, 10, 2.0f},     // shorter than a grid: most threads idle
   };
-  // Past one grid sweep (4 emulated SMs x 8 blocks x 256 threads x 4 elements): the
-  // grid-stride loop runs twice.
-  if (!LOOM_SANITIZED) cases.push_back({40003, 0, true, 2, 0.75f});
+  // Past one grid sweep (4 emulated SMs x 8 blocks x 256 threads, 4 elements a thread on the
+  // vector path, one on the scalar path): the grid-stride loops run two and three times; the
+  // sanitizer builds do the same on one SM (a sweep of 2048 threads).
+  if (LOOM_SANITIZED)
+    cases.insert(cases.end(), {{9001, 0, true, 2, 0.75f, 1}, {5003, 1, true, 5, 1.0f, 1}});
+  else
+    cases.insert(cases.end(), {{40003, 0, true, 2, 0.75f}, {20001, 1, true, 5, 1.0f}});
   uint32_t seed = 1;
   for (const Case& c : cases) {
     SCOPED_TRACE("n=" + std::to_string(c.n) + " offset=" + std::to_string(c.offset) +
-                 (c.decay ? " decay mask" : " no mask") + " step=" + std::to_string(c.step));
+                 (c.decay ? " decay mask" : " no mask") + " step=" + std::to_string(c.step) +
+                 (c.sms ? " on one SM" : ""));
+    EmulatedSms sms(c.sms);
     const State s = random_state(size_t(c.n), seed++);
     DeviceState d(s, c.offset);
     d.working.poison();
     const ref::AdamWArgs h = hyper(c.n, c.step, c.grad_scale);
-    cuda::adamw(d.args(h, c.decay), d.working.get() + c.offset, 1234 + seed, nullptr);
-    ASSERT_CUDA(cudaDeviceSynchronize());
+    cuda::adamw(d.args(h, c.decay), d.working.get(), 1234 + seed, nullptr);
 
     State r = s;
     ref::AdamWArgs ra = h;
@@ -211,23 +147,19 @@ TEST(AdamW, MatchesReference) {
     ra.decay = c.decay ? r.decay.data() : nullptr;
     ref::adamw_step(ra);
 
-    const auto param = d.unpad(d.param.download()), m = d.unpad(d.m.download()), v = d.unpad(d.v.download());
-    const auto working = d.unpad(d.working.download());
-    Worst wp, wm, wv;
+    const auto param = d.param.download();
+    const auto working = d.working.download();
+    EXPECT_TRUE(all_close("param", param, to_double(r.param), kF32Step));
+    EXPECT_TRUE(all_close("m", d.m.download(), to_double(r.m), kF32Step));
+    EXPECT_TRUE(all_close("v", d.v.download(), to_double(r.v), kF32Step));
     int64_t not_neighbour = -1;
     for (int64_t i = 0; i < c.n; ++i) {
-      wp.add(i, param[size_t(i)], r.param[size_t(i)], kF32Atol, kF32Rtol);
-      wm.add(i, m[size_t(i)], r.m[size_t(i)], kF32Atol, kF32Rtol);
-      wv.add(i, v[size_t(i)], r.v[size_t(i)], kF32Atol, kF32Rtol);
       // The working copy against the kernel's own f32 weight: exactly a bf16 neighbour.
       const uint16_t lo = bf16_down(param[size_t(i)]);
       const bool exact = (bits_of(param[size_t(i)]) & 0xffffu) == 0;
       const uint16_t got = working[size_t(i)].bits;
       if (not_neighbour < 0 && !(got == lo || (!exact && got == uint16_t(lo + 1)))) not_neighbour = i;
     }
-    EXPECT_TRUE(wp.ok("param")) << "param: " << wp.str();
-    EXPECT_TRUE(wm.ok("m")) << "m: " << wm.str();
-    EXPECT_TRUE(wv.ok("v")) << "v: " << wv.str();
     EXPECT_LT(not_neighbour, 0) << "working[" << not_neighbour << "] = 0x" << std::hex
                                 << working[size_t(std::max<int64_t>(not_neighbour, 0))].bits
                                 << " is not a bf16 neighbour of param = "
@@ -250,9 +182,8 @@ TEST(AdamW, StochasticRoundingIsUnbiased) {
   DeviceState d(s, 0);
   d.working.poison();
   cuda::adamw(d.args(hyper(n, 1, 1.f, 0.f), true), d.working.get(), 77, nullptr);
-  ASSERT_CUDA(cudaDeviceSynchronize());
-  const auto param = d.unpad(d.param.download());
-  const auto working = d.unpad(d.working.download());
+  const auto param = d.param.download();
+  const auto working = d.working.download();
 
   // The same weights through the round-to-nearest kernel: the biased baseline.
   DeviceBuffer<float> src(s.param);
@@ -296,10 +227,10 @@ TEST(AdamW, SameSeedSameBits) {
   auto run = [&](size_t offset, uint64_t seed) {
     DeviceState d(s, offset);
     d.working.poison();
-    cuda::adamw(d.args(h, true), d.working.get() + offset, seed, nullptr);
+    cuda::adamw(d.args(h, true), d.working.get(), seed, nullptr);
     std::vector<uint16_t> bits;
-    for (const bf16 b : d.unpad(d.working.download())) bits.push_back(b.bits);
-    return std::make_pair(bits, d.unpad(d.param.download()));
+    for (const bf16 b : d.working.download()) bits.push_back(b.bits);
+    return std::make_pair(bits, d.param.download());
   };
   const auto a = run(0, 42), b = run(0, 42), c = run(1, 42), other = run(0, 43);
   EXPECT_TRUE(a.first == b.first) << "same seed, same path: different bits";
@@ -312,30 +243,29 @@ TEST(AdamW, SameSeedSameBits) {
 
 TEST(GlobalNorm, CloseToDoubleAndDeterministic) {
   // (n, offset): offset 1 takes the scalar path, odd n the vector path's tail. Each launch
-  // costs ~30 ms emulated and ~0.35 s under TSan, so the sanitizers run three cases.
+  // costs ~30 ms emulated and ~0.35 s under TSan, so the sanitizers run three cases. More
+  // than 256 partial sums (a block per 4096 elements), which the final kernel's threads add
+  // several each, take 257 blocks: about 10 s emulated, so that case is the GPU's.
   std::vector<std::pair<int64_t, size_t>> cases = {{7, 1}, {4099, 0}, {9001, 1}};
   if (!LOOM_SANITIZED) cases.insert(cases.end(), {{1, 0}, {4099, 1}, {20000, 1}, {70001, 0}});
+  if (!LOOM_SIMT_EMULATION) cases.push_back({1100003, 0});
   uint32_t seed = 20;
   for (const auto& [n, offset] : cases) {
     SCOPED_TRACE("n=" + std::to_string(n) + " offset=" + std::to_string(offset));
     std::mt19937 rng(seed++);
-    std::normal_distribution<float> nd(0.f, 3.f);
-    std::vector<float> g(offset + size_t(n));
-    for (auto& x : g) x = nonzero(nd(rng));
-    DeviceBuffer<float> dg(g), scratch(cuda::global_norm_scratch_floats(n)), out(1);
-    uint32_t bits[2];
-    for (int run = 0; run < 2; ++run) {
+    const std::vector<float> g = random_f32(size_t(n), rng, 0.f, 3.f);
+    DeviceBuffer<float> dg(g, offset), scratch(cuda::global_norm_scratch_floats(n)), out(1);
+    std::vector<float> result[2];
+    for (auto& r : result) {
       scratch.poison();
       out.poison();
-      cuda::global_norm_sq(dg.get() + offset, n, scratch.get(), out.get(), nullptr);
-      bits[run] = bits_of(out.download()[0]);
+      cuda::global_norm_sq(dg.get(), n, scratch.get(), out.get(), nullptr);
+      r = out.download();
     }
-    EXPECT_EQ(bits[0], bits[1]) << "two runs differ";
-    const double ref = ref::grad_norm(g.data() + offset, n);
-    Worst w;
+    EXPECT_EQ(bits_of(result[0][0]), bits_of(result[1][0])) << "two runs differ";
+    const double ref = ref::grad_norm(g.data(), n);
     // f32 partial sums of squares: a few ulps, far below 1e-5.
-    w.add(0, float_of(bits[0]), ref * ref, 0.0, 1e-5);
-    EXPECT_TRUE(w.ok("norm^2")) << w.str();
+    EXPECT_TRUE(all_close("norm^2", result[0], std::vector<double>{ref * ref}, Tolerance{0, 1e-5}));
   }
 }
 
@@ -349,32 +279,30 @@ TEST(CastToBf16, BitIdenticalToHost) {
       0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x3f808001u,  // ties to even down / up, near ties
       0x7f7fffffu, 0x7f7f8000u, 0xff7f8000u, 0x7f7f7fffu,  // overflow to infinity and not
   };
-  const int64_t n = LOOM_SANITIZED ? 2053 : 8197;  // vector path plus a 5-element tail
+  // The vector path plus a 5-element tail. On one emulated SM (a wave of 2048 threads) the
+  // plain emulator's 20005 elements take both paths' grid-stride loops round several times.
+  const int64_t n = LOOM_SANITIZED ? 2053 : 20005;
+  EmulatedSms sms(1);
   std::mt19937 rng(31);
   for (const size_t offset : {size_t{0}, size_t{1}}) {
     SCOPED_TRACE("offset=" + std::to_string(offset));
-    std::vector<float> x(offset + size_t(n));
-    for (size_t i = 0; i < x.size(); ++i) {
-      const size_t k = i - offset;
-      x[i] = float_of(i >= offset && k < special.size() ? special[k] : uint32_t(rng()));
-    }
-    DeviceBuffer<float> src(x);
-    DeviceBuffer<bf16> dst(x.size());
+    std::vector<float> x(static_cast<size_t>(n));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = float_of(i < special.size() ? special[i] : uint32_t(rng()));
+    DeviceBuffer<float> src(x, offset);
+    DeviceBuffer<bf16> dst(x.size(), offset);
     dst.poison();
-    cuda::cast_to_bf16(src.get() + offset, dst.get() + offset, n, nullptr);
+    cuda::cast_to_bf16(src.get(), dst.get(), n, nullptr);
     const auto got = dst.download();
     int64_t bad = 0, first_bad = -1;
     for (int64_t i = 0; i < n; ++i) {
-      const size_t j = offset + size_t(i);
-      if (got[j].bits != to_bf16(x[j]).bits) {
+      if (got[size_t(i)].bits != to_bf16(x[size_t(i)]).bits) {
         if (first_bad < 0) first_bad = i;
         ++bad;
       }
     }
-    EXPECT_EQ(bad, 0) << "first mismatch at " << first_bad << ": input 0x" << std::hex
-                      << bits_of(x[offset + size_t(std::max<int64_t>(first_bad, 0))]) << " got 0x"
-                      << got[offset + size_t(std::max<int64_t>(first_bad, 0))].bits << " want 0x"
-                      << to_bf16(x[offset + size_t(std::max<int64_t>(first_bad, 0))]).bits;
+    const size_t f = size_t(std::max<int64_t>(first_bad, 0));
+    EXPECT_EQ(bad, 0) << "first mismatch at " << first_bad << ": input 0x" << std::hex << bits_of(x[f]) << " got 0x"
+                      << got[f].bits << " want 0x" << to_bf16(x[f]).bits;
   }
 }
 

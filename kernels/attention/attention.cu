@@ -10,6 +10,7 @@
 // wmma_emu.h: the tiling, fragment loads, masking and online softmax all run in CI.
 // docs/kernels_attention.md has the tiling, FLOP counts and budgets.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/launch.cuh"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/vec.cuh"
 
@@ -188,6 +189,17 @@ struct WarpMma {
   }
 };
 
+// Clears M x N accumulator tiles (registers: the loops unroll to constant indices).
+template <int M, int N>
+__device__ __forceinline__ void zero_tiles(float (&acc)[M][N][4]) {
+#pragma unroll
+  for (int m = 0; m < M; ++m)
+#pragma unroll
+    for (int n = 0; n < N; ++n)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[m][n][i] = 0.f;
+}
+
 // ---- cp.async ---------------------------------------------------------------------------
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
 #if LOOM_SIMT_EMULATION
@@ -319,12 +331,9 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
 
   float o[kMT][kDT][4];
   float m[kMT][2], l[kMT][2];  // running max (log2 domain) and this lane's share of the sum
+  zero_tiles(o);
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt) {
-#pragma unroll
-    for (int n = 0; n < kDT; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) o[mt][n][i] = 0.f;
     m[mt][0] = m[mt][1] = -INFINITY;
     l[mt][0] = l[mt][1] = 0.f;
   }
@@ -354,12 +363,7 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
       const bf16raw* kb = sK + (j & 1) * kBc * kLd;
       const bf16raw* vb = sV + (j & 1) * kBc * kLd;
       float s[kMT][kNT][4];
-#pragma unroll
-      for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int n = 0; n < kNT; ++n)
-#pragma unroll
-          for (int i = 0; i < 4; ++i) s[mt][n][i] = 0.f;
+      zero_tiles(s);
       mma.gemm<kMT, kDK, kNT>(
           s, [&](int mt, int kt) { return qf[mt][kt]; },
           [&](int kt, int nt) { return load_b_nk(kb + nt * 8 * kLd + kt * 16, kLd, lane); });
@@ -523,10 +527,8 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
   cp_async_commit();
 
   float dk[1][kDT][4], dv[1][kDT][4];
-#pragma unroll
-  for (int n = 0; n < kDT; ++n)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) dk[0][n][i] = dv[0][n][i] = 0.f;
+  zero_tiles(dk);
+  zero_tiles(dv);
   WarpMma mma;
   cp_async_wait_all();
   __syncthreads();
@@ -543,10 +545,7 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
     const float* sDb = sDelta + buf * kBr;
 
     float ds[1][kRT][4];  // S^T, then P^T, then dS^T
-#pragma unroll
-    for (int n = 0; n < kRT; ++n)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) ds[0][n][i] = 0.f;
+    zero_tiles(ds);
     // A warp whose keys all lie after the tile's last query gets P = 0: skip its products.
     if (key0 <= q0 + kBr - 1) {
       mma.gemm<1, kDK, kRT>(
@@ -571,10 +570,7 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
           [&](int kt, int nt) { return load_b_kn(sdOb + kt * 16 * kLd + nt * 8, kLd, lane); });
 
       float dp[1][kRT][4];
-#pragma unroll
-      for (int n = 0; n < kRT; ++n)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) dp[0][n][i] = 0.f;
+      zero_tiles(dp);
       mma.gemm<1, kDK, kRT>(
           dp, [&](int, int kt) { return load_a_mk(sV + warp * 16 * kLd + kt * 16, kLd, lane); },
           [&](int kt, int nt) { return load_b_nk(sdOb + nt * 8 * kLd + kt * 16, kLd, lane); });
@@ -605,12 +601,7 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
     constexpr int kMT = Tile::kDqMT, kNT = Tile::kDqNT;
     const int wm = warp % Tile::kDqWarpsM, wn = warp / Tile::kDqWarpsM;
     float dq[kMT][kNT][4];
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int n = 0; n < kNT; ++n)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) dq[mt][n][i] = 0.f;
+    zero_tiles(dq);
     mma.gemm<kMT, kBc / 16, kNT>(
         dq, [&](int mt, int kt) { return load_a_km(sdS + kt * 16 * kLdS + (wm * kMT + mt) * 16, kLdS, lane); },
         [&](int kt, int nt) { return load_b_kn(sK + kt * 16 * kLd + (wn * kNT + nt) * 8, kLd, lane); });
@@ -760,11 +751,6 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
 // ---- launchers ------------------------------------------------------------------------------
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
-}
-
 // Shared shape checks; returns D. The kernels index rows with int and offsets with int64:
 // T and B*H must fit the grid and an int, the whole tensor an int64.
 int head_dim(int64_t B, int64_t T, int64_t C, int64_t H) {
@@ -777,26 +763,16 @@ int head_dim(int64_t B, int64_t T, int64_t C, int64_t H) {
   return int(D);
 }
 
-// More than 48 KB of dynamic shared memory needs an opt-in per kernel (and per device, so it
-// is set at every launch rather than once: it costs a driver call, not a sync).
-template <class K>
-void allow_smem(K* kernel, size_t bytes) {
-  if (bytes <= 48 * 1024) return;
-  const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
-  LOOM_CHECK(e == cudaSuccess, "attention: cannot get ", bytes, " bytes of shared memory: ", cudaGetErrorString(e));
-}
-
 template <int D>
 void launch_fwd(const AttentionFwd& a, cudaStream_t s) {
   using Tile = FwdTile<D>;
-  const dim3 grid(unsigned((a.T + Tile::kBr - 1) / Tile::kBr), unsigned(a.B * a.H));
-  allow_smem(attention_fwd_kernel<D>, Tile::kSmemBytes);
+  const dim3 grid(unsigned(ceil_div(a.T, Tile::kBr)), unsigned(a.B * a.H));
+  allow_dynamic_smem(attention_fwd_kernel<D>, Tile::kSmemBytes);
   // The kernel works in the log2 domain: exp2 is one instruction, exp is two.
   const float scale_log2 = kLog2e / sqrtf(float(D));
   LOOM_LAUNCH((attention_fwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s,
               reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<bf16raw*>(a.out), a.lse, int(a.T), int(a.H),
               scale_log2);
-  check_launch("attention_fwd");
 }
 
 template <int D>
@@ -807,24 +783,21 @@ void launch_bwd(const AttentionBwd& a, cudaStream_t s) {
   const int64_t C = a.C, rows = a.B * a.T * a.H;
   float* dq_acc = a.scratch;
   float* delta = a.scratch + a.B * a.T * C;
-  LOOM_LAUNCH((attention_bwd_prep_kernel<D>), unsigned((rows + 127) / 128), 128, 0, s,
+  LOOM_LAUNCH((attention_bwd_prep_kernel<D>), unsigned(ceil_div(rows, 128)), 128, 0, s,
               reinterpret_cast<const bf16raw*>(a.out), reinterpret_cast<const bf16raw*>(a.dout), delta, dq_acc, rows,
               int(a.T), int(a.H));
-  check_launch("attention_bwd (delta)");
 
   const float scale = 1.f / sqrtf(float(D));
-  const dim3 grid(unsigned((a.T + Tile::kBc - 1) / Tile::kBc), unsigned(a.B * a.H));
-  allow_smem(attention_bwd_kernel<D>, Tile::kSmemBytes);
+  const dim3 grid(unsigned(ceil_div(a.T, Tile::kBc)), unsigned(a.B * a.H));
+  allow_dynamic_smem(attention_bwd_kernel<D>, Tile::kSmemBytes);
   LOOM_LAUNCH((attention_bwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s,
               reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<const bf16raw*>(a.dout), a.lse,
               static_cast<const float*>(delta), dq_acc, reinterpret_cast<bf16raw*>(a.dqkv), int(a.T), int(a.H),
               scale * kLog2e, scale);
-  check_launch("attention_bwd");
 
   const int64_t chunks = a.B * a.T * C / 8;
-  LOOM_LAUNCH(attention_bwd_dq_kernel, unsigned((chunks + 127) / 128), 128, 0, s,
+  LOOM_LAUNCH(attention_bwd_dq_kernel, unsigned(ceil_div(chunks, 128)), 128, 0, s,
               static_cast<const float*>(dq_acc), reinterpret_cast<bf16raw*>(a.dqkv), chunks, int(C), scale);
-  check_launch("attention_bwd (dq)");
 }
 
 // cp.async and the 16-byte vector accesses need 16-byte aligned rows; with C a multiple of
@@ -841,12 +814,7 @@ void attention_fwd(const AttentionFwd& a, Stream s) {
   check_aligned(a.qkv, "qkv");
   check_aligned(a.out, "out");
   LOOM_CHECK(a.lse != nullptr, "attention: lse is null");
-  switch (D) {
-    case 16: launch_fwd<16>(a, s); break;
-    case 32: launch_fwd<32>(a, s); break;
-    case 64: launch_fwd<64>(a, s); break;
-    default: launch_fwd<128>(a, s); break;
-  }
+  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) { launch_fwd<decltype(d)::value>(a, s); });
 }
 
 size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H) {
@@ -861,12 +829,7 @@ void attention_bwd(const AttentionBwd& a, Stream s) {
   check_aligned(a.dqkv, "dqkv");
   check_aligned(a.scratch, "scratch");
   LOOM_CHECK(a.lse != nullptr, "attention: lse is null");
-  switch (D) {
-    case 16: launch_bwd<16>(a, s); break;
-    case 32: launch_bwd<32>(a, s); break;
-    case 64: launch_bwd<64>(a, s); break;
-    default: launch_bwd<128>(a, s); break;
-  }
+  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) { launch_bwd<decltype(d)::value>(a, s); });
 }
 
 void attention_decode(const AttentionDecode& a, Stream s) {
@@ -877,7 +840,6 @@ void attention_decode(const AttentionDecode& a, Stream s) {
               reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<bf16raw*>(a.kcache),
               reinterpret_cast<bf16raw*>(a.vcache), reinterpret_cast<bf16raw*>(a.out), a.pos0, int(a.Tn), int(a.H), D,
               int(a.maxT), 1.f / sqrtf(float(D)));
-  check_launch("attention_decode");
 }
 
 }  // namespace loom::cuda

@@ -22,6 +22,13 @@ void gather(const T* qkv, int64_t b, int p, int64_t h, int64_t T_, int64_t C, in
     std::copy(src, src + D, dst + t * D);
   }
 }
+// q, k and v of head h of batch b.
+template <typename T>
+void gather_qkv(const T* qkv, int64_t b, int64_t h, int64_t T_, int64_t C, int64_t D, T* q, T* k, T* v) {
+  gather(qkv, b, 0, h, T_, C, D, q);
+  gather(qkv, b, 1, h, T_, C, D, k);
+  gather(qkv, b, 2, h, T_, C, D, v);
+}
 }  // namespace
 
 template <typename T>
@@ -34,9 +41,7 @@ void attention_fwd(const AttentionArgs<T>& a) {
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < a.B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      gather(a.qkv, b, 0, h, T_, C, D, q.data());
-      gather(a.qkv, b, 1, h, T_, C, D, k.data());
-      gather(a.qkv, b, 2, h, T_, C, D, v.data());
+      gather_qkv(a.qkv, b, h, T_, C, D, q.data(), k.data(), v.data());
       gemm<T>(false, true, T_, T_, D, scale, q.data(), D, k.data(), D, T(0), s.data(), T_);
       for (int64_t i = 0; i < T_; ++i) {
         T* row = s.data() + i * T_;
@@ -67,9 +72,7 @@ void attention_bwd(const AttentionBwdArgs<T>& a) {
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < a.B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      gather(a.qkv, b, 0, h, T_, C, D, q.data());
-      gather(a.qkv, b, 1, h, T_, C, D, k.data());
-      gather(a.qkv, b, 2, h, T_, C, D, v.data());
+      gather_qkv(a.qkv, b, h, T_, C, D, q.data(), k.data(), v.data());
       for (int64_t t = 0; t < T_; ++t) {
         const T* src_o = a.out + (b * T_ + t) * C + h * D;
         const T* src_d = a.dout + (b * T_ + t) * C + h * D;

@@ -17,7 +17,11 @@
 //  - and for every output: the RMS of the error over the RMS of the reference <= 1e-2 (the
 //    rounding model: 0.0023 at every T), which catches a small systematic error that the
 //    per-element bound would let through.
+// Loops: T > 64 gives every forward block several key tiles and every backward block several
+// query tiles (the double-buffered pipelines and their barriers), and the decode tests run
+// several positions a call, more cache rows than the block has threads, and two key chunks.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/test_util.h"
 
 #include "kernels/attention/attention.h"
 
@@ -34,40 +38,8 @@
 
 namespace {
 
-#define ASSERT_CUDA(expr)                                                   \
-  do {                                                                      \
-    const cudaError_t e_ = (expr);                                          \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_); \
-  } while (0)
-
 using loom::bf16;
-
-// Device memory for one test, copied in and out whole.
-template <class T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    if (cudaMalloc(&p_, n * sizeof(T)) != cudaSuccess) p_ = nullptr;
-  }
-  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  T* get() const { return p_; }
-  void upload(const std::vector<T>& h) { cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice); }
-  // 0xFF bytes read as NaN in bf16 and f32: an element the kernel forgot fails the test.
-  void poison() { cudaMemset(p_, 0xFF, n_ * sizeof(T)); }
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    cudaDeviceSynchronize();
-    cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
+using namespace loom::test;
 
 // One attention problem; C = H * D as the kernels require.
 struct Shape {
@@ -78,20 +50,14 @@ struct Shape {
   }
 };
 
-// Random bf16 values (normal, never all zeros) and their exact values in double.
+constexpr Tolerance kBf16Out{2e-2, 2e-2};
+constexpr Tolerance kF32Lse{1e-3, 1e-3};
+
+// N(0, stddev) from a seed of its own (never zero: test_util.h).
 std::vector<bf16> random_bf16(size_t n, float stddev, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, stddev);
-  std::vector<bf16> v(n);
-  for (auto& x : v) x = loom::to_bf16(nd(rng));
-  return v;
+  return loom::test::random_bf16(n, rng, 0.f, stddev);
 }
-std::vector<double> to_double(const std::vector<bf16>& v) {
-  std::vector<double> d(v.size());
-  for (size_t i = 0; i < v.size(); ++i) d[i] = loom::from_bf16(v[i]);
-  return d;
-}
-std::vector<double> to_double(const std::vector<float>& v) { return std::vector<double>(v.begin(), v.end()); }
 
 double rms(const std::vector<double>& v) {
   double s = 0;
@@ -99,28 +65,18 @@ double rms(const std::vector<double>& v) {
   return std::sqrt(s / double(v.size()));
 }
 
-// Checks every element (NaN fails) and the relative RMS error; reports the worst element
-// relative to its tolerance.
-::testing::AssertionResult all_close(const std::vector<double>& got, const std::vector<double>& ref, double atol,
-                                     double rtol, const std::string& what, double max_rel_rms = 1e-2) {
-  if (got.size() != ref.size()) return ::testing::AssertionFailure() << what << ": size mismatch";
-  double worst = 0, err2 = 0;
-  size_t wi = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (std::isnan(got[i]))
-      return ::testing::AssertionFailure() << what << ": NaN at " << i << " (ref " << ref[i] << ")";
-    const double err = std::fabs(got[i] - ref[i]);
-    err2 += err * err;
-    const double ratio = err / (atol + rtol * std::fabs(ref[i]));
-    if (ratio > worst) worst = ratio, wi = i;
-  }
+// all_close, then the RMS of the error over the RMS of the reference (a small systematic error
+// passes every element's bound but not this).
+::testing::AssertionResult close_and_unbiased(const std::string& what, const std::vector<double>& got,
+                                              const std::vector<double>& ref, Tolerance tol,
+                                              double max_rel_rms = 1e-2) {
+  ::testing::AssertionResult elements = all_close(what, got, ref, tol);
+  if (!elements) return elements;
+  double err2 = 0;
+  for (size_t i = 0; i < got.size(); ++i) err2 += (got[i] - ref[i]) * (got[i] - ref[i]);
   const double ref_rms = rms(ref);
   const double rel_rms = ref_rms > 0 ? std::sqrt(err2 / double(got.size())) / ref_rms : std::sqrt(err2);
-  std::printf("[ worst    ] %-28s %.3g of tolerance at %zu: got %.6g ref %.6g; relative RMS error %.2g\n",
-              what.c_str(), worst, wi, got[wi], ref[wi], rel_rms);
-  if (worst > 1)
-    return ::testing::AssertionFailure() << what << ": worst element " << wi << " got " << got[wi] << " ref " << ref[wi]
-                                         << " (" << worst << "x the tolerance " << atol << " + " << rtol << "*|ref|)";
+  std::printf("[ rms      ] %s: relative RMS error %.2g\n", what.c_str(), rel_rms);
   if (rel_rms > max_rel_rms)
     return ::testing::AssertionFailure() << what << ": relative RMS error " << rel_rms << " > " << max_rel_rms;
   return ::testing::AssertionSuccess();
@@ -129,10 +85,9 @@ double rms(const std::vector<double>& v) {
 // Inputs of one case: qkv with q scaled up a little so that the softmax is peaked, not flat.
 std::vector<bf16> make_qkv(const Shape& s, uint32_t seed) {
   std::vector<bf16> qkv = random_bf16(size_t(s.B * s.T * 3 * s.C()), 1.f, seed);
-  std::mt19937 rng(seed + 1);
-  std::normal_distribution<float> nd(0.f, 2.f);
+  const std::vector<bf16> q = random_bf16(size_t(s.B * s.T * s.C()), 2.f, seed + 1);
   for (int64_t r = 0; r < s.B * s.T; ++r)
-    for (int64_t c = 0; c < s.C(); ++c) qkv[size_t(r * 3 * s.C() + c)] = loom::to_bf16(nd(rng));
+    std::copy_n(q.begin() + r * s.C(), s.C(), qkv.begin() + r * 3 * s.C());
   return qkv;
 }
 
@@ -141,7 +96,8 @@ struct RefFwd {
 };
 RefFwd ref_forward(const Shape& s, const std::vector<double>& qkv) {
   RefFwd r{std::vector<double>(size_t(s.B * s.T * s.C())), std::vector<double>(size_t(s.B * s.H * s.T))};
-  loom::ref::attention_fwd<double>({qkv.data(), r.out.data(), r.lse.data(), s.B, s.T, s.C(), s.H});
+  loom::ref::attention_fwd<double>(
+      {.qkv = qkv.data(), .out = r.out.data(), .lse = r.lse.data(), .B = s.B, .seq = s.T, .C = s.C(), .H = s.H});
   return r;
 }
 
@@ -156,11 +112,12 @@ void check_forward(const Shape& s, uint32_t seed) {
   d_lse.poison();
   cudaStream_t stream;
   ASSERT_CUDA(cudaStreamCreate(&stream));
-  loom::cuda::attention_fwd({d_qkv.get(), d_out.get(), d_lse.get(), s.B, s.T, s.C(), s.H}, stream);
+  loom::cuda::attention_fwd(
+      {.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = s.C(), .H = s.H}, stream);
   ASSERT_CUDA(cudaStreamSynchronize(stream));
   ASSERT_CUDA(cudaStreamDestroy(stream));
-  EXPECT_TRUE(all_close(to_double(d_out.download()), ref.out, 2e-2, 2e-2, "out " + s.str()));
-  EXPECT_TRUE(all_close(to_double(d_lse.download()), ref.lse, 1e-3, 1e-3, "lse " + s.str(), 1e-5));
+  EXPECT_TRUE(close_and_unbiased("out " + s.str(), to_double(d_out.download()), ref.out, kBf16Out));
+  EXPECT_TRUE(close_and_unbiased("lse " + s.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
 }
 
 // Backward on inputs shared with the reference: out and lse come from the reference forward
@@ -179,17 +136,18 @@ void check_backward(const Shape& s, uint32_t seed) {
   std::vector<double> ref_dqkv(size_t(rows * 3 * C));
   const std::vector<double> qkv_d = to_double(qkv), dout_d = to_double(dout), out_d = to_double(out),
                             lse_d = to_double(lse);
-  loom::ref::attention_bwd<double>({dout_d.data(), qkv_d.data(), out_d.data(), lse_d.data(), ref_dqkv.data(), s.B, s.T,
-                                    C, s.H});
+  loom::ref::attention_bwd<double>({.dout = dout_d.data(), .qkv = qkv_d.data(), .out = out_d.data(),
+                                    .lse = lse_d.data(), .dqkv = ref_dqkv.data(), .B = s.B, .seq = s.T, .C = C,
+                                    .H = s.H});
 
   DeviceBuffer<bf16> d_qkv(qkv), d_dout(dout), d_out(out), d_dqkv(size_t(rows * 3 * C));
   DeviceBuffer<float> d_lse(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(s.B, s.T, C, s.H));
   // Scratch poisoned too: the kernels must initialise the dQ accumulator themselves.
   d_dqkv.poison();
   d_scratch.poison();
-  loom::cuda::attention_bwd(
-      {d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), d_dqkv.get(), d_scratch.get(), s.B, s.T, C, s.H}, nullptr);
-  ASSERT_CUDA(cudaDeviceSynchronize());
+  loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
+                             .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C, .H = s.H},
+                            nullptr);
   const std::vector<double> got = to_double(d_dqkv.download());
 
   // Compare dq, dk and dv separately: each has its own scale.
@@ -202,7 +160,7 @@ void check_backward(const Shape& s, uint32_t seed) {
         r.push_back(ref_dqkv[size_t(row * 3 * C + part * C + c)]);
       }
     // The floor keeps a part that is exactly zero (dq, dk at T = 1) from needing exact zeros.
-    EXPECT_TRUE(all_close(g, r, 5e-2 * rms(r) + 1e-6, 2e-2, names[part] + s.str()));
+    EXPECT_TRUE(close_and_unbiased(names[part] + s.str(), g, r, Tolerance{5e-2 * rms(r) + 1e-6, 2e-2}));
   }
 }
 
@@ -240,10 +198,11 @@ TEST(AttentionBwd, LongSequencesGpu) {
 }
 
 // Decoding position by position reproduces the full causal forward, and the caches hold
-// exactly the k and v rows. A prefill of several positions in one call is covered too.
+// exactly the k and v rows. A prefill of several positions in one call is covered too, long
+// enough (Tn * D > 128) that the kernel's cache-writing loop goes round its 128 threads twice.
 TEST(AttentionDecode, MatchesFullForward) {
-  const Shape s = LOOM_SANITIZED ? Shape{1, 6, 2, 16} : Shape{2, 13, 2, 32};
-  const int64_t C = s.C(), maxT = s.T + 3, prefill = 4;
+  const Shape s = LOOM_SANITIZED ? Shape{1, 11, 2, 16} : Shape{2, 13, 2, 32};
+  const int64_t C = s.C(), maxT = s.T + 3, prefill = 128 / s.D + 1;
   const std::vector<bf16> qkv = make_qkv(s, 77);
   const RefFwd ref = ref_forward(s, to_double(qkv));
 
@@ -251,7 +210,8 @@ TEST(AttentionDecode, MatchesFullForward) {
   DeviceBuffer<bf16> d_qkv(qkv), d_full(size_t(s.B * s.T * C));
   DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T));
   d_full.poison();
-  loom::cuda::attention_fwd({d_qkv.get(), d_full.get(), d_lse.get(), s.B, s.T, C, s.H}, nullptr);
+  loom::cuda::attention_fwd(
+      {.qkv = d_qkv.get(), .out = d_full.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = C, .H = s.H}, nullptr);
   const std::vector<double> full = to_double(d_full.download());
 
   // Caches larger than the sequence, poisoned: only rows 0..T-1 may be written and read.
@@ -271,7 +231,8 @@ TEST(AttentionDecode, MatchesFullForward) {
     DeviceBuffer<bf16> d_step(step), d_out(size_t(s.B * tn * C));
     d_out.poison();
     d_pos.upload({int32_t(p)});
-    loom::cuda::attention_decode({d_step.get(), d_kc.get(), d_vc.get(), d_out.get(), s.B, tn, C, s.H, maxT, d_pos.get()},
+    loom::cuda::attention_decode({.qkv = d_step.get(), .kcache = d_kc.get(), .vcache = d_vc.get(), .out = d_out.get(),
+                                  .B = s.B, .Tn = tn, .C = C, .H = s.H, .maxT = maxT, .pos0 = d_pos.get()},
                                  nullptr);
     const std::vector<bf16> o = d_out.download();
     for (int64_t b = 0; b < s.B; ++b)
@@ -284,8 +245,8 @@ TEST(AttentionDecode, MatchesFullForward) {
         }
     p += tn;
   }
-  EXPECT_TRUE(all_close(got, want_ref, 2e-2, 2e-2, "decode vs reference"));
-  EXPECT_TRUE(all_close(got, want_full, 2e-2, 2e-2, "decode vs full forward"));
+  EXPECT_TRUE(close_and_unbiased("decode vs reference", got, want_ref, kBf16Out));
+  EXPECT_TRUE(close_and_unbiased("decode vs full forward", got, want_full, kBf16Out));
 
   // Cache rows 0..T-1 are the k and v columns of each head, bit for bit.
   const std::vector<bf16> kc = d_kc.download(), vc = d_vc.download();
@@ -318,10 +279,33 @@ TEST(AttentionDecode, LongCacheMatchesReference) {
   DeviceBuffer<bf16> d_kc(kc), d_vc(vc), d_step(step), d_out(size_t(tn * C));
   DeviceBuffer<int32_t> d_pos(std::vector<int32_t>{int32_t(pos0)});
   d_out.poison();
-  loom::cuda::attention_decode({d_step.get(), d_kc.get(), d_vc.get(), d_out.get(), s.B, tn, C, s.H, maxT, d_pos.get()},
+  loom::cuda::attention_decode({.qkv = d_step.get(), .kcache = d_kc.get(), .vcache = d_vc.get(), .out = d_out.get(),
+                                .B = s.B, .Tn = tn, .C = C, .H = s.H, .maxT = maxT, .pos0 = d_pos.get()},
                                nullptr);
   const std::vector<double> want(ref.out.begin() + pos0 * C, ref.out.end());
-  EXPECT_TRUE(all_close(to_double(d_out.download()), want, 2e-2, 2e-2, "decode, 2 chunks"));
+  EXPECT_TRUE(close_and_unbiased("decode, 2 chunks", to_double(d_out.download()), want, kBf16Out));
+}
+
+// A cache position out of range (a caller's bug the device cannot report) gives NaN outputs and
+// leaves the caches alone. Tn * D > 128: the kernel's NaN-writing loop goes round twice.
+TEST(AttentionDecode, OutOfRangePositionGivesNaN) {
+  const Shape s{2, 5, 2, 32};
+  const int64_t C = s.C(), maxT = 8;
+  const std::vector<bf16> qkv = make_qkv(s, 79), cache = random_bf16(size_t(s.B * s.H * maxT * s.D), 1.f, 80);
+  for (const int32_t pos0 : {int32_t(maxT - s.T + 1), int32_t(-1)}) {
+    SCOPED_TRACE("pos0=" + std::to_string(pos0));
+    // Outputs start as numbers (poison would be NaN already).
+    DeviceBuffer<bf16> d_qkv(qkv), d_kc(cache), d_vc(cache);
+    DeviceBuffer<bf16> d_out(std::vector<bf16>(size_t(s.B * s.T * C), loom::to_bf16(1.f)));
+    DeviceBuffer<int32_t> d_pos(std::vector<int32_t>{pos0});
+    loom::cuda::attention_decode({.qkv = d_qkv.get(), .kcache = d_kc.get(), .vcache = d_vc.get(), .out = d_out.get(),
+                                  .B = s.B, .Tn = s.T, .C = C, .H = s.H, .maxT = maxT, .pos0 = d_pos.get()},
+                                 nullptr);
+    const std::vector<bf16> out = d_out.download();
+    EXPECT_TRUE(std::all_of(out.begin(), out.end(), [](bf16 v) { return std::isnan(loom::from_bf16(v)); }));
+    EXPECT_TRUE(same_bits("kcache", d_kc.download(), cache));
+    EXPECT_TRUE(same_bits("vcache", d_vc.download(), cache));
+  }
 }
 
 // Launchers refuse what the kernels cannot do, with a message naming the problem.
@@ -330,9 +314,12 @@ TEST(AttentionDeathTest, RejectsUnsupportedShapes) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   DeviceBuffer<bf16> qkv(3 * 96 * 4), out(96 * 4);
   DeviceBuffer<float> lse(4 * 2);
-  EXPECT_DEATH(loom::cuda::attention_fwd({qkv.get(), out.get(), lse.get(), 1, 4, 96, 2}, nullptr),
+  EXPECT_DEATH(loom::cuda::attention_fwd(
+                   {.qkv = qkv.get(), .out = out.get(), .lse = lse.get(), .B = 1, .T = 4, .C = 96, .H = 2}, nullptr),
                "head dim 48 not in");
-  EXPECT_DEATH(loom::cuda::attention_fwd({qkv.get() + 1, out.get(), lse.get(), 1, 4, 64, 2}, nullptr),
+  EXPECT_DEATH(loom::cuda::attention_fwd(
+                   {.qkv = qkv.get() + 1, .out = out.get(), .lse = lse.get(), .B = 1, .T = 4, .C = 64, .H = 2},
+                   nullptr),
                "qkv is not 16-byte aligned");
 }
 
@@ -344,7 +331,8 @@ TEST(AttentionTiming, Emulated) {
   DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.T * s.C()));
   DeviceBuffer<float> d_lse(size_t(s.H * s.T));
   const auto t0 = std::chrono::steady_clock::now();
-  loom::cuda::attention_fwd({d_qkv.get(), d_out.get(), d_lse.get(), s.B, s.T, s.C(), s.H}, nullptr);
+  loom::cuda::attention_fwd(
+      {.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = s.C(), .H = s.H}, nullptr);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::printf("[ timing   ] attention_fwd %s (%d blocks of 128 threads): %.0f ms\n", s.str().c_str(), int(s.H), ms);
 }
@@ -358,9 +346,11 @@ TEST(AttentionTiming, Gpu) {
     const std::vector<bf16> qkv = make_qkv(s, 9), dout = random_bf16(size_t(s.B * s.T * C), 1.f, 10);
     DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.B * s.T * C)), d_dout(dout), d_dqkv(qkv.size());
     DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T)), d_scratch(loom::cuda::attention_bwd_scratch_floats(s.B, s.T, C, s.H));
-    const loom::cuda::AttentionFwd f{d_qkv.get(), d_out.get(), d_lse.get(), s.B, s.T, C, s.H};
-    const loom::cuda::AttentionBwd bw{d_dout.get(), d_qkv.get(), d_out.get(), d_lse.get(), d_dqkv.get(), d_scratch.get(),
-                                      s.B, s.T, C, s.H};
+    const loom::cuda::AttentionFwd f{
+        .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = C, .H = s.H};
+    const loom::cuda::AttentionBwd bw{.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
+                                      .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C,
+                                      .H = s.H};
     cudaEvent_t e0, e1, e2;
     ASSERT_CUDA(cudaEventCreate(&e0));
     ASSERT_CUDA(cudaEventCreate(&e1));

@@ -3,7 +3,7 @@
 // kernels, launchers and tests are written once and run three ways (DESIGN.md §4).
 //
 // Modes, chosen by the compiler and one define:
-//  - nvcc (__CUDACC__): the real runtime; LOOM_LAUNCH is <<<...>>>.
+//  - nvcc (__CUDACC__): the real runtime; LOOM_LAUNCH is <<<...>>> and its check.
 //  - host code compiled by g++ that links the real runtime (the "gpu" test binaries, the
 //    CUDA backend): define LOOM_CUDA_RUNTIME_HOST. The real runtime API only; LOOM_LAUNCH
 //    does not exist there, since kernels and their launches live in .cu files.
@@ -13,8 +13,12 @@
 // What a source may rely on in every mode:
 //  - LOOM_SIMT_EMULATION is 1 under the emulator, 0 otherwise. Keep tensor-core and inline
 //    PTX paths behind `#if !LOOM_SIMT_EMULATION` with a SIMT path of the same tiling beside.
-//  - LOOM_LAUNCH(kernel, grid, block, smem, stream, args...): launch; wrap a template-id in
-//    parentheses, e.g. LOOM_LAUNCH((softmax_kernel<128, float>), rows, 128, 0, stream, ...).
+//  - LOOM_LAUNCH(kernel, grid, block, smem, stream, args...): launch, then check the launch
+//    (cudaGetLastError) and abort through LOOM_CHECK's family with the kernel's name, the
+//    launch's file:line and the CUDA error; wrap a template-id in parentheses, e.g.
+//    LOOM_LAUNCH((softmax_kernel<128, float>), rows, 128, 0, stream, ...).
+//    LOOM_LAUNCH_AS(name, kernel, ...) names the launch itself (a generic kernel launched on
+//    behalf of several launchers). kernels/common/launch.cuh has the grid helpers.
 //  - LOOM_DYNAMIC_SMEM(T, name) inside a kernel: `T* name` pointing at the dynamic shared
 //    memory (`extern __shared__` cannot be emulated).
 //  - LOOM_HD: __host__ __device__ for helpers that host code and kernels both call.
@@ -22,6 +26,7 @@
 //    against the real runtime: device-only helpers hide behind it.
 //  - LOOM_SANITIZED is 1 in ThreadSanitizer / AddressSanitizer builds: tests shrink shapes.
 #pragma once
+#include "core/check.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 #define LOOM_SANITIZED 1
@@ -37,8 +42,11 @@
 #define LOOM_SIMT_EMULATION 0
 #define LOOM_DEVICE_CODE 1
 #define LOOM_HD __host__ __device__
-#define LOOM_LAUNCH(kernel, grid, block, smem, stream, ...) \
-  kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
+#define LOOM_LAUNCH_AS(name, kernel, grid, block, smem, stream, ...)   \
+  do {                                                                \
+    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);       \
+    ::loom::detail::check_launch((name), __FILE__, __LINE__);         \
+  } while (0)
 // Every kernel of a translation unit shares this one declaration, hence one name and one
 // alignment.
 #define LOOM_DYNAMIC_SMEM(T, name)                                         \
@@ -66,9 +74,12 @@
 
 #define LOOM_DEVICE_CODE 1
 #define LOOM_HD
-#define LOOM_LAUNCH(kernel, grid, block, smem, stream, ...)                                        \
-  ::loom::simt::launch((kernel), dim3(grid), dim3(block), static_cast<size_t>(smem), (stream) \
-                       __VA_OPT__(, ) __VA_ARGS__)
+#define LOOM_LAUNCH_AS(name, kernel, grid, block, smem, stream, ...)                                \
+  do {                                                                                            \
+    ::loom::simt::launch((kernel), dim3(grid), dim3(block), static_cast<size_t>(smem), (stream) \
+                         __VA_OPT__(, ) __VA_ARGS__);                                             \
+    ::loom::detail::check_launch((name), __FILE__, __LINE__);                                     \
+  } while (0)
 #define LOOM_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(::loom::simt::dynamic_smem())
 
 // Streams and events are handles only: every call below completes before it returns.
@@ -85,12 +96,10 @@ inline thread_local cudaError_t t_last_error = cudaSuccess;
 // Every failing call says why on stderr (the real runtime only returns a code), and the code
 // is also what cudaGetLastError reports next, as with the real runtime.
 __attribute__((format(printf, 2, 3))) inline cudaError_t error(cudaError_t e, const char* fmt, ...) {
-  std::fputs("loom simt: ", stderr);
   va_list ap;
   va_start(ap, fmt);
-  std::vfprintf(stderr, fmt, ap);
+  ::loom::simt::detail::vreport(fmt, ap);
   va_end(ap);
-  std::fputc('\n', stderr);
   t_last_error = e;
   return e;
 }
@@ -375,4 +384,22 @@ inline cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_
 }
 inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned = 0) { return cudaSuccess; }
 
+#endif
+
+#if LOOM_DEVICE_CODE
+#define LOOM_LAUNCH(kernel, grid, block, smem, stream, ...) \
+  LOOM_LAUNCH_AS(#kernel, kernel, grid, block, smem, stream __VA_OPT__(, ) __VA_ARGS__)
+
+namespace loom::detail {
+// The check in every LOOM_LAUNCH. A launch the runtime refuses (grid or block size, shared
+// memory, registers) fails at once and says so through cudaGetLastError, so the launcher that
+// made it is named, not whatever synchronises next. An earlier kernel's asynchronous fault or
+// an unchecked failing runtime call can surface here too: the name says where it was noticed.
+// The emulator reports what it refuses itself, with the kernel's line.
+inline void check_launch(const char* name, const char* file, int line) {
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess)
+    check_fail("kernel launch", file, line, concat(name, ": ", cudaGetErrorName(e), " (", cudaGetErrorString(e), ")"));
+}
+}  // namespace loom::detail
 #endif

@@ -9,14 +9,20 @@
 //  - the block's thread count is a multiple of 32: a partial warp would shuffle with lanes
 //    that do not exist (the emulator returns poison for them, so the result is NaN there).
 // 2D and 3D blocks are fine: warps follow the linear thread index, as on the GPU.
+// column_sum(name, m, rows, cols, add, stream): add(c, sum over r of m[r][c]) for every
+// column c of a row-major f32 matrix, in a fixed order (second stages of deterministic
+// gradient sums: partial rows in, one row out), with a functor AddToColumn or the caller's.
 #pragma once
 #include "cuda_compat.h"
+#include "launch.cuh"
 
 #if !LOOM_DEVICE_CODE
 #error "reduce.cuh holds device code: include it from a .cu file, not from host code"
 #endif
 
 #include <math.h>
+
+#include <algorithm>
 
 namespace loom {
 
@@ -76,5 +82,47 @@ __device__ __forceinline__ T block_sum(T v) {
 
 __device__ __forceinline__ float block_max(float v) { return block_reduce(v, MaxOp{}, -INFINITY); }
 __device__ __forceinline__ double block_max(double v) { return block_reduce(v, MaxOp{}, -double(INFINITY)); }
+
+// ---- column sums ---------------------------------------------------------------------------
+
+// A block covers 32 columns (each thread row's loads are coalesced) and its blockDim.y thread
+// rows take rows y, y + blockDim.y, ... before meeting in shared memory in row order. The
+// order depends on the shape alone, so a device gives the same bits on every run without
+// float atomics; 32 columns a block still makes cols / 32 blocks (48 for 2 x 768), where a
+// thread per column would leave most SMs idle.
+constexpr int kColSumX = 32, kColSumY = 8;
+
+template <class Add>
+static __global__ void __launch_bounds__(kColSumX * kColSumY)
+    column_sum_kernel(const float* __restrict__ m, int rows, int cols, Add add) {
+  __shared__ float part[kColSumY][kColSumX + 1];
+  const int col = blockIdx.x * kColSumX + threadIdx.x;
+  float s = 0.f;
+  if (col < cols) {
+#pragma unroll 4
+    for (int r = threadIdx.y; r < rows; r += blockDim.y) s += m[size_t(r) * cols + col];
+  }
+  part[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < cols) {
+    float t = part[0][threadIdx.x];
+    for (unsigned y = 1; y < blockDim.y; ++y) t += part[y][threadIdx.x];
+    add(col, t);
+  }
+}
+
+// The usual epilogue: out[col] += sum (gradients accumulate).
+struct AddToColumn {
+  float* out;
+  __device__ __forceinline__ void operator()(int col, float sum) const { out[col] += sum; }
+};
+
+// A thread row per 8 rows, up to kColSumY: few rows cost few threads.
+template <class Add>
+static void column_sum(const char* name, const float* m, int rows, int cols, Add add, cudaStream_t stream) {
+  const dim3 block(kColSumX, unsigned(std::clamp(rows / 8, 1, kColSumY)));
+  LOOM_LAUNCH_AS(name, (column_sum_kernel<Add>), unsigned(ceil_div(cols, kColSumX)), block, 0, stream, m, rows, cols,
+                 add);
+}
 
 }  // namespace loom

@@ -8,6 +8,8 @@
 //    data race and ASan see an out-of-bounds index, at the kernel's own source line.
 //  - The blocks of a grid run one after another on the same blockDim threads, and launches
 //    are serialised process-wide; both together make `__shared__` as `static` storage exact.
+//    The OS threads are kept in a pool between launches (starting them was most of a
+//    launch's cost, under TSan above all).
 //  - __syncthreads is a per-block barrier; a thread that returns drops out of it, as exited
 //    threads do on sm_70+. Threads must meet at the same source line (else: abort).
 //  - Warp collectives (shuffles, votes, match, reduce, __syncwarp) rendezvous per warp with
@@ -63,11 +65,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <new>
 #include <optional>
+#include <semaphore>
 #include <source_location>
 #include <thread>
 #include <tuple>
@@ -77,9 +81,9 @@
 #if defined(__linux__)
 #include <linux/futex.h>
 #include <sys/syscall.h>
-#include <unistd.h>
 #endif
 #include <sched.h>
+#include <unistd.h>
 
 #if defined(__SANITIZE_THREAD__)
 // libtsan's annotation entry points (the dynamic-annotations API and tsan_interface.h).
@@ -136,18 +140,23 @@ constexpr unsigned kMaxThreadsPerBlock = 1024;
 
 namespace detail {
 
+// One "loom simt: ..." line on stderr.
+inline void vreport(const char* fmt, va_list ap) {
+  std::fputs("loom simt: ", stderr);
+  std::vfprintf(stderr, fmt, ap);
+  std::fputc('\n', stderr);
+  std::fflush(stderr);
+}
+
 // Prints one diagnostic and aborts. The first failing thread wins; any other thread that
 // fails at the same moment blocks on the mutex instead of interleaving its message.
 [[noreturn]] __attribute__((format(printf, 1, 2))) inline void fail(const char* fmt, ...) {
   static std::mutex mu;
   mu.lock();
-  std::fputs("loom simt: ", stderr);
   va_list ap;
   va_start(ap, fmt);
-  std::vfprintf(stderr, fmt, ap);
+  vreport(fmt, ap);
   va_end(ap);
-  std::fputc('\n', stderr);
-  std::fflush(stderr);
   std::abort();
 }
 
@@ -881,6 +890,81 @@ inline void check_pointer_args(const Tuple& params, std::index_sequence<I...>) {
 }  // namespace detail
 
 namespace detail {
+
+// The OS threads that run CUDA threads, kept between launches. Starting blockDim threads for
+// every launch cost about 14 ms a launch, and 300 ms under ThreadSanitizer (whose per-thread
+// state is large): most of what an emulated test spent. Worker t runs CUDA thread t of every
+// launch; a launch hands its body to workers 0..n-1 (creating any that do not exist yet) and
+// waits for them itself, with its watchdog. The hand-over is a semaphore (release, then
+// acquire), so TSan sees the launcher's set-up happen before the kernel, and the body ends
+// under the launch's mutex, so it sees the kernel happen before the launcher goes on: the
+// same edges as creating and joining threads. Workers park on their semaphore; at exit they
+// are woken to stop and joined (a process exit that leaves hundreds of parked threads behind
+// costs TSan about a second). A forked child (a death test) starts a pool of its own and
+// leaves its parent's alone. Launches are serialised (launch_mu), so the pool needs no lock
+// of its own.
+class WorkerPool {
+ public:
+  using Body = std::function<void(unsigned)>;
+  static void run(unsigned n, const Body* body) {
+    WorkerPool& pool = instance();
+    if (pool.stopped_) fail("launch during process exit, after the emulator's worker threads stopped");
+    for (unsigned t = 0; t < n; ++t) {
+      if (t == pool.workers_.size()) pool.add();
+      pool.workers_[t]->body = body;
+      pool.workers_[t]->go.release();
+    }
+  }
+
+ private:
+  struct Worker {
+    std::binary_semaphore go{0};
+    const Body* body = nullptr;  // nullptr: stop
+    std::thread thread;
+  };
+  struct Current {
+    WorkerPool* pool = nullptr;  // never freed: a forked child's copy names threads it lacks
+    pid_t owner = 0;
+    ~Current() {
+      if (pool && owner == getpid()) pool->stop();
+    }
+  };
+  static WorkerPool& instance() {
+    static Current current;
+    if (!current.pool || current.owner != getpid()) {
+      current.pool = new WorkerPool;
+      current.owner = getpid();
+    }
+    return *current.pool;
+  }
+  void add() {
+    Worker* w = new Worker;
+    const unsigned id = unsigned(workers_.size());
+    try {
+      w->thread = std::thread([w, id] {
+        for (;;) {
+          w->go.acquire();
+          if (!w->body) return;
+          (*w->body)(id);
+        }
+      });
+    } catch (const std::system_error& e) {
+      fail("launch: could not start worker thread %u: %s", id, e.what());
+    }
+    workers_.push_back(w);
+  }
+  void stop() {
+    stopped_ = true;
+    for (Worker* w : workers_) {
+      w->body = nullptr;
+      w->go.release();
+    }
+    for (Worker* w : workers_) w->thread.join();
+  }
+  std::vector<Worker*> workers_;
+  bool stopped_ = false;
+};
+
 // The launch proper; see launch() below.
 template <class... Params, class... Args>
 void run_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, Args&&... args) {
@@ -910,33 +994,25 @@ void run_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, A
   std::mutex done_mu;
   std::condition_variable done_cv;
   unsigned finished = 0;
-  std::vector<std::thread> pool;
-  pool.reserve(L.nthreads);
-  for (unsigned t = 0; t < L.nthreads; ++t) {
-    try {
-      pool.emplace_back([&, t] {
-        t_ctx = ThreadCtx{&L, t, t & 31u, &L.warps[t / 32]};
-        threadIdx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
-        blockDim = block;
-        gridDim = grid;
-        for (uint64_t b = 0; b < L.nblocks; ++b) {
-          L.all.arrive_and_wait();  // the previous block is done; this one is set up
-          blockIdx = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y),
-                           unsigned(b / (uint64_t{grid.x} * grid.y))};
-          std::apply(kernel, params);
-          exit_thread();
-        }
-        t_ctx = ThreadCtx{};
-        {
-          std::lock_guard<std::mutex> lk(done_mu);
-          ++finished;
-        }
-        done_cv.notify_one();
-      });
-    } catch (const std::system_error& e) {
-      fail("launch: could not start thread %u of %u: %s", t, L.nthreads, e.what());
+  const WorkerPool::Body body = [&](unsigned t) {
+    t_ctx = ThreadCtx{&L, t, t & 31u, &L.warps[t / 32]};
+    threadIdx = uint3{t % block.x, t / block.x % block.y, t / (block.x * block.y)};
+    blockDim = block;
+    gridDim = grid;
+    for (uint64_t b = 0; b < L.nblocks; ++b) {
+      L.all.arrive_and_wait();  // the previous block is done; this one is set up
+      blockIdx = uint3{unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / (uint64_t{grid.x} * grid.y))};
+      std::apply(kernel, params);
+      exit_thread();
     }
-  }
+    t_ctx = ThreadCtx{};
+    // Notified under the lock: once the launcher sees the count, nothing here touches the
+    // launch's (stack) state again.
+    std::lock_guard<std::mutex> lk(done_mu);
+    ++finished;
+    done_cv.notify_one();
+  };
+  WorkerPool::run(L.nthreads, &body);
   // Watchdog: the launching thread waits, and aborts with a dump when nothing moves.
   const double limit = watchdog_timeout_s();
   uint64_t last = L.progress.load(std::memory_order_relaxed);
@@ -954,7 +1030,6 @@ void run_launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, A
       }
     }
   }
-  for (auto& th : pool) th.join();
 }
 }  // namespace detail
 

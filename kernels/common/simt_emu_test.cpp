@@ -12,6 +12,7 @@
 // and a templated kernel launched through LOOM_LAUNCH.
 #include "kernels/common/cuda_compat.h"
 #include "kernels/common/reduce.cuh"
+#include "kernels/common/test_util.h"
 #include "kernels/common/vec.cuh"
 
 #include <gtest/gtest.h>
@@ -25,40 +26,9 @@
 #include <random>
 #include <vector>
 
-#define ASSERT_CUDA(expr)                                                                   \
-  do {                                                                                      \
-    const cudaError_t e_ = (expr);                                                          \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);                 \
-  } while (0)
-
 namespace {
 
-// Device memory for one test, copied in and out whole.
-template <class T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    if (cudaMalloc(&p_, n * sizeof(T)) != cudaSuccess) p_ = nullptr;
-  }
-  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  T* get() const { return p_; }
-  void upload(const std::vector<T>& h) { cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice); }
-  // Outputs start as 0xFF bytes (NaN) so an element the kernel forgot reads as wrong.
-  void poison() { cudaMemset(p_, 0xFF, n_ * sizeof(T)); }
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    cudaDeviceSynchronize();
-    cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
+using loom::test::DeviceBuffer;
 
 // ---------------------------------------------------------------------------------------
 // Built-in variables and warp membership in 3D blocks.
@@ -339,6 +309,41 @@ TEST(EmulatorOnly, HostApiShimChecksCopies) {
   ASSERT_CUDA(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
   EXPECT_GT(sms, 0);
 }
+
+// The SM count launchers size grids by follows LOOM_SIMT_SM_COUNT, asked at every call.
+TEST(EmulatorOnly, SmCountFollowsTheEnvironment) {
+  {
+    loom::test::EmulatedSms one(1);
+    EXPECT_EQ(loom::sm_count(), 1);
+    EXPECT_EQ(loom::grid_for(100000, 256, 8), 8);
+  }
+  loom::test::EmulatedSms three(3);
+  EXPECT_EQ(loom::sm_count(), 3);
+  EXPECT_EQ(loom::grid_for(100000, 256, 8), 24);
+  EXPECT_EQ(loom::grid_for(1000, 256, 8), 4);
+  EXPECT_EQ(loom::grid_for(0, 256, 8), 1);
+}
+
+__global__ void iota_kernel(int* out) { out[threadIdx.x] = int(threadIdx.x); }
+
+// LOOM_LAUNCH checks every launch: an error pending in the runtime when a kernel is launched
+// (here the emulator's answer to a copy past an allocation, left unchecked) stops the program
+// at the launch, naming the kernel and the error, as a refused launch on the GPU does.
+TEST(EmulatorOnlyDeathTest, LaunchIsChecked) {
+  if (LOOM_SANITIZED) GTEST_SKIP() << "death tests fork; not under the sanitizers";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  DeviceBuffer<int> out(32);
+  EXPECT_DEATH(
+      {
+        int h[64] = {};
+        (void)cudaMemcpy(out.get(), h, sizeof h, cudaMemcpyHostToDevice);
+        LOOM_LAUNCH(iota_kernel, 1, 32, 0, 0, out.get());
+      },
+      "kernel launch at .*simt_emu_test\\.cpp:[0-9]+: iota_kernel: cudaErrorInvalidValue");
+  LOOM_LAUNCH(iota_kernel, 1, 32, 0, 0, out.get());  // nothing pending: no abort
+  const std::vector<int> h = out.download();
+  for (int i = 0; i < 32; ++i) EXPECT_EQ(h[size_t(i)], i);
+}
 #endif  // LOOM_SIMT_EMULATION
 
 // ---------------------------------------------------------------------------------------
@@ -609,17 +614,16 @@ __global__ void __launch_bounds__(kBlock) softmax_rows_kernel(const __nv_bfloat1
   for (int c = threadIdx.x; c < cols; c += kBlock) y[size_t(blockIdx.x) * cols + c] = row[c] * inv;
 }
 
-// The launcher: preconditions, grid choice, launch on the caller's stream.
-cudaError_t softmax_rows(const __nv_bfloat16* x, float* y, int rows, int cols, cudaStream_t stream) {
+// The launcher: preconditions, grid choice, launch on the caller's stream (LOOM_LAUNCH checks
+// the launch itself).
+void softmax_rows(const __nv_bfloat16* x, float* y, int rows, int cols, cudaStream_t stream) {
   constexpr int kBlock = 128;
   const size_t smem = size_t(cols) * sizeof(float);
-  if (smem > 48 * 1024) return cudaErrorInvalidValue;  // the example keeps the row in smem
+  LOOM_CHECK(smem <= 48 * 1024, "softmax_rows: the example keeps a row in shared memory; ", cols, " is too many");
   const bool vector = loom::is_aligned_16(x) && cols % loom::Pack128<__nv_bfloat16>::kSize == 0;
-  if (vector)
-    LOOM_LAUNCH((softmax_rows_kernel<kBlock, true>), rows, kBlock, smem, stream, x, y, cols);
-  else
-    LOOM_LAUNCH((softmax_rows_kernel<kBlock, false>), rows, kBlock, smem, stream, x, y, cols);
-  return cudaGetLastError();
+  loom::with_bool(vector, [&](auto v) {
+    LOOM_LAUNCH((softmax_rows_kernel<kBlock, decltype(v)::value>), rows, kBlock, smem, stream, x, y, cols);
+  });
 }
 
 void check_softmax(int rows, int cols) {
@@ -632,23 +636,19 @@ void check_softmax(int rows, int cols) {
   dy.poison();
   cudaStream_t stream;
   ASSERT_CUDA(cudaStreamCreate(&stream));
-  ASSERT_CUDA(softmax_rows(dx.get(), dy.get(), rows, cols, stream));
+  softmax_rows(dx.get(), dy.get(), rows, cols, stream);
   ASSERT_CUDA(cudaStreamSynchronize(stream));
   ASSERT_CUDA(cudaStreamDestroy(stream));
-  const auto y = dy.download();
-  double worst = 0;
+  std::vector<double> ref(x.size());
   for (int r = 0; r < rows; ++r) {
     double m = -INFINITY, s = 0;
     for (int c = 0; c < cols; ++c) m = std::max(m, double(loom::to_float(x[size_t(r) * cols + c])));
     for (int c = 0; c < cols; ++c) s += std::exp(double(loom::to_float(x[size_t(r) * cols + c])) - m);
-    for (int c = 0; c < cols; ++c) {
-      const double ref = std::exp(double(loom::to_float(x[size_t(r) * cols + c])) - m) / s;
-      const double got = y[size_t(r) * cols + c];
-      ASSERT_FALSE(std::isnan(got)) << "row " << r << " col " << c;
-      worst = std::max(worst, std::fabs(got - ref) / (1e-6 + std::fabs(ref)));
-    }
+    for (int c = 0; c < cols; ++c)
+      ref[size_t(r) * cols + c] = std::exp(double(loom::to_float(x[size_t(r) * cols + c])) - m) / s;
   }
-  EXPECT_LT(worst, 1e-4) << rows << "x" << cols;
+  // f32 probabilities: __expf and the f32 sums, against double.
+  EXPECT_TRUE(loom::test::all_close("y", dy.download(), ref, loom::test::Tolerance{1e-10, 1e-4}));
 }
 
 TEST(ExampleSoftmax, VectorAndScalarPaths) {
@@ -665,7 +665,7 @@ TEST(ExampleSoftmax, Timing) {
   DeviceBuffer<__nv_bfloat16> dx(x);
   DeviceBuffer<float> dy(x.size());
   const auto t0 = std::chrono::steady_clock::now();
-  ASSERT_CUDA(softmax_rows(dx.get(), dy.get(), rows, cols, 0));
+  softmax_rows(dx.get(), dy.get(), rows, cols, 0);
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   std::printf("[ timing   ] softmax %d rows x %d cols, 128 threads a block: %.1f ms (%.2f ms a block)\n", rows, cols,
               ms, ms / rows);

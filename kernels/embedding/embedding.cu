@@ -19,6 +19,7 @@
 // Every dwte/dwpe element has exactly one writer, so results are bit-identical run to run.
 // docs/kernels_memory_bound.md has the byte counts.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/launch.cuh"
 #include "kernels/common/vec.cuh"
 
 #include <algorithm>
@@ -33,7 +34,6 @@ namespace {
 using Bf = __nv_bfloat16;
 using Pack = Pack128<Bf>;
 using F4 = Pack128<float>;
-static_assert(sizeof(Bf) == sizeof(bf16), "loom::bf16 must be layout-compatible with __nv_bfloat16");
 
 constexpr int kPack = Pack::kSize;     // bf16 per 16-byte access
 constexpr int kTileCols = 32 * kPack;  // 256 columns: a warp with one pack per lane
@@ -331,28 +331,8 @@ static __global__ void __launch_bounds__(kThreads)
 
 // ---- launch helpers --------------------------------------------------------------------
 
-// Asked at every launch rather than cached: no hidden global state (DESIGN.md §8), and the
-// attribute query is a host-side lookup, legal while a CUDA graph is being captured.
-int sm_count() {
-  int dev = 0, n = 0;
-  LOOM_CHECK(cudaGetDevice(&dev) == cudaSuccess, "cudaGetDevice failed");
-  LOOM_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
-             "cudaDeviceGetAttribute(MultiProcessorCount) failed");
-  return n;
-}
-
-// A bad launch configuration is reported here, by the launcher that made it. (An earlier
-// kernel's asynchronous fault can also surface here: the name says where it was noticed.)
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
-}
-
-// Blocks for `units` threads' worth of work, at most one full wave.
-int grid_for(int64_t units, int sms) {
-  const int64_t blocks = (units + kThreads - 1) / kThreads;
-  return int(std::clamp<int64_t>(blocks, 1, int64_t(kBlocksPerSm) * sms));
-}
+// Blocks for `threads` threads' worth of work, at most one full wave.
+int wave_grid(int64_t threads) { return grid_for(threads, kThreads, kBlocksPerSm); }
 
 int64_t next_pow2(int64_t v) {
   int64_t n = 1;
@@ -374,8 +354,6 @@ struct ScratchLayout {
   }
 };
 
-const Bf* dev(const bf16* p) { return reinterpret_cast<const Bf*>(p); }
-
 }  // namespace
 
 void embedding_fwd(const EmbeddingFwd& a, Stream s) {
@@ -387,15 +365,10 @@ void embedding_fwd(const EmbeddingFwd& a, Stream s) {
   LOOM_CHECK(a.tokens && a.wte && a.out, "embedding_fwd: null pointer");
   LOOM_CHECK(!a.wpe || a.pos0 || a.T <= a.maxT, "embedding_fwd: T = ", a.T, " beyond maxT = ", a.maxT);
   const bool vector = a.C % kPack == 0 && is_aligned_16(a.wte) && (!a.wpe || is_aligned_16(a.wpe)) && is_aligned_16(a.out);
-  const int grid = grid_for(BT * 32, sm_count());  // a warp per row
-  Bf* out = reinterpret_cast<Bf*>(a.out);
-  if (vector)
-    LOOM_LAUNCH((embedding_fwd_kernel<true>), grid, kThreads, 0, s, a.tokens, dev(a.wte), dev(a.wpe), out, int(BT),
-                int(a.T), int(a.C), int(a.V), int(a.maxT), a.pos0);
-  else
-    LOOM_LAUNCH((embedding_fwd_kernel<false>), grid, kThreads, 0, s, a.tokens, dev(a.wte), dev(a.wpe), out, int(BT),
-                int(a.T), int(a.C), int(a.V), int(a.maxT), a.pos0);
-  check_launch("embedding_fwd");
+  with_bool(vector, [&](auto v) {  // a warp a row
+    LOOM_LAUNCH((embedding_fwd_kernel<decltype(v)::value>), wave_grid(BT * 32), kThreads, 0, s, a.tokens,
+                as_nv(a.wte), as_nv(a.wpe), as_nv(a.out), int(BT), int(a.T), int(a.C), int(a.V), int(a.maxT), a.pos0);
+  });
 }
 
 size_t embedding_bwd_scratch_ints(int64_t BT, int64_t V) {
@@ -418,68 +391,50 @@ void embedding_bwd(const EmbeddingBwd& a, Stream s) {
   const bool vector =
       a.C % kPack == 0 && is_aligned_16(a.dout) && is_aligned_16(a.dwte) && (!a.dwpe || is_aligned_16(a.dwpe));
   const ScratchLayout L(BT, a.V);
-  const int sms = sm_count();
   const int n = int(L.n), bt = int(BT), C = int(a.C);
   uint64_t* keys = reinterpret_cast<uint64_t*>(a.scratch + L.keys);
   int* run_end = a.scratch + L.run_end;
   int* runs = a.scratch + L.runs;
   int* long_runs = a.scratch + L.long_runs;
   int* counters = a.scratch + L.counters;
-  const Bf* dout = dev(a.dout);
+  const Bf* dout = as_nv(a.dout);
 
-  LOOM_LAUNCH(make_keys_kernel, grid_for(n, sms), kThreads, 0, s, a.tokens, keys, bt, n, int(a.V), counters);
-  check_launch("embedding_bwd (keys)");
+  LOOM_LAUNCH(make_keys_kernel, wave_grid(n), kThreads, 0, s, a.tokens, keys, bt, n, int(a.V), counters);
   if (n > 1) {
     const int tile = std::min(n, kSortTile);
     LOOM_LAUNCH(bitonic_tile_kernel, n / tile, kThreads, 0, s, keys, tile, 2, tile);
-    check_launch("embedding_bwd (sort tiles)");
     for (int k = 2 * tile; k <= n; k <<= 1) {
       for (int j = k / 2; j >= tile; j >>= 1) {
-        LOOM_LAUNCH(bitonic_step_kernel, grid_for(n / 2, sms), kThreads, 0, s, keys, n, k, j);
-        check_launch("embedding_bwd (sort step)");
+        LOOM_LAUNCH(bitonic_step_kernel, wave_grid(n / 2), kThreads, 0, s, keys, n, k, j);
       }
       LOOM_LAUNCH(bitonic_tile_kernel, n / tile, kThreads, 0, s, keys, tile, k, k);
-      check_launch("embedding_bwd (sort merge)");
     }
   }
-  LOOM_LAUNCH(find_runs_kernel, grid_for(bt, sms), kThreads, 0, s, keys, bt, run_end, runs, counters);
-  check_launch("embedding_bwd (runs)");
+  LOOM_LAUNCH(find_runs_kernel, wave_grid(bt), kThreads, 0, s, keys, bt, run_end, runs, counters);
 
   // Short runs: a warp per run, up to one per position. Long runs: a block per (run, tile),
   // at most BT / 33 runs.
   const int64_t tiles = (C + kTileCols - 1) / kTileCols;
-  const int short_grid = grid_for(BT * 32, sms);
-  const int long_grid = grid_for((BT / (kShortRun + 1)) * tiles * kThreads, sms);
-  if (vector) {
-    LOOM_LAUNCH((sum_short_runs_kernel<true>), short_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
+  const int short_grid = wave_grid(BT * 32);
+  const int long_grid = wave_grid((BT / (kShortRun + 1)) * tiles * kThreads);
+  with_bool(vector, [&](auto v) {
+    constexpr bool kVector = decltype(v)::value;
+    LOOM_LAUNCH((sum_short_runs_kernel<kVector>), short_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
                 counters, a.dwte, C);
-    check_launch("embedding_bwd (short runs)");
-    LOOM_LAUNCH((sum_long_runs_kernel<true>), long_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
+    LOOM_LAUNCH((sum_long_runs_kernel<kVector>), long_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
                 counters, a.dwte, C);
-    check_launch("embedding_bwd (long runs)");
+    // A thread per (t, pack of columns), or per (t, column) on the scalar path.
     if (a.dwpe)
-      LOOM_LAUNCH((dwpe_kernel<true>), grid_for(a.T * (C / kPack), sms), kThreads, 0, s, dout, a.dwpe, int(a.B),
-                  int(a.T), C, int(a.maxT), a.pos0);
-  } else {
-    LOOM_LAUNCH((sum_short_runs_kernel<false>), short_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
-                counters, a.dwte, C);
-    check_launch("embedding_bwd (short runs)");
-    LOOM_LAUNCH((sum_long_runs_kernel<false>), long_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
-                counters, a.dwte, C);
-    check_launch("embedding_bwd (long runs)");
-    if (a.dwpe)
-      LOOM_LAUNCH((dwpe_kernel<false>), grid_for(a.T * C, sms), kThreads, 0, s, dout, a.dwpe, int(a.B), int(a.T), C,
-                  int(a.maxT), a.pos0);
-  }
-  check_launch("embedding_bwd (dwpe)");
+      LOOM_LAUNCH((dwpe_kernel<kVector>), wave_grid(a.T * (kVector ? C / kPack : C)), kThreads, 0, s, dout, a.dwpe,
+                  int(a.B), int(a.T), C, int(a.maxT), a.pos0);
+  });
 }
 
 void context_tokens(const int32_t* tokens, int32_t* out, int64_t B, int64_t T, int n, int pad, Stream s) {
   LOOM_CHECK(B >= 0 && T > 0 && n >= 1 && B * T * n <= INT_MAX, "context_tokens: bad shape");
   if (B == 0) return;
-  LOOM_LAUNCH(context_tokens_kernel, grid_for(B * T * n, sm_count()), kThreads, 0, s, tokens, out, int(B), int(T), n,
+  LOOM_LAUNCH(context_tokens_kernel, wave_grid(B * T * n), kThreads, 0, s, tokens, out, int(B), int(T), n,
               pad);
-  check_launch("context_tokens");
 }
 
 }  // namespace loom::cuda

@@ -8,6 +8,18 @@
 
 namespace loom::ref {
 
+namespace {
+// f(c0, c1) for blocks of 16 channels in parallel: every gradient element (row, channel) has
+// one owner thread, which visits the positions in order, so the sum order is fixed.
+template <class F>
+void for_channel_blocks(int64_t C, F f) {
+  constexpr int64_t kBlock = 16;
+  const int64_t nblk = (C + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t cb = 0; cb < nblk; ++cb) f(cb * kBlock, std::min(C, (cb + 1) * kBlock));
+}
+}  // namespace
+
 template <typename T>
 void embedding_fwd(const EmbeddingArgs<T>& a) {
   LOOM_CHECK(a.pos0 + a.seq <= a.maxT, "position ", a.pos0 + a.seq, " beyond ", a.maxT);
@@ -25,13 +37,7 @@ void embedding_fwd(const EmbeddingArgs<T>& a) {
 
 template <typename T>
 void embedding_bwd(const EmbeddingBwdArgs<T>& a) {
-  // Parallel over channel blocks: every (row, channel) of dwte/dwpe has one owner thread and
-  // tokens are visited in order, so the sum order is fixed.
-  const int64_t block = 16;
-  const int64_t nblk = (a.C + block - 1) / block;
-#pragma omp parallel for schedule(static)
-  for (int64_t cb = 0; cb < nblk; ++cb) {
-    const int64_t c0 = cb * block, c1 = std::min(a.C, c0 + block);
+  for_channel_blocks(a.C, [&](int64_t c0, int64_t c1) {
     for (int64_t i = 0; i < a.B * a.seq; ++i) {
       const int64_t t = i % a.seq;
       const T* d = a.dout + i * a.C;
@@ -42,7 +48,7 @@ void embedding_bwd(const EmbeddingBwdArgs<T>& a) {
         p[c] += d[c];
       }
     }
-  }
+  });
 }
 
 template <typename T>
@@ -64,12 +70,7 @@ void context_embedding_fwd(const ContextEmbeddingArgs<T>& a) {
 
 template <typename T>
 void context_embedding_bwd(const ContextEmbeddingBwdArgs<T>& a) {
-  // One owner thread per channel block; rows visited in order: a fixed sum order.
-  const int64_t block = 16;
-  const int64_t nblk = (a.E + block - 1) / block;
-#pragma omp parallel for schedule(static)
-  for (int64_t cb = 0; cb < nblk; ++cb) {
-    const int64_t c0 = cb * block, c1 = std::min(a.E, c0 + block);
+  for_channel_blocks(a.E, [&](int64_t c0, int64_t c1) {
     for (int64_t i = 0; i < a.B * a.seq; ++i) {
       const int64_t t = i % a.seq;
       for (int j = 0; j < a.n; ++j) {
@@ -80,7 +81,7 @@ void context_embedding_bwd(const ContextEmbeddingBwdArgs<T>& a) {
         for (int64_t c = c0; c < c1; ++c) e[c] += d[c];
       }
     }
-  }
+  });
 }
 
 template void context_embedding_fwd<float>(const ContextEmbeddingArgs<float>&);

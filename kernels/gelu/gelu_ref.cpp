@@ -12,59 +12,48 @@ constexpr double kSqrt2OverPi = 0.7978845608028654;
 constexpr double kCoef = 0.044715;
 }  // namespace
 
-// Parallel over fixed chunks, vectorised inside each: GCC does not vectorise the body of a
-// combined `parallel for simd` here, but does a plain `simd` loop.
+// f(i) for i in [0, n): parallel over fixed chunks, vectorised inside each (GCC does not
+// vectorise the body of a combined `parallel for simd` here, but does a plain `simd` loop).
 constexpr int64_t kChunk = 4096;
+template <class F>
+void for_each_element(int64_t n, F f) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1 = std::min(n, c0 + kChunk);
+#pragma omp simd
+    for (int64_t i = c0; i < c1; ++i) f(i);
+  }
+}
 
 template <typename T>
 void gelu_fwd(const GeluArgs<T>& a) {
-#pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
-    const int64_t c1 = std::min(a.n, c0 + kChunk);
-#pragma omp simd
-    for (int64_t i = c0; i < c1; ++i) {
-      const T x = a.x[i];
-      const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
-      const T e = vexp<T>(T(2) * u);
-      a.y[i] = x - x / (e + T(1));  // 0.5 x (1 + tanh u) = x (1 - 1 / (exp(2u) + 1))
-    }
-  }
+  for_each_element(a.n, [&](int64_t i) {
+    const T x = a.x[i];
+    const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
+    const T e = vexp<T>(T(2) * u);
+    a.y[i] = x - x / (e + T(1));  // 0.5 x (1 + tanh u) = x (1 - 1 / (exp(2u) + 1))
+  });
 }
 
 template <typename T>
 void gelu_bwd(const GeluBwdArgs<T>& a) {
-#pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
-    const int64_t c1 = std::min(a.n, c0 + kChunk);
-#pragma omp simd
-    for (int64_t i = c0; i < c1; ++i) {
-      const T x = a.x[i];
-      const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
-      const T t = vtanh<T>(u);
-      const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kCoef) * x * x);
-      a.dx[i] = a.dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
-    }
-  }
+  for_each_element(a.n, [&](int64_t i) {
+    const T x = a.x[i];
+    const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
+    const T t = vtanh<T>(u);
+    const T du = T(kSqrt2OverPi) * (T(1) + T(3 * kCoef) * x * x);
+    a.dx[i] = a.dy[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * du);
+  });
 }
 
 template <typename T>
 void tanh_fwd(const GeluArgs<T>& a) {
-#pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
-    const int64_t c1 = std::min(a.n, c0 + kChunk);
-#pragma omp simd
-    for (int64_t i = c0; i < c1; ++i) a.y[i] = vtanh<T>(a.x[i]);
-  }
+  for_each_element(a.n, [&](int64_t i) { a.y[i] = vtanh<T>(a.x[i]); });
 }
 
 template <typename T>
 void tanh_bwd(const GeluBwdArgs<T>& a) {
-#pragma omp parallel for schedule(static)
-  for (int64_t c0 = 0; c0 < a.n; c0 += kChunk) {
-    const int64_t c1 = std::min(a.n, c0 + kChunk);
-#pragma omp simd
-    for (int64_t i = c0; i < c1; ++i) a.dx[i] = a.dy[i] * (T(1) - a.x[i] * a.x[i]);
-  }
+  for_each_element(a.n, [&](int64_t i) { a.dx[i] = a.dy[i] * (T(1) - a.x[i] * a.x[i]); });
 }
 
 template void tanh_fwd<float>(const GeluArgs<float>&);

@@ -9,6 +9,7 @@
 // are bit-identical run to run on a given device. docs/kernels_memory_bound.md has the byte
 // counts and launch configurations.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/launch.cuh"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/vec.cuh"
 
@@ -24,7 +25,6 @@ namespace {
 
 using Bf = __nv_bfloat16;
 using Pack = Pack128<Bf>;
-static_assert(sizeof(Bf) == sizeof(bf16), "loom::bf16 must be layout-compatible with __nv_bfloat16");
 
 constexpr int kPack = Pack::kSize;      // bf16 per 16-byte access
 constexpr int kSlotCols = 32 * kPack;   // columns one warp covers with one pack per lane
@@ -35,7 +35,6 @@ constexpr int kSlotBuckets[] = {1, 2, 3, 4, 6, 8};
 constexpr int kFwdWarps = 8;            // forward: rows per block (one warp each)
 constexpr int kBwdWarps = 4;            // backward: warps per block sharing one partial row
 constexpr int kMaxPartials = 1024;      // bound on dg/db partial rows (scratch size)
-constexpr int kColSumX = 32, kColSumY = 8;  // partial-sum block: columns x thread rows
 
 // Column held in element k of pack slot i of `lane`. The vector path gives a lane 8 adjacent
 // columns (one 16-byte access); the scalar path, for rows that are not 16-byte aligned,
@@ -44,13 +43,6 @@ constexpr int kColSumX = 32, kColSumY = 8;  // partial-sum block: columns x thre
 template <bool kVector>
 __device__ __forceinline__ int column(int i, int lane, int k) {
   return kVector ? (i * 32 + lane) * kPack + k : i * kSlotCols + k * 32 + lane;
-}
-
-// Start of part i when n items are split into `parts` contiguous parts as evenly as possible.
-// 32-bit on purpose: a 64-bit division is a subroutine call on the GPU (and spills around it).
-__device__ __forceinline__ int split_point(int n, int parts, int i) {
-  const int q = n / parts, r = n % parts;
-  return q * i + (i < r ? i : r);
 }
 
 __device__ __forceinline__ Pack zero_pack() {
@@ -117,6 +109,22 @@ __device__ __forceinline__ void add_slot(float* acc, int i, int lane, int C, con
 
 // ---- forward ---------------------------------------------------------------------------
 
+// Slot i of the row at `off` that the forward normalises: x, or with a residual the bf16 sum
+// x + residual, which is also written to `sum` (the backward's x). kStream: x is read only
+// here. (residual and sum are offset only when present: no arithmetic on null pointers.)
+template <bool kVector, bool kStream>
+__device__ __forceinline__ Pack input_slot(const Bf* x, const Bf* residual, Bf* sum, size_t off, int i, int lane,
+                                           int C) {
+  Pack p = load_slot<kVector, kStream>(x + off, i, lane, C);
+  if (residual) {
+    const Pack r = load_slot<kVector, true>(residual + off, i, lane, C);
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) p[k] = from_float<Bf>(to_float(p[k]) + to_float(r[k]));
+    store_slot<kVector>(sum + off, i, lane, C, p);
+  }
+  return p;
+}
+
 // Register path: the row stays in v[][] from the load to the store, so x (and residual) are
 // read exactly once; the variance is a second pass over registers (no E[x^2] - mean^2
 // cancellation). The sum is rounded to bf16 before it is normalised: the backward gets the
@@ -134,13 +142,7 @@ static __global__ void __launch_bounds__(kFwdWarps * 32)
   float s = 0.f;
 #pragma unroll
   for (int i = 0; i < kSlots; ++i) {
-    Pack p = load_slot<kVector, true>(x + off, i, lane, C);
-    if (residual) {
-      const Pack r = load_slot<kVector, true>(residual + off, i, lane, C);
-#pragma unroll
-      for (int k = 0; k < kPack; ++k) p[k] = from_float<Bf>(to_float(p[k]) + to_float(r[k]));
-      store_slot<kVector>(sum + off, i, lane, C, p);
-    }
+    const Pack p = input_slot<kVector, true>(x, residual, sum, off, i, lane, C);
 #pragma unroll
     for (int k = 0; k < kPack; ++k) {
       v[i][k] = to_float(p[k]);
@@ -190,13 +192,7 @@ static __global__ void __launch_bounds__(kFwdWarps * 32)
   const Bf* src = residual ? sum + off : x + off;
   float s = 0.f;
   for (int i = 0; i < slots; ++i) {
-    Pack p = load_slot<kVector, false>(x + off, i, lane, C);
-    if (residual) {
-      const Pack r = load_slot<kVector, true>(residual + off, i, lane, C);
-#pragma unroll
-      for (int k = 0; k < kPack; ++k) p[k] = from_float<Bf>(to_float(p[k]) + to_float(r[k]));
-      store_slot<kVector>(sum + off, i, lane, C, p);
-    }
+    const Pack p = input_slot<kVector, false>(x, residual, sum, off, i, lane, C);
 #pragma unroll
     for (int k = 0; k < kPack; ++k) s += to_float(p[k]);
   }
@@ -379,52 +375,21 @@ static __global__ void __launch_bounds__(kBwdWarps * 32)
   }
 }
 
-// Second stage: out[c] += sum_p partial[p][c] for the W = 2*C columns [dg | db]. A block
-// covers 32 columns; its blockDim.y thread rows take partials y, y + blockDim.y, ... and meet
-// in shared memory, always in the same order. 32 columns a block keeps the loads coalesced and
-// still gives 2*C/32 blocks (48 for C = 768), where a thread per column would leave most SMs
-// idle. blockDim.y follows P (8 rows from 64 partials up), so few partials cost few threads.
-static __global__ void __launch_bounds__(kColSumX * kColSumY)
-    partial_sum_kernel(const float* __restrict__ partial, int P, int C, float* __restrict__ dg,
-                       float* __restrict__ db) {
-  __shared__ float part[kColSumY][kColSumX + 1];
-  const int W = 2 * C;
-  const int col = blockIdx.x * kColSumX + threadIdx.x;
-  float s = 0.f;
-  if (col < W) {
-#pragma unroll 4
-    for (int p = threadIdx.y; p < P; p += blockDim.y) s += partial[size_t(p) * W + col];
-  }
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < W) {
-    float t = part[0][threadIdx.x];
-    for (unsigned y = 1; y < blockDim.y; ++y) t += part[y][threadIdx.x];
+// Second stage (reduce.cuh's column_sum over the P partial rows of 2*C columns): the first C
+// columns are dg's, the rest db's.
+struct AddToDgDb {
+  float* dg;
+  float* db;
+  int C;
+  __device__ __forceinline__ void operator()(int col, float sum) const {
     if (col < C)
-      dg[col] += t;
+      dg[col] += sum;
     else
-      db[col - C] += t;
+      db[col - C] += sum;
   }
-}
+};
 
 // ---- launch helpers --------------------------------------------------------------------
-
-// Asked at every launch rather than cached: no hidden global state (DESIGN.md §8), and the
-// attribute query is a host-side lookup, legal while a CUDA graph is being captured.
-int sm_count() {
-  int dev = 0, n = 0;
-  LOOM_CHECK(cudaGetDevice(&dev) == cudaSuccess, "cudaGetDevice failed");
-  LOOM_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
-             "cudaDeviceGetAttribute(MultiProcessorCount) failed");
-  return n;
-}
-
-// A bad launch configuration is reported here, by the launcher that made it. (An earlier
-// kernel's asynchronous fault can also surface here: the name says where it was noticed.)
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
-}
 
 // The instantiation for C: the smallest bucket that holds the row, or 0 for the looped path.
 int slot_bucket(int C) {
@@ -437,32 +402,11 @@ int slot_bucket(int C) {
 // Calls f(std::integral_constant<int, S>{}) for the bucket S; every bucket is instantiated.
 template <class F>
 void with_slots(int bucket, F&& f) {
-  switch (bucket) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 3: f(std::integral_constant<int, 3>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 6: f(std::integral_constant<int, 6>{}); break;
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    default: LOOM_CHECK(false, "no layernorm instantiation for ", bucket, " slots");
-  }
-}
-
-template <class F>
-void with_vector(bool vector, F&& f) {
-  if (vector)
-    f(std::true_type{});
-  else
-    f(std::false_type{});
+  with_value<1, 2, 3, 4, 6, 8>("layernorm slots", bucket, f);
 }
 
 // An absent optional pointer (residual, dresid) does not force the scalar path.
 bool aligned_16(const void* p) { return p == nullptr || is_aligned_16(p); }
-
-// loom::bf16 is the host-side storage type of the API; kernels compute on the identical
-// __nv_bfloat16 (static_assert above).
-const Bf* dev(const bf16* p) { return reinterpret_cast<const Bf*>(p); }
-Bf* dev(bf16* p) { return reinterpret_cast<Bf*>(p); }
 
 // Partial rows of the backward: enough blocks to fill the device (the register path's blocks
 // are light enough for 4 a SM when at most 4 slots are live), never more than the scratch
@@ -488,23 +432,22 @@ void layernorm_fwd(const LayerNormFwd& a, Stream s) {
   const float inv_c = 1.f / float(C);  // here, not in the kernels, where / is a slow-path call
   const int grid = (N + kFwdWarps - 1) / kFwdWarps;
   const int threads = 32 * std::min(N, kFwdWarps);  // a few rows get a small block, not idle warps
-  const Bf* residual = a.residual ? dev(a.residual) : nullptr;
-  Bf* sum = a.residual ? dev(a.sum) : nullptr;
+  const Bf* residual = a.residual ? as_nv(a.residual) : nullptr;
+  Bf* sum = a.residual ? as_nv(a.sum) : nullptr;
   const int bucket = slot_bucket(C);
-  with_vector(vector, [&](auto v) {
+  with_bool(vector, [&](auto v) {
     constexpr bool V = decltype(v)::value;
     if (bucket == 0) {
-      LOOM_LAUNCH((layernorm_fwd_looped_kernel<V>), grid, threads, 0, s, dev(a.x), residual, sum, dev(a.g),
-                  dev(a.b), dev(a.y), a.mean, a.rstd, N, C, inv_c, a.eps);
+      LOOM_LAUNCH((layernorm_fwd_looped_kernel<V>), grid, threads, 0, s, as_nv(a.x), residual, sum, as_nv(a.g),
+                  as_nv(a.b), as_nv(a.y), a.mean, a.rstd, N, C, inv_c, a.eps);
     } else {
       with_slots(bucket, [&](auto k) {
         constexpr int S = decltype(k)::value;
-        LOOM_LAUNCH((layernorm_fwd_kernel<S, V>), grid, threads, 0, s, dev(a.x), residual, sum, dev(a.g),
-                    dev(a.b), dev(a.y), a.mean, a.rstd, N, C, inv_c, a.eps);
+        LOOM_LAUNCH((layernorm_fwd_kernel<S, V>), grid, threads, 0, s, as_nv(a.x), residual, sum, as_nv(a.g),
+                    as_nv(a.b), as_nv(a.y), a.mean, a.rstd, N, C, inv_c, a.eps);
       });
     }
   });
-  check_launch("layernorm_fwd");
 }
 
 size_t layernorm_bwd_scratch_floats(int64_t N, int64_t C) {
@@ -525,34 +468,26 @@ void layernorm_bwd(const LayerNormBwd& a, Stream s) {
   const float inv_c = 1.f / float(C);
   const int P = bwd_partials(N, C, sm_count());
   LOOM_CHECK(size_t(P) * 2 * C <= layernorm_bwd_scratch_floats(N, C), "layernorm_bwd: partials exceed scratch");
-  const Bf* dresid = a.dresid ? dev(a.dresid) : nullptr;
+  const Bf* dresid = a.dresid ? as_nv(a.dresid) : nullptr;
   const int bucket = slot_bucket(C);
-  with_vector(vector, [&](auto v) {
+  with_bool(vector, [&](auto v) {
     constexpr bool V = decltype(v)::value;
     if (bucket == 0) {
-      LOOM_LAUNCH((layernorm_bwd_looped_kernel<V>), P / kBwdWarps, kBwdWarps * 32, 0, s, dev(a.dy), dev(a.x),
-                  dev(a.g), a.mean, a.rstd, dresid, dev(a.dx), a.scratch, N, C, inv_c);
+      LOOM_LAUNCH((layernorm_bwd_looped_kernel<V>), P / kBwdWarps, kBwdWarps * 32, 0, s, as_nv(a.dy), as_nv(a.x),
+                  as_nv(a.g), a.mean, a.rstd, dresid, as_nv(a.dx), a.scratch, N, C, inv_c);
     } else {
       with_slots(bucket, [&](auto k) {
         constexpr int S = decltype(k)::value;
-        // Up to 64 KiB (C = 2048): above the default 48 KiB, so opt in (the call is cheap and
-        // legal during stream capture).
+        // Up to 64 KiB (C = 2048): above the default 48 KiB.
         const size_t smem = size_t(kBwdWarps) * 2 * C * sizeof(float);
-        if (smem > 48 * 1024)
-          LOOM_CHECK(cudaFuncSetAttribute(layernorm_bwd_kernel<S, V>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(smem)) == cudaSuccess,
-                     "layernorm_bwd: cannot get ", smem, " bytes of shared memory");
-        LOOM_LAUNCH((layernorm_bwd_kernel<S, V>), P, kBwdWarps * 32, smem, s, dev(a.dy), dev(a.x), dev(a.g), a.mean,
-                    a.rstd, dresid, dev(a.dx), a.scratch, N, C, inv_c);
+        allow_dynamic_smem(layernorm_bwd_kernel<S, V>, smem);
+        LOOM_LAUNCH((layernorm_bwd_kernel<S, V>), P, kBwdWarps * 32, smem, s, as_nv(a.dy), as_nv(a.x), as_nv(a.g),
+                    a.mean, a.rstd, dresid, as_nv(a.dx), a.scratch, N, C, inv_c);
       });
     }
   });
-  check_launch("layernorm_bwd (rows)");
   if (!a.dg) return;  // frozen gain and bias: the partials are not reduced
-  const unsigned rows = unsigned(std::clamp(P / 8, 1, kColSumY));
-  LOOM_LAUNCH(partial_sum_kernel, (2 * C + kColSumX - 1) / kColSumX, dim3(kColSumX, rows), 0, s, a.scratch, P, C,
-              a.dg, a.db);
-  check_launch("layernorm_bwd (dg/db partials)");
+  column_sum("layernorm_bwd (dg/db)", a.scratch, P, 2 * C, AddToDgDb{a.dg, a.db, C}, s);
 }
 
 }  // namespace loom::cuda

@@ -7,10 +7,13 @@
 //  1. a 2D grid of (256-column tiles) x (row chunks); each block sums its chunk of rows for
 //     its tile, its 8 warps splitting the rows and then meeting in shared memory in warp
 //     order, and writes one partial row into a bounded scratch buffer;
-//  2. a column sum of the partial rows in a fixed order, added into db.
+//  2. a column sum of the partial rows in a fixed order (reduce.cuh's column_sum), added into
+//     db.
 // The chunk count depends on N, M and the device's SM count only, so a device always adds in
 // the same order: bit-identical results run to run.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/launch.cuh"
+#include "kernels/common/reduce.cuh"
 #include "kernels/common/vec.cuh"
 
 #include <algorithm>
@@ -32,20 +35,12 @@ constexpr int kWarps = 8;              // stage 1: warps per block, splitting th
 constexpr int kMinChunkRows = 32;      // a chunk has at least this many rows (per block work)
 constexpr int kMaxChunks = 1024;       // bound on partial rows, hence on the scratch size
 constexpr int kBlocksPerSm = 4;        // stage 1 target: 4 blocks of 256 threads an SM
-constexpr int kColSumX = 32, kColSumY = 8;
 
 // Column held in element k of `lane`'s pack within a tile: 8 adjacent columns on the vector
 // path; lanes interleaved on the scalar path so that each scalar load is coalesced.
 template <bool kVector>
 __device__ __forceinline__ int tile_column(int lane, int k) {
   return kVector ? lane * kPack + k : k * 32 + lane;
-}
-
-// Start of part i when n items are split into `parts` contiguous parts as evenly as possible.
-// 32-bit on purpose: a 64-bit division is a subroutine call on the GPU (and spills around it).
-__device__ __forceinline__ int split_point(int n, int parts, int i) {
-  const int q = n / parts, r = n % parts;
-  return q * i + (i < r ? i : r);
 }
 
 // Stage 1. Block (tile, chunk) reduces its chunk of rows (split_point) of columns
@@ -98,44 +93,6 @@ static __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// Stage 2: db[c] += sum_p partial[p][c]. A block covers 32 columns; its blockDim.y thread
-// rows take partials y, y + blockDim.y, ... and meet in shared memory in row order. blockDim.y
-// follows P (8 from 64 partials up), so a few partials cost a few threads.
-static __global__ void __launch_bounds__(kColSumX * kColSumY)
-    partial_sum_kernel(const float* __restrict__ partial, int P, int M, float* __restrict__ db) {
-  __shared__ float part[kColSumY][kColSumX + 1];
-  const int col = blockIdx.x * kColSumX + threadIdx.x;
-  float s = 0.f;
-  if (col < M) {
-#pragma unroll 4
-    for (int p = threadIdx.y; p < P; p += blockDim.y) s += partial[size_t(p) * M + col];
-  }
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < M) {
-    float t = part[0][threadIdx.x];
-    for (unsigned y = 1; y < blockDim.y; ++y) t += part[y][threadIdx.x];
-    db[col] += t;
-  }
-}
-
-// Asked at every launch rather than cached: no hidden global state (DESIGN.md §8), and the
-// attribute query is a host-side lookup, legal while a CUDA graph is being captured.
-int sm_count() {
-  int dev = 0, n = 0;
-  LOOM_CHECK(cudaGetDevice(&dev) == cudaSuccess, "cudaGetDevice failed");
-  LOOM_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
-             "cudaDeviceGetAttribute(MultiProcessorCount) failed");
-  return n;
-}
-
-// A bad launch configuration is reported here, by the launcher that made it. (An earlier
-// kernel's asynchronous fault can also surface here: the name says where it was noticed.)
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
-}
-
 int64_t max_chunks(int64_t N) {
   return std::clamp<int64_t>((N + kMinChunkRows - 1) / kMinChunkRows, 1, kMaxChunks);
 }
@@ -166,11 +123,7 @@ void bias_grad(const bf16* dy, float* db, float* scratch, int64_t N, int64_t M, 
     LOOM_LAUNCH((bias_grad_partial_kernel<true>), grid, kWarps * 32, 0, s, dyb, scratch, int(N), int(M));
   else
     LOOM_LAUNCH((bias_grad_partial_kernel<false>), grid, kWarps * 32, 0, s, dyb, scratch, int(N), int(M));
-  check_launch("bias_grad (partials)");
-  const unsigned rows = unsigned(std::clamp(chunks / 8, 1, kColSumY));
-  LOOM_LAUNCH(partial_sum_kernel, unsigned((M + kColSumX - 1) / kColSumX), dim3(kColSumX, rows), 0, s, scratch,
-              chunks, int(M), db);
-  check_launch("bias_grad (column sum)");
+  column_sum("bias_grad (column sum)", scratch, chunks, int(M), AddToColumn{db}, s);
 }
 
 }  // namespace loom::cuda

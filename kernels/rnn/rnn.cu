@@ -25,6 +25,8 @@
 // The Gemm callback must run its product in stream order on `s` (the launchers interleave it
 // with their kernels); launchers never allocate: everything comes from `scratch`.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/launch.cuh"
+#include "kernels/common/reduce.cuh"
 #include "kernels/common/vec.cuh"
 
 #include <algorithm>
@@ -38,12 +40,10 @@ namespace loom::cuda {
 namespace {
 
 using Bf = __nv_bfloat16;
-static_assert(sizeof(Bf) == sizeof(bf16), "loom::bf16 must be layout-compatible with __nv_bfloat16");
 
 constexpr int kThreads = 256;                        // pointwise kernels
 constexpr int kPersistentMaxThreads = 512;           // persistent kernel (a thread per gate row)
 constexpr size_t kPersistentWhhBytes = 96 * 1024;    // w_hh (bf16) in shared memory, at most
-constexpr int kColX = 32, kColY = 8;                 // column-sum block: columns x row lanes
 constexpr size_t kAlignFloats = 64;                  // scratch segments start 256 bytes apart
 
 template <Cell C>
@@ -258,71 +258,29 @@ static __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// out[c] += sum_r m[r, c] (and out2[c] += the same): a block covers kColX columns, its
-// blockDim.y (<= kColY) thread rows take rows y, y + blockDim.y, ... and meet in shared
-// memory, always in one order. blockDim.y depends on the row count only: a given shape always
-// sums in the same order.
-static __global__ void __launch_bounds__(kColX * kColY)
-    column_sum_kernel(const float* __restrict__ m, int rows, int cols, float* __restrict__ out, float* out2) {
-  __shared__ float part[kColY][kColX + 1];
-  const int col = blockIdx.x * kColX + threadIdx.x;
-  float s = 0.f;
-  if (col < cols)
-    for (int r = threadIdx.y; r < rows; r += blockDim.y) s += m[size_t(r) * cols + col];
-  part[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < cols) {
-    float t = part[0][threadIdx.x];
-    for (unsigned y = 1; y < blockDim.y; ++y) t += part[y][threadIdx.x];
-    out[col] += t;
-    if (out2) out2[col] += t;
+// The bias gradients' epilogue of reduce.cuh's column_sum: out[c] += sum, and out2[c] too
+// (b_ih and b_hh get the same gradient except in the GRU).
+struct AddToBoth {
+  float* out;
+  float* out2;
+  __device__ __forceinline__ void operator()(int col, float sum) const {
+    out[col] += sum;
+    if (out2) out2[col] += sum;
   }
-}
+};
 
 // ---- launch helpers --------------------------------------------------------------------
 
-int sm_count() {
-  int dev = 0, n = 0;
-  LOOM_CHECK(cudaGetDevice(&dev) == cudaSuccess, "cudaGetDevice failed");
-  LOOM_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess,
-             "cudaDeviceGetAttribute(MultiProcessorCount) failed");
-  return n;
-}
-
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
-}
-
 template <class F>
 void with_cell(Cell c, F&& f) {
-  switch (c) {
-    case Cell::RNN: f(std::integral_constant<Cell, Cell::RNN>{}); break;
-    case Cell::LSTM: f(std::integral_constant<Cell, Cell::LSTM>{}); break;
-    case Cell::GRU: f(std::integral_constant<Cell, Cell::GRU>{}); break;
-    default: LOOM_CHECK(false, "rnn: unknown cell ", int(c));
-  }
+  with_value<Cell::RNN, Cell::LSTM, Cell::GRU>("rnn cell", c, f);
 }
 
-template <class F>
-void with_rows(int R, F&& f) {
-  switch (R) {
-    case 1: f(std::integral_constant<int, 1>{}); break;
-    case 2: f(std::integral_constant<int, 2>{}); break;
-    case 4: f(std::integral_constant<int, 4>{}); break;
-    case 8: f(std::integral_constant<int, 8>{}); break;
-    default: LOOM_CHECK(false, "rnn: no persistent instantiation for ", R, " rows");
-  }
-}
-
-// Threads of a one-thread-per-element launch: whole warps, no more than needed.
+// A thread per element: whole warps, no more than needed, in as many blocks as it takes.
 int block_for(int n) { return std::min(kThreads, (n + 31) / 32 * 32); }
-int grid_for(int n) { return (n + kThreads - 1) / kThreads; }
+int element_grid(int n) { return int(ceil_div(n, kThreads)); }
 
 size_t seg(size_t floats) { return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
-
-const Bf* dev(const bf16* p) { return reinterpret_cast<const Bf*>(p); }
-Bf* dev(bf16* p) { return reinterpret_cast<Bf*>(p); }
 
 void check_shape(const char* what, Cell c, int64_t B, int64_t S, int64_t I, int64_t H) {
   LOOM_CHECK(int(c) >= 0 && int(c) <= 2, what, ": unknown cell ", int(c));
@@ -387,23 +345,18 @@ void rnn_fwd(const RnnFwd& a, const Gemm& gemm, Stream s) {
     const size_t smem = persistent_smem_bytes(cell_gates(a.cell), H, R);
     with_cell(a.cell, [&](auto cc) {
       constexpr Cell C = decltype(cc)::value;
-      with_rows(R, [&](auto rr) {
+      with_value<1, 2, 4, 8>("rnn persistent rows", R, [&](auto rr) {
         constexpr int RR = decltype(rr)::value;
-        if (smem > 48 * 1024)
-          LOOM_CHECK(cudaFuncSetAttribute(rnn_persistent_fwd_kernel<C, RR>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) == cudaSuccess,
-                     "rnn_fwd: cannot get ", smem, " bytes of shared memory");
-        LOOM_LAUNCH((rnn_persistent_fwd_kernel<C, RR>), (B + RR - 1) / RR, threads, smem, s, xp, dev(a.w_hh),
-                    dev(a.b_ih), dev(a.b_hh), a.state0, dev(a.y), a.stateT, a.saved, B, S, H);
+        allow_dynamic_smem(rnn_persistent_fwd_kernel<C, RR>, smem);
+        LOOM_LAUNCH((rnn_persistent_fwd_kernel<C, RR>), int(ceil_div(B, RR)), threads, smem, s, xp, as_nv(a.w_hh),
+                    as_nv(a.b_ih), as_nv(a.b_hh), a.state0, as_nv(a.y), a.stateT, a.saved, B, S, H);
       });
     });
-    check_launch("rnn_fwd (persistent)");
     return;
   }
 
   const int n = B * H;
-  LOOM_LAUNCH(to_bf16_kernel, grid_for(n), block_for(n), 0, s, a.state0, h0, n);
-  check_launch("rnn_fwd (h0)");
+  LOOM_LAUNCH(to_bf16_kernel, element_grid(n), block_for(n), 0, s, a.state0, h0, n);
   for (int t = 0; t < S; ++t) {
     GemmCall rec;  // hh = h_{t-1} w_hh^T
     rec.ta = false, rec.tb = true, rec.m = B, rec.n = GH, rec.k = H;
@@ -416,10 +369,9 @@ void rnn_fwd(const RnnFwd& a, const Gemm& gemm, Stream s) {
     float* out_state = t == S - 1 ? a.stateT : state;
     with_cell(a.cell, [&](auto cc) {
       constexpr Cell C = decltype(cc)::value;
-      LOOM_LAUNCH((rnn_step_fwd_kernel<C>), grid_for(n), block_for(n), 0, s, xp, hh, dev(a.b_ih), dev(a.b_hh),
-                  in_state, out_state, dev(a.y), a.saved, B, S, H, t);
+      LOOM_LAUNCH((rnn_step_fwd_kernel<C>), element_grid(n), block_for(n), 0, s, xp, hh, as_nv(a.b_ih), as_nv(a.b_hh),
+                  in_state, out_state, as_nv(a.y), a.saved, B, S, H, t);
     });
-    check_launch("rnn_fwd (step)");
   }
 }
 
@@ -450,10 +402,9 @@ void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
   for (int t = S - 1; t >= 0; --t) {
     with_cell(a.cell, [&](auto cc) {
       constexpr Cell C = decltype(cc)::value;
-      LOOM_LAUNCH((rnn_step_bwd_kernel<C>), grid_for(n), block_for(n), 0, s, dev(a.dy), dev(a.y), a.saved, a.state0,
-                  dh, dc, dgx, dgh, hprev, B, S, H, t, int(t == S - 1));
+      LOOM_LAUNCH((rnn_step_bwd_kernel<C>), element_grid(n), block_for(n), 0, s, as_nv(a.dy), as_nv(a.y), a.saved,
+                  a.state0, dh, dc, dgx, dgh, hprev, B, S, H, t, int(t == S - 1));
     });
-    check_launch("rnn_bwd (step)");
     if (t == 0) break;  // no gradient into state0
     GemmCall rec;       // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share already in dh)
     rec.ta = false, rec.tb = false, rec.m = B, rec.n = H, rec.k = GH;
@@ -484,16 +435,8 @@ void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
     dx.C = a.dx, dx.c_dtype = DType::BF16, dx.ldc = I;
     gemm(dx);
   }
-  // A thread row per 32 rows of dg, up to kColY: few rows get a small block.
-  const dim3 col_block(kColX, unsigned(std::clamp((B * S + 31) / 32, 1, kColY)));
-  const int col_grid = (GH + kColX - 1) / kColX;
-  LOOM_LAUNCH(column_sum_kernel, col_grid, col_block, 0, s, dgx, B * S, GH, a.db_ih, gru ? nullptr : a.db_hh);
-  check_launch("rnn_bwd (db_ih)");
-  if (gru) {
-    LOOM_LAUNCH(column_sum_kernel, col_grid, col_block, 0, s, dgh, B * S, GH, a.db_hh,
-                static_cast<float*>(nullptr));
-    check_launch("rnn_bwd (db_hh)");
-  }
+  column_sum("rnn_bwd (db_ih)", dgx, B * S, GH, AddToBoth{a.db_ih, gru ? nullptr : a.db_hh}, s);
+  if (gru) column_sum("rnn_bwd (db_hh)", dgh, B * S, GH, AddToColumn{a.db_hh}, s);
 }
 
 }  // namespace loom::cuda

@@ -13,6 +13,7 @@
 // 16-byte boundary, a body of 16-byte packs, and a scalar tail, so every V takes the vector
 // path for all but at most 14 elements a row.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/launch.cuh"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/vec.cuh"
 #include "kernels/softmax_xent/softmax_xent.h"
@@ -29,29 +30,12 @@ constexpr int kBlock = 256;
 // Up to 4096 logits (16 packs a lane) one warp keeps enough loads in flight; beyond that a
 // block per row.
 constexpr int kWarpRowMaxV = 4096;
-// Rows beyond what one grid covers are reached by the grid-stride loops.
-constexpr int64_t kMaxGrid = int64_t{1} << 20;
+// Grids of at most one wave (8 blocks of 256 threads fill an SM); the row loops stride over
+// the rest.
+constexpr int kBlocksPerSm = 8;
 
 using Bf16Pack = Pack128<__nv_bfloat16>;
 constexpr int kPack = Bf16Pack::kSize;  // 8 bf16 in 16 bytes
-
-// One 16-byte store that stays one instruction. nvcc 13 splits vec.cuh's store_128 (a plain
-// int4 store) into four 4-byte stores inside these kernels (seen in their PTX); __stwb is an
-// inline-asm st.global.wb.v4, the default caching. The emulator keeps store_128 for its
-// alignment check, reported at the caller's line.
-#if LOOM_SIMT_EMULATION
-template <class T>
-inline void store_pack(T* p, const Pack128<T>& v, std::source_location loc = std::source_location::current()) {
-  store_128(p, v, loc);
-}
-#else
-template <class T>
-__device__ __forceinline__ void store_pack(T* p, const Pack128<T>& v) {
-  int4 bits;
-  memcpy(&bits, &v, 16);
-  __stwb(reinterpret_cast<int4*>(p), bits);
-}
-#endif
 
 // How one row is visited: `head` scalar elements up to the first 16-byte boundary, `packs`
 // 16-byte packs, then the tail; head and tail together are `scalars` elements, visited one by
@@ -72,20 +56,12 @@ __device__ __forceinline__ RowSplit split_row(const void* in, const void* out, i
 }
 
 // Reductions over the threads of one row: a warp or the whole block.
-template <int kRowThreads>
-__device__ __forceinline__ float row_max(float v) {
+template <int kRowThreads, class Op>
+__device__ __forceinline__ float row_reduce(float v, Op op, float identity) {
   if constexpr (kRowThreads == 32) {
-    return warp_max(v);
+    return warp_reduce(v, op);
   } else {
-    return block_max(v);
-  }
-}
-template <int kRowThreads>
-__device__ __forceinline__ float row_sum(float v) {
-  if constexpr (kRowThreads == 32) {
-    return warp_sum(v);
-  } else {
-    return block_sum(v);
+    return block_reduce(v, op, identity);
   }
 }
 
@@ -134,10 +110,31 @@ __device__ __forceinline__ void row_stats(const __nv_bfloat16* z, int V, int t, 
 #pragma unroll 4
   for (int p = t; p < sp.packs; p += kRowThreads) acc.add(load_128(body + p * kPack));
   for (int j = t; j < sp.scalars; j += kRowThreads) acc.add(to_float(z[sp.scalar_col(j)]));
-  M = row_max<kRowThreads>(acc.m);
+  M = row_reduce<kRowThreads>(acc.m, MaxOp{}, -INFINITY);
   // A thread that saw no element (m = -inf) adds nothing; exp(-inf - M) would be NaN when
   // M is -inf too.
-  S = row_sum<kRowThreads>(acc.m == -INFINITY ? 0.f : acc.s * __expf(acc.m - M));
+  S = row_reduce<kRowThreads>(acc.m == -INFINITY ? 0.f : acc.s * __expf(acc.m - M), SumOp{}, 0.f);
+}
+
+// out[c] = f(z[c], c) over this thread's share of a row (t: its index among the row's
+// threads), 16-byte packs through the row's split, scalars for head and tail. The inputs are
+// streamed (evict-first): these passes are the row's last readers. out may be z itself.
+template <int kRowThreads, class F>
+__device__ __forceinline__ void map_row(const __nv_bfloat16* z, __nv_bfloat16* out, int V, int t, F f) {
+  const RowSplit sp = split_row(z, out, V);
+#pragma unroll 2
+  for (int p = t; p < sp.packs; p += kRowThreads) {
+    const int c0 = sp.head + p * kPack;
+    const Bf16Pack x = load_128_cs(z + c0);
+    Bf16Pack o;
+#pragma unroll
+    for (int k = 0; k < kPack; ++k) o[k] = from_float<__nv_bfloat16>(f(to_float(x[k]), c0 + k));
+    store_128_global(out + c0, o);
+  }
+  for (int j = t; j < sp.scalars; j += kRowThreads) {
+    const int c = sp.scalar_col(j);
+    out[c] = from_float<__nv_bfloat16>(f(to_float(z[c]), c));
+  }
 }
 
 }  // namespace
@@ -193,22 +190,7 @@ static __global__ void __launch_bounds__(kBlock)
     const int32_t y = targets[r];
     // A bad target poisons its row rather than silently dropping the -1.
     const float sc = (y >= 0 && y < V) ? scale : NAN;
-    const RowSplit sp = split_row(z, d, V);
-#pragma unroll 2
-    for (int p = t; p < sp.packs; p += kRowThreads) {
-      const int c0 = sp.head + p * kPack;
-      // Streaming: the backward is the logits' last reader.
-      const Bf16Pack x = load_128_cs(z + c0);
-      Bf16Pack g;
-#pragma unroll
-      for (int k = 0; k < kPack; ++k)
-        g[k] = from_float<__nv_bfloat16>((__expf(to_float(x[k]) - l) - (c0 + k == y ? 1.f : 0.f)) * sc);
-      store_pack(d + c0, g);
-    }
-    for (int j = t; j < sp.scalars; j += kRowThreads) {
-      const int c = sp.scalar_col(j);
-      d[c] = from_float<__nv_bfloat16>((__expf(to_float(z[c]) - l) - (c == y ? 1.f : 0.f)) * sc);
-    }
+    map_row<kRowThreads>(z, d, V, t, [&](float x, int c) { return (__expf(x - l) - (c == y ? 1.f : 0.f)) * sc; });
   }
 }
 
@@ -226,20 +208,7 @@ static __global__ void __launch_bounds__(kBlock)
     float M, S;
     row_stats<kRowThreads>(z, V, t, M, S);
     const float inv = 1.f / S;
-    const RowSplit sp = split_row(z, o, V);
-#pragma unroll 2
-    for (int p = t; p < sp.packs; p += kRowThreads) {
-      const int c0 = sp.head + p * kPack;
-      const Bf16Pack v = load_128_cs(z + c0);
-      Bf16Pack q;
-#pragma unroll
-      for (int k = 0; k < kPack; ++k) q[k] = from_float<__nv_bfloat16>(__expf(to_float(v[k]) - M) * inv);
-      store_pack(o + c0, q);
-    }
-    for (int j = t; j < sp.scalars; j += kRowThreads) {
-      const int c = sp.scalar_col(j);
-      o[c] = from_float<__nv_bfloat16>(__expf(to_float(z[c]) - M) * inv);
-    }
+    map_row<kRowThreads>(z, o, V, t, [&](float x, int) { return __expf(x - M) * inv; });
   }
 }
 
@@ -247,19 +216,21 @@ static __global__ void __launch_bounds__(kBlock)
 
 namespace {
 
-void check_launch(const char* what) {
-  const cudaError_t e = cudaGetLastError();
-  LOOM_CHECK(e == cudaSuccess, what, ": ", cudaGetErrorString(e));
-}
-
 void check_shape(int64_t N, int64_t V, const char* what) {
   LOOM_CHECK(N > 0 && V > 0, what, ": empty shape [", N, ", ", V, "]");
   LOOM_CHECK(V <= INT_MAX, what, ": V = ", V, " does not fit the kernels' int columns");
 }
 
-unsigned grid_for(int64_t rows, int rows_per_block) {
-  const int64_t blocks = (rows + rows_per_block - 1) / rows_per_block;
-  return unsigned(blocks < kMaxGrid ? blocks : kMaxGrid);
+// kRowThreads threads a row (a warp or the block), at most one wave.
+template <int kRowThreads>
+int rows_grid(int64_t rows) {
+  return grid_for(rows * kRowThreads, kBlock, kBlocksPerSm);
+}
+
+// f(std::integral_constant<int, threads a row>): a warp a row up to kWarpRowMaxV, else a block.
+template <class F>
+void with_row_threads(int V, F&& f) {
+  with_value<32, kBlock>("softmax row threads", V <= kWarpRowMaxV ? 32 : kBlock, f);
 }
 
 bool overlaps(const void* a, size_t na, const void* b, size_t nb) {
@@ -279,14 +250,11 @@ void softmax_xent_fwd(const SoftmaxXentFwd& a, Stream s) {
              "softmax_xent_fwd: scratch overlaps lse or loss");
   const auto* z = reinterpret_cast<const __nv_bfloat16*>(a.logits);
   const int V = int(a.V);
-  if (V <= kWarpRowMaxV)
-    LOOM_LAUNCH((xent_fwd_kernel<32>), grid_for(a.N, kBlock / 32), kBlock, 0, s, z, a.targets, a.lse, a.scratch,
-                a.N, V);
-  else
-    LOOM_LAUNCH((xent_fwd_kernel<kBlock>), grid_for(a.N, 1), kBlock, 0, s, z, a.targets, a.lse, a.scratch, a.N, V);
-  check_launch("softmax_xent_fwd: row kernel");
+  with_row_threads(V, [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    LOOM_LAUNCH((xent_fwd_kernel<R>), rows_grid<R>(a.N), kBlock, 0, s, z, a.targets, a.lse, a.scratch, a.N, V);
+  });
   LOOM_LAUNCH(mean_kernel, 1, kBlock, 0, s, static_cast<const float*>(a.scratch), a.loss, a.N);
-  check_launch("softmax_xent_fwd: mean kernel");
 }
 
 void softmax_xent_bwd(const SoftmaxXentBwd& a, Stream s) {
@@ -300,12 +268,10 @@ void softmax_xent_bwd(const SoftmaxXentBwd& a, Stream s) {
   const auto* z = reinterpret_cast<const __nv_bfloat16*>(a.logits);
   auto* d = reinterpret_cast<__nv_bfloat16*>(a.dlogits);
   const int V = int(a.V);
-  if (V <= kWarpRowMaxV)
-    LOOM_LAUNCH((xent_bwd_kernel<32>), grid_for(a.N, kBlock / 32), kBlock, 0, s, a.dloss, z, a.targets, a.lse, d,
-                a.N, V);
-  else
-    LOOM_LAUNCH((xent_bwd_kernel<kBlock>), grid_for(a.N, 1), kBlock, 0, s, a.dloss, z, a.targets, a.lse, d, a.N, V);
-  check_launch("softmax_xent_bwd");
+  with_row_threads(V, [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    LOOM_LAUNCH((xent_bwd_kernel<R>), rows_grid<R>(a.N), kBlock, 0, s, a.dloss, z, a.targets, a.lse, d, a.N, V);
+  });
 }
 
 void softmax_fwd(const bf16* x, bf16* y, int64_t N, int64_t V, Stream s) {
@@ -316,11 +282,10 @@ void softmax_fwd(const bf16* x, bf16* y, int64_t N, int64_t V, Stream s) {
              "softmax_fwd: y overlaps x without being it");
   const auto* xi = reinterpret_cast<const __nv_bfloat16*>(x);
   auto* yo = reinterpret_cast<__nv_bfloat16*>(y);
-  if (V <= kWarpRowMaxV)
-    LOOM_LAUNCH((softmax_kernel<32>), grid_for(N, kBlock / 32), kBlock, 0, s, xi, yo, N, int(V));
-  else
-    LOOM_LAUNCH((softmax_kernel<kBlock>), grid_for(N, 1), kBlock, 0, s, xi, yo, N, int(V));
-  check_launch("softmax_fwd");
+  with_row_threads(int(V), [&](auto r) {
+    constexpr int R = decltype(r)::value;
+    LOOM_LAUNCH((softmax_kernel<R>), rows_grid<R>(N), kBlock, 0, s, xi, yo, N, int(V));
+  });
 }
 
 }  // namespace loom::cuda

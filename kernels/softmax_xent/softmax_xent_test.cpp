@@ -5,8 +5,12 @@
 // The shapes are chosen for the code paths, not for size: V = 256 and 300 take the
 // warp-per-row kernels (300: rows alternate between 16-byte aligned and not, so heads and
 // tails run), 4097 / 8192 / 50304 the block-per-row kernels, and an offset base pointer
-// misaligns every row. Outputs start as NaN; inputs are random and never zero.
+// misaligns every row. Shapes on a one-SM emulated device (grids of 8 blocks: 64 warp rows or
+// 8 block rows a wave) make the row loops go round several times, so blocks reduce several
+// rows through the same shared memory, in every build. Outputs start as NaN; inputs are
+// random and never zero.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/test_util.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
 #include <gtest/gtest.h>
@@ -14,7 +18,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
@@ -25,107 +28,46 @@
 namespace loom {
 namespace {
 
-#define ASSERT_CUDA(expr)                                                                 \
-  do {                                                                                    \
-    const cudaError_t e_ = (expr);                                                        \
-    ASSERT_EQ(e_, cudaSuccess) << #expr << ": " << cudaGetErrorString(e_);               \
-  } while (0)
+using namespace loom::test;
 
-// Device memory for one test, copied in and out whole.
-template <class T>
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(size_t n) : n_(n) {
-    if (cudaMalloc(&p_, std::max<size_t>(n, 1) * sizeof(T)) != cudaSuccess) p_ = nullptr;
-  }
-  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
-  ~DeviceBuffer() { cudaFree(p_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  T* get() const { return p_; }
-  void upload(const std::vector<T>& h) { cudaMemcpy(p_, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice); }
-  // 0xFF bytes: NaN in f32 and bf16, so an element the kernel forgot reads as wrong.
-  void poison() { cudaMemset(p_, 0xFF, n_ * sizeof(T)); }
-  std::vector<T> download() const {
-    std::vector<T> h(n_);
-    cudaDeviceSynchronize();
-    cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost);
-    return h;
-  }
-
- private:
-  T* p_ = nullptr;
-  size_t n_;
-};
-
-// The worst element under max |got - ref| <= atol + rtol |ref| (DESIGN.md §6); NaN never
-// passes.
-struct Worst {
-  double ratio = 0, got = 0, ref = 0;
-  int64_t index = -1;
-  void add(int64_t i, double g, double r, double atol, double rtol) {
-    const double q = std::isnan(g) || std::isnan(r) ? INFINITY : std::fabs(g - r) / (atol + rtol * std::fabs(r));
-    if (index < 0 || q > ratio || std::isnan(q)) {
-      ratio = q;
-      index = i;
-      got = g;
-      ref = r;
-    }
-  }
-  // Printed for passing checks too, so the logs show each margin.
-  bool ok(const char* what) const {
-    std::printf("[ worst    ] %s: %s\n", what, str().c_str());
-    return index >= 0 && ratio <= 1.0;
-  }
-  std::string str() const {
-    char b[160];
-    std::snprintf(b, sizeof b, "worst element %lld: got %.9g ref %.9g (%.3g x tolerance)", static_cast<long long>(index),
-                  got, ref, ratio);
-    return b;
-  }
-};
-
-// Tolerances per dtype. f32: the kernels' single-precision exp/log against double. bf16:
-// one rounding of the output (half an ulp, 2^-9 relative) plus the f32 error, with margin.
-constexpr double kF32Atol = 1e-5, kF32Rtol = 1e-5;
-constexpr double kBf16Rtol = 1.0 / 128;
+// bf16 outputs (dlogits, probabilities): one output rounding (half an ulp, 2^-9 relative) plus
+// the f32 error, with margin; a tiny atol, since both are probabilities-sized and exact zeros
+// do not occur.
+constexpr Tolerance kBf16Grad{1e-7, 1.0 / 128};
+constexpr Tolerance kBf16Prob{1e-9, 1.0 / 128};
 
 struct Shape {
   int64_t N, V;
   int64_t offset;  // elements between the allocation and the first logit: misaligns rows
+  int sms = 0;     // emulated SM count (0: LOOM_SIMT_SM_COUNT, default 4)
 };
 
 std::string name(const Shape& s) {
-  return "N=" + std::to_string(s.N) + " V=" + std::to_string(s.V) + " offset=" + std::to_string(s.offset);
+  return "N=" + std::to_string(s.N) + " V=" + std::to_string(s.V) + " offset=" + std::to_string(s.offset) +
+         (s.sms ? " on " + std::to_string(s.sms) + " SM" : "");
 }
 
 // Sanitizer builds run one shape per code path (warp rows aligned and not, block rows
 // unaligned by V and by the base pointer) on fewer rows: each launch there costs about half a
 // second of thread start-up under TSan.
 std::vector<Shape> shapes() {
-  if (LOOM_SANITIZED) return {{9, 256, 0}, {5, 300, 0}, {2, 4097, 0}, {2, 8192, 3}};
-  return {{37, 256, 0}, {19, 300, 0}, {9, 5, 0}, {4, 4097, 0}, {5, 8192, 0}, {3, 50304, 0}, {4, 8192, 3}, {11, 256, 1}};
+  if (LOOM_SANITIZED) return {{9, 256, 0}, {5, 300, 0}, {2, 4097, 0}, {2, 8192, 3}, {70, 256, 0, 1}, {10, 4097, 3, 1}};
+  return {{37, 256, 0}, {19, 300, 0}, {9, 5, 0},      {4, 4097, 0},      {5, 8192, 0},
+          {3, 50304, 0}, {4, 8192, 3}, {11, 256, 1}, {150, 300, 0, 1}, {11, 4097, 0, 1}};
 }
 
 struct Problem {
-  std::vector<bf16> logits;   // offset + N * V, the first `offset` unused
+  std::vector<bf16> logits;  // [N, V]
   std::vector<int32_t> targets;
-  std::vector<double> z;      // the bf16 logits as double, [N, V]
+  std::vector<double> z;     // the bf16 logits as double
 };
 
 Problem make_problem(const Shape& s, uint32_t seed) {
   std::mt19937 rng(seed);
-  std::normal_distribution<float> nd(0.f, 2.5f);
   std::uniform_int_distribution<int32_t> ud(0, int32_t(s.V - 1));
   Problem p;
-  p.logits.resize(size_t(s.offset + s.N * s.V));
-  p.z.resize(size_t(s.N * s.V));
-  for (size_t i = 0; i < p.logits.size(); ++i) {
-    float x = nd(rng);
-    if (to_bf16(x).bits == 0 || to_bf16(x).bits == 0x8000) x = 0.5f;  // never zero
-    p.logits[i] = to_bf16(x);
-  }
-  for (size_t i = 0; i < p.z.size(); ++i) p.z[i] = from_bf16(p.logits[size_t(s.offset) + i]);
+  p.logits = random_bf16(size_t(s.N * s.V), rng, 0.f, 2.5f);
+  p.z = to_double(p.logits);
   p.targets.resize(size_t(s.N));
   for (auto& t : p.targets) t = ud(rng);
   // One row whose target holds the row's largest logit: the -1 then meets p close to 1.
@@ -139,53 +81,58 @@ Problem make_problem(const Shape& s, uint32_t seed) {
 // The reference forward in double: lse per row and the mean loss.
 void reference_fwd(const Shape& s, const Problem& p, std::vector<double>& lse, double& loss) {
   lse.assign(size_t(s.N), 0.0);
-  ref::softmax_xent_fwd<double>({p.z.data(), p.targets.data(), &loss, lse.data(), s.N, s.V});
+  ref::softmax_xent_fwd<double>(
+      {.logits = p.z.data(), .targets = p.targets.data(), .loss = &loss, .lse = lse.data(), .N = s.N, .V = s.V});
+}
+
+// f(s, p) for every shape, on its emulated SM count, with a problem drawn from its own seed.
+template <class F>
+void for_each_shape(uint32_t seed, F f) {
+  for (const Shape& s : shapes()) {
+    SCOPED_TRACE(name(s));
+    EmulatedSms sms(s.sms);
+    f(s, make_problem(s, seed++));
+  }
+}
+
+struct Forward {
+  std::vector<float> lse, loss;
+};
+
+// The CUDA forward, from NaN-poisoned outputs and scratch.
+Forward run_forward(const Shape& s, const Problem& p) {
+  DeviceBuffer<bf16> logits(p.logits, size_t(s.offset));
+  DeviceBuffer<int32_t> targets(p.targets);
+  DeviceBuffer<float> lse(size_t(s.N)), loss(1), scratch(cuda::softmax_xent_scratch_floats(s.N));
+  lse.poison();
+  loss.poison();
+  scratch.poison();
+  cuda::softmax_xent_fwd({.logits = logits.get(), .targets = targets.get(), .lse = lse.get(), .loss = loss.get(),
+                          .scratch = scratch.get(), .N = s.N, .V = s.V},
+                         nullptr);
+  return {lse.download(), loss.download()};
 }
 
 TEST(SoftmaxXent, ForwardMatchesReference) {
-  uint32_t seed = 1;
-  for (const Shape& s : shapes()) {
-    SCOPED_TRACE(name(s));
-    const Problem p = make_problem(s, seed++);
-    DeviceBuffer<bf16> logits(p.logits);
-    DeviceBuffer<int32_t> targets(p.targets);
-    DeviceBuffer<float> lse(size_t(s.N)), loss(1), scratch(cuda::softmax_xent_scratch_floats(s.N));
-    lse.poison();
-    loss.poison();
-    scratch.poison();
-    cuda::softmax_xent_fwd({logits.get() + s.offset, targets.get(), lse.get(), loss.get(), scratch.get(), s.N, s.V},
-                           nullptr);
-    ASSERT_CUDA(cudaDeviceSynchronize());
-
+  for_each_shape(1, [](const Shape& s, const Problem& p) {
+    const Forward got = run_forward(s, p);
     std::vector<double> ref_lse;
     double ref_loss = 0;
     reference_fwd(s, p, ref_lse, ref_loss);
-    const auto got_lse = lse.download();
-    Worst w;
-    for (int64_t n = 0; n < s.N; ++n) w.add(n, got_lse[size_t(n)], ref_lse[size_t(n)], kF32Atol, kF32Rtol);
-    EXPECT_TRUE(w.ok("lse")) << "lse: " << w.str();
-    Worst wl;
-    wl.add(0, loss.download()[0], ref_loss, kF32Atol, kF32Rtol);
-    EXPECT_TRUE(wl.ok("loss")) << "loss: " << wl.str();
-  }
+    EXPECT_TRUE(all_close("lse", got.lse, ref_lse, kF32Tol));
+    EXPECT_TRUE(all_close("loss", got.loss, std::vector<double>{ref_loss}, kF32Tol));
+  });
 }
 
-// The mean is reduced in a fixed order: two runs give the same bits.
+// The mean is reduced in a fixed order: two runs give the same bits. 300 rows: the mean
+// kernel's 256 threads add two row losses each.
 TEST(SoftmaxXent, ForwardIsDeterministic) {
-  const Shape s{LOOM_SANITIZED ? 40 : 300, 64, 0};
+  const Shape s{300, 64, 0, 1};
+  EmulatedSms sms(s.sms);
   const Problem p = make_problem(s, 99);
-  DeviceBuffer<bf16> logits(p.logits);
-  DeviceBuffer<int32_t> targets(p.targets);
-  DeviceBuffer<float> lse(size_t(s.N)), loss(1), scratch(cuda::softmax_xent_scratch_floats(s.N));
-  uint32_t bits[2];
-  for (int run = 0; run < 2; ++run) {
-    loss.poison();
-    cuda::softmax_xent_fwd({logits.get(), targets.get(), lse.get(), loss.get(), scratch.get(), s.N, s.V}, nullptr);
-    const float l = loss.download()[0];
-    ASSERT_FALSE(std::isnan(l));
-    std::memcpy(&bits[run], &l, 4);
-  }
-  EXPECT_EQ(bits[0], bits[1]);
+  const Forward a = run_forward(s, p), b = run_forward(s, p);
+  ASSERT_FALSE(std::isnan(a.loss[0]));
+  EXPECT_TRUE(same_bits("loss", a.loss, b.loss));
 }
 
 // A target outside the vocabulary must show, not read out of bounds.
@@ -193,62 +140,45 @@ TEST(SoftmaxXent, BadTargetGivesNaN) {
   const Shape s{4, 256, 0};
   Problem p = make_problem(s, 7);
   p.targets[2] = int32_t(s.V);
-  DeviceBuffer<bf16> logits(p.logits);
-  DeviceBuffer<int32_t> targets(p.targets);
-  DeviceBuffer<float> lse(size_t(s.N)), loss(1), scratch(cuda::softmax_xent_scratch_floats(s.N));
-  cuda::softmax_xent_fwd({logits.get(), targets.get(), lse.get(), loss.get(), scratch.get(), s.N, s.V}, nullptr);
-  EXPECT_TRUE(std::isnan(loss.download()[0]));
+  EXPECT_TRUE(std::isnan(run_forward(s, p).loss[0]));
 }
 
 // Backward out of place and in place (dlogits over the logits), from the reference lse so
 // that a forward bug cannot hide a backward one.
 TEST(SoftmaxXent, BackwardMatchesReference) {
-  uint32_t seed = 100;
-  for (const Shape& s : shapes()) {
+  for_each_shape(100, [](const Shape& s, const Problem& p) {
+    std::vector<double> ref_lse;
+    double ref_loss = 0;
+    reference_fwd(s, p, ref_lse, ref_loss);
+    const double dloss = 1.75 * double(s.N);  // scale = dloss / N = 1.75
+    std::vector<double> ref_d(size_t(s.N * s.V));
+    ref::softmax_xent_bwd<double>({.dloss = &dloss, .logits = p.z.data(), .targets = p.targets.data(),
+                                   .lse = ref_lse.data(), .dlogits = ref_d.data(), .N = s.N, .V = s.V});
     for (const bool in_place : {false, true}) {
-      SCOPED_TRACE(name(s) + (in_place ? " in place" : " out of place"));
-      const Problem p = make_problem(s, seed++);
-      std::vector<double> ref_lse;
-      double ref_loss = 0;
-      reference_fwd(s, p, ref_lse, ref_loss);
-      const double dloss = 1.75 * double(s.N);  // scale = dloss / N = 1.75
-      std::vector<double> ref_d(size_t(s.N * s.V));
-      ref::softmax_xent_bwd<double>({&dloss, p.z.data(), p.targets.data(), ref_lse.data(), ref_d.data(), s.N, s.V});
-
-      std::vector<float> lse_f(ref_lse.begin(), ref_lse.end());
-      DeviceBuffer<bf16> logits(p.logits), out(p.logits.size());
+      SCOPED_TRACE(in_place ? "in place" : "out of place");
+      const size_t o = size_t(s.offset);
+      DeviceBuffer<bf16> logits(p.logits, o), out(p.logits.size(), o);
       DeviceBuffer<int32_t> targets(p.targets);
-      DeviceBuffer<float> lse(lse_f), dl(std::vector<float>{float(dloss)});
+      DeviceBuffer<float> lse(std::vector<float>(ref_lse.begin(), ref_lse.end())), dl(std::vector<float>{float(dloss)});
       out.poison();
-      bf16* d = (in_place ? logits.get() : out.get()) + s.offset;
-      cuda::softmax_xent_bwd({dl.get(), logits.get() + s.offset, targets.get(), lse.get(), d, s.N, s.V}, nullptr);
-      ASSERT_CUDA(cudaDeviceSynchronize());
-      const auto got = (in_place ? logits : out).download();
-      Worst w;
-      for (int64_t i = 0; i < s.N * s.V; ++i)
-        w.add(i, from_bf16(got[size_t(s.offset + i)]), ref_d[size_t(i)], 1e-7, kBf16Rtol);
-      EXPECT_TRUE(w.ok("dlogits")) << "dlogits: " << w.str();
+      DeviceBuffer<bf16>& d = in_place ? logits : out;
+      cuda::softmax_xent_bwd({.dloss = dl.get(), .logits = logits.get(), .targets = targets.get(), .lse = lse.get(),
+                              .dlogits = d.get(), .N = s.N, .V = s.V},
+                             nullptr);
+      EXPECT_TRUE(all_close("dlogits", d.download(), ref_d, kBf16Grad));
     }
-  }
+  });
 }
 
 TEST(SoftmaxXent, SoftmaxMatchesReference) {
-  uint32_t seed = 200;
-  for (const Shape& s : shapes()) {
-    SCOPED_TRACE(name(s));
-    const Problem p = make_problem(s, seed++);
+  for_each_shape(200, [](const Shape& s, const Problem& p) {
     std::vector<double> ref_y(size_t(s.N * s.V));
     ref::softmax_rows<double>(p.z.data(), ref_y.data(), s.N, s.V);
-    DeviceBuffer<bf16> x(p.logits), y(p.logits.size());
+    DeviceBuffer<bf16> x(p.logits, size_t(s.offset)), y(p.logits.size(), size_t(s.offset));
     y.poison();
-    cuda::softmax_fwd(x.get() + s.offset, y.get() + s.offset, s.N, s.V, nullptr);
-    ASSERT_CUDA(cudaDeviceSynchronize());
-    const auto got = y.download();
-    Worst w;
-    for (int64_t i = 0; i < s.N * s.V; ++i)
-      w.add(i, from_bf16(got[size_t(s.offset + i)]), ref_y[size_t(i)], 1e-9, kBf16Rtol);
-    EXPECT_TRUE(w.ok("softmax")) << "softmax: " << w.str();
-  }
+    cuda::softmax_fwd(x.get(), y.get(), s.N, s.V, nullptr);
+    EXPECT_TRUE(all_close("softmax", y.download(), ref_y, kBf16Prob));
+  });
 }
 
 }  // namespace
