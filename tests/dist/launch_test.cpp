@@ -79,7 +79,7 @@ class Job {
     wait(5);
   }
   pid_t pid() const { return pid_; }
-  std::string log() const { return slurp(log_); }
+  std::string log() const { return read_bytes(log_); }
   // The ranks' pids, as the launcher reported them.
   std::vector<int> ranks() const {
     std::vector<int> pids;
