@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -130,6 +131,17 @@ size_t st_dtype_size(const std::string& dtype) {
   for (const DtypeInfo& d : kDtypes)
     if (dtype == d.name) return d.size;
   return 0;
+}
+
+int metadata_positive_int(const StFile& f, const std::string& key, const std::string& path) {
+  auto it = f.metadata.find(key);
+  if (it == f.metadata.end()) return 0;
+  const std::string& s = it->second;
+  int v = 0;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  LOOM_USER_CHECK(!s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size() && v > 0, path, ": metadata '",
+                  brief(key), "' is '", brief(s, 24), "', not a positive integer");
+  return v;
 }
 
 void write_safetensors(const std::string& path, const StFile& file) {

@@ -72,17 +72,10 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const st
           {"step", std::to_string(step)}};
 }
 
-// A positive int, written in decimal digits and nothing else (from_chars: no sign, no
-// spaces, no "12abc" read as 12, no overflow).
+// A positive int that must be there, in decimal digits and nothing else.
 int meta_int(const StFile& f, const std::string& key, const std::string& path) {
-  auto it = f.metadata.find(key);
-  LOOM_USER_CHECK(it != f.metadata.end(), path, ": metadata has no '", key, "' (not a loom checkpoint?)");
-  const std::string& s = it->second;
-  int v = 0;
-  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-  LOOM_USER_CHECK(!s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size() && v > 0, path, ": metadata '",
-                  key, "' is '", brief(s, 24), "', not a positive integer");
-  return v;
+  LOOM_USER_CHECK(f.metadata.count(key), path, ": metadata has no '", key, "' (not a loom checkpoint?)");
+  return metadata_positive_int(f, key, path);
 }
 
 // A non-negative integer that older checkpoints may lack (then 0).

@@ -10,7 +10,6 @@
 #include "launch/run/gpt2_io.h"
 
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <map>
@@ -96,18 +95,6 @@ bool is_ignored_buffer(const std::string& name) {
   if (l < 0) return false;
   const std::string rest = name.substr(name.find('.', 2) + 1);
   return rest == "attn.bias" || rest == "attn.masked_bias";
-}
-
-// A positive integer metadata value in decimal digits; 0 when absent.
-int meta_positive(const StFile& f, const std::string& key, const std::string& path) {
-  auto it = f.metadata.find(key);
-  if (it == f.metadata.end()) return 0;
-  const std::string& s = it->second;
-  int v = 0;
-  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
-  LOOM_USER_CHECK(!s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size() && v > 0, path, ": metadata '",
-                  key, "' is '", brief(s, 24), "', not a positive integer");
-  return v;
 }
 
 // The tokenizer spec an imported checkpoint carries, checked against its vocabulary.
@@ -223,8 +210,8 @@ Gpt2Model read_gpt2_safetensors(const std::string& path, const Gpt2ImportOptions
                     " positions of ", path, "'s wpe");
     m.seq_len = opt.seq_len;
   }
-  int meta_heads = meta_positive(f, "n_head", path);  // written by loom export
-  if (meta_heads == 0) meta_heads = meta_positive(f, "model.n_head", path);
+  int meta_heads = metadata_positive_int(f, "n_head", path);  // written by loom export
+  if (meta_heads == 0) meta_heads = metadata_positive_int(f, "model.n_head", path);
   m.n_head = opt.n_head > 0 ? opt.n_head : meta_heads > 0 ? meta_heads : m.d_model == 768 ? 12 : 0;
   LOOM_USER_CHECK(m.n_head > 0, path, ": the head count is not stored (GPT-2 files carry no config) and d_model ",
                   m.d_model, " is not GPT-2's 768; pass --n-head N");
