@@ -18,10 +18,9 @@
 
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <thread>
 
-#include "engine/data/bpe.h"
-#include "engine/data/gpt2_tokenizer.h"
 #include "engine/io/safetensors.h"
 #include "launch/run/checkpoint.h"
 #include "launch/run/config.h"
@@ -273,11 +272,22 @@ void Crafted::safetensors_cases() {
 // ---- checkpoint metadata and tensors against the model ---------------------------------------
 
 void Crafted::checkpoint_metadata_cases() {
+  auto edited = [&](const std::string& what, const std::function<void(StFile&)>& edit, const std::string& expect,
+                    const std::string& forbidden = "") {
+    const std::string ck = checkpoint_copy(fresh());
+    edit_model(ck, edit);
+    add("checkpoint: " + what, sample(ck), expect, forbidden);
+  };
   auto meta = [&](const std::string& what, const std::string& key, const std::string& value,
                   const std::string& expect = "model.safetensors", const std::string& forbidden = "") {
-    const std::string ck = checkpoint_copy(fresh());
-    edit_model(ck, [&](StFile& f) { f.metadata[key] = value; });
-    add("checkpoint: " + what, sample(ck), expect, forbidden);
+    edited(what, [&](StFile& f) { f.metadata[key] = value; }, expect, forbidden);
+  };
+  auto extra_tensor = [&](const std::string& what, const std::string& name) {
+    edited(what, [&](StFile& f) {
+      StTensor t = f.tensors[0];
+      t.name = name;
+      f.tensors.push_back(t);
+    }, "tensors");
   };
   meta("format not loom", "format", "pt");
   meta("n_layer not a number", "model.n_layer", "two");
@@ -305,45 +315,20 @@ void Crafted::checkpoint_metadata_cases() {
   meta("tokenizer: merges out of range", "tokenizer",
        "{\"format\": \"loom-bpe\", \"version\": 1, \"pretokenizer\": \"gpt2\", \"vocab_size\": 257, "
        "\"merges\": [[999, 1]]}");
-  {
-    const std::string ck = checkpoint_copy(fresh());
-    edit_model(ck, [&](StFile& f) {
-      f.metadata["lora.rank"] = "4";
-      f.metadata["lora.alpha"] = "1e999";
-    });
-    add("checkpoint: LoRA alpha 1e999", sample(ck), "model.safetensors");
-  }
-  {
-    const std::string ck = checkpoint_copy(fresh());
-    edit_model(ck, [&](StFile& f) { f.tensors.erase(f.tensors.begin()); });
-    add("checkpoint: a tensor missing", sample(ck), "missing tensor");
-  }
-  {
-    const std::string ck = checkpoint_copy(fresh());
-    edit_model(ck, [&](StFile& f) {
-      StTensor& t = f.tensors[0];
-      t.dtype = "F16";
-      t.data.resize(t.data.size() / 2);
-    });
-    add("checkpoint: a tensor of another dtype", sample(ck), "expected F32");
-  }
-  {
-    const std::string ck = checkpoint_copy(fresh());
-    edit_model(ck, [&](StFile& f) {
-      StTensor& t = f.tensors[0];
-      std::swap(t.shape[0], t.shape[1]);
-    });
-    add("checkpoint: a tensor of another shape", sample(ck), "has shape");
-  }
-  {
-    const std::string ck = checkpoint_copy(fresh());
-    edit_model(ck, [&](StFile& f) {
-      StTensor t = f.tensors[0];
-      t.name = "extra";
-      f.tensors.push_back(t);
-    });
-    add("checkpoint: an extra tensor", sample(ck), "tensors");
-  }
+  edited("LoRA alpha 1e999", [&](StFile& f) {
+    f.metadata["lora.rank"] = "4";
+    f.metadata["lora.alpha"] = "1e999";
+  }, "model.safetensors");
+  edited("a tensor missing", [&](StFile& f) { f.tensors.erase(f.tensors.begin()); }, "missing tensor");
+  edited("a tensor of another dtype", [&](StFile& f) {
+    StTensor& t = f.tensors[0];
+    t.dtype = "F16";
+    t.data.resize(t.data.size() / 2);
+  }, "expected F32");
+  edited("a tensor of another shape", [&](StFile& f) { std::swap(f.tensors[0].shape[0], f.tensors[0].shape[1]); },
+         "has shape");
+  extra_tensor("an extra tensor", "extra");
+  extra_tensor("an extra tensor named with a newline and a bell", "evil\nloom: error: all is well\x07");
   {
     // 216 bytes: metadata claiming a model of 10^9 parameters and no tensor at all.
     const std::string ck = checkpoint_copy(fresh());
@@ -736,15 +721,6 @@ void Crafted::prompt_and_name_cases() {
   add("names: a config path with escape sequences", {"train", "--config", *dir_ / "\x1b[31mred.toml"}, "\\x1b[31mred");
   add("names: a corpus path with a carriage return",
        {"prepare", "--corpus", *dir_ / "a\rb.txt", "--out", *dir_ / "o"}, "a\\x0db.txt");
-  {
-    const std::string ck = checkpoint_copy(fresh());
-    edit_model(ck, [&](StFile& f) {
-      StTensor t = f.tensors[0];
-      t.name = "evil\nloom: error: all is well\x07";
-      f.tensors.push_back(t);
-    });
-    add("names: a tensor name with a newline and a bell", sample(ck), "tensors");
-  }
 }
 
 TEST_F(Crafted, EveryInputGetsOneLineAndExit2) {
@@ -794,6 +770,11 @@ TEST_F(Crafted, EveryInputGetsOneLineAndExit2) {
     check(o.rss_kb <= kMaxRssKb, "peak resident size " + std::to_string(o.rss_kb / 1024) + " MiB");
     ok ? ++good : ++wrong;
   }
+  std::map<std::string, int> per_kind;  // "safetensors", "checkpoint", ...: the part before ':'
+  for (const Case& c : cases_) ++per_kind[c.what.substr(0, c.what.find(':'))];
+  std::string kinds;
+  for (const auto& [k, n] : per_kind) kinds += (kinds.empty() ? "" : ", ") + k + " " + std::to_string(n);
+  std::printf("crafted inputs: %zu (%s)\n", cases_.size(), kinds.c_str());
   std::printf("crafted inputs: %zu; exit 2 with one line: %zu; crashes: %zu; hangs: %zu; other failures: %zu\n",
               cases_.size(), good, crashed, hung, wrong);
   RecordProperty("crafted_inputs", static_cast<int>(cases_.size()));

@@ -9,11 +9,10 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace loom;
-  const auto parts = fuzz::split_parts(data, size, 4);
-  const char* names[] = {"ck/model.safetensors", "ck/optim.safetensors", "ck/state.json", "ck/config.toml"};
-  for (size_t i = 0; i < 4; ++i) fuzz::put_file(names[i], parts[i]);
+  const std::string dir =
+      fuzz::put_folder(data, size, "ck", {"model.safetensors", "optim.safetensors", "state.json", "config.toml"});
   CheckpointData ck;
-  if (!fuzz::accepts([&] { ck = load_checkpoint(fuzz::scratch() + "/ck", true); })) return 0;
+  if (!fuzz::accepts([&] { ck = load_checkpoint(dir, true); })) return 0;
   fuzz::require(static_cast<int64_t>(ck.params.size()) == count_params(ck.model), "params do not fit the model");
   // gpt2 would read GPT-2's vocabulary files: the gpt2_vocab harness covers those.
   if (ck.tokenizer != "gpt2")

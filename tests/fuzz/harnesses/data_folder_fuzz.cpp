@@ -8,11 +8,9 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace loom;
-  const auto parts = fuzz::split_parts(data, size, 4);
-  const char* names[] = {"data/meta.json", "data/train.bin", "data/val.bin", "data/tokenizer.json"};
-  for (size_t i = 0; i < 4; ++i) fuzz::put_file(names[i], parts[i]);
+  const std::string dir = fuzz::put_folder(data, size, "data", {"meta.json", "train.bin", "val.bin", "tokenizer.json"});
   DataFolder folder;
-  if (!fuzz::accepts([&] { folder = open_data_folder(fuzz::scratch() + "/data"); })) return 0;
+  if (!fuzz::accepts([&] { folder = open_data_folder(dir); })) return 0;
   for (const std::string& path : {folder.train_path(), folder.val_path()}) {
     fuzz::accepts([&] {
       const Shard shard(path);

@@ -83,9 +83,13 @@ inline std::string put_file(const std::string& name, std::string_view bytes) {
   return path;
 }
 
-inline void remove_file(const std::string& name) {
-  std::error_code ec;
-  std::filesystem::remove(scratch() + "/" + name, ec);
+// A folder `scratch()/folder` holding the input's parts as the files `names` (in order);
+// returns its path.
+inline std::string put_folder(const uint8_t* data, size_t size, const std::string& folder,
+                              const std::vector<std::string>& names) {
+  const auto parts = split_parts(data, size, names.size());
+  for (size_t i = 0; i < names.size(); ++i) put_file(folder + "/" + names[i], parts[i]);
+  return scratch() + "/" + folder;
 }
 
 // Longer than any message of loom needs: the parsers quote untrusted names and values cut short.
