@@ -7,6 +7,9 @@
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-openmp-dev libgtest-dev libcli11-dev nlohmann-json3-dev
       libtomlplusplus-dev bible-kjv bible-kjv-text libpcre2-dev libgloo-dev python3-torch)
+# The parsers' fuzz harnesses (tests/fuzz/): clang with libFuzzer and the sanitizer runtimes,
+# and clang's OpenMP runtime for the code they reach.
+pkgs+=(clang-14 libclang-rt-14-dev libomp-14-dev)
 # node and npm (the GPT-2 reference encoder): Debian's packages only where no node is present
 # (a NodeSource nodejs already brings npm, and Debian's npm package conflicts with it).
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

@@ -12,6 +12,7 @@
 
 #include "core/check.h"
 #include "engine/data/corpus.h"
+#include "engine/io/json_guard.h"
 
 namespace loom {
 
@@ -27,11 +28,6 @@ constexpr const char* kGpt2Pattern =
 // A piece that ends this close to the end of a chunk may still change when more text follows
 // (see Pretokenizer::split).
 constexpr size_t kUnsettledBytes = 4;
-
-std::string one_line(std::string s) {
-  std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  return s;
-}
 
 }  // namespace
 
@@ -225,34 +221,48 @@ std::string serialize_bpe(const BpeMerges& m) {
 }
 
 BpeMerges parse_bpe(const std::string& text, const std::string& source) {
+  check_json_depth(text, source, "not a loom BPE tokenizer file");
   nlohmann::json j;
   try {
     j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    user_error(source, ": not a loom BPE tokenizer file (invalid JSON: ", one_line(e.what()), ")");
+    user_error(source, ": not a loom BPE tokenizer file (invalid JSON: ", json_error_text(e), ")");
   }
   LOOM_USER_CHECK(j.is_object() && j.value("format", nlohmann::json()).is_string() && j["format"] == "loom-bpe", source,
                   ": not a loom BPE tokenizer file (expected \"format\": \"loom-bpe\"; write one with `loom tokenizer "
                   "train`)");
   LOOM_USER_CHECK(j.contains("version") && j["version"].is_number_unsigned(), source,
                   ": \"version\" must be a positive integer");
-  LOOM_USER_CHECK(j["version"].get<uint64_t>() == 1, source, ": unsupported loom-bpe version ", j["version"].dump(),
+  LOOM_USER_CHECK(j["version"].get<uint64_t>() == 1, source, ": unsupported loom-bpe version ", json_brief(j["version"]),
                   " (this loom reads version 1)");
   BpeMerges m;
   LOOM_USER_CHECK(j.contains("pretokenizer") && j["pretokenizer"].is_string(), source,
                   ": \"pretokenizer\" must be a string");
   m.pretokenizer = j["pretokenizer"].get<std::string>();
-  LOOM_USER_CHECK(m.pretokenizer == "gpt2", source, ": unknown pre-tokenizer '", m.pretokenizer, "' (known: gpt2)");
+  LOOM_USER_CHECK(m.pretokenizer == "gpt2", source, ": unknown pre-tokenizer '", brief(m.pretokenizer), "' (known: gpt2)");
   LOOM_USER_CHECK(j.contains("merges") && j["merges"].is_array(), source, ": \"merges\" must be an array");
   const auto& arr = j["merges"];
+  LOOM_USER_CHECK(arr.size() <= kMaxBpeMerges, source, ": ", arr.size(), " merges, more than the ", kMaxBpeMerges,
+                  " a loom vocabulary may hold");
   m.merges.reserve(arr.size());
+  // Token lengths follow the merges (a merge's token is its two parts side by side): bounded
+  // here, before make_bpe_tokenizer spells a single token out.
+  std::vector<uint32_t> len(256 + arr.size(), 1);
+  uint64_t total = 256;
   for (size_t i = 0; i < arr.size(); ++i) {
     const auto& p = arr[i];
     const uint64_t limit = 256 + i;  // merge i may use bytes and the results of merges before it
     LOOM_USER_CHECK(p.is_array() && p.size() == 2 && p[0].is_number_unsigned() && p[1].is_number_unsigned() &&
                         p[0].get<uint64_t>() < limit && p[1].get<uint64_t>() < limit,
-                    source, ": merge ", i, " must be a pair of token ids below ", limit, ", got ", p.dump());
-    m.merges.emplace_back(p[0].get<uint32_t>(), p[1].get<uint32_t>());
+                    source, ": merge ", i, " must be a pair of token ids below ", limit, ", got ", json_brief(p));
+    const uint32_t a = p[0].get<uint32_t>(), b = p[1].get<uint32_t>();
+    len[limit] = len[a] + len[b];
+    LOOM_USER_CHECK(len[limit] <= kMaxBpeTokenBytes, source, ": merge ", i, " [", a, ",", b, "] makes a token of ",
+                    len[limit], " bytes, longer than the ", kMaxBpeTokenBytes, " a loom vocabulary allows");
+    total += len[limit];
+    LOOM_USER_CHECK(total <= kMaxBpeVocabBytes, source, ": the tokens up to merge ", i, " hold ", total,
+                    " bytes, more than the ", kMaxBpeVocabBytes, " a loom vocabulary allows");
+    m.merges.emplace_back(a, b);
   }
   LOOM_USER_CHECK(j.contains("vocab_size") && j["vocab_size"].is_number_unsigned() &&
                       j["vocab_size"].get<uint64_t>() == 256 + m.merges.size(),
@@ -323,7 +333,10 @@ BpeMerges train_bpe_counts(const std::unordered_map<std::string, uint64_t>& coun
   for (const auto& [k, c] : pair_count) heap.push({c, k});
 
   BpeMerges out;
-  const size_t want = vocab_size - 256;
+  const size_t want = std::min<size_t>(vocab_size - 256, kMaxBpeMerges);
+  // Token lengths, so that no merge makes a vocabulary parse_bpe would refuse.
+  std::vector<uint32_t> len(256, 1);
+  uint64_t total = 256;
   std::vector<uint32_t> stamp(words.size(), UINT32_MAX);  // last merge that visited a word
   std::vector<uint32_t> sym;
   while (out.merges.size() < want && !heap.empty()) {
@@ -336,9 +349,14 @@ BpeMerges train_bpe_counts(const std::unordered_map<std::string, uint64_t>& coun
       continue;
     }
     const uint32_t a = static_cast<uint32_t>(top.pair >> 32), b = static_cast<uint32_t>(top.pair);
+    // Too long a token: pass the pair over (its stale heap entries are skipped the same way).
+    if (len[a] + len[b] > kMaxBpeTokenBytes) continue;
+    if (total + len[a] + len[b] > kMaxBpeVocabBytes) break;
     const uint32_t merge_index = static_cast<uint32_t>(out.merges.size());
     const uint32_t new_id = 256 + merge_index;
     out.merges.emplace_back(a, b);
+    len.push_back(len[a] + len[b]);
+    total += len.back();
     std::vector<uint32_t> affected = std::move(where[top.pair]);
     where.erase(top.pair);
     pair_count.erase(pc);

@@ -97,6 +97,14 @@ class BpeTokenizer : public Tokenizer {
   BpeModel model_;
 };
 
+// Limits of a loom BPE vocabulary. Each merge can double a token (merges [256+i, 256+i]), so
+// a file of a few hundred bytes could otherwise describe tokens of 2^40 bytes. parse_bpe
+// rejects a file beyond them before building anything, and the trainer never crosses them, so
+// every file loom writes reads back.
+inline constexpr size_t kMaxBpeMerges = (size_t{1} << 24) - 256;  // `loom tokenizer train`'s largest vocabulary
+inline constexpr size_t kMaxBpeTokenBytes = 1024;                 // one token
+inline constexpr uint64_t kMaxBpeVocabBytes = uint64_t{256} << 20;  // all tokens together
+
 // loom's own BPE files. `source` names the file (or "checkpoint") in every error.
 struct BpeMerges {
   std::string pretokenizer = "gpt2";
@@ -114,8 +122,10 @@ struct BpeTrainStats {
 // Learns up to vocab_size - 256 merges from a corpus file ("kjv" or a path), streaming it in
 // chunks. Pairs are counted once over the table of distinct pre-tokens; after each merge
 // only the words that contain the merged pair are revisited, and the next pair comes from a
-// max-heap (count, then smallest ids) with stale entries skipped. Stops early when no pair is
-// left. progress(done, total) sees corpus bytes read.
+// max-heap (count, then smallest ids) with stale entries skipped. A pair that would make a
+// token longer than kMaxBpeTokenBytes is passed over; training stops early when no pair is
+// left or the vocabulary would pass kMaxBpeVocabBytes. progress(done, total) sees corpus
+// bytes read.
 BpeMerges train_bpe(const std::string& corpus_path, uint32_t vocab_size, BpeTrainStats* stats = nullptr,
                     const std::function<void(uint64_t, uint64_t)>& progress = {});
 

@@ -15,6 +15,7 @@
 #include "core/check.h"
 #include "engine/data/bpe.h"
 #include "engine/data/home.h"
+#include "engine/io/json_guard.h"
 
 namespace loom {
 
@@ -22,20 +23,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr uint32_t kGpt2Vocab = 50257;
-constexpr size_t kGpt2Merges = 50000;
+// GPT-2's files are 1.0 MB (encoder.json) and 0.5 MB (vocab.bpe); anything this large is not them.
+constexpr size_t kMaxFileBytes = size_t{16} << 20;
 
 std::string read_text(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   LOOM_USER_CHECK(f.good(), path, ": cannot open (GPT-2 vocabulary; run scripts/install_deps.sh)");
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-std::string one_line(std::string s) {
-  std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  return s;
+  std::string text;
+  char buf[65536];
+  while (f.read(buf, sizeof buf) || f.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(f.gcount()));
+    LOOM_USER_CHECK(text.size() <= kMaxFileBytes, path, ": larger than ", kMaxFileBytes,
+                    " bytes (not GPT-2's vocabulary)");
+  }
+  LOOM_USER_CHECK(!f.bad(), path, ": cannot read");
+  return text;
 }
 
 // Decodes a token string spelled in GPT-2's printable code points back into bytes; false if
@@ -94,6 +96,13 @@ std::string gpt2_vocab_dir() {
 
 std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& dir) {
   const std::string enc_path = dir + "/encoder.json", bpe_path = dir + "/vocab.bpe";
+  const std::string enc = read_text(enc_path);  // encoder.json first: its absence is named first
+  return parse_gpt2_vocab(enc, read_text(bpe_path), enc_path, bpe_path);
+}
+
+std::unique_ptr<Tokenizer> parse_gpt2_vocab(const std::string& encoder_json, const std::string& vocab_bpe,
+                                            const std::string& enc_path, const std::string& bpe_path,
+                                            Gpt2VocabSize size) {
   std::unordered_map<uint32_t, unsigned char> inv;
   std::vector<uint32_t> byte_cp(256);
   for (unsigned b = 0; b < 256; ++b) {
@@ -101,25 +110,27 @@ std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& dir) {
     inv[byte_cp[b]] = static_cast<unsigned char>(b);
   }
 
+  check_json_depth(encoder_json, enc_path, "not GPT-2's encoder.json");
   nlohmann::json enc;
   try {
-    enc = nlohmann::json::parse(read_text(enc_path));
+    enc = nlohmann::json::parse(encoder_json);
   } catch (const nlohmann::json::exception& e) {
-    user_error(enc_path, ": not valid JSON: ", one_line(e.what()));
+    user_error(enc_path, ": not valid JSON: ", json_error_text(e));
   }
-  LOOM_USER_CHECK(enc.is_object() && enc.size() == kGpt2Vocab, enc_path, ": expected a JSON object of ", kGpt2Vocab,
+  LOOM_USER_CHECK(enc.is_object() && enc.size() == size.tokens, enc_path, ": expected a JSON object of ", size.tokens,
                   " tokens (GPT-2's encoder.json)");
-  std::vector<std::string> vocab(kGpt2Vocab);
-  std::vector<char> seen(kGpt2Vocab, 0);
+  std::vector<std::string> vocab(size.tokens);
+  std::vector<char> seen(size.tokens, 0);
   std::unordered_map<std::string, uint32_t> id_of;  // spelling -> id
-  id_of.reserve(kGpt2Vocab);
+  id_of.reserve(size.tokens);
   std::string bytes;
   for (const auto& [spelling, v] : enc.items()) {
-    LOOM_USER_CHECK(v.is_number_unsigned() && v.get<uint64_t>() < kGpt2Vocab, enc_path, ": token ",
-                    nlohmann::json(spelling).dump(), " has id ", v.dump(), " (ids must be 0..", kGpt2Vocab - 1, ")");
+    LOOM_USER_CHECK(v.is_number_unsigned() && v.get<uint64_t>() < size.tokens, enc_path, ": token ",
+                    detail::json_string_brief(spelling), " has id ", json_brief(v), " (ids must be 0..",
+                    size.tokens - 1, ")");
     const uint32_t id = v.get<uint32_t>();
     LOOM_USER_CHECK(!seen[id], enc_path, ": id ", id, " is used twice");
-    LOOM_USER_CHECK(spelling_to_bytes(spelling, inv, bytes), enc_path, ": token ", nlohmann::json(spelling).dump(),
+    LOOM_USER_CHECK(spelling_to_bytes(spelling, inv, bytes), enc_path, ": token ", detail::json_string_brief(spelling),
                     " is not spelled in GPT-2's byte alphabet");
     seen[id] = 1;
     vocab[id] = bytes;
@@ -142,8 +153,7 @@ std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& dir) {
   BpeModel model(std::move(vocab), byte_ids);
 
   // vocab.bpe: "#version: 0.2" then "left right" per line, in rank order.
-  const std::string text = read_text(bpe_path);
-  std::istringstream lines(text);
+  std::istringstream lines(vocab_bpe);
   std::string line;
   size_t lineno = 0, merges = 0;
   while (std::getline(lines, line)) {
@@ -157,11 +167,12 @@ std::unique_ptr<Tokenizer> make_gpt2_tokenizer(const std::string& dir) {
     const std::string a = line.substr(0, sp), b = line.substr(sp + 1);
     auto ia = id_of.find(a), ib = id_of.find(b), ir = id_of.find(a + b);
     LOOM_USER_CHECK(ia != id_of.end() && ib != id_of.end() && ir != id_of.end(), bpe_path, ":", lineno, ": merge '",
-                    line, "' uses or makes a token missing from encoder.json");
+                    brief(line), "' uses or makes a token missing from encoder.json");
+    LOOM_USER_CHECK(merges < size.merges, bpe_path, ":", lineno, ": more than the ", size.merges, " merges GPT-2 has");
     model.add_merge(ia->second, ib->second, ir->second);
     ++merges;
   }
-  LOOM_USER_CHECK(merges == kGpt2Merges, bpe_path, ": holds ", merges, " merges, GPT-2 has ", kGpt2Merges);
+  LOOM_USER_CHECK(merges == size.merges, bpe_path, ": holds ", merges, " merges, GPT-2 has ", size.merges);
   return std::make_unique<BpeTokenizer>("gpt2", "gpt2", std::make_unique<Pretokenizer>("gpt2", bpe_path),
                                         std::move(model));
 }

@@ -6,8 +6,9 @@
 
 namespace loom {
 
-// Folders that may be the loom source tree, in order of preference: $LOOM_HOME, the current
-// folder, then the folders around the running binary (build/loom -> .., build/tests/x -> ../..).
+// Folders that may be the loom source tree, in order of preference: $LOOM_HOME, then the
+// folders around the running binary (build/loom -> .., build/tests/x -> ../..); never the
+// current folder.
 std::vector<std::filesystem::path> loom_home_candidates();
 
 }  // namespace loom

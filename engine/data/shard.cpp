@@ -26,6 +26,7 @@
 #include "engine/data/corpus.h"
 #include "engine/data/tokenizer.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/json_guard.h"
 
 namespace loom {
 
@@ -37,12 +38,6 @@ namespace fs = std::filesystem;
 namespace {
 
 std::string errno_text() { return std::strerror(errno); }
-
-// Library messages (nlohmann's, strerror) are not ours to trust with "one line".
-std::string one_line(std::string s) {
-  std::replace_if(s.begin(), s.end(), [](char c) { return c == '\n' || c == '\r'; }, ' ');
-  return s;
-}
 
 void put_u32(unsigned char* p, uint32_t v) { std::memcpy(p, &v, 4); }
 void put_u64(unsigned char* p, uint64_t v) { std::memcpy(p, &v, 8); }
@@ -135,8 +130,12 @@ class ShardWriter {
   std::vector<unsigned char> buf_;
 };
 
-// Reads a whole regular file; errors name the file and say what `what` it was meant to be.
-std::string read_whole_file(const std::string& path, const char* what) {
+// meta.json is a few lines; one that holds an inline BPE vocabulary stays far below this.
+constexpr uint64_t kMaxMetaBytes = uint64_t{256} << 20;
+
+// Reads a whole regular file of at most max_bytes; errors name the file and say what `what`
+// it was meant to be.
+std::string read_whole_file(const std::string& path, const char* what, uint64_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   LOOM_USER_CHECK(fd >= 0, path, ": cannot open ", what, ": ", errno_text());
   struct stat st {};
@@ -144,11 +143,21 @@ std::string read_whole_file(const std::string& path, const char* what) {
     ::close(fd);
     user_error(path, ": not a regular file (expected ", what, ")");
   }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    user_error(path, ": ", st.st_size, " bytes, larger than any ", what, " (at most ", max_bytes, ")");
+  }
   std::string out;
   out.resize(static_cast<size_t>(st.st_size));
   size_t got = 0;
   while (true) {
-    if (got == out.size()) out.resize(out.size() + 65536);  // the file may have grown
+    if (got == out.size()) {  // the file may have grown
+      if (out.size() >= max_bytes) {
+        ::close(fd);
+        user_error(path, ": grew past ", max_bytes, " bytes while being read (expected ", what, ")");
+      }
+      out.resize(out.size() + 65536);
+    }
     ssize_t r = ::read(fd, out.data() + got, out.size() - got);
     if (r < 0 && errno == EINTR) continue;
     if (r < 0) {
@@ -249,13 +258,14 @@ DataFolder open_data_folder(const std::string& dir) {
   LOOM_USER_CHECK(fs::is_directory(dir, ec), dir, ": no such data folder (write one with `loom prepare`)");
   const std::string meta_path = dir + "/meta.json";
   LOOM_USER_CHECK(fs::exists(meta_path, ec), meta_path, ": missing (is ", dir, " a folder written by `loom prepare`?)");
-  const std::string text = read_whole_file(meta_path, "meta.json");
+  const std::string text = read_whole_file(meta_path, "meta.json", kMaxMetaBytes);
 
+  check_json_depth(text, meta_path, "not a data folder's meta.json");
   nlohmann::json meta;
   try {
     meta = nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
-    user_error(meta_path, ": not valid JSON: ", one_line(e.what()));
+    user_error(meta_path, ": not valid JSON: ", json_error_text(e));
   }
   LOOM_USER_CHECK(meta.is_object(), meta_path, ": expected a JSON object");
   auto field = [&](const char* key) -> const nlohmann::json& {
@@ -278,10 +288,22 @@ DataFolder open_data_folder(const std::string& dir) {
   folder.train_tokens = get_count("train_tokens", std::numeric_limits<uint64_t>::max());
   folder.val_tokens = get_count("val_tokens", std::numeric_limits<uint64_t>::max());
 
-  // "bpe:FILE" names a BPE vocabulary relative to the folder (prepare copies it there).
-  // folder.tokenizer becomes the self-contained spec, which is what checkpoints record.
+  // "bpe:FILE" names a BPE vocabulary in the folder (prepare copies it there); nothing outside
+  // the folder, so that a data folder from elsewhere cannot make loom read (and quote in its
+  // errors) a file of the user's. folder.tokenizer becomes the self-contained spec, which is
+  // what checkpoints record.
   std::string spec = folder.tokenizer;
-  if (spec.rfind("bpe:", 0) == 0 && !fs::path(spec.substr(4)).is_absolute()) spec = "bpe:" + dir + "/" + spec.substr(4);
+  if (spec.rfind("bpe:", 0) == 0) {
+    const fs::path file(spec.substr(4));
+    bool inside = !file.empty() && file.is_relative();
+    for (const auto& part : file) inside = inside && part != "..";
+    LOOM_USER_CHECK(inside, meta_path, ": \"tokenizer\" '", brief(spec),
+                    "' must name a file inside the data folder (bpe:FILE, as `loom prepare` writes it)");
+    spec = "bpe:" + dir + "/" + file.string();
+  } else {
+    LOOM_USER_CHECK(is_inline_tokenizer_spec(spec), meta_path, ": \"tokenizer\" '", brief(spec),
+                    "' is not byte, gpt2 or bpe:FILE (a file in the data folder)");
+  }
   std::unique_ptr<Tokenizer> tokenizer;
   try {
     tokenizer = make_tokenizer(spec);
@@ -290,7 +312,7 @@ DataFolder open_data_folder(const std::string& dir) {
   }
   folder.tokenizer = tokenizer->spec();
   LOOM_USER_CHECK(static_cast<uint32_t>(tokenizer->vocab_size()) == folder.vocab_size, meta_path, ": vocab_size ",
-                  folder.vocab_size, " does not match tokenizer '", folder.tokenizer, "' (",
+                  folder.vocab_size, " does not match tokenizer '", tokenizer->name(), "' (",
                   tokenizer->vocab_size(), ")");
 
   // The shards must agree with meta.json; a half-rewritten folder shows up here, not as a

@@ -12,6 +12,7 @@
 #include "core/check.h"
 #include "engine/data/bpe.h"
 #include "engine/data/gpt2_tokenizer.h"
+#include "engine/io/json_guard.h"
 
 namespace loom {
 namespace {
@@ -42,6 +43,10 @@ class ByteTokenizer final : public Tokenizer {
 
 }  // namespace
 
+bool is_inline_tokenizer_spec(const std::string& spec) {
+  return spec == "byte" || spec == "gpt2" || (!spec.empty() && spec.front() == '{');
+}
+
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
   if (spec == "gpt2") return make_gpt2_tokenizer(gpt2_vocab_dir());
@@ -49,10 +54,16 @@ std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (!spec.empty() && spec.front() == '{') return make_bpe_tokenizer(parse_bpe(spec, "checkpoint tokenizer"));
   const std::string path = spec.rfind("bpe:", 0) == 0 ? spec.substr(4) : spec;
   std::error_code ec;
-  LOOM_USER_CHECK(!path.empty() && std::filesystem::exists(path, ec), "tokenizer '", spec,
+  LOOM_USER_CHECK(!path.empty() && std::filesystem::exists(path, ec), "tokenizer '", brief(spec),
                   "': unknown tokenizer and no such file (known: byte, gpt2, or a file written by `loom tokenizer "
                   "train`)");
   LOOM_USER_CHECK(std::filesystem::is_regular_file(path, ec), path, ": not a regular file (expected a loom BPE tokenizer file)");
+  // The largest vocabulary loom writes is well under this; a bigger file is not one of ours.
+  constexpr uintmax_t kMaxFileBytes = uintmax_t{1} << 30;
+  const uintmax_t bytes = std::filesystem::file_size(path, ec);
+  LOOM_USER_CHECK(!ec && bytes <= kMaxFileBytes, path, ": ",
+                  ec ? "cannot read tokenizer file: " + ec.message()
+                     : "larger than " + std::to_string(kMaxFileBytes) + " bytes (not a loom BPE tokenizer file)");
   std::ifstream f(path, std::ios::binary);
   LOOM_USER_CHECK(f.good(), path, ": cannot open tokenizer file");
   std::ostringstream ss;

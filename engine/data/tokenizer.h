@@ -41,4 +41,8 @@ class Tokenizer {
 // Unknown spec, missing or malformed file: UserError naming it.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
 
+// Whether `spec` is self-contained: "byte", "gpt2" or a BPE vocabulary's JSON text. The only
+// kind a checkpoint may carry: a spec read from a file is never followed as a path.
+bool is_inline_tokenizer_spec(const std::string& spec);
+
 }  // namespace loom

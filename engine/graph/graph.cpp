@@ -124,7 +124,7 @@ int Graph::layernorm(int x, int g, int b, float eps) {
 }
 
 std::pair<int, int> Graph::residual_layernorm(int a, int b, int g, int beta, float eps) {
-  const Shape& xs = values[a].shape;
+  const Shape xs = values[a].shape;  // a copy: new_value below may move `values`
   LOOM_CHECK(values[b].shape == xs, "residual_layernorm: ", shape_str(xs), " vs ", shape_str(values[b].shape));
   const int64_t C = xs.back(), N = numel(xs) / C;
   LOOM_CHECK(values[g].shape == Shape{C} && values[beta].shape == Shape{C});
@@ -164,7 +164,7 @@ int Graph::add(int a, int b) {
 }
 
 int Graph::attention(int qkv, int n_head) {
-  const Shape& s = values[qkv].shape;
+  const Shape s = values[qkv].shape;  // a copy: new_value below may move `values`
   LOOM_CHECK(s.size() == 3 && s[2] % 3 == 0 && (s[2] / 3) % n_head == 0);
   const int64_t C = s[2] / 3;
   const int out = new_value(vname(*this, "attn"), {s[0], s[1], C}, fdt_);

@@ -9,6 +9,7 @@
 #include "engine/io/safetensors.h"
 
 #include "engine/io/atomic_file.h"
+#include "engine/io/json_guard.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -78,6 +80,10 @@ bool pread_all(int fd, const std::string& path, void* data, size_t n, uint64_t o
   return true;
 }
 
+// The reference implementation's bound on the header: no real file comes near it, and it
+// keeps a lying length prefix from costing more than this before the JSON is even read.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
 struct DtypeInfo {
   const char* name;
   size_t size;
@@ -125,6 +131,17 @@ size_t st_dtype_size(const std::string& dtype) {
   for (const DtypeInfo& d : kDtypes)
     if (dtype == d.name) return d.size;
   return 0;
+}
+
+int metadata_positive_int(const StFile& f, const std::string& key, const std::string& path) {
+  auto it = f.metadata.find(key);
+  if (it == f.metadata.end()) return 0;
+  const std::string& s = it->second;
+  int v = 0;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  LOOM_USER_CHECK(!s.empty() && r.ec == std::errc() && r.ptr == s.data() + s.size() && v > 0, path, ": metadata '",
+                  brief(key), "' is '", brief(s, 24), "', not a positive integer");
+  return v;
 }
 
 void write_safetensors(const std::string& path, const StFile& file) {
@@ -188,11 +205,14 @@ StFile read_safetensors(const std::string& path) {
   for (int i = 0; i < 8; ++i) header_len |= static_cast<uint64_t>(len[i]) << (8 * i);
   if (header_len > file_size - 8)
     user_error(path, ": header length ", header_len, " exceeds the ", file_size - 8, " bytes after it");
+  if (header_len > kMaxHeaderBytes)
+    user_error(path, ": header length ", header_len, " exceeds the format's limit of ", kMaxHeaderBytes, " bytes");
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file_size - data_start;
 
   std::string text(header_len, '\0');
   if (!pread_all(fd.fd, path, text.data(), text.size(), 8)) user_error(path, ": unexpected end of file in header");
+  check_json_depth(text, path, "header");
 
   // nlohmann keeps the last of duplicate keys silently; a duplicate tensor name would
   // hide a tensor, so the parse callback rejects duplicates in any object.
@@ -214,9 +234,9 @@ StFile read_safetensors(const std::string& path) {
   try {
     header = ordered_json::parse(text, on_event);
   } catch (const nlohmann::json::exception& e) {
-    user_error(path, ": header is not valid JSON: ", e.what());
+    user_error(path, ": header is not valid JSON: ", json_error_text(e));
   }
-  if (!duplicate.empty()) user_error(path, ": header has duplicate key \"", duplicate, "\"");
+  if (!duplicate.empty()) user_error(path, ": header has duplicate key \"", brief(duplicate), "\"");
   if (!header.is_object()) user_error(path, ": header is not a JSON object");
 
   StFile out;
@@ -229,12 +249,12 @@ StFile read_safetensors(const std::string& path) {
     if (name == "__metadata__") {
       if (!entry.is_object()) user_error(path, ": __metadata__ is not a JSON object");
       for (const auto& [k, v] : entry.items()) {
-        if (!v.is_string()) user_error(path, ": __metadata__ value of \"", k, "\" is not a string");
+        if (!v.is_string()) user_error(path, ": __metadata__ value of \"", brief(k), "\" is not a string");
         out.metadata[k] = v.get<std::string>();
       }
       continue;
     }
-    const std::string where = detail::concat(path, ": tensor \"", name, "\"");
+    const std::string where = detail::concat(path, ": tensor \"", brief(name), "\"");
     if (!entry.is_object()) user_error(where, ": entry is not a JSON object");
     for (const char* key : {"dtype", "shape", "data_offsets"})
       if (!entry.contains(key)) user_error(where, ": missing \"", key, "\"");
@@ -245,28 +265,28 @@ StFile read_safetensors(const std::string& path) {
     if (!dtype.is_string()) user_error(where, ": dtype is not a string");
     t.dtype = dtype.get<std::string>();
     const size_t esize = st_dtype_size(t.dtype);
-    if (esize == 0) user_error(where, ": unknown dtype \"", t.dtype, "\"");
+    if (esize == 0) user_error(where, ": unknown dtype \"", brief(t.dtype), "\"");
 
     const auto& shape = entry["shape"];
     if (!shape.is_array()) user_error(where, ": shape is not an array");
     for (const auto& d : shape) {
       // is_number_unsigned rejects negatives, fractions and values beyond 64 bits.
       if (!d.is_number_unsigned() || d.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
-        user_error(where, ": shape ", shape.dump(), " is not a list of non-negative integers");
+        user_error(where, ": shape ", json_brief(shape), " is not a list of non-negative integers");
       t.shape.push_back(static_cast<int64_t>(d.get<uint64_t>()));
     }
     uint64_t nbytes = 0;
-    if (!checked_nbytes(t.shape, esize, &nbytes)) user_error(where, ": shape ", shape.dump(), " is too large");
+    if (!checked_nbytes(t.shape, esize, &nbytes)) user_error(where, ": shape ", json_brief(shape), " is too large");
 
     const auto& offs = entry["data_offsets"];
     if (!offs.is_array() || offs.size() != 2 || !offs[0].is_number_unsigned() || !offs[1].is_number_unsigned())
-      user_error(where, ": data_offsets ", offs.dump(), " is not a pair of non-negative integers");
+      user_error(where, ": data_offsets ", json_brief(offs), " is not a pair of non-negative integers");
     const uint64_t b = offs[0].get<uint64_t>(), e = offs[1].get<uint64_t>();
     if (b > e) user_error(where, ": data_offsets [", b, ",", e, "] begin after end");
     if (e > data_size)
       user_error(where, ": data_offsets [", b, ",", e, "] out of range: the data section has ", data_size, " bytes");
     if (e - b != nbytes)
-      user_error(where, ": data_offsets [", b, ",", e, "] span ", e - b, " bytes but shape ", shape.dump(), " of ",
+      user_error(where, ": data_offsets [", b, ",", e, "] span ", e - b, " bytes but shape ", json_brief(shape), " of ",
                  t.dtype, " needs ", nbytes);
     regions.push_back({b, e, out.tensors.size()});
     out.tensors.push_back(std::move(t));
@@ -282,7 +302,7 @@ StFile read_safetensors(const std::string& path) {
   });
   uint64_t expected = 0;
   for (const Region& r : regions) {
-    const std::string& name = out.tensors[r.index].name;
+    const std::string name = brief(out.tensors[r.index].name);
     if (r.begin < expected)
       user_error(path, ": tensor \"", name, "\" data_offsets [", r.begin, ",", r.end,
                  "] overlap another tensor's data (which ends at ", expected, ")");
@@ -301,7 +321,7 @@ StFile read_safetensors(const std::string& path) {
     StTensor& t = out.tensors[r.index];
     t.data.resize(r.end - r.begin);
     if (!pread_all(fd.fd, path, t.data.data(), t.data.size(), data_start + r.begin))
-      user_error(path, ": unexpected end of file in tensor \"", t.name, "\"");
+      user_error(path, ": unexpected end of file in tensor \"", brief(t.name), "\"");
     ordered.push_back(std::move(t));
   }
   out.tensors = std::move(ordered);

@@ -27,6 +27,10 @@ struct StFile {
 
 size_t st_dtype_size(const std::string& dtype);  // 0 if unknown
 
+// metadata[key] as a positive int written in decimal digits and nothing else (no sign, space,
+// suffix or overflow); 0 when the key is absent. Anything else is a UserError naming `path`.
+int metadata_positive_int(const StFile& f, const std::string& key, const std::string& path);
+
 // Writes the file (temporary name, fsync, rename). Tensor data is aligned to 8 bytes
 // (header padded with spaces, as the format allows).
 void write_safetensors(const std::string& path, const StFile& file);

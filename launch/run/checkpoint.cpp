@@ -14,7 +14,10 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "engine/data/bpe.h"
+#include "engine/data/tokenizer.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/json_guard.h"
 #include "engine/io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -29,13 +32,19 @@ std::string step_name(int64_t step) {
   return b;
 }
 
+// memcpy that allows n == 0 with null pointers (an empty vector's data() may be null, and
+// memcpy's arguments must never be).
+void copy_bytes(void* dst, const void* src, size_t n) {
+  if (n) std::memcpy(dst, src, n);
+}
+
 StTensor f32_tensor(const std::string& name, const Shape& shape, const float* data) {
   StTensor t;
   t.name = name;
   t.dtype = "F32";
   t.shape.assign(shape.begin(), shape.end());
   t.data.resize(numel(shape) * 4);
-  std::memcpy(t.data.data(), data, t.data.size());
+  copy_bytes(t.data.data(), data, t.data.size());
   return t;
 }
 
@@ -63,17 +72,10 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const st
           {"step", std::to_string(step)}};
 }
 
+// A positive int that must be there, in decimal digits and nothing else.
 int meta_int(const StFile& f, const std::string& key, const std::string& path) {
-  auto it = f.metadata.find(key);
-  LOOM_USER_CHECK(it != f.metadata.end(), path, ": metadata has no '", key, "' (not a loom checkpoint?)");
-  try {
-    size_t used = 0;
-    const int v = std::stoi(it->second, &used);
-    LOOM_USER_CHECK(used == it->second.size() && v > 0, path, ": metadata '", key, "' is not a positive integer");
-    return v;
-  } catch (const std::logic_error&) {
-    user_error(path, ": metadata '", key, "' is not a positive integer");
-  }
+  LOOM_USER_CHECK(f.metadata.count(key), path, ": metadata has no '", key, "' (not a loom checkpoint?)");
+  return metadata_positive_int(f, key, path);
 }
 
 // A non-negative integer that older checkpoints may lack (then 0).
@@ -83,7 +85,13 @@ int meta_int0(const StFile& f, const std::string& key, const std::string& path) 
   return meta_int(f, key, path);
 }
 
+// state.json and config.toml of a checkpoint: a few hundred bytes each as loom writes them.
 std::string read_text(const std::string& path) {
+  constexpr uintmax_t kMaxBytes = uintmax_t{1} << 20;
+  std::error_code ec;
+  const uintmax_t bytes = fs::file_size(path, ec);
+  LOOM_USER_CHECK(!ec, path, ": cannot open: ", ec.message());
+  LOOM_USER_CHECK(bytes <= kMaxBytes, path, ": ", bytes, " bytes, larger than a checkpoint's file of this kind can be");
   std::ifstream f(path, std::ios::binary);
   LOOM_USER_CHECK(f, path, ": cannot open");
   std::stringstream ss;
@@ -194,6 +202,7 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
   LOOM_USER_CHECK(fmt != model.metadata.end() && fmt->second == "loom", mpath,
                   ": not a loom checkpoint (metadata format != loom)");
   ck.model.kind = model.metadata.count("model.kind") ? model.metadata["model.kind"] : "";
+  LOOM_USER_CHECK(find_model_kind(ck.model.kind), mpath, ": unknown model kind '", brief(ck.model.kind), "'");
   ck.model.n_layer = meta_int(model, "model.n_layer", mpath);
   ck.model.n_head = meta_int(model, "model.n_head", mpath);
   ck.model.d_model = meta_int(model, "model.d_model", mpath);
@@ -202,34 +211,44 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
   ck.model.order = meta_int0(model, "model.order", mpath);
   ck.model.lora_rank = meta_int0(model, "lora.rank", mpath);
   if (ck.model.lora_rank > 0) {
-    try {
-      ck.model.lora_alpha = std::stod(model.metadata.at("lora.alpha"));
-      ck.model.lora_targets = model.metadata.at("lora.targets");
-    } catch (const std::exception&) {
-      user_error(mpath, ": LoRA checkpoint without a valid lora.alpha / lora.targets");
-    }
+    auto alpha = model.metadata.find("lora.alpha");
+    auto targets = model.metadata.find("lora.targets");
+    const std::string a = alpha == model.metadata.end() ? std::string() : alpha->second;
+    const auto r = std::from_chars(a.data(), a.data() + a.size(), ck.model.lora_alpha);
+    LOOM_USER_CHECK(targets != model.metadata.end() && !a.empty() && r.ec == std::errc() && r.ptr == a.data() + a.size(),
+                    mpath, ": LoRA checkpoint without a valid lora.alpha / lora.targets");
+    ck.model.lora_targets = targets->second;
   }
   ck.model.seq_len = meta_int(model, "model.seq_len", mpath);
   ck.model.vocab = meta_int(model, "model.vocab", mpath);
-  LOOM_USER_CHECK(find_model_kind(ck.model.kind), mpath, ": unknown model kind '", ck.model.kind, "'");
   validate_model(ck.model, mpath);
+  // The vocabulary travels inside the checkpoint; a name of a file is never followed (whoever
+  // made the checkpoint does not choose what loom reads on the user's machine).
   ck.tokenizer = model.metadata.count("tokenizer") ? model.metadata["tokenizer"] : "byte";
+  LOOM_USER_CHECK(is_inline_tokenizer_spec(ck.tokenizer), mpath, ": metadata 'tokenizer' is '", brief(ck.tokenizer, 40),
+                  "', not byte, gpt2 or an inline BPE vocabulary (a checkpoint never names a tokenizer file)");
+  if (ck.tokenizer.front() == '{') (void)parse_bpe(ck.tokenizer, mpath + ": metadata 'tokenizer'");
   std::vector<ParamInfo> layout;
   try {
     layout = param_layout(ck.model);
   } catch (const UserError& e) {
     user_error(mpath, ": ", e.what());
   }
+  // Every tensor is checked against the model before the flat buffer is allocated: the sizes
+  // in the metadata are only claims, the tensors (already bounded by the file) are the proof.
   int64_t n = 0;
-  for (const auto& p : layout) n = std::max(n, p.offset + p.count());
-  ck.params.resize(n);
   for (const auto& p : layout) {
     const StTensor* t = model.find(p.name);
     LOOM_USER_CHECK(t, mpath, ": missing tensor '", p.name, "'");
     LOOM_USER_CHECK(t->dtype == "F32", mpath, ": tensor '", p.name, "' is ", t->dtype, ", expected F32");
     LOOM_USER_CHECK(Shape(t->shape.begin(), t->shape.end()) == p.shape, mpath, ": tensor '", p.name, "' has shape ",
                     shape_str(Shape(t->shape.begin(), t->shape.end())), ", the model needs ", shape_str(p.shape));
-    std::memcpy(ck.params.data() + p.offset, t->data.data(), t->data.size());
+    n = std::max(n, p.offset + p.count());
+  }
+  ck.params.resize(n);
+  for (const auto& p : layout) {
+    const StTensor* t = model.find(p.name);
+    copy_bytes(ck.params.data() + p.offset, t->data.data(), t->data.size());
   }
   if (model_kind(ck.model.kind).counts())
     ck.counts = std::move(model);  // validated by the kind when it loads them
@@ -251,15 +270,17 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
     LOOM_USER_CHECK(t && t->dtype == "F32" && t->shape == std::vector<int64_t>{n_opt}, opath, ": tensor '", nm,
                     "' missing or not F32[", n_opt, "]");
     dst->resize(n_opt);
-    std::memcpy(dst->data(), t->data.data(), n_opt * 4);
+    copy_bytes(dst->data(), t->data.data(), n_opt * 4);
   }
   if (const StTensor* t = optim.find("rnn_state")) {
     LOOM_USER_CHECK(t->dtype == "F32" && t->shape.size() == 1, opath, ": tensor 'rnn_state' is not F32[n]");
     ck.rnn_state.resize(t->shape[0]);
-    std::memcpy(ck.rnn_state.data(), t->data.data(), t->data.size());
+    copy_bytes(ck.rnn_state.data(), t->data.data(), t->data.size());
   }
   const std::string spath = ck.dir + "/state.json";
-  const auto st = nlohmann::json::parse(read_text(spath), nullptr, false);
+  const std::string state_text = read_text(spath);
+  check_json_depth(state_text, spath, "invalid state file");
+  const auto st = nlohmann::json::parse(state_text, nullptr, false);
   LOOM_USER_CHECK(!st.is_discarded() && st.is_object(), spath, ": invalid state file: not a JSON object");
   // Counters: integers in range (a float such as 1e30 would be an undefined cast).
   auto counter = [&](const char* key, int64_t lo, int64_t hi) {

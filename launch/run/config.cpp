@@ -1,8 +1,11 @@
 // config.cpp: the one table of configuration keys, and TOML / override handling on it.
 #include "launch/run/config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -12,6 +15,8 @@
 #include <variant>
 
 #include "core/check.h"
+#include "engine/data/corpus.h"
+#include "engine/io/json_guard.h"
 
 namespace loom {
 
@@ -113,6 +118,14 @@ const char* type_name(const Ref& r) {
   return std::holds_alternative<std::string*>(r) ? "a string" : std::holds_alternative<double*>(r) ? "a number" : "an integer";
 }
 
+// Config strings end up in file names, messages and the config.toml a run folder keeps, which
+// holds UTF-8 only: a value that would not read back from there is refused up front.
+void check_text(const std::string& where, const char* key, const std::string& v) {
+  const bool control = std::any_of(v.begin(), v.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; });
+  LOOM_USER_CHECK(!control && first_invalid_utf8(v) == std::string::npos, where, ": ", key,
+                  ": must be UTF-8 text without control characters");
+}
+
 // Sets a key from a TOML node (file) — types must match exactly, except that an integer is
 // accepted for a float key.
 void set_from_node(Config& c, const Key& k, const toml::node& n, const std::string& where) {
@@ -121,6 +134,7 @@ void set_from_node(Config& c, const Key& k, const toml::node& n, const std::stri
   if (auto* p = std::get_if<std::string*>(&r)) {
     auto v = n.value_exact<std::string>();
     LOOM_USER_CHECK(v, bad);
+    check_text(where, k.name, *v);
     **p = *v;
   } else if (auto* p = std::get_if<double*>(&r)) {
     auto v = n.value<double>();
@@ -143,6 +157,7 @@ void set_from_text(Config& c, const Key& k, const std::string& text) {
   Ref r = k.ref(c);
   const std::string where = std::string("--") + k.name;
   if (auto* p = std::get_if<std::string*>(&r)) {
+    check_text(where, k.name, text);
     **p = text;
     return;
   }
@@ -210,6 +225,72 @@ void validate(const Config& c, const std::string& where) {
   req(c.dist.zero == 0 || c.dist.zero == 1, "dist.zero", "must be 0 or 1");
 }
 
+// toml++ builds (and destroys) nested tables recursively: a line "a.a.a...a = 1" or a header
+// "[a.a...a]" of some 50,000 parts overflows the stack. Depth grows only through the dots of a
+// key or header on one line (arrays and inline tables toml++ caps itself), and no loom key has
+// more than one, so a line with more dots outside strings and comments than any config needs
+// is refused before parsing. Strings are skipped as TOML lexes them (basic, literal and their
+// multi-line forms), so dots in paths and floats do not count.
+void check_toml_nesting(const std::string& text, const std::string& name) {
+  constexpr int kMaxDots = 32;
+  enum { kNone, kBasic, kLiteral, kMultiBasic, kMultiLiteral } in = kNone;
+  bool comment = false;
+  int dots = 0;
+  size_t line = 1;
+  auto at = [&](size_t i, const char* s) { return text.compare(i, std::strlen(s), s) == 0; };
+  // A multi-line string ends at 3 to 5 quotes in a row (up to two of them belong to it).
+  auto run_of = [&](size_t i) {
+    size_t n = 0;
+    while (n < 5 && i + n < text.size() && text[i + n] == text[i]) ++n;
+    return n;
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '\n') {
+      ++line;
+      dots = 0;
+      comment = false;
+      if (in == kBasic || in == kLiteral) in = kNone;  // unterminated: toml++ reports it
+      continue;
+    }
+    if (comment) continue;
+    switch (in) {
+      case kNone:
+        if (c == '#') {
+          comment = true;
+        } else if (at(i, "\"\"\"")) {
+          in = kMultiBasic, i += 2;
+        } else if (at(i, "'''")) {
+          in = kMultiLiteral, i += 2;
+        } else if (c == '"') {
+          in = kBasic;
+        } else if (c == '\'') {
+          in = kLiteral;
+        } else if (c == '.' && ++dots > kMaxDots) {
+          user_error(name, ":", line, ": keys nested deeper than ", kMaxDots, " levels (no loom config key is)");
+        }
+        break;
+      case kBasic:
+        if (c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') ++i;
+        else if (c == '"') in = kNone;
+        break;
+      case kLiteral:
+        if (c == '\'') in = kNone;
+        break;
+      case kMultiBasic:
+      case kMultiLiteral:
+        if (in == kMultiBasic && c == '\\' && i + 1 < text.size() && text[i + 1] != '\n') {
+          ++i;
+        } else if (c == (in == kMultiBasic ? '"' : '\'')) {
+          const size_t n = run_of(i);
+          if (n >= 3) in = kNone;
+          i += n - 1;
+        }
+        break;
+    }
+  }
+}
+
 void walk(const toml::table& t, const std::string& prefix, const std::function<void(const std::string&, const toml::node&)>& f) {
   for (auto&& [k, v] : t) {
     const std::string name = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
@@ -226,23 +307,24 @@ Config parse_config_text(const std::string& text, const std::string& name, const
   Config c;
   std::set<std::string> given;
   if (!text.empty() || !name.empty()) {
+    check_toml_nesting(text, name);
     toml::table tbl;
     try {
       tbl = toml::parse(text, name);
     } catch (const toml::parse_error& e) {
       const auto& s = e.source().begin;
-      user_error(name, ":", s.line, ":", s.column, ": invalid TOML: ", e.description());
+      user_error(name, ":", s.line, ":", s.column, ": invalid TOML: ", brief(e.description(), 200));
     }
     walk(tbl, "", [&](const std::string& key, const toml::node& n) {
       const Key* k = find_key(key);
-      LOOM_USER_CHECK(k, name, ": unknown key '", key, "'");
+      LOOM_USER_CHECK(k, name, ": unknown key '", brief(key), "'");
       set_from_node(c, *k, n, name);
       given.insert(key);
     });
   }
   for (const auto& [key, value] : overrides) {
     const Key* k = find_key(key);
-    LOOM_USER_CHECK(k, "--", key, ": unknown config key");
+    LOOM_USER_CHECK(k, "--", brief(key), ": unknown config key");
     set_from_text(c, *k, value);
     given.insert(key);
   }
@@ -255,6 +337,12 @@ Config parse_config_text(const std::string& text, const std::string& name, const
 
 Config load_config(const std::string& path, const Overrides& overrides) {
   if (path.empty()) return parse_config_text("", "", overrides);
+  // A config is a few KiB; reading a huge file whole (a device, a mistaken path) is not useful.
+  constexpr uintmax_t kMaxBytes = uintmax_t{1} << 20;
+  std::error_code ec;
+  const uintmax_t bytes = std::filesystem::file_size(path, ec);
+  LOOM_USER_CHECK(ec || bytes <= kMaxBytes, path, ": ", bytes, " bytes, larger than a config file can be (",
+                  kMaxBytes, ")");
   std::ifstream f(path);
   LOOM_USER_CHECK(f, path, ": cannot open config file");
   std::stringstream ss;

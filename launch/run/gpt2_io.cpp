@@ -19,8 +19,10 @@
 #include "core/check.h"
 #include "core/dtype.h"
 #include "core/rng.h"
+#include "engine/data/bpe.h"
 #include "engine/data/tokenizer.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/json_guard.h"
 #include "models/gpt/gpt.h"
 #include "launch/run/checkpoint.h"
 #include "launch/run/config.h"
@@ -95,23 +97,11 @@ bool is_ignored_buffer(const std::string& name) {
   return rest == "attn.bias" || rest == "attn.masked_bias";
 }
 
-// A positive integer flag or metadata value; 0 when absent.
-int meta_positive(const StFile& f, const std::string& key, const std::string& path) {
-  auto it = f.metadata.find(key);
-  if (it == f.metadata.end()) return 0;
-  try {
-    size_t used = 0;
-    const int v = std::stoi(it->second, &used);
-    if (used == it->second.size() && v > 0) return v;
-  } catch (const std::logic_error&) {
-  }
-  user_error(path, ": metadata '", key, "' is '", it->second, "', not a positive integer");
-}
-
 // The tokenizer spec an imported checkpoint carries, checked against its vocabulary.
 std::string choose_tokenizer(const std::string& asked, const StFile& f, int vocab, const std::string& path) {
   std::string spec = asked, where = "--tokenizer";
-  if (spec.empty() && f.metadata.count("tokenizer")) spec = f.metadata.at("tokenizer"), where = path + ": metadata 'tokenizer'";
+  const bool from_file = spec.empty() && f.metadata.count("tokenizer");
+  if (from_file) spec = f.metadata.at("tokenizer"), where = path + ": metadata 'tokenizer'";
   if (spec.empty()) {
     if (vocab == kGpt2Vocab) return "gpt2";
     if (vocab == 256) return "byte";
@@ -125,6 +115,13 @@ std::string choose_tokenizer(const std::string& asked, const StFile& f, int voca
   int tok_vocab = 0;
   if (spec == "byte" || spec == "gpt2") {
     tok_vocab = spec == "byte" ? 256 : kGpt2Vocab;
+  } else if (from_file) {
+    // From the file: only a vocabulary written inline, never a name of a file to go and read.
+    LOOM_USER_CHECK(is_inline_tokenizer_spec(spec), where, " is '", brief(spec, 40),
+                    "', not byte, gpt2 or an inline BPE vocabulary (pass --tokenizer to name a file)");
+    const BpeMerges merges = parse_bpe(spec, where);
+    tok_vocab = static_cast<int>(256 + merges.merges.size());
+    spec = serialize_bpe(merges);  // the form Tokenizer::spec() gives, as for a file
   } else {
     auto tok = make_tokenizer(spec);
     tok_vocab = tok->vocab_size();
@@ -174,14 +171,20 @@ Gpt2Model read_gpt2_safetensors(const std::string& path, const Gpt2ImportOptions
     n_layer = std::max(n_layer, block_index(n) + 1);
   }
   LOOM_USER_CHECK(!f.tensors.empty(), path, ": holds no tensors (expected GPT-2 weights)");
-  LOOM_USER_CHECK(n_layer <= 4096, path, ": a block index of ", n_layer - 1, " (implausible for GPT-2)");
+  LOOM_USER_CHECK(n_layer <= kMaxLayers, path, ": a block index of ", n_layer - 1, " (at most ", kMaxLayers,
+                  " blocks)");
   const auto names = gpt2_name_map(n_layer);
   std::set<std::string> known;
   for (const auto& nm : names) known.insert(nm.gpt2);
   for (const auto& [n, t] : by_name)
-    LOOM_USER_CHECK(known.count(n), path, ": unknown tensor '", t->name, "' (not a GPT-2 parameter name)");
+    LOOM_USER_CHECK(known.count(n), path, ": unknown tensor '", brief(t->name), "' (not a GPT-2 parameter name)");
   LOOM_USER_CHECK(by_name.count("wte.weight"), path, ": missing tensor 'wte.weight' (not a GPT-2 checkpoint?)");
   LOOM_USER_CHECK(n_layer >= 1, path, ": no transformer blocks (no 'h.0.*' tensors)");
+  // The depth is the highest block index the names claim; every block below it must be there
+  // before the model is sized from it.
+  for (const auto& nm : names)
+    LOOM_USER_CHECK(by_name.count(nm.gpt2), path, ": missing tensor '", nm.gpt2, "' (the file names blocks up to h.",
+                    n_layer - 1, ")");
 
   // The shape, from the tensors: wte [vocab, d_model], wpe [positions, d_model].
   const StTensor& wte = *by_name.at("wte.weight");
@@ -207,33 +210,40 @@ Gpt2Model read_gpt2_safetensors(const std::string& path, const Gpt2ImportOptions
                     " positions of ", path, "'s wpe");
     m.seq_len = opt.seq_len;
   }
-  int meta_heads = meta_positive(f, "n_head", path);  // written by loom export
-  if (meta_heads == 0) meta_heads = meta_positive(f, "model.n_head", path);
+  int meta_heads = metadata_positive_int(f, "n_head", path);  // written by loom export
+  if (meta_heads == 0) meta_heads = metadata_positive_int(f, "model.n_head", path);
   m.n_head = opt.n_head > 0 ? opt.n_head : meta_heads > 0 ? meta_heads : m.d_model == 768 ? 12 : 0;
   LOOM_USER_CHECK(m.n_head > 0, path, ": the head count is not stored (GPT-2 files carry no config) and d_model ",
                   m.d_model, " is not GPT-2's 768; pass --n-head N");
   LOOM_USER_CHECK(m.d_model % m.n_head == 0, opt.n_head > 0 ? std::string("--n-head") : path, ": d_model ",
                   m.d_model, " is not a multiple of ", m.n_head, " heads");
+  validate_model(m, path);
   r.tokenizer = choose_tokenizer(opt.tokenizer, f, m.vocab, path);
 
-  // Every parameter, checked against the shape loom's model has for it, then placed.
+  // Every parameter is checked against the shape loom's model has for it before the flat
+  // buffer is allocated (the tensors are already bounded by the file's size), then placed.
   const auto layout = param_layout(m);
   LOOM_CHECK(layout.size() == names.size(), "the GPT-2 name map and build_gpt disagree on the parameter count");
   int64_t total = 0;
-  for (const auto& p : layout) total = std::max(total, p.offset + p.count());
-  r.params.assign(total, 0.0f);
   for (size_t i = 0; i < layout.size(); ++i) {
     const ParamInfo& p = layout[i];
     const Gpt2Name& nm = names[i];
     LOOM_CHECK(p.name == nm.loom, "name map out of order at ", p.name, " vs ", nm.loom);
-    auto it = by_name.find(nm.gpt2);
-    LOOM_USER_CHECK(it != by_name.end(), path, ": missing tensor '", nm.gpt2, "'");
-    const StTensor& t = *it->second;
+    const StTensor& t = *by_name.at(nm.gpt2);
     std::vector<int64_t> want(p.shape.begin(), p.shape.end());
     if (nm.transpose) std::swap(want[0], want[1]);
     if (nm.loom == "wpe") want[0] = wpe.shape[0];  // the file may hold more positions than kept
-    LOOM_USER_CHECK(t.shape == want, path, ": tensor '", t.name, "' has shape ", shape_text(t.shape), ", expected ",
-                    shape_text(want), nm.transpose ? " (GPT-2 Conv1D layout [in, out])" : "");
+    LOOM_USER_CHECK(t.shape == want, path, ": tensor '", brief(t.name), "' has shape ", shape_text(t.shape),
+                    ", expected ", shape_text(want), nm.transpose ? " (GPT-2 Conv1D layout [in, out])" : "");
+    LOOM_USER_CHECK(t.dtype == "F32" || t.dtype == "F16" || t.dtype == "BF16", path, ": tensor '", brief(t.name),
+                    "' is ", t.dtype, " (GPT-2 import reads F32, F16 or BF16)");
+    total = std::max(total, p.offset + p.count());
+  }
+  r.params.assign(total, 0.0f);
+  for (size_t i = 0; i < layout.size(); ++i) {
+    const ParamInfo& p = layout[i];
+    const Gpt2Name& nm = names[i];
+    const StTensor& t = *by_name.at(nm.gpt2);
     const std::vector<float> v = to_f32(t, t.name, path);
     float* dst = r.params.data() + p.offset;
     if (nm.transpose) {  // [in, out] -> [out, in]
