@@ -31,6 +31,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "engine/io/fd.h"
 
 namespace loom {
 
@@ -108,30 +109,11 @@ bool same_secret(const std::string& given, const std::string& expected) {
 
 // Reads exactly n bytes; false on EOF, error or (with a receive timeout set) timeout.
 bool read_all(int fd, char* c, size_t n) {
-  while (n > 0) {
-    const ssize_t r = ::recv(fd, c, n, 0);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      return false;
-    }
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
+  return transfer(c, n, 0, [&](char* p, size_t k, uint64_t) { return ::recv(fd, p, k, 0); }) == n;
 }
 bool write_all(int fd, const std::string& s) {
-  const char* c = s.data();
-  size_t n = s.size();
-  while (n > 0) {
-    const ssize_t r = ::send(fd, c, n, MSG_NOSIGNAL);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      return false;
-    }
-    c += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
+  const auto send = [&](char* p, size_t k, uint64_t) { return ::send(fd, p, k, MSG_NOSIGNAL); };
+  return transfer(const_cast<char*>(s.data()), s.size(), 0, send) == s.size();
 }
 // A reply; its body grows with the bytes that arrive, never ahead of them by more than a chunk.
 bool read_reply(int fd, char* status, std::string* body) {

@@ -26,6 +26,7 @@
 #include "engine/data/corpus.h"
 #include "engine/data/tokenizer.h"
 #include "engine/io/atomic_file.h"
+#include "engine/io/fd.h"
 #include "engine/io/json_guard.h"
 
 namespace loom {
@@ -226,19 +227,12 @@ Shard::~Shard() {
 void Shard::read(uint64_t begin, size_t n, uint32_t* out) const {
   LOOM_CHECK(begin <= count_ && n <= count_ - begin, "Shard::read past the end of ", path_);
   // Read into the output's bytes, then widen 16-bit tokens in place from the end.
-  char* p = reinterpret_cast<char*>(out);
-  size_t want = n * width_;
-  uint64_t off = kShardHeaderBytes + begin * width_;
-  while (want > 0) {
-    const ssize_t r = ::pread(fd_, p, want, static_cast<off_t>(off));
-    if (r < 0 && errno == EINTR) continue;
-    // Opened whole, now short: the file changed under the run (truncated or replaced).
-    LOOM_USER_CHECK(r > 0, path_, ": cannot read tokens ", begin, "..", begin + n, " of ", count_, ": ",
-                    r < 0 ? errno_text() : std::string("the file is shorter than when it was opened (truncated while in use?)"));
-    p += r;
-    want -= static_cast<size_t>(r);
-    off += static_cast<uint64_t>(r);
-  }
+  const size_t want = n * width_;
+  const auto r = [&](char* p, size_t k, uint64_t o) { return ::pread(fd_, p, k, static_cast<off_t>(o)); };
+  const size_t got = transfer(out, want, kShardHeaderBytes + begin * width_, r);
+  // Opened whole, now short: the file changed under the run (truncated or replaced).
+  LOOM_USER_CHECK(got == want, path_, ": cannot read tokens ", begin, "..", begin + n, " of ", count_, ": ",
+                  errno ? errno_text() : std::string("the file is shorter than when it was opened (truncated while in use?)"));
   if (width_ == 2) {
     const uint16_t* narrow = reinterpret_cast<const uint16_t*>(out);
     for (size_t i = n; i-- > 0;) out[i] = narrow[i];

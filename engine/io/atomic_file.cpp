@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "core/check.h"
+#include "engine/io/fd.h"
 
 namespace loom {
 
@@ -31,34 +32,9 @@ std::string parent_of(const std::string& path) {
   return parent.empty() ? std::string(".") : parent;
 }
 
-// Closes on scope exit so that every early throw below releases the descriptor.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  // close() can report a deferred write error (NFS), so the writer closes explicitly.
-  int release_close() {
-    const int r = ::close(fd);
-    fd = -1;
-    return r;
-  }
-};
-
 void write_all(int fd, const std::string& path, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      sys_error(path, "cannot write", errno);
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
+  const auto w = [&](char* p, size_t k, uint64_t) { return ::write(fd, p, k); };
+  if (transfer(const_cast<void*>(data), n, 0, w) != n) sys_error(path, "cannot write", errno ? errno : EIO);
 }
 
 }  // namespace
@@ -89,27 +65,13 @@ AtomicFile::~AtomicFile() {
 void AtomicFile::write(const void* data, size_t n) { write_all(fd_, path_, data, n); }
 
 void AtomicFile::pwrite_at(uint64_t offset, const void* data, size_t n) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(offset));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) sys_error(path_, "cannot write", w < 0 ? errno : EIO);
-    p += w;
-    n -= static_cast<size_t>(w);
-    offset += static_cast<uint64_t>(w);
-  }
+  const auto w = [&](char* p, size_t k, uint64_t o) { return ::pwrite(fd_, p, k, static_cast<off_t>(o)); };
+  if (transfer(const_cast<void*>(data), n, offset, w) != n) sys_error(path_, "cannot write", errno ? errno : EIO);
 }
 
 void AtomicFile::pread_at(uint64_t offset, void* data, size_t n) {
-  char* p = static_cast<char*>(data);
-  while (n > 0) {
-    const ssize_t r = ::pread(fd_, p, n, static_cast<off_t>(offset));
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) sys_error(path_, "cannot read back the file being written", r < 0 ? errno : EIO);
-    p += r;
-    n -= static_cast<size_t>(r);
-    offset += static_cast<uint64_t>(r);
-  }
+  const auto r = [&](char* p, size_t k, uint64_t o) { return ::pread(fd_, p, k, static_cast<off_t>(o)); };
+  if (transfer(data, n, offset, r) != n) sys_error(path_, "cannot read back the file being written", errno ? errno : EIO);
 }
 
 void AtomicFile::truncate(uint64_t size) {
@@ -148,17 +110,17 @@ int remove_stale_temps(const std::string& dir) {
 }
 
 void fsync_file(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) sys_error(path, "cannot open for fsync", errno);
-  if (::fsync(fd.fd) != 0) sys_error(path, "cannot fsync", errno);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) sys_error(path, "cannot open for fsync", errno);
+  if (::fsync(fd.get()) != 0) sys_error(path, "cannot fsync", errno);
 }
 
 void fsync_dir(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (fd.fd < 0) sys_error(path, "cannot open directory for fsync", errno);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) sys_error(path, "cannot open directory for fsync", errno);
   // Some file systems cannot fsync a directory and say EINVAL; there is nothing more
   // we could do for durability there, so that is not an error.
-  if (::fsync(fd.fd) != 0 && errno != EINVAL) sys_error(path, "cannot fsync directory", errno);
+  if (::fsync(fd.get()) != 0 && errno != EINVAL) sys_error(path, "cannot fsync directory", errno);
 }
 
 void write_file_atomic(const std::string& path, const std::string& contents) {

@@ -9,6 +9,7 @@
 #include "engine/io/safetensors.h"
 
 #include "engine/io/atomic_file.h"
+#include "engine/io/fd.h"
 #include "engine/io/json_guard.h"
 
 #include <fcntl.h>
@@ -46,38 +47,12 @@ std::string errno_text(int err) { return std::strerror(err); }
   user_error(path, ": ", what, ": ", errno_text(err));
 }
 
-// Closes on scope exit so that every early throw below releases the descriptor.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  // close() can report a deferred write error (NFS), so the writer closes explicitly.
-  int release_close() {
-    const int r = ::close(fd);
-    fd = -1;
-    return r;
-  }
-};
-
 // Returns false on end of file before n bytes, so the caller can name the truncation.
 bool pread_all(int fd, const std::string& path, void* data, size_t n, uint64_t offset) {
-  char* p = static_cast<char*>(data);
-  while (n > 0) {
-    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      sys_error(path, "cannot read", errno);
-    }
-    if (r == 0) return false;
-    p += r;
-    n -= static_cast<size_t>(r);
-    offset += static_cast<uint64_t>(r);
-  }
-  return true;
+  const auto r = [&](char* p, size_t k, uint64_t o) { return ::pread(fd, p, k, static_cast<off_t>(o)); };
+  const size_t got = transfer(data, n, offset, r);
+  if (got < n && errno) sys_error(path, "cannot read", errno);
+  return got == n;
 }
 
 // The reference implementation's bound on the header: no real file comes near it, and it
@@ -190,17 +165,17 @@ void write_safetensors(const std::string& path, const StFile& file) {
 }
 
 StFile read_safetensors(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (fd.fd < 0) sys_error(path, "cannot open", errno);
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) sys_error(path, "cannot open", errno);
   struct stat st {};
-  if (::fstat(fd.fd, &st) != 0) sys_error(path, "cannot stat", errno);
+  if (::fstat(fd.get(), &st) != 0) sys_error(path, "cannot stat", errno);
   if (!S_ISREG(st.st_mode)) user_error(path, ": not a regular file");
   const uint64_t file_size = static_cast<uint64_t>(st.st_size);
   if (file_size < 8)
     user_error(path, ": file is ", file_size, " bytes, shorter than the 8-byte safetensors header length");
 
   unsigned char len[8];
-  if (!pread_all(fd.fd, path, len, 8, 0)) user_error(path, ": unexpected end of file in header length");
+  if (!pread_all(fd.get(), path, len, 8, 0)) user_error(path, ": unexpected end of file in header length");
   uint64_t header_len = 0;
   for (int i = 0; i < 8; ++i) header_len |= static_cast<uint64_t>(len[i]) << (8 * i);
   if (header_len > file_size - 8)
@@ -211,7 +186,7 @@ StFile read_safetensors(const std::string& path) {
   const uint64_t data_size = file_size - data_start;
 
   std::string text(header_len, '\0');
-  if (!pread_all(fd.fd, path, text.data(), text.size(), 8)) user_error(path, ": unexpected end of file in header");
+  if (!pread_all(fd.get(), path, text.data(), text.size(), 8)) user_error(path, ": unexpected end of file in header");
   check_json_depth(text, path, "header");
 
   // nlohmann keeps the last of duplicate keys silently; a duplicate tensor name would
@@ -320,7 +295,7 @@ StFile read_safetensors(const std::string& path) {
   for (const Region& r : regions) {
     StTensor& t = out.tensors[r.index];
     t.data.resize(r.end - r.begin);
-    if (!pread_all(fd.fd, path, t.data.data(), t.data.size(), data_start + r.begin))
+    if (!pread_all(fd.get(), path, t.data.data(), t.data.size(), data_start + r.begin))
       user_error(path, ": unexpected end of file in tensor \"", brief(t.name), "\"");
     ordered.push_back(std::move(t));
   }

@@ -213,6 +213,25 @@ void gpt2_import_seeds() {
   seed("gpt2_import", "tiny", {read_file(path)});
 }
 
+// The store's messages as ranks send them: op, key length, key, value length, value (u32
+// little-endian lengths). The first byte's low bit makes store_fuzz send the secret first.
+std::string store_message(char op, const std::string& k, const std::string& v) {
+  std::string m(1, op);
+  for (const std::string* f : {&k, &v}) {
+    for (int i = 0; i < 4; ++i) m += static_cast<char>((f->size() >> (8 * i)) & 0xff);
+    m += *f;
+  }
+  return m;
+}
+
+void store_seeds() {
+  // 'S' (0x53) and 'G' (0x47) are odd: sent after the secret; 'A' (0x41) too.
+  seed("store", "set_get", {store_message('S', "gloo/rank_0", std::string(136, 'a')) + store_message('G', "gloo/rank_0", "1000")});
+  seed("store", "hello_beat_bye", {store_message('S', "k", "v") + store_message('H', "1", "") + store_message('B', "", "17") +
+                                   store_message('T', "", "") + store_message('Y', "", "")});
+  seed("store", "wrong_secret", {std::string(1, '\x02') + store_message('A', "", "not the secret")});
+}
+
 }  // namespace
 }  // namespace loom::fuzz
 
@@ -230,6 +249,7 @@ int main(int argc, char** argv) {
     loom::fuzz::gpt2_vocab_seeds();
     loom::fuzz::data_seeds();
     loom::fuzz::gpt2_import_seeds();
+    loom::fuzz::store_seeds();
   } catch (const std::exception& e) {
     std::fprintf(stderr, "seed_corpus: %s\n", e.what());
     return 1;
