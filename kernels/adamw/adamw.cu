@@ -4,9 +4,10 @@
 // casts bit-identical to core/dtype.h's to_bf16.
 //
 // All three are streaming kernels (a few flops per byte), so they are shaped for bandwidth:
-// 16-byte loads where every buffer allows them, a grid of at most kBlocksPerSm blocks an SM
-// that strides over the buffer, and a scalar path (same results, same bits) for unaligned
-// buffers and tails. The cast is a per-element functor run by vec.cuh's map_elements.
+// 16-byte loads where every buffer allows them, a grid of one wave (as many blocks as the
+// occupancy calculator says fit on every SM at once) that strides over the buffer, and a
+// scalar path (same results, same bits) for unaligned buffers and tails. The cast is a
+// per-element functor run by vec.cuh's map_elements.
 //
 // Stochastic rounding: round-to-nearest of a bf16 copy drops every update smaller than half a
 // bf16 ulp of the weight, systematically; rounding up with probability equal to the dropped
@@ -29,9 +30,7 @@ namespace loom::cuda {
 namespace {
 
 constexpr int kBlock = 256;
-// 8 blocks of 256 threads fill an sm_80 / sm_90 SM (2048 threads); more blocks would only
-// queue behind them.
-constexpr int kBlocksPerSm = 8;
+static_assert(valid_block(kBlock));
 // global_norm_sq: a block per 4096 elements up to 1024 blocks (about 8 blocks an SM on an
 // H100); the grid depends on n alone, so the partial sums, and their fixed-order total, do
 // not depend on the device.
@@ -216,13 +215,16 @@ void adamw(const ref::AdamWArgs& a, bf16* working, uint64_t seed, Stream s) {
   auto* w = reinterpret_cast<uint16_t*>(working);
   const bool vector = aligned(a.param, 16) && aligned(a.grad, 16) && aligned(a.m, 16) && aligned(a.v, 16) &&
                       aligned(working, 8) && (!a.decay || aligned(a.decay, 4));
-  // A thread per 4-element quad (vector) or element, at most one wave: the grid strides.
+  // A thread per 4-element quad (vector) or element, at most one wave: the grid strides. The
+  // wave is what the compiled kernel leaves room for: its 45 registers (sm_90a) let 5 blocks
+  // of 256 threads share an SM, not the 8 that threads alone would allow; a grid of 8 an SM
+  // would run as 1.6 waves, the last one 60% full.
   if (vector)
-    LOOM_LAUNCH((adamw_kernel<true>), grid_for(ceil_div(a.n, 4), kBlock, kBlocksPerSm), kBlock, 0, s, a.param, a.grad,
-                a.m, a.v, a.decay, w, a.n, k, seed);
+    LOOM_LAUNCH((adamw_kernel<true>), grid_for(ceil_div(a.n, 4), kBlock, blocks_per_sm(adamw_kernel<true>, kBlock, 0)),
+                kBlock, 0, s, a.param, a.grad, a.m, a.v, a.decay, w, a.n, k, seed);
   else
-    LOOM_LAUNCH((adamw_kernel<false>), grid_for(a.n, kBlock, kBlocksPerSm), kBlock, 0, s, a.param, a.grad, a.m, a.v,
-                a.decay, w, a.n, k, seed);
+    LOOM_LAUNCH((adamw_kernel<false>), grid_for(a.n, kBlock, blocks_per_sm(adamw_kernel<false>, kBlock, 0)), kBlock,
+                0, s, a.param, a.grad, a.m, a.v, a.decay, w, a.n, k, seed);
 }
 
 size_t global_norm_scratch_floats(int64_t n) { return size_t(norm_blocks(n)); }

@@ -274,13 +274,16 @@ __device__ __forceinline__ void load_rows_async(bf16raw* dst, const bf16raw* src
 }
 
 // Writes a warp's rows (staged as bf16 in smem with stride kLd) to global rows of stride
-// ld_dst with 16-byte stores, skipping rows >= T.
+// ld_dst with 16-byte stores, skipping rows >= T. store_128_global, not store_128: nvcc 13
+// splits the latter's int4 store into four st.global.u32 here (the forward's PTX had 4 of
+// them a kernel, the backward's 8, against 0 st.global.v4); the asm-backed store stays one
+// st.global.v4 (STG.E.128), as counted in docs/kernels_attention.md.
 template <int kRows, int D, int kLd>
 __device__ __forceinline__ void store_rows(bf16raw* dst, int64_t ld_dst, const bf16raw* src, int r0, int T, int lane) {
   constexpr int kChunks = D / 8;
   for (int c = lane; c < kRows * kChunks; c += 32) {
     const int r = c / kChunks, col = c % kChunks * 8;
-    if (r0 + r < T) store_128(dst + (r0 + r) * ld_dst + col, load_128(src + r * kLd + col));
+    if (r0 + r < T) store_128_global(dst + (r0 + r) * ld_dst + col, load_128(src + r * kLd + col));
   }
 }
 
@@ -297,6 +300,8 @@ struct FwdTile {
   static constexpr int kBc = 64;
   static constexpr int kLd = D + 8;  // +16 bytes a row: conflict-free fragment loads
   static constexpr size_t kSmemBytes = size_t(kBr + 4 * kBc) * kLd * sizeof(bf16raw);
+  static_assert(valid_block(kThreads));
+  static_assert(kSmemBytes <= kSmemPerBlockLimit, "attention forward: Q, K and V tiles exceed a block's shared memory");
 };
 
 template <int D>
@@ -478,6 +483,8 @@ struct BwdTile {
   static_assert(kDqMT >= 1 && kDqNT >= 1 && kDqWarpsM * kDqWarpsN == kWarps);
   static constexpr size_t kBf16Elems = size_t(2 * kBc + 4 * kBr) * kLd + size_t(kBc) * kLdS;
   static constexpr size_t kSmemBytes = kBf16Elems * sizeof(bf16raw) + 4 * kBr * sizeof(float);
+  static_assert(valid_block(kThreads));
+  static_assert(kSmemBytes <= kSmemPerBlockLimit, "attention backward: the tiles exceed a block's shared memory");
 };
 
 template <int D>
@@ -646,8 +653,11 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
 // delta = rowsum(dO * O) per (b, h, t), and the dQ accumulator zeroed: one thread a row.
 // A row is at most 128 elements (16 vector loads), too short to share between threads;
 // zeroing dQ here saves a separate memset over the same rows.
+constexpr int kRowThreads = 128;  // prep and dQ conversion kernels: a thread a row or 8 elements
+static_assert(valid_block(kRowThreads));
+
 template <int D>
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(kRowThreads)
     attention_bwd_prep_kernel(const bf16raw* __restrict__ out, const bf16raw* __restrict__ dout,
                               float* __restrict__ delta, float* __restrict__ dq_acc, int64_t rows, int T, int H) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -667,12 +677,12 @@ __global__ void __launch_bounds__(128)
 #pragma unroll
   for (int k = 0; k < 4; ++k) zero[k] = 0.f;
 #pragma unroll
-  for (int c = 0; c < D; c += 4) store_128(dq_acc + off + c, zero);
+  for (int c = 0; c < D; c += 4) store_128_global(dq_acc + off + c, zero);
 }
 
 // dQ (f32, [B*T, C]) times the softmax scale into the q columns of dqkv, 8 elements a thread
 // (one 16-byte store; C is a multiple of 16).
-__global__ void __launch_bounds__(128)
+__global__ void __launch_bounds__(kRowThreads)
     attention_bwd_dq_kernel(const float* __restrict__ dq_acc, bf16raw* __restrict__ dqkv, int64_t chunks, int C,
                             float scale) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -686,13 +696,14 @@ __global__ void __launch_bounds__(128)
     r[k] = from_float<bf16raw>(lo[k] * scale);
     r[k + 4] = from_float<bf16raw>(hi[k] * scale);
   }
-  store_128(dqkv + row * 3 * C + col, r);
+  store_128_global(dqkv + row * 3 * C + col, r);
 }
 
 // ---- decode -------------------------------------------------------------------------------
 // Naive on purpose (decoding is bandwidth-bound and small): one block per (b, h), one key per
 // thread per chunk with an online softmax across chunks, one output column per thread.
 constexpr int kDecodeThreads = 128;
+static_assert(valid_block(kDecodeThreads) && 2 * kDecodeThreads * sizeof(float) <= kStaticSmemLimit);
 
 __global__ void __launch_bounds__(kDecodeThreads)
     attention_decode_kernel(const bf16raw* __restrict__ qkv, bf16raw* __restrict__ kcache,
@@ -783,7 +794,7 @@ void launch_bwd(const AttentionBwd& a, cudaStream_t s) {
   const int64_t C = a.C, rows = a.B * a.T * a.H;
   float* dq_acc = a.scratch;
   float* delta = a.scratch + a.B * a.T * C;
-  LOOM_LAUNCH((attention_bwd_prep_kernel<D>), unsigned(ceil_div(rows, 128)), 128, 0, s,
+  LOOM_LAUNCH((attention_bwd_prep_kernel<D>), ceil_div(rows, kRowThreads), kRowThreads, 0, s,
               reinterpret_cast<const bf16raw*>(a.out), reinterpret_cast<const bf16raw*>(a.dout), delta, dq_acc, rows,
               int(a.T), int(a.H));
 
@@ -796,7 +807,7 @@ void launch_bwd(const AttentionBwd& a, cudaStream_t s) {
               scale * kLog2e, scale);
 
   const int64_t chunks = a.B * a.T * C / 8;
-  LOOM_LAUNCH(attention_bwd_dq_kernel, unsigned(ceil_div(chunks, 128)), 128, 0, s,
+  LOOM_LAUNCH(attention_bwd_dq_kernel, ceil_div(chunks, kRowThreads), kRowThreads, 0, s,
               static_cast<const float*>(dq_acc), reinterpret_cast<bf16raw*>(a.dqkv), chunks, int(C), scale);
 }
 
@@ -836,7 +847,7 @@ void attention_decode(const AttentionDecode& a, Stream s) {
   const int D = head_dim(a.B, a.Tn, a.C, a.H);
   LOOM_CHECK(a.maxT >= a.Tn, "attention_decode: maxT=", a.maxT, " < Tn=", a.Tn);
   LOOM_CHECK(a.qkv && a.kcache && a.vcache && a.out && a.pos0, "attention_decode: null pointer");
-  LOOM_LAUNCH(attention_decode_kernel, unsigned(a.B * a.H), kDecodeThreads, 0, s,
+  LOOM_LAUNCH(attention_decode_kernel, a.B * a.H, kDecodeThreads, 0, s,
               reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<bf16raw*>(a.kcache),
               reinterpret_cast<bf16raw*>(a.vcache), reinterpret_cast<bf16raw*>(a.out), a.pos0, int(a.Tn), int(a.H), D,
               int(a.maxT), 1.f / sqrtf(float(D)));

@@ -13,7 +13,9 @@
 // What a source may rely on in every mode:
 //  - LOOM_SIMT_EMULATION is 1 under the emulator, 0 otherwise. Keep tensor-core and inline
 //    PTX paths behind `#if !LOOM_SIMT_EMULATION` with a SIMT path of the same tiling beside.
-//  - LOOM_LAUNCH(kernel, grid, block, smem, stream, args...): launch, then check the launch
+//  - LOOM_LAUNCH(kernel, grid, block, smem, stream, args...): check the grid and the block
+//    against the hardware limits (grid x 1..2^31-1, y and z 1..65535; 1..1024 threads, z <= 64;
+//    an integer grid is checked before it narrows to 32 bits), launch, then check the launch
 //    (cudaGetLastError) and abort through LOOM_CHECK's family with the kernel's name, the
 //    launch's file:line and the CUDA error; wrap a template-id in parentheses, e.g.
 //    LOOM_LAUNCH((softmax_kernel<128, float>), rows, 128, 0, stream, ...).
@@ -26,6 +28,10 @@
 //    against the real runtime: device-only helpers hide behind it.
 //  - LOOM_SANITIZED is 1 in ThreadSanitizer / AddressSanitizer builds: tests shrink shapes.
 #pragma once
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
 #include "core/check.h"
 
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
@@ -42,10 +48,12 @@
 #define LOOM_SIMT_EMULATION 0
 #define LOOM_DEVICE_CODE 1
 #define LOOM_HD __host__ __device__
-#define LOOM_LAUNCH_AS(name, kernel, grid, block, smem, stream, ...)   \
-  do {                                                                \
-    kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__);       \
-    ::loom::detail::check_launch((name), __FILE__, __LINE__);         \
+#define LOOM_LAUNCH_AS(name, kernel, grid, block, smem, stream, ...)                                 \
+  do {                                                                                              \
+    const dim3 loom_grid_ = ::loom::detail::launch_dims((name), "grid", (grid), __FILE__, __LINE__);   \
+    const dim3 loom_block_ = ::loom::detail::launch_dims((name), "block", (block), __FILE__, __LINE__); \
+    kernel<<<loom_grid_, loom_block_, (smem), (stream)>>>(__VA_ARGS__);                                \
+    ::loom::detail::check_launch((name), __FILE__, __LINE__);                                       \
   } while (0)
 // Every kernel of a translation unit shares this one declaration, hence one name and one
 // alignment.
@@ -74,11 +82,13 @@
 
 #define LOOM_DEVICE_CODE 1
 #define LOOM_HD
-#define LOOM_LAUNCH_AS(name, kernel, grid, block, smem, stream, ...)                                \
-  do {                                                                                            \
-    ::loom::simt::launch((kernel), dim3(grid), dim3(block), static_cast<size_t>(smem), (stream) \
-                         __VA_OPT__(, ) __VA_ARGS__);                                             \
-    ::loom::detail::check_launch((name), __FILE__, __LINE__);                                     \
+#define LOOM_LAUNCH_AS(name, kernel, grid, block, smem, stream, ...)                                  \
+  do {                                                                                               \
+    const dim3 loom_grid_ = ::loom::detail::launch_dims((name), "grid", (grid), __FILE__, __LINE__);    \
+    const dim3 loom_block_ = ::loom::detail::launch_dims((name), "block", (block), __FILE__, __LINE__); \
+    ::loom::simt::launch((kernel), loom_grid_, loom_block_, static_cast<size_t>(smem), (stream)       \
+                         __VA_OPT__(, ) __VA_ARGS__);                                                \
+    ::loom::detail::check_launch((name), __FILE__, __LINE__);                                        \
   } while (0)
 #define LOOM_DYNAMIC_SMEM(T, name) T* name = reinterpret_cast<T*>(::loom::simt::dynamic_smem())
 
@@ -335,6 +345,26 @@ inline cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
   return cudaSuccess;
 }
 
+// The occupancy calculator, with what the emulator knows of a kernel: an SM of 2048 threads,
+// 32 block slots and 228 KiB of shared memory (1 KiB of it reserved per block), as on sm_90;
+// registers are not modelled (the emulator compiles no register allocation), so a
+// kernel whose registers limit it on a GPU gets more blocks here. Launchers that size a
+// grid-stride grid from this answer then get the wave that threads and shared memory allow:
+// 8 blocks of 256 threads an SM, 4 SMs by default, which tests exceed to go round the loops.
+template <class T>
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* n, T* kernel, int threads, size_t smem) {
+  if (!n || !kernel)
+    return ::loom::simt::host::error(cudaErrorInvalidValue, "cudaOccupancyMaxActiveBlocksPerMultiprocessor: null pointer");
+  if (threads <= 0 || unsigned(threads) > ::loom::simt::kMaxThreadsPerBlock)
+    return ::loom::simt::host::error(cudaErrorInvalidValue,
+                                     "cudaOccupancyMaxActiveBlocksPerMultiprocessor: block of %d threads", threads);
+  constexpr size_t kSmemPerSm = 233472, kReservedPerBlock = 1024;
+  const int by_threads = 2048 / ((threads + 31) / 32 * 32);
+  const int by_smem = int(kSmemPerSm / (smem + kReservedPerBlock));
+  *n = std::min({by_threads, 32, by_smem});
+  return cudaSuccess;
+}
+
 // Opt-in to more than 48 KiB of dynamic shared memory, checked at launch as the GPU does.
 template <class T>
 inline cudaError_t cudaFuncSetAttribute(T* entry, cudaFuncAttribute attr, int value) {
@@ -391,6 +421,31 @@ inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned = 0) 
   LOOM_LAUNCH_AS(#kernel, kernel, grid, block, smem, stream __VA_OPT__(, ) __VA_ARGS__)
 
 namespace loom::detail {
+// The grid or block of a launch, checked against the limits of every device since sm_30 before
+// the launch, so that a shape too large for the grid fails with the kernel's name and the
+// numbers (the runtime's cudaErrorInvalidConfiguration says neither). An integer is a 1-D
+// grid or block, checked before it narrows to the 32-bit dim3.
+inline dim3 launch_dims(const char* name, const char* what, dim3 d, const char* file, int line) {
+  const bool grid = what[0] == 'g';
+  const uint64_t threads = uint64_t(d.x) * d.y * d.z;
+  const bool ok = grid ? d.x >= 1 && d.x <= 0x7fffffffu && d.y >= 1 && d.y <= 65535 && d.z >= 1 && d.z <= 65535
+                       : d.x >= 1 && d.y >= 1 && d.z >= 1 && d.z <= 64 && threads <= 1024;
+  if (!ok)
+    check_fail("kernel launch", file, line,
+               concat(name, ": ", what, " ", d.x, "x", d.y, "x", d.z, " outside the device's limits (",
+                      grid ? "x 1..2^31-1, y and z 1..65535" : "1..1024 threads, z <= 64", ")"));
+  return d;
+}
+template <class I>
+  requires std::is_integral_v<I>
+inline dim3 launch_dims(const char* name, const char* what, I n, const char* file, int line) {
+  const int64_t v = static_cast<int64_t>(n);
+  const int64_t most = what[0] == 'g' ? 0x7fffffff : 1024;
+  if (v < 1 || v > most)
+    check_fail("kernel launch", file, line, concat(name, ": ", what, " of ", v, " outside the device's limits (1..", most, ")"));
+  return dim3(unsigned(v));
+}
+
 // The check in every LOOM_LAUNCH. A launch the runtime refuses (grid or block size, shared
 // memory, registers) fails at once and says so through cudaGetLastError, so the launcher that
 // made it is named, not whatever synchronises next. An earlier kernel's asynchronous fault or

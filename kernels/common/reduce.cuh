@@ -91,6 +91,7 @@ __device__ __forceinline__ double block_max(double v) { return block_reduce(v, M
 // float atomics; 32 columns a block still makes cols / 32 blocks (48 for 2 x 768), where a
 // thread per column would leave most SMs idle.
 constexpr int kColSumX = 32, kColSumY = 8;
+static_assert(valid_block(kColSumX * kColSumY) && kColSumY * (kColSumX + 1) * sizeof(float) <= kStaticSmemLimit);
 
 template <class Add>
 static __global__ void __launch_bounds__(kColSumX * kColSumY)
@@ -121,7 +122,7 @@ struct AddToColumn {
 template <class Add>
 static void column_sum(const char* name, const float* m, int rows, int cols, Add add, cudaStream_t stream) {
   const dim3 block(kColSumX, unsigned(std::clamp(rows / 8, 1, kColSumY)));
-  LOOM_LAUNCH_AS(name, (column_sum_kernel<Add>), unsigned(ceil_div(cols, kColSumX)), block, 0, stream, m, rows, cols,
+  LOOM_LAUNCH_AS(name, (column_sum_kernel<Add>), ceil_div(cols, kColSumX), block, 0, stream, m, rows, cols,
                  add);
 }
 

@@ -344,6 +344,42 @@ TEST(EmulatorOnlyDeathTest, LaunchIsChecked) {
   const std::vector<int> h = out.download();
   for (int i = 0; i < 32; ++i) EXPECT_EQ(h[size_t(i)], i);
 }
+
+// A grid or block outside the hardware's limits stops at the launch with the kernel's name and
+// the numbers; an integer grid is checked before it narrows to dim3's 32 bits. A shared-memory
+// request past the device's per-block maximum stops in allow_dynamic_smem, before the opt-in.
+TEST(EmulatorOnlyDeathTest, LaunchShapeIsChecked) {
+  if (LOOM_SANITIZED) GTEST_SKIP() << "death tests fork; not under the sanitizers";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  DeviceBuffer<int> out(32);
+  const int64_t too_many = int64_t(1) << 32;  // 1 as a dim3 after truncation
+  EXPECT_DEATH(LOOM_LAUNCH(iota_kernel, too_many, 32, 0, 0, out.get()),
+               "iota_kernel: grid of 4294967296 outside the device's limits \\(1\\.\\.2147483647\\)");
+  EXPECT_DEATH(LOOM_LAUNCH(iota_kernel, 0, 32, 0, 0, out.get()), "iota_kernel: grid of 0 outside");
+  EXPECT_DEATH(LOOM_LAUNCH(iota_kernel, dim3(1, 70000), 32, 0, 0, out.get()),
+               "iota_kernel: grid 1x70000x1 outside the device's limits \\(x 1\\.\\.2\\^31-1, y and z 1\\.\\.65535\\)");
+  EXPECT_DEATH(LOOM_LAUNCH(iota_kernel, 1, 2048, 0, 0, out.get()), "iota_kernel: block of 2048 outside");
+  EXPECT_DEATH(LOOM_LAUNCH(iota_kernel, 1, dim3(32, 32, 2), 0, 0, out.get()),
+               "iota_kernel: block 32x32x2 outside the device's limits \\(1\\.\\.1024 threads, z <= 64\\)");
+  EXPECT_DEATH(loom::allow_dynamic_smem(iota_kernel, 300000),
+               "a kernel needs 300000 bytes of shared memory a block; device 0 allows 232448");
+  LOOM_LAUNCH(iota_kernel, int64_t(1), dim3(32), 0, 0, out.get());  // within the limits
+  EXPECT_EQ(out.download()[31], 31);
+}
+
+// The occupancy calculator's answer under the emulator: an SM of 2048 threads, 32 block slots
+// and 228 KiB of shared memory (1 KiB reserved a block); no registers.
+TEST(EmulatorOnly, OccupancyFromThreadsSlotsAndSharedMemory) {
+  EXPECT_EQ(loom::blocks_per_sm(iota_kernel, 256, 0), 8);
+  EXPECT_EQ(loom::blocks_per_sm(iota_kernel, 1024, 0), 2);
+  EXPECT_EQ(loom::blocks_per_sm(iota_kernel, 32, 0), 32);              // block slots
+  EXPECT_EQ(loom::blocks_per_sm(iota_kernel, 100, 0), 16);             // whole warps: 128 threads
+  EXPECT_EQ(loom::blocks_per_sm(iota_kernel, 128, 100 * 1024), 2);     // shared memory
+  EXPECT_EQ(loom::blocks_per_sm(iota_kernel, 128, 232448), 1);
+  int n = -1;
+  EXPECT_EQ(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, iota_kernel, 2048, 0), cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+}
 #endif  // LOOM_SIMT_EMULATION
 
 // ---------------------------------------------------------------------------------------
@@ -368,6 +404,19 @@ TEST(SharedMemory, LargeDynamicAfterOptIn) {
   LOOM_LAUNCH(big_smem_kernel, 2, 64, n * sizeof(float), 0, out.get(), n);
   ASSERT_CUDA(cudaGetLastError());
   for (float v : out.download()) EXPECT_EQ(v, float(n) * float(n - 1) / 2.f);
+}
+
+// The occupancy calculator through launch.cuh, on any device: one block of 64 threads with
+// 64 KiB of shared memory fits an SM, a few fit (sm_80 and later hold 163 KiB or more), never
+// more than the 32 block slots; a grid-stride grid is then that many blocks an SM.
+TEST(SharedMemory, OccupancyCountsSharedMemory) {
+  const int small = loom::blocks_per_sm(big_smem_kernel, 64, 0);
+  const int big = loom::blocks_per_sm(big_smem_kernel, 64, 64 * 1024);
+  EXPECT_GE(small, 1);
+  EXPECT_LE(small, 32);
+  EXPECT_GE(big, 1);
+  EXPECT_LE(big, 3);
+  EXPECT_EQ(loom::grid_for(int64_t(1) << 30, 64, big), big * loom::sm_count());
 }
 
 // ---------------------------------------------------------------------------------------

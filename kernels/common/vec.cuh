@@ -11,8 +11,9 @@
 //  - map_elements(name, f, n, stream, y, x...): the elementwise kernel, written once:
 //    y[i] = f(x[i]...) for i < n, over 16-byte packs (16 bytes of the narrowest type a step)
 //    in a grid-stride loop when every pointer is 16-byte aligned, scalar code otherwise and
-//    for the n % width tail. An elementwise kernel is then its per-element functor plus one
-//    line of launch; map_elements<Loads::kStreaming> reads the inputs evict-first.
+//    for the n % width tail, one wave of blocks (launch.cuh's blocks_per_sm). An elementwise
+//    kernel is then its per-element functor plus one line of launch;
+//    map_elements<Loads::kStreaming> reads the inputs evict-first.
 // On the GPU a Pack128 access is one 128-bit instruction; a misaligned one faults. The
 // emulator copies bytes and aborts on misalignment with the caller's line, so a launcher that
 // picks the vector path for an unaligned row fails in CI rather than on the device.
@@ -173,7 +174,7 @@ enum class Loads { kCached, kStreaming };
 namespace detail {
 
 constexpr int kMapThreads = 256;
-constexpr int kMapBlocksPerSm = 8;  // 2048 threads an SM: one full wave of the grid-stride loop
+static_assert(valid_block(kMapThreads));
 
 // Elements a vector step handles: 16 bytes of the narrowest type, so that every operand moves
 // in whole 16-byte packs (8 bf16 in, 8 f32 out: one pack in, two out).
@@ -237,15 +238,19 @@ static void map_elements(const char* name, F f, int64_t n, cudaStream_t stream, 
   LOOM_CHECK(n >= 0, name, ": n = ", n);
   if (n == 0) return;  // a grid of zero blocks would be a launch error
   LOOM_CHECK(y && (x && ...), name, ": null pointer");
-  using detail::kMapBlocksPerSm, detail::kMapThreads, detail::map_kernel;
+  using detail::kMapThreads, detail::map_kernel;
   constexpr int N = detail::map_width<Out, In...>();
   constexpr bool kStream = kLoads == Loads::kStreaming;
+  // One wave of the kernel as compiled (its registers depend on f): the grid-stride loop does
+  // the rest.
   if (is_aligned_16(y) && (is_aligned_16(x) && ...)) {
-    const int grid = grid_for(ceil_div(n, N), kMapThreads, kMapBlocksPerSm);
-    LOOM_LAUNCH_AS(name, (map_kernel<F, true, kStream, Out, In...>), grid, kMapThreads, 0, stream, f, y, n, x...);
+    auto* kernel = map_kernel<F, true, kStream, Out, In...>;
+    const int grid = grid_for(ceil_div(n, N), kMapThreads, blocks_per_sm(kernel, kMapThreads, 0));
+    LOOM_LAUNCH_AS(name, kernel, grid, kMapThreads, 0, stream, f, y, n, x...);
   } else {
-    const int grid = grid_for(n, kMapThreads, kMapBlocksPerSm);
-    LOOM_LAUNCH_AS(name, (map_kernel<F, false, kStream, Out, In...>), grid, kMapThreads, 0, stream, f, y, n, x...);
+    auto* kernel = map_kernel<F, false, kStream, Out, In...>;
+    const int grid = grid_for(n, kMapThreads, blocks_per_sm(kernel, kMapThreads, 0));
+    LOOM_LAUNCH_AS(name, kernel, grid, kMapThreads, 0, stream, f, y, n, x...);
   }
 }
 

@@ -39,10 +39,11 @@ constexpr int kPack = Pack::kSize;     // bf16 per 16-byte access
 constexpr int kTileCols = 32 * kPack;  // 256 columns: a warp with one pack per lane
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kBlocksPerSm = 8;   // grid-stride kernels: one full wave of 256-thread blocks
 constexpr int kSortTile = 2048;   // keys one block sorts in shared memory (16 KiB)
 constexpr int kShortRun = 32;     // runs up to this long are one warp's job, longer ones a block's
 constexpr uint64_t kPadKey = ~uint64_t(0);
+static_assert(valid_block(kThreads));
+static_assert(kSortTile * sizeof(uint64_t) <= kStaticSmemLimit && kWarps * kTileCols * sizeof(float) <= kStaticSmemLimit);
 
 // Column held in element k of `lane`'s pack within a 256-column tile: 8 adjacent columns on
 // the vector path; lanes interleaved on the scalar path so that each scalar access is coalesced.
@@ -332,7 +333,11 @@ static __global__ void __launch_bounds__(kThreads)
 // ---- launch helpers --------------------------------------------------------------------
 
 // Blocks for `threads` threads' worth of work, at most one full wave.
-int wave_grid(int64_t threads) { return grid_for(threads, kThreads, kBlocksPerSm); }
+// Grid-stride kernels: one wave of `kernel`'s blocks, as many as fit on every SM at once.
+template <class Kernel>
+int wave_grid(Kernel* kernel, int64_t threads) {
+  return grid_for(threads, kThreads, blocks_per_sm(kernel, kThreads, 0));
+}
 
 int64_t next_pow2(int64_t v) {
   int64_t n = 1;
@@ -366,7 +371,7 @@ void embedding_fwd(const EmbeddingFwd& a, Stream s) {
   LOOM_CHECK(!a.wpe || a.pos0 || a.T <= a.maxT, "embedding_fwd: T = ", a.T, " beyond maxT = ", a.maxT);
   const bool vector = a.C % kPack == 0 && is_aligned_16(a.wte) && (!a.wpe || is_aligned_16(a.wpe)) && is_aligned_16(a.out);
   with_bool(vector, [&](auto v) {  // a warp a row
-    LOOM_LAUNCH((embedding_fwd_kernel<decltype(v)::value>), wave_grid(BT * 32), kThreads, 0, s, a.tokens,
+    LOOM_LAUNCH((embedding_fwd_kernel<decltype(v)::value>), wave_grid(embedding_fwd_kernel<decltype(v)::value>, BT * 32), kThreads, 0, s, a.tokens,
                 as_nv(a.wte), as_nv(a.wpe), as_nv(a.out), int(BT), int(a.T), int(a.C), int(a.V), int(a.maxT), a.pos0);
   });
 }
@@ -399,41 +404,40 @@ void embedding_bwd(const EmbeddingBwd& a, Stream s) {
   int* counters = a.scratch + L.counters;
   const Bf* dout = as_nv(a.dout);
 
-  LOOM_LAUNCH(make_keys_kernel, wave_grid(n), kThreads, 0, s, a.tokens, keys, bt, n, int(a.V), counters);
+  LOOM_LAUNCH(make_keys_kernel, wave_grid(make_keys_kernel, n), kThreads, 0, s, a.tokens, keys, bt, n, int(a.V), counters);
   if (n > 1) {
     const int tile = std::min(n, kSortTile);
     LOOM_LAUNCH(bitonic_tile_kernel, n / tile, kThreads, 0, s, keys, tile, 2, tile);
     for (int k = 2 * tile; k <= n; k <<= 1) {
       for (int j = k / 2; j >= tile; j >>= 1) {
-        LOOM_LAUNCH(bitonic_step_kernel, wave_grid(n / 2), kThreads, 0, s, keys, n, k, j);
+        LOOM_LAUNCH(bitonic_step_kernel, wave_grid(bitonic_step_kernel, n / 2), kThreads, 0, s, keys, n, k, j);
       }
       LOOM_LAUNCH(bitonic_tile_kernel, n / tile, kThreads, 0, s, keys, tile, k, k);
     }
   }
-  LOOM_LAUNCH(find_runs_kernel, wave_grid(bt), kThreads, 0, s, keys, bt, run_end, runs, counters);
+  LOOM_LAUNCH(find_runs_kernel, wave_grid(find_runs_kernel, bt), kThreads, 0, s, keys, bt, run_end, runs, counters);
 
   // Short runs: a warp per run, up to one per position. Long runs: a block per (run, tile),
   // at most BT / 33 runs.
   const int64_t tiles = (C + kTileCols - 1) / kTileCols;
-  const int short_grid = wave_grid(BT * 32);
-  const int long_grid = wave_grid((BT / (kShortRun + 1)) * tiles * kThreads);
+  const int64_t long_threads = (BT / (kShortRun + 1)) * tiles * kThreads;
   with_bool(vector, [&](auto v) {
     constexpr bool kVector = decltype(v)::value;
-    LOOM_LAUNCH((sum_short_runs_kernel<kVector>), short_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
-                counters, a.dwte, C);
-    LOOM_LAUNCH((sum_long_runs_kernel<kVector>), long_grid, kThreads, 0, s, dout, keys, run_end, runs, long_runs,
-                counters, a.dwte, C);
+    LOOM_LAUNCH((sum_short_runs_kernel<kVector>), wave_grid(sum_short_runs_kernel<kVector>, BT * 32), kThreads, 0, s,
+                dout, keys, run_end, runs, long_runs, counters, a.dwte, C);
+    LOOM_LAUNCH((sum_long_runs_kernel<kVector>), wave_grid(sum_long_runs_kernel<kVector>, long_threads), kThreads, 0,
+                s, dout, keys, run_end, runs, long_runs, counters, a.dwte, C);
     // A thread per (t, pack of columns), or per (t, column) on the scalar path.
     if (a.dwpe)
-      LOOM_LAUNCH((dwpe_kernel<kVector>), wave_grid(a.T * (kVector ? C / kPack : C)), kThreads, 0, s, dout, a.dwpe,
-                  int(a.B), int(a.T), C, int(a.maxT), a.pos0);
+      LOOM_LAUNCH((dwpe_kernel<kVector>), wave_grid(dwpe_kernel<kVector>, a.T * (kVector ? C / kPack : C)), kThreads,
+                  0, s, dout, a.dwpe, int(a.B), int(a.T), C, int(a.maxT), a.pos0);
   });
 }
 
 void context_tokens(const int32_t* tokens, int32_t* out, int64_t B, int64_t T, int n, int pad, Stream s) {
   LOOM_CHECK(B >= 0 && T > 0 && n >= 1 && B * T * n <= INT_MAX, "context_tokens: bad shape");
   if (B == 0) return;
-  LOOM_LAUNCH(context_tokens_kernel, wave_grid(B * T * n), kThreads, 0, s, tokens, out, int(B), int(T), n,
+  LOOM_LAUNCH(context_tokens_kernel, wave_grid(context_tokens_kernel, B * T * n), kThreads, 0, s, tokens, out, int(B), int(T), n,
               pad);
 }
 

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <iterator>
 #include <type_traits>
 
 #include "core/check.h"
@@ -35,6 +36,12 @@ constexpr int kSlotBuckets[] = {1, 2, 3, 4, 6, 8};
 constexpr int kFwdWarps = 8;            // forward: rows per block (one warp each)
 constexpr int kBwdWarps = 4;            // backward: warps per block sharing one partial row
 constexpr int kMaxPartials = 1024;      // bound on dg/db partial rows (scratch size)
+static_assert(valid_block(kFwdWarps * 32) && valid_block(kBwdWarps * 32));
+// The register-path backward keeps a block's dg/db partial row in dynamic shared memory:
+// 2 * C floats a warp, at most 64 KiB for the widest bucket (C = 2048).
+static_assert(size_t(kBwdWarps) * 2 * kSlotBuckets[std::size(kSlotBuckets) - 1] * kSlotCols * sizeof(float) <=
+                  kSmemPerBlockLimit,
+              "layernorm backward: the widest bucket's partial rows exceed a block's shared memory");
 
 // Column held in element k of pack slot i of `lane`. The vector path gives a lane 8 adjacent
 // columns (one 16-byte access); the scalar path, for rows that are not 16-byte aligned,

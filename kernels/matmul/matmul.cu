@@ -35,6 +35,7 @@ constexpr int kWarps = 8;              // stage 1: warps per block, splitting th
 constexpr int kMinChunkRows = 32;      // a chunk has at least this many rows (per block work)
 constexpr int kMaxChunks = 1024;       // bound on partial rows, hence on the scratch size
 constexpr int kBlocksPerSm = 4;        // stage 1 target: 4 blocks of 256 threads an SM
+static_assert(valid_block(kWarps * 32) && kWarps * kTileCols * sizeof(float) <= kStaticSmemLimit);
 
 // Column held in element k of `lane`'s pack within a tile: 8 adjacent columns on the vector
 // path; lanes interleaved on the scalar path so that each scalar load is coalesced.

@@ -14,13 +14,26 @@
 //    independent, so no grid-wide synchronisation is needed; a step is two block barriers.
 //    The recurrent product sees the same bf16-rounded h as the per-step path, so both paths
 //    compute one function (up to summation order), the one the backward differentiates.
-// Backward, per step in reverse: one fused pointwise kernel turns dy[:, t] + dh (from later
-// steps) into the gate gradients dg_t (f32, kept for all steps in scratch), the LSTM's dc and
-// the GRU's direct dh share, then the product dh_{t-1} = dg_t w_hh. After the loop
-// dW_hh += dg^T h_prev, dW_ih += dg^T x and dx = dg w_ih are single products over all steps
-// with f32 dg, and db a deterministic column sum (fixed order, no float atomics).
+// Backward. w_hh is widened to f32 once (scratch), then per step in reverse one fused
+// pointwise kernel turns dy[:, t] + dh (from later steps) into the gate gradients dg_t (f32,
+// kept for all steps), the LSTM's dc and the GRU's direct dh share, and the product
+// dh_{t-1} = dg_t w_hh runs in f32 x f32: the recurrence never rounds dg, and no operand is
+// converted per step. The same kernel also stores dg_t as two bf16 halves side by side, a
+// row [hi | lo] of the split matrix [B*S, 2 GH] with hi = bf16(dg), lo = bf16(dg - hi), which
+// together hold dg to 2^-16 relative (f32: 2^-24), and h_{t-1} in bf16 (exact: it is y, the
+// forward's bf16 output). After the loop every other product runs once over all B*S rows, on
+// bf16 tensor cores with f32 accumulation:
+//   dW_hh += hi^T h_prev + lo^T h_prev   (rows t >= 1; h_prev's t = 0 rows are zero)
+//          + dg[:, 0]^T h_0              (f32: the initial state is f32, not a bf16 value)
+//   dW_ih += hi^T x + lo^T x             (x is bf16)
+//   dx     = [hi | lo] [w_ih; w_ih]      (one product, K = 2 GH, against w_ih stacked twice)
+// and db is a deterministic column sum of the f32 dg (fixed order, no float atomics). Split
+// in two, the products keep f32-product accuracy (the tests' tolerances against the double
+// reference: 1e-4 for dW, and dx no worse than before) at tensor-core speed: two bf16
+// products cost 2 x 2 B S G H (I or H) FLOPs at ~989 TFLOP/s (H200) instead of one at the
+// ~67 TFLOP/s peak of f32 SIMT GEMMs.
 // The GRU's recurrent-side gate gradient differs from its input-side one in the n slice
-// (n = tanh(xn + r*(W_hn h + b_hn))), so it keeps two [B*S, 3H] gradient buffers.
+// (n = tanh(xn + r*(W_hn h + b_hn))), so it keeps two of each gradient buffer.
 //
 // The Gemm callback must run its product in stream order on `s` (the launchers interleave it
 // with their kernels); launchers never allocate: everything comes from `scratch`.
@@ -45,6 +58,7 @@ constexpr int kThreads = 256;                        // pointwise kernels
 constexpr int kPersistentMaxThreads = 512;           // persistent kernel (a thread per gate row)
 constexpr size_t kPersistentWhhBytes = 96 * 1024;    // w_hh (bf16) in shared memory, at most
 constexpr size_t kAlignFloats = 64;                  // scratch segments start 256 bytes apart
+static_assert(valid_block(kThreads) && valid_block(kPersistentMaxThreads));
 
 template <Cell C>
 constexpr int kGates = C == Cell::LSTM ? 4 : C == Cell::GRU ? 3 : 1;
@@ -128,9 +142,21 @@ static __global__ void __launch_bounds__(kThreads)
 // ---- forward, persistent ---------------------------------------------------------------
 
 // Shared memory of the persistent kernel for R rows, in bytes.
-size_t persistent_smem_bytes(int G, int H, int R) {
+constexpr size_t persistent_smem_bytes(int G, int H, int R) {
   return sizeof(float) * size_t(R) * (size_t(G) * H + 3 * size_t(H)) + sizeof(Bf) * size_t(G) * H * H;
 }
+// The widest H whose w_hh fits kPersistentWhhBytes (rnn_persistent_fits), for G gates.
+constexpr int persistent_max_h(int G) {
+  int h = 1;
+  while (sizeof(Bf) * size_t(G) * size_t(h + 1) * size_t(h + 1) <= kPersistentWhhBytes) ++h;
+  return h;
+}
+// Every shape the launcher sends to the persistent kernel fits one block's shared memory: the
+// most is 8 rows a block at the widest H (about 123 KiB, under sm_80's 163 KiB).
+static_assert(persistent_smem_bytes(1, persistent_max_h(1), 8) <= kSmemPerBlockLimit &&
+                  persistent_smem_bytes(3, persistent_max_h(3), 8) <= kSmemPerBlockLimit &&
+                  persistent_smem_bytes(4, persistent_max_h(4), 8) <= kSmemPerBlockLimit,
+              "rnn persistent kernel: w_hh and the row state exceed a block's shared memory");
 
 // Block blockIdx.x owns batch rows [b0, b0 + R) (fewer in the last block) for all S steps.
 // Shared memory: gate sums gs [R][GH] | h [R][H] | c [R][H] | hb [R][H] (h rounded to bf16,
@@ -210,53 +236,80 @@ static __global__ void __launch_bounds__(kPersistentMaxThreads)
 
 // ---- backward --------------------------------------------------------------------------
 
-// Step t for every (b, j). dh [B, H]: in, the gradient reaching h_t from later steps (absent
-// at the last step); out, the GRU's direct share dh*z (the following product adds dg w_hh to
-// it; for the other cells it overwrites). dc [B, H] likewise for the LSTM (out: dc_{t-1}).
-// dgx/dgh [B*S, GH]: the gate gradients, input and recurrent side (the same buffer except for
-// the GRU). hprev [B*S, H]: h_{t-1} in f32, the B operand of dW_hh.
+// One side's gate gradients, as f32 and as two bf16 halves (hi + lo = v to 2^-16 relative:
+// v - hi is exact in f32, and only its own rounding to bf16 is lost).
+struct GateGrad {
+  float* f32;  // [B*S, GH]
+  Bf* split;   // [B*S, 2 GH]: row r is hi(dg[r, :]) then lo(dg[r, :])
+  int GH;
+  __device__ __forceinline__ void store(size_t row, int col, float v) const {
+    f32[row * GH + col] = v;
+    const Bf h = from_float<Bf>(v);
+    split[row * 2 * GH + col] = h;
+    split[row * 2 * GH + GH + col] = from_float<Bf>(v - to_float(h));
+  }
+};
+
+// The backward's per-step buffers. dh [B, H]: in, the gradient reaching h_t from later steps
+// (absent at the last step); out, the GRU's direct share dh*z (the following product adds
+// dg w_hh to it; for the other cells it overwrites). dc [B, H] likewise for the LSTM (out:
+// dc_{t-1}). gx/gh: the gate gradients, input and recurrent side (the same buffers except for
+// the GRU). hprev [B*S, H]: h_{t-1} in bf16 for t >= 1 (y itself) and 0 at t = 0, the B
+// operand of dW_hh's bf16 products (the t = 0 term is a separate f32 product with state0).
+struct StepBwdBuffers {
+  GateGrad gx, gh;
+  Bf* hprev;
+  float* dh;
+  float* dc;
+};
+
+// Step t for every (b, j).
 template <Cell C>
 static __global__ void __launch_bounds__(kThreads)
     rnn_step_bwd_kernel(const Bf* __restrict__ dy, const Bf* __restrict__ y, const float* __restrict__ saved,
-                        const float* __restrict__ state0, float* dh, float* dc, float* dgx, float* dgh,
-                        float* __restrict__ hprev, int B, int S, int H, int t, int last) {
+                        const float* __restrict__ state0, StepBwdBuffers o, int B, int S, int H, int t, int last) {
   constexpr int W = kSavedPer<C>;
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= B * H) return;
   const int b = e / H, j = e - b * H;
-  const int GH = kGates<C> * H;
   const size_t row = size_t(b) * S + t;
   const float* sv = saved + row * (W * H) + j;
   // h_{t-1} as the forward's recurrent product saw it: y (bf16) after the first step.
-  const float hp = t > 0 ? to_float(y[(row - 1) * H + j]) : state0[e];
-  hprev[row * H + j] = hp;
-  const float dht = to_float(dy[row * H + j]) + (last ? 0.f : dh[e]);
-  float* gx = dgx + row * GH + j;
+  const Bf hp_bf = t > 0 ? y[(row - 1) * H + j] : from_float<Bf>(0.f);
+  o.hprev[row * H + j] = hp_bf;
+  const float dht = to_float(dy[row * H + j]) + (last ? 0.f : o.dh[e]);
   if constexpr (C == Cell::RNN) {
-    gx[0] = dht * (1.f - sv[0] * sv[0]);
+    o.gx.store(row, j, dht * (1.f - sv[0] * sv[0]));
   } else if constexpr (C == Cell::LSTM) {
-    const float i = sv[0], f = sv[H], g = sv[2 * H], o = sv[3 * H], c = sv[4 * H];
+    const float i = sv[0], f = sv[H], g = sv[2 * H], og = sv[3 * H], c = sv[4 * H];
     const float cp = t > 0 ? saved[(row - 1) * (W * H) + 4 * H + j] : state0[B * H + e];
     const float tc = tanhf(c);
-    const float dct = (last ? 0.f : dc[e]) + dht * o * (1.f - tc * tc);
-    gx[0] = dct * g * i * (1.f - i);
-    gx[H] = dct * cp * f * (1.f - f);
-    gx[2 * H] = dct * i * (1.f - g * g);
-    gx[3 * H] = dht * tc * o * (1.f - o);
-    dc[e] = dct * f;
+    const float dct = (last ? 0.f : o.dc[e]) + dht * og * (1.f - tc * tc);
+    o.gx.store(row, j, dct * g * i * (1.f - i));
+    o.gx.store(row, j + H, dct * cp * f * (1.f - f));
+    o.gx.store(row, j + 2 * H, dct * i * (1.f - g * g));
+    o.gx.store(row, j + 3 * H, dht * tc * og * (1.f - og));
+    o.dc[e] = dct * f;
   } else {
+    const float hp = t > 0 ? to_float(hp_bf) : state0[e];
     const float r = sv[0], z = sv[H], n = sv[2 * H], hn = sv[3 * H];
     const float dn = dht * (1.f - z) * (1.f - n * n);
     const float dz = dht * (hp - n) * z * (1.f - z);
     const float dr = dn * hn * r * (1.f - r);
-    float* gh = dgh + row * GH + j;
-    gx[0] = gh[0] = dr;
-    gx[H] = gh[H] = dz;
-    gx[2 * H] = dn;
-    gh[2 * H] = dn * r;
-    dh[e] = dht * z;
+    o.gx.store(row, j, dr);
+    o.gh.store(row, j, dr);
+    o.gx.store(row, j + H, dz);
+    o.gh.store(row, j + H, dz);
+    o.gx.store(row, j + 2 * H, dn);
+    o.gh.store(row, j + 2 * H, dn * r);
+    o.dh[e] = dht * z;
   }
 }
+
+// w_hh widened to f32 once per backward, for the per-step f32 products (map_elements).
+struct WidenBf16 {
+  __device__ __forceinline__ float operator()(Bf v) const { return to_float(v); }
+};
 
 // The bias gradients' epilogue of reduce.cuh's column_sum: out[c] += sum, and out2[c] too
 // (b_ih and b_hh get the same gradient except in the GRU).
@@ -281,6 +334,7 @@ int block_for(int n) { return std::min(kThreads, (n + 31) / 32 * 32); }
 int element_grid(int n) { return int(ceil_div(n, kThreads)); }
 
 size_t seg(size_t floats) { return (floats + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+size_t seg_bf16(size_t n) { return seg((n + 1) / 2); }  // n bf16 values in whole floats
 
 void check_shape(const char* what, Cell c, int64_t B, int64_t S, int64_t I, int64_t H) {
   LOOM_CHECK(int(c) >= 0 && int(c) <= 2, what, ": unknown cell ", int(c));
@@ -375,11 +429,14 @@ void rnn_fwd(const RnnFwd& a, const Gemm& gemm, Stream s) {
   }
 }
 
-// dgx | dgh (GRU only) | hprev | dh | dc (LSTM only).
+// Backward scratch, in this order: per gradient side (one, two for the GRU) its f32 [B*S, GH]
+// and split bf16 [B*S, 2 GH] buffers; hprev (bf16) [B*S, H]; w_hh in f32 [GH, H]; w_ih stacked
+// twice (bf16) [2 GH, I]; dh [B, H]; dc [B, H] (LSTM).
 size_t rnn_bwd_scratch_floats(Cell c, int64_t B, int64_t S, int64_t I, int64_t H) {
-  (void)I;
   const size_t GH = size_t(cell_gates(c)) * size_t(H), bs = size_t(B) * size_t(S), bh = size_t(B) * size_t(H);
-  return seg(bs * GH) * (c == Cell::GRU ? 2 : 1) + seg(bs * size_t(H)) + seg(bh) * (c == Cell::LSTM ? 2 : 1);
+  const size_t side = seg(bs * GH) + seg_bf16(bs * 2 * GH);
+  return side * (c == Cell::GRU ? 2 : 1) + seg_bf16(bs * size_t(H)) + seg(GH * size_t(H)) +
+         seg_bf16(2 * GH * size_t(I)) + seg(bh) * (c == Cell::LSTM ? 2 : 1);
 }
 
 void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
@@ -391,52 +448,81 @@ void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
   const int B = int(a.B), S = int(a.S), I = int(a.I), H = int(a.H);
   const int GH = cell_gates(a.cell) * H;
   const bool gru = a.cell == Cell::GRU, lstm = a.cell == Cell::LSTM;
-  const size_t bsg = seg(size_t(B) * S * GH);
-  float* dgx = a.scratch;
-  float* dgh = gru ? dgx + bsg : dgx;
-  float* hprev = dgx + bsg * (gru ? 2 : 1);
-  float* dh = hprev + seg(size_t(B) * S * H);
-  float* dc = lstm ? dh + seg(size_t(B) * H) : nullptr;
+  const size_t bsg = size_t(B) * S * GH;
+  float* next = a.scratch;
+  auto take_f32 = [&](size_t n) { float* p = next; next += seg(n); return p; };
+  auto take_bf16 = [&](size_t n) { Bf* p = reinterpret_cast<Bf*>(next); next += seg_bf16(n); return p; };
+  auto take_side = [&] {
+    GateGrad g;
+    g.f32 = take_f32(bsg);
+    g.split = take_bf16(2 * bsg);
+    g.GH = GH;
+    return g;
+  };
+  StepBwdBuffers o;
+  o.gx = take_side();
+  o.gh = gru ? take_side() : o.gx;
+  o.hprev = take_bf16(size_t(B) * S * H);
+  float* whh32 = take_f32(size_t(GH) * H);
+  Bf* wih2 = take_bf16(2 * size_t(GH) * I);
+  o.dh = take_f32(size_t(B) * H);
+  o.dc = lstm ? take_f32(size_t(B) * H) : nullptr;
+
+  // The one f32 copy of w_hh: every step's dh product reads it, none converts it again.
+  map_elements("rnn_bwd (w_hh to f32)", WidenBf16{}, int64_t(GH) * H, s, whh32, as_nv(a.w_hh));
 
   const int n = B * H;
   for (int t = S - 1; t >= 0; --t) {
     with_cell(a.cell, [&](auto cc) {
       constexpr Cell C = decltype(cc)::value;
       LOOM_LAUNCH((rnn_step_bwd_kernel<C>), element_grid(n), block_for(n), 0, s, as_nv(a.dy), as_nv(a.y), a.saved,
-                  a.state0, dh, dc, dgx, dgh, hprev, B, S, H, t, int(t == S - 1));
+                  a.state0, o, B, S, H, t, int(t == S - 1));
     });
     if (t == 0) break;  // no gradient into state0
-    GemmCall rec;       // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share already in dh)
+    GemmCall rec;       // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share already in dh), f32 x f32
     rec.ta = false, rec.tb = false, rec.m = B, rec.n = H, rec.k = GH;
-    rec.A = dgh + size_t(t) * GH, rec.a_dtype = DType::F32, rec.lda = int64_t(S) * GH;
-    rec.B = a.w_hh, rec.b_dtype = DType::BF16, rec.ldb = H;
-    rec.C = dh, rec.c_dtype = DType::F32, rec.ldc = H;
+    rec.A = o.gh.f32 + size_t(t) * GH, rec.a_dtype = DType::F32, rec.lda = int64_t(S) * GH;
+    rec.B = whh32, rec.b_dtype = DType::F32, rec.ldb = H;
+    rec.C = o.dh, rec.c_dtype = DType::F32, rec.ldc = H;
     rec.beta = gru ? 1.f : 0.f;
     gemm(rec);
   }
 
-  GemmCall whh;  // dW_hh += dgh^T h_prev
-  whh.ta = true, whh.tb = false, whh.m = GH, whh.n = H, whh.k = int64_t(B) * S;
-  whh.A = dgh, whh.a_dtype = DType::F32, whh.lda = GH;
-  whh.B = hprev, whh.b_dtype = DType::F32, whh.ldb = H;
-  whh.C = a.dw_hh, whh.c_dtype = DType::F32, whh.ldc = H, whh.beta = 1.f;
-  gemm(whh);
-  GemmCall wih;  // dW_ih += dgx^T x
-  wih.ta = true, wih.tb = false, wih.m = GH, wih.n = I, wih.k = int64_t(B) * S;
-  wih.A = dgx, wih.a_dtype = DType::F32, wih.lda = GH;
-  wih.B = a.x, wih.b_dtype = DType::BF16, wih.ldb = I;
-  wih.C = a.dw_ih, wih.c_dtype = DType::F32, wih.ldc = I, wih.beta = 1.f;
-  gemm(wih);
+  // Weight gradients over all B*S rows at once: op(A) = dg^T ([GH, B*S]) times a bf16
+  // [B*S, cols] operand, added to the f32 gradient (beta = 1), once with each half of dg.
+  auto weight_grad = [&](const GateGrad& dg, const void* rhs, int64_t cols, float* out) {
+    for (int half = 0; half < 2; ++half) {
+      GemmCall g;
+      g.ta = true, g.tb = false, g.m = GH, g.n = cols, g.k = int64_t(B) * S;
+      g.A = dg.split + half * GH, g.a_dtype = DType::BF16, g.lda = 2 * GH;
+      g.B = rhs, g.b_dtype = DType::BF16, g.ldb = cols;
+      g.C = out, g.c_dtype = DType::F32, g.ldc = cols, g.beta = 1.f;
+      gemm(g);
+    }
+  };
+  // At S = 1 h_prev is all t = 0 rows: only the f32 term below remains.
+  if (S > 1) weight_grad(o.gh, o.hprev, H, a.dw_hh);
+  GemmCall h0;  // dW_hh += dg_0^T h_0: the t = 0 rows (S*GH apart) against state0's h, in f32
+  h0.ta = true, h0.tb = false, h0.m = GH, h0.n = H, h0.k = B;
+  h0.A = o.gh.f32, h0.a_dtype = DType::F32, h0.lda = int64_t(S) * GH;
+  h0.B = a.state0, h0.b_dtype = DType::F32, h0.ldb = H;
+  h0.C = a.dw_hh, h0.c_dtype = DType::F32, h0.ldc = H, h0.beta = 1.f;
+  gemm(h0);
+  weight_grad(o.gx, a.x, I, a.dw_ih);
   if (a.dx) {
-    GemmCall dx;  // dx = dgx w_ih
-    dx.ta = false, dx.tb = false, dx.m = int64_t(B) * S, dx.n = I, dx.k = GH;
-    dx.A = dgx, dx.a_dtype = DType::F32, dx.lda = GH;
-    dx.B = a.w_ih, dx.b_dtype = DType::BF16, dx.ldb = I;
+    // dx = hi w_ih + lo w_ih as one product over K = 2 GH, rounded to bf16 once at the end.
+    const size_t wih_bytes = size_t(GH) * I * sizeof(bf16);
+    CUDA_CHECK(cudaMemcpyAsync(wih2, a.w_ih, wih_bytes, cudaMemcpyDeviceToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(wih2 + size_t(GH) * I, a.w_ih, wih_bytes, cudaMemcpyDeviceToDevice, s));
+    GemmCall dx;
+    dx.ta = false, dx.tb = false, dx.m = int64_t(B) * S, dx.n = I, dx.k = 2 * int64_t(GH);
+    dx.A = o.gx.split, dx.a_dtype = DType::BF16, dx.lda = 2 * GH;
+    dx.B = wih2, dx.b_dtype = DType::BF16, dx.ldb = I;
     dx.C = a.dx, dx.c_dtype = DType::BF16, dx.ldc = I;
     gemm(dx);
   }
-  column_sum("rnn_bwd (db_ih)", dgx, B * S, GH, AddToBoth{a.db_ih, gru ? nullptr : a.db_hh}, s);
-  if (gru) column_sum("rnn_bwd (db_hh)", dgh, B * S, GH, AddToColumn{a.db_hh}, s);
+  column_sum("rnn_bwd (db_ih)", o.gx.f32, B * S, GH, AddToBoth{a.db_ih, gru ? nullptr : a.db_hh}, s);
+  if (gru) column_sum("rnn_bwd (db_hh)", o.gh.f32, B * S, GH, AddToColumn{a.db_hh}, s);
 }
 
 }  // namespace loom::cuda

@@ -302,11 +302,14 @@ TEST(RnnRef, GradientsMatchFiniteDifferences) {
 
 // C = alpha op(A) op(B) + beta C with double accumulation; operands copied to the host and
 // back, so that real device memory works and the emulator checks every operand's extent.
+// run_cuda_bwd can also log the products it asks for (RnnBwd.ProductPlan).
 void host_gemm(const loom::cuda::GemmCall& g) {
   using loom::DType;
   ASSERT_TRUE(g.m > 0 && g.n > 0 && g.k > 0) << "degenerate gemm " << g.m << "x" << g.n << "x" << g.k;
   ASSERT_TRUE(g.a_dtype == DType::BF16 || g.a_dtype == DType::F32);
-  ASSERT_TRUE(g.b_dtype == DType::BF16 || g.b_dtype == DType::F32);
+  // One type for both operands, as the CUDA backend's cuBLASLt products require: a mixed call
+  // would make it convert an operand at every call (at every step, for w_hh).
+  ASSERT_EQ(g.a_dtype, g.b_dtype) << "mixed-type product " << g.m << "x" << g.n << "x" << g.k;
   ASSERT_TRUE(g.c_dtype == DType::BF16 || g.c_dtype == DType::F32);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   // A stored matrix of `rows` rows of `cols` used elements, `ld` apart.
@@ -466,7 +469,8 @@ struct CudaBwdRaw {
   std::vector<bf16> dx;
   std::vector<float> dw_ih, dw_hh, db_ih, db_hh;
 };
-CudaBwdRaw run_cuda_bwd(const BwdCase& k, bool want_dx, const std::string& what) {
+CudaBwdRaw run_cuda_bwd(const BwdCase& k, bool want_dx, const std::string& what,
+                        std::vector<loom::cuda::GemmCall>* log = nullptr) {
   const Problem& p = k.p;
   const Shape& s = p.sh;
   DeviceBuffer<bf16> dy(to_bf16(p.dy)), x(to_bf16(p.x)), w_ih(to_bf16(p.w_ih)), w_hh(to_bf16(p.w_hh)),
@@ -481,7 +485,11 @@ CudaBwdRaw run_cuda_bwd(const BwdCase& k, bool want_dx, const std::string& what)
                        .state0 = state0.get(), .y = y.get(), .saved = saved.get(), .dx = want_dx ? dx.get() : nullptr,
                        .dw_ih = dw_ih.get(), .dw_hh = dw_hh.get(), .db_ih = db_ih.get(), .db_hh = db_hh.get(), .B = s.B,
                        .S = s.S, .I = s.I, .H = s.H, .scratch = scratch.get()},
-                      host_gemm, nullptr);
+                      [log](const loom::cuda::GemmCall& g) {
+                        if (log) log->push_back(g);
+                        host_gemm(g);
+                      },
+                      nullptr);
   EXPECT_CUDA(cudaDeviceSynchronize());
   print_timing("rnn_bwd " + what, t0);
   return {dx.download(), dw_ih.download(), dw_hh.download(), db_ih.download(), db_hh.download()};
@@ -527,6 +535,36 @@ TEST(RnnBwd, WithoutDx) {
     EXPECT_EQ(a.dw_hh, b.dw_hh);
     EXPECT_EQ(a.db_ih, b.db_ih);
     EXPECT_EQ(a.db_hh, b.db_hh);
+  }
+}
+
+// The backward's products, by type and size: S - 1 per-step products dh = dg_t w_hh in f32
+// (w_hh widened once, never per step: host_gemm refuses mixed types), then over all B*S rows
+// the bf16 weight-gradient products, two per weight (dg's hi and lo halves), the f32 t = 0
+// term of dW_hh, and dx in bf16 (both halves in one product, K = 2 GH). A launcher that goes back to per-step weight products or to
+// f32 SIMT products for dW fails here.
+TEST(RnnBwd, ProductPlan) {
+  const Shape sh = LOOM_SANITIZED ? Shape{2, 3, 5, 8} : Shape{3, 5, 7, 16};
+  for (Cell c : kCells) {
+    SCOPED_TRACE(name(c, sh));
+    const BwdCase k = make_bwd_case(c, sh);
+    std::vector<loom::cuda::GemmCall> log;
+    run_cuda_bwd(k, true, name(c, sh), &log);
+    const int64_t GH = k.p.G() * sh.H, BS = sh.B * sh.S;
+    int step_f32 = 0, wgrad_bf16 = 0, h0_f32 = 0, dx_bf16 = 0;
+    for (const auto& g : log) {
+      const bool f32 = g.a_dtype == loom::DType::F32, bf = g.a_dtype == loom::DType::BF16;
+      if (f32 && g.m == sh.B && g.k == GH) ++step_f32;
+      else if (bf && g.ta && g.m == GH && g.k == BS && g.c_dtype == loom::DType::F32) ++wgrad_bf16;
+      else if (f32 && g.ta && g.m == GH && g.k == sh.B) ++h0_f32;
+      else if (bf && g.m == BS && g.k == 2 * GH && g.c_dtype == loom::DType::BF16) ++dx_bf16;
+      else ADD_FAILURE() << "unexpected product " << g.m << "x" << g.n << "x" << g.k;
+    }
+    EXPECT_EQ(step_f32, sh.S - 1);
+    EXPECT_EQ(wgrad_bf16, 4);  // dW_hh and dW_ih, hi and lo each
+    EXPECT_EQ(h0_f32, 1);
+    EXPECT_EQ(dx_bf16, 1);
+    EXPECT_EQ(log.size(), size_t(sh.S - 1 + 4 + 1 + 1));
   }
 }
 

@@ -30,9 +30,7 @@ constexpr int kBlock = 256;
 // Up to 4096 logits (16 packs a lane) one warp keeps enough loads in flight; beyond that a
 // block per row.
 constexpr int kWarpRowMaxV = 4096;
-// Grids of at most one wave (8 blocks of 256 threads fill an SM); the row loops stride over
-// the rest.
-constexpr int kBlocksPerSm = 8;
+static_assert(valid_block(kBlock));
 
 using Bf16Pack = Pack128<__nv_bfloat16>;
 constexpr int kPack = Bf16Pack::kSize;  // 8 bf16 in 16 bytes
@@ -221,10 +219,12 @@ void check_shape(int64_t N, int64_t V, const char* what) {
   LOOM_CHECK(V <= INT_MAX, what, ": V = ", V, " does not fit the kernels' int columns");
 }
 
-// kRowThreads threads a row (a warp or the block), at most one wave.
-template <int kRowThreads>
-int rows_grid(int64_t rows) {
-  return grid_for(rows * kRowThreads, kBlock, kBlocksPerSm);
+// kRowThreads threads a row (a warp or the block), at most one wave of `kernel`: the blocks
+// the occupancy calculator fits on each SM (6 of 256 threads at these kernels' 40 registers,
+// not the 8 that threads alone allow); the row loops stride over the rest.
+template <int kRowThreads, class Kernel>
+int rows_grid(Kernel* kernel, int64_t rows) {
+  return grid_for(rows * kRowThreads, kBlock, blocks_per_sm(kernel, kBlock, 0));
 }
 
 // f(std::integral_constant<int, threads a row>): a warp a row up to kWarpRowMaxV, else a block.
@@ -252,7 +252,7 @@ void softmax_xent_fwd(const SoftmaxXentFwd& a, Stream s) {
   const int V = int(a.V);
   with_row_threads(V, [&](auto r) {
     constexpr int R = decltype(r)::value;
-    LOOM_LAUNCH((xent_fwd_kernel<R>), rows_grid<R>(a.N), kBlock, 0, s, z, a.targets, a.lse, a.scratch, a.N, V);
+    LOOM_LAUNCH((xent_fwd_kernel<R>), rows_grid<R>(xent_fwd_kernel<R>, a.N), kBlock, 0, s, z, a.targets, a.lse, a.scratch, a.N, V);
   });
   LOOM_LAUNCH(mean_kernel, 1, kBlock, 0, s, static_cast<const float*>(a.scratch), a.loss, a.N);
 }
@@ -270,7 +270,7 @@ void softmax_xent_bwd(const SoftmaxXentBwd& a, Stream s) {
   const int V = int(a.V);
   with_row_threads(V, [&](auto r) {
     constexpr int R = decltype(r)::value;
-    LOOM_LAUNCH((xent_bwd_kernel<R>), rows_grid<R>(a.N), kBlock, 0, s, a.dloss, z, a.targets, a.lse, d, a.N, V);
+    LOOM_LAUNCH((xent_bwd_kernel<R>), rows_grid<R>(xent_bwd_kernel<R>, a.N), kBlock, 0, s, a.dloss, z, a.targets, a.lse, d, a.N, V);
   });
 }
 
@@ -284,7 +284,7 @@ void softmax_fwd(const bf16* x, bf16* y, int64_t N, int64_t V, Stream s) {
   auto* yo = reinterpret_cast<__nv_bfloat16*>(y);
   with_row_threads(int(V), [&](auto r) {
     constexpr int R = decltype(r)::value;
-    LOOM_LAUNCH((softmax_kernel<R>), rows_grid<R>(N), kBlock, 0, s, xi, yo, N, int(V));
+    LOOM_LAUNCH((softmax_kernel<R>), rows_grid<R>(softmax_kernel<R>, N), kBlock, 0, s, xi, yo, N, int(V));
   });
 }
 

@@ -55,7 +55,6 @@ class CudaBackend final : public Backend {
     for (auto g : graphs_) cudaGraphExecDestroy(g);
 #endif
     if (scratch_) cudaFree(scratch_);
-    if (gemm_scratch_) cudaFree(gemm_scratch_);
     cudaStreamDestroy(stream_);
   }
 
@@ -296,14 +295,20 @@ class CudaBackend final : public Backend {
   cudaStream_t stream() const { return stream_; }
   void* compute_stream() override { return stream_; }
   // General matrix products for kernels that orchestrate their own (the recurrent layers).
+  // Both operands share one type: bf16 x bf16 runs on tensor cores, f32 x f32 in f32. A mixed
+  // call would need one operand converted at every call (the recurrent backward once widened
+  // w_hh at every step that way); callers convert once and keep the copy instead.
   cuda::Gemm gemm_fn() {
-    return [this](const cuda::GemmCall& g) { gemm(g); };
+    return [this](const cuda::GemmCall& g) {
+      LOOM_CHECK(g.a_dtype == g.b_dtype, "gemm: operands of mixed types (", dtype_name(g.a_dtype), " x ",
+                 dtype_name(g.b_dtype), "); convert one once, outside the call");
+      LOOM_CHECK(g.a_dtype == DType::BF16 || g.a_dtype == DType::F32, "gemm: operand dtype");
+      LOOM_CHECK(g.c_dtype == DType::BF16 || g.c_dtype == DType::F32, "gemm: output dtype");
+      gemm(g);
+    };
   }
 
  private:
-  // A second scratch buffer, for operands gemm() widens to f32 (the first one holds the
-  // calling launcher's workspace while it runs).
-  float* gemm_scratch(size_t n) { return grow(gemm_scratch_, gemm_scratch_bytes_, n); }
   // Elements a row-major operand spans: rows of ld, the last one only `cols` long.
   static int64_t span(int64_t rows, int64_t cols, int64_t ld) { return rows == 0 ? 0 : (rows - 1) * ld + cols; }
 
@@ -408,30 +413,15 @@ class CudaBackend final : public Backend {
   }
 
   // Row-major C[m,n] = alpha op(A) op(B) + beta C with any leading dimensions, as the
-  // column-major product C^T = op(B)^T op(A)^T. Operands of mixed types are both taken in f32
-  // (the bf16 one widened exactly into gemm_scratch); f32 x f32 runs in full f32.
+  // column-major product C^T = op(B)^T op(A)^T; both operands of one type (gemm_fn checks).
   void gemm(const cuda::GemmCall& g) {
     if (g.m == 0 || g.n == 0) return;
-    const void* A = g.A;
-    const void* B = g.B;
-    DType in_t = g.a_dtype;
-    if (g.a_dtype != g.b_dtype) {
-      const int64_t ar = g.ta ? g.k : g.m, ac = g.ta ? g.m : g.k, br = g.tb ? g.n : g.k, bc = g.tb ? g.k : g.n;
-      const bool widen_a = g.a_dtype == DType::BF16;
-      const int64_t n = widen_a ? span(ar, ac, g.lda) : span(br, bc, g.ldb);
-      float* w = gemm_scratch(n);
-      cuda::widen_bf16(static_cast<const bf16*>(widen_a ? g.A : g.B), w, n, stream_);
-      (widen_a ? A : B) = w;
-      in_t = DType::F32;
-    }
-    LOOM_CHECK(in_t == DType::BF16 || in_t == DType::F32, "gemm: operand dtype");
-    LOOM_CHECK(g.c_dtype == DType::BF16 || g.c_dtype == DType::F32, "gemm: output dtype");
-    const cudaDataType_t it = in_t == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    const cudaDataType_t it = g.a_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
     const cudaDataType_t ct = g.c_dtype == DType::BF16 ? CUDA_R_16BF : CUDA_R_32F;
     // First operand B (column-major view B^T), second A.
     lt_.run({.ta = g.tb, .tb = g.ta, .m = g.n, .n = g.m, .k = g.k,
-             .A = B, .lda = g.ldb, .a_type = it,
-             .B = A, .ldb = g.lda, .b_type = it,
+             .A = g.B, .lda = g.ldb, .a_type = it,
+             .B = g.A, .ldb = g.lda, .b_type = it,
              .C = g.C, .ldc = g.ldc, .c_type = ct,
              .alpha = g.alpha, .beta = g.beta},
             stream_);
@@ -444,8 +434,6 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
-  void* gemm_scratch_ = nullptr;
-  size_t gemm_scratch_bytes_ = 0;
   bool capturing_ = false;
 };
 
