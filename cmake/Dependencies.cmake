@@ -70,3 +70,26 @@ endif()
 if(LOOM_TESTS)
   find_package(GTest REQUIRED)
 endif()
+
+# Protocol buffers (TensorBoard event files: launch/run/tensorboard.cpp, its .proto compiled by
+# protoc; scripts/install_deps.sh installs them). Optional: a build without them (a GPU-only
+# build whose prefix lacks them, or a machine without the packages) writes no event files and
+# says so here and at the start of each run (launch/run/tensorboard_none.cpp).
+# protoc runs at build time: from a prefix (the GPU machine's) it needs the loader pointed at
+# the prefix's libraries, so it is tried here, and a protoc that cannot run counts as none.
+find_package(Protobuf QUIET)
+set(_loom_protoc_runs FALSE)
+if(Protobuf_FOUND AND Protobuf_PROTOC_EXECUTABLE)
+  execute_process(COMMAND ${Protobuf_PROTOC_EXECUTABLE} --version RESULT_VARIABLE _loom_protoc_rc
+                  OUTPUT_QUIET ERROR_QUIET)
+  if(_loom_protoc_rc EQUAL 0)
+    set(_loom_protoc_runs TRUE)
+  endif()
+endif()
+if(_loom_protoc_runs AND TARGET protobuf::libprotobuf)
+  set(LOOM_TENSORBOARD ON)
+  message(STATUS "TensorBoard event files: protobuf ${Protobuf_VERSION}, ${Protobuf_PROTOC_EXECUTABLE}")
+else()
+  set(LOOM_TENSORBOARD OFF)
+  message(STATUS "TensorBoard event files: off (no protobuf found; apt packages libprotobuf-dev, protobuf-compiler)")
+endif()

@@ -10,6 +10,9 @@ pkgs=(cmake ninja-build g++ pkg-config libopenblas-openmp-dev libgtest-dev libcl
 # The parsers' fuzz harnesses (tests/fuzz/): clang with libFuzzer and the sanitizer runtimes,
 # and clang's OpenMP runtime for the code they reach.
 pkgs+=(clang-14 libclang-rt-14-dev libomp-14-dev)
+# TensorBoard event files (launch/run/tensorboard.cpp): protobuf and its compiler; the test's
+# independent reader of them (tests/e2e/tfevents_reader.py): Python's protobuf and crc32c.
+pkgs+=(libprotobuf-dev protobuf-compiler python3-protobuf python3-crc32c)
 # node and npm (the GPT-2 reference encoder): Debian's packages only where no node is present
 # (a NodeSource nodejs already brings npm, and Debian's npm package conflicts with it).
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

@@ -22,7 +22,7 @@ namespace loom {
 
 namespace {
 
-using Ref = std::variant<int64_t*, int*, double*, std::string*>;
+using Ref = std::variant<int64_t*, int*, double*, std::string*, bool*>;
 
 // required: nullptr (optional unless the model kind requires it: ModelKind::required_keys)
 // or kAll (every kind).
@@ -99,6 +99,7 @@ const std::vector<Key>& keys() {
       {"checkpoint.keep", nullptr, "newest checkpoints kept (0 = all)", [](Config& c) -> Ref { return &c.checkpoint.keep; }},
       {"log.run_dir", nullptr, "run folder", [](Config& c) -> Ref { return &c.log.run_dir; }},
       {"log.every", nullptr, "steps between log lines", [](Config& c) -> Ref { return &c.log.every; }},
+      {"log.tensorboard", nullptr, "write TensorBoard event files into <run_dir>/tb", [](Config& c) -> Ref { return &c.log.tensorboard; }},
       {"dist.zero", nullptr, "ZeRO stage (0 or 1)", [](Config& c) -> Ref { return &c.dist.zero; }},
       {"lora.rank", nullptr, "LoRA rank (0: none; gpt only)", [](Config& c) -> Ref { return &c.model.lora_rank; }},
       {"lora.alpha", nullptr, "LoRA alpha (the adapters are scaled by alpha / rank)",
@@ -115,7 +116,10 @@ const Key* find_key(const std::string& name) {
 }
 
 const char* type_name(const Ref& r) {
-  return std::holds_alternative<std::string*>(r) ? "a string" : std::holds_alternative<double*>(r) ? "a number" : "an integer";
+  return std::holds_alternative<std::string*>(r) ? "a string"
+         : std::holds_alternative<double*>(r)    ? "a number"
+         : std::holds_alternative<bool*>(r)      ? "true or false"
+                                                 : "an integer";
 }
 
 // Config strings end up in file names, messages and the config.toml a run folder keeps, which
@@ -135,6 +139,10 @@ void set_from_node(Config& c, const Key& k, const toml::node& n, const std::stri
     auto v = n.value_exact<std::string>();
     LOOM_USER_CHECK(v, bad);
     check_text(where, k.name, *v);
+    **p = *v;
+  } else if (auto* p = std::get_if<bool*>(&r)) {
+    auto v = n.value_exact<bool>();
+    LOOM_USER_CHECK(v, bad);
     **p = *v;
   } else if (auto* p = std::get_if<double*>(&r)) {
     auto v = n.value<double>();
@@ -159,6 +167,11 @@ void set_from_text(Config& c, const Key& k, const std::string& text) {
   if (auto* p = std::get_if<std::string*>(&r)) {
     check_text(where, k.name, text);
     **p = text;
+    return;
+  }
+  if (auto* p = std::get_if<bool*>(&r)) {
+    LOOM_USER_CHECK(text == "true" || text == "false", where, ": expected true or false, got '", text, "'");
+    **p = text == "true";
     return;
   }
   const char* b = text.data();
@@ -377,6 +390,8 @@ std::string config_to_toml(const Config& cc) {
       os << s;
     } else if (auto* p = std::get_if<int*>(&r))
       os << **p;
+    else if (auto* p = std::get_if<bool*>(&r))
+      os << (**p ? "true" : "false");
     else
       os << *std::get<int64_t*>(r);
     os << "\n";

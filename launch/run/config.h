@@ -45,6 +45,7 @@ struct Config {
   struct Log {
     std::string run_dir = "runs/default";
     int64_t every = 10;
+    bool tensorboard = true;  // <run_dir>/tb/events.out.tfevents.* (launch/run/tensorboard.h)
   } log;
   struct Dist {
     int64_t zero = 0;

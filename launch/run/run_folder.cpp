@@ -84,6 +84,7 @@ void RunFolder::open_logs(const Config& cfg, int64_t resume_step) {
   }
   metrics_.open(path, resume_step >= 0 ? std::ios::app : std::ios::trunc);
   LOOM_USER_CHECK(metrics_, path, ": cannot write");
+  if (cfg.log.tensorboard) events_ = open_tensorboard_log((run_dir / "tb").string(), config_to_toml(cfg), resume_step);
 }
 
 RunFolder::~RunFolder() {
@@ -96,6 +97,7 @@ void RunFolder::log(const nlohmann::json& j) {
   if (comm_.rank() != 0) return;
   metrics_ << j.dump() << "\n";
   metrics_.flush();
+  if (events_) events_->log(j);
 }
 
 std::string RunFolder::checkpoint(const Config& cfg, const std::string& tokenizer, const std::vector<float>& params,

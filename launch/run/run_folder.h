@@ -1,11 +1,13 @@
 // run_folder.h: the run folder (log.run_dir) as one run owns it: config.toml, metrics.jsonl,
-// checkpoints/ and latest (checkpoint.h), and the run's stop signals. The lead rank locks the
+// tb/ (TensorBoard event files: tensorboard.h), checkpoints/ and latest (checkpoint.h), and the
+// run's stop signals. The lead rank locks the
 // folder for the whole run (flock on <run_dir>/.lock, released when the process ends however
 // it ends) and writes; every rank takes part in the collective parts (checkpoint barrier,
 // stop agreement).
 #pragma once
 #include <csignal>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -13,6 +15,7 @@
 #include "engine/comm/comm.h"
 #include "launch/run/checkpoint.h"
 #include "launch/run/config.h"
+#include "launch/run/tensorboard.h"
 
 namespace loom {
 
@@ -27,13 +30,15 @@ class RunFolder {
   // After the checkpoint to resume (if any) is loaded: writes config.toml and opens
   // metrics.jsonl. Resuming from step `resume_step` keeps the lines of steps up to it (the
   // steps after it will be run again) and drops a torn last line; a fresh run starts it empty.
+  // Unless log.tensorboard is false, also opens a new TensorBoard event file in tb/.
   void open_logs(const Config& cfg, int64_t resume_step);
   ~RunFolder();
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
 
   const std::string& dir() const { return dir_; }
-  // One line of metrics.jsonl (lead rank only; others ignore it).
+  // One line of metrics.jsonl, and its scalars into the event file (lead rank only; others
+  // ignore it).
   void log(const nlohmann::json& j);
   // Writes a checkpoint (lead rank), then every rank waits for it. Returns its folder.
   std::string checkpoint(const Config& cfg, const std::string& tokenizer, const std::vector<float>& params,
@@ -52,6 +57,7 @@ class RunFolder {
   std::string dir_;
   int lock_fd_ = -1;
   std::ofstream metrics_;
+  std::unique_ptr<TensorBoardLog> events_;
   using Handler = void (*)(int);
   Handler old_int_ = nullptr, old_term_ = nullptr;
 };
