@@ -14,9 +14,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # libopenblas0-openmp needs libgfortran5, which needs libquadmath0; libgomp comes with the
-# compiler. toml++ and PCRE2 are compiled libraries: their runtime packages go too.
+# compiler. toml++ and PCRE2 are compiled libraries: their runtime packages go too. Protobuf
+# (TensorBoard event files) brings protoc, which runs at build time from the prefix's bin/.
 pkgs=(libopenblas-openmp-dev libopenblas0-openmp libgfortran5 libquadmath0 libgtest-dev libcli11-dev
-      nlohmann-json3-dev libtomlplusplus-dev libtomlplusplus3 libpcre2-dev libpcre2-8-0)
+      nlohmann-json3-dev libtomlplusplus-dev libtomlplusplus3 libpcre2-dev libpcre2-8-0
+      libprotobuf-dev libprotobuf32 protobuf-compiler libprotoc32)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,7 +44,8 @@ find usr -name '*.a' ! -name 'libgtest.a' ! -name 'libgtest_main.a' -delete
 find usr -name 'liblapack*' -delete
 find usr -path '*/pkgconfig/*' -delete
 find usr -path '*/openblas-openmp/cmake/*' -delete
-rm -rf usr/share/man usr/share/lintian usr/share/bug usr/share/doc-base usr/bin
+rm -rf usr/share/man usr/share/lintian usr/share/bug usr/share/doc-base
+find usr/bin ! -type d ! -name protoc -delete
 find usr/share/doc -type f ! -name copyright -delete 2>/dev/null || true
 find usr -xtype l -delete
 find usr -depth -type d -empty -delete

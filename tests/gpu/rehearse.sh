@@ -29,7 +29,8 @@ HIDE_PKGS=(libopenblas-openmp-dev libopenblas0-openmp libopenblas-pthread-dev li
            libtomlplusplus3 libpcre2-dev libpcre2-16-0 libpcre2-32-0 libpcre2-posix3
            libgloo-dev libgloo0 libhiredis0.14 libhiredis-dev libibverbs1 libibverbs-dev
            libnl-3-200 libnl-route-3-200 libnl-3-dev libnl-route-3-dev
-           pkg-config pkgconf pkgconf-bin libpkgconf3 libasan8 libtsan2 libubsan1 liblsan0)
+           pkg-config pkgconf pkgconf-bin libpkgconf3 libasan8 libtsan2 libubsan1 liblsan0
+           libprotobuf-dev libprotobuf32 libprotobuf-lite32 protobuf-compiler libprotoc32)
 # What must not be found once they are hidden: files (links followed), libraries by soname
 # through the loader, commands.
 PROBE_FILES=(/usr/include/gtest/gtest.h /usr/include/CLI/CLI.hpp /usr/include/nlohmann/json.hpp
@@ -39,10 +40,10 @@ PROBE_FILES=(/usr/include/gtest/gtest.h /usr/include/CLI/CLI.hpp /usr/include/nl
              /usr/lib/x86_64-linux-gnu/libblas.so /usr/lib/x86_64-linux-gnu/libopenblas.so
              /usr/lib/libgloo.so /usr/lib/x86_64-linux-gnu/cmake/GTest /usr/share/cmake/CLI11
              /usr/share/cmake/nlohmann_json /usr/lib/x86_64-linux-gnu/cmake/tomlplusplus /usr/share/cmake/Gloo
-             /usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc)
+             /usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc /usr/include/google/protobuf/message.h)
 PROBE_SONAMES=(libopenblas.so.0 libblas.so.3 libgfortran.so.5 libquadmath.so.0 libtomlplusplus.so.3
-               libgloo.so.0 libhiredis.so.0.14 libibverbs.so.1 libasan.so.8 libtsan.so.2)
-PROBE_COMMANDS=(pkg-config pkgconf)
+               libgloo.so.0 libhiredis.so.0.14 libibverbs.so.1 libasan.so.8 libtsan.so.2 libprotobuf.so.32)
+PROBE_COMMANDS=(pkg-config pkgconf protoc)
 
 die() { echo "rehearse: error: $*" >&2; exit 2; }
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
