@@ -2,7 +2,8 @@
 // an independent reader (tests/e2e/tfevents_reader.py: Python's protobuf and crc32c, Debian's
 // python3-protobuf and python3-crc32c) that checks every record's CRCs, the file_version event,
 // the config text, and every scalar against metrics.jsonl; a resumed run adds a second file
-// whose START event supersedes the steps run again; log.tensorboard = false writes none.
+// whose START event supersedes the steps run again; of two ranks only the lead writes;
+// log.tensorboard = false writes none.
 // Skipped, saying why, where the build has no protobuf or Python lacks those packages.
 #include <gtest/gtest.h>
 
@@ -104,6 +105,19 @@ TEST(TensorBoard, ResumeAddsAFileThatSupersedesTheStepsRunAgain) {
   READ_EVENTS_OR_SKIP(events, run, 2);
   EXPECT_EQ(events.rc, 0) << events.out << events.err;
   EXPECT_NE(events.out.find("2 files, 7 steps"), std::string::npos) << events.out;
+}
+
+// Two ranks, one writer: the lead rank's file is the only one, and holds the run's metrics.
+TEST(TensorBoard, OnlyTheLeadRankWrites) {
+  SKIP_WITHOUT_TENSORBOARD();
+  TempDir t;
+  const std::string data = prepare_tiny_data(t.str());
+  std::ofstream(t / "c.toml") << tiny_config(data, t / "run", 3);
+  const RunResult r = run_loom({"launch", "--nproc-per-node", "2", "--", "train", "--config", t / "c.toml"});
+  ASSERT_EQ(r.rc, 0) << r.out << r.err;
+  ASSERT_NE(r.out.find("data parallel: 2 ranks"), std::string::npos) << r.out;
+  READ_EVENTS_OR_SKIP(events, t / "run", 1);
+  EXPECT_EQ(events.rc, 0) << events.out << events.err;
 }
 
 TEST(TensorBoard, OffWritesNoEventFiles) {
