@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <numbers>
 #include <utility>
 
@@ -139,8 +140,8 @@ std::string xml_escaped(const std::string& s) {
 struct Axis {
   double lo = 0, hi = 1, p0 = 0, p1 = 1;
   bool log = false;
-  double at(double v) const {
-    const double t = ((log ? std::log10(v) : v) - lo) / (hi - lo);
+  double at(double v) const {  // halves first, so that no difference of finite doubles overflows
+    const double t = ((log ? std::log10(v) : v) * 0.5 - lo * 0.5) / (hi * 0.5 - lo * 0.5);
     return p0 + t * (p1 - p0);
   }
   bool shows(double v) const { return std::isfinite(v) && (!log || v > 0); }
@@ -152,8 +153,15 @@ std::vector<double> linear_ticks(double lo, double hi, int target) {
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
   const double n = raw / mag;
   const double step = (n < 1.5 ? 1 : n < 3 ? 2 : n < 7 ? 5 : 10) * mag;
+  // Counted, not stepped: far from zero (losses near 1e17 differing by 16) k + 1 == k in
+  // doubles, and a loop on k would never end.
   std::vector<double> t;
-  for (double k = std::ceil(lo / step - 1e-9); k * step <= hi + 1e-9 * step; ++k) t.push_back(k == 0 ? 0 : k * step);
+  const double first = std::ceil(lo / step - 1e-9);
+  for (int i = 0; i < 100; ++i) {
+    const double v = (first + i) * step;
+    if (!(v <= hi + 1e-9 * step)) break;
+    if (t.empty() || v > t.back()) t.push_back(first + i == 0 ? 0 : v);
+  }
   return t;
 }
 
@@ -284,9 +292,9 @@ class Picture {
             hi = std::max(hi, t);
           }
     LOOM_USER_CHECK(lo <= hi, "--log: no positive loss in these runs to plot on a log scale");
-    const double pad = hi > lo ? 0.05 * (hi - lo) : std::max(0.1 * std::fabs(hi), 0.05);
-    a.lo = lo - pad;
-    a.hi = hi + pad;
+    const double pad = hi > lo ? 0.05 * hi - 0.05 * lo : std::max(0.1 * std::fabs(hi), 0.05);
+    a.lo = std::max(lo - pad, -std::numeric_limits<double>::max());
+    a.hi = std::min(hi + pad, std::numeric_limits<double>::max());
     return a;
   }
 
@@ -296,7 +304,7 @@ class Picture {
       for (const CurvePoint& p : s.run->points)
         if (std::isfinite(p.lr) && std::isfinite(x_of(p))) hi = std::max(hi, p.lr);
     has_lr_ = hi > 0;
-    return Axis{.lo = 0, .hi = has_lr_ ? hi * 1.1 : 1, .p0 = p0, .p1 = p1};
+    return Axis{.lo = 0, .hi = has_lr_ ? std::min(hi * 1.1, std::numeric_limits<double>::max()) : 1, .p0 = p0, .p1 = p1};
   }
 
   // A panel's box, grid lines, ticks and labels (x labels only under the lowest panel).
@@ -358,7 +366,10 @@ class Picture {
     }
     std::vector<std::pair<double, double>> pts;
     for (const CurvePoint& p : s.run->points)
-      if (std::isfinite(x_of(p)) && y.shows(p.*field)) pts.emplace_back(x.at(x_of(p)), y.at(p.*field));
+      if (std::isfinite(x_of(p)) && y.shows(p.*field)) {
+        const double px = x.at(x_of(p)), py = y.at(p.*field);
+        if (std::isfinite(px) && std::isfinite(py)) pts.emplace_back(px, py);
+      }
     for (size_t i = 0; i < pts.size(); ++i) (i ? cairo_line_to : cairo_move_to)(cr_, pts[i].first, pts[i].second);
     cairo_stroke(cr_);
     if (val && pts.size() <= 80) {

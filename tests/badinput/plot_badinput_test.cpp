@@ -80,6 +80,25 @@ TEST_F(PlotBadInput, LogScaleWithoutAPositiveLoss) {
   expect_user_error(plot({run, "--out", t_ / "x.png", "--log"}), "--log: no positive loss");
 }
 
+// Numbers no run logs, but a file can hold: still a picture, in bounded time, or (a log scale
+// with nothing positive, tokens missing) the one-line error.
+TEST_F(PlotBadInput, ExtremeNumbersStillDraw) {
+  const std::vector<std::string> files = {
+      "{\"step\":1,\"loss\":1e17}\n{\"step\":2,\"loss\":1.00000000000000016e17}\n",
+      "{\"step\":1,\"loss\":1e-300,\"lr\":1e308}\n{\"step\":9223372036854775807,\"loss\":1e300,\"tokens\":-5}\n",
+      "{\"step\":-3,\"loss\":-1.7e308,\"val_loss\":1.7e308,\"lr\":-1,\"tokens\":1.7e308}\n"};
+  for (const std::string& m : files) {
+    const std::string run = run_with("extreme", m);
+    EXPECT_EQ(plot({run, "--out", t_ / "x.svg"}).rc, 0) << m;
+    for (const std::vector<std::string>& opt : {std::vector<std::string>{"--log"}, {"--x", "tokens"}}) {
+      std::vector<std::string> args = {run, "--out", t_ / "x.png"};
+      args.insert(args.end(), opt.begin(), opt.end());
+      RunResult r = plot(args);
+      if (r.rc != 0) expect_user_error(r, opt[0] == "--log" ? "--log" : "tokens");
+    }
+  }
+}
+
 TEST_F(PlotBadInput, UnwritableOutput) {
   expect_user_error(plot({t_ / "good", "--out", t_ / "no/such/folder/x.png"}), t_ / "no/such/folder/x.png");
 }
