@@ -3,7 +3,8 @@
 # machine's: scripts/gpu_deps.sh, docs/gpu_run.md). So nothing here may rely on a package's
 # files sitting under /usr: libraries and headers are found by name through the prefixes.
 # OpenBLAS (OpenMP flavour, so BLAS inside our parallel regions stays single-threaded),
-# OpenMP, nlohmann-json, toml++, CLI11, PCRE2 (the GPT-2 pre-tokenizer), GoogleTest, Gloo.
+# OpenMP, nlohmann-json, toml++, CLI11, PCRE2 (the GPT-2 pre-tokenizer), GoogleTest, Gloo, and
+# cairo (optional: `loom plot`).
 find_package(OpenMP REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(tomlplusplus 3 REQUIRED)
@@ -48,6 +49,15 @@ else()
   endif()
   target_include_directories(loom_pcre2 INTERFACE ${PCRE2_INCLUDE_DIR})
   target_link_libraries(loom_pcre2 INTERFACE ${PCRE2_LIBRARY})
+endif()
+
+# cairo (optional): draws `loom plot`'s pictures (launch/run/plot.cpp). Without it loom still
+# builds, and `loom plot` says what to install (exit 2).
+if(PKG_CONFIG_FOUND)
+  pkg_check_modules(CAIRO QUIET IMPORTED_TARGET cairo)
+endif()
+if(NOT TARGET PkgConfig::CAIRO)
+  message(STATUS "cairo not found: `loom plot` will ask for it (apt package libcairo2-dev)")
 endif()
 
 # Gloo: the CPU collectives of data-parallel runs on CPU ranks (engine/comm/gloo_comm.cpp).

@@ -3,10 +3,14 @@
 # ffnn, rnn, gru, lstm, gpt) on the same corpus (KJV), tokenizer (bytes) and token budget
 # (train.steps x batch_size x seq_len of the configs: 600 x 16 x 128 = 1.23M tokens; the
 # n-gram model counts the whole train split), evaluates each checkpoint on the same validation
-# windows (`loom eval`, 20 batches of 16 x 128), and prints the markdown table.
+# windows (`loom eval`, 20 batches of 16 x 128), prints the markdown table and draws the six
+# runs' loss curves (`loom plot`) into the picture of docs/models.md.
 #
 #   scripts/compare_models.sh [OUT_DIR]     (default runs/compare; DEVICE=cpu|cuda|auto, default cpu;
-#                                            LOOM=path of the loom binary, default build/loom)
+#                                            LOOM=path of the loom binary, default build/loom;
+#                                            PLOT=the picture, default docs/img/compare_models.png;
+#                                            STEPS=N: train.steps of every run, for a quick look
+#                                            with a smaller budget than the table's)
 #
 # Runs that already finished are not retrained (their run folders are reused), so the script
 # can be interrupted and started again. Takes about 30 minutes on two CPU cores.
@@ -43,7 +47,8 @@ for kind in ngram ffnn rnn gru lstm gpt; do
     resume=()
     [[ -e $dir/latest ]] && resume=(--resume)
     echo "=== $kind ($cfg) ==="
-    "$loom" train --config "$cfg" --device "$device" --log.run_dir "$dir" "${resume[@]}" | tee "$dir.log.tmp"
+    "$loom" train --config "$cfg" --device "$device" --log.run_dir "$dir" ${STEPS:+--train.steps "$STEPS"} \
+      "${resume[@]}" | tee "$dir.log.tmp"
     mv "$dir.log.tmp" "$dir/train.log"
   fi
   "$loom" eval --checkpoint "$dir" --device "$device" --batches 20 --batch-size 16 | tee "$dir/eval.txt"
@@ -54,6 +59,11 @@ for kind in ngram ffnn rnn gru lstm gpt; do
   [[ $kind == ngram ]] && params="$(sed -n 's/.*counting \([0-9]*\) of [0-9]* train tokens.*/counts of \1 tokens/p' "$dir/train.log" | head -1)"
   echo "$kind|$cfg|${params:-?}|$loss|$ppl|$bits" >>"$out/rows.tmp"
 done
+# The picture: every kind's train and val loss against tokens (the budget they share).
+plot=${PLOT:-docs/img/compare_models.png}
+mkdir -p "$(dirname "$plot")"
+"$loom" plot "$out"/{ngram,ffnn,rnn,gru,lstm,gpt} --x tokens --out "$plot" --width 900 --height 560
+
 declare -A tok
 for kind in gpt ffnn rnn gru lstm; do
   tok[$kind]=$("$loom" bench train --device "$device" $(bench_flags $kind) --vocab 256 --batch 16 --seq-len 128 \

@@ -7,6 +7,8 @@
 set -euo pipefail
 pkgs=(cmake ninja-build g++ pkg-config libopenblas-openmp-dev libgtest-dev libcli11-dev nlohmann-json3-dev
       libtomlplusplus-dev bible-kjv bible-kjv-text libpcre2-dev libgloo-dev python3-torch)
+# `loom plot`: cairo draws the pictures, with a font for its labels.
+pkgs+=(libcairo2-dev fonts-dejavu-core)
 # The parsers' fuzz harnesses (tests/fuzz/): clang with libFuzzer and the sanitizer runtimes,
 # and clang's OpenMP runtime for the code they reach.
 pkgs+=(clang-14 libclang-rt-14-dev libomp-14-dev)
