@@ -62,6 +62,9 @@ void validate_model(const ModelConfig& c, const std::string& where) {
           c.lora_targets == "mlp,attn",
       "lora.targets", "'" + c.lora_targets + "' is not one of attn, mlp, attn,mlp");
   require_in(req, c.seq_len, 1, kMaxSeqLen, "model.seq_len");
+  req(!c.document_mask || kind->masks_documents(), "data.document_mask",
+      std::string("no attention to mask in model.kind = ") + kind->name());
+  require_in(req, c.eot_id, -1, INT32_MAX, "data.eot_id");
 }
 
 ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits) {

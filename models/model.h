@@ -35,6 +35,11 @@ struct ModelConfig {
   int lora_rank = 0;
   double lora_alpha = 16.0;
   std::string lora_targets = "attn,mlp";  // attn (c_attn, attn.c_proj), mlp (c_fc, mlp.c_proj)
+  // Document mask (data.document_mask, data.eot_id; kinds with masks_documents()): attention
+  // stays inside documents, each started by the end-of-text token eot_id (-1: the data's
+  // tokenizer's, resolved before a graph is built).
+  bool document_mask = false;
+  int eot_id = -1;
 };
 
 // train: tokens + targets -> loss, with backward nodes (B x T windows)
@@ -128,6 +133,8 @@ class ModelKind {
   virtual bool carries_state() const { return false; }
   // LoRA adapters and fine-tuning of a pretrained checkpoint (loom finetune).
   virtual bool supports_lora() const { return false; }
+  // Attention kept inside documents (ModelConfig::document_mask).
+  virtual bool masks_documents() const { return false; }
 
   // Graph kinds.
   virtual ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const;

@@ -164,8 +164,12 @@ void backward_add(Autodiff& ad, const Node& n) {
 void backward_attention(Autodiff& ad, const Node& n) {
   const int dout = ad.grad(n.out[0]);
   const int dqkv = dout < 0 ? -1 : ad.written(n.in[0]);
-  if (dqkv >= 0) ad.g().add_node(OpId::attention_bwd, {dout, n.in[0], n.out[0], n.out[1]}, {dqkv}, n.attrs);
+  if (dqkv >= 0)
+    ad.g().add_node(OpId::attention_bwd, {dout, n.in[0], n.out[0], n.out[1], n.in[1]}, {dqkv}, n.attrs);
 }
+
+// Integer positions from integer tokens: nothing to differentiate.
+void backward_document_starts(Autodiff&, const Node&) {}
 
 void backward_softmax_xent(Autodiff& ad, const Node& n) {
   const int dloss = ad.grad(n.out[0]);

@@ -163,16 +163,28 @@ int Graph::add(int a, int b) {
   return y;
 }
 
-int Graph::attention(int qkv, int n_head) {
+int Graph::attention(int qkv, int n_head, int doc_start) {
   const Shape s = values[qkv].shape;  // a copy: new_value below may move `values`
   LOOM_CHECK(s.size() == 3 && s[2] % 3 == 0 && (s[2] / 3) % n_head == 0);
+  LOOM_CHECK(doc_start < 0 || (values[doc_start].shape == Shape{s[0], s[1]} && values[doc_start].dtype == DType::I32),
+             "attention: doc_start must be i32 [B, T]");
   const int64_t C = s[2] / 3;
   const int out = new_value(vname(*this, "attn"), {s[0], s[1], C}, fdt_);
   const int lse = new_value(vname(*this, "attn.lse"), {s[0], n_head, s[1]}, stat_dtype());
   Attrs a;
   a.i[0] = n_head;
-  add_node(OpId::attention, {qkv}, {out, lse}, a);
+  add_node(OpId::attention, {qkv, doc_start}, {out, lse}, a);
   return out;
+}
+
+int Graph::document_starts(int tokens, int eot) {
+  const Shape s = values[tokens].shape;
+  LOOM_CHECK(s.size() == 2 && values[tokens].dtype == DType::I32, "document_starts: tokens must be i32 [B, T]");
+  const int starts = new_value(vname(*this, "doc_start"), s, DType::I32);
+  Attrs a;
+  a.i[0] = eot;
+  add_node(OpId::document_starts, {tokens}, {starts}, a);
+  return starts;
 }
 
 int Graph::attention_decode(int qkv, int kcache, int vcache, int pos, int n_head) {

@@ -83,7 +83,10 @@ class Graph {
   int linear(int x, int w, int b = -1);
   int gelu(int x);
   int add(int a, int b);
-  int attention(int qkv, int n_head);
+  // doc_start (optional, i32 [B, T]): the document mask, query i sees keys doc_start[i]..i.
+  int attention(int qkv, int n_head, int doc_start = -1);
+  // The doc_start of the document mask from tokens [B, T], where token `eot` starts a document.
+  int document_starts(int tokens, int eot);
   int attention_decode(int qkv, int kcache, int vcache, int pos, int n_head);
   int softmax_xent(int logits, int targets);  // returns the loss value [1]
   // gelu(x w^T + b) in one op (cuBLASLt's bias+GELU epilogue on CUDA); the pre-activation is

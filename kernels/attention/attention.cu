@@ -306,8 +306,8 @@ struct FwdTile {
 
 template <int D>
 __global__ void __launch_bounds__(FwdTile<D>::kThreads)
-    attention_fwd_kernel(const bf16raw* __restrict__ qkv, bf16raw* __restrict__ out, float* __restrict__ lse, int T,
-                         int H, float scale_log2) {
+    attention_fwd_kernel(const bf16raw* __restrict__ qkv, const int32_t* __restrict__ doc_start,
+                         bf16raw* __restrict__ out, float* __restrict__ lse, int T, int H, float scale_log2) {
   using Tile = FwdTile<D>;
   constexpr int kMT = Tile::kMT, kBr = Tile::kBr, kBc = Tile::kBc, kLd = Tile::kLd;
   constexpr int kNT = kBc / 8, kDT = D / 8, kDK = D / 16, kCK = kBc / 16;
@@ -328,10 +328,22 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
   const int row0 = q0 + warp * 16 * kMT;       // this warp's first query
   const int row_last = row0 + 16 * kMT - 1;
   const int n_kb = (min(q0 + kBr, T) + kBc - 1) / kBc;  // causal: keys < the tile's last query
+  // Document mask: a row sees keys from its document's start on. doc_start is nondecreasing,
+  // so the block's first row has the smallest start (key tiles before it are skipped whole)
+  // and a warp's first and last rows bound its rows' starts. Rows past T take the last row's.
+  const int32_t* doc = doc_start ? doc_start + int64_t(b) * T : nullptr;
+  auto doc_of = [&](int row) { return doc ? doc[min(row, T - 1)] : 0; };
+  const int j_begin = doc_of(q0) / kBc;
+  const int warp_lo = doc_of(row0), warp_hi = doc_of(row_last);
+  int lo[kMT][2];  // this lane's rows' first keys
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) lo[mt][r] = doc_of(row0 + mt * 16 + g + 8 * r);
 
   load_rows_async<kBr, D, kLd, Tile::kThreads>(sQ, q_src, ld_qkv, q0, T);
-  load_rows_async<kBc, D, kLd, Tile::kThreads>(sK, k_src, ld_qkv, 0, T);
-  load_rows_async<kBc, D, kLd, Tile::kThreads>(sV, v_src, ld_qkv, 0, T);
+  load_rows_async<kBc, D, kLd, Tile::kThreads>(sK + (j_begin & 1) * kBc * kLd, k_src, ld_qkv, j_begin * kBc, T);
+  load_rows_async<kBc, D, kLd, Tile::kThreads>(sV + (j_begin & 1) * kBc * kLd, v_src, ld_qkv, j_begin * kBc, T);
   cp_async_commit();
 
   float o[kMT][kDT][4];
@@ -352,7 +364,7 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
 #pragma unroll
     for (int kt = 0; kt < kDK; ++kt) qf[mt][kt] = load_a_mk_regs(sQ + (warp * 16 * kMT + mt * 16) * kLd + kt * 16, kLd, g, t);
 
-  for (int j = 0; j < n_kb; ++j) {
+  for (int j = j_begin; j < n_kb; ++j) {
     // Prefetch the next tile into the other buffer; its last readers finished before the
     // barrier that ended the previous iteration.
     if (j + 1 < n_kb) {
@@ -362,9 +374,9 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
     }
     cp_async_commit();
     const int k0 = j * kBc;
-    // Warp-uniform skip of a tile wholly above this warp's rows (tile count and barriers
-    // stay block-uniform).
-    if (k0 <= row_last) {
+    // Warp-uniform skip of a tile wholly above this warp's rows, or wholly before all of its
+    // rows' documents (tile count and barriers stay block-uniform).
+    if (k0 <= row_last && k0 + kBc > warp_lo) {
       const bf16raw* kb = sK + (j & 1) * kBc * kLd;
       const bf16raw* vb = sV + (j & 1) * kBc * kLd;
       float s[kMT][kNT][4];
@@ -373,8 +385,10 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
           s, [&](int mt, int kt) { return qf[mt][kt]; },
           [&](int kt, int nt) { return load_b_nk(kb + nt * 8 * kLd + kt * 16, kLd, lane); });
 
-      // Scores to the log2 domain (exp2 is one instruction), causal mask on diagonal tiles.
+      // Scores to the log2 domain (exp2 is one instruction), causal mask on diagonal tiles,
+      // document mask on tiles that reach before some row's document start.
       const bool diag = k0 + kBc - 1 > row0;
+      const bool doc_edge = k0 < warp_hi;
       float mx[kMT][2];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt) {
@@ -384,7 +398,8 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
             float x = s[mt][n][i] * scale_log2;
-            if (diag && k0 + n * 8 + 2 * t + (i & 1) > row0 + mt * 16 + g + 8 * (i >> 1)) x = -INFINITY;
+            const int key = k0 + n * 8 + 2 * t + (i & 1);
+            if ((diag && key > row0 + mt * 16 + g + 8 * (i >> 1)) || (doc_edge && key < lo[mt][i >> 1])) x = -INFINITY;
             s[mt][n][i] = x;
             mx[mt][i >> 1] = fmaxf(mx[mt][i >> 1], x);
           }
@@ -393,8 +408,9 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
       for (int mt = 0; mt < kMT; ++mt) quad_max2(mx[mt][0], mx[mt][1]);
 
       // Online softmax: rescale what was accumulated under the old max, then add this tile.
-      // The first tile holds key 0, visible to every row, so a row's max is finite from
-      // then on; the -inf guard only keeps exp2(-inf - -inf) from making NaN.
+      // A row may see no key of a tile (before its document starts, or above the diagonal)
+      // and so keep a max of -inf for a while; the guard keeps exp2(-inf - -inf) from making
+      // NaN (its p and alpha are 0). Every row sees its own key, so its final max is finite.
       float base[kMT][2];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
@@ -482,7 +498,8 @@ struct BwdTile {
   static constexpr int kDqMT = kBr / 16 / kDqWarpsM, kDqNT = D / 8 / kDqWarpsN;
   static_assert(kDqMT >= 1 && kDqNT >= 1 && kDqWarpsM * kDqWarpsN == kWarps);
   static constexpr size_t kBf16Elems = size_t(2 * kBc + 4 * kBr) * kLd + size_t(kBc) * kLdS;
-  static constexpr size_t kSmemBytes = kBf16Elems * sizeof(bf16raw) + 4 * kBr * sizeof(float);
+  // + lse, delta and the document starts of two query tiles
+  static constexpr size_t kSmemBytes = kBf16Elems * sizeof(bf16raw) + 4 * kBr * sizeof(float) + 2 * kBr * sizeof(int32_t);
   static_assert(valid_block(kThreads));
   static_assert(kSmemBytes <= kSmemPerBlockLimit, "attention backward: the tiles exceed a block's shared memory");
 };
@@ -490,8 +507,9 @@ struct BwdTile {
 template <int D>
 __global__ void __launch_bounds__(BwdTile<D>::kThreads)
     attention_bwd_kernel(const bf16raw* __restrict__ qkv, const bf16raw* __restrict__ dout,
-                         const float* __restrict__ lse, const float* __restrict__ delta, float* __restrict__ dq_acc,
-                         bf16raw* __restrict__ dqkv, int T, int H, float scale_log2, float scale) {
+                         const float* __restrict__ lse, const float* __restrict__ delta,
+                         const int32_t* __restrict__ doc_start, float* __restrict__ dq_acc, bf16raw* __restrict__ dqkv,
+                         int T, int H, float scale_log2, float scale) {
   using Tile = BwdTile<D>;
   constexpr int kBr = Tile::kBr, kBc = Tile::kBc, kLd = Tile::kLd, kLdS = Tile::kLdS;
   constexpr int kDT = D / 8, kDK = D / 16, kRT = kBr / 8, kRK = kBr / 16;
@@ -503,6 +521,7 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
   bf16raw* sdS = sdO + 2 * kBr * kLd;  // [kBc][kLdS]: dS^T of the current query tile
   float* sL = reinterpret_cast<float*>(sdS + kBc * kLdS);  // [2][kBr]: lse * log2(e)
   float* sDelta = sL + 2 * kBr;                            // [2][kBr]
+  int32_t* sDoc = reinterpret_cast<int32_t*>(sDelta + 2 * kBr);  // [2][kBr]: doc_start (document mask only)
 
   const int C = H * D;
   const int k0 = int(blockIdx.x) * kBc;
@@ -514,11 +533,26 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
   const float* delta_row = delta + int64_t(bh) * T;
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
   const int key0 = k0 + warp * 16;  // this warp's first key
-  const int i_begin = k0 / kBr, n_qb = (T + kBr - 1) / kBr;
+  const int i_begin = k0 / kBr;
+  // Document mask: queries whose document starts after this block's last key see none of its
+  // keys, and (doc_start nondecreasing) neither does any later query: the query tiles stop
+  // at the first such query, found by a binary search every thread runs alike.
+  const int32_t* doc = doc_start ? doc_start + int64_t(b) * T : nullptr;
+  int q_end = T;
+  if (doc) {
+    int lo_q = min(k0, T), hi_q = T;  // the first query in [lo_q, hi_q) with doc > k0 + kBc - 1
+    while (lo_q < hi_q) {
+      const int mid = (lo_q + hi_q) / 2;
+      if (doc[mid] > k0 + kBc - 1) hi_q = mid; else lo_q = mid + 1;
+    }
+    q_end = lo_q;
+  }
+  const int n_qb = (q_end + kBr - 1) / kBr;
 
   // Query tile i into buffer `buf`: Q and dO by cp.async; lse and delta by plain loads
   // (their rows are not 16-byte aligned), visible after the next barrier like the rest.
-  // Rows past T get lse = +inf, so their P is exactly 0.
+  // Rows past T get lse = +inf, so their P is exactly 0 (and the last row's document start,
+  // which keeps the starts nondecreasing).
   auto load_query_tile = [&](int i, int buf) {
     load_rows_async<kBr, D, kLd, Tile::kThreads>(sQ + buf * kBr * kLd, q_src, ld_qkv, i * kBr, T);
     load_rows_async<kBr, D, kLd, Tile::kThreads>(sdO + buf * kBr * kLd, do_src, C, i * kBr, T);
@@ -526,6 +560,7 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
       const int q = i * kBr + r;
       sL[buf * kBr + r] = q < T ? lse_row[q] * kLog2e : INFINITY;
       sDelta[buf * kBr + r] = q < T ? delta_row[q] : 0.f;
+      if (doc) sDoc[buf * kBr + r] = doc[min(q, T - 1)];
     }
   };
   load_rows_async<kBc, D, kLd, Tile::kThreads>(sK, q_src + C, ld_qkv, k0, T);
@@ -550,24 +585,29 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
     const bf16raw* sdOb = sdO + buf * kBr * kLd;
     const float* sLb = sL + buf * kBr;
     const float* sDb = sDelta + buf * kBr;
+    const int32_t* sDocb = sDoc + buf * kBr;
 
     float ds[1][kRT][4];  // S^T, then P^T, then dS^T
     zero_tiles(ds);
-    // A warp whose keys all lie after the tile's last query gets P = 0: skip its products.
-    if (key0 <= q0 + kBr - 1) {
+    // A warp whose keys all lie after the tile's last query, or all before the document start
+    // of its first query (the smallest), gets P = 0: skip its products.
+    if (key0 <= q0 + kBr - 1 && (!doc || key0 + 15 >= sDocb[0])) {
       mma.gemm<1, kDK, kRT>(
           ds, [&](int, int kt) { return load_a_mk(sK + warp * 16 * kLd + kt * 16, kLd, lane); },
           [&](int kt, int nt) { return load_b_nk(sQb + nt * 8 * kLd + kt * 16, kLd, lane); });
       // P recomputed from the saved lse (no running max needed: lse is final); the mask
       // is a select, not an add, so the exponent of a masked score may overflow harmlessly.
+      // The document mask, as in forward, where some query of the tile starts its document
+      // after this warp's first key.
       const bool diag = key0 + 15 > q0;
+      const bool doc_edge = doc && key0 < sDocb[kBr - 1];
 #pragma unroll
       for (int n = 0; n < kRT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const int c = n * 8 + 2 * t + (i & 1);
+          const int c = n * 8 + 2 * t + (i & 1), key = key0 + g + 8 * (i >> 1);
           const float p = exp2_approx(ds[0][n][i] * scale_log2 - sLb[c]);
-          ds[0][n][i] = diag && key0 + g + 8 * (i >> 1) > q0 + c ? 0.f : p;
+          ds[0][n][i] = (diag && key > q0 + c) || (doc_edge && key < sDocb[c]) ? 0.f : p;
         }
       FragA pa[1][kRK];
 #pragma unroll
@@ -760,6 +800,25 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
 }
 
+// ---- document starts ------------------------------------------------------------------------
+// One thread a sequence, scanning its tokens in order: a few thousand int32 reads per
+// sequence, once a step, shared by every layer's attention.
+constexpr int kDocThreads = 128;
+static_assert(valid_block(kDocThreads));
+
+__global__ void __launch_bounds__(kDocThreads)
+    document_starts_kernel(const int32_t* __restrict__ tokens, int32_t* __restrict__ doc_start, int B, int T, int32_t eot) {
+  const int b = int(blockIdx.x) * kDocThreads + int(threadIdx.x);
+  if (b >= B) return;
+  const int32_t* tok = tokens + int64_t(b) * T;
+  int32_t* dst = doc_start + int64_t(b) * T;
+  int32_t start = 0;
+  for (int t = 0; t < T; ++t) {
+    if (tok[t] == eot) start = t;
+    dst[t] = start;
+  }
+}
+
 // ---- launchers ------------------------------------------------------------------------------
 
 // Shared shape checks; returns D. The kernels index rows with int and offsets with int64:
@@ -782,8 +841,8 @@ void launch_fwd(const AttentionFwd& a, cudaStream_t s) {
   // The kernel works in the log2 domain: exp2 is one instruction, exp is two.
   const float scale_log2 = kLog2e / sqrtf(float(D));
   LOOM_LAUNCH((attention_fwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s,
-              reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<bf16raw*>(a.out), a.lse, int(a.T), int(a.H),
-              scale_log2);
+              reinterpret_cast<const bf16raw*>(a.qkv), a.doc_start, reinterpret_cast<bf16raw*>(a.out), a.lse, int(a.T),
+              int(a.H), scale_log2);
 }
 
 template <int D>
@@ -803,8 +862,8 @@ void launch_bwd(const AttentionBwd& a, cudaStream_t s) {
   allow_dynamic_smem(attention_bwd_kernel<D>, Tile::kSmemBytes);
   LOOM_LAUNCH((attention_bwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s,
               reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<const bf16raw*>(a.dout), a.lse,
-              static_cast<const float*>(delta), dq_acc, reinterpret_cast<bf16raw*>(a.dqkv), int(a.T), int(a.H),
-              scale * kLog2e, scale);
+              static_cast<const float*>(delta), a.doc_start, dq_acc, reinterpret_cast<bf16raw*>(a.dqkv), int(a.T),
+              int(a.H), scale * kLog2e, scale);
 
   const int64_t chunks = a.B * a.T * C / 8;
   LOOM_LAUNCH(attention_bwd_dq_kernel, ceil_div(chunks, kRowThreads), kRowThreads, 0, s,
@@ -851,6 +910,14 @@ void attention_decode(const AttentionDecode& a, Stream s) {
               reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<bf16raw*>(a.kcache),
               reinterpret_cast<bf16raw*>(a.vcache), reinterpret_cast<bf16raw*>(a.out), a.pos0, int(a.Tn), int(a.H), D,
               int(a.maxT), 1.f / sqrtf(float(D)));
+}
+
+void document_starts(const int32_t* tokens, int32_t* doc_start, int64_t B, int64_t T, int32_t eot, Stream s) {
+  LOOM_CHECK(B > 0 && T > 0 && B <= (int64_t(1) << 30) && T <= (int64_t(1) << 30), "document_starts: shape B=", B,
+             " T=", T);
+  LOOM_CHECK(tokens && doc_start, "document_starts: null pointer");
+  LOOM_LAUNCH(document_starts_kernel, ceil_div(B, kDocThreads), kDocThreads, 0, s, tokens, doc_start, int(B), int(T),
+              eot);
 }
 
 }  // namespace loom::cuda

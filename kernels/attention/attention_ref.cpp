@@ -1,6 +1,7 @@
 // attention_ref.cpp: CPU reference causal attention. One (batch, head) pair per OpenMP task;
 // each task gathers its head into contiguous scratch and uses BLAS for the two products.
 // The [T, T] score matrix is per-thread scratch, rebuilt in backward from the saved lse.
+// With a document mask a row's softmax runs over [doc_start, i] instead of [0, i].
 #include "kernels/attention/attention.h"
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "core/check.h"
 #include "core/vmath.h"
 #include "kernels/matmul/matmul.h"
 
@@ -29,6 +31,13 @@ void gather_qkv(const T* qkv, int64_t b, int64_t h, int64_t T_, int64_t C, int64
   gather(qkv, b, 1, h, T_, C, D, k);
   gather(qkv, b, 2, h, T_, C, D, v);
 }
+// First key query i of batch b may see: its document's start (0 without a mask).
+int64_t first_key(const int32_t* doc_start, int64_t b, int64_t i, int64_t T_) {
+  if (!doc_start) return 0;
+  const int64_t j0 = doc_start[b * T_ + i];
+  LOOM_CHECK(j0 >= 0 && j0 <= i, "attention: doc_start ", j0, " of position ", i, " outside [0, ", i, "]");
+  return j0;
+}
 }  // namespace
 
 template <typename T>
@@ -45,13 +54,15 @@ void attention_fwd(const AttentionArgs<T>& a) {
       gemm<T>(false, true, T_, T_, D, scale, q.data(), D, k.data(), D, T(0), s.data(), T_);
       for (int64_t i = 0; i < T_; ++i) {
         T* row = s.data() + i * T_;
-        T m = row[0];
-        for (int64_t j = 1; j <= i; ++j) m = std::max(m, row[j]);
+        const int64_t j0 = first_key(a.doc_start, b, i, T_);
+        T m = row[j0];
+        for (int64_t j = j0 + 1; j <= i; ++j) m = std::max(m, row[j]);
         T sum = 0;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t j = 0; j <= i; ++j) sum += (row[j] = vexp<T>(row[j] - m));
+        for (int64_t j = j0; j <= i; ++j) sum += (row[j] = vexp<T>(row[j] - m));
         const T inv = T(1) / sum;
-        for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+        for (int64_t j = j0; j <= i; ++j) row[j] *= inv;
+        for (int64_t j = 0; j < j0; ++j) row[j] = 0;
         for (int64_t j = i + 1; j < T_; ++j) row[j] = 0;
         a.lse[bh * T_ + i] = m + std::log(sum);
       }
@@ -82,13 +93,16 @@ void attention_bwd(const AttentionBwdArgs<T>& a) {
         for (int64_t e = 0; e < D; ++e) d += src_o[e] * src_d[e];
         delta[t] = d;
       }
-      // P = exp(S - lse) on and below the diagonal, 0 above: the forward probabilities.
+      // P = exp(S - lse) on and below the diagonal (from the document's start), 0 elsewhere:
+      // the forward probabilities.
       gemm<T>(false, true, T_, T_, D, scale, q.data(), D, k.data(), D, T(0), p.data(), T_);
       for (int64_t i = 0; i < T_; ++i) {
         T* row = p.data() + i * T_;
         const T l = a.lse[bh * T_ + i];
+        const int64_t j0 = first_key(a.doc_start, b, i, T_);
+        for (int64_t j = 0; j < j0; ++j) row[j] = 0;
 #pragma omp simd
-        for (int64_t j = 0; j <= i; ++j) row[j] = vexp<T>(row[j] - l);
+        for (int64_t j = j0; j <= i; ++j) row[j] = vexp<T>(row[j] - l);
         for (int64_t j = i + 1; j < T_; ++j) row[j] = 0;
       }
       gemm<T>(true, false, T_, D, T_, T(1), p.data(), T_, dout.data(), D, T(0), dv.data(), D);   // dV = P^T dO
@@ -140,6 +154,16 @@ void attention_decode(const AttentionDecodeArgs<T>& a) {
         const T w = s[j] / sum;
         for (int64_t e = 0; e < D; ++e) o[e] += w * vc[j * D + e];
       }
+    }
+  }
+}
+
+void document_starts(const int32_t* tokens, int32_t* doc_start, int64_t B, int64_t T_, int32_t eot) {
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t start = 0;
+    for (int64_t t = 0; t < T_; ++t) {
+      if (tokens[b * T_ + t] == eot) start = static_cast<int32_t>(t);
+      doc_start[b * T_ + t] = start;
     }
   }
 }

@@ -20,6 +20,10 @@
 // Loops: T > 64 gives every forward block several key tiles and every backward block several
 // query tiles (the double-buffered pipelines and their barriers), and the decode tests run
 // several positions a call, more cache rows than the block has threads, and two key chunks.
+//
+// Document mask: the reference against a naive masked softmax (and a finite-difference check
+// of its backward), then the kernels against the reference on windows cut into documents of
+// random lengths, length 1 and a whole-window document among them, at the same tolerances.
 #include "kernels/common/cuda_compat.h"
 #include "kernels/common/test_util.h"
 
@@ -94,26 +98,54 @@ std::vector<bf16> make_qkv(const Shape& s, uint32_t seed) {
 struct RefFwd {
   std::vector<double> out, lse;
 };
-RefFwd ref_forward(const Shape& s, const std::vector<double>& qkv) {
+RefFwd ref_forward(const Shape& s, const std::vector<double>& qkv, const int32_t* doc_start = nullptr) {
   RefFwd r{std::vector<double>(size_t(s.B * s.T * s.C())), std::vector<double>(size_t(s.B * s.H * s.T))};
-  loom::ref::attention_fwd<double>(
-      {.qkv = qkv.data(), .out = r.out.data(), .lse = r.lse.data(), .B = s.B, .seq = s.T, .C = s.C(), .H = s.H});
+  loom::ref::attention_fwd<double>({.qkv = qkv.data(), .out = r.out.data(), .lse = r.lse.data(), .B = s.B, .seq = s.T,
+                                    .C = s.C(), .H = s.H, .doc_start = doc_start});
   return r;
 }
 
-void check_forward(const Shape& s, uint32_t seed) {
-  SCOPED_TRACE(s.str());
+constexpr int32_t kEot = 3;  // the end-of-text id of the document tests' token streams
+
+// Tokens [B, T] cut into documents by kEot, which starts each document: row 0 is one document
+// over the whole window (no kEot) when `whole_row0`; the other rows hold documents of random
+// lengths, a quarter of them of length 1 (two kEot in a row), some starting at position 0.
+std::vector<int32_t> document_tokens(int64_t B, int64_t T, uint32_t seed, bool whole_row0) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> tok(size_t(B * T));
+  for (auto& x : tok) x = int32_t(kEot + 1 + rng() % 50);
+  for (int64_t b = whole_row0 ? 1 : 0; b < B; ++b) {
+    int64_t t = int64_t(rng() % 3 == 0 ? 0 : rng() % std::max<int64_t>(T / 4, 1));
+    while (t < T) {
+      tok[size_t(b * T + t)] = kEot;
+      t += rng() % 4 == 0 ? 1 : 1 + int64_t(rng() % std::max<int64_t>(T / 3, 2));
+    }
+  }
+  return tok;
+}
+
+std::vector<int32_t> document_starts(int64_t B, int64_t T, const std::vector<int32_t>& tokens) {
+  std::vector<int32_t> starts(tokens.size(), -1);
+  loom::ref::document_starts(tokens.data(), starts.data(), B, T, kEot);
+  return starts;
+}
+
+// doc: doc_start [B, T] for the masked kernels, empty for plain causal attention.
+void check_forward(const Shape& s, uint32_t seed, const std::vector<int32_t>& doc = {}) {
+  SCOPED_TRACE(s.str() + (doc.empty() ? "" : " with documents"));
   const std::vector<bf16> qkv = make_qkv(s, seed);
-  const RefFwd ref = ref_forward(s, to_double(qkv));
+  const RefFwd ref = ref_forward(s, to_double(qkv), doc.empty() ? nullptr : doc.data());
 
   DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.B * s.T * s.C()));
   DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T));
+  DeviceBuffer<int32_t> d_doc(doc.empty() ? std::vector<int32_t>{0} : doc);
   d_out.poison();
   d_lse.poison();
   cudaStream_t stream;
   ASSERT_CUDA(cudaStreamCreate(&stream));
-  loom::cuda::attention_fwd(
-      {.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = s.C(), .H = s.H}, stream);
+  loom::cuda::attention_fwd({.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T,
+                             .C = s.C(), .H = s.H, .doc_start = doc.empty() ? nullptr : d_doc.get()},
+                            stream);
   ASSERT_CUDA(cudaStreamSynchronize(stream));
   ASSERT_CUDA(cudaStreamDestroy(stream));
   EXPECT_TRUE(close_and_unbiased("out " + s.str(), to_double(d_out.download()), ref.out, kBf16Out));
@@ -123,12 +155,13 @@ void check_forward(const Shape& s, uint32_t seed) {
 // Backward on inputs shared with the reference: out and lse come from the reference forward
 // (rounded to bf16 / f32 as the kernels store them), so this test does not depend on the
 // forward kernel.
-void check_backward(const Shape& s, uint32_t seed) {
-  SCOPED_TRACE(s.str());
+void check_backward(const Shape& s, uint32_t seed, const std::vector<int32_t>& doc = {}) {
+  SCOPED_TRACE(s.str() + (doc.empty() ? "" : " with documents"));
   const int64_t C = s.C(), rows = s.B * s.T;
+  const int32_t* ref_doc = doc.empty() ? nullptr : doc.data();
   const std::vector<bf16> qkv = make_qkv(s, seed);
   const std::vector<bf16> dout = random_bf16(size_t(rows * C), 1.f, seed + 7);
-  const RefFwd fwd = ref_forward(s, to_double(qkv));
+  const RefFwd fwd = ref_forward(s, to_double(qkv), ref_doc);
   std::vector<bf16> out(fwd.out.size());
   for (size_t i = 0; i < out.size(); ++i) out[i] = loom::to_bf16(float(fwd.out[i]));
   std::vector<float> lse(fwd.lse.begin(), fwd.lse.end());
@@ -138,15 +171,17 @@ void check_backward(const Shape& s, uint32_t seed) {
                             lse_d = to_double(lse);
   loom::ref::attention_bwd<double>({.dout = dout_d.data(), .qkv = qkv_d.data(), .out = out_d.data(),
                                     .lse = lse_d.data(), .dqkv = ref_dqkv.data(), .B = s.B, .seq = s.T, .C = C,
-                                    .H = s.H});
+                                    .H = s.H, .doc_start = ref_doc});
 
   DeviceBuffer<bf16> d_qkv(qkv), d_dout(dout), d_out(out), d_dqkv(size_t(rows * 3 * C));
   DeviceBuffer<float> d_lse(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(s.B, s.T, C, s.H));
+  DeviceBuffer<int32_t> d_doc(doc.empty() ? std::vector<int32_t>{0} : doc);
   // Scratch poisoned too: the kernels must initialise the dQ accumulator themselves.
   d_dqkv.poison();
   d_scratch.poison();
   loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
-                             .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C, .H = s.H},
+                             .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C, .H = s.H,
+                             .doc_start = doc.empty() ? nullptr : d_doc.get()},
                             nullptr);
   const std::vector<double> got = to_double(d_dqkv.download());
 
@@ -183,6 +218,109 @@ TEST(AttentionBwd, MatchesReference) {
   for (const Shape& s : emulated_shapes()) check_backward(s, seed++);
 }
 
+// ---- document mask ----
+// Shapes for the masked kernels: several query and key tiles (documents crossing tile edges),
+// partial last tiles, every head dim; B = 2 puts a whole-window document beside a cut row.
+std::vector<Shape> document_shapes() {
+  if (LOOM_SANITIZED) return {{2, 70, 1, 16}, {1, 130, 1, 32}, {1, 33, 1, 128}};
+  return {{2, 1, 1, 16}, {2, 37, 2, 16}, {2, 200, 1, 16}, {2, 150, 2, 32}, {2, 130, 1, 64}, {2, 90, 1, 128}};
+}
+
+TEST(AttentionDocuments, StartsFromTokens) {
+  // eot starts a document: positions before the first eot belong to a document from 0.
+  const std::vector<int32_t> tok = {5, kEot, 6, 7, kEot, kEot, 8, 5, 9, kEot};
+  const std::vector<int32_t> want = {0, 1, 1, 1, 4, 5, 5, 5, 5, 9};
+  EXPECT_EQ(document_starts(1, int64_t(tok.size()), tok), want);
+  // The device kernel agrees with the reference, rows independent of each other.
+  const int64_t B = 5, T = 300;
+  const std::vector<int32_t> many = document_tokens(B, T, 41, true);
+  DeviceBuffer<int32_t> d_tok(many), d_starts(many.size());
+  d_starts.poison();
+  loom::cuda::document_starts(d_tok.get(), d_starts.get(), B, T, kEot, nullptr);
+  EXPECT_EQ(d_starts.download(), document_starts(B, T, many));
+}
+
+// The reference's masked attention is softmax over [doc_start, i] computed the naive way.
+TEST(AttentionDocuments, ReferenceMatchesNaiveMaskedSoftmax) {
+  const Shape s{2, 23, 2, 4};
+  const int64_t C = s.C(), D = s.D;
+  const std::vector<int32_t> doc = document_starts(s.B, s.T, document_tokens(s.B, s.T, 7, false));
+  const std::vector<double> qkv = to_double(make_qkv(s, 8));
+  const RefFwd ref = ref_forward(s, qkv, doc.data());
+  std::vector<double> want(ref.out.size()), want_lse(ref.lse.size());
+  for (int64_t b = 0; b < s.B; ++b)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t i = 0; i < s.T; ++i) {
+        const double* q = &qkv[size_t((b * s.T + i) * 3 * C + h * D)];
+        std::vector<double> w(size_t(s.T), 0.0);
+        double sum = 0;
+        for (int64_t j = doc[size_t(b * s.T + i)]; j <= i; ++j) {
+          double dot = 0;
+          for (int64_t e = 0; e < D; ++e) dot += q[e] * qkv[size_t((b * s.T + j) * 3 * C + C + h * D + e)];
+          w[size_t(j)] = std::exp(dot / std::sqrt(double(D)));
+          sum += w[size_t(j)];
+        }
+        want_lse[size_t((b * s.H + h) * s.T + i)] = std::log(sum);
+        for (int64_t j = 0; j < s.T; ++j)
+          for (int64_t e = 0; e < D; ++e)
+            want[size_t((b * s.T + i) * C + h * D + e)] +=
+                w[size_t(j)] / sum * qkv[size_t((b * s.T + j) * 3 * C + 2 * C + h * D + e)];
+      }
+  EXPECT_TRUE(all_close("masked out", ref.out, want, Tolerance{1e-12, 1e-10}));
+  EXPECT_TRUE(all_close("masked lse", ref.lse, want_lse, Tolerance{1e-12, 1e-10}));
+  // The mask changes something (else this test could not fail): the unmasked output differs.
+  const RefFwd plain = ref_forward(s, qkv);
+  EXPECT_FALSE(all_close("unmasked out", plain.out, want, Tolerance{1e-6, 1e-6}));
+}
+
+// The reference's masked backward against central differences of L = sum(w * out).
+TEST(AttentionDocuments, ReferenceBackwardMatchesFiniteDifferences) {
+  const Shape s{2, 10, 1, 4};
+  const int64_t C = s.C();
+  const std::vector<int32_t> doc = document_starts(s.B, s.T, document_tokens(s.B, s.T, 9, false));
+  std::vector<double> qkv = to_double(make_qkv(s, 10));
+  const std::vector<double> w = to_double(random_bf16(size_t(s.B * s.T * C), 1.f, 11));
+  auto loss = [&](const std::vector<double>& x) {
+    const RefFwd f = ref_forward(s, x, doc.data());
+    double l = 0;
+    for (size_t i = 0; i < w.size(); ++i) l += w[i] * f.out[i];
+    return l;
+  };
+  const RefFwd f = ref_forward(s, qkv, doc.data());
+  std::vector<double> dqkv(qkv.size(), std::nan(""));
+  loom::ref::attention_bwd<double>({.dout = w.data(), .qkv = qkv.data(), .out = f.out.data(), .lse = f.lse.data(),
+                                    .dqkv = dqkv.data(), .B = s.B, .seq = s.T, .C = C, .H = s.H,
+                                    .doc_start = doc.data()});
+  std::vector<double> fd(qkv.size());
+  const double eps = 1e-5;
+  for (size_t i = 0; i < qkv.size(); ++i) {
+    const double x = qkv[i];
+    qkv[i] = x + eps;
+    const double up = loss(qkv);
+    qkv[i] = x - eps;
+    const double down = loss(qkv);
+    qkv[i] = x;
+    fd[i] = (up - down) / (2 * eps);
+  }
+  EXPECT_TRUE(all_close("masked dqkv", dqkv, fd, Tolerance{1e-7, 1e-6}));
+}
+
+TEST(AttentionDocuments, ForwardMatchesReference) {
+  uint32_t seed = 300;
+  for (const Shape& s : document_shapes()) {
+    check_forward(s, seed, document_starts(s.B, s.T, document_tokens(s.B, s.T, seed, true)));
+    ++seed;
+  }
+}
+
+TEST(AttentionDocuments, BackwardMatchesReference) {
+  uint32_t seed = 400;
+  for (const Shape& s : document_shapes()) {
+    check_backward(s, seed, document_starts(s.B, s.T, document_tokens(s.B, s.T, seed, true)));
+    ++seed;
+  }
+}
+
 // Long sequences at the head dims models use: GPU only (minutes under the emulator).
 TEST(AttentionFwd, LongSequencesGpu) {
   if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
@@ -195,6 +333,14 @@ TEST(AttentionBwd, LongSequencesGpu) {
   check_backward({2, 1000, 4, 64}, 21);
   check_backward({1, 2048, 4, 128}, 22);
   check_backward({3, 515, 3, 128}, 23);
+}
+TEST(AttentionDocuments, LongSequencesGpu) {
+  if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
+  for (const Shape& s : {Shape{2, 1000, 4, 64}, Shape{3, 515, 3, 128}}) {
+    const std::vector<int32_t> doc = document_starts(s.B, s.T, document_tokens(s.B, s.T, uint32_t(s.T), true));
+    check_forward(s, 31, doc);
+    check_backward(s, 32, doc);
+  }
 }
 
 // Decoding position by position reproduces the full causal forward, and the caches hold

@@ -127,6 +127,8 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const
 
   StFile model;
   model.metadata = model_metadata(cfg.model, tokenizer, p.step);
+  // Evaluation keeps the mask the model was trained with (the key is absent without one).
+  if (cfg.model.document_mask) model.metadata["data.eot_id"] = std::to_string(cfg.model.eot_id);
   for (const auto& info : param_layout(cfg.model))
     model.tensors.push_back(f32_tensor(info.name, info.shape, params.data() + info.offset));
   for (const auto& t : extra.counts) model.tensors.push_back(t);
@@ -221,6 +223,12 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
   }
   ck.model.seq_len = meta_int(model, "model.seq_len", mpath);
   ck.model.vocab = meta_int(model, "model.vocab", mpath);
+  if (model.metadata.count("data.eot_id")) {
+    ck.model.document_mask = true;
+    ck.model.eot_id = meta_int0(model, "data.eot_id", mpath);
+    LOOM_USER_CHECK(ck.model.eot_id < ck.model.vocab, mpath, ": metadata 'data.eot_id' ", ck.model.eot_id,
+                    " is outside the vocabulary of ", ck.model.vocab);
+  }
   validate_model(ck.model, mpath);
   // The vocabulary travels inside the checkpoint; a name of a file is never followed (whoever
   // made the checkpoint does not choose what loom reads on the user's machine).

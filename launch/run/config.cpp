@@ -49,6 +49,7 @@ bool kind_reads(const ModelKind& mk, const std::string& key) {
 bool applies(const Key& k, const std::string& kind) {
   const std::string name = k.name;
   const bool kind_specific = name.rfind("optim.", 0) == 0 || name.rfind("lora.", 0) == 0 || name == "train.state_reset" ||
+                             name == "data.document_mask" || name == "data.eot_id" ||
                              (name.rfind("model.", 0) == 0 && name != "model.kind" && name != "model.seq_len");
   if (!kind_specific) return true;
   const ModelKind* mk = find_model_kind(kind);
@@ -77,6 +78,10 @@ const std::vector<Key>& keys() {
       {"model.order", kKind, "ngram: order n", [](Config& c) -> Ref { return &c.model.order; }},
       {"model.seq_len", kAll, "context length T", [](Config& c) -> Ref { return &c.model.seq_len; }},
       {"data.path", kAll, "folder written by `loom prepare`", [](Config& c) -> Ref { return &c.data.path; }},
+      {"data.document_mask", nullptr, "attention only within each document (gpt)",
+       [](Config& c) -> Ref { return &c.model.document_mask; }},
+      {"data.eot_id", nullptr, "end-of-text token that starts a document (-1: the tokenizer's)",
+       [](Config& c) -> Ref { return &c.model.eot_id; }},
       {"train.steps", kAll, "optimizer steps", [](Config& c) -> Ref { return &c.train.steps; }},
       {"train.batch_size", kAll, "sequences per micro-batch", [](Config& c) -> Ref { return &c.train.batch_size; }},
       {"train.grad_accum", nullptr, "micro-batches per step", [](Config& c) -> Ref { return &c.train.grad_accum; }},
@@ -397,6 +402,19 @@ std::string config_to_toml(const Config& cc) {
     os << "\n";
   }
   return os.str();
+}
+
+// The one place that knows a tokenizer's end-of-text id (-1: it has none): GPT-2's
+// <|endoftext|>.
+int tokenizer_eot_id(const std::string& spec) { return spec == "gpt2" ? 50256 : -1; }
+
+void resolve_eot_id(ModelConfig& m, const std::string& tokenizer_spec) {
+  if (!m.document_mask) return;
+  if (m.eot_id < 0) m.eot_id = tokenizer_eot_id(tokenizer_spec);
+  const std::string name = tokenizer_spec.size() > 40 ? "bpe" : tokenizer_spec;
+  LOOM_USER_CHECK(m.eot_id >= 0, "data.eot_id: data.document_mask needs the end-of-text id, and the data's tokenizer (",
+                  name, ") has none: set data.eot_id");
+  LOOM_USER_CHECK(m.eot_id < m.vocab, "data.eot_id: ", m.eot_id, " is outside the vocabulary of ", m.vocab);
 }
 
 std::vector<std::string> config_keys() {

@@ -65,4 +65,9 @@ std::string config_to_toml(const Config& c);
 // Names of all keys ("model.n_layer", ...), for help text.
 std::vector<std::string> config_keys();
 
+// With data.document_mask on, fills in data.eot_id from the tokenizer (spec as DataFolder
+// holds it) when the config leaves it at -1, and checks it against m.vocab (set before): a
+// UserError naming data.eot_id when no id is known or it is outside the vocabulary.
+void resolve_eot_id(ModelConfig& m, const std::string& tokenizer_spec);
+
 }  // namespace loom

@@ -50,6 +50,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   Config& cfg = rc.cfg;
   const ModelKind& kind = model_kind(cfg.model.kind);
   cfg.model.vocab = static_cast<int>(rc.data.vocab_size);
+  resolve_eot_id(cfg.model, rc.data.tokenizer);
   const Shard train_split(rc.data.train_path()), val_split(rc.data.val_path());
   rc.train = &train_split;
   rc.val = &val_split;

@@ -108,6 +108,12 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
       for (const char* kv : {"k", "v"})
         m.caches.push_back(g.input("cache." + std::to_string(l) + "." + kv, {B, H, c.seq_len, C / H}, dt));
   }
+  // The document mask's doc_start, once for all layers (decoding attends to its whole cache).
+  int doc_start = -1;
+  if (c.document_mask && !decode) {
+    LOOM_CHECK(c.eot_id >= 0, "document mask without a resolved end-of-text id");
+    doc_start = g.document_starts(m.tokens, c.eot_id);
+  }
   g.set_scope("embed");
   // Each residual add is fused with the layer norm that reads its result (the next block's
   // ln_1, or ln_f after the last block): one pass over the residual stream instead of two.
@@ -120,7 +126,7 @@ ModelGraph build_gpt(const ModelConfig& c, GraphMode mode, int B, int T, DType d
     const auto& ad = adapters[l];
     const int qkv = project(h, b.qkv_w, b.qkv_b, ad[kQkv]);
     const int a = decode ? g.attention_decode(qkv, m.caches[2 * l], m.caches[2 * l + 1], m.pos, c.n_head)
-                         : g.attention(qkv, c.n_head);
+                         : g.attention(qkv, c.n_head, doc_start);
     std::tie(x, h) = g.residual_layernorm(x, project(a, b.proj_w, b.proj_b, ad[kProj]), b.ln2_g, b.ln2_b);
     g.set_scope(s + ".mlp");
     // GELU rides on the c_fc product's epilogue unless an adapter is added before it.
@@ -207,7 +213,7 @@ class GptKind final : public ModelKind {
     return {"model.n_layer", "model.n_head", "model.d_model", "optim.lr"};
   }
   std::vector<const char*> keys() const override {
-    return {"model.n_layer", "model.n_head", "model.d_model", "optim.*", "lora.*"};
+    return {"model.n_layer", "model.n_head", "model.d_model", "optim.*", "lora.*", "data.document_mask", "data.eot_id"};
   }
   void validate(const ModelConfig& c, const Require& req) const override {
     require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
@@ -221,6 +227,7 @@ class GptKind final : public ModelKind {
     return "L=" + std::to_string(c.n_layer) + " H=" + std::to_string(c.n_head) + " C=" + std::to_string(c.d_model);
   }
   bool supports_lora() const override { return true; }
+  bool masks_documents() const override { return true; }
   ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
     return build_gpt(c, mode, B, T, dt, keep_logits);
   }

@@ -121,6 +121,15 @@ TEST(CudaBackendEmu, TinyLoraGptStepMatchesCpu) {
       {.n_layer = 2, .n_head = 2, .d_model = 32, .seq_len = 16, .vocab = 48, .lora_rank = 4, .lora_alpha = 8}, 2, 3.0f);
 }
 
+// The document mask (data.document_mask): document_starts and the masked attention kernels in a
+// whole step. A vocabulary of 6 with end-of-text 0 cuts each window into several documents.
+TEST(CudaBackendEmu, TinyDocumentMaskedGptStepMatchesCpu) {
+  ModelConfig c{.n_layer = 2, .n_head = 2, .d_model = 32, .seq_len = 16, .vocab = 6};
+  c.document_mask = true;
+  c.eot_id = 0;
+  expect_step_matches_cpu(c, 2, 3.0f);
+}
+
 // The recurrent kinds (per-step products through the backend's gemm, fused cell kernels) and
 // the feed-forward kind (context embedding, tanh).
 TEST(CudaBackendEmu, TinyRecurrentAndFeedForwardStepsMatchCpu) {

@@ -116,6 +116,18 @@ Graphs attention_causal() {
   return r;
 }
 
+// The document mask: tokens in {0, 1, 2} with 0 the end of text, so documents of a few
+// positions (length 1 among them) and both batch items cut differently.
+Graphs attention_documents() {
+  GradGraph c;
+  const int tok = c.g.input("tokens", {2, 9}, DType::I32);
+  const int qkv = c.g.input("qkv", {2, 9, 3 * 2 * 2}, DType::F64);
+  c.out = c.g.attention(qkv, 2, c.g.document_starts(tok, 0));
+  c.wrt = {qkv};
+  c.fill = random_ints(3, 6);
+  return {c};
+}
+
 Graphs softmax_xent() {
   GradGraph c;
   const int z = c.g.input("logits", {3, 4, 11}, DType::F64);
@@ -236,6 +248,7 @@ const GradCase kGradCases[] = {
     {"Gelu", gelu},
     {"AddAndFanOut", add_and_fan_out},
     {"AttentionCausal", attention_causal},
+    {"AttentionDocuments", attention_documents},
     {"SoftmaxXent", softmax_xent},
     {"TinyGptWholeModel", tiny_gpt_whole_model},
     {"LinearGelu", linear_gelu},

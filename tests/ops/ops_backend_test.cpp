@@ -252,12 +252,22 @@ OpCase make_scale(Rng& r, int k) {
 }
 
 // Query tiles of 128 rows (D <= 64) and key tiles of 64: T past both and not a multiple of
-// either; one case of whole tiles; several heads and batch items.
+// either; one case of whole tiles; several heads and batch items. The last case has the
+// document mask, its doc_start from tokens through document_starts: documents of random
+// lengths (1 among them) that cross tile edges, and a batch item that is one whole document.
 OpCase make_attention(Rng& r, int k) {
   const int64_t B = between(r, 2, 3), H = k == 1 ? 3 : between(r, 1, 2), D = k == 1 ? 32 : 16;
-  const int64_t T = k == 0 ? between(r, 129, 190) : k == 1 ? between(r, 20, 60) : 128;
-  return {dims({{"B", B}, {"T", T}, {"H", H}, {"D", D}}), r.next_u64(), [=](CaseBuilder& b) {
-            b.g.attention(b.input("qkv", {B, T, 3 * H * D}), static_cast<int>(H));
+  const int64_t T = k == 0 || k == 3 ? between(r, 129, 190) : k == 1 ? between(r, 20, 60) : 128;
+  const bool docs = k == 3;
+  constexpr int32_t kEot = 0;
+  std::vector<int32_t> tokens(docs ? B * T : 0);
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const bool whole = static_cast<int64_t>(i) < T;  // batch item 0: no end-of-text
+    tokens[i] = !whole && (r.below(25) == 0 || i % T == 3 || i % T == 4) ? kEot : static_cast<int32_t>(1 + r.below(9));
+  }
+  return {dims({{"B", B}, {"T", T}, {"H", H}, {"D", D}, {"documents", docs}}), r.next_u64(), [=](CaseBuilder& b) {
+            const int doc = docs ? b.g.document_starts(b.ints("tokens", {B, T}, tokens), kEot) : -1;
+            b.g.attention(b.input("qkv", {B, T, 3 * H * D}), static_cast<int>(H), doc);
           }};
 }
 
@@ -341,7 +351,7 @@ const OpCases kOpCases[] = {
     {OpId::linear, 3, make_linear},
     {OpId::gelu, 3, make_gelu},
     {OpId::add, 3, make_add},
-    {OpId::attention, 3, make_attention},
+    {OpId::attention, 4, make_attention},
     {OpId::softmax_xent, 3, make_softmax_xent},
     {OpId::linear_gelu, 2, make_linear_gelu},
     {OpId::tanh, 3, make_tanh},

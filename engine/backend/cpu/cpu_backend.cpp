@@ -96,13 +96,18 @@ class CpuBackend final : public Backend {
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
     ref::attention_fwd<T>({.qkv = qkv.as<T>(), .out = c.out[0].as<T>(), .lse = c.out[1].as<T>(), .B = qkv.dim(0),
-                           .seq = qkv.dim(1), .C = qkv.dim(2) / 3, .H = c.attrs.i[0]});
+                           .seq = qkv.dim(1), .C = qkv.dim(2) / 3, .H = c.attrs.i[0],
+                           .doc_start = c.in[1] ? c.in[1].as<int32_t>() : nullptr});
+  }
+  void op_document_starts(const OpCall& c) override {
+    const TensorView& tok = c.in[0];
+    ref::document_starts(tok.as<int32_t>(), c.out[0].as<int32_t>(), tok.dim(0), tok.dim(1), c.attrs.i[0]);
   }
   void op_attention_bwd(const OpCall& c) override {
     const TensorView& qkv = c.in[1];
     ref::attention_bwd<T>({.dout = c.in[0].as<T>(), .qkv = qkv.as<T>(), .out = c.in[2].as<T>(), .lse = c.in[3].as<T>(),
                            .dqkv = c.out[0].as<T>(), .B = qkv.dim(0), .seq = qkv.dim(1), .C = qkv.dim(2) / 3,
-                           .H = c.attrs.i[0]});
+                           .H = c.attrs.i[0], .doc_start = c.in[4] ? c.in[4].as<int32_t>() : nullptr});
   }
   void op_attention_decode(const OpCall& c) override {
     const TensorView &qkv = c.in[0], &kc = c.in[1];

@@ -43,6 +43,7 @@ bf16* W16(const TensorView& v) { return static_cast<bf16*>(v.data); }
 const float* F32(const TensorView& v) { return static_cast<const float*>(v.data); }
 float* WF32(const TensorView& v) { return static_cast<float*>(v.data); }
 const int32_t* I32(const TensorView& v) { return static_cast<const int32_t*>(v.data); }
+int32_t* WI32(const TensorView& v) { return static_cast<int32_t*>(v.data); }
 
 class CudaBackend final : public Backend {
  public:
@@ -203,15 +204,20 @@ class CudaBackend final : public Backend {
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
     cuda::attention_fwd({.qkv = B16(qkv), .out = W16(c.out[0]), .lse = WF32(c.out[1]), .B = qkv.dim(0), .T = qkv.dim(1),
-                         .C = qkv.dim(2) / 3, .H = c.attrs.i[0]},
+                         .C = qkv.dim(2) / 3, .H = c.attrs.i[0], .doc_start = c.in[1] ? I32(c.in[1]) : nullptr},
                         stream_);
+  }
+  void op_document_starts(const OpCall& c) override {
+    const TensorView& tok = c.in[0];
+    cuda::document_starts(I32(tok), WI32(c.out[0]), tok.dim(0), tok.dim(1), c.attrs.i[0], stream_);
   }
   void op_attention_bwd(const OpCall& c) override {
     const TensorView& qkv = c.in[1];
     const int64_t B = qkv.dim(0), T = qkv.dim(1), C = qkv.dim(2) / 3, H = c.attrs.i[0];
     float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, T, C, H));
     cuda::attention_bwd({.dout = B16(c.in[0]), .qkv = B16(qkv), .out = B16(c.in[2]), .lse = F32(c.in[3]),
-                         .dqkv = W16(c.out[0]), .scratch = s, .B = B, .T = T, .C = C, .H = H},
+                         .dqkv = W16(c.out[0]), .scratch = s, .B = B, .T = T, .C = C, .H = H,
+                         .doc_start = c.in[4] ? I32(c.in[4]) : nullptr},
                         stream_);
   }
   void op_attention_decode(const OpCall& c) override {
