@@ -145,13 +145,7 @@ std::vector<int32_t> encode(const Tokenizer& tok, const std::string& text, int v
 // One line of a task file as an example (its tokens), or a UserError naming `where`.
 McExample parse_example(const std::string& line, const std::string& where, const Tokenizer& tok, int vocab,
                         int seq_len) {
-  check_json_depth(line, where, "not a task example");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    user_error(where, ": not JSON: ", json_error_text(e));
-  }
+  const nlohmann::json j = parse_untrusted_json(line, where, "not a task example");
   LOOM_USER_CHECK(j.is_object(), where, ": expected an object {\"context\", \"endings\", \"label\"} (or HellaSwag's "
                   "{\"ctx\", \"endings\", \"label\"}), got ", json_brief(j));
   auto text = [&](const char* key) {

@@ -26,7 +26,7 @@ void expect_bad_line(const std::string& bad, const std::vector<std::string>& wha
 }
 
 TEST(McTaskBadInput, BadLinesNameFileLineAndProblem) {
-  expect_bad_line(R"({"context": "A man", "endings": ["sits."])", {"not JSON"});
+  expect_bad_line(R"({"context": "A man", "endings": ["sits."])", {"not valid JSON"});
   expect_bad_line("[1, 2]", {"expected an object"});
   expect_bad_line(R"({"endings": ["a", "b"], "label": 0})", {"no context"});
   expect_bad_line(R"({"context": 5, "endings": ["a", "b"], "label": 0})", {"\"context\" must be a string"});
