@@ -24,14 +24,15 @@ class EvalCommand final : public Command {
   explicit EvalCommand(CLI::App& app)
       : Command(app.add_subcommand("eval", "validation loss and perplexity of a checkpoint, or its accuracy on a task")) {
     cmd_->add_option("--checkpoint", ckpt_, "checkpoint folder, run folder or its latest")->required();
-    cmd_->add_option("--data", data_, "prepared data folder (default: the run's data.path)");
+    auto* data = cmd_->add_option("--data", data_, "prepared data folder (default: the run's data.path)");
     auto* task = cmd_->add_option("--task", task_,
                                   "KIND FILE: score a downstream task instead; mc = multiple choice, a JSONL file "
                                   "in HellaSwag's format or {\"context\", \"endings\", \"label\"} a line")
-                     ->expected(2);
+                     ->expected(2)
+                     ->excludes(data);
     cmd_->add_option("--per-example", per_example_, "with --task: write each example's scores here (JSONL)")->needs(task);
     cmd_->add_option("--batch-size", batch_, "sequences (--task: candidate rows) per batch")->capture_default_str();
-    cmd_->add_option("--batches", batches_, "batches of the val split")->capture_default_str();
+    cmd_->add_option("--batches", batches_, "batches of the val split")->capture_default_str()->excludes(task);
     cmd_->add_option("--device", device_, "auto | cpu | cuda")->capture_default_str();
   }
   int run() override {

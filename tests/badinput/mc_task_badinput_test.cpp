@@ -95,6 +95,9 @@ TEST(McTaskBadInput, CliRefusesWithOneLine) {
   expect_user_error(eval({"mc", d / "task.jsonl"}), d / "task.jsonl:2: no \"endings\"");
   expect_user_error(eval({"qa", d / "task.jsonl"}), "unknown task kind 'qa'");
   expect_user_error(eval({"mc", d / "none.jsonl"}), d / "none.jsonl");
+  // Validation data has no part in a task: --data and --batches with --task are refused.
+  expect_user_error(eval({"mc", d / "task.jsonl", "--data", d.str()}), "--data");
+  expect_user_error(eval({"mc", d / "task.jsonl", "--batches", "3"}), "--batches");
   // A good file scores: the failures above were the file's doing.
   write_bytes(d / "good.jsonl", std::string(kGood) + "\n");
   const RunResult ok = eval({"mc", d / "good.jsonl"});
