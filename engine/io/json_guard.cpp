@@ -31,6 +31,15 @@ void check_json_depth(std::string_view text, const std::string& source, const st
   }
 }
 
+nlohmann::json parse_untrusted_json(std::string_view text, const std::string& source, const std::string& what) {
+  check_json_depth(text, source, what);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    user_error(source, ": not valid JSON: ", json_error_text(e));
+  }
+}
+
 std::string json_error_text(const std::exception& e) {
   std::string s = e.what();
   // "[json.exception.parse_error.101] parse error at line 1, column 3: ...; last read: '...'"

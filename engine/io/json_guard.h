@@ -24,6 +24,10 @@ inline constexpr int kMaxJsonDepth = 64;
 void check_json_depth(std::string_view text, const std::string& source, const std::string& what,
                       int max_depth = kMaxJsonDepth);
 
+// `text` parsed after check_json_depth: the JSON value, or UserError "<source>: <what>: ..."
+// (too deep) or "<source>: not valid JSON: <reason>".
+nlohmann::json parse_untrusted_json(std::string_view text, const std::string& source, const std::string& what);
+
 // nlohmann's reason for a failed parse, on one line and short: the position and the problem,
 // without the library's "[json.exception...]" tag and without its "last read: '...'" echo of
 // the input (which can be the whole of a huge string token, or bytes of a file nobody asked

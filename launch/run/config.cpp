@@ -22,7 +22,7 @@ namespace loom {
 
 namespace {
 
-using Ref = std::variant<int64_t*, int*, double*, std::string*, bool*>;
+using Ref = std::variant<int64_t*, int*, double*, std::string*, bool*, std::vector<std::string>*>;
 
 // required: nullptr (optional unless the model kind requires it: ModelKind::required_keys)
 // or kAll (every kind).
@@ -92,6 +92,10 @@ const std::vector<Key>& keys() {
        [](Config& c) -> Ref { return &c.train.max_bad_steps; }},
       {"train.state_reset", nullptr, "recurrent: zero the carried state every N steps (0: each epoch)",
        [](Config& c) -> Ref { return &c.train.state_reset; }},
+      {"train.eval_tasks", nullptr, "multiple-choice task files (JSONL) scored during the run",
+       [](Config& c) -> Ref { return &c.train.eval_tasks; }},
+      {"train.eval_tasks_every", nullptr, "steps between scores of train.eval_tasks (0: with each validation)",
+       [](Config& c) -> Ref { return &c.train.eval_tasks_every; }},
       {"optim.lr", kKind, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
       {"optim.min_lr", nullptr, "final learning rate (cosine)", [](Config& c) -> Ref { return &c.optim.min_lr; }},
       {"optim.warmup_steps", nullptr, "linear warmup steps", [](Config& c) -> Ref { return &c.optim.warmup_steps; }},
@@ -121,6 +125,7 @@ const Key* find_key(const std::string& name) {
 }
 
 const char* type_name(const Ref& r) {
+  if (std::holds_alternative<std::vector<std::string>*>(r)) return "an array of strings";
   return std::holds_alternative<std::string*>(r) ? "a string"
          : std::holds_alternative<double*>(r)    ? "a number"
          : std::holds_alternative<bool*>(r)      ? "true or false"
@@ -149,6 +154,16 @@ void set_from_node(Config& c, const Key& k, const toml::node& n, const std::stri
     auto v = n.value_exact<bool>();
     LOOM_USER_CHECK(v, bad);
     **p = *v;
+  } else if (auto* p = std::get_if<std::vector<std::string>*>(&r)) {
+    const toml::array* a = n.as_array();
+    LOOM_USER_CHECK(a, bad);
+    (*p)->clear();
+    for (const toml::node& e : *a) {
+      auto v = e.value_exact<std::string>();
+      LOOM_USER_CHECK(v, bad);
+      check_text(where, k.name, *v);
+      (*p)->push_back(*v);
+    }
   } else if (auto* p = std::get_if<double*>(&r)) {
     auto v = n.value<double>();
     LOOM_USER_CHECK(v && (n.is_floating_point() || n.is_integer()), bad);
@@ -177,6 +192,16 @@ void set_from_text(Config& c, const Key& k, const std::string& text) {
   if (auto* p = std::get_if<bool*>(&r)) {
     LOOM_USER_CHECK(text == "true" || text == "false", where, ": expected true or false, got '", text, "'");
     **p = text == "true";
+    return;
+  }
+  if (auto* p = std::get_if<std::vector<std::string>*>(&r)) {  // comma-separated; "" is none
+    check_text(where, k.name, text);
+    (*p)->clear();
+    for (size_t at = 0; !text.empty() && at <= text.size();) {
+      const size_t comma = std::min(text.find(',', at), text.size());
+      (*p)->push_back(text.substr(at, comma - at));
+      at = comma + 1;
+    }
     return;
   }
   const char* b = text.data();
@@ -221,6 +246,7 @@ void validate(const Config& c, const std::string& where) {
   in(c.train.eval_steps, 1, kMaxBatch, "train.eval_steps");
   in(c.train.max_bad_steps, 1, kMaxSteps, "train.max_bad_steps");
   in(c.train.state_reset, 0, kMaxSteps, "train.state_reset");
+  in(c.train.eval_tasks_every, 0, kMaxSteps, "train.eval_tasks_every");
   req(static_cast<double>(c.train.batch_size) * static_cast<double>(c.train.grad_accum) * c.model.seq_len <=
           static_cast<double>(int64_t{1} << 40),
       "train.batch_size", "x train.grad_accum x model.seq_len: more than 2^40 tokens a step");
@@ -385,7 +411,11 @@ std::string config_to_toml(const Config& cc) {
     Ref r = k.ref(c);
     if (auto* p = std::get_if<std::string*>(&r))
       os << toml::value<std::string>(**p);
-    else if (auto* p = std::get_if<double*>(&r)) {
+    else if (auto* p = std::get_if<std::vector<std::string>*>(&r)) {
+      toml::array a;
+      for (const std::string& v : **p) a.push_back(v);
+      os << a;
+    } else if (auto* p = std::get_if<double*>(&r)) {
       // The shortest text that reads back as the same double (0.0002, not
       // 0.00020000000000000001); TOML wants a '.' or an exponent in a float.
       char b[64];

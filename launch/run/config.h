@@ -27,6 +27,8 @@ struct Config {
     int64_t eval_steps = 20;
     int64_t max_bad_steps = 5;  // abort after this many non-finite steps in a row
     int64_t state_reset = 0;    // recurrent kinds: also zero the carried state every N steps (0: per epoch only)
+    std::vector<std::string> eval_tasks;  // multiple-choice task files (launch/run/mc_eval.h)
+    int64_t eval_tasks_every = 0;         // 0: with each validation
   } train;
   struct Optim {
     double lr = 1e-3;

@@ -61,6 +61,7 @@ class CountingLearner final : public Learner {
   bool validates_at(int64_t, bool last) const override { return last; }
   double validate() override {
     model_->finalize();
+    if (!scorer_) scorer_ = make_count_scorer(*model_);
     return eval_counts(*model_, *rc_.val, cfg_.model.seq_len, static_cast<int>(cfg_.train.batch_size),
                        static_cast<int>(cfg_.train.eval_steps), static_cast<uint64_t>(cfg_.train.seed) + 2);
   }
@@ -70,6 +71,7 @@ class CountingLearner final : public Learner {
     st.extra.counts = model_->to_tensors();
     return st;
   }
+  RowScorer* scorer() override { return scorer_.get(); }
   std::string summary(const TrainResult&) const override {
     return std::to_string(model_->tokens_counted()) + " tokens counted";
   }
@@ -84,6 +86,7 @@ class CountingLearner final : public Learner {
   const ModelKind& kind_;
   std::vector<uint32_t> tokens_;
   std::unique_ptr<CountingModel> model_;
+  std::unique_ptr<RowScorer> scorer_;  // once finalized
 };
 
 }  // namespace

@@ -199,6 +199,10 @@ class GradientLearner final : public Learner {
   double mfu(double tokens_per_s) const override {
     return loom::mfu(flops_per_token_, tokens_per_s, peak_, comm_.world());
   }
+  RowScorer* scorer() override {
+    if (!scorer_) scorer_ = make_graph_scorer(cfg_.model, *be_, weights_.graph_params(), B_);
+    return scorer_.get();
+  }
 
  private:
   // The flat buffer's size, once it is clear that the run fits the device (before anything is
@@ -274,6 +278,7 @@ class GradientLearner final : public Learner {
   double flops_per_token_ = 0;
   int captured_ = -1;
   int64_t eager_steps_ = 0;
+  std::unique_ptr<RowScorer> scorer_;  // on be_, reading weights_: destroyed first
 };
 
 }  // namespace

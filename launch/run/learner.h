@@ -13,6 +13,7 @@
 #include "engine/data/shard.h"
 #include "launch/run/checkpoint.h"
 #include "launch/run/config.h"
+#include "launch/run/mc_eval.h"
 #include "launch/run/trainer.h"
 
 namespace loom {
@@ -62,6 +63,9 @@ class Learner {
   virtual std::string summary(const TrainResult& r) const = 0;
   // Model FLOPs utilisation at this rate (engine/backend/peak.h); NaN where it means nothing.
   virtual double mfu(double tokens_per_s) const { return NAN; }
+  // The model as it is now, scoring token rows for downstream tasks (mc_eval.h); null while
+  // it cannot (a counting model before its last step).
+  virtual RowScorer* scorer() { return nullptr; }
 };
 
 // `resume`: the checkpoint to continue from (its model already checked), or null.

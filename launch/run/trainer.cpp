@@ -55,6 +55,8 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   rc.train = &train_split;
   rc.val = &val_split;
   { WindowLoader check(val_split, cfg.model.seq_len, 0); }  // UserError now if the val split is too short
+  const McTasks tasks(cfg.train.eval_tasks, cfg.train.eval_tasks_every, rc.data.tokenizer, cfg.model.vocab,
+                      cfg.model.seq_len);  // UserError now for a bad task file
 
   RunFolder run(cfg, opt.resume, comm);  // locked from here on
   std::optional<CheckpointData> resume;
@@ -85,6 +87,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   if (talk) {
     std::printf("%s--- resolved config ---\n%s-----------------------\n", learner->banner().c_str(),
                 config_to_toml(cfg).c_str());
+    std::printf("%s", tasks.cut_notes().c_str());
     std::fflush(stdout);
   }
 
@@ -122,10 +125,14 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     const double val = learner->validates_at(prog.step, last) ? learner->validate() : -1;
     if (val >= 0) res.last_val_loss = val;
     const double mfu = learner->mfu(tok_s);
-    run.log(metrics_line(prog, s, val, ms, tok_s, mfu));
+    nlohmann::json metrics = metrics_line(prog, s, val, ms, tok_s, mfu);
+    const std::string scored =
+        tasks.due(prog.step, last, cfg.train.eval_every) ? tasks.run(learner->scorer(), comm, metrics) : "";
+    run.log(metrics);
     if (talk) {
       if (prog.step % cfg.log.every == 0 || prog.step == 1 || last || val >= 0)
         bar.line(step_line(prog.step, cfg.train.steps, s, val, ms, tok_s, mfu));
+      if (!scored.empty()) bar.line(scored);
       bar.update(prog.step, std::isnan(s.loss) ? std::to_string(prog.tokens_seen) + " tokens"
                                                : "loss " + fmt("%.3f", s.loss) + " | " + fmt("%.0f", tok_s_avg) + " tok/s");
     }
