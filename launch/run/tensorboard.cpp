@@ -96,6 +96,9 @@ class EventFile final : public TensorBoardLog {
       if (it != m.end() && it->is_number()) add(sc.tag, it->get<double>());
     }
     add("train/skipped", m.value("skipped", false) ? 1.0 : 0.0);
+    // Downstream task scores (train.eval_tasks) keep their metrics.jsonl names: mc/<task>/acc...
+    for (const auto& [key, v] : m.items())
+      if (key.rfind("mc/", 0) == 0 && v.is_number()) add(key.c_str(), v.get<double>());
     std::string record;
     append_record(record, e.SerializeAsString());
     write(record);

@@ -3,7 +3,7 @@
 // python3-protobuf and python3-crc32c) that checks every record's CRCs, the file_version event,
 // the config text, and every scalar against metrics.jsonl; a resumed run adds a second file
 // whose START event supersedes the steps run again; of two ranks only the lead writes;
-// log.tensorboard = false writes none.
+// log.tensorboard = false writes none; downstream task scores come through too.
 // Skipped, saying why, where the build has no protobuf or Python lacks those packages.
 #include <gtest/gtest.h>
 
@@ -64,6 +64,21 @@ TEST(TensorBoard, EveryScalarOfMetricsAndTheConfigReadBackIndependently) {
   ASSERT_EQ(metrics.size(), 12u);
   for (const char* key : {"loss", "val_loss", "lr", "grad_norm", "tokens_per_s", "mfu"})
     EXPECT_TRUE(std::any_of(metrics.begin(), metrics.end(), [&](const auto& m) { return m.contains(key); })) << key;
+  EXPECT_EVENTS_MATCH_METRICS(run, 1, 12);
+}
+
+// Downstream task scores (train.eval_tasks) reach TensorBoard under their metrics.jsonl names.
+TEST(TensorBoard, TaskScoresReadBackIndependently) {
+  SKIP_WITHOUT_TENSORBOARD();
+  TempDir t;
+  {
+    std::ofstream f(t / "words.jsonl");
+    f << R"({"context": "In the beginning", "endings": [" God", " the", " and", " of"], "label": 0})" << "\n"
+      << R"({"context": "and the earth was", "endings": [" God", " without form", " of", " light"], "label": 1})" << "\n";
+  }
+  const std::string run = train_run(t, 12, {"--train.eval_tasks", t / "words.jsonl"});
+  const auto metrics = read_metrics(run);
+  EXPECT_TRUE(std::any_of(metrics.begin(), metrics.end(), [](const auto& m) { return m.contains("mc/words/acc"); }));
   EXPECT_EVENTS_MATCH_METRICS(run, 1, 12);
 }
 

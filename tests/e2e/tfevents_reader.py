@@ -138,6 +138,7 @@ def main():
             fail(f"step {step}: in metrics.jsonl, not in the event files")
         want = {tag: m[key] for key, tag in SCALARS.items() if key in m}
         want["train/skipped"] = 1.0 if m.get("skipped") else 0.0
+        want.update({k: v for k, v in m.items() if k.startswith("mc/")})
         if set(got) != set(want):
             fail(f"step {step}: tags {sorted(got)}, expected {sorted(want)}")
         for tag, w in want.items():
