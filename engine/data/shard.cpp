@@ -134,46 +134,6 @@ class ShardWriter {
 // meta.json is a few lines; one that holds an inline BPE vocabulary stays far below this.
 constexpr uint64_t kMaxMetaBytes = uint64_t{256} << 20;
 
-// Reads a whole regular file of at most max_bytes; errors name the file and say what `what`
-// it was meant to be.
-std::string read_whole_file(const std::string& path, const char* what, uint64_t max_bytes) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  LOOM_USER_CHECK(fd >= 0, path, ": cannot open ", what, ": ", errno_text());
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    user_error(path, ": not a regular file (expected ", what, ")");
-  }
-  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
-    ::close(fd);
-    user_error(path, ": ", st.st_size, " bytes, larger than any ", what, " (at most ", max_bytes, ")");
-  }
-  std::string out;
-  out.resize(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (true) {
-    if (got == out.size()) {  // the file may have grown
-      if (out.size() >= max_bytes) {
-        ::close(fd);
-        user_error(path, ": grew past ", max_bytes, " bytes while being read (expected ", what, ")");
-      }
-      out.resize(out.size() + 65536);
-    }
-    ssize_t r = ::read(fd, out.data() + got, out.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      std::string e = errno_text();
-      ::close(fd);
-      user_error(path, ": cannot read ", what, ": ", e);
-    }
-    if (r == 0) break;
-    got += static_cast<size_t>(r);
-  }
-  ::close(fd);
-  out.resize(got);
-  return out;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -252,7 +212,7 @@ DataFolder open_data_folder(const std::string& dir) {
   LOOM_USER_CHECK(fs::is_directory(dir, ec), dir, ": no such data folder (write one with `loom prepare`)");
   const std::string meta_path = dir + "/meta.json";
   LOOM_USER_CHECK(fs::exists(meta_path, ec), meta_path, ": missing (is ", dir, " a folder written by `loom prepare`?)");
-  const std::string text = read_whole_file(meta_path, "meta.json", kMaxMetaBytes);
+  const std::string text = read_small_file(meta_path, "meta.json", kMaxMetaBytes);
 
   check_json_depth(text, meta_path, "not a data folder's meta.json");
   nlohmann::json meta;
