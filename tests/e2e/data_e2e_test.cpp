@@ -31,7 +31,7 @@ TEST(DataE2e, TrainsOnAFolderOfDocumentsInManyShards) {
   ASSERT_EQ(p.rc, 0) << p.err;
   EXPECT_NE(p.out.find("6 documents in 6 files"), std::string::npos) << p.out;
   EXPECT_TRUE(fs::exists(d / "data/train_000006.bin"));
-  std::ofstream(d / "cfg.toml") << tiny_config(d / "data", d / "run", 60);
+  std::ofstream(d / "cfg.toml") << tiny_config(d / "data", d / "run", 40);
   const RunResult r = run_loom({"train", "--config", d / "cfg.toml"});
   ASSERT_EQ(r.rc, 0) << r.err;
   expect_learns(d / "run");
