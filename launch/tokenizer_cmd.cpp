@@ -29,14 +29,7 @@ namespace loom {
 
 namespace {
 
-// `loom tokenizer` is a group; the first of its commands to be added makes it.
-CLI::App& group(CLI::App& app) {
-  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    if (sub->get_name() == "tokenizer") return *sub;
-  CLI::App* tk = app.add_subcommand("tokenizer", "tokenizers: train, encode, decode, info");
-  tk->require_subcommand(1);
-  return *tk;
-}
+CLI::App& group(CLI::App& app) { return command_group(app, "tokenizer", "tokenizers: train, encode, decode, info"); }
 
 constexpr const char* kTokenizerHelp =
     "byte | gpt2 | FILE (written by `loom tokenizer train`), each optionally with eot: in front (an "
@@ -101,14 +94,20 @@ void encode_input(const Tokenizer& tok, const std::string& file, const std::stri
   });
 }
 
+// What encode and decode both take: --tokenizer, and --file or positional input (not both).
+template <class T>
+void add_input_options(CLI::App* cmd, std::string& tokenizer, std::string& file, const char* file_help,
+                       const char* name, T& positional, const char* positional_help) {
+  cmd->add_option("--tokenizer", tokenizer, kTokenizerHelp)->capture_default_str();
+  cmd->add_option("--file", file, file_help)->excludes(cmd->add_option(name, positional, positional_help));
+}
+
 class TokenizerEncodeCommand final : public Command {
  public:
   explicit TokenizerEncodeCommand(CLI::App& app)
       : Command(group(app).add_subcommand("encode", "print the token ids of the exact bytes of a text or file")) {
-    cmd_->add_option("--tokenizer", tokenizer_, kTokenizerHelp)->capture_default_str();
-    auto* file = cmd_->add_option("--file", file_, "encode this file's bytes");
-    auto* text = cmd_->add_option("text", text_, "encode this text (exactly; no newline is added)");
-    file->excludes(text);
+    add_input_options(cmd_, tokenizer_, file_, "encode this file's bytes", "text", text_,
+                      "encode this text (exactly; no newline is added)");
     cmd_->add_flag("--json", json_, "print a JSON array instead of space-separated ids");
   }
   int run() override {
@@ -140,10 +139,8 @@ class TokenizerDecodeCommand final : public Command {
  public:
   explicit TokenizerDecodeCommand(CLI::App& app)
       : Command(group(app).add_subcommand("decode", "print the bytes of token ids, exactly (no newline added)")) {
-    cmd_->add_option("--tokenizer", tokenizer_, kTokenizerHelp)->capture_default_str();
-    auto* file = cmd_->add_option("--file", file_, "read the ids from this file (as encode prints them)");
-    auto* ids = cmd_->add_option("ids", ids_, "token ids (space- or comma-separated, or a JSON array)");
-    file->excludes(ids);
+    add_input_options(cmd_, tokenizer_, file_, "read the ids from this file (as encode prints them)", "ids", ids_,
+                      "token ids (space- or comma-separated, or a JSON array)");
   }
   int run() override {
     LOOM_USER_CHECK(!file_.empty() || !ids_.empty(), "tokenizer decode: give --file FILE or the IDS");

@@ -139,6 +139,9 @@ TEST_F(PrepareTest, GlobAndSingleJsonlFile) {
   write_bytes(path("bad2.jsonl"), "{\"body\": \"ok\"}\n\n{\"body\": \"x\"\n");
   expect_user_error([&] { prepare_corpus(path("bad2.jsonl"), "byte", path("bad"), o); }, {path("bad2.jsonl") + ":3"});
   expect_user_error([&] { prepare_corpus(path("in") + "/*.nothing", "byte", path("bad"), o); }, {"no file matches"});
+  o.shard_tokens = 1000;
+  expect_user_error([&] { prepare_corpus(path("in"), "byte", path("bad3"), o); }, {"shard_tokens 1000"});
+  EXPECT_FALSE(fs::exists(path("bad3"))) << "options are checked before the folder is made";
 }
 
 TEST_F(PrepareTest, ManyShardsReadAsOne) {
