@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
-#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -98,29 +97,10 @@ void ShardWriter::append(std::span<const uint32_t> tokens) {
   count_ += tokens.size();
 }
 
-void ShardWriter::read_back(uint64_t from, size_t n, std::vector<uint32_t>& out) {
-  LOOM_CHECK(from + n <= count_, "read_back past the end");
-  buf_.resize(n * width_);
-  file_.pread_at(kShardHeaderBytes + from * width_, buf_.data(), buf_.size());
-  out.resize(n);
-  for (size_t i = 0; i < n; ++i) {
-    if (width_ == 2) {
-      uint16_t v;
-      std::memcpy(&v, buf_.data() + 2 * i, 2);
-      out[i] = v;
-    } else {
-      std::memcpy(&out[i], buf_.data() + 4 * i, 4);
-    }
-  }
-}
-
-void ShardWriter::finish(uint64_t keep) {
-  LOOM_CHECK(keep <= count_, "finish: keep ", keep, " > ", count_);
-  if (keep < count_) file_.truncate(kShardHeaderBytes + keep * width_);
+void ShardWriter::finish() {
   unsigned char n[8];
-  put_u64(n, keep);
+  put_u64(n, count_);
   file_.pwrite_at(24, n, 8);
-  count_ = keep;
   file_.commit();
 }
 
@@ -128,7 +108,7 @@ void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint
   LOOM_CHECK(vocab_size > 0, "write_shard: vocabulary size 0 for ", path);
   ShardWriter w(path, vocab_size);
   w.append(tokens);
-  w.finish(tokens.size());
+  w.finish();
 }
 
 Shard::File Shard::open_file(const std::string& path, uint64_t begin) {

@@ -13,7 +13,6 @@
 #pragma once
 #include <array>
 #include <cstdint>
-#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -39,18 +38,15 @@ inline constexpr uint32_t kLlmcVocab = 50257;
 void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint32_t vocab_size);
 
 // A shard written incrementally: the header goes first with a count of 0, tokens are appended
-// as they come (narrowed to the shard's width), and finish() cuts the file to `keep` tokens,
-// patches the count and commits (fsync, rename). Until then only a temporary file exists, and
+// as they come (narrowed to the shard's width), and finish() patches the count and commits
+// (fsync, rename). Until then only a temporary file exists, and
 // it is removed if the writer is destroyed unfinished.
 class ShardWriter {
  public:
   ShardWriter(const std::string& path, uint32_t vocab_size);
   void append(std::span<const uint32_t> tokens);
   uint64_t count() const { return count_; }
-  // Tokens [from, from + n) of what was appended, widened back to uint32.
-  void read_back(uint64_t from, size_t n, std::vector<uint32_t>& out);
-  void finish(uint64_t keep);
-  void finish() { finish(count_); }
+  void finish();
 
  private:
   AtomicFile file_;
