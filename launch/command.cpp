@@ -12,13 +12,15 @@ namespace loom {
 
 bool Command::parsed() const { return cmd_->parsed(); }
 
-CLI::App& bench_group(CLI::App& app) {
+CLI::App& command_group(CLI::App& app, const std::string& name, const std::string& help) {
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    if (sub->get_name() == "bench") return *sub;
-  CLI::App* bench = app.add_subcommand("bench", "benchmarks");
-  bench->require_subcommand(1);
-  return *bench;
+    if (sub->get_name() == name) return *sub;
+  CLI::App* group = app.add_subcommand(name, help);
+  group->require_subcommand(1);
+  return *group;
 }
+
+CLI::App& bench_group(CLI::App& app) { return command_group(app, "bench", "benchmarks"); }
 
 Overrides parse_overrides(const std::vector<std::string>& extras) {
   Overrides o;

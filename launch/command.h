@@ -33,7 +33,10 @@ class Command {
 #include "launch/commands.def"
 #undef LOOM_COMMAND
 
-// The `bench` group (loom bench train | kernels | comm), made by the first command that asks.
+// A group of subcommands (`loom bench ...`, `loom tokenizer ...`), made by the first command
+// of it that asks; later ones get the same.
+CLI::App& command_group(CLI::App& app, const std::string& name, const std::string& help);
+// The `bench` group (loom bench train | kernels | comm).
 CLI::App& bench_group(CLI::App& app);
 // --section.key value | --section.key=value pairs left over after the flags.
 Overrides parse_overrides(const std::vector<std::string>& extras);

@@ -168,8 +168,9 @@ std::string BpeModel::decode(std::span<const uint32_t> ids, const std::string& w
 // ---------------------------------------------------------------------------------------
 // Tokenizer
 
-BpeTokenizer::BpeTokenizer(std::string name, std::string spec, std::unique_ptr<Pretokenizer> pre, BpeModel model)
-    : name_(std::move(name)), spec_(std::move(spec)), pre_(std::move(pre)), model_(std::move(model)) {}
+BpeTokenizer::BpeTokenizer(std::string name, std::string spec, std::unique_ptr<Pretokenizer> pre, BpeModel model,
+                           std::optional<uint32_t> eot)
+    : name_(std::move(name)), spec_(std::move(spec)), pre_(std::move(pre)), model_(std::move(model)), eot_(eot) {}
 
 size_t BpeTokenizer::encode_stream(std::string_view text, bool at_end, std::vector<uint32_t>& out) const {
   // Pieces repeat (words), so remember each distinct piece's ids for this call. The keys view

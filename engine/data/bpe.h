@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -82,19 +83,24 @@ class BpeModel {
 // repeats its words, so most pieces are looked up, not merged).
 class BpeTokenizer : public Tokenizer {
  public:
-  BpeTokenizer(std::string name, std::string spec, std::unique_ptr<Pretokenizer> pre, BpeModel model);
+  // eot: the vocabulary's own end-of-text id (GPT-2's 50256), if it has one.
+  BpeTokenizer(std::string name, std::string spec, std::unique_ptr<Pretokenizer> pre, BpeModel model,
+               std::optional<uint32_t> eot = std::nullopt);
   std::string name() const override { return name_; }
   std::string spec() const override { return spec_; }
   int vocab_size() const override { return static_cast<int>(model_.vocab_size()); }
   std::vector<uint32_t> encode(std::string_view text) const override;
   size_t encode_stream(std::string_view text, bool at_end, std::vector<uint32_t>& out) const override;
   std::string decode(std::span<const uint32_t> ids) const override;
+  std::optional<uint32_t> eot_id() const override { return eot_; }
+  size_t num_merges() const override { return model_.num_merges(); }
   const BpeModel& model() const { return model_; }
 
  private:
   std::string name_, spec_;
   std::unique_ptr<Pretokenizer> pre_;
   BpeModel model_;
+  std::optional<uint32_t> eot_;
 };
 
 // Limits of a loom BPE vocabulary. Each merge can double a token (merges [256+i, 256+i]), so

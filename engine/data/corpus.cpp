@@ -89,6 +89,44 @@ std::string kjv_text_path() {
 
 }  // namespace
 
+std::string read_small_file(const std::string& path, const char* what, uint64_t max_bytes) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  LOOM_USER_CHECK(fd >= 0, path, ": cannot open ", what, ": ", errno_text());
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    user_error(path, ": not a regular file (expected ", what, ")");
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    ::close(fd);
+    user_error(path, ": ", st.st_size, " bytes, larger than any ", what, " (at most ", max_bytes, ")");
+  }
+  std::string out;
+  out.resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (true) {
+    if (got == out.size()) {  // the file may have grown
+      if (out.size() >= max_bytes) {
+        ::close(fd);
+        user_error(path, ": grew past ", max_bytes, " bytes while being read (expected ", what, ")");
+      }
+      out.resize(out.size() + 65536);
+    }
+    ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      std::string e = errno_text();
+      ::close(fd);
+      user_error(path, ": cannot read ", what, ": ", e);
+    }
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  ::close(fd);
+  out.resize(got);
+  return out;
+}
+
 std::string corpus_text_path(const std::string& corpus) { return corpus == "kjv" ? kjv_text_path() : corpus; }
 
 uint64_t stream_file(const std::string& path, const char* what, size_t chunk_bytes,

@@ -12,6 +12,11 @@ namespace loom {
 // anything else is a path, returned unchanged.
 std::string corpus_text_path(const std::string& corpus);
 
+// Reads a whole regular file of at most max_bytes (checked before allocating, and again if it
+// grows while being read). Errors are UserErrors naming the file and saying what `what` it was
+// meant to be.
+std::string read_small_file(const std::string& path, const char* what, uint64_t max_bytes);
+
 // Called with the bytes read so far and the file's size.
 using ByteProgress = std::function<void(uint64_t done, uint64_t total)>;
 

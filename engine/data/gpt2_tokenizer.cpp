@@ -173,8 +173,12 @@ std::unique_ptr<Tokenizer> parse_gpt2_vocab(const std::string& encoder_json, con
     ++merges;
   }
   LOOM_USER_CHECK(merges == size.merges, bpe_path, ": holds ", merges, " merges, GPT-2 has ", size.merges);
+  // GPT-2's end-of-text token is in encoder.json (50256); a small test vocabulary may lack it.
+  const auto eot = id_of.find(std::string(kEotText));
+  std::optional<uint32_t> eot_id;
+  if (eot != id_of.end()) eot_id = eot->second;
   return std::make_unique<BpeTokenizer>("gpt2", "gpt2", std::make_unique<Pretokenizer>("gpt2", bpe_path),
-                                        std::move(model));
+                                        std::move(model), eot_id);
 }
 
 }  // namespace loom

@@ -1,6 +1,7 @@
-// shard.h: token shards on disk and the teacher-forcing window loader.
+// shard.h: token shards on disk (loom's and llm.c's), prepared data folders and the
+// teacher-forcing window loader.
 //
-// Shard file layout (little-endian):
+// loom shard file layout (little-endian):
 //   offset 0   char[8]  magic "LOOMTOK\0"
 //   offset 8   uint32   version (1)
 //   offset 12  uint32   token width in bytes (2 or 4)
@@ -12,10 +13,12 @@
 #pragma once
 #include <array>
 #include <cstdint>
-#include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
+
+#include "engine/io/atomic_file.h"
 
 namespace loom {
 
@@ -23,50 +26,101 @@ inline constexpr char kShardMagic[8] = {'L', 'O', 'O', 'M', 'T', 'O', 'K', '\0'}
 inline constexpr uint32_t kShardVersion = 1;
 inline constexpr size_t kShardHeaderBytes = 32;
 
+// llm.c's token shards (github.com/karpathy/llm.c, dev/data/data_common.py), read as they
+// are: a header of 256 little-endian int32 (magic 20240520, version 1, token count; the other
+// 253 are 0), then the tokens as uint16 (GPT-2's vocabulary, 50257).
+inline constexpr int32_t kLlmcMagic = 20240520;
+inline constexpr int32_t kLlmcVersion = 1;
+inline constexpr size_t kLlmcHeaderBytes = 256 * 4;
+inline constexpr uint32_t kLlmcVocab = 50257;
+
 // Writes a shard crash-safely (temporary file, fsync, rename). Every token must be < vocab_size.
 void write_shard(const std::string& path, std::span<const uint32_t> tokens, uint32_t vocab_size);
 
-// A read-only shard. Opening validates magic, version, width and that the file size equals
-// header + count * width; any problem is a UserError naming the file. Tokens are read with
-// pread (not mapped): a file truncated while a run reads it is an error message naming it,
-// never a bus error, and every token read is checked against the vocabulary.
+// A shard written incrementally: the header goes first with a count of 0, tokens are appended
+// as they come (narrowed to the shard's width), and finish() patches the count and commits
+// (fsync, rename). Until then only a temporary file exists, and
+// it is removed if the writer is destroyed unfinished.
+class ShardWriter {
+ public:
+  ShardWriter(const std::string& path, uint32_t vocab_size);
+  void append(std::span<const uint32_t> tokens);
+  uint64_t count() const { return count_; }
+  void finish();
+
+ private:
+  AtomicFile file_;
+  uint32_t vocab_, width_ = 0;
+  uint64_t count_ = 0;
+  std::vector<unsigned char> buf_;
+};
+
+// Read-only tokens from one shard file, or from several read one after another as if they were
+// one (a prepared split of many shards). Each file is a loom shard or an llm.c shard (told
+// apart by the magic); all must have the same vocabulary. Opening validates every header field
+// and that each file's size equals header + count * width; any problem is a UserError naming
+// the file. Tokens are read with pread (not mapped): a file truncated while a run reads it is an
+// error message naming it, never a bus error, and every token read is checked against the
+// vocabulary.
 class Shard {
  public:
   explicit Shard(const std::string& path);
+  explicit Shard(const std::vector<std::string>& paths);
   ~Shard();
   Shard(const Shard&) = delete;
   Shard& operator=(const Shard&) = delete;
   uint64_t size() const { return count_; }
   uint32_t vocab_size() const { return vocab_; }
-  uint32_t width() const { return width_; }
-  // Tokens [begin, begin + n), widened to 32 bits. UserError (naming the file) if the file is
-  // now shorter than when it was opened, or a token is outside the vocabulary.
+  // Bytes per token of the first file (2 or 4).
+  uint32_t width() const;
+  size_t num_files() const { return files_.size(); }
+  // Tokens [begin, begin + n), widened to 32 bits, across files as needed. UserError (naming
+  // the file) if a file is now shorter than when it was opened, or a token is outside the
+  // vocabulary.
   void read(uint64_t begin, size_t n, uint32_t* out) const;
   uint32_t operator[](uint64_t i) const {
     uint32_t t = 0;
     read(i, 1, &t);
     return t;
   }
+  // The file, or "FIRST .. LAST (N shards)", for messages.
   const std::string& path() const { return path_; }
 
  private:
+  struct File {
+    std::string path;
+    int fd = -1;
+    uint64_t begin = 0, count = 0, header_bytes = 0;  // begin: index of its first token in the whole
+    uint32_t width = 0;
+  };
+  File open_file(const std::string& path, uint64_t begin);
+  std::vector<File> files_;
   std::string path_;
-  int fd_ = -1;
   uint64_t count_ = 0;
-  uint32_t vocab_ = 0, width_ = 0;
+  uint32_t vocab_ = 0;
 };
 
-// A prepared data folder: train.bin, val.bin and meta.json ({"tokenizer": "byte",
-// "vocab_size": 256, "train_tokens": N, "val_tokens": M}; "tokenizer" is "byte", "gpt2" or
-// "bpe:tokenizer.json", a file in the folder). UserError if anything is missing or
-// inconsistent (names the file).
+// The most shard files one split may have (a corpus of 10^12 tokens in shards of 10^8 is 10^4).
+inline constexpr size_t kMaxShardFiles = size_t{1} << 20;
+
+// A prepared data folder: meta.json, the shards of each split, and for a BPE vocabulary its
+// file. meta.json: {"tokenizer": "byte", "vocab_size": 256, "train_tokens": N, "val_tokens": M,
+// "train_shards": ["train.bin"], "val_shards": ["val.bin"], "eot_id": null}. "tokenizer" is
+// byte, gpt2, bpe:tokenizer.json (a file in the folder), or one of those with "eot:" in front.
+// The shard lists name files in the folder (absent: train.bin and val.bin, as loom wrote before
+// it had them); "eot_id" is the tokenizer's end-of-text id (absent: whatever the tokenizer says).
+// A folder without meta.json that holds llm.c shards (*_train*.bin and *_val*.bin, as llm.c's
+// scripts name them) is read as GPT-2 tokens. UserError if anything is missing or inconsistent
+// (names the file).
 struct DataFolder {
   std::string dir;
   std::string tokenizer;  // after open_data_folder: a self-contained spec (Tokenizer::spec())
   uint32_t vocab_size = 0;
+  // THE end-of-text id of this data (Tokenizer::eot_id()): between two documents of the corpus
+  // the shards hold exactly this id. Absent for a tokenizer without one.
+  std::optional<uint32_t> eot_id;
   uint64_t train_tokens = 0, val_tokens = 0;  // as meta.json says (checked against the shards)
-  std::string train_path() const { return dir + "/train.bin"; }
-  std::string val_path() const { return dir + "/val.bin"; }
+  std::vector<std::string> train_files, val_files;  // paths, in reading order
 };
 DataFolder open_data_folder(const std::string& dir);
 
@@ -90,26 +144,5 @@ class WindowLoader {
   int T_;
   std::array<uint64_t, 4> rng_state_;
 };
-
-// The least tokens prepare_corpus puts in each of train.bin and val.bin: one window of
-// seq_len 1024 (plus its shifted target), so any usual seq_len can sample both splits.
-inline constexpr uint64_t kMinSplitTokens = 1025;
-
-// `loom prepare`: streams the corpus ("kjv" or a text file path, which must be UTF-8) through
-// the tokenizer (a spec for make_tokenizer: byte, gpt2, a BPE file) chunk by chunk, so corpora
-// larger than memory work, and writes train.bin / val.bin (the last val_fraction of the
-// tokens, at least kMinSplitTokens) and meta.json into out_dir; a BPE vocabulary is copied to
-// out_dir/tokenizer.json and meta.json says "tokenizer": "bpe:tokenizer.json". UserError on a
-// missing/empty/non-UTF-8 corpus or an unwritable folder (temporary files are removed).
-struct PrepareOptions {
-  double val_fraction = 0.05;
-  size_t chunk_bytes = size_t{8} << 20;  // read size; tests make it small
-  // Sees (corpus bytes tokenized, corpus size). Empty: a plain line on stderr every quarter.
-  std::function<void(uint64_t done, uint64_t total)> progress;
-};
-void prepare_corpus(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
-                    const PrepareOptions& options);
-void prepare_corpus(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
-                    double val_fraction = 0.05);
 
 }  // namespace loom

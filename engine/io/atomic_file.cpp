@@ -69,15 +69,6 @@ void AtomicFile::pwrite_at(uint64_t offset, const void* data, size_t n) {
   if (transfer(const_cast<void*>(data), n, offset, w) != n) sys_error(path_, "cannot write", errno ? errno : EIO);
 }
 
-void AtomicFile::pread_at(uint64_t offset, void* data, size_t n) {
-  const auto r = [&](char* p, size_t k, uint64_t o) { return ::pread(fd_, p, k, static_cast<off_t>(o)); };
-  if (transfer(data, n, offset, r) != n) sys_error(path_, "cannot read back the file being written", errno ? errno : EIO);
-}
-
-void AtomicFile::truncate(uint64_t size) {
-  if (::ftruncate(fd_, static_cast<off_t>(size)) != 0) sys_error(path_, "cannot truncate", errno);
-}
-
 void AtomicFile::commit() {
   if (::fsync(fd_) != 0) sys_error(path_, "cannot fsync", errno);
   const int rc = ::close(fd_);

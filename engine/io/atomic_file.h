@@ -26,8 +26,8 @@ void commit_dir(const std::string& tmp_dir, const std::string& final_dir);
 // fresh temporary sibling (created with O_EXCL | O_NOFOLLOW, so a planted file or symlink of
 // that name is never opened or followed), then commit(): fsync, rename over `path`, fsync of
 // the folder. Without commit() the temporary file is removed: a crash or an error leaves the
-// old file (or none) under `path`, never a torn one. Read-write, so a file being streamed can
-// be patched (pwrite_at) and read back (pread_at). Errors are UserErrors naming `path`.
+// old file (or none) under `path`, never a torn one. A header written first can be patched
+// (pwrite_at) once the rest is streamed. Errors are UserErrors naming `path`.
 class AtomicFile {
  public:
   explicit AtomicFile(std::string path);
@@ -36,8 +36,6 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
   void write(const void* data, size_t n);
   void pwrite_at(uint64_t offset, const void* data, size_t n);
-  void pread_at(uint64_t offset, void* data, size_t n);
-  void truncate(uint64_t size);
   void commit();
   const std::string& path() const { return path_; }
 

@@ -46,7 +46,7 @@ double evaluate(const ModelConfig& model, const std::string& data_dir, const std
   DataFolder data = open_data_folder(data_dir);
   LOOM_USER_CHECK(static_cast<int>(data.vocab_size) == model.vocab, data_dir, ": vocabulary ", data.vocab_size,
                   " does not match the checkpoint's ", model.vocab);
-  Shard val(data.val_path());
+  Shard val(data.val_files);
   if (kind.counts()) {
     auto counts = kind.load_counts(tensors, "checkpoint");
     counts->finalize();

@@ -60,7 +60,7 @@ TrainResult finetune(const FinetuneOptions& o, const TrainOptions& topt) {
     // The loader position of a fresh run with this seed (as the trainer would start).
     {
       const DataFolder data = open_data_folder(cfg.data.path);
-      const Shard train_split(data.train_path());
+      const Shard train_split(data.train_files);
       start.progress.loader_rng =
           WindowLoader(train_split, cfg.model.seq_len, static_cast<uint64_t>(cfg.train.seed) + 1).state();
     }

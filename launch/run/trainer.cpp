@@ -50,8 +50,8 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   Config& cfg = rc.cfg;
   const ModelKind& kind = model_kind(cfg.model.kind);
   cfg.model.vocab = static_cast<int>(rc.data.vocab_size);
-  resolve_eot_id(cfg.model, rc.data.tokenizer);
-  const Shard train_split(rc.data.train_path()), val_split(rc.data.val_path());
+  resolve_eot_id(cfg.model, rc.data.eot_id, rc.data.tokenizer);
+  const Shard train_split(rc.data.train_files), val_split(rc.data.val_files);
   rc.train = &train_split;
   rc.val = &val_split;
   { WindowLoader check(val_split, cfg.model.seq_len, 0); }  // UserError now if the val split is too short

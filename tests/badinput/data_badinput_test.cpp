@@ -18,6 +18,7 @@
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "engine/data/prepare.h"
 #include "engine/data/shard.h"
 #include "engine/data/tokenizer.h"
 #include "tests/support/seeded_test.h"

@@ -21,6 +21,7 @@
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "engine/data/prepare.h"
 #include "engine/data/shard.h"
 
 namespace loom::test {
@@ -104,6 +105,23 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
 inline std::string le64(uint64_t n) {
   std::string s(8, '\0');
   for (int i = 0; i < 8; ++i) s[i] = static_cast<char>(n >> (8 * i));
+  return s;
+}
+
+// An llm.c token shard: 256 int32 header (magic 20240520, version, count) and uint16 tokens.
+// `header` overrides header fields by index (to craft bad ones).
+inline std::string llmc_shard_bytes(const std::vector<uint32_t>& tokens,
+                                    const std::vector<std::pair<int, int32_t>>& header = {}) {
+  std::vector<int32_t> h(256, 0);
+  h[0] = 20240520;
+  h[1] = 1;
+  h[2] = static_cast<int32_t>(tokens.size());
+  for (const auto& [i, v] : header) h[i] = v;
+  std::string s(reinterpret_cast<const char*>(h.data()), h.size() * 4);
+  for (uint32_t t : tokens) {
+    s += static_cast<char>(t & 0xff);
+    s += static_cast<char>((t >> 8) & 0xff);
+  }
   return s;
 }
 

@@ -11,6 +11,7 @@
 #include "core/check.h"
 #include "engine/data/bpe.h"
 #include "engine/data/corpus.h"
+#include "engine/data/prepare.h"
 #include "engine/data/shard.h"
 #include "tests/support/helpers.h"
 

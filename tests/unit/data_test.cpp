@@ -18,6 +18,7 @@
 
 #include "core/check.h"
 #include "core/rng.h"
+#include "engine/data/prepare.h"
 #include "engine/data/shard.h"
 #include "engine/data/tokenizer.h"
 #include "tests/support/seeded_test.h"
@@ -300,7 +301,7 @@ TEST_F(DataTest, PrepareSplitsATextFileIntoTrainAndVal) {
   EXPECT_EQ(f.dir, out);
   EXPECT_EQ(f.tokenizer, "byte");
   EXPECT_EQ(f.vocab_size, 256u);
-  loom::Shard train(f.train_path()), val(f.val_path());
+  loom::Shard train(f.train_files), val(f.val_files);
   ASSERT_EQ(train.size() + val.size(), text.size());
   EXPECT_EQ(f.train_tokens, train.size());
   EXPECT_EQ(f.val_tokens, val.size());
@@ -360,7 +361,7 @@ TEST_F(DataTest, PrepareKjvFetchesStripsAndTokenizesTheBible) {
 
   const loom::DataFolder f = loom::open_data_folder(out);
   EXPECT_EQ(f.train_tokens + f.val_tokens, text.size());
-  loom::Shard val(f.val_path());
+  loom::Shard val(f.val_files);
   std::vector<uint32_t> tail;
   for (uint64_t i = 0; i < val.size(); ++i) tail.push_back(val[i]);
   EXPECT_EQ(loom::make_tokenizer("byte")->decode(tail), text.substr(text.size() - val.size()));

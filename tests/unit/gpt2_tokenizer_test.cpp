@@ -150,6 +150,30 @@ TEST(Gpt2Tokenizer, MatchesReferenceEncoderExactly) {
   EXPECT_GT(tokens, 3000u);
 }
 
+// `loom tokenizer encode --tokenizer gpt2` prints the reference encoder's ids, on a sample of
+// the strings above (one process each, so not all of them).
+TEST(Gpt2Tokenizer, CliEncodeMatchesReferenceEncoder) {
+  REQUIRE_GPT2(tok);
+  ASSERT_EQ(std::system("node --version >/dev/null 2>&1"), 0) << "node is not installed: run scripts/install_deps.sh";
+  TempDir d;
+  std::vector<std::string> strings;
+  const std::vector<std::string> all = test_strings();
+  for (size_t i = 0; i < all.size(); i += all.size() / 14) strings.push_back(all[i]);
+  std::ofstream(d / "in.json") << nlohmann::json(strings).dump();
+  const std::string cmd = "node '" + std::string(LOOM_SOURCE_DIR) + "/tests/unit/gpt2_encode.js' '" + package_dir() +
+                          "' '" + (d / "in.json") + "' '" + (d / "out.json") + "' 2>'" + (d / "err") + "'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << "the reference encoder failed: " << read_bytes(d / "err");
+  const auto ref = nlohmann::json::parse(read_bytes(d / "out.json"));
+  setenv("LOOM_GPT2_DIR", package_dir().c_str(), 1);
+  for (size_t i = 0; i < strings.size(); ++i) {
+    write_bytes(d / "s", strings[i]);
+    const RunResult r = run_loom({"tokenizer", "encode", "--tokenizer", "gpt2", "--json", "--file", d / "s"});
+    ASSERT_EQ(r.rc, 0) << r.err;
+    EXPECT_EQ(nlohmann::json::parse(r.out), ref[i]) << "string " << nlohmann::json(strings[i]).dump();
+  }
+  unsetenv("LOOM_GPT2_DIR");
+}
+
 TEST(Gpt2Tokenizer, AnyBytesRoundTrip) {
   REQUIRE_GPT2(tok);
   Rng r(99);

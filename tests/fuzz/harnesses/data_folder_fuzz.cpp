@@ -11,9 +11,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string dir = fuzz::put_folder(data, size, "data", {"meta.json", "train.bin", "val.bin", "tokenizer.json"});
   DataFolder folder;
   if (!fuzz::accepts([&] { folder = open_data_folder(dir); })) return 0;
-  for (const std::string& path : {folder.train_path(), folder.val_path()}) {
+  for (const auto* files : {&folder.train_files, &folder.val_files}) {
     fuzz::accepts([&] {
-      const Shard shard(path);
+      const Shard shard(*files);
+      const std::string& path = shard.path();
       std::vector<uint32_t> tokens(shard.size());
       shard.read(0, tokens.size(), tokens.data());
       for (uint32_t t : tokens) fuzz::require(t < folder.vocab_size, path + ": a token outside the vocabulary");

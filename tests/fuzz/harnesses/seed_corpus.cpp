@@ -17,6 +17,7 @@
 #include "core/rng.h"
 #include "engine/data/bpe.h"
 #include "engine/data/gpt2_tokenizer.h"
+#include "engine/data/prepare.h"
 #include "engine/data/shard.h"
 #include "engine/io/safetensors.h"
 #include "fuzz_support.h"
