@@ -434,16 +434,14 @@ std::string config_to_toml(const Config& cc) {
   return os.str();
 }
 
-// The one place that knows a tokenizer's end-of-text id (-1: it has none): GPT-2's
-// <|endoftext|>.
-int tokenizer_eot_id(const std::string& spec) { return spec == "gpt2" ? 50256 : -1; }
-
-void resolve_eot_id(ModelConfig& m, const std::string& tokenizer_spec) {
+void resolve_eot_id(ModelConfig& m, std::optional<uint32_t> data_eot_id, const std::string& tokenizer_spec) {
   if (!m.document_mask) return;
-  if (m.eot_id < 0) m.eot_id = tokenizer_eot_id(tokenizer_spec);
+  // The data's own id (DataFolder::eot_id, from its tokenizer: Tokenizer::eot_id()) unless the
+  // config names one.
+  if (m.eot_id < 0 && data_eot_id) m.eot_id = static_cast<int>(*data_eot_id);
   const std::string name = tokenizer_spec.size() > 40 ? "bpe" : tokenizer_spec;
   LOOM_USER_CHECK(m.eot_id >= 0, "data.eot_id: data.document_mask needs the end-of-text id, and the data's tokenizer (",
-                  name, ") has none: set data.eot_id");
+                  name, ") has none: set data.eot_id, or prepare the data with one (docs/data.md)");
   LOOM_USER_CHECK(m.eot_id < m.vocab, "data.eot_id: ", m.eot_id, " is outside the vocabulary of ", m.vocab);
 }
 

@@ -4,6 +4,7 @@
 // the run folder. Bad keys and values are UserErrors naming the file or flag and the key.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -67,9 +68,9 @@ std::string config_to_toml(const Config& c);
 // Names of all keys ("model.n_layer", ...), for help text.
 std::vector<std::string> config_keys();
 
-// With data.document_mask on, fills in data.eot_id from the tokenizer (spec as DataFolder
-// holds it) when the config leaves it at -1, and checks it against m.vocab (set before): a
+// With data.document_mask on, fills in data.eot_id from the data's end-of-text id
+// (DataFolder::eot_id; the tokenizer spec names it in errors) when the config leaves it at -1, and checks it against m.vocab (set before): a
 // UserError naming data.eot_id when no id is known or it is outside the vocabulary.
-void resolve_eot_id(ModelConfig& m, const std::string& tokenizer_spec);
+void resolve_eot_id(ModelConfig& m, std::optional<uint32_t> data_eot_id, const std::string& tokenizer_spec);
 
 }  // namespace loom

@@ -90,13 +90,13 @@ TEST(DocumentMask, EndOfTextIdFromTheTokenizer) {
   ModelConfig m;
   m.vocab = 50257;
   m.document_mask = true;
-  resolve_eot_id(m, "gpt2");
+  resolve_eot_id(m, 50256u, "gpt2");
   EXPECT_EQ(m.eot_id, 50256);
   m.eot_id = 7;  // the config's own id wins
-  resolve_eot_id(m, "gpt2");
+  resolve_eot_id(m, 50256u, "gpt2");
   EXPECT_EQ(m.eot_id, 7);
   ModelConfig off;
-  resolve_eot_id(off, "byte");  // no mask: nothing to resolve, no error
+  resolve_eot_id(off, std::nullopt, "byte");  // no mask: nothing to resolve, no error
   EXPECT_EQ(off.eot_id, -1);
 }
 
