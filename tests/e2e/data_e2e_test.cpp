@@ -1,6 +1,7 @@
 // data_e2e_test.cpp: training reads corpus-scale data through the CLI: a folder of documents
 // prepared into many shards (with end-of-text ids between documents), and a folder of llm.c
-// token shards written here byte by byte; both train to a falling loss.
+// token shards written here byte by byte; both train to a falling loss; the end-of-text id
+// prepare adds is the one the document mask takes.
 #include <gtest/gtest.h>
 
 #include "engine/data/tokenizer.h"
@@ -35,6 +36,11 @@ TEST(DataE2e, TrainsOnAFolderOfDocumentsInManyShards) {
   const RunResult r = run_loom({"train", "--config", d / "cfg.toml"});
   ASSERT_EQ(r.rc, 0) << r.err;
   expect_learns(d / "run");
+  // The end-of-text id prepare added (eot:byte: 256) is the one data.document_mask uses.
+  const RunResult m = run_loom({"train", "--config", d / "cfg.toml", "--log.run_dir", d / "run_mask",
+                                "--data.document_mask", "true", "--train.steps", "10"});
+  ASSERT_EQ(m.rc, 0) << m.err;
+  EXPECT_NE(read_bytes(d / "run_mask/config.toml").find("eot_id = 256"), std::string::npos);
 }
 
 TEST(DataE2e, TrainsOnLlmcShards) {
