@@ -304,7 +304,9 @@ struct FwdTile {
   static_assert(kSmemBytes <= kSmemPerBlockLimit, "attention forward: Q, K and V tiles exceed a block's shared memory");
 };
 
-template <int D>
+// kDoc: the document mask is compiled in only where it is used: held across the key loop, the
+// rows' starts would push the D=64 kernel past 255 registers into local memory.
+template <int D, bool kDoc>
 __global__ void __launch_bounds__(FwdTile<D>::kThreads)
     attention_fwd_kernel(const bf16raw* __restrict__ qkv, const int32_t* __restrict__ doc_start,
                          bf16raw* __restrict__ out, float* __restrict__ lse, int T, int H, float scale_log2) {
@@ -331,7 +333,7 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
   // Document mask: a row sees keys from its document's start on. doc_start is nondecreasing,
   // so the block's first row has the smallest start (key tiles before it are skipped whole)
   // and a warp's first and last rows bound its rows' starts. Rows past T take the last row's.
-  const int32_t* doc = doc_start ? doc_start + int64_t(b) * T : nullptr;
+  const int32_t* doc = kDoc ? doc_start + int64_t(b) * T : nullptr;
   auto doc_of = [&](int row) { return doc ? doc[min(row, T - 1)] : 0; };
   const int j_begin = doc_of(q0) / kBc;
   const int warp_lo = doc_of(row0), warp_hi = doc_of(row_last);
@@ -837,12 +839,19 @@ template <int D>
 void launch_fwd(const AttentionFwd& a, cudaStream_t s) {
   using Tile = FwdTile<D>;
   const dim3 grid(unsigned(ceil_div(a.T, Tile::kBr)), unsigned(a.B * a.H));
-  allow_dynamic_smem(attention_fwd_kernel<D>, Tile::kSmemBytes);
   // The kernel works in the log2 domain: exp2 is one instruction, exp is two.
   const float scale_log2 = kLog2e / sqrtf(float(D));
-  LOOM_LAUNCH((attention_fwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s,
-              reinterpret_cast<const bf16raw*>(a.qkv), a.doc_start, reinterpret_cast<bf16raw*>(a.out), a.lse, int(a.T),
-              int(a.H), scale_log2);
+  if (a.doc_start) {
+    allow_dynamic_smem(attention_fwd_kernel<D, true>, Tile::kSmemBytes);
+    LOOM_LAUNCH((attention_fwd_kernel<D, true>), grid, Tile::kThreads, Tile::kSmemBytes, s,
+                reinterpret_cast<const bf16raw*>(a.qkv), a.doc_start, reinterpret_cast<bf16raw*>(a.out), a.lse,
+                int(a.T), int(a.H), scale_log2);
+  } else {
+    allow_dynamic_smem(attention_fwd_kernel<D, false>, Tile::kSmemBytes);
+    LOOM_LAUNCH((attention_fwd_kernel<D, false>), grid, Tile::kThreads, Tile::kSmemBytes, s,
+                reinterpret_cast<const bf16raw*>(a.qkv), nullptr, reinterpret_cast<bf16raw*>(a.out), a.lse, int(a.T),
+                int(a.H), scale_log2);
+  }
 }
 
 template <int D>

@@ -19,6 +19,12 @@ import sys
 
 TENSOR_CORE = ("HMMA", "HGMMA", "IMMA", "IGMMA", "QGMMA", "BMMA", "DMMA")
 LOCAL = ("LDL", "STL")
+# Kernels whose local memory is known and accepted, with why (docs/kernels.md): reported as
+# "known", not failed. Anything else that spills fails the phase.
+KNOWN_LOCAL = {
+    "attention_fwd_kernel<64, true>": "the document-masked D=64 forward: ~40 B spilled at 255 registers; "
+                                      "the unmasked kernel (every run without data.document_mask) does not spill",
+}
 
 
 def demangle(names):
@@ -122,9 +128,11 @@ def main():
             bad.append(f"{local} LDL/STL")
         if frame:
             bad.append(f"{p['stack']} B stack, {p['spill_st']}+{p['spill_ld']} B spills")
-        if bad:
+        known = KNOWN_LOCAL.get(short(pretty[n]))
+        if bad and not known:
             fails.append(f"{short(pretty[n])}: {'; '.join(bad)}")
-        rows.append((fam, short(pretty[n]), p.get("regs"), frame, local, tc, tc_kind, "LOCAL" if bad else "ok"))
+        status = ("known" if known else "LOCAL") if bad else "ok"
+        rows.append((fam, short(pretty[n]), p.get("regs"), frame, local, tc, tc_kind, status))
 
     rows.sort(key=lambda r: (r[0], r[1]))
     print(f"{'family':<13} {'regs':>4} {'frame B':>7} {'LDL+STL':>7} {'tensor':>6} {'kind':<11} {'':<5} kernel")
