@@ -110,13 +110,7 @@ std::unique_ptr<Tokenizer> parse_gpt2_vocab(const std::string& encoder_json, con
     inv[byte_cp[b]] = static_cast<unsigned char>(b);
   }
 
-  check_json_depth(encoder_json, enc_path, "not GPT-2's encoder.json");
-  nlohmann::json enc;
-  try {
-    enc = nlohmann::json::parse(encoder_json);
-  } catch (const nlohmann::json::exception& e) {
-    user_error(enc_path, ": not valid JSON: ", json_error_text(e));
-  }
+  nlohmann::json enc = parse_untrusted_json(encoder_json, enc_path, "not GPT-2's encoder.json");
   LOOM_USER_CHECK(enc.is_object() && enc.size() == size.tokens, enc_path, ": expected a JSON object of ", size.tokens,
                   " tokens (GPT-2's encoder.json)");
   std::vector<std::string> vocab(size.tokens);

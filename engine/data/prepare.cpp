@@ -76,13 +76,7 @@ struct Work {
 
 // One JSONL line: the document's text, from the object's jsonl_field.
 std::string jsonl_text(std::string_view line, const std::string& field, const std::string& where) {
-  check_json_depth(line, where, "not a JSON object");
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    user_error(where, ": not valid JSON: ", json_error_text(e));
-  }
+  nlohmann::json j = parse_untrusted_json(line, where, "not a JSON object");
   LOOM_USER_CHECK(j.is_object(), where, ": expected a JSON object, got ", json_brief(j));
   LOOM_USER_CHECK(j.contains(field), where, ": no key \"", brief(field), "\" (set it with --jsonl-field)");
   LOOM_USER_CHECK(j[field].is_string(), where, ": \"", brief(field), "\" must be a string, got ", json_brief(j[field]));

@@ -323,13 +323,7 @@ DataFolder open_data_folder(const std::string& dir) {
                   " a folder written by `loom prepare`, or one of llm.c shards?)");
   const std::string text = read_small_file(meta_path, "meta.json", kMaxMetaBytes);
 
-  check_json_depth(text, meta_path, "not a data folder's meta.json");
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    user_error(meta_path, ": not valid JSON: ", json_error_text(e));
-  }
+  nlohmann::json meta = parse_untrusted_json(text, meta_path, "not a data folder's meta.json");
   LOOM_USER_CHECK(meta.is_object(), meta_path, ": expected a JSON object");
   auto field = [&](const char* key) -> const nlohmann::json& {
     LOOM_USER_CHECK(meta.contains(key), meta_path, ": missing key \"", key, "\"");
