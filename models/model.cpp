@@ -67,8 +67,13 @@ void validate_model(const ModelConfig& c, const std::string& where) {
   require_in(req, c.eot_id, -1, INT32_MAX, "data.eot_id");
 }
 
-ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits) {
-  return model_kind(cfg.kind).build(cfg, mode, B, T, dtype, keep_logits);
+ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits,
+                       Recompute recompute) {
+  const ModelKind& kind = model_kind(cfg.kind);
+  ModelGraph m = kind.build(cfg, mode, B, T, dtype, keep_logits);
+  if (mode == GraphMode::Train && recompute != Recompute::None)
+    recompute_segments(m.g, [&](const std::string& scope) { return kind.recompute_segment(scope, recompute); });
+  return m;
 }
 
 std::vector<ParamInfo> param_layout(const ModelConfig& cfg) {

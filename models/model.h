@@ -16,6 +16,7 @@
 
 #include "engine/backend/backend.h"
 #include "engine/graph/graph.h"
+#include "engine/graph/recompute.h"
 #include "engine/io/safetensors.h"
 
 namespace loom {
@@ -138,6 +139,10 @@ class ModelKind {
 
   // Graph kinds.
   virtual ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const;
+  // Activation recomputation (train.recompute, engine/graph/recompute.h): the segment that a
+  // forward node recorded under `scope` belongs to at setting `r`, "" for none. Kinds with
+  // segments list "train.recompute" in keys(); the others keep this default.
+  virtual std::string recompute_segment(const std::string& scope, Recompute r) const { return {}; }
   // FLOPs a trained token costs (forward + backward): 6 N for the N parameters that take part
   // in matrix products (tables that are only looked up excluded), plus what the kind adds
   // (attention's score and value products).
@@ -165,7 +170,9 @@ void validate_model(const ModelConfig& c, const std::string& where);
 // Conveniences over the kind: its graph, the parameter layout shared by all its graphs
 // (names, shapes, offsets; empty for counting kinds), the parameter count, and the
 // initialisation from a seed.
-ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits = false);
+// A Train graph with `recompute` other than None re-runs the kind's segments in backward.
+ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits = false,
+                       Recompute recompute = Recompute::None);
 std::vector<ParamInfo> param_layout(const ModelConfig& cfg);
 int64_t count_params(const ModelConfig& cfg);
 std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed);

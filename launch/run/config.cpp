@@ -50,6 +50,7 @@ bool applies(const Key& k, const std::string& kind) {
   const std::string name = k.name;
   const bool kind_specific = name.rfind("optim.", 0) == 0 || name.rfind("lora.", 0) == 0 || name == "train.state_reset" ||
                              name == "data.document_mask" || name == "data.eot_id" ||
+                             name == "train.recompute" ||
                              (name.rfind("model.", 0) == 0 && name != "model.kind" && name != "model.seq_len");
   if (!kind_specific) return true;
   const ModelKind* mk = find_model_kind(kind);
@@ -96,6 +97,8 @@ const std::vector<Key>& keys() {
        [](Config& c) -> Ref { return &c.train.eval_tasks; }},
       {"train.eval_tasks_every", nullptr, "steps between scores of train.eval_tasks (0: with each validation)",
        [](Config& c) -> Ref { return &c.train.eval_tasks_every; }},
+      {"train.recompute", nullptr, "activations re-run in backward: none | attention | mlp | block (gpt)",
+       [](Config& c) -> Ref { return &c.train.recompute; }},
       {"optim.lr", kKind, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
       {"optim.min_lr", nullptr, "final learning rate (cosine)", [](Config& c) -> Ref { return &c.optim.min_lr; }},
       {"optim.warmup_steps", nullptr, "linear warmup steps", [](Config& c) -> Ref { return &c.optim.warmup_steps; }},
@@ -247,6 +250,10 @@ void validate(const Config& c, const std::string& where) {
   in(c.train.max_bad_steps, 1, kMaxSteps, "train.max_bad_steps");
   in(c.train.state_reset, 0, kMaxSteps, "train.state_reset");
   in(c.train.eval_tasks_every, 0, kMaxSteps, "train.eval_tasks_every");
+  const std::optional<Recompute> recompute = parse_recompute(c.train.recompute);
+  req(recompute.has_value(), "train.recompute", "'" + brief(c.train.recompute) + "' is not one of none, attention, mlp, block");
+  req(*recompute == Recompute::None || kind_reads(model_kind(c.model.kind), "train.recompute"), "train.recompute",
+      "model.kind = " + c.model.kind + " has no segments to recompute (only none)");
   req(static_cast<double>(c.train.batch_size) * static_cast<double>(c.train.grad_accum) * c.model.seq_len <=
           static_cast<double>(int64_t{1} << 40),
       "train.batch_size", "x train.grad_accum x model.seq_len: more than 2^40 tokens a step");
@@ -443,6 +450,12 @@ void resolve_eot_id(ModelConfig& m, std::optional<uint32_t> data_eot_id, const s
   LOOM_USER_CHECK(m.eot_id >= 0, "data.eot_id: data.document_mask needs the end-of-text id, and the data's tokenizer (",
                   name, ") has none: set data.eot_id, or prepare the data with one (docs/data.md)");
   LOOM_USER_CHECK(m.eot_id < m.vocab, "data.eot_id: ", m.eot_id, " is outside the vocabulary of ", m.vocab);
+}
+
+Recompute train_recompute(const Config& c) {
+  const std::optional<Recompute> r = parse_recompute(c.train.recompute);
+  LOOM_CHECK(r.has_value(), "train.recompute not validated: ", c.train.recompute);
+  return *r;
 }
 
 std::vector<std::string> config_keys() {

@@ -30,6 +30,7 @@ struct Config {
     int64_t state_reset = 0;    // recurrent kinds: also zero the carried state every N steps (0: per epoch only)
     std::vector<std::string> eval_tasks;  // multiple-choice task files (launch/run/mc_eval.h)
     int64_t eval_tasks_every = 0;         // 0: with each validation
+    std::string recompute = "none";  // none | attention | mlp | block (engine/graph/recompute.h)
   } train;
   struct Optim {
     double lr = 1e-3;
@@ -67,6 +68,8 @@ Config parse_config_text(const std::string& text, const std::string& name, const
 std::string config_to_toml(const Config& c);
 // Names of all keys ("model.n_layer", ...), for help text.
 std::vector<std::string> config_keys();
+// train.recompute of a validated config.
+Recompute train_recompute(const Config& c);
 
 // With data.document_mask on, fills in data.eot_id from the data's end-of-text id
 // (DataFolder::eot_id; the tokenizer spec names it in errors) when the config leaves it at -1, and checks it against m.vocab (set before): a

@@ -213,7 +213,8 @@ class GptKind final : public ModelKind {
     return {"model.n_layer", "model.n_head", "model.d_model", "optim.lr"};
   }
   std::vector<const char*> keys() const override {
-    return {"model.n_layer", "model.n_head", "model.d_model", "optim.*", "lora.*", "data.document_mask", "data.eot_id"};
+    return {"model.n_layer", "model.n_head", "model.d_model", "optim.*", "lora.*", "data.document_mask", "data.eot_id",
+            "train.recompute"};
   }
   void validate(const ModelConfig& c, const Require& req) const override {
     require_in(req, c.n_layer, 1, kMaxLayers, "model.n_layer");
@@ -228,6 +229,16 @@ class GptKind final : public ModelKind {
   }
   bool supports_lora() const override { return true; }
   bool masks_documents() const override { return true; }
+  // build_gpt's scopes: "h.<l>.attn" (ln_1's output -> qkv, attention, c_proj, the residual
+  // add + ln_2) and "h.<l>.mlp" (c_fc + GELU, c_proj, the residual add + the next layer norm);
+  // a block is both.
+  std::string recompute_segment(const std::string& scope, Recompute r) const override {
+    const auto dot = scope.rfind('.');
+    if (r == Recompute::None || scope.rfind("h.", 0) != 0 || dot == std::string::npos) return {};
+    const std::string part = scope.substr(dot + 1);
+    if (r == Recompute::Block) return scope.substr(0, dot);
+    return (r == Recompute::Attention && part == "attn") || (r == Recompute::Mlp && part == "mlp") ? scope : "";
+  }
   ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
     return build_gpt(c, mode, B, T, dt, keep_logits);
   }
