@@ -1,7 +1,9 @@
 // peak.cpp: see peak.h. The table holds NVIDIA's datasheet numbers for dense BF16 tensor-core
-// math with FP32 accumulation (the sparsity figures halved), per GPU.
+// math with FP32 accumulation (the sparsity figures halved), per GPU, and the memory total the
+// driver reports for it (nvidia-smi's MiB; e.g. 143771 MiB for the 141 GB H200).
 #include "engine/backend/peak.h"
 
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -17,22 +19,24 @@ namespace {
 
 struct PeakRow {
   const char* pattern;  // matched against the device name, first match wins
-  double tflops;
+  GpuSpec spec;
 };
-// More specific names first ("H100 PCIe" before "H100").
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+// More specific names first ("H100 PCIe" before "H100", "A100 40GB" before "A100").
 const std::vector<PeakRow>& peak_table() {
   static const std::vector<PeakRow> rows = {
-      {R"(B200)", 2250.0},       // Blackwell HGX B200
-      {R"(H200 NVL)", 835.5},    // H200 NVL (PCIe card)
-      {R"(H200)", 989.5},        // H200 SXM, GH200
-      {R"(H100 PCIe)", 756.5},   // H100 PCIe
-      {R"(H100 NVL)", 835.5},    // H100 NVL
-      {R"(H100|H800)", 989.5},   // H100 SXM5 ("NVIDIA H100 80GB HBM3"), H800
-      {R"(A100|A800)", 312.0},   // A100 SXM4 and PCIe, 40 and 80 GB
-      {R"(L40S)", 362.05},       // L40S
-      {R"(L40\b)", 181.05},      // L40
-      {R"(L4\b)", 121.0},        // L4
-      {R"(A10\b)", 125.0},       // A10
+      {R"(B200)", {"b200", "NVIDIA B200", 2250.0e12, 183359 * kMiB}},                  // Blackwell HGX B200
+      {R"(H200 NVL)", {"h200-nvl", "NVIDIA H200 NVL", 835.5e12, 143771 * kMiB}},      // H200 NVL (PCIe card)
+      {R"(H200)", {"h200", "NVIDIA H200 SXM", 989.5e12, 143771 * kMiB}},              // H200 SXM, GH200: 141 GB
+      {R"(H100 PCIe)", {"h100-pcie", "NVIDIA H100 PCIe", 756.5e12, 81559 * kMiB}},    // H100 PCIe 80 GB
+      {R"(H100 NVL)", {"h100-nvl", "NVIDIA H100 NVL", 835.5e12, 95830 * kMiB}},       // H100 NVL 94 GB
+      {R"(H100|H800)", {"h100", "NVIDIA H100 SXM5", 989.5e12, 81559 * kMiB}},         // "NVIDIA H100 80GB HBM3", H800
+      {R"(A100.*40GB)", {"a100-40gb", "NVIDIA A100 40GB", 312.0e12, 40960 * kMiB}},   // A100 SXM4 and PCIe, 40 GB
+      {R"(A100|A800)", {"a100", "NVIDIA A100 80GB", 312.0e12, 81920 * kMiB}},         // A100 SXM4 and PCIe, 80 GB
+      {R"(L40S)", {"l40s", "NVIDIA L40S", 362.05e12, 46068 * kMiB}},                  // L40S 48 GB
+      {R"(L40\b)", {"l40", "NVIDIA L40", 181.05e12, 46068 * kMiB}},                   // L40 48 GB
+      {R"(L4\b)", {"l4", "NVIDIA L4", 121.0e12, 23034 * kMiB}},                       // L4 24 GB
+      {R"(A10\b)", {"a10", "NVIDIA A10", 125.0e12, 23028 * kMiB}},                    // A10 24 GB
   };
   return rows;
 }
@@ -41,8 +45,22 @@ const std::vector<PeakRow>& peak_table() {
 
 double gpu_peak_bf16_flops(const std::string& name) {
   for (const PeakRow& r : peak_table())
-    if (std::regex_search(name, std::regex(r.pattern))) return r.tflops * 1e12;
+    if (std::regex_search(name, std::regex(r.pattern))) return r.spec.bf16_flops;
   return 0;
+}
+
+const GpuSpec* find_gpu(const std::string& key) {
+  std::string k = key;
+  for (char& c : k) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const PeakRow& r : peak_table())
+    if (k == r.spec.key) return &r.spec;
+  return nullptr;
+}
+
+std::vector<std::string> gpu_keys() {
+  std::vector<std::string> keys;
+  for (const PeakRow& r : peak_table()) keys.emplace_back(r.spec.key);
+  return keys;
 }
 
 double measure_cpu_sgemm_flops() {

@@ -4,8 +4,14 @@
 // has no MFU (and the run says so). The CPU's peak is the f32 matrix-product rate measured in
 // the same run (a square sgemm), so a CPU MFU is "the share of the BLAS ceiling this machine
 // reaches now", never a number from another machine.
+//
+// The same table gives `loom plan --device h200|h100|a100|...` a GPU's peak and memory by a
+// short name, for planning on a machine that does not have the GPU.
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace loom {
 
@@ -15,6 +21,25 @@ struct Peak {
   double flops = 0;    // FLOP/s; 0: unknown
   std::string what;    // where the number comes from, for banners ("NVIDIA H200: 989.5 TFLOP/s dense bf16 ...")
 };
+
+// A GPU of the table.
+struct GpuSpec {
+  const char* key;        // the short name `loom plan --device` takes: "h200", "h100-pcie", "a100-40gb", ...
+  const char* name;       // for reports: "NVIDIA H200 SXM"
+  double bf16_flops;      // dense bf16 tensor-core FLOP/s (datasheet)
+  uint64_t memory_bytes;  // device memory as the driver reports its total (nvidia-smi's MiB)
+};
+// By short name, case-insensitive; null when not in the table.
+const GpuSpec* find_gpu(const std::string& key);
+// Every short name, for help text and errors.
+std::vector<std::string> gpu_keys();
+// Memory that the CUDA context and the libraries' handles take before a run allocates anything
+// (cudaMemGetInfo's free at start is about this much below the total): what `loom plan`
+// subtracts from a table GPU's memory, where `loom train` reads the free memory itself.
+inline constexpr uint64_t kCudaContextBytes = uint64_t{1} << 30;
+// cuBLASLt's workspace, allocated once by the real CUDA backend (engine/backend/cuda/lt_matmul.h,
+// LtMatmul::kWorkspaceBytes): part of a GPU run's memory.
+inline constexpr size_t kGpuLibraryWorkspaceBytes = size_t{32} << 20;
 
 // Dense bf16 tensor-core peak (FLOP/s) of a GPU by its name as cudaGetDeviceProperties gives
 // it ("NVIDIA H200", "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB", ...); 0 when not in the table.

@@ -18,13 +18,13 @@
 #include "engine/backend/peak.h"
 #include "engine/data/stream_loader.h"
 #include "engine/graph/executor.h"
-#include "engine/graph/planner.h"
 #include "engine/optim/adamw_state.h"
 #include "engine/optim/schedule.h"
 #include "engine/optim/weights.h"
 #include "launch/run/evaluate.h"
 #include "launch/run/grad_sync.h"
 #include "launch/run/learner.h"
+#include "launch/run/memory_report.h"
 #include "launch/run/progress.h"
 #include "launch/run/state_carrier.h"
 
@@ -36,12 +36,12 @@ class GradientLearner final : public Learner {
  public:
   GradientLearner(const RunContext& rc, const CheckpointData* resume)
       : rc_(rc), cfg_(rc.cfg), comm_(*rc.comm), kind_(model_kind(cfg_.model.kind)),
-        T_(cfg_.model.seq_len), B_(per_rank_batch(cfg_, comm_)),
+        T_(cfg_.model.seq_len), B_(per_rank_batch(cfg_, comm_.world())),
         loader_(*rc.train, T_, static_cast<uint64_t>(cfg_.train.seed) + 1),
         be_(make_backend(cfg_.device)),
         tg_(build_model(cfg_.model, GraphMode::Train, B_, T_, be_->float_dtype())),
         eg_(build_model(cfg_.model, GraphMode::Eval, B_, T_, be_->float_dtype())),
-        n_(fitting_param_count(cfg_, tg_, eg_, *be_, comm_)), weights_(*be_, n_), grads_(*be_, static_cast<size_t>(tg_.g.trainable_prefix()) * 4),
+        n_(fitting_param_count()), weights_(*be_, n_), grads_(*be_, static_cast<size_t>(tg_.g.trainable_prefix()) * 4),
         tx_(tg_.g, *be_), ex_(eg_.g, *be_), carrier_(tx_, tg_, comm_), eval_carrier_(ex_, eg_, comm_) {
     // Transformers and feed-forward models see seeded random windows; recurrent models see
     // consecutive windows of fixed streams and carry their hidden state across batches.
@@ -98,11 +98,10 @@ class GradientLearner final : public Learner {
                     kind_.describe(cfg_.model) + " T=" + std::to_string(T_) + " V=" + std::to_string(cfg_.model.vocab) +
                     " | " + std::to_string(n_) + " parameters\n";
     char b[256];
-    std::snprintf(b, sizeof b, "data %s: %llu train / %llu val tokens | %lld tokens per step | arena %.1f MiB (%.1f MiB without reuse)\n",
-                  rc_.data.dir.c_str(), static_cast<unsigned long long>(rc_.train->size()),
-                  static_cast<unsigned long long>(rc_.val->size()), static_cast<long long>(tokens_per_step),
-                  tx_.plan().arena_bytes / 1048576.0, tx_.plan().total_bytes / 1048576.0);
-    s += b;
+    std::snprintf(b, sizeof b, "data %s: %llu train / %llu val tokens | %lld tokens per step\n", rc_.data.dir.c_str(),
+                  static_cast<unsigned long long>(rc_.train->size()), static_cast<unsigned long long>(rc_.val->size()),
+                  static_cast<long long>(tokens_per_step));
+    s += b + memory_report_;
     if (world > 1)
       s += "data parallel: " + std::to_string(world) + " ranks (" + comm_.name() + ") | " + std::to_string(B_) +
            " sequences per rank per micro-batch | " +
@@ -206,30 +205,14 @@ class GradientLearner final : public Learner {
 
  private:
   // The flat buffer's size, once it is clear that the run fits the device (before anything is
-  // allocated): weights (f32 master + the working copy), gradients, AdamW moments (this
-  // rank's shard), and the training and validation graphs' activation arenas.
-  static int64_t fitting_param_count(const Config& cfg, const ModelGraph& tg, const ModelGraph& eg, Backend& be,
-                                     Comm& comm) {
-    const int64_t n = tg.g.param_count, n_opt = tg.g.trainable_prefix();
-    const bool zero = cfg.dist.zero == 1 && comm.world() > 1;
-    const double gib = 1024.0 * 1024 * 1024;
-    const double weights = static_cast<double>(n) * (4 + (be.float_dtype() == DType::F32 ? 0 : dtype_size(be.float_dtype())));
-    const double grads = static_cast<double>(n_opt) * 4;
-    const double moments = 8.0 * static_cast<double>(n_opt) / (zero ? comm.world() : 1);
-    const double acts = static_cast<double>(plan_memory(tg.g).arena_bytes + plan_memory(eg.g).arena_bytes);
-    const double need = weights + grads + moments + acts, have = static_cast<double>(be.free_memory());
-    LOOM_USER_CHECK(need <= have, "model, train.batch_size and model.seq_len: this run needs ", need / gib,
-                    " GiB on ", be.device_name(), " (weights ", weights / gib, ", gradients ", grads / gib,
-                    ", AdamW moments ", moments / gib, ", activations ", acts / gib, " GiB) but ", have / gib,
-                    " GiB are free; lower train.batch_size or model.seq_len (grad_accum keeps the tokens per step), "
-                    "shard the optimizer (dist.zero = 1) over more ranks, or use a smaller model");
-    return n;
-  }
-
-  static int per_rank_batch(const Config& cfg, Comm& comm) {
-    LOOM_USER_CHECK(cfg.train.batch_size % comm.world() == 0, "train.batch_size: ", cfg.train.batch_size,
-                    " is not divisible by the ", comm.world(), " ranks");
-    return static_cast<int>(cfg.train.batch_size / comm.world());
+  // allocated; memory_report.h counts what this learner allocates), with the report the banner
+  // prints.
+  int64_t fitting_param_count() {
+    const MemoryTarget t = memory_target(*be_, comm_.world(), cfg_.dist.zero == 1);
+    const MemoryUse use = memory_use(tg_.g, eg_.g, t);
+    require_fits(cfg_, use, t);
+    memory_report_ = memory_report(cfg_, use, t);
+    return tg_.g.param_count;
   }
 
   // Forward + backward of one micro-batch, then the state carried to the next. After two
@@ -266,6 +249,7 @@ class GradientLearner final : public Learner {
   std::unique_ptr<StreamLoader> stream_;
   std::unique_ptr<Backend> be_;
   ModelGraph tg_, eg_;
+  std::string memory_report_;  // set with n_
   const int64_t n_;
   DeviceWeights weights_;
   DeviceBuffer grads_;
