@@ -100,9 +100,9 @@ class PlanCommand final : public Command {
     if (const GpuSpec* g = find_gpu(device_)) {
       const double u = mfu_.value_or(kDefaultPlanMfu);
       in.device_flops = g->bf16_flops * u;
-      in.rate_what = std::string(g->name) + ": " + fmt("%.1f", g->bf16_flops / 1e12) + " TFLOP/s dense bf16 x MFU " +
-                     fmt("%.2f", u) + (mfu_ ? " (--mfu)" : " (assumed; --mfu to change)") +
-                     (in.target.world > 1 ? " per GPU" : "");
+      in.rate_what = (in.target.world > 1 ? std::to_string(in.target.world) + " x " : "") + g->name + ": " +
+                     fmt("%.1f", g->bf16_flops / 1e12) + " TFLOP/s dense bf16 x MFU " + fmt("%.2f", u) +
+                     (mfu_ ? " (--mfu)" : " (assumed; --mfu to change)");
       return;
     }
     // This CPU: the ranks share its cores, so the run goes at one device's rate.

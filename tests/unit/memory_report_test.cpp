@@ -6,10 +6,11 @@
 
 #include <cmath>
 
+#include "engine/backend/peak.h"
 #include "engine/graph/planner.h"
 #include "launch/run/memory_report.h"
 #include "launch/run/plan.h"
-#include "support/helpers.h"
+#include "tests/support/helpers.h"
 
 namespace loom {
 namespace {
@@ -79,9 +80,13 @@ TEST(MemoryReport, LargestMicroBatchIsTheLastThatFitsAndGrowsWithRecompute) {
     const int b = largest_micro_batch(m, r, t, kPlanBatchCap);
     EXPECT_TRUE(fits(b, r)) << recompute_name(r);
     EXPECT_FALSE(fits(b + 1, r)) << recompute_name(r);
-    if (r == Recompute::None) EXPECT_EQ(b, 6);
-    if (r == Recompute::Block) EXPECT_GT(b, prev) << "block keeps less than none";
-    if (r == Recompute::None) prev = b;
+    if (r == Recompute::None) {
+      EXPECT_EQ(b, 6);
+      prev = b;
+    }
+    if (r == Recompute::Block) {
+      EXPECT_GT(b, prev) << "block keeps less than none";
+    }
   }
   EXPECT_EQ(largest_micro_batch(m, Recompute::None, t, 3), 3);  // the cap
   EXPECT_EQ(largest_micro_batch(m, Recompute::None, host_target(1000), kPlanBatchCap), 0);
