@@ -137,12 +137,9 @@ class PlanCommand final : public Command {
                    fmt("%.2f", share) + " measured on " + on;
   }
 
+  // ModelConfig's defaults are the default job's GPT (L=4, H=4, C=256).
   static ModelConfig probe_model() {
     ModelConfig p;
-    p.kind = "gpt";
-    p.n_layer = 4;
-    p.n_head = 4;
-    p.d_model = 256;
     p.seq_len = 128;
     p.vocab = 8192;
     return p;

@@ -11,8 +11,7 @@ namespace {
 
 TEST(MemoryBadInput, RunTooBigForThisMachineStopsBeforeTheFirstStep) {
   TempDir t;
-  const std::string data = prepare_tiny_data(t.str());
-  std::ofstream(t / "c.toml") << tiny_config(data, t / "run", 5);
+  std::ofstream(t / "c.toml") << tiny_config(prepare_tiny_data(t.str()), t / "run", 5);
   // At B=256 x T=1024 x C=2048 x 8 layers the training arena alone is well over 100 TiB.
   const RunResult r = run_loom({"train", "--config", t / "c.toml", "--model.d_model", "2048", "--model.n_head", "16",
                                 "--model.n_layer", "8", "--model.seq_len", "1024", "--train.batch_size", "256"});

@@ -18,12 +18,9 @@ namespace {
 using test::expect_user_error;
 
 ModelConfig small_gpt() {
-  ModelConfig m;
-  m.kind = "gpt";
-  m.n_layer = 2;
-  m.n_head = 2;
-  m.d_model = 32;
-  m.seq_len = 32;
+  ModelConfig m;  // a GPT (the default kind), two layers of width 32
+  m.n_layer = m.n_head = 2;
+  m.d_model = m.seq_len = 32;
   m.vocab = 61;
   return m;
 }
