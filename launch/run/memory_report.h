@@ -11,6 +11,8 @@
 // workspace: the validation graph's arena, both graphs' input buffers, the weight-decay mask,
 // ZeRO-1's gather buffer at checkpoints, the matrix-product library's workspace on a GPU and,
 // on the CPU, where the device is the host, the checkpoint's host copies of weights and moments.
+// Not counted: the CUDA backend's kernel scratch (grown to the largest an op asks for; at most
+// attention backward's B*T*C floats) and NCCL's buffers.
 #pragma once
 #include <string>
 
