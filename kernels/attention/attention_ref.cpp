@@ -1,7 +1,11 @@
-// attention_ref.cpp: CPU reference causal attention. One (batch, head) pair per OpenMP task;
-// each task gathers its head into contiguous scratch and uses BLAS for the two products.
-// The [T, T] score matrix is per-thread scratch, rebuilt in backward from the saved lse.
-// With a document mask a row's softmax runs over [doc_start, i] instead of [0, i].
+// attention_ref.cpp: CPU reference causal attention. One (batch, head) pair per OpenMP task,
+// queries in blocks of kQueryBlock rows: a block's scores are taken only against the keys it
+// may see (from its first query's document start to its last query), so the masked upper
+// triangle is skipped but for the diagonal blocks. The BLAS calls read q, k and v in place
+// in the packed qkv rows (leading dimension 3C) and write out / dqkv in place, so no head is
+// gathered into scratch. The [block, keys] score matrix is per-thread scratch, rebuilt in
+// backward from the saved lse. With a document mask a row's softmax runs over
+// [doc_start, i] instead of [0, i].
 #include "kernels/attention/attention.h"
 
 #include <algorithm>
@@ -16,27 +20,38 @@
 namespace loom::ref {
 
 namespace {
-// Copies head h of part p (0 = q, 1 = k, 2 = v) of batch b into dst [T, D].
-template <typename T>
-void gather(const T* qkv, int64_t b, int p, int64_t h, int64_t T_, int64_t C, int64_t D, T* dst) {
-  for (int64_t t = 0; t < T_; ++t) {
-    const T* src = qkv + (b * T_ + t) * 3 * C + p * C + h * D;
-    std::copy(src, src + D, dst + t * D);
-  }
-}
-// q, k and v of head h of batch b.
-template <typename T>
-void gather_qkv(const T* qkv, int64_t b, int64_t h, int64_t T_, int64_t C, int64_t D, T* q, T* k, T* v) {
-  gather(qkv, b, 0, h, T_, C, D, q);
-  gather(qkv, b, 1, h, T_, C, D, k);
-  gather(qkv, b, 2, h, T_, C, D, v);
-}
+// Rows per query block: large enough for BLAS to run near its rate on D = 64 heads, small
+// enough that the skipped share of the masked triangle (1/2 - kQueryBlock / 2T) stays large.
+constexpr int64_t kQueryBlock = 64;
+
 // First key query i of batch b may see: its document's start (0 without a mask).
 int64_t first_key(const int32_t* doc_start, int64_t b, int64_t i, int64_t T_) {
   if (!doc_start) return 0;
   const int64_t j0 = doc_start[b * T_ + i];
   LOOM_CHECK(j0 >= 0 && j0 <= i, "attention: doc_start ", j0, " of position ", i, " outside [0, ", i, "]");
   return j0;
+}
+
+// Query block [i0, i1) of batch b and the keys [j0, i1) it may see; documents are contiguous
+// runs (doc_start nondecreasing), so the block's first query has the block's first key.
+struct Block {
+  int64_t i0, i1, j0;
+  int64_t rows() const { return i1 - i0; }
+  int64_t keys() const { return i1 - j0; }
+};
+Block query_block(const int32_t* doc_start, int64_t b, int64_t i0, int64_t T_) {
+  const int64_t i1 = std::min(T_, i0 + kQueryBlock);
+  return {i0, i1, first_key(doc_start, b, i0, T_)};
+}
+
+// s [rows, keys] = scale * Q[i0, i1) K[j0, i1)^T, read in place from the packed qkv rows of
+// batch b, head h.
+template <typename T>
+void block_scores(const T* qkv, int64_t b, int64_t h, int64_t T_, int64_t C, int64_t D, const Block& blk,
+                  T scale, T* s) {
+  const T* base = qkv + b * T_ * 3 * C + h * D;
+  gemm<T>(false, true, blk.rows(), blk.keys(), D, scale, base + blk.i0 * 3 * C, 3 * C, base + C + blk.j0 * 3 * C,
+          3 * C, T(0), s, blk.keys());
 }
 }  // namespace
 
@@ -46,28 +61,32 @@ void attention_fwd(const AttentionArgs<T>& a) {
   const T scale = T(1) / std::sqrt(T(D));
 #pragma omp parallel
   {
-    std::vector<T> q(T_ * D), k(T_ * D), v(T_ * D), s(T_ * T_), o(T_ * D);
+    std::vector<T> s(kQueryBlock * T_);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < a.B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      gather_qkv(a.qkv, b, h, T_, C, D, q.data(), k.data(), v.data());
-      gemm<T>(false, true, T_, T_, D, scale, q.data(), D, k.data(), D, T(0), s.data(), T_);
-      for (int64_t i = 0; i < T_; ++i) {
-        T* row = s.data() + i * T_;
-        const int64_t j0 = first_key(a.doc_start, b, i, T_);
-        T m = row[j0];
-        for (int64_t j = j0 + 1; j <= i; ++j) m = std::max(m, row[j]);
-        T sum = 0;
+      for (int64_t i0 = 0; i0 < T_; i0 += kQueryBlock) {
+        const Block blk = query_block(a.doc_start, b, i0, T_);
+        const int64_t nk = blk.keys();
+        block_scores(a.qkv, b, h, T_, C, D, blk, scale, s.data());
+        for (int64_t i = blk.i0; i < blk.i1; ++i) {
+          T* row = s.data() + (i - blk.i0) * nk - blk.j0;  // row[j]: key j
+          const int64_t j0 = first_key(a.doc_start, b, i, T_);
+          T m = row[j0];
+          for (int64_t j = j0 + 1; j <= i; ++j) m = std::max(m, row[j]);
+          T sum = 0;
 #pragma omp simd reduction(+ : sum)
-        for (int64_t j = j0; j <= i; ++j) sum += (row[j] = vexp<T>(row[j] - m));
-        const T inv = T(1) / sum;
-        for (int64_t j = j0; j <= i; ++j) row[j] *= inv;
-        for (int64_t j = 0; j < j0; ++j) row[j] = 0;
-        for (int64_t j = i + 1; j < T_; ++j) row[j] = 0;
-        a.lse[bh * T_ + i] = m + std::log(sum);
+          for (int64_t j = j0; j <= i; ++j) sum += (row[j] = vexp<T>(row[j] - m));
+          const T inv = T(1) / sum;
+          for (int64_t j = j0; j <= i; ++j) row[j] *= inv;
+          for (int64_t j = blk.j0; j < j0; ++j) row[j] = 0;
+          for (int64_t j = i + 1; j < blk.i1; ++j) row[j] = 0;
+          a.lse[bh * T_ + i] = m + std::log(sum);
+        }
+        // out[i0, i1) = P V[j0, i1), written in place into head h's columns of out.
+        gemm<T>(false, false, blk.rows(), D, nk, T(1), s.data(), nk, a.qkv + (b * T_ + blk.j0) * 3 * C + 2 * C + h * D,
+                3 * C, T(0), a.out + (b * T_ + blk.i0) * C + h * D, C);
       }
-      gemm<T>(false, false, T_, D, T_, T(1), s.data(), T_, v.data(), D, T(0), o.data(), D);
-      for (int64_t t = 0; t < T_; ++t) std::copy(o.data() + t * D, o.data() + (t + 1) * D, a.out + (b * T_ + t) * C + h * D);
     }
   }
 }
@@ -78,44 +97,51 @@ void attention_bwd(const AttentionBwdArgs<T>& a) {
   const T scale = T(1) / std::sqrt(T(D));
 #pragma omp parallel
   {
-    std::vector<T> q(T_ * D), k(T_ * D), v(T_ * D), p(T_ * T_), dp(T_ * T_), o(T_ * D), dout(T_ * D),
-        dq(T_ * D), dk(T_ * D), dv(T_ * D), delta(T_);
+    std::vector<T> p(kQueryBlock * T_), dp(kQueryBlock * T_), delta(T_);
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < a.B * H; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      gather_qkv(a.qkv, b, h, T_, C, D, q.data(), k.data(), v.data());
+      const T* qkv_h = a.qkv + b * T_ * 3 * C + h * D;  // q of row t at qkv_h + t 3C; k at +C, v at +2C
+      T* dqkv_h = a.dqkv + b * T_ * 3 * C + h * D;
+      const T* dout = a.dout + b * T_ * C + h * D;  // row t at dout + t C
+      // dK and dV accumulate over the query blocks that see each key.
       for (int64_t t = 0; t < T_; ++t) {
-        const T* src_o = a.out + (b * T_ + t) * C + h * D;
-        const T* src_d = a.dout + (b * T_ + t) * C + h * D;
-        std::copy(src_o, src_o + D, o.data() + t * D);
-        std::copy(src_d, src_d + D, dout.data() + t * D);
+        std::fill(dqkv_h + t * 3 * C + C, dqkv_h + t * 3 * C + C + D, T(0));
+        std::fill(dqkv_h + t * 3 * C + 2 * C, dqkv_h + t * 3 * C + 2 * C + D, T(0));
+        const T* o = a.out + (b * T_ + t) * C + h * D;
         T d = 0;
-        for (int64_t e = 0; e < D; ++e) d += src_o[e] * src_d[e];
+        for (int64_t e = 0; e < D; ++e) d += o[e] * dout[t * C + e];
         delta[t] = d;
       }
-      // P = exp(S - lse) on and below the diagonal (from the document's start), 0 elsewhere:
-      // the forward probabilities.
-      gemm<T>(false, true, T_, T_, D, scale, q.data(), D, k.data(), D, T(0), p.data(), T_);
-      for (int64_t i = 0; i < T_; ++i) {
-        T* row = p.data() + i * T_;
-        const T l = a.lse[bh * T_ + i];
-        const int64_t j0 = first_key(a.doc_start, b, i, T_);
-        for (int64_t j = 0; j < j0; ++j) row[j] = 0;
+      for (int64_t i0 = 0; i0 < T_; i0 += kQueryBlock) {
+        const Block blk = query_block(a.doc_start, b, i0, T_);
+        const int64_t nq = blk.rows(), nk = blk.keys();
+        // P = exp(S - lse) on and below the diagonal (from the document's start), 0 elsewhere:
+        // the forward probabilities.
+        block_scores(a.qkv, b, h, T_, C, D, blk, scale, p.data());
+        for (int64_t i = blk.i0; i < blk.i1; ++i) {
+          T* row = p.data() + (i - blk.i0) * nk - blk.j0;
+          const T l = a.lse[bh * T_ + i];
+          const int64_t j0 = first_key(a.doc_start, b, i, T_);
+          for (int64_t j = blk.j0; j < j0; ++j) row[j] = 0;
 #pragma omp simd
-        for (int64_t j = j0; j <= i; ++j) row[j] = vexp<T>(row[j] - l);
-        for (int64_t j = i + 1; j < T_; ++j) row[j] = 0;
-      }
-      gemm<T>(true, false, T_, D, T_, T(1), p.data(), T_, dout.data(), D, T(0), dv.data(), D);   // dV = P^T dO
-      gemm<T>(false, true, T_, T_, D, T(1), dout.data(), D, v.data(), D, T(0), dp.data(), T_);  // dP = dO V^T
-      for (int64_t i = 0; i < T_; ++i)
-        for (int64_t j = 0; j < T_; ++j) dp[i * T_ + j] = p[i * T_ + j] * (dp[i * T_ + j] - delta[i]);  // dS
-      gemm<T>(false, false, T_, D, T_, scale, dp.data(), T_, k.data(), D, T(0), dq.data(), D); // dQ = dS K
-      gemm<T>(true, false, T_, D, T_, scale, dp.data(), T_, q.data(), D, T(0), dk.data(), D);   // dK = dS^T Q
-      for (int64_t t = 0; t < T_; ++t) {
-        T* dst = a.dqkv + (b * T_ + t) * 3 * C + h * D;
-        std::copy(dq.data() + t * D, dq.data() + (t + 1) * D, dst);
-        std::copy(dk.data() + t * D, dk.data() + (t + 1) * D, dst + C);
-        std::copy(dv.data() + t * D, dv.data() + (t + 1) * D, dst + 2 * C);
+          for (int64_t j = j0; j <= i; ++j) row[j] = vexp<T>(row[j] - l);
+          for (int64_t j = i + 1; j < blk.i1; ++j) row[j] = 0;
+        }
+        const T* dout_blk = dout + blk.i0 * C;
+        const int64_t kv = blk.j0 * 3 * C;  // offset of key j0's row
+        // dV[j0, i1) += P^T dO
+        gemm<T>(true, false, nk, D, nq, T(1), p.data(), nk, dout_blk, C, T(1), dqkv_h + kv + 2 * C, 3 * C);
+        // dP = dO V[j0, i1)^T
+        gemm<T>(false, true, nq, nk, D, T(1), dout_blk, C, qkv_h + kv + 2 * C, 3 * C, T(0), dp.data(), nk);
+        for (int64_t r = 0; r < nq; ++r) {
+          const T dl = delta[blk.i0 + r];
+#pragma omp simd
+          for (int64_t j = 0; j < nk; ++j) dp[r * nk + j] = p[r * nk + j] * (dp[r * nk + j] - dl);  // dS
+        }
+        // dQ[i0, i1) = scale dS K[j0, i1);  dK[j0, i1) += scale dS^T Q[i0, i1)
+        gemm<T>(false, false, nq, D, nk, scale, dp.data(), nk, qkv_h + kv + C, 3 * C, T(0), dqkv_h + blk.i0 * 3 * C, 3 * C);
+        gemm<T>(true, false, nk, D, nq, scale, dp.data(), nk, qkv_h + blk.i0 * 3 * C, 3 * C, T(1), dqkv_h + kv + C, 3 * C);
       }
     }
   }
