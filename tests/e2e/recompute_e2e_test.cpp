@@ -38,35 +38,48 @@ void expect_same_metrics(const std::string& a_dir, const std::string& b_dir) {
   EXPECT_EQ(read_bytes(a_dir + "/latest/optim.safetensors"), read_bytes(b_dir + "/latest/optim.safetensors"));
 }
 
-TEST(RecomputeE2E, BlockTrainsBitIdenticalToNone) {
-  TempDir d;
-  const std::string data = prepare_tiny_data(d.str());
-  TrainOptions o;
-  o.quiet = true;
-  train(tiny(data, d / "none", "none"), o);
-  std::ofstream(d / "tiny.toml") << tiny_config(data, d / "block", kSteps);
-  const RunResult r = run_loom({"train", "--config", d / "tiny.toml", "--train.recompute", "block"});
+// One prepared data folder for the suite; each run trains the tiny config in a folder of it.
+class RecomputeE2E : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new TempDir;
+    data_ = prepare_tiny_data(dir_->str());
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::string run_dir(const std::string& name) { return *dir_ / name; }
+  // In process, quiet; `stop_after` > 0 interrupts the run there.
+  static TrainResult train_tiny(const std::string& name, const std::string& recompute, int64_t stop_after = 0,
+                                bool resume = false) {
+    TrainOptions o;
+    o.quiet = true;
+    o.stop_after = stop_after;
+    o.resume = resume;
+    return train(tiny(data_, run_dir(name), recompute), o);
+  }
+  static TempDir* dir_;
+  static std::string data_;
+};
+TempDir* RecomputeE2E::dir_ = nullptr;
+std::string RecomputeE2E::data_;
+
+TEST_F(RecomputeE2E, BlockTrainsBitIdenticalToNone) {
+  train_tiny("none", "none");
+  std::ofstream(*dir_ / "tiny.toml") << tiny_config(data_, run_dir("block"), kSteps);
+  const RunResult r = run_loom({"train", "--config", *dir_ / "tiny.toml", "--train.recompute", "block"});
   ASSERT_EQ(r.rc, 0) << r.err;
-  EXPECT_NE(read_bytes(d / "block/config.toml").find("recompute = 'block'"), std::string::npos)
+  EXPECT_NE(read_bytes(run_dir("block") + "/config.toml").find("recompute = 'block'"), std::string::npos)
       << "the run folder's config does not record the setting";
-  expect_same_metrics(d / "none", d / "block");
+  expect_same_metrics(run_dir("none"), run_dir("block"));
   // The losses moved: the runs compared above trained.
-  const auto m = read_metrics(d / "block");
+  const auto m = read_metrics(run_dir("block"));
   EXPECT_LT(m.back()["loss"].get<double>(), m.front()["loss"].get<double>() - 0.5);
 }
 
-TEST(RecomputeE2E, ResumeWithRecomputeIsBitExact) {
-  TempDir d;
-  const std::string data = prepare_tiny_data(d.str());
-  TrainOptions o;
-  o.quiet = true;
-  train(tiny(data, d / "full", "block"), o);
-  o.stop_after = 13;  // between checkpoints: the stop itself checkpoints
-  ASSERT_TRUE(train(tiny(data, d / "resumed", "block"), o).interrupted);
-  o.stop_after = 0;
-  o.resume = true;
-  train(tiny(data, d / "resumed", "block"), o);
-  expect_same_metrics(d / "full", d / "resumed");
+TEST_F(RecomputeE2E, ResumeWithRecomputeIsBitExact) {
+  train_tiny("full", "block");
+  ASSERT_TRUE(train_tiny("resumed", "block", 13).interrupted);  // between checkpoints: the stop checkpoints
+  train_tiny("resumed", "block", 0, true);
+  expect_same_metrics(run_dir("full"), run_dir("resumed"));
 }
 
 }  // namespace
