@@ -2,8 +2,11 @@
 // bench_train.h) and `loom bench kernels` (every CUDA kernel: launch/bench/bench_kernels.h).
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <optional>
+#include <string_view>
 
 #include "core/check.h"
 #include "launch/bench/bench_kernels.h"
@@ -36,6 +39,8 @@ class BenchTrainCommand final : public Command {
     cmd_->add_option("--steps", o_.steps, "timed steps")->capture_default_str();
     cmd_->add_option("--warmup", o_.warmup, "untimed steps first")->capture_default_str();
     cmd_->add_flag("--op-profile", o_.op_profile, "also print the time of every op kind per step");
+    cmd_->add_option("--recompute", recompute_, "activations re-run in backward: none | attention | mlp | block (gpt)")
+        ->capture_default_str();
   }
   int run() override {
     LOOM_USER_CHECK(!model_kind(o_.model.kind).counts(), "bench train: --model ", o_.model.kind,
@@ -43,10 +48,17 @@ class BenchTrainCommand final : public Command {
     validate_model(o_.model, "bench train");
     LOOM_USER_CHECK(o_.model.vocab >= 2 && o_.batch >= 1 && o_.steps >= 1,
                     "bench train: --vocab, --batch, --steps must be positive");
+    const std::optional<Recompute> rc = parse_recompute(recompute_);
+    LOOM_USER_CHECK(rc, "bench train: --recompute: '", recompute_, "' is not one of none, attention, mlp, block");
+    const auto keys = model_kind(o_.model.kind).keys();
+    LOOM_USER_CHECK(*rc == Recompute::None || std::find(keys.begin(), keys.end(), std::string_view("train.recompute")) != keys.end(),
+                    "bench train: --recompute: --model ", o_.model.kind, " has no segments to recompute (only none)");
+    o_.recompute = *rc;
     const BenchTrainResult r = bench_train(o_);
     std::printf("bench train | device %s | %s %s T=%d V=%d | batch %d | %lld parameters\n", o_.device.c_str(),
                 o_.model.kind.c_str(), model_kind(o_.model.kind).describe(o_.model).c_str(), o_.model.seq_len,
                 o_.model.vocab, o_.batch, static_cast<long long>(r.params));
+    std::printf("arena %.1f MiB (planner's peak; recompute %s)\n", r.arena_bytes / 1048576.0, recompute_.c_str());
     std::printf("median %.1f ms/step over %d steps (after %d warm-up) | %.0f tokens/s | %.2f GFLOP/s "
                 "(%.1f MFLOP/token)\n",
                 r.median_ms, o_.steps, o_.warmup, r.tokens_per_s, r.gflops, r.flops_per_token / 1e6);
@@ -64,6 +76,7 @@ class BenchTrainCommand final : public Command {
 
  private:
   BenchTrainOptions o_;
+  std::string recompute_ = "none";
 };
 
 class BenchKernelsCommand final : public Command {

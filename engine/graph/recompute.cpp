@@ -104,6 +104,10 @@ RecomputeStats recompute_segments(Graph& g, const std::function<std::string(cons
         }
       for (int& v : c.out) {
         if (v < 0) continue;
+        // Re-running a node that writes a caller's buffer (a cache input) or a parameter would
+        // write it twice; only arena activations can be recomputed.
+        LOOM_CHECK(g.values[v].kind == ValueKind::Activation, "recompute: ",
+                   describe_slot(g, n, false, static_cast<int>(&v - c.out.data())), " is not an activation");
         Value copy = g.values[v];
         copy.name = "recompute." + copy.name;
         copy.keep = false;

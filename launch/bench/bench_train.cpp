@@ -26,7 +26,7 @@ double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock:
 BenchTrainResult bench_train(const BenchTrainOptions& o) {
   auto be = make_backend(o.device);
   const int T = o.model.seq_len;
-  ModelGraph tg = build_model(o.model, GraphMode::Train, o.batch, T, be->float_dtype());
+  ModelGraph tg = build_model(o.model, GraphMode::Train, o.batch, T, be->float_dtype(), false, o.recompute);
   const int64_t n = tg.g.param_count;
   BenchTrainResult r;
   r.params = n;
@@ -39,6 +39,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   be->zero(v.data(), n * 4);
   Executor ex(tg.g, *be);
   ex.bind_params(weights.graph_params(), grads.data());
+  r.arena_bytes = ex.plan().arena_bytes;
   Rng rng(7);
   std::vector<int32_t> x(static_cast<size_t>(o.batch) * T), y(x.size());
   for (auto& t : x) t = static_cast<int32_t>(rng.below(o.model.vocab));

@@ -15,6 +15,7 @@ struct BenchTrainOptions {
   int steps = 10;
   int warmup = 2;
   bool op_profile = false;  // time every op kind (host clock; CPU backend)
+  Recompute recompute = Recompute::None;  // train.recompute's setting for the step's graph
 };
 
 struct BenchTrainResult {
@@ -23,6 +24,7 @@ struct BenchTrainResult {
   double mfu = 0;          // model FLOPs utilisation (NaN: the device's peak is unknown)
   std::string peak;        // where the peak comes from (engine/backend/peak.h)
   int64_t params = 0;
+  size_t arena_bytes = 0;  // the planner's peak for the step's graph (activations and their gradients)
   std::vector<std::pair<std::string, double>> op_ms;  // per op kind, ms per step, largest first
 };
 

@@ -39,7 +39,7 @@ class GradientLearner final : public Learner {
         T_(cfg_.model.seq_len), B_(per_rank_batch(cfg_, comm_.world())),
         loader_(*rc.train, T_, static_cast<uint64_t>(cfg_.train.seed) + 1),
         be_(make_backend(cfg_.device)),
-        tg_(build_model(cfg_.model, GraphMode::Train, B_, T_, be_->float_dtype())),
+        tg_(build_model(cfg_.model, GraphMode::Train, B_, T_, be_->float_dtype(), false, train_recompute(cfg_))),
         eg_(build_model(cfg_.model, GraphMode::Eval, B_, T_, be_->float_dtype())),
         n_(fitting_param_count()), weights_(*be_, n_), grads_(*be_, static_cast<size_t>(tg_.g.trainable_prefix()) * 4),
         tx_(tg_.g, *be_), ex_(eg_.g, *be_), carrier_(tx_, tg_, comm_), eval_carrier_(ex_, eg_, comm_) {

@@ -1,7 +1,8 @@
 // env_badinput_test.cpp: environment variables and the config keys whose bad values used to
 // overflow or abort instead of being refused: LOOM_COMM_TIMEOUT / LOOM_BUCKET_MB of inf or
-// garbage on a two-rank job, a LoRA rank above the width and an ffnn context past its bound -
-// each one line naming the variable or key, exit 2.
+// garbage on a two-rank job, a LoRA rank above the width, an ffnn context past its bound, and
+// train.recompute not a setting or on a kind without segments - each one line naming the
+// variable or key, exit 2.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -45,6 +46,17 @@ TEST_F(EnvBadInput, LoraRankAndContextOutsideTheirBounds) {
   expect_user_error(run_loom({"train", "--config", *dir_ / "c.toml", "--model.kind", "ffnn", "--model.context",
                               "100000"}),
                     "model.context");
+}
+
+TEST_F(EnvBadInput, RecomputeSettingAndKind) {
+  expect_user_error(run_loom({"train", "--config", *dir_ / "c.toml", "--train.recompute", "sometimes"}),
+                    "train.recompute");
+  // Only kinds that name segments (gpt) take a setting other than none.
+  expect_user_error(run_loom({"train", "--config", *dir_ / "c.toml", "--model.kind", "lstm", "--train.recompute",
+                              "block"}),
+                    "train.recompute");
+  expect_user_error(run_loom({"bench", "train", "--recompute", "sometimes"}), "--recompute");
+  expect_user_error(run_loom({"bench", "train", "--model", "lstm", "--recompute", "mlp"}), "--recompute");
 }
 
 }  // namespace

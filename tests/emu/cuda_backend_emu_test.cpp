@@ -25,8 +25,8 @@ struct StepResult {
 };
 
 StepResult train_step(Backend& be, const ModelConfig& c, int B, const std::vector<int32_t>& x,
-                      const std::vector<int32_t>& y, const std::vector<float>& params) {
-  ModelGraph m = build_model(c, GraphMode::Train, B, c.seq_len, be.float_dtype());
+                      const std::vector<int32_t>& y, const std::vector<float>& params, Recompute rc) {
+  ModelGraph m = build_model(c, GraphMode::Train, B, c.seq_len, be.float_dtype(), false, rc);
   const int64_t n = m.g.param_count;
   DeviceWeights w(be, n);
   w.upload(params);
@@ -65,8 +65,9 @@ StepResult train_step(Backend& be, const ModelConfig& c, int B, const std::vecto
 }
 
 // One training step of model `c` on both backends; compares loss, final state, every
-// gradient tensor and the weights after AdamW.
-void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale) {
+// gradient tensor and the weights after AdamW. `rc` applies to the CUDA backend's graph; the
+// CPU runs without recomputation, the reference for every setting.
+void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale, Recompute rc = Recompute::None) {
   std::string why;
   auto cuda = make_cuda_backend(&why);
   ASSERT_TRUE(cuda) << why;
@@ -79,8 +80,8 @@ void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale) {
   std::vector<float> params = init_params(c, 3);
   for (auto& p : params) p *= init_scale;
   auto cpu = make_cpu_backend();
-  const StepResult a = train_step(*cpu, c, B, x, y, params);
-  const StepResult b = train_step(*cuda, c, B, x, y, params);
+  const StepResult a = train_step(*cpu, c, B, x, y, params, Recompute::None);
+  const StepResult b = train_step(*cuda, c, B, x, y, params, rc);
 
   ASSERT_TRUE(std::isfinite(b.loss));
   EXPECT_NEAR(b.loss, a.loss, 2e-2 * std::fabs(a.loss)) << "loss cpu " << a.loss << " cuda " << b.loss;
@@ -128,6 +129,19 @@ TEST(CudaBackendEmu, TinyDocumentMaskedGptStepMatchesCpu) {
   c.document_mask = true;
   c.eot_id = 0;
   expect_step_matches_cpu(c, 2, 3.0f);
+}
+
+// Activation recomputation (train.recompute = block): the clones of every block's forward
+// nodes run in backward on the CUDA kernels; with LoRA and the document mask too.
+TEST(CudaBackendEmu, TinyGptStepWithRecomputedBlocksMatchesCpu) {
+  ModelConfig c{.n_layer = 2, .n_head = 2, .d_model = 32, .seq_len = 16, .vocab = 48};
+  expect_step_matches_cpu(c, 2, 3.0f, Recompute::Block);
+  c.lora_rank = 4;
+  c.lora_alpha = 8;
+  c.vocab = 6;
+  c.document_mask = true;
+  c.eot_id = 0;
+  expect_step_matches_cpu(c, 2, 3.0f, Recompute::Block);
 }
 
 // The recurrent kinds (per-step products through the backend's gemm, fused cell kernels) and
