@@ -27,7 +27,9 @@ TEST(Plan, MemoryMatchesTrainsStartupReport) {
   const std::string data = prepare_tiny_data(t.str());
   std::ofstream(t / "c.toml") << tiny_config(data, t / "run", 1);
   for (const std::vector<std::string>& ov :
-       {std::vector<std::string>{}, {"--train.batch_size", "3", "--model.d_model", "48"}}) {
+       {std::vector<std::string>{},
+        {"--train.batch_size", "3", "--model.d_model", "48"},
+        {"--train.recompute", "block"}}) {
     std::vector<std::string> train = {"train", "--config", t / "c.toml", "--checkpoint.every", "1"};
     std::vector<std::string> plan = {"plan", "--config", t / "c.toml", "--device", "cpu", "--mfu", "0.5"};
     train.insert(train.end(), ov.begin(), ov.end());
