@@ -70,17 +70,18 @@ void attention_fwd(const AttentionArgs<T>& a) {
         const int64_t nk = blk.keys();
         block_scores(a.qkv, b, h, T_, C, D, blk, scale, s.data());
         for (int64_t i = blk.i0; i < blk.i1; ++i) {
-          T* row = s.data() + (i - blk.i0) * nk - blk.j0;  // row[j]: key j
-          const int64_t j0 = first_key(a.doc_start, b, i, T_);
-          T m = row[j0];
-          for (int64_t j = j0 + 1; j <= i; ++j) m = std::max(m, row[j]);
+          // row[c]: key blk.j0 + c; the query sees columns [lo, hi].
+          T* row = s.data() + (i - blk.i0) * nk;
+          const int64_t lo = first_key(a.doc_start, b, i, T_) - blk.j0, hi = i - blk.j0;
+          T m = row[lo];
+          for (int64_t c = lo + 1; c <= hi; ++c) m = std::max(m, row[c]);
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
-          for (int64_t j = j0; j <= i; ++j) sum += (row[j] = vexp<T>(row[j] - m));
+          for (int64_t c = lo; c <= hi; ++c) sum += (row[c] = vexp<T>(row[c] - m));
           const T inv = T(1) / sum;
-          for (int64_t j = j0; j <= i; ++j) row[j] *= inv;
-          for (int64_t j = blk.j0; j < j0; ++j) row[j] = 0;
-          for (int64_t j = i + 1; j < blk.i1; ++j) row[j] = 0;
+          for (int64_t c = lo; c <= hi; ++c) row[c] *= inv;
+          for (int64_t c = 0; c < lo; ++c) row[c] = 0;
+          for (int64_t c = hi + 1; c < nk; ++c) row[c] = 0;
           a.lse[bh * T_ + i] = m + std::log(sum);
         }
         // out[i0, i1) = P V[j0, i1), written in place into head h's columns of out.
@@ -120,13 +121,14 @@ void attention_bwd(const AttentionBwdArgs<T>& a) {
         // the forward probabilities.
         block_scores(a.qkv, b, h, T_, C, D, blk, scale, p.data());
         for (int64_t i = blk.i0; i < blk.i1; ++i) {
-          T* row = p.data() + (i - blk.i0) * nk - blk.j0;
+          // row[c]: key blk.j0 + c; the query sees columns [lo, hi].
+          T* row = p.data() + (i - blk.i0) * nk;
           const T l = a.lse[bh * T_ + i];
-          const int64_t j0 = first_key(a.doc_start, b, i, T_);
-          for (int64_t j = blk.j0; j < j0; ++j) row[j] = 0;
+          const int64_t lo = first_key(a.doc_start, b, i, T_) - blk.j0, hi = i - blk.j0;
+          for (int64_t c = 0; c < lo; ++c) row[c] = 0;
 #pragma omp simd
-          for (int64_t j = j0; j <= i; ++j) row[j] = vexp<T>(row[j] - l);
-          for (int64_t j = i + 1; j < blk.i1; ++j) row[j] = 0;
+          for (int64_t c = lo; c <= hi; ++c) row[c] = vexp<T>(row[c] - l);
+          for (int64_t c = hi + 1; c < nk; ++c) row[c] = 0;
         }
         const T* dout_blk = dout + blk.i0 * C;
         const int64_t kv = blk.j0 * 3 * C;  // offset of key j0's row
