@@ -2,11 +2,9 @@
 // bench_train.h) and `loom bench kernels` (every CUDA kernel: launch/bench/bench_kernels.h).
 #include <CLI/CLI.hpp>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <optional>
-#include <string_view>
 
 #include "core/check.h"
 #include "launch/bench/bench_kernels.h"
@@ -50,8 +48,7 @@ class BenchTrainCommand final : public Command {
                     "bench train: --vocab, --batch, --steps must be positive");
     const std::optional<Recompute> rc = parse_recompute(recompute_);
     LOOM_USER_CHECK(rc, "bench train: --recompute: '", recompute_, "' is not one of none, attention, mlp, block");
-    const auto keys = model_kind(o_.model.kind).keys();
-    LOOM_USER_CHECK(*rc == Recompute::None || std::find(keys.begin(), keys.end(), std::string_view("train.recompute")) != keys.end(),
+    LOOM_USER_CHECK(*rc == Recompute::None || model_kind(o_.model.kind).has_recompute_segments(),
                     "bench train: --recompute: --model ", o_.model.kind, " has no segments to recompute (only none)");
     o_.recompute = *rc;
     const BenchTrainResult r = bench_train(o_);

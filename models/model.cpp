@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string_view>
 
 #include "core/check.h"
 #include "core/rng.h"
@@ -134,6 +135,10 @@ ModelGraph ModelKind::build(const ModelConfig&, GraphMode, int, int, DType, bool
   LOOM_CHECK(false, "model kind ", name(), " builds no graph (it counts)");
 }
 double ModelKind::flops_per_token(const ModelConfig& c) const { return six_n_flops(c, {}); }
+bool ModelKind::has_recompute_segments() const {
+  const std::vector<const char*> k = keys();
+  return std::any_of(k.begin(), k.end(), [](const char* key) { return std::string_view(key) == "train.recompute"; });
+}
 std::vector<float> ModelKind::merge_lora(const ModelConfig&, const std::vector<float>&, ModelConfig*) const {
   LOOM_CHECK(false, "model kind ", name(), " has no LoRA adapters");
 }

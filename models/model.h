@@ -143,10 +143,14 @@ class ModelKind {
   // forward node recorded under `scope` belongs to at setting `r`, "" for none. Kinds with
   // segments list "train.recompute" in keys(); the others keep this default.
   virtual std::string recompute_segment(const std::string& scope, Recompute r) const { return {}; }
+  // True for kinds with segments to recompute: those whose keys() list "train.recompute".
+  bool has_recompute_segments() const;
   // FLOPs a trained token costs (forward + backward): 6 N for the N parameters that take part
   // in matrix products (tables that are only looked up excluded), plus what the kind adds
   // (attention's score and value products).
   virtual double flops_per_token(const ModelConfig& c) const;
+  // What flops_per_token adds to 6 N, for reports ("attention's 12 L T C"); "" for nothing.
+  virtual std::string flops_beyond_6n() const { return {}; }
   // Folds LoRA adapters into the base weights: the parameters of the same model without
   // LoRA (lora_rank 0), in that model's layout (supports_lora() kinds).
   virtual std::vector<float> merge_lora(const ModelConfig& c, const std::vector<float>& params,

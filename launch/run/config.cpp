@@ -252,7 +252,7 @@ void validate(const Config& c, const std::string& where) {
   in(c.train.eval_tasks_every, 0, kMaxSteps, "train.eval_tasks_every");
   const std::optional<Recompute> recompute = parse_recompute(c.train.recompute);
   req(recompute.has_value(), "train.recompute", "'" + brief(c.train.recompute) + "' is not one of none, attention, mlp, block");
-  req(*recompute == Recompute::None || kind_reads(model_kind(c.model.kind), "train.recompute"), "train.recompute",
+  req(*recompute == Recompute::None || model_kind(c.model.kind).has_recompute_segments(), "train.recompute",
       "model.kind = " + c.model.kind + " has no segments to recompute (only none)");
   req(static_cast<double>(c.train.batch_size) * static_cast<double>(c.train.grad_accum) * c.model.seq_len <=
           static_cast<double>(int64_t{1} << 40),

@@ -33,7 +33,6 @@ MemoryTarget memory_target(Backend& be, int world, bool zero) {
   t.device = be.device_name();
   t.float_dtype = be.float_dtype();
   t.host = be.name() != "cuda";  // the CPU and the emulator allocate from the host
-  t.gpu = !t.host;
   t.library_workspace = be.name() == "cuda" ? static_cast<double>(kGpuLibraryWorkspaceBytes) : 0;
   t.world = world;
   t.zero = zero;
@@ -66,7 +65,6 @@ MemoryTarget memory_target(const std::string& key, int world, bool zero) {
   t.device = g->name;
   t.float_dtype = DType::BF16;
   t.host = false;
-  t.gpu = true;
   t.library_workspace = static_cast<double>(kGpuLibraryWorkspaceBytes);
   t.free_bytes = static_cast<double>(g->memory_bytes - kCudaContextBytes);
   t.free_what = bytes_str(static_cast<double>(g->memory_bytes)) + " less " + bytes_str(kCudaContextBytes) +
@@ -78,7 +76,7 @@ MemoryUse memory_use(const Graph& train, const Graph& eval, const MemoryTarget& 
   const double n = static_cast<double>(train.param_count), n_opt = static_cast<double>(train.trainable_prefix());
   const bool mixed = mixed_precision(t.float_dtype), zero = t.zero && t.world > 1;
   MemoryUse u;
-  u.weights = n * static_cast<double>(dtype_size(mixed ? t.float_dtype : t.float_dtype == DType::F64 ? DType::F64 : DType::F32));
+  u.weights = n * static_cast<double>(dtype_size(t.float_dtype));
   u.master = mixed ? n * 4 : 0;
   u.gradients = n_opt * 4;
   // AdamWState's shards: rank r holds n_opt (r+1)/world - n_opt r/world; the largest is the ceiling.
@@ -122,12 +120,6 @@ int largest_micro_batch(const ModelConfig& model, Recompute recompute, const Mem
   return lo;
 }
 
-bool has_recompute_segments(const std::string& kind) {
-  for (const char* k : model_kind(kind).keys())
-    if (std::string(k) == "train.recompute") return true;
-  return false;
-}
-
 int per_rank_batch(const Config& cfg, int world) {
   LOOM_USER_CHECK(cfg.train.batch_size % world == 0, "train.batch_size: ", cfg.train.batch_size,
                   " is not divisible by the ", world, " ranks");
@@ -162,7 +154,7 @@ std::string memory_report(const Config& cfg, const MemoryUse& u, const MemoryTar
   line("optimizer moments", u.moments,
        zero ? "AdamW m, v (f32), ZeRO-1: this rank's 1/" + std::to_string(t.world) : "AdamW m, v (f32)");
   std::string acts = "at peak";
-  if (has_recompute_segments(cfg.model.kind)) {
+  if (model_kind(cfg.model.kind).has_recompute_segments()) {
     const Recompute other = r == Recompute::None ? Recompute::Block : Recompute::None;
     acts += " (" + std::string(recompute_name(other)) + ": " +
             bytes_str(activation_bytes(cfg.model, B, other, t.float_dtype)) + ")";
@@ -181,12 +173,12 @@ std::string memory_report(const Config& cfg, const MemoryUse& u, const MemoryTar
   return s;
 }
 
-void require_fits(const Config& cfg, const MemoryUse& use, const MemoryTarget& t) {
-  if (fits(use, t)) return;
+std::string fit_fixes(const Config& cfg, const MemoryUse& use, const MemoryTarget& t) {
+  if (fits(use, t)) return {};
   const ModelConfig& m = cfg.model;
   const Recompute r = train_recompute(cfg);
   const int B = per_rank_batch(cfg, t.world);
-  const bool segments = has_recompute_segments(m.kind);
+  const bool segments = model_kind(m.kind).has_recompute_segments();
   std::vector<std::string> fixes;
   // A smaller micro-batch; grad_accum keeps about the tokens a step.
   auto smaller_batch = [&](int b) {
@@ -206,7 +198,7 @@ void require_fits(const Config& cfg, const MemoryUse& use, const MemoryTarget& t
     z.zero = true;
     if (fits(memory_use(m, B, r, z), z)) fixes.emplace_back("dist.zero = 1");
   }
-  if (t.gpu) {
+  if (!t.host) {
     // The fewest GPUs (dividing train.batch_size) on which this run fits, as it is or with ZeRO-1.
     for (int w = t.world + 1; w <= 4096 && w <= cfg.train.batch_size; ++w) {
       if (cfg.train.batch_size % w != 0) continue;
@@ -227,6 +219,12 @@ void require_fits(const Config& cfg, const MemoryUse& use, const MemoryTarget& t
   std::string what;
   for (size_t i = 0; i < fixes.size(); ++i) what += (i ? (i + 1 == fixes.size() ? ", or " : ", ") : "") + fixes[i];
   if (what.empty()) what = "a smaller model (model.n_layer, model.d_model) or model.seq_len: no micro-batch fits";
+  return what;
+}
+
+void require_fits(const Config& cfg, const MemoryUse& use, const MemoryTarget& t) {
+  const std::string what = fit_fixes(cfg, use, t);
+  if (what.empty()) return;
   user_error("train.batch_size: this run needs ", bytes_str(use.total()), " per rank on ", t.device, " (weights ",
              bytes_str(use.weights + use.master), ", gradients ", bytes_str(use.gradients), ", optimizer moments ",
              bytes_str(use.moments), ", activations ", bytes_str(use.activations), ", workspace ",

@@ -31,7 +31,6 @@ struct MemoryTarget {
   double free_bytes = 0;           // what one rank may take
   int world = 1;                   // ranks, one device each
   bool zero = false;               // dist.zero = 1 (shards the AdamW moments when world > 1)
-  bool gpu = false;                // more devices are an option (CPU ranks share one host's memory)
 };
 // The device of backend `be` now (its free memory) for a run of `world` ranks. On the host the
 // ranks of one machine share MemAvailable, so each may take its world-th part.
@@ -61,8 +60,6 @@ MemoryUse memory_use(const ModelConfig& model, int batch, Recompute recompute, c
 double activation_bytes(const ModelConfig& model, int batch, Recompute recompute, DType float_dtype);
 // The largest per-rank micro-batch in [1, cap] whose run fits t.free_bytes; 0 if none does.
 int largest_micro_batch(const ModelConfig& model, Recompute recompute, const MemoryTarget& t, int cap);
-// True when `kind` has segments to recompute (train.recompute other than none applies).
-bool has_recompute_segments(const std::string& kind);
 // The per-rank micro-batch of `cfg` on `world` ranks; UserError when the ranks do not divide it.
 int per_rank_batch(const Config& cfg, int world);
 
@@ -74,8 +71,11 @@ std::string bytes_str(double bytes);
 // segments the activations line also gives the arena at the other recompute setting (block
 // when the run recomputes nothing, else none).
 std::string memory_report(const Config& cfg, const MemoryUse& use, const MemoryTarget& t);
-// Throws a one-line UserError saying what would fit -- the largest micro-batch, recomputation,
-// ZeRO-1, more GPUs, each computed -- unless `use` fits t.free_bytes.
+// What would make a run that does not fit t.free_bytes fit -- the largest micro-batch,
+// recomputation, ZeRO-1, more GPUs, each computed -- as "train.batch_size = 8 with
+// train.grad_accum = 2, or train.recompute = block"; "" when `use` fits.
+std::string fit_fixes(const Config& cfg, const MemoryUse& use, const MemoryTarget& t);
+// Throws a one-line UserError with the sizes and fit_fixes unless `use` fits t.free_bytes.
 void require_fits(const Config& cfg, const MemoryUse& use, const MemoryTarget& t);
 
 }  // namespace loom

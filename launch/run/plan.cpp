@@ -42,7 +42,7 @@ std::string plan_report(const PlanInput& in) {
   const ModelConfig& m = cfg.model;
   const MemoryTarget& t = in.target;
   const ModelKind& kind = model_kind(m.kind);
-  const std::string per = t.gpu ? "GPU" : "rank";
+  const std::string per = t.host ? "rank" : "GPU";
   std::string s = "loom plan | " + in.config_path + " | model " + m.kind + " " + kind.describe(m) +
                   " T=" + std::to_string(m.seq_len) + " V=" + std::to_string(m.vocab) + " | " + t.device +
                   (t.world > 1 ? " x " + std::to_string(t.world) : "") + "\n";
@@ -57,22 +57,17 @@ std::string plan_report(const PlanInput& in) {
   const int64_t n = count_params(m), n_body = non_embedding_params(m);
   const double fpt = kind.flops_per_token(m);
   s += "parameters: " + with_commas(n) + " (" + with_commas(n_body) + " without the token and position embeddings)\n";
+  const std::string beyond = kind.flops_beyond_6n();
   s += "FLOPs per token: " + num("%.3g", fpt) + " to train (forward + backward: 6N over the matrix products" +
-       (m.kind == "gpt" ? ", plus attention's 12 L T C" : "") + ")\n";
+       (beyond.empty() ? "" : ", plus " + beyond) + ")\n";
 
   // Memory at the config's micro-batch, then the largest that fits at each recompute setting.
   const int B = per_rank_batch(cfg, t.world);
   const MemoryUse use = memory_use(m, B, train_recompute(cfg), t);
   s += memory_report(cfg, use, t);
-  try {
-    require_fits(cfg, use, t);
-  } catch (const UserError& e) {
-    const std::string msg = e.what(), mark = "to fit: ";
-    const size_t at = msg.find(mark);
-    s += "does not fit; to fit: " + (at == std::string::npos ? msg : msg.substr(at + mark.size())) + "\n";
-  }
+  if (const std::string fixes = fit_fixes(cfg, use, t); !fixes.empty()) s += "does not fit; to fit: " + fixes + "\n";
   s += "largest micro-batch per " + per + " that fits (x " + std::to_string(m.seq_len) + " tokens):";
-  const bool segments = has_recompute_segments(m.kind);
+  const bool segments = kind.has_recompute_segments();
   for (Recompute r : kRecomputeSettings) {
     if (!segments && r != Recompute::None) continue;
     const int b = largest_micro_batch(m, r, t, kPlanBatchCap);

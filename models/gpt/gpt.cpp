@@ -247,6 +247,7 @@ class GptKind final : public ModelKind {
   double flops_per_token(const ModelConfig& c) const override {
     return six_n_flops(c, {"wpe"}) + 12.0 * c.n_layer * c.seq_len * c.d_model;
   }
+  std::string flops_beyond_6n() const override { return "attention's 12 L T C"; }
   std::vector<float> merge_lora(const ModelConfig& c, const std::vector<float>& params,
                                 ModelConfig* merged) const override {
     return merge_gpt_lora(c, params, merged);

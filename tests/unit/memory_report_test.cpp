@@ -120,12 +120,12 @@ TEST(MemoryReport, DeviceKeys) {
   EXPECT_EQ(h200.device, "NVIDIA H200 SXM");
   EXPECT_EQ(h200.free_bytes, 143771.0 * 1048576 - kCudaContextBytes);
   EXPECT_EQ(h200.float_dtype, DType::BF16);
-  EXPECT_TRUE(h200.gpu);
+  EXPECT_FALSE(h200.host);
   EXPECT_EQ(memory_target("a100-40gb", 1, false).free_bytes, 40960.0 * 1048576 - kCudaContextBytes);
   const MemoryTarget cpu = memory_target("cpu", 2, false);
   EXPECT_EQ(cpu.float_dtype, DType::F32);
   EXPECT_GT(cpu.free_bytes, 0);
-  EXPECT_FALSE(cpu.gpu);
+  EXPECT_TRUE(cpu.host);
   for (const std::string& k : gpu_keys()) EXPECT_NE(find_gpu(k), nullptr) << k;
   expect_user_error([] { memory_target("tpu-v5", 1, false); }, {"unknown device 'tpu-v5'", "known: cpu, b200", "h200"},
                     "--device: ");
