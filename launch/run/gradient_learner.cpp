@@ -25,6 +25,7 @@
 #include "launch/run/grad_sync.h"
 #include "launch/run/learner.h"
 #include "launch/run/memory_report.h"
+#include "launch/run/plan.h"
 #include "launch/run/progress.h"
 #include "launch/run/state_carrier.h"
 
@@ -112,11 +113,11 @@ class GradientLearner final : public Learner {
                   world > 1 ? " (per device)" : "");
     s += b;
     const double planned = static_cast<double>(tokens_per_step) * cfg_.train.steps;
-    const double optimal = 20.0 * static_cast<double>(n_);
+    const double optimal = kChinchillaTokensPerParam * static_cast<double>(n_);
     if (planned < 0.5 * optimal) {
-      std::snprintf(b, sizeof b, "warning: %.3g planned training tokens are far below the ~%.3g (20 per parameter) that are "
+      std::snprintf(b, sizeof b, "warning: %.3g planned training tokens are far below the ~%.3g (%.0f per parameter) that are "
                     "compute-optimal for %lld parameters (%.2f tokens/parameter)\n",
-                    planned, optimal, static_cast<long long>(n_), planned / n_);
+                    planned, optimal, kChinchillaTokensPerParam, static_cast<long long>(n_), planned / n_);
       s += b;
     }
     return s;
