@@ -8,10 +8,15 @@
 
 namespace loom::ref {
 
-// C[M,N] = alpha * op(A) op(B) + beta * C, row-major; op = transpose when ta/tb.
+// C[M,N] = alpha * op(A) op(B) + beta * C, row-major; op = transpose when ta/tb. Outside a
+// parallel region C is cut into one slab per OpenMP thread (matmul_ref.cpp says why).
 template <typename T>
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
           int64_t ldb, T beta, T* C, int64_t ldc);
+
+// The same product threaded by the BLAS itself, as any caller of the library would run it:
+// the other half of the CPU's sgemm ceiling (engine/backend/peak.cpp takes the faster).
+void gemm_blas_threads(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C);
 
 template <typename T>
 struct LinearArgs {

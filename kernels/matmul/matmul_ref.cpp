@@ -10,17 +10,66 @@
 
 namespace loom::ref {
 
+namespace {
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+              B, ldb, beta, C, ldc);
+}
+void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+               const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda,
+              B, ldb, beta, C, ldc);
+}
+
+// Rows of a thread's share are a multiple of this (the widest register tile of OpenBLAS's
+// kernels), so no thread ends on a ragged edge tile.
+constexpr int64_t kRowGrain = 16;
+
+// C = alpha op(A) op(B) + beta C with C's rows (or, for a short C, its columns) cut into one
+// slab per OpenMP thread, each slab a single-threaded BLAS call (OpenBLAS's OpenMP build runs
+// single-threaded inside a parallel region). Measured on the products of a GPT step (K = 256
+// and 1,024 inner dimensions, 1,024 token rows), OpenBLAS's own threading spends 15-25% more
+// CPU time per FLOP than the slabs on the products with a 256 inner dimension and the same on
+// the rest (docs/performance.md). Every element's sum runs over K in the same order whatever
+// the cut, so a slab's rows equal the unsplit product's.
+template <typename T>
+void slab_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
+               int64_t ldb, T beta, T* C, int64_t ldc) {
+  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  const bool by_rows = M >= threads * kRowGrain, by_cols = !by_rows && N >= threads * kRowGrain;
+  if (threads == 1 || (!by_rows && !by_cols)) {
+    blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const int64_t extent = by_rows ? M : N;
+  const int64_t grains = (extent + kRowGrain - 1) / kRowGrain, share = (grains + threads - 1) / threads * kRowGrain;
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t lo = std::min(extent, omp_get_thread_num() * share), hi = std::min(extent, lo + share);
+    if (hi > lo) {
+      if (by_rows)  // rows [lo, hi) of C: rows of A, or columns of a transposed A
+        blas_gemm(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc);
+      else  // columns [lo, hi) of C: columns of B, or rows of a transposed B
+        blas_gemm(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc);
+    }
+  }
+}
+}  // namespace
+
 template <>
 void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
                  const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
-              lda, B, ldb, beta, C, ldc);
+  slab_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 template <>
-void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A,
-                  int64_t lda, const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
-              lda, B, ldb, beta, C, ldc);
+void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, const double* A, int64_t lda,
+                  const double* B, int64_t ldb, double beta, double* C, int64_t ldc) {
+  slab_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void gemm_blas_threads(int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C) {
+  blas_gemm(false, false, M, N, K, 1.f, A, K, B, N, 0.f, C, N);
 }
 
 template <typename T>
