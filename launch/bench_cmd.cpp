@@ -64,6 +64,11 @@ class BenchTrainCommand final : public Command {
     if (r.gemm_gflops > 0)
       std::printf("matrix-product ceiling in this run: %.1f GFLOP/s (sgemm 1024^3) -> step at %.0f%% of it\n",
                   r.gemm_gflops, 100.0 * r.gflops / r.gemm_gflops);
+    if (r.bound_share() > 0)
+      std::printf("bound at this shape: the optimizer moves %.0f MB/step at %.1f GB/s measured now (%.1f ms) -> a step "
+                  "with every FLOP at the ceiling reaches at most %.0f%% of it\n",
+                  r.optimizer_bytes / 1e6, r.stream_gbs, r.optimizer_bytes / (r.stream_gbs * 1e6),
+                  100.0 * r.bound_share());
     if (std::isnan(r.mfu))
       std::printf("MFU n/a (%s)\n", r.peak.c_str());
     else

@@ -3,6 +3,7 @@
 // driver reports for it (nvidia-smi's MiB; e.g. 143771 MiB for the 141 GB H200).
 #include "engine/backend/peak.h"
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cmath>
@@ -10,6 +11,7 @@
 #include <regex>
 #include <vector>
 
+#include "core/check.h"
 #include "engine/backend/backend.h"
 #include "kernels/matmul/matmul.h"
 
@@ -82,6 +84,31 @@ double measure_cpu_sgemm_flops() {
     }
   }
   return 2.0 * n * n * n / best;
+}
+
+double measure_cpu_stream_bytes_per_s() {
+  const int64_t n = int64_t{16} << 20;  // 64 MiB a array: far past any last-level cache
+  std::vector<float> a(n), b(n), c(n);
+  auto now = [] { return std::chrono::steady_clock::now(); };
+  // First touch on the threads that use the pages, as the run's buffers are written.
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    a[i] = 0;
+    b[i] = 1.0f + static_cast<float>(i & 7);
+    c[i] = 0.5f;
+  }
+  double best = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    const auto t0 = now();
+    const float s = 0.25f + r;
+    float* pa = a.data();
+    const float *pb = b.data(), *pc = c.data();
+#pragma omp parallel for simd schedule(static)
+    for (int64_t i = 0; i < n; ++i) pa[i] = pb[i] + s * pc[i];
+    best = std::min(best, std::chrono::duration<double>(now() - t0).count());
+  }
+  LOOM_CHECK(a[n - 1] == b[n - 1] + 4.25f * c[n - 1], "stream triad: wrong result");
+  return 12.0 * static_cast<double>(n) / best;
 }
 
 Peak device_peak(Backend& be) {

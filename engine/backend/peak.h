@@ -44,8 +44,14 @@ inline constexpr size_t kGpuLibraryWorkspaceBytes = size_t{32} << 20;
 // Dense bf16 tensor-core peak (FLOP/s) of a GPU by its name as cudaGetDeviceProperties gives
 // it ("NVIDIA H200", "NVIDIA H100 PCIe", "NVIDIA A100-SXM4-80GB", ...); 0 when not in the table.
 double gpu_peak_bf16_flops(const std::string& device_name);
-// The CPU's f32 matrix-product rate now: the best of five 1024^3 sgemms (about 0.1 s).
+// The CPU's f32 matrix-product rate now: the best of ten 1024^3 sgemms, five threaded by
+// loom's slabs and five by the BLAS (about 0.15 s).
 double measure_cpu_sgemm_flops();
+// The CPU's memory bandwidth now, bytes/s: STREAM's triad (a = b + s c, 12 bytes an element
+// counted, as STREAM counts them) over 64 MiB arrays on every OpenMP thread, best of five.
+// What the work a step cannot run from cache (the optimizer's pass over the flat buffers) is
+// bound by.
+double measure_cpu_stream_bytes_per_s();
 // The peak of a backend's device: the table for a GPU, the measured sgemm rate for the CPU.
 Peak device_peak(Backend& be);
 // MFU of `devices` devices of `peak` FLOP/s each; NaN when the peak is unknown or the rate

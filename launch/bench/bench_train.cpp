@@ -65,11 +65,21 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
         op_s[op_info(n.op).name] += now_s() - op_t0;
       }
     };
+  // The optimizer's passes, timed as rows beside the ops under --op-profile.
+  auto timed = [&](const char* name, auto&& pass) {
+    if (!(o.op_profile && timing)) return pass();
+    be->synchronize();
+    const double t0 = now_s();
+    auto result = pass();
+    be->synchronize();
+    op_s[name] += now_s() - t0;
+    return result;
+  };
   std::vector<double> ms;
   for (int s = 0; s < o.warmup + o.steps; ++s) {
     timing = s >= o.warmup;
     const double t0 = now_s();
-    be->zero(grads.data(), n * 4);
+    timed("optimizer: zero", [&] { be->zero(grads.data(), n * 4); return 0; });
     // Timed as training runs it: captured into a CUDA graph after two eager steps (when the
     // backend can), eager otherwise; --op-profile keeps it eager so ops can be timed.
     if (captured >= 0) {
@@ -80,11 +90,14 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
     } else {
       ex.run();
     }
-    const double norm = be->norm(static_cast<const float*>(grads.data()), n);
-    be->adamw({weights.master(), static_cast<const float*>(grads.data()), static_cast<float*>(m.data()),
-               static_cast<float*>(v.data()), nullptr, n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f,
-               norm > 1 ? static_cast<float>(1 / norm) : 1.0f, s + 1},
-              weights.working(), static_cast<uint64_t>(s));
+    const double norm = timed("optimizer: norm", [&] { return be->norm(static_cast<const float*>(grads.data()), n); });
+    timed("optimizer: adamw", [&] {
+      be->adamw({weights.master(), static_cast<const float*>(grads.data()), static_cast<float*>(m.data()),
+                 static_cast<float*>(v.data()), nullptr, n, 1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f,
+                 norm > 1 ? static_cast<float>(1 / norm) : 1.0f, s + 1},
+                weights.working(), static_cast<uint64_t>(s));
+      return 0;
+    });
     be->synchronize();
     if (s >= o.warmup) ms.push_back((now_s() - t0) * 1000);
   }
@@ -96,10 +109,23 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   r.tokens_per_s = tokens / (r.median_ms / 1000);
   r.gflops = r.tokens_per_s * r.flops_per_token / 1e9;
   const Peak peak = device_peak(*be);
-  if (be->name() == "cpu") r.gemm_gflops = peak.flops / 1e9;
+  if (be->name() == "cpu") {
+    r.gemm_gflops = peak.flops / 1e9;
+    r.stream_gbs = measure_cpu_stream_bytes_per_s() / 1e9;
+    // Gradients zeroed (4 bytes a parameter written), their norm (4 read), AdamW (parameter,
+    // gradient and both moments read, parameter and moments written: 28).
+    r.optimizer_bytes = 36.0 * static_cast<double>(n);
+  }
   r.peak = peak.what;
   r.mfu = mfu(r.flops_per_token, r.tokens_per_s, peak);
   return r;
+}
+
+double BenchTrainResult::bound_share() const {
+  if (!(gemm_gflops > 0 && stream_gbs > 0 && tokens_per_s > 0)) return 0;
+  const double step_flops = gflops * 1e9 * (median_ms / 1000);
+  const double compute_s = step_flops / (gemm_gflops * 1e9), memory_s = optimizer_bytes / (stream_gbs * 1e9);
+  return compute_s / (compute_s + memory_s);
 }
 
 }  // namespace loom
