@@ -54,6 +54,8 @@ void PairLoader::plan(uint64_t epoch) {
   for (uint64_t i = n; i-- > 1;) std::swap(perm[i], perm[rng.below(i + 1)]);
 
   const auto shorter = [&](uint64_t a, uint64_t b) {
+    const uint64_t la = src_len_[a] + tgt_len_[a], lb = src_len_[b] + tgt_len_[b];
+    if (la != lb) return la < lb;
     if (src_len_[a] != src_len_[b]) return src_len_[a] < src_len_[b];
     if (tgt_len_[a] != tgt_len_[b]) return tgt_len_[a] < tgt_len_[b];
     return a < b;

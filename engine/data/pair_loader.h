@@ -2,8 +2,8 @@
 // that padding stays small.
 //
 // An epoch is planned from the seed and the epoch number alone: the pairs are shuffled, cut
-// into windows of bucket_window pairs, each window is sorted by (source length, target
-// length), and batches are cut from the sorted run, either batch_size pairs each or as many as
+// into windows of bucket_window pairs, each window is sorted by length (source + target, then
+// source), and batches are cut from the sorted run, either batch_size pairs each or as many as
 // fit batch_tokens padded tokens; then the batches themselves are shuffled, so that lengths do
 // not rise through the epoch. Pairs left over at the end of a window (too few for a batch) join
 // the next window; at the end of the epoch they are dropped (fewer than one batch, or fewer
