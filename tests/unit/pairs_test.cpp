@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
@@ -383,6 +385,50 @@ TEST_F(PairsTest, SpanCorruptionOfACorpusIsDeterministicAndReconstructsEveryLine
     }
   }
   EXPECT_NEAR(static_cast<double>(masked) / static_cast<double>(total), 0.15, 0.01);
+}
+
+TEST_F(PairsTest, SpanCorruptionOfTheKjvMasksFifteenPercentOfEveryVerse) {
+  if (std::system("command -v bible >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "the `bible` program (Debian bible-kjv) is not installed";
+  // A private LOOM_HOME, so the test neither reads nor writes the source tree's data/.
+  const fs::path home = dir_ / "home";
+  fs::create_directories(home / "scripts");
+  fs::copy_file(fs::path(LOOM_SOURCE_DIR) / "scripts" / "fetch_kjv.sh", home / "scripts" / "fetch_kjv.sh");
+  const char* old = std::getenv("LOOM_HOME");
+  const std::string old_home = old ? old : "";
+  ::setenv("LOOM_HOME", home.c_str(), 1);
+  PairPrepareOptions o;
+  o.seed = rng_.next_u64();
+  try {
+    prepare_span_corruption("kjv", "byte", path("kjv"), o);
+  } catch (...) {
+    old ? ::setenv("LOOM_HOME", old_home.c_str(), 1) : ::unsetenv("LOOM_HOME");
+    throw;
+  }
+  old ? ::setenv("LOOM_HOME", old_home.c_str(), 1) : ::unsetenv("LOOM_HOME");
+
+  std::ifstream text(home / "data" / "kjv.txt");
+  std::vector<std::string> verses;
+  for (std::string line; std::getline(text, line);) verses.push_back(line);
+  ASSERT_EQ(verses.size(), 31102u);  // every verse of the KJV, none shorter than 2 bytes
+  const PairFolder f = open_pair_folder(path("kjv"));
+  ASSERT_EQ(f.train_pairs + f.val_pairs, verses.size());
+  const auto tok = make_tokenizer("byte");
+  uint64_t masked = 0, total = 0, spans = 0;
+  size_t i = 0;
+  for (const char* name : {"train", "val"}) {
+    const PairSplit split(path("kjv"), name);
+    for (uint64_t p = 0; p < split.size(); ++p, ++i) {
+      std::vector<uint32_t> s, t;
+      split.read_source(p, s);
+      split.read_target(p, t);
+      uint32_t n = 0;
+      ASSERT_EQ(tok->decode(reconstruct(s, t, f.vocab, &n)), verses[i]) << "verse " << i;
+      masked += t.size() - n, total += verses[i].size(), spans += n;
+    }
+  }
+  EXPECT_NEAR(static_cast<double>(masked) / static_cast<double>(total), 0.15, 0.002);
+  EXPECT_NEAR(static_cast<double>(masked) / static_cast<double>(spans), 3.0, 0.1);
 }
 
 }  // namespace
