@@ -45,6 +45,8 @@ class PrepareCommand final : public Command {
   int run() override {
     const bool pairs = !pairs_.empty() || !source_.empty() || !target_.empty() || !task_.empty();
     if (pairs) return run_pairs();
+    for (const char* opt : {"--max-len", "--seed"})
+      LOOM_USER_CHECK(cmd_->count(opt) == 0, opt, ": applies to pairs (--pairs, --source/--target, --task)");
     LOOM_USER_CHECK(po_.threads >= 0, "--threads: ", po_.threads, " must be 0 or more");
     po_.val_fraction = val_fraction_;
     BytesBar bar("loom prepare");

@@ -130,6 +130,8 @@ TEST_F(PairsBadInput, OptionsThatDoNotGoTogether) {
       {{"--pairs", p, "--shard-tokens", "2000"}, "--shard-tokens: applies to token streams"},
       {{"--pairs", p, "--threads", "2"}, "--threads: applies to token streams"},
       {{"--pairs", p, "--seed", "3"}, "--seed: only --task"},
+      {{"--corpus", a, "--max-len", "3"}, "--max-len: applies to pairs"},
+      {{"--corpus", a, "--seed", "3"}, "--seed: applies to pairs"},
   };
   for (auto [args, what] : cases) {
     args.insert(args.begin(), "prepare");
