@@ -52,6 +52,11 @@ void PairLoader::plan(uint64_t epoch) {
   std::vector<uint64_t> perm(n);
   std::iota(perm.begin(), perm.end(), uint64_t{0});
   for (uint64_t i = n; i-- > 1;) std::swap(perm[i], perm[rng.below(i + 1)]);
+  // What does not fill a last batch is dropped here, from the shuffled order: a random few
+  // each epoch. Dropped after sorting, it would be the longest pairs, every epoch the same.
+  const uint64_t unit = o_.batch_size > 0 ? static_cast<uint64_t>(o_.batch_size) : static_cast<uint64_t>(o_.world);
+  perm.resize(n - n % unit);
+  const uint64_t used = perm.size();
 
   const auto shorter = [&](uint64_t a, uint64_t b) {
     const uint64_t la = src_len_[a] + tgt_len_[a], lb = src_len_[b] + tgt_len_[b];
@@ -63,9 +68,9 @@ void PairLoader::plan(uint64_t epoch) {
   const size_t world = static_cast<size_t>(o_.world);
   std::vector<uint64_t> run, pool;  // run: the batches' pairs one after another
   std::vector<std::pair<size_t, size_t>> batches;
-  for (uint64_t w0 = 0; w0 < n; w0 += o_.bucket_window) {
-    const uint64_t w1 = std::min(n, w0 + o_.bucket_window);
-    const bool last = w1 == n;
+  for (uint64_t w0 = 0; w0 < used; w0 += o_.bucket_window) {
+    const uint64_t w1 = std::min(used, w0 + o_.bucket_window);
+    const bool last = w1 == used;
     pool.insert(pool.end(), perm.begin() + static_cast<ptrdiff_t>(w0), perm.begin() + static_cast<ptrdiff_t>(w1));
     if (o_.bucket_window > 1) std::sort(pool.begin(), pool.end(), shorter);
     size_t i = 0;
@@ -94,6 +99,7 @@ void PairLoader::plan(uint64_t epoch) {
     }
     pool.erase(pool.begin(), pool.begin() + static_cast<ptrdiff_t>(i));  // carried to the next window
   }
+  LOOM_CHECK(pool.empty(), "PairLoader: ", pool.size(), " pairs left at the end of epoch ", epoch);
   LOOM_CHECK(!batches.empty(), "PairLoader: no batch in epoch ", epoch, " of ", n, " pairs");
   for (size_t k = batches.size(); k-- > 1;) std::swap(batches[k], batches[rng.below(k + 1)]);
   order_.clear();

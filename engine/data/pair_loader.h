@@ -6,10 +6,11 @@
 // source), and batches are cut from the sorted run, either batch_size pairs each or as many as
 // fit batch_tokens padded tokens; then the batches themselves are shuffled, so that lengths do
 // not rise through the epoch. Pairs left over at the end of a window (too few for a batch) join
-// the next window; at the end of the epoch they are dropped (fewer than one batch, or fewer
-// than `world` pairs with a token budget), and the next epoch starts a new shuffle. Because the
-// plan depends only on (seed, epoch), the position {epoch, batch} is the whole state: a resumed
-// run continues with the same bits.
+// the next window. What cannot fill a last batch (n mod batch_size pairs, or n mod world with
+// a token budget) is dropped from the end of the shuffled order before sorting, so it is a
+// random few each epoch, never the longest pairs every time. Because the plan depends only on
+// (seed, epoch), the position {epoch, batch} is the whole state: a resumed run continues with
+// the same bits.
 //
 // Every row gets EOS after its tokens: source = tokens + EOS, target = tokens + EOS, and the
 // decoder's teacher-forcing input is BOS + target[:-1]; then PAD up to the batch's longest

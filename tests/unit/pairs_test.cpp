@@ -150,8 +150,8 @@ TEST_F(PairsTest, BatchesHoldEosBosAndPaddingWhereTheySay) {
     EXPECT_EQ(b.S, max_s);
     EXPECT_EQ(b.T, max_t);
   }
-  // One epoch: every pair but fewer than one batch's worth.
-  EXPECT_GT(seen.size() + static_cast<size_t>(o.batch_size), split.size());
+  // One epoch: every pair but the split's size modulo the batch size.
+  EXPECT_EQ(seen.size(), split.size() - split.size() % o.batch_size);
   l.next_batch(0, b);
   EXPECT_EQ(l.epoch(), 1u);
 }
@@ -181,6 +181,27 @@ TEST_F(PairsTest, BucketingKeepsPaddingFarBelowUnsortedBatches) {
   EXPECT_NEAR(l.padding_fraction(), bucketed, 1e-12);
 }
 
+TEST_F(PairsTest, PairsLeftOutOfAnEpochAreARandomFewNotTheLongest) {
+  SEED_TRACE();
+  // One window holds the whole split: dropping after sorting would leave out the longest pairs
+  // every epoch.
+  const PairVocab v{300, 0};
+  const uint64_t n = 40 + rng_.below(20);
+  const PairSplit split(random_split(n, 100, v, seed_), "r");
+  PairLoaderOptions o;
+  o.batch_size = 32;
+  o.seed = rng_.next_u64();
+  PairLoader l(split, v, o);
+  std::set<uint64_t> ever;
+  PairBatch b;
+  for (int e = 0; e < 40; ++e) {
+    ASSERT_EQ(l.batches_in_epoch(), 1u);
+    l.next_batch(0, b);
+    ever.insert(b.pairs.begin(), b.pairs.end());
+  }
+  EXPECT_EQ(ever.size(), n) << "some pairs never appear in 40 epochs";
+}
+
 TEST_F(PairsTest, TokenBudgetBatchesFitTheBudget) {
   SEED_TRACE();
   const PairVocab v{500, 0};
@@ -207,8 +228,7 @@ TEST_F(PairsTest, TokenBudgetBatchesFitTheBudget) {
     EXPECT_TRUE(rows * (b.S + b.T) <= o.batch_tokens || rows == static_cast<uint64_t>(o.world))
         << rows << " rows of " << b.S << " + " << b.T << " over the budget " << o.batch_tokens;
   }
-  EXPECT_GT(pairs + o.world, split.size());  // only fewer than `world` pairs dropped
-  EXPECT_LE(pairs, split.size());
+  EXPECT_EQ(pairs, split.size() - split.size() % o.world);  // only the split's size modulo world dropped
 }
 
 TEST_F(PairsTest, SameSeedSameBatchesAndResumeContinuesExactly) {
@@ -279,7 +299,7 @@ TEST_F(PairsTest, RanksSplitEveryBatchDisjointlyAndCoverIt) {
     EXPECT_EQ(source, whole.source);
     for (uint64_t p : joined) EXPECT_TRUE(epoch.insert(p).second) << "pair " << p << " on two ranks or twice";
   }
-  EXPECT_GT(epoch.size() + o.batch_size, split.size());
+  EXPECT_EQ(epoch.size(), split.size() - split.size() % o.batch_size);
 }
 
 // Source and target put back together: sentinel k in the source stands for the tokens after
