@@ -36,20 +36,24 @@ class PairsTest : public SeededTest {
     for (auto& [s, t] : p) s = random_line(), t = random_line();
     return p;
   }
-  // The pairs of a folder's train then val split, decoded.
-  std::vector<std::pair<std::string, std::string>> read_back(const std::string& dir) {
-    const PairFolder f = open_pair_folder(dir);
-    const auto tok = make_tokenizer(f.tokenizer);
-    std::vector<std::pair<std::string, std::string>> out;
+  // The pairs of a folder's train then val split.
+  static std::vector<std::pair<std::vector<uint32_t>, std::vector<uint32_t>>> all_pairs(const std::string& dir) {
+    std::vector<std::pair<std::vector<uint32_t>, std::vector<uint32_t>>> out;
     for (const char* name : {"train", "val"}) {
       const PairSplit split(dir, name);
       for (uint64_t i = 0; i < split.size(); ++i) {
-        std::vector<uint32_t> s, t;
-        split.read_source(i, s);
-        split.read_target(i, t);
-        out.emplace_back(tok->decode(s), tok->decode(t));
+        out.emplace_back();
+        split.read_source(i, out.back().first);
+        split.read_target(i, out.back().second);
       }
     }
+    return out;
+  }
+  // The same, decoded.
+  static std::vector<std::pair<std::string, std::string>> read_back(const std::string& dir) {
+    const auto tok = make_tokenizer(open_pair_folder(dir).tokenizer);
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& [s, t] : all_pairs(dir)) out.emplace_back(tok->decode(s), tok->decode(t));
     return out;
   }
   // A split of n pairs with random lengths (source 1..max_len, target about the source's length
@@ -391,18 +395,13 @@ TEST_F(PairsTest, SpanCorruptionOfACorpusIsDeterministicAndReconstructsEveryLine
   const auto tok = make_tokenizer("byte");
   uint64_t masked = 0, total = 0;
   size_t i = 0;
-  for (const char* name : {"train", "val"}) {
-    const PairSplit split(path("a"), name);
-    for (uint64_t p = 0; p < split.size(); ++p, ++i) {
-      std::vector<uint32_t> s, t;
-      split.read_source(p, s);
-      split.read_target(p, t);
-      uint32_t spans = 0;
-      const auto back = reconstruct(s, t, f.vocab, &spans);
-      ASSERT_EQ(tok->decode(back), lines[i]) << "line " << i;
-      masked += t.size() - spans;
-      total += back.size();
-    }
+  for (const auto& [s, t] : all_pairs(path("a"))) {
+    uint32_t spans = 0;
+    const auto back = reconstruct(s, t, f.vocab, &spans);
+    ASSERT_EQ(tok->decode(back), lines[i]) << "line " << i;
+    masked += t.size() - spans;
+    total += back.size();
+    ++i;
   }
   EXPECT_NEAR(static_cast<double>(masked) / static_cast<double>(total), 0.15, 0.01);
 }
@@ -410,22 +409,10 @@ TEST_F(PairsTest, SpanCorruptionOfACorpusIsDeterministicAndReconstructsEveryLine
 TEST_F(PairsTest, SpanCorruptionOfTheKjvMasksFifteenPercentOfEveryVerse) {
   if (std::system("command -v bible >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "the `bible` program (Debian bible-kjv) is not installed";
-  // A private LOOM_HOME, so the test neither reads nor writes the source tree's data/.
   const fs::path home = dir_ / "home";
-  fs::create_directories(home / "scripts");
-  fs::copy_file(fs::path(LOOM_SOURCE_DIR) / "scripts" / "fetch_kjv.sh", home / "scripts" / "fetch_kjv.sh");
-  const char* old = std::getenv("LOOM_HOME");
-  const std::string old_home = old ? old : "";
-  ::setenv("LOOM_HOME", home.c_str(), 1);
   PairPrepareOptions o;
   o.seed = rng_.next_u64();
-  try {
-    prepare_span_corruption("kjv", "byte", path("kjv"), o);
-  } catch (...) {
-    old ? ::setenv("LOOM_HOME", old_home.c_str(), 1) : ::unsetenv("LOOM_HOME");
-    throw;
-  }
-  old ? ::setenv("LOOM_HOME", old_home.c_str(), 1) : ::unsetenv("LOOM_HOME");
+  with_private_kjv_home(home, [&] { prepare_span_corruption("kjv", "byte", path("kjv"), o); });
 
   std::ifstream text(home / "data" / "kjv.txt");
   std::vector<std::string> verses;
@@ -436,16 +423,11 @@ TEST_F(PairsTest, SpanCorruptionOfTheKjvMasksFifteenPercentOfEveryVerse) {
   const auto tok = make_tokenizer("byte");
   uint64_t masked = 0, total = 0, spans = 0;
   size_t i = 0;
-  for (const char* name : {"train", "val"}) {
-    const PairSplit split(path("kjv"), name);
-    for (uint64_t p = 0; p < split.size(); ++p, ++i) {
-      std::vector<uint32_t> s, t;
-      split.read_source(p, s);
-      split.read_target(p, t);
-      uint32_t n = 0;
-      ASSERT_EQ(tok->decode(reconstruct(s, t, f.vocab, &n)), verses[i]) << "verse " << i;
-      masked += t.size() - n, total += verses[i].size(), spans += n;
-    }
+  for (const auto& [s, t] : all_pairs(path("kjv"))) {
+    uint32_t n = 0;
+    ASSERT_EQ(tok->decode(reconstruct(s, t, f.vocab, &n)), verses[i]) << "verse " << i;
+    masked += t.size() - n, total += verses[i].size(), spans += n;
+    ++i;
   }
   EXPECT_NEAR(static_cast<double>(masked) / static_cast<double>(total), 0.15, 0.002);
   EXPECT_NEAR(static_cast<double>(masked) / static_cast<double>(spans), 3.0, 0.1);
