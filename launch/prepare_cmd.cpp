@@ -1,10 +1,13 @@
 // prepare_cmd.cpp: `loom prepare --corpus kjv|FILE|FOLDER|GLOB --tokenizer byte|gpt2|FILE --out DIR
 // [--shard-tokens N] [--jsonl-field KEY] [--threads N]`: text -> token shards
-// (engine/data/prepare.h), with a progress bar on a terminal.
+// (engine/data/prepare.h), with a progress bar on a terminal. With --pairs FILE.tsv,
+// --source A --target B, or --task span-corruption: sequence pairs -> a pair folder
+// (engine/data/prepare_pairs.h).
 #include <CLI/CLI.hpp>
 
 #include "core/check.h"
 #include "engine/data/prepare.h"
+#include "engine/data/prepare_pairs.h"
 #include "launch/command.h"
 #include "launch/run/progress.h"
 
@@ -31,8 +34,19 @@ class PrepareCommand final : public Command {
         ->capture_default_str();
     cmd_->add_option("--threads", po_.threads, "files tokenized at once; 0: one per core (same output either way)")
         ->capture_default_str();
+    cmd_->add_option("--pairs", pairs_, "sequence pairs: a file of source TAB target lines");
+    cmd_->add_option("--source", source_, "sequence pairs: the source lines (with --target)");
+    cmd_->add_option("--target", target_, "sequence pairs: the target lines, line i with --source's line i");
+    cmd_->add_option("--task", task_, "span-corruption: T5's masked spans of every line of --corpus, as pairs");
+    cmd_->add_option("--max-len", pp_.max_len, "pairs: the most tokens a source or target may have; 0: no limit")
+        ->capture_default_str();
+    cmd_->add_option("--seed", pp_.seed, "span-corruption: the seed of the masked spans")->capture_default_str();
   }
   int run() override {
+    const bool pairs = !pairs_.empty() || !source_.empty() || !target_.empty() || !task_.empty();
+    if (pairs) return run_pairs();
+    for (const char* opt : {"--max-len", "--seed"})
+      LOOM_USER_CHECK(cmd_->count(opt) == 0, opt, ": applies to pairs (--pairs, --source/--target, --task)");
     LOOM_USER_CHECK(po_.threads >= 0, "--threads: ", po_.threads, " must be 0 or more");
     po_.val_fraction = val_fraction_;
     BytesBar bar("loom prepare");
@@ -42,7 +56,32 @@ class PrepareCommand final : public Command {
   }
 
  private:
+  int run_pairs() {
+    LOOM_USER_CHECK(task_.empty() || task_ == "span-corruption", "--task: '", task_,
+                    "' is not a task (span-corruption)");
+    const int inputs = !pairs_.empty() + (!source_.empty() || !target_.empty()) + !task_.empty();
+    LOOM_USER_CHECK(inputs == 1, "--pairs, --source/--target and --task: give one of them");
+    LOOM_USER_CHECK(task_ == "span-corruption" || cmd_->count("--corpus") == 0,
+                    "--corpus: pairs come from --pairs or --source/--target, not a corpus");
+    LOOM_USER_CHECK(task_ == "span-corruption" || cmd_->count("--seed") == 0, "--seed: only --task has one");
+    for (const char* opt : {"--shard-tokens", "--jsonl-field", "--threads"})
+      LOOM_USER_CHECK(cmd_->count(opt) == 0, opt, ": applies to token streams, not to pairs");
+    pp_.val_fraction = val_fraction_;
+    if (!pairs_.empty()) {
+      prepare_pairs_tsv(pairs_, tokenizer_, out_, pp_);
+    } else if (!task_.empty()) {
+      prepare_span_corruption(corpus_, tokenizer_, out_, pp_);
+    } else {
+      LOOM_USER_CHECK(!source_.empty() && !target_.empty(), !source_.empty() ? "--target" : "--source",
+                      ": --source and --target come together");
+      prepare_pairs_aligned(source_, target_, tokenizer_, out_, pp_);
+    }
+    return 0;
+  }
+
   std::string corpus_ = "kjv", tokenizer_ = "byte", out_;
+  std::string pairs_, source_, target_, task_;
+  PairPrepareOptions pp_;
   double val_fraction_ = 0.05;
   PrepareOptions po_;
 };

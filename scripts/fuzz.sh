@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # fuzz.sh: runs loom's libFuzzer harnesses (tests/fuzz/) for longer than the test suite does.
 #   scripts/fuzz.sh [-t SECONDS] [-j JOBS] [HARNESS...]
-# HARNESS: safetensors, checkpoint, config, bpe, gpt2_vocab, data_folder, shard, gpt2_import
-# (default: all of them, one after another). SECONDS per harness, default 600. JOBS > 1 runs
-# that many fuzzing processes per harness (libFuzzer's -jobs/-workers), sharing one corpus.
+# HARNESS: safetensors, checkpoint, config, bpe, gpt2_vocab, data_folder, pair_folder, shard,
+# gpt2_import (default: all of them, one after another). SECONDS per harness, default 600.
+# JOBS > 1 runs that many fuzzing processes per harness (libFuzzer's -jobs/-workers), sharing
+# one corpus.
 # Builds the harnesses (clang, ASan + UBSan) first: in build/tests/fuzz/build when the main build
 # has configured them there (corpora in build/tests/fuzz/work/<harness>/, shared with ctest),
 # else in build-fuzz/ (corpora in build-fuzz/work/<harness>/). Corpora grow across runs. A

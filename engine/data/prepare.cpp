@@ -266,6 +266,19 @@ CorpusFiles resolve_corpus(const std::string& corpus) {
   return c;
 }
 
+std::string store_folder_tokenizer(const Tokenizer& tokenizer, const std::string& out_dir) {
+  // A BPE vocabulary travels with its shards (tokenizer.json in the folder); meta.json names
+  // it relative to the folder, so the folder can move.
+  std::string spec = tokenizer.spec();
+  const bool eot_prefix = spec.starts_with(kEotSpecPrefix);
+  if (eot_prefix) spec = spec.substr(kEotSpecPrefix.size());
+  if (spec.empty() || spec.front() != '{') return tokenizer.spec();
+  AtomicFile f(out_dir + "/tokenizer.json");
+  f.write(spec.data(), spec.size());
+  f.commit();
+  return std::string(eot_prefix ? kEotSpecPrefix : "") + "bpe:tokenizer.json";
+}
+
 void prepare_corpus(const std::string& corpus, const std::string& tokenizer_spec, const std::string& out_dir,
                     double val_fraction) {
   PrepareOptions o;
@@ -368,18 +381,7 @@ void prepare_corpus(const std::string& corpus, const std::string& tokenizer_spec
   LOOM_CHECK(at == n, "prepare: wrote ", at, " tokens, counted ", n);
   const std::vector<std::string> train_names = train.finish(), val_names = val.finish();
 
-  // A BPE vocabulary travels with its shards (tokenizer.json in the folder); meta.json names
-  // it relative to the folder, so the folder can move.
-  std::string spec = tokenizer->spec();
-  const bool eot_prefix = spec.starts_with(kEotSpecPrefix);
-  if (eot_prefix) spec = spec.substr(kEotSpecPrefix.size());
-  std::string meta_tokenizer = tokenizer->spec();
-  if (!spec.empty() && spec.front() == '{') {
-    AtomicFile f(out_dir + "/tokenizer.json");
-    f.write(spec.data(), spec.size());
-    f.commit();
-    meta_tokenizer = std::string(eot_prefix ? kEotSpecPrefix : "") + "bpe:tokenizer.json";
-  }
+  const std::string meta_tokenizer = store_folder_tokenizer(*tokenizer, out_dir);
   // meta.json last: open_data_folder cross-checks it against the shards, so a crash before
   // this point is detected rather than trusted.
   const auto eot = tokenizer->eot_id();

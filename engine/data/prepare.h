@@ -53,6 +53,12 @@ struct PrepareOptions {
 // unwritable folder.
 void prepare_corpus(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
                     const PrepareOptions& options);
+
+class Tokenizer;
+// What meta.json's "tokenizer" says of `tokenizer` in a data folder written to out_dir: its
+// spec, except that a BPE vocabulary is written to out_dir/tokenizer.json (crash-safely) and
+// named "bpe:tokenizer.json" (with "eot:" in front if it has it), so the folder can move.
+std::string store_folder_tokenizer(const Tokenizer& tokenizer, const std::string& out_dir);
 void prepare_corpus(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
                     double val_fraction = 0.05);
 

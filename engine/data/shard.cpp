@@ -310,6 +310,34 @@ DataFolder open_llmc_folder(const std::string& dir, std::vector<std::string> tra
 
 }  // namespace
 
+std::unique_ptr<Tokenizer> open_folder_tokenizer(const std::string& meta_spec, const std::string& dir,
+                                                 const std::string& meta_path) {
+  // "bpe:FILE" names a BPE vocabulary in the folder (prepare copies it there); nothing outside
+  // the folder, so that a data folder from elsewhere cannot make loom read (and quote in its
+  // errors) a file of the user's. The caller keeps the tokenizer's self-contained spec, which
+  // is what checkpoints record.
+  const bool eot = meta_spec.starts_with(kEotSpecPrefix);
+  std::string spec = eot ? meta_spec.substr(kEotSpecPrefix.size()) : meta_spec;
+  if (spec.rfind("bpe:", 0) == 0) {
+    const fs::path file(spec.substr(4));
+    bool inside = !file.empty() && file.is_relative();
+    for (const auto& part : file) inside = inside && part != "..";
+    LOOM_USER_CHECK(inside, meta_path, ": \"tokenizer\" '", brief(meta_spec),
+                    "' must name a file inside the data folder (bpe:FILE, as `loom prepare` writes it)");
+    spec = "bpe:" + dir + "/" + file.string();
+  } else {
+    LOOM_USER_CHECK(is_inline_tokenizer_spec(spec) && !spec.starts_with(kEotSpecPrefix), meta_path,
+                    ": \"tokenizer\" '", brief(meta_spec),
+                    "' is not byte, gpt2 or bpe:FILE (a file in the data folder), with or without eot: in front");
+  }
+  if (eot) spec = std::string(kEotSpecPrefix) + spec;
+  try {
+    return make_tokenizer(spec);
+  } catch (const UserError& e) {
+    user_error(meta_path, ": ", e.what());
+  }
+}
+
 DataFolder open_data_folder(const std::string& dir) {
   std::error_code ec;
   LOOM_USER_CHECK(fs::is_directory(dir, ec), dir, ": no such data folder (write one with `loom prepare`)");
@@ -336,6 +364,9 @@ DataFolder open_data_folder(const std::string& dir) {
     return v.get<uint64_t>();
   };
 
+  LOOM_USER_CHECK(!meta.contains("format") || meta["format"] != "pairs", meta_path,
+                  ": a folder of sequence pairs (`loom prepare --pairs`), not a token stream; open it with "
+                  "open_pair_folder (engine/data/pairs.h)");
   DataFolder folder;
   folder.dir = dir;
   const nlohmann::json& tok = field("tokenizer");
@@ -347,31 +378,7 @@ DataFolder open_data_folder(const std::string& dir) {
   folder.train_files = shard_list(meta, "train_shards", "train.bin", dir, meta_path);
   folder.val_files = shard_list(meta, "val_shards", "val.bin", dir, meta_path);
 
-  // "bpe:FILE" names a BPE vocabulary in the folder (prepare copies it there); nothing outside
-  // the folder, so that a data folder from elsewhere cannot make loom read (and quote in its
-  // errors) a file of the user's. folder.tokenizer becomes the self-contained spec, which is
-  // what checkpoints record.
-  const bool eot = folder.tokenizer.starts_with(kEotSpecPrefix);
-  std::string spec = eot ? folder.tokenizer.substr(kEotSpecPrefix.size()) : folder.tokenizer;
-  if (spec.rfind("bpe:", 0) == 0) {
-    const fs::path file(spec.substr(4));
-    bool inside = !file.empty() && file.is_relative();
-    for (const auto& part : file) inside = inside && part != "..";
-    LOOM_USER_CHECK(inside, meta_path, ": \"tokenizer\" '", brief(folder.tokenizer),
-                    "' must name a file inside the data folder (bpe:FILE, as `loom prepare` writes it)");
-    spec = "bpe:" + dir + "/" + file.string();
-  } else {
-    LOOM_USER_CHECK(is_inline_tokenizer_spec(spec) && !spec.starts_with(kEotSpecPrefix), meta_path,
-                    ": \"tokenizer\" '", brief(folder.tokenizer),
-                    "' is not byte, gpt2 or bpe:FILE (a file in the data folder), with or without eot: in front");
-  }
-  if (eot) spec = std::string(kEotSpecPrefix) + spec;
-  std::unique_ptr<Tokenizer> tokenizer;
-  try {
-    tokenizer = make_tokenizer(spec);
-  } catch (const UserError& e) {
-    user_error(meta_path, ": ", e.what());
-  }
+  const std::unique_ptr<Tokenizer> tokenizer = open_folder_tokenizer(folder.tokenizer, dir, meta_path);
   folder.tokenizer = tokenizer->spec();
   folder.eot_id = tokenizer->eot_id();
   LOOM_USER_CHECK(static_cast<uint32_t>(tokenizer->vocab_size()) == folder.vocab_size, meta_path, ": vocab_size ",

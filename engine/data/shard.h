@@ -13,6 +13,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -123,6 +124,13 @@ struct DataFolder {
   std::vector<std::string> train_files, val_files;  // paths, in reading order
 };
 DataFolder open_data_folder(const std::string& dir);
+
+class Tokenizer;
+// The tokenizer a data folder's meta.json names (meta_spec: its "tokenizer"): byte, gpt2 or
+// bpe:FILE with FILE inside `dir`, with or without "eot:" in front. UserError naming
+// meta_path for anything else or a tokenizer that cannot be made.
+std::unique_ptr<Tokenizer> open_folder_tokenizer(const std::string& meta_spec, const std::string& dir,
+                                                 const std::string& meta_path);
 
 // Serves seeded random windows with teacher forcing: for a start i drawn uniformly from
 // [0, size - T - 1], x = t[i : i+T], y = t[i+1 : i+T+1].

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -177,6 +178,25 @@ inline void expect_user_error(const std::function<void()>& f, const std::vector<
     return;
   }
   ADD_FAILURE() << "no UserError";
+}
+
+// Runs f with LOOM_HOME set to `home`, a private one holding scripts/fetch_kjv.sh, so that the
+// corpus "kjv" is fetched into home/data/ and never read from or written into the source
+// tree's data/; LOOM_HOME is restored after, also when f throws.
+inline void with_private_kjv_home(const fs::path& home, const std::function<void()>& f) {
+  fs::create_directories(home / "scripts");
+  fs::copy_file(fs::path(LOOM_SOURCE_DIR) / "scripts" / "fetch_kjv.sh", home / "scripts" / "fetch_kjv.sh");
+  const char* old = std::getenv("LOOM_HOME");
+  const std::string old_home = old ? old : "";
+  const auto restore = [&] { old ? ::setenv("LOOM_HOME", old_home.c_str(), 1) : ::unsetenv("LOOM_HOME"); };
+  ::setenv("LOOM_HOME", home.c_str(), 1);
+  try {
+    f();
+  } catch (...) {
+    restore();
+    throw;
+  }
+  restore();
 }
 
 // A tiny config pointing at a data folder and a run folder.

@@ -321,21 +321,9 @@ TEST_F(DataTest, PrepareSplitsATextFileIntoTrainAndVal) {
 TEST_F(DataTest, PrepareKjvFetchesStripsAndTokenizesTheBible) {
   if (::access("/usr/bin/bible", X_OK) != 0 && std::system("command -v bible >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "the `bible` program (Debian bible-kjv) is not installed";
-  // A private LOOM_HOME, so the test neither reads nor writes the source tree's data/.
   const fs::path home = dir_ / "home";
-  fs::create_directories(home / "scripts");
-  fs::copy_file(fs::path(LOOM_SOURCE_DIR) / "scripts" / "fetch_kjv.sh", home / "scripts" / "fetch_kjv.sh");
-  const char* old = std::getenv("LOOM_HOME");
-  const std::string old_home = old ? old : "";
-  ::setenv("LOOM_HOME", home.c_str(), 1);
   const std::string out = path("kjv");
-  try {
-    loom::prepare_corpus("kjv", "byte", out);
-  } catch (...) {
-    old ? ::setenv("LOOM_HOME", old_home.c_str(), 1) : ::unsetenv("LOOM_HOME");
-    throw;
-  }
-  old ? ::setenv("LOOM_HOME", old_home.c_str(), 1) : ::unsetenv("LOOM_HOME");
+  with_private_kjv_home(home, [&] { loom::prepare_corpus("kjv", "byte", out); });
 
   const fs::path text_path = home / "data" / "kjv.txt";
   ASSERT_TRUE(fs::is_regular_file(text_path));

@@ -1,7 +1,8 @@
 // seed_corpus.cpp: writes the seed corpus of every harness: valid files made by loom's own
 // writers (safetensors, checkpoints of every model kind, configs, BPE files, a small vocabulary
-// in GPT-2's format, data folders, shards, GPT-2 exports). Generated at build time rather than
-// committed, so the seeds always follow the current formats; the fuzzer mutates from there.
+// in GPT-2's format, data folders, pair folders, shards, GPT-2 exports). Generated at build
+// time rather than committed, so the seeds always follow the current formats; the fuzzer
+// mutates from there.
 //
 // Usage: seed_corpus OUT_DIR   (writes OUT_DIR/<harness>/<seed>)
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include "engine/data/bpe.h"
 #include "engine/data/gpt2_tokenizer.h"
 #include "engine/data/prepare.h"
+#include "engine/data/prepare_pairs.h"
 #include "engine/data/shard.h"
 #include "engine/io/safetensors.h"
 #include "fuzz_support.h"
@@ -205,6 +207,29 @@ void data_seeds() {
   seed("shard", "width4", {read_file(scratch() + "/w4.bin")});
 }
 
+void pair_folder_seeds() {
+  const std::string text = words(3000, 12);
+  std::string tsv;
+  for (size_t at = 0, nl; (nl = text.find('\n', at)) != std::string::npos; at = nl + 1) {
+    const std::string line = text.substr(at, nl - at);
+    if (line.size() > 1) tsv += line + "\t" + std::string(line.rbegin(), line.rend()) + "\n";
+  }
+  const std::string tsv_path = put_file("pairs.tsv", tsv), lines = put_file("lines.txt", text);
+  for (const char* tok : {"byte", "bpe", "spans"}) {
+    const std::string out = scratch() + "/pairs_" + tok;
+    PairPrepareOptions o;
+    o.val_fraction = 0.3;
+    if (std::string(tok) == "spans") prepare_span_corruption(lines, "byte", out, o);
+    else if (std::string(tok) == "byte") prepare_pairs_tsv(tsv_path, "byte", out, o);
+    else prepare_pairs_tsv(tsv_path, "bpe:" + put_file("pair_tok.json", serialize_bpe(small_bpe(20))), out, o);
+    std::vector<std::string> parts;
+    for (const char* f : {"meta.json", "train.idx", "train.src.bin", "train.tgt.bin", "val.idx", "val.src.bin",
+                          "val.tgt.bin", "tokenizer.json"})
+      parts.push_back(fs::exists(out + "/" + f) ? read_file(out + "/" + f) : "");
+    seed("pair_folder", tok, parts);
+  }
+}
+
 void gpt2_import_seeds() {
   Config c = tiny("gpt");
   c.model.vocab = 256;  // byte-level: the tokenizer an export names needs no files
@@ -249,6 +274,7 @@ int main(int argc, char** argv) {
     loom::fuzz::bpe_seeds();
     loom::fuzz::gpt2_vocab_seeds();
     loom::fuzz::data_seeds();
+    loom::fuzz::pair_folder_seeds();
     loom::fuzz::gpt2_import_seeds();
     loom::fuzz::store_seeds();
   } catch (const std::exception& e) {
