@@ -140,6 +140,24 @@ TEST_F(BadInput, MissingCorpus) {
   expect_user_error(run_loom({"prepare", "--corpus", d("empty.txt"), "--out", d("o")}), "empty.txt");
 }
 
+TEST_F(BadInput, ScoreFiles) {
+  write("hyp.txt", "a b c\nd e\n");
+  write("ref.txt", "a b c\nd e\n");
+  write("short.txt", "a b c\n");
+  write("latin1.txt", "a b c\nd \xe9\n");
+  write("empty.txt", "");
+  const std::string h = d("hyp.txt");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("short.txt")}), "short.txt: 1 lines, but --hyp");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("ref.txt"), "--ref", d("no_ref.txt")}),
+                    "no_ref.txt: cannot open");
+  expect_user_error(run_loom({"score", "--hyp", d("no_hyp.txt"), "--ref", d("ref.txt")}), "no_hyp.txt: cannot open");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("latin1.txt")}), "latin1.txt:2: not UTF-8");
+  expect_user_error(run_loom({"score", "--hyp", d("empty.txt"), "--ref", d("ref.txt")}), "empty.txt: empty");
+  expect_user_error(run_loom({"score", "--hyp", h}), "--ref");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("ref.txt"), "--metric", "ter"}), "--metric");
+  EXPECT_EQ(run_loom({"score", "--hyp", h, "--ref", d("ref.txt")}).rc, 0);
+}
+
 TEST_F(BadInput, NoSubcommandOrUnknownOne) {
   EXPECT_EQ(run_loom({}).rc, 2);
   EXPECT_EQ(run_loom({"frob"}).rc, 2);
