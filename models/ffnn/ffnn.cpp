@@ -64,6 +64,14 @@ class WindowDecoder final : public GraphDecoder {
   }
   void reset() override { window_.clear(); }
   int capacity() const override { return INT_MAX; }
+  std::unique_ptr<DecoderState> save() const override {
+    return std::make_unique<ValueDecoderState<std::deque<int32_t>>>(window_);
+  }
+  void restore(const DecoderState& s) override {
+    const auto* w = dynamic_cast<const ValueDecoderState<std::deque<int32_t>>*>(&s);
+    LOOM_CHECK(w, "a decoder state of another decoder");
+    window_ = w->value;
+  }
 
  private:
   int n_, pad_, V_;

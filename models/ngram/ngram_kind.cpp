@@ -27,6 +27,14 @@ class NgramDecoder final : public TokenDecoder {
   }
   void reset() override { history_.clear(); }
   int capacity() const override { return INT_MAX; }
+  std::unique_ptr<DecoderState> save() const override {
+    return std::make_unique<ValueDecoderState<std::vector<int32_t>>>(history_);
+  }
+  void restore(const DecoderState& s) override {
+    const auto* h = dynamic_cast<const ValueDecoderState<std::vector<int32_t>>*>(&s);
+    LOOM_CHECK(h, "a decoder state of another decoder");
+    history_ = h->value;
+  }
 
  private:
   NgramModel model_;
