@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
 #include "engine/backend/backend.h"
 #include "engine/graph/graph.h"
 #include "engine/graph/recompute.h"
@@ -75,6 +76,12 @@ template <class T>
 struct ValueDecoderState final : DecoderState {
   explicit ValueDecoderState(T v) : value(std::move(v)) {}
   T value;
+  // The value `s` holds; `s` must be a ValueDecoderState<T> (one its decoder saved).
+  static const T& of(const DecoderState& s) {
+    const auto* v = dynamic_cast<const ValueDecoderState*>(&s);
+    LOOM_CHECK(v, "a decoder state of another decoder");
+    return v->value;
+  }
 };
 
 // Feeds a model one token at a time (sampling). Each kind has its own: GPT over a KV cache,

@@ -22,23 +22,12 @@ bool is_space(char32_t c) {
 bool is_digit(char32_t c) { return c >= U'0' && c <= U'9'; }
 
 std::string to_utf8(std::u32string_view s) {
+  static constexpr unsigned char kLead[] = {0x00, 0xC0, 0xE0, 0xF0};
   std::string r;
   for (const char32_t c : s) {
-    if (c < 0x80) {
-      r += static_cast<char>(c);
-    } else if (c < 0x800) {
-      r += static_cast<char>(0xC0 | (c >> 6));
-      r += static_cast<char>(0x80 | (c & 0x3F));
-    } else if (c < 0x10000) {
-      r += static_cast<char>(0xE0 | (c >> 12));
-      r += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      r += static_cast<char>(0x80 | (c & 0x3F));
-    } else {
-      r += static_cast<char>(0xF0 | (c >> 18));
-      r += static_cast<char>(0x80 | ((c >> 12) & 0x3F));
-      r += static_cast<char>(0x80 | ((c >> 6) & 0x3F));
-      r += static_cast<char>(0x80 | (c & 0x3F));
-    }
+    const int n = c < 0x80 ? 0 : c < 0x800 ? 1 : c < 0x10000 ? 2 : 3;  // continuation bytes
+    r += static_cast<char>(kLead[n] | (c >> (6 * n)));
+    for (int k = n - 1; k >= 0; --k) r += static_cast<char>(0x80 | ((c >> (6 * k)) & 0x3F));
   }
   return r;
 }

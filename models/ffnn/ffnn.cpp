@@ -67,11 +67,7 @@ class WindowDecoder final : public GraphDecoder {
   std::unique_ptr<DecoderState> save() const override {
     return std::make_unique<ValueDecoderState<std::deque<int32_t>>>(window_);
   }
-  void restore(const DecoderState& s) override {
-    const auto* w = dynamic_cast<const ValueDecoderState<std::deque<int32_t>>*>(&s);
-    LOOM_CHECK(w, "a decoder state of another decoder");
-    window_ = w->value;
-  }
+  void restore(const DecoderState& s) override { window_ = ValueDecoderState<std::deque<int32_t>>::of(s); }
 
  private:
   int n_, pad_, V_;

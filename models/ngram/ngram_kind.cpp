@@ -30,11 +30,7 @@ class NgramDecoder final : public TokenDecoder {
   std::unique_ptr<DecoderState> save() const override {
     return std::make_unique<ValueDecoderState<std::vector<int32_t>>>(history_);
   }
-  void restore(const DecoderState& s) override {
-    const auto* h = dynamic_cast<const ValueDecoderState<std::vector<int32_t>>*>(&s);
-    LOOM_CHECK(h, "a decoder state of another decoder");
-    history_ = h->value;
-  }
+  void restore(const DecoderState& s) override { history_ = ValueDecoderState<std::vector<int32_t>>::of(s); }
 
  private:
   NgramModel model_;
