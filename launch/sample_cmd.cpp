@@ -1,9 +1,11 @@
 // sample_cmd.cpp: `loom sample --checkpoint DIR (--prompt TEXT | --prompt-file FILE)
-// [--stop STR ...] [decoding flags]`: text from a checkpoint, streamed as it is generated
+// [--stop STR ...] [decoding flags | --beam N [--length-penalty A] [--n-best K] [--eos TEXT]]`:
+// text from a checkpoint, streamed as it is generated, or the best hypotheses of a beam search
 // (launch/run/sampler.h).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 
@@ -110,6 +112,14 @@ class SampleCommand final : public Command {
     cmd_->add_option("--top-p", o_.top_p, "nucleus: smallest set with this much probability")->capture_default_str();
     cmd_->add_option("--seed", o_.seed, "random seed")->capture_default_str();
     cmd_->add_option("--device", device_, "auto | cpu | cuda")->capture_default_str();
+    cmd_->add_option("--beam", beam_.beam, "beam search with this many hypotheses (instead of sampling)");
+    cmd_->add_option("--length-penalty", beam_.length_penalty,
+                     "beam search: rank by log-prob / ((5 + length) / 6)^A (GNMT; 0 = plain log-prob)")
+        ->capture_default_str();
+    cmd_->add_option("--n-best", beam_.n_best, "beam search: print the K best hypotheses with their scores");
+    cmd_->add_option("--eos", eos_,
+                     "beam search: the text of the token that ends a hypothesis (default: the tokenizer's "
+                     "end-of-text token, if it has one); \\n, \\t, \\r, \\\\ are escapes");
   }
   int run() override {
   // (CLI11 refuses both at once.)
@@ -123,6 +133,8 @@ class SampleCommand final : public Command {
   LOOM_USER_CHECK(o_.temperature > 0 || o_.greedy, "--temperature: must be > 0 (or use --greedy)");
   LOOM_USER_CHECK(o_.top_k >= 0, "--top-k: must be >= 0");
   LOOM_USER_CHECK(o_.top_p > 0 && o_.top_p <= 1, "--top-p: must be in (0, 1]");
+  const bool beam = cmd_->count("--beam") > 0;
+  check_beam_flags(beam);
   const auto prompts =
       prompt_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt_}} : read_prompts(prompt_file_);
   CheckpointData ck = load_checkpoint(ckpt_, false);
@@ -138,12 +150,18 @@ class SampleCommand final : public Command {
     LOOM_USER_CHECK(!ids.empty(), where, ": encodes to no tokens");
     prompt_ids.push_back(std::move(ids));
   }
+  if (beam) beam_.eos = eos_id(*tok, ck.model.vocab);
+  beam_.max_len = o_.max_new_tokens;
   auto be = make_backend(device_);
   Decoder dec(ck.model, ck.params, *be, ck.counts);
   // Each prompt from its own fresh context and the same seed, so a prompt's sample does not
   // depend on its place in the file. With a prompt file every sample gets a header line.
   for (size_t i = 0; i < prompts.size(); ++i) {
     if (!prompt_file_.empty()) std::printf("=== sample %zu of %zu (%s) ===\n", i + 1, prompts.size(), prompts[i].first.c_str());
+    if (beam) {
+      print_hypotheses(beam_generate(dec, prompt_ids[i], beam_), prompts[i].second, *tok);
+      continue;
+    }
     std::fputs(prompts[i].second.c_str(), stdout);
     StopFilter out(stops_);
     try {
@@ -160,9 +178,59 @@ class SampleCommand final : public Command {
   }
 
  private:
-  std::string ckpt_, prompt_, prompt_file_, device_ = "auto";
+  // Beam search is deterministic: it takes none of the sampling flags, and its own flags need it.
+  void check_beam_flags(bool beam) const {
+    if (!beam) {
+      for (const char* f : {"--length-penalty", "--n-best", "--eos"})
+        LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": needs --beam N");
+      return;
+    }
+    LOOM_USER_CHECK(beam_.beam >= 1, "--beam: must be >= 1");
+    for (const char* f : {"--greedy", "--temperature", "--top-k", "--top-p", "--seed"})
+      LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": beam search does not sample; leave it out with --beam");
+    LOOM_USER_CHECK(beam_.n_best >= 1 && beam_.n_best <= beam_.beam, "--n-best: must be in [1, --beam (",
+                    beam_.beam, ")]");
+    LOOM_USER_CHECK(std::isfinite(beam_.length_penalty) && beam_.length_penalty >= 0,
+                    "--length-penalty: must be >= 0");
+  }
+  // --eos's token, or the tokenizer's end-of-text token, or none (-1).
+  int32_t eos_id(const Tokenizer& tok, int64_t vocab) const {
+    if (cmd_->count("--eos") == 0) {
+      const auto eot = tok.eot_id();
+      return eot && static_cast<int64_t>(*eot) < vocab ? static_cast<int32_t>(*eot) : -1;
+    }
+    const std::string text = unescape(eos_);
+    const auto ids = tok.encode(text);
+    LOOM_USER_CHECK(ids.size() == 1, "--eos: \"", eos_, "\" encodes to ", ids.size(), " tokens; it must be one");
+    LOOM_USER_CHECK(static_cast<int64_t>(ids[0]) < vocab, "--eos: token ", ids[0],
+                    " is outside the checkpoint's vocabulary of ", vocab);
+    return static_cast<int32_t>(ids[0]);
+  }
+  // The hypotheses after the prompt, the EOS not printed and stop strings applied. With
+  // --n-best each gets a header with its total log-probability and its score.
+  void print_hypotheses(const std::vector<Hypothesis>& hyps, const std::string& prompt, const Tokenizer& tok) const {
+    const bool headers = cmd_->count("--n-best") > 0;
+    for (size_t h = 0; h < hyps.size(); ++h) {
+      const Hypothesis& y = hyps[h];
+      if (headers)
+        std::printf("--- hypothesis %zu of %zu: log-prob %.4f, score %.4f, %zu tokens, %s ---\n", h + 1, hyps.size(),
+                    y.log_prob, y.score, y.tokens.size(), y.ended ? "ended by EOS" : "cut at the length limit");
+      std::fputs(prompt.c_str(), stdout);
+      StopFilter out(stops_);
+      bool stopped = false;
+      for (size_t i = 0; i + (y.ended ? 1 : 0) < y.tokens.size() && !stopped; ++i) {
+        const uint32_t u = static_cast<uint32_t>(y.tokens[i]);
+        stopped = out.add(tok.decode(std::span<const uint32_t>(&u, 1)));
+      }
+      if (!stopped) out.flush();
+      std::fputs("\n", stdout);
+    }
+  }
+
+  std::string ckpt_, prompt_, prompt_file_, device_ = "auto", eos_;
   std::vector<std::string> stops_;
   SampleOptions o_;
+  BeamOptions beam_;
 };
 
 }  // namespace

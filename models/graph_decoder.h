@@ -24,6 +24,38 @@ class GraphDecoder : public TokenDecoder {
       ex_->set_input(mg_.targets, zeros.data(), zeros.size() * 4);
     }
   }
+  // Device copies of graph values (the KV cache, the recurrent state) for save()/restore():
+  // of each value, `blocks` runs of `run` bytes, `stride` bytes apart (run 0: the whole value),
+  // so that a cache copies only the positions filled so far.
+  struct Copies final : DecoderState {
+    std::vector<DeviceBuffer> bufs;
+    int filled = 0;  // what the decoder needs besides (GPT: positions in the cache)
+  };
+  std::unique_ptr<Copies> save_values(const std::vector<int>& values, int blocks = 1, size_t stride = 0,
+                                      size_t run = 0) const {
+    auto c = std::make_unique<Copies>();
+    for (int v : values) {
+      const size_t n = run ? run : mg_.g.values[v].bytes();
+      c->bufs.emplace_back(be_, static_cast<size_t>(blocks) * n);
+      auto* src = static_cast<const char*>(ex_->view(v).data);
+      for (int b = 0; b < blocks && n; ++b)
+        be_.copy(static_cast<char*>(c->bufs.back().data()) + b * n, src + b * stride, n);
+    }
+    return c;
+  }
+  void restore_values(const DecoderState& s, const std::vector<int>& values, int blocks = 1, size_t stride = 0,
+                      size_t run = 0) {
+    const auto* c = dynamic_cast<const Copies*>(&s);
+    LOOM_CHECK(c && c->bufs.size() == values.size(), "a decoder state of another decoder");
+    for (size_t i = 0; i < values.size(); ++i) {
+      const size_t n = run ? run : mg_.g.values[values[i]].bytes();
+      LOOM_CHECK(c->bufs[i].bytes() >= static_cast<size_t>(blocks) * n, "a decoder state of another shape");
+      auto* dst = static_cast<char*>(ex_->view(values[i]).data);
+      for (int b = 0; b < blocks && n; ++b)
+        be_.copy(dst + b * stride, static_cast<const char*>(c->bufs[i].data()) + b * n, n);
+    }
+  }
+
   Backend& be_;
   ModelGraph mg_;
   std::unique_ptr<DeviceWeights> weights_;

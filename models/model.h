@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "core/check.h"
 #include "engine/backend/backend.h"
 #include "engine/graph/graph.h"
 #include "engine/graph/recompute.h"
@@ -62,6 +63,27 @@ struct ModelGraph {
   explicit ModelGraph(DType dt) : g(dt) {}
 };
 
+// What a TokenDecoder has been fed (the KV cache, the recurrent state, the window, the
+// history), copied out of it: beam search forks a prefix into several continuations and comes
+// back to each in turn.
+class DecoderState {
+ public:
+  virtual ~DecoderState() = default;
+};
+
+// A DecoderState that is one copyable value (a window or a history of tokens).
+template <class T>
+struct ValueDecoderState final : DecoderState {
+  explicit ValueDecoderState(T v) : value(std::move(v)) {}
+  T value;
+  // The value `s` holds; `s` must be a ValueDecoderState<T> (one its decoder saved).
+  static const T& of(const DecoderState& s) {
+    const auto* v = dynamic_cast<const ValueDecoderState*>(&s);
+    LOOM_CHECK(v, "a decoder state of another decoder");
+    return v->value;
+  }
+};
+
 // Feeds a model one token at a time (sampling). Each kind has its own: GPT over a KV cache,
 // the recurrent kinds carrying their state, the feed-forward model over its window, the
 // n-gram model from its counts.
@@ -72,6 +94,10 @@ class TokenDecoder {
   virtual std::vector<float> step(int32_t token, int pos) = 0;
   // Forgets everything fed so far.
   virtual void reset() = 0;
+  // A copy of everything fed so far; restore() of it (on this decoder) continues from there,
+  // whatever was fed in between. The caller tracks the position, as for step().
+  virtual std::unique_ptr<DecoderState> save() const = 0;
+  virtual void restore(const DecoderState& s) = 0;
   // Positions it holds before it must be reset and refilled (GPT: seq_len; INT_MAX where the
   // state is bounded).
   virtual int capacity() const = 0;

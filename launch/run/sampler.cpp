@@ -2,6 +2,7 @@
 #include "launch/run/sampler.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <numeric>
 
@@ -25,6 +26,14 @@ void Decoder::reset() {
 }
 
 int Decoder::capacity() const { return impl_->capacity(); }
+
+Decoder::State Decoder::save() const { return {pos_, impl_->save()}; }
+
+void Decoder::restore(const State& s) {
+  LOOM_CHECK(s.impl, "restore of an empty decoder state");
+  impl_->restore(*s.impl);
+  pos_ = s.pos;
+}
 
 int32_t pick_token(std::vector<float> logits, const SampleOptions& o, Rng& rng) {
   const int V = static_cast<int>(logits.size());
@@ -85,6 +94,35 @@ std::vector<int32_t> generate(Decoder& dec, const std::vector<int32_t>& prompt, 
       logits = dec.step(t);
   }
   return out;
+}
+
+std::vector<Hypothesis> beam_generate(Decoder& dec, const std::vector<int32_t>& prompt, BeamOptions o) {
+  LOOM_CHECK(!prompt.empty(), "empty prompt");
+  const int cap = dec.capacity();
+  const size_t fed = std::min<size_t>(prompt.size(), static_cast<size_t>(cap));
+  dec.reset();
+  std::vector<float> logits;
+  for (size_t i = prompt.size() - fed; i < prompt.size(); ++i) logits = dec.step(prompt[i]);
+  // The last token of a hypothesis is never fed, so a full context still yields one more.
+  if (cap != INT_MAX) o.max_len = static_cast<int>(std::min<int64_t>(o.max_len, int64_t{cap} - static_cast<int64_t>(fed) + 1));
+  std::vector<Decoder::State> states{dec.save()};
+  return beam_search(
+      [&](const std::vector<BeamRow>& rows) {
+        std::vector<std::vector<double>> out;
+        if (rows.size() == 1 && rows[0].parent < 0) {
+          out.push_back(log_softmax(logits));
+          return out;
+        }
+        std::vector<Decoder::State> grown;
+        for (const BeamRow& r : rows) {
+          dec.restore(states[r.parent]);
+          out.push_back(log_softmax(dec.step(r.token)));
+          grown.push_back(dec.save());
+        }
+        states = std::move(grown);
+        return out;
+      },
+      o);
 }
 
 }  // namespace loom

@@ -1,6 +1,6 @@
 // sampler.h: text generation from a checkpoint, one token at a time, for every model kind
 // (each kind brings its TokenDecoder: models/model.h), and the decoding policies: greedy,
-// temperature, top-k, top-p (nucleus).
+// temperature, top-k, top-p (nucleus), and beam search.
 #pragma once
 #include <functional>
 #include <memory>
@@ -10,6 +10,7 @@
 #include "core/rng.h"
 #include "engine/backend/backend.h"
 #include "engine/io/safetensors.h"
+#include "launch/run/beam_search.h"
 #include "models/model.h"
 
 namespace loom {
@@ -27,6 +28,14 @@ class Decoder {
   // Positions the decoder can hold before it must be rebuilt (GPT: seq_len; the others keep
   // a bounded state and never fill up).
   int capacity() const;
+  // What has been fed so far (position included), to come back to with restore(): beam
+  // search forks a prefix this way. States are shared, never changed.
+  struct State {
+    int pos = 0;
+    std::shared_ptr<const DecoderState> impl;
+  };
+  State save() const;
+  void restore(const State& s);
 
  private:
   ModelConfig cfg_;
@@ -50,5 +59,10 @@ int32_t pick_token(std::vector<float> logits, const SampleOptions& o, Rng& rng);
 // context fills up, the cache is rebuilt from the last half of the context (sliding window).
 std::vector<int32_t> generate(Decoder& dec, const std::vector<int32_t>& prompt_ids, const SampleOptions& o,
                               const std::function<void(int32_t)>& on_token = {});
+
+// Beam search (launch/run/beam_search.h) after `prompt_ids`: the prompt is fed once, and each
+// hypothesis continues from its parent's saved decoder state. Only the last `capacity` prompt
+// tokens are seen, and no hypothesis outgrows the context (max_len is cut to what fits).
+std::vector<Hypothesis> beam_generate(Decoder& dec, const std::vector<int32_t>& prompt_ids, BeamOptions o);
 
 }  // namespace loom

@@ -64,6 +64,10 @@ class WindowDecoder final : public GraphDecoder {
   }
   void reset() override { window_.clear(); }
   int capacity() const override { return INT_MAX; }
+  std::unique_ptr<DecoderState> save() const override {
+    return std::make_unique<ValueDecoderState<std::deque<int32_t>>>(window_);
+  }
+  void restore(const DecoderState& s) override { window_ = ValueDecoderState<std::deque<int32_t>>::of(s); }
 
  private:
   int n_, pad_, V_;

@@ -27,6 +27,10 @@ class NgramDecoder final : public TokenDecoder {
   }
   void reset() override { history_.clear(); }
   int capacity() const override { return INT_MAX; }
+  std::unique_ptr<DecoderState> save() const override {
+    return std::make_unique<ValueDecoderState<std::vector<int32_t>>>(history_);
+  }
+  void restore(const DecoderState& s) override { history_ = ValueDecoderState<std::vector<int32_t>>::of(s); }
 
  private:
   NgramModel model_;

@@ -78,6 +78,8 @@ class RecurrentDecoder final : public GraphDecoder {
     for (int v : mg_.state_in) be_.zero(ex_->view(v).data, mg_.g.values[v].bytes());
   }
   int capacity() const override { return INT_MAX; }
+  std::unique_ptr<DecoderState> save() const override { return save_values(mg_.state_in); }
+  void restore(const DecoderState& s) override { restore_values(s, mg_.state_in); }
 };
 
 // lstm, gru and rnn: one class, three registrations.

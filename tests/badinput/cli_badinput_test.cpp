@@ -123,6 +123,24 @@ TEST_F(BadInput, SamplingFlags) {
                     "max-new-tokens");
 }
 
+TEST_F(BadInput, BeamFlags) {
+  auto beam = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"sample", "--checkpoint", d("run"), "--prompt", "a"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_loom(args);
+  };
+  expect_user_error(beam({"--beam", "0"}), "--beam: must be >= 1");
+  expect_user_error(beam({"--beam", "2", "--temperature", "0.5"}), "--temperature: beam search does not sample");
+  expect_user_error(beam({"--beam", "2", "--greedy"}), "--greedy: beam search does not sample");
+  expect_user_error(beam({"--beam", "2", "--n-best", "3"}), "--n-best: must be in [1, --beam (2)]");
+  expect_user_error(beam({"--beam", "2", "--n-best", "0"}), "--n-best: must be in [1, --beam (2)]");
+  expect_user_error(beam({"--n-best", "2"}), "--n-best: needs --beam N");
+  expect_user_error(beam({"--eos", "x"}), "--eos: needs --beam N");
+  expect_user_error(beam({"--beam", "2", "--length-penalty", "-1"}), "--length-penalty: must be >= 0");
+  expect_user_error(beam({"--beam", "2", "--eos", "ab"}), "--eos: \"ab\" encodes to 2 tokens");
+  EXPECT_EQ(beam({"--beam", "2", "--max-new-tokens", "3"}).rc, 0);
+}
+
 TEST_F(BadInput, MissingCheckpoint) {
   expect_user_error(run_loom({"sample", "--checkpoint", d("no_such_run"), "--prompt", "a"}), "no_such_run");
   expect_user_error(run_loom({"eval", "--checkpoint", d("no_such_run")}), "no_such_run");
@@ -138,6 +156,24 @@ TEST_F(BadInput, MissingCorpus) {
   expect_user_error(run_loom({"prepare", "--corpus", d("no_corpus.txt"), "--out", d("o")}), "no_corpus.txt");
   write("empty.txt", "");
   expect_user_error(run_loom({"prepare", "--corpus", d("empty.txt"), "--out", d("o")}), "empty.txt");
+}
+
+TEST_F(BadInput, ScoreFiles) {
+  write("hyp.txt", "a b c\nd e\n");
+  write("ref.txt", "a b c\nd e\n");
+  write("short.txt", "a b c\n");
+  write("latin1.txt", "a b c\nd \xe9\n");
+  write("empty.txt", "");
+  const std::string h = d("hyp.txt");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("short.txt")}), "short.txt: 1 lines, but --hyp");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("ref.txt"), "--ref", d("no_ref.txt")}),
+                    "no_ref.txt: cannot open");
+  expect_user_error(run_loom({"score", "--hyp", d("no_hyp.txt"), "--ref", d("ref.txt")}), "no_hyp.txt: cannot open");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("latin1.txt")}), "latin1.txt:2: not UTF-8");
+  expect_user_error(run_loom({"score", "--hyp", d("empty.txt"), "--ref", d("ref.txt")}), "empty.txt: empty");
+  expect_user_error(run_loom({"score", "--hyp", h}), "--ref");
+  expect_user_error(run_loom({"score", "--hyp", h, "--ref", d("ref.txt"), "--metric", "ter"}), "--metric");
+  EXPECT_EQ(run_loom({"score", "--hyp", h, "--ref", d("ref.txt")}).rc, 0);
 }
 
 TEST_F(BadInput, NoSubcommandOrUnknownOne) {

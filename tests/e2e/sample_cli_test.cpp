@@ -95,6 +95,51 @@ TEST_F(SampleCli, StopEndsTheSampleWithoutPrintingTheStop) {
                           ":2) ===\n" + body);
 }
 
+// Beam search through the CLI: beam 1 prints what greedy prints, --eos ends a hypothesis (not
+// printed), and --n-best prints the hypotheses best first with their scores. seq_len is 32, so
+// 20 new tokens after the 8-token prompt fit the context.
+TEST_F(SampleCli, BeamSearch) {
+  const std::string prompt = "The lord";
+  RunResult greedy = sample({"--prompt", prompt}, 20);
+  ASSERT_EQ(greedy.rc, 0) << greedy.err;
+  auto beam = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = {"sample", "--checkpoint", d("run"), "--prompt", prompt, "--max-new-tokens", "20"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_loom(args);
+  };
+  RunResult one = beam({"--beam", "1"});
+  ASSERT_EQ(one.rc, 0) << one.err;
+  EXPECT_EQ(one.out, greedy.out);
+
+  // An EOS taken from the greedy continuation: beam 1 stops right before its first occurrence.
+  const std::string cont = greedy.out.substr(prompt.size(), greedy.out.size() - prompt.size() - 1);
+  ASSERT_GE(cont.size(), 10u) << greedy.out;
+  const std::string eos = cont.substr(6, 1);
+  RunResult ended = beam({"--beam", "1", "--eos", eos == "\n" ? "\\n" : eos, "--n-best", "1"});
+  ASSERT_EQ(ended.rc, 0) << ended.err;
+  const std::string body = prompt + cont.substr(0, cont.find(eos)) + "\n";
+  ASSERT_GT(ended.out.size(), body.size()) << ended.out;
+  EXPECT_EQ(ended.out.substr(ended.out.size() - body.size()), body);
+  EXPECT_NE(ended.out.find(std::to_string(cont.find(eos) + 1) + " tokens, ended by EOS ---\n"), std::string::npos)
+      << ended.out;
+
+  RunResult three = beam({"--beam", "4", "--n-best", "3", "--length-penalty", "0.6"});
+  ASSERT_EQ(three.rc, 0) << three.err;
+  std::vector<double> scores;
+  for (size_t at = three.out.find("--- hypothesis "); at != std::string::npos;
+       at = three.out.find("--- hypothesis ", at + 1)) {
+    const size_t s = three.out.find("score ", at);
+    ASSERT_NE(s, std::string::npos) << three.out;
+    scores.push_back(std::stod(three.out.substr(s + 6)));
+    EXPECT_EQ(three.out.compare(three.out.find('\n', at) + 1, prompt.size(), prompt), 0) << three.out;
+  }
+  ASSERT_EQ(scores.size(), 3u) << three.out;
+  EXPECT_EQ(three.out.rfind("--- hypothesis 1 of 3: log-prob ", 0), 0u) << three.out;
+  EXPECT_GE(scores[0], scores[1]);
+  EXPECT_GE(scores[1], scores[2]);
+  EXPECT_LT(scores[0], 0.0);
+}
+
 TEST_F(SampleCli, BpeVocabularyEndToEnd) {
   TempDir t;
   std::ofstream(t / "corpus.txt") << make_corpus(150000, 5);

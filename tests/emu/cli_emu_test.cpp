@@ -1,7 +1,11 @@
 // cli_emu_test.cpp: the CLI with the emulated CUDA device (build/loom-emu): `bench kernels`
-// runs every kernel family, and `train --device cuda` trains a tiny GPT whose losses track
-// the CPU backend's within bf16 tolerance.
+// runs every kernel family, `train --device cuda` trains a tiny GPT whose losses track
+// the CPU backend's within bf16 tolerance, and `sample --beam` finds the CPU's hypotheses.
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <map>
+#include <sstream>
 
 #include "tests/support/helpers.h"
 
@@ -9,6 +13,7 @@ namespace loom::test {
 namespace {
 
 RunResult run_emu(const std::vector<std::string>& args) { return run_binary(loom_emu_binary(), args); }
+RunResult run_loom_args(const std::vector<std::string>& args) { return run_loom(args); }
 
 std::vector<double> losses(const std::string& run_dir) {
   std::vector<double> r;
@@ -49,6 +54,37 @@ TEST(CliEmu, TrainOnEmulatedCudaTracksCpu) {
   // The emulated run's checkpoint samples on the CPU.
   RunResult s = run_loom({"sample", "--checkpoint", d / "cuda", "--prompt", "The", "--max-new-tokens", "10", "--greedy"});
   EXPECT_EQ(s.rc, 0) << s.err;
+}
+
+// Beam search on the emulated device (the KV cache saved and restored in device memory, bf16):
+// the same hypotheses as on the CPU, with log-probabilities within bf16 tolerance.
+TEST(CliEmu, BeamSearchOnEmulatedCudaTracksCpu) {
+  if (!fs::exists(loom_emu_binary())) GTEST_SKIP() << "loom-emu not built";
+  TempDir d;
+  const std::string data = prepare_tiny_data(d.str(), 60000);
+  std::ofstream(d / "tiny.toml") << tiny_config(data, d / "run", 20);
+  RunResult t = run_loom({"train", "--config", d / "tiny.toml"});
+  ASSERT_EQ(t.rc, 0) << t.err;
+  auto beam = [&](RunResult (*run)(const std::vector<std::string>&), const std::string& dev) {
+    RunResult r = run({"sample", "--checkpoint", d / "run", "--prompt", "The lord", "--max-new-tokens", "8", "--beam",
+                       "3", "--n-best", "3", "--device", dev});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    std::map<std::string, double> by_text;  // hypothesis -> log-prob
+    std::istringstream in(r.out);
+    for (std::string head, text; std::getline(in, head) && std::getline(in, text);)
+      by_text[text] = std::stod(head.substr(head.find("log-prob ") + 9));
+    return by_text;
+  };
+  const auto cpu = beam(&run_loom_args, "cpu"), gpu = beam(&run_emu, "cuda");
+  ASSERT_EQ(cpu.size(), 3u);
+  ASSERT_EQ(gpu.size(), 3u);
+  int same = 0;
+  for (const auto& [text, lp] : gpu)
+    if (cpu.count(text)) {
+      ++same;
+      EXPECT_NEAR(lp, cpu.at(text), 0.01 * std::fabs(cpu.at(text))) << text;
+    }
+  EXPECT_GE(same, 2) << "the devices found different hypotheses";
 }
 
 // A recurrent kind through the whole trainer on the emulated device: the carried state, the
