@@ -310,7 +310,17 @@ inline void tsan_acquire(void* addr) {
 }
 
 // What a thread is doing, for the watchdog and the divergence checks.
-enum class State : uint8_t { kRunning, kWarpOp, kBlockBarrier, kExited };
+enum class State : uint8_t { kRunning, kWarpOp, kBlockBarrier, kExited, kAsyncWait };
+
+// Per-block state of an instruction family that most kernels never use (the Hopper models in
+// hopper_emu.h): made by the first thread that needs it, so other launches pay nothing.
+// next_block runs in the completion step between blocks; describe adds lines to a deadlock
+// report.
+struct BlockExtension {
+  virtual ~BlockExtension() = default;
+  virtual void next_block() = 0;
+  virtual void describe(FILE* out) = 0;
+};
 
 enum class OpKind : uint8_t {
   kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kMatchAny, kMatchAll,
@@ -387,16 +397,21 @@ struct Launch {
   std::unique_ptr<Warp[]> warps;
   PhaseBarrier<BlockBarrierDone> block_bar;  // __syncthreads; reset per block (drops persist)
   PhaseBarrier<NextBlock> all;               // between blocks
+  std::once_flag ext_once;
+  std::unique_ptr<BlockExtension> ext_owner;
+  std::atomic<BlockExtension*> ext{nullptr};  // read by the watchdog
   int sync_result = 0;                       // __syncthreads_count/and/or
   std::atomic<uint64_t> progress{0};         // watched by the watchdog
 
   Launch(dim3 g, dim3 b, size_t smem)
       : grid(g), block(b), nthreads(b.x * b.y * b.z), nwarps((nthreads + 31) / 32),
         nblocks(uint64_t{g.x} * g.y * g.z),
-        dyn_smem(static_cast<unsigned char*>(::operator new[](smem, std::align_val_t{128}))),
+        // 1024-byte aligned: the TMA/wgmma 128-byte swizzle repeats every 1024 bytes of shared
+        // address, which hopper_emu.h counts from here.
+        dyn_smem(static_cast<unsigned char*>(::operator new[](smem, std::align_val_t{1024}))),
         dyn_bytes(smem), threads(new ThreadSlot[nthreads]), warps(new Warp[nwarps]),
         block_bar(nthreads, BlockBarrierDone{this}), all(nthreads, NextBlock{this}) {}
-  ~Launch() { ::operator delete[](dyn_smem, std::align_val_t{128}); }
+  ~Launch() { ::operator delete[](dyn_smem, std::align_val_t{1024}); }
   Launch(const Launch&) = delete;
   Launch& operator=(const Launch&) = delete;
 };
@@ -412,6 +427,21 @@ inline thread_local ThreadCtx t_ctx;
 inline ThreadCtx& ctx(const char* what) {
   if (!t_ctx.launch) fail("%s called outside a kernel launched through LOOM_LAUNCH", what);
   return t_ctx;
+}
+
+// The running block's extension E (see BlockExtension), made on first use. Hidden from TSan:
+// call_once would order the first user before every later one, which the GPU does not.
+template <class E>
+inline E& extension(const char* what) {
+  Launch& L = *ctx(what).launch;
+  {
+    TsanHidden hidden;
+    std::call_once(L.ext_once, [&] {
+      L.ext_owner = std::make_unique<E>(L);
+      L.ext.store(L.ext_owner.get(), std::memory_order_release);
+    });
+  }
+  return static_cast<E&>(*L.ext.load(std::memory_order_acquire));
 }
 
 inline void set_state(State s, const char* what, const std::source_location& loc,
@@ -711,6 +741,7 @@ inline void NextBlock::operator()() noexcept {
     L.threads[t].what.store("kernel start", std::memory_order_relaxed);
   }
   if (L.dyn_bytes) std::memset(L.dyn_smem, 0xFF, L.dyn_bytes);
+  if (BlockExtension* e = L.ext.load(std::memory_order_relaxed)) e->next_block();
   bump_progress(L);
 }
 
@@ -833,6 +864,7 @@ namespace detail {
     switch (s) {
       case State::kExited: std::snprintf(buf, n, "exited"); break;
       case State::kBlockBarrier: std::snprintf(buf, n, "waiting in __syncthreads at %s:%u", file, line); break;
+      case State::kAsyncWait: std::snprintf(buf, n, "waiting in %s at %s:%u", what, file, line); break;
       case State::kWarpOp:
         std::snprintf(buf, n, "waiting in %s (mask 0x%08x) at %s:%u", what, ts.mask.load(std::memory_order_relaxed),
                       file, line);
@@ -856,6 +888,7 @@ namespace detail {
     else std::fprintf(stderr, "  threads %u..%u: %s\n", t, u - 1, cur);
     t = u;
   }
+  if (BlockExtension* e = L.ext.load(std::memory_order_acquire)) e->describe(stderr);
   std::fflush(stderr);
   std::abort();
 }
