@@ -385,8 +385,8 @@ inline void named_barrier(unsigned id, unsigned count, bool wait, const std::sou
   if (id == 0 || id > 15)
     hd::fail("%s at %s:%u: barrier id %u outside 1..15 (0 is __syncthreads's)", what, loc.file_name(), loc.line(), id);
   if (count == 0 || count % 32 || count > threads)
-    hd::fail("%s at %s:%u: thread count %u is not a multiple of 32 in [32, %u]", what, loc.file_name(), loc.line(),
-             count, threads);
+    hd::fail("%s at %s:%u: thread count %u must be a multiple of 32 in [32, %u] (the block's warps)", what,
+             loc.file_name(), loc.line(), count, threads);
   hd::NamedBarrier& nb = S.named[id];
   ::loom::simt::detail::tsan_release(&nb.order_token);
   unsigned phase;
@@ -446,10 +446,10 @@ inline void setmaxnreg_dec(std::source_location loc = std::source_location::curr
 
 // PTX ISA 9.7.13.3 "membar/fence" (fence.proxy.async): orders the threads' generic-proxy
 // shared-memory writes before later async-proxy (TMA, wgmma) reads. The emulator's async
-// operations run in the issuing thread, so this is an ordinary fence here.
-inline void fence_proxy_async_shared() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+// operations run in the issuing thread, so this orders nothing more than the compiler here.
+inline void fence_proxy_async_shared() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 // mbarrier.init's visibility to the async proxy (fence.mbarrier_init.release.cluster).
-inline void fence_barrier_init() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+inline void fence_barrier_init() { std::atomic_signal_fence(std::memory_order_seq_cst); }
 
 }  // namespace loom::hopper
 
