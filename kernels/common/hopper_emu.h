@@ -3,7 +3,8 @@
 // cp.async.bulk.tensor, cp.async.bulk) and wgmma. Kernels never include it: they include
 // kernels/common/hopper.cuh, whose functions are these under g++ and inline PTX under nvcc.
 //
-// Each model follows the PTX ISA section named beside it (PTX ISA 9.0, the CUDA 13 toolkit's);
+// Each model follows the PTX ISA section named beside it, by its title in the PTX ISA document
+// (version 9.0, the CUDA 13 toolkit's; titles rather than numbers, which move between versions);
 // docs/emulator.md "Hopper instructions" lists them with what each negative test proves.
 // The models in brief:
 //  - Asynchronous work completes when it is issued: a TMA copy is done, and its bytes are
@@ -44,7 +45,7 @@ using ::loom::simt::detail::State;
 using ::loom::simt::detail::TsanHidden;
 using Loc = std::source_location;
 
-// PTX ISA 9.7.13.15.1 "Size and alignment of mbarrier object": 8 bytes, 8-aligned. The state
+// PTX ISA "Size and alignment of mbarrier object": 8 bytes, 8-aligned. The state
 // lives here, keyed by the object's address; the 8 bytes themselves are never written.
 struct Mbarrier {
   uint32_t expected = 0;  // arrivals per phase (mbarrier.init's count)
@@ -56,7 +57,7 @@ struct Mbarrier {
   unsigned line = 0;
 };
 
-// PTX ISA 9.7.13.4 "bar, barrier": 16 barriers per CTA, each counting threads to a phase end.
+// PTX ISA "Parallel Synchronization and Communication Instructions: bar, barrier": 16 barriers per CTA, each counting threads to a phase end.
 struct NamedBarrier {
   unsigned arrived = 0, count = 0, phase = 0;
   const char* file = "";
@@ -156,9 +157,9 @@ inline uint32_t smem_address(const void* p, size_t n, const char* what, const Lo
   return uint32_t(a - base);
 }
 
-// ---- mbarrier: PTX ISA 9.7.13.15 "Parallel Synchronization and Communication Instructions:
+// ---- mbarrier: PTX ISA "Parallel Synchronization and Communication Instructions:
 // mbarrier". A phase ends when its pending arrival count and its tx-count are both zero
-// (9.7.13.15.4 "Phase Completion of the mbarrier object"); the count then resets to the
+// ("Phase Completion of the mbarrier object"); the count then resets to the
 // expected count. Called with S.mu held.
 
 inline Mbarrier& find_barrier(BlockState& S, const void* bar, const char* what, const Loc& loc) {
@@ -184,7 +185,8 @@ inline void end_phase_if_done(BlockState& S, Mbarrier& b, const char* what, cons
   progress(S);
 }
 
-// 9.7.13.15.7 "mbarrier.expect_tx" / 9.7.13.15.8 "mbarrier.complete_tx": tx-count in
+// "mbarrier.expect_tx" / "mbarrier.complete_tx" ("Tracking asynchronous operations by the
+// mbarrier object: tx-count"): tx-count in
 // [-(2^20 - 1), 2^20 - 1].
 inline void add_tx(Mbarrier& b, int64_t bytes, const char* what, const Loc& loc) {
   b.tx += bytes;
@@ -210,7 +212,7 @@ inline uint64_t arrive(void* bar, uint32_t count, int64_t tx, const char* what, 
   return token;
 }
 
-// The wait condition of 9.7.13.15.16 "mbarrier.test_wait/mbarrier.try_wait" with .parity:
+// The wait condition of PTX ISA "mbarrier.test_wait / mbarrier.try_wait" with .parity:
 // true once the phase of that parity is complete, i.e. the current phase has the other one.
 inline bool parity_done(BlockState& S, const void* bar, uint32_t parity, const char* what, const Loc& loc) {
   const Mbarrier& b = find_barrier(S, bar, what, loc);
@@ -278,8 +280,8 @@ inline void meet(BlockState& S, const char* what, uint64_t key, const Loc& loc, 
   }
 }
 
-// ---- swizzling: PTX ISA 9.7.9.27.1.2 "Tensor-map: swizzling modes" and 9.7.15.5.1
-// "Shared Memory Matrix Layout": the 16-byte chunk index (address bits 4..6) is XORed with
+// ---- swizzling: PTX ISA "Tensor Memory Accelerator: Tensor-map swizzling modes" and
+// "Asynchronous Warpgroup Level Matrix Shared Memory Layout": the 16-byte chunk index (address bits 4..6) is XORed with
 // address bits 7..9, all three bits for 128B (the pattern repeats every 1024 bytes), two for
 // 64B (512), one for 32B (256). `mode` is CUtensorMapSwizzle's numbering.
 inline uint32_t swizzle(uint32_t addr, unsigned mode) {
@@ -299,7 +301,7 @@ namespace hd = ::loom::simt::hopper_detail;
 
 // ---- mbarrier ---------------------------------------------------------------------------
 
-// PTX ISA 9.7.13.15.9 "mbarrier.init": count in [1, 2^20 - 1]; phase 0, tx-count 0.
+// PTX ISA "mbarrier.init": count in [1, 2^20 - 1]; phase 0, tx-count 0.
 inline void mbarrier_init(uint64_t* bar, uint32_t count, std::source_location loc = std::source_location::current()) {
   const char* what = "mbarrier.init";
   hd::BlockState& S = hd::state(what);
@@ -313,7 +315,7 @@ inline void mbarrier_init(uint64_t* bar, uint32_t count, std::source_location lo
   b = hd::Mbarrier{count, count, 0, 0, true, loc.file_name(), loc.line()};
 }
 
-// PTX ISA 9.7.13.15.10 "mbarrier.inval": later use is undefined; here it is reported.
+// PTX ISA "mbarrier.inval": later use is undefined; here it is reported.
 inline void mbarrier_inval(uint64_t* bar, std::source_location loc = std::source_location::current()) {
   const char* what = "mbarrier.inval";
   hd::BlockState& S = hd::state(what);
@@ -322,17 +324,17 @@ inline void mbarrier_inval(uint64_t* bar, std::source_location loc = std::source
   hd::find_barrier(S, bar, what, loc).valid = false;
 }
 
-// PTX ISA 9.7.13.15.13 "mbarrier.arrive": returns the phase token (here: the phase number).
+// PTX ISA "mbarrier.arrive": returns the phase token (here: the phase number).
 inline uint64_t mbarrier_arrive(uint64_t* bar, uint32_t count = 1,
                                 std::source_location loc = std::source_location::current()) {
   return hd::arrive(bar, count, 0, "mbarrier.arrive", loc);
 }
-// mbarrier.arrive.expect_tx: expect-tx(bytes), then arrive-on (9.7.13.15.13).
+// mbarrier.arrive.expect_tx: expect-tx(bytes), then arrive-on (PTX ISA "mbarrier.arrive").
 inline uint64_t mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes,
                                           std::source_location loc = std::source_location::current()) {
   return hd::arrive(bar, 1, bytes, "mbarrier.arrive.expect_tx", loc);
 }
-// PTX ISA 9.7.13.15.11 "mbarrier.expect_tx": raises the tx-count without arriving.
+// PTX ISA "mbarrier.expect_tx": raises the tx-count without arriving.
 inline void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes, std::source_location loc = std::source_location::current()) {
   const char* what = "mbarrier.expect_tx";
   hd::BlockState& S = hd::state(what);
@@ -341,7 +343,7 @@ inline void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes, std::source_locati
   hd::add_tx(hd::find_barrier(S, bar, what, loc), bytes, what, loc);
 }
 
-// PTX ISA 9.7.13.15.16 "mbarrier.test_wait/try_wait" .parity: test_wait never blocks;
+// PTX ISA "mbarrier.test_wait / mbarrier.try_wait" .parity: test_wait never blocks;
 // try_wait may block for a while and then return false (here: it yields once); wait_parity is
 // the usual try_wait loop, blocking until the phase of `parity` has completed.
 inline bool mbarrier_test_wait_parity(uint64_t* bar, uint32_t parity,
@@ -372,7 +374,7 @@ inline void mbarrier_wait_parity(uint64_t* bar, uint32_t parity,
   ::loom::simt::detail::tsan_acquire(bar);
 }
 
-// ---- named barriers: PTX ISA 9.7.13.4 "bar, barrier" with an id and a thread count -------
+// ---- named barriers: PTX ISA "bar, barrier" with an id and a thread count ---------------
 // Barrier 0 is __syncthreads's; ids 1..15 are for warp-specialised producer/consumer hand-offs.
 // count is in threads, a multiple of the warp size; every arrival of one phase must name the
 // same count. bar.sync waits for the phase to end, bar.arrive does not.
@@ -423,7 +425,7 @@ inline void named_barrier_arrive(unsigned id, unsigned count,
   detail::named_barrier(id, count, false, loc);
 }
 
-// ---- PTX ISA 9.7.18.x "setmaxnreg": .inc/.dec to a count in [24, 256], a multiple of 8,
+// ---- PTX ISA "Miscellaneous Instructions: setmaxnreg": .inc/.dec to a count in [24, 256], a multiple of 8,
 // executed by all threads of the warpgroup alike (.sync.aligned). Registers are not modelled:
 // the check is the whole model.
 namespace detail {
@@ -444,7 +446,7 @@ inline void setmaxnreg_dec(std::source_location loc = std::source_location::curr
   detail::setmaxnreg(false, N, loc);
 }
 
-// PTX ISA 9.7.13.3 "membar/fence" (fence.proxy.async): orders the threads' generic-proxy
+// PTX ISA "membar / fence" (fence.proxy.async): orders the threads' generic-proxy
 // shared-memory writes before later async-proxy (TMA, wgmma) reads. The emulator's async
 // operations run in the issuing thread, so this orders nothing more than the compiler here.
 inline void fence_proxy_async_shared() { std::atomic_signal_fence(std::memory_order_seq_cst); }

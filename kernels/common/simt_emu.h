@@ -26,6 +26,9 @@
 //    every thread is.
 //  - Dynamic shared memory and cudaMalloc'd memory start as 0xFF bytes (NaN), so reading
 //    before writing shows up in the results.
+//  - Instruction families most kernels never use keep their per-block state in a
+//    BlockExtension made on first use (the Hopper models of hopper_emu.h), so launches
+//    without them pay nothing.
 #pragma once
 #if defined(__CUDACC__)
 #error "simt_emu.h is for host compilers; under nvcc cuda_compat.h uses the real CUDA runtime"
