@@ -26,16 +26,11 @@
 
 namespace loom::hopper {
 
-// cuTensorMapEncodeTiled through the runtime's driver entry point, so that nothing links
-// libcuda directly.
-inline CUresult encode_tensor_map_tiled(CUtensorMap* map, CUtensorMapDataType dtype, cuuint32_t rank,
-                                        void* address, const cuuint64_t* dims, const cuuint64_t* strides,
-                                        const cuuint32_t* box, const cuuint32_t* elem_strides,
-                                        CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
-                                        CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob) {
-  using Fn = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*, const cuuint64_t*, const cuuint64_t*,
-                          const cuuint32_t*, const cuuint32_t*, CUtensorMapInterleave, CUtensorMapSwizzle,
-                          CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+// cuTensorMapEncodeTiled (its arguments exactly) through the runtime's driver entry point, so
+// that nothing links libcuda directly.
+template <class... Args>
+inline CUresult encode_tensor_map_tiled(Args... args) {
+  using Fn = decltype(&cuTensorMapEncodeTiled);
   static Fn fn = [] {
     void* p = nullptr;
     cudaDriverEntryPointQueryResult q{};
@@ -45,7 +40,7 @@ inline CUresult encode_tensor_map_tiled(CUtensorMap* map, CUtensorMapDataType dt
     return reinterpret_cast<Fn>(p);
   }();
   if (!fn) return CUDA_ERROR_NOT_SUPPORTED;
-  return fn(map, dtype, rank, address, dims, strides, box, elem_strides, interleave, swizzle, l2, oob);
+  return fn(args...);
 }
 
 }  // namespace loom::hopper
@@ -99,24 +94,20 @@ __device__ __forceinline__ void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes
   LOOM_SM90(asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(bytes)
                          : "memory"));
 }
-__device__ __forceinline__ bool mbarrier_test_wait_parity(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  LOOM_SM90(asm volatile("{\n.reg .pred p;\nmbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                         "selp.u32 %0, 1, 0, p;\n}\n"
-                         : "=r"(done)
-                         : "r"(smem_u32(bar)), "r"(parity)
-                         : "memory"));
-  return done != 0;
-}
-__device__ __forceinline__ bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity) {
-  uint32_t done = 0;
-  LOOM_SM90(asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                         "selp.u32 %0, 1, 0, p;\n}\n"
-                         : "=r"(done)
-                         : "r"(smem_u32(bar)), "r"(parity)
-                         : "memory"));
-  return done != 0;
-}
+// mbarrier.{test,try}_wait.parity, its predicate as a bool.
+#define LOOM_MBARRIER_PARITY_WAIT(name, op)                                                              \
+  __device__ __forceinline__ bool name(uint64_t* bar, uint32_t parity) {                                 \
+    uint32_t done = 0;                                                                                   \
+    LOOM_SM90(asm volatile("{\n.reg .pred p;\nmbarrier." op ".parity.shared::cta.b64 p, [%1], %2;\n"   \
+                           "selp.u32 %0, 1, 0, p;\n}\n"                                                  \
+                           : "=r"(done)                                                                  \
+                           : "r"(smem_u32(bar)), "r"(parity)                                             \
+                           : "memory"));                                                                 \
+    return done != 0;                                                                                    \
+  }
+LOOM_MBARRIER_PARITY_WAIT(mbarrier_test_wait_parity, "test_wait")
+LOOM_MBARRIER_PARITY_WAIT(mbarrier_try_wait_parity, "try_wait")
+#undef LOOM_MBARRIER_PARITY_WAIT
 __device__ __forceinline__ void mbarrier_wait_parity(uint64_t* bar, uint32_t parity) {
   while (!mbarrier_try_wait_parity(bar, parity)) {
   }

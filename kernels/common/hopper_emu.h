@@ -558,17 +558,28 @@ inline void tag_chunks(BlockState& S, uint32_t saddr, uint32_t bytes, uint8_t ta
   for (uint32_t c = saddr / 16; c <= (saddr + bytes - 1) / 16 && c < S.tags.size(); ++c) S.tags[c] = tag;
 }
 
-inline void tma_load(void* dst, const CUtensorMap* map, const int32_t* coords, unsigned rank, uint64_t* bar,
-                     const Loc& loc) {
-  const char* what = "cp.async.bulk.tensor (global to shared)";
-  BlockState& S = state(what);
+// The box of a copy of `rank` dimensions through map, placed at p in shared memory: checked,
+// with its shared address and size.
+struct Box {
+  const TensorMap& m;
+  uint32_t base, bytes;
+};
+inline Box shared_box(const CUtensorMap* map, unsigned rank, const void* p, const char* what, const Loc& loc) {
   const TensorMap& m = tensor_map(map, what, loc);
   if (rank != m.rank)
     fail("%s at %s:%u: a %uD copy through a tensor map of rank %u", what, loc.file_name(), loc.line(), rank, m.rank);
   uint32_t bytes = m.elem_bytes;
   for (unsigned i = 0; i < m.rank; ++i) bytes *= i == 0 ? m.box[0] : (m.box[i] + m.elem_strides[i] - 1) / m.elem_strides[i];
-  const uint32_t base = smem_address(dst, bytes, what, loc);
-  check_box_destination(m, base, dst, what, loc);
+  const uint32_t base = smem_address(p, bytes, what, loc);
+  check_box_destination(m, base, p, what, loc);
+  return {m, base, bytes};
+}
+
+inline void tma_load(void* dst, const CUtensorMap* map, const int32_t* coords, unsigned rank, uint64_t* bar,
+                     const Loc& loc) {
+  const char* what = "cp.async.bulk.tensor (global to shared)";
+  BlockState& S = state(what);
+  const auto [m, base, bytes] = shared_box(map, rank, dst, what, loc);
   unsigned char* smem = S.L.dyn_smem;
   walk_box(m, coords, [&](const unsigned char* g, uint32_t off) {
     unsigned char* d = smem + swizzle(base + off, m.swizzle);
@@ -585,13 +596,7 @@ inline void tma_store(const CUtensorMap* map, const int32_t* coords, unsigned ra
                       const Loc& loc) {
   const char* what = "cp.async.bulk.tensor (shared to global)";
   state(what);
-  const TensorMap& m = tensor_map(map, what, loc);
-  if (rank != m.rank)
-    fail("%s at %s:%u: a %uD copy through a tensor map of rank %u", what, loc.file_name(), loc.line(), rank, m.rank);
-  uint32_t bytes = m.elem_bytes;
-  for (unsigned i = 0; i < m.rank; ++i) bytes *= i == 0 ? m.box[0] : (m.box[i] + m.elem_strides[i] - 1) / m.elem_strides[i];
-  const uint32_t base = smem_address(src, bytes, what, loc);
-  check_box_destination(m, base, src, what, loc);
+  const auto [m, base, bytes] = shared_box(map, rank, src, what, loc);
   const unsigned char* smem = ::loom::simt::detail::t_ctx.launch->dyn_smem;
   // Out-of-bounds elements are not written (PTX ISA "cp.async.bulk.tensor": bounds).
   walk_box(m, coords, [&](unsigned char* g, uint32_t off) {

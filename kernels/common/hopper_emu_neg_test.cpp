@@ -21,6 +21,7 @@
 //   missing_mbarrier_wait   tsan   data race between the TMA write and the unsynchronised read
 //   *_ok                    any    control: exits 0
 #include "kernels/common/hopper.cuh"
+#include "kernels/common/neg_test_main.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -32,14 +33,19 @@ namespace {
 namespace hp = loom::hopper;
 using bf16 = __nv_bfloat16;
 
+// Thread 0 initialises bar for one arrival per phase; the others wait for that.
+__device__ void init_barrier(uint64_t* bar) {
+  if (threadIdx.x == 0) hp::mbarrier_init(bar, 1);
+  __syncthreads();
+}
+
 // One producer thread copies 256 bytes, announced as `expect` bytes; every thread waits on
 // `parity` (after the first phase when wait_twice) and reads.
 __global__ void expect_tx_kernel(const float* src, float* out, unsigned expect, unsigned parity, int wait_twice) {
   LOOM_DYNAMIC_SMEM(float, buf);
   __shared__ __align__(8) uint64_t bar;
   const unsigned t = threadIdx.x;
-  if (t == 0) hp::mbarrier_init(&bar, 1);
-  __syncthreads();
+  init_barrier(&bar);
   if (t == 0) {
     hp::mbarrier_arrive_expect_tx(&bar, expect);
     hp::bulk_copy_g2s(buf, src, 256, &bar);  // @line:short_copy
@@ -83,8 +89,7 @@ __global__ void wgmma_kernel(const __grid_constant__ CUtensorMap ma, const __gri
   const unsigned t = threadIdx.x;
   unsigned char* sa = smem + (bug == kTmaMisaligned ? 16 : 0);
   unsigned char* sb = smem + 9216;
-  if (t == 0) hp::mbarrier_init(&bar, 1);
-  __syncthreads();
+  init_barrier(&bar);
   if (t == 0) {
     hp::mbarrier_arrive_expect_tx(&bar, 8192 + 1024);
     hp::tma_load<2>(sa, &ma, &bar, {0, 0});  // @line:tma_dst
@@ -111,8 +116,7 @@ __global__ void missing_wait_kernel(const __grid_constant__ CUtensorMap m, int w
   LOOM_DYNAMIC_SMEM(float, buf);
   __shared__ __align__(8) uint64_t bar;
   const unsigned t = threadIdx.x;
-  if (t == 0) hp::mbarrier_init(&bar, 1);
-  __syncthreads();
+  init_barrier(&bar);
   if (t == 0) {
     hp::mbarrier_arrive_expect_tx(&bar, 64 * sizeof(float));
     hp::tma_load<2>(buf, &m, &bar, {0, 0});
@@ -132,10 +136,10 @@ CUtensorMap map_2d(void* base, cuuint64_t cols, cuuint64_t rows, CUtensorMapData
   return map;
 }
 
-int run(const char* mode) {
+bool run(const char* mode) {
   const auto is = [&](const char* m) { return std::strcmp(mode, m) == 0; };
   const auto either = [&](const char* m) { return is(m) || is((std::string(m) + "_ok").c_str()); };
-  const bool bug = std::strlen(mode) < 3 || std::strcmp(mode + std::strlen(mode) - 3, "_ok") != 0;
+  const bool bug = !loom::test::is_control(mode);
   float* src = nullptr;
   float* out = nullptr;
   cudaMalloc(&src, 64 * 64 * sizeof(float));
@@ -177,22 +181,13 @@ int run(const char* mode) {
     const CUtensorMap m = map_2d(src, 16, 4, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, CU_TENSOR_MAP_SWIZZLE_NONE);
     LOOM_LAUNCH(missing_wait_kernel, 1, 64, 256, 0, m, bug ? 0 : 1, out);
   } else {
-    std::fprintf(stderr, "unknown mode %s\n", mode);
-    return 2;
+    return false;
   }
   cudaFree(src);
   cudaFree(out);
-  // Reached only when nothing stopped the run: right for a control, a miss for a bug.
-  std::printf(bug ? "mode %s: NOT DETECTED\n" : "mode %s: ok\n", mode);
-  return bug ? 1 : 0;
+  return true;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s MODE\n", argv[0]);
-    return 2;
-  }
-  return run(argv[1]);
-}
+int main(int argc, char** argv) { return loom::test::neg_test_main(argc, argv, run); }

@@ -24,6 +24,15 @@ namespace {
 using loom::test::DeviceBuffer;
 namespace hp = loom::hopper;
 
+// Thread 0 initialises bar for `count` arrivals per phase; the others wait for that.
+__device__ void init_barrier(uint64_t* bar, unsigned count) {
+  if (threadIdx.x == 0) {
+    hp::mbarrier_init(bar, count);
+    hp::fence_barrier_init();
+  }
+  __syncthreads();
+}
+
 // ---------------------------------------------------------------------------------------
 // mbarrier: a phase ends after `count` arrivals and once its tx-count is back to zero; a wait
 // on parity p returns once the phase of that parity has completed (PTX ISA "mbarrier",
@@ -33,11 +42,7 @@ __global__ void mbarrier_phase_kernel(const float* src, float* dst, int* seen) {
   LOOM_DYNAMIC_SMEM(float, buf);
   __shared__ __align__(8) uint64_t bar;
   const unsigned t = threadIdx.x;
-  if (t == 0) {
-    hp::mbarrier_init(&bar, 2);
-    hp::fence_barrier_init();
-  }
-  __syncthreads();
+  init_barrier(&bar, 2);
   if (t == 0) hp::mbarrier_arrive_expect_tx(&bar, 64 * sizeof(float));
   __syncthreads();
   if (t == 0) seen[0] = hp::mbarrier_test_wait_parity(&bar, 0);  // an arrival and 256 bytes missing
@@ -92,11 +97,7 @@ __global__ void tma_tile_kernel(const __grid_constant__ CUtensorMap map, TileArg
   LOOM_DYNAMIC_SMEM(float, buf);
   __shared__ __align__(8) uint64_t bar;
   const unsigned t = threadIdx.x;
-  if (t == 0) {
-    hp::mbarrier_init(&bar, 1);
-    hp::fence_barrier_init();
-  }
-  __syncthreads();
+  init_barrier(&bar, 1);
   if (t == 0) {
     hp::mbarrier_arrive_expect_tx(&bar, a.box_bytes);
     int32_t c[R];
@@ -327,11 +328,7 @@ __global__ void wgmma_tma_kernel(const __grid_constant__ CUtensorMap ma, const _
   const unsigned W = 16u << mode, t = threadIdx.x;
   unsigned char* sa = smem;
   unsigned char* sb = smem + 64 * W;
-  if (t == 0) {
-    hp::mbarrier_init(&bar, 1);
-    hp::fence_barrier_init();
-  }
-  __syncthreads();
+  init_barrier(&bar, 1);
   if (t == 0) {
     hp::mbarrier_arrive_expect_tx(&bar, (64 + N) * W);
     hp::tma_load<2>(sa, &ma, &bar, {0, 0});
