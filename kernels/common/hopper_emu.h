@@ -107,6 +107,7 @@ struct BlockState final : ::loom::simt::detail::BlockExtension {
     std::fill(tags.begin(), tags.end(), kUntagged);
     for (ThreadWgmma& w : wgmma) w = ThreadWgmma{};
   }
+  void thread_exited() override { gate.open(); }  // warpgroup meetings check for exits
   void describe(FILE* out) override {
     for (const auto& [addr, b] : bars)
       std::fprintf(out,
@@ -230,6 +231,15 @@ inline void complete_tx(void* bar, uint32_t bytes, const char* what, const Loc& 
   end_phase_if_done(S, b, what, loc);
 }
 
+// A .sync.aligned warpgroup instruction waits for all 128 threads: one that returned instead
+// means a warp skipped it.
+inline void check_warpgroup_live(const Launch& L, unsigned g, const char* what, const Loc& loc) {
+  for (unsigned u = 128 * g; u < 128 * (g + 1); ++u)
+    if (L.threads[u].state.load(std::memory_order_relaxed) == State::kExited)
+      fail("%s at %s:%u: thread %u of warpgroup %u returned without executing it; all 128 threads must", what,
+           loc.file_name(), loc.line(), u, g);
+}
+
 // ---- warpgroup meetings (the .sync.aligned rule of setmaxnreg and wgmma: every thread of the
 // warpgroup executes the same instruction). Returns the meeting; `last` runs once, in the
 // thread that completes it, before anyone leaves.
@@ -246,10 +256,7 @@ inline void meet(BlockState& S, const char* what, uint64_t key, const Loc& loc, 
   {
     TsanHidden hidden;
     std::lock_guard<SpinLock> lk(S.mu);
-    for (unsigned u = 128 * g; u < 128 * (g + 1); ++u)
-      if (L.threads[u].state.load(std::memory_order_relaxed) == State::kExited)
-        fail("%s at %s:%u: thread %u of warpgroup %u has exited; all 128 threads must execute it", what,
-             loc.file_name(), loc.line(), u, g);
+    check_warpgroup_live(L, g, what, loc);
     if (m.arrived == 0) {
       m.what = what;
       m.file = loc.file_name();
@@ -276,7 +283,11 @@ inline void meet(BlockState& S, const char* what, uint64_t key, const Loc& loc, 
     ++m.generation;
     progress(S);
   } else {
-    wait_for(S, what, loc, [&] { return m.generation != gen; });
+    wait_for(S, what, loc, [&] {
+      if (m.generation != gen) return true;
+      check_warpgroup_live(L, g, what, loc);  // woken by every exit
+      return false;
+    });
   }
 }
 
@@ -364,7 +375,10 @@ inline bool mbarrier_try_wait_parity(uint64_t* bar, uint32_t parity,
   if (mbarrier_test_wait_parity(bar, parity, loc)) return true;
   ::loom::simt::detail::set_state(hd::State::kAsyncWait, "mbarrier.try_wait.parity", loc);
   sched_yield();
-  return mbarrier_test_wait_parity(bar, parity, loc);
+  const bool done = mbarrier_test_wait_parity(bar, parity, loc);
+  // Still waiting (for the watchdog) while the caller loops on false.
+  if (done) ::loom::simt::detail::set_state(hd::State::kRunning, "mbarrier.try_wait.parity", loc);
+  return done;
 }
 inline void mbarrier_wait_parity(uint64_t* bar, uint32_t parity,
                                  std::source_location loc = std::source_location::current()) {
@@ -499,9 +513,8 @@ inline bool dtype_is_float(unsigned t) {
 inline void oob_fill(unsigned char* dst, const TensorMap& m) {
   std::memset(dst, 0, m.elem_bytes);
   if (!m.oob_nan) return;
-  const uint64_t nan = m.elem_bytes == 2   ? (m.dtype == CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 ? 0x7fffu : 0x7fffu)
-                       : m.elem_bytes == 4 ? 0x7fffffffu
-                                           : 0x7fffffffffffffffull;
+  // All exponent and mantissa bits set: a NaN in f16, bf16, f32/tf32 and f64 alike.
+  const uint64_t nan = m.elem_bytes == 2 ? 0x7fffu : m.elem_bytes == 4 ? 0x7fffffffu : 0x7fffffffffffffffull;
   std::memcpy(dst, &nan, m.elem_bytes);
 }
 

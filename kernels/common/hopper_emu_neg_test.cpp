@@ -14,6 +14,7 @@
 //   named_count_mismatch    plain  named barrier count mismatch, both lines
 //   setmaxnreg_nonuniform   plain  non-uniform setmaxnreg in the warpgroup
 //   wgmma_not_together      plain  one warp issues a different wgmma: non-uniform
+//   wgmma_warp_missing      plain  one warp returns instead of issuing: reported at the wgmma
 //   wgmma_no_fence          plain  wgmma.mma_async without wgmma.fence
 //   wgmma_misaligned_desc   plain  descriptor start not in its swizzle pattern's first row
 //   wgmma_swizzle_mismatch  plain  a 128B-swizzled TMA tile read as no-swizzle
@@ -78,7 +79,7 @@ __global__ void setmaxnreg_kernel(float* out, int nonuniform) {
   out[threadIdx.x] = 1.0f;
 }
 
-enum WgmmaBug { kNone, kNotTogether, kNoFence, kMisaligned, kSwizzleMismatch, kTmaMisaligned };
+enum WgmmaBug { kNone, kNotTogether, kWarpMissing, kNoFence, kMisaligned, kSwizzleMismatch, kTmaMisaligned };
 
 // A 64 x 64 A tile and an 8 x 64 B tile loaded by TMA with 128B swizzle, multiplied by four
 // wgmma k-steps; `bug` breaks one rule.
@@ -97,6 +98,7 @@ __global__ void wgmma_kernel(const __grid_constant__ CUtensorMap ma, const __gri
   }
   hp::mbarrier_wait_parity(&bar, 0);
   float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (bug == kWarpMissing && t >= 96) return;  // warp 3 skips the product
   if (bug != kNoFence) hp::wgmma_fence();
   const CUtensorMapSwizzle a_mode = bug == kSwizzleMismatch ? CU_TENSOR_MAP_SWIZZLE_NONE : CU_TENSOR_MAP_SWIZZLE_128B;
   const unsigned a_shift = bug == kMisaligned ? 128 : 0;
@@ -162,7 +164,7 @@ bool run(const char* mode) {
     LOOM_LAUNCH(named_count_kernel, 1, 96, 0, 0, out, bug ? 64u : 96u);
   } else if (either("setmaxnreg_nonuniform")) {
     LOOM_LAUNCH(setmaxnreg_kernel, 1, 128, 0, 0, out, int(bug));
-  } else if (either("wgmma_not_together") || either("wgmma_no_fence") || either("wgmma_misaligned_desc") ||
+  } else if (either("wgmma_not_together") || either("wgmma_warp_missing") || either("wgmma_no_fence") || either("wgmma_misaligned_desc") ||
              either("wgmma_swizzle_mismatch") || either("tma_misaligned_dst")) {
     bf16* a = nullptr;
     cudaMalloc(&a, (64 + 8) * 64 * sizeof(bf16));
@@ -171,6 +173,7 @@ bool run(const char* mode) {
     const CUtensorMap mb = map_2d(a + 64 * 64, 64, 8, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, CU_TENSOR_MAP_SWIZZLE_128B);
     const int kind = !bug                             ? kNone
                      : either("wgmma_not_together")   ? kNotTogether
+                     : either("wgmma_warp_missing")   ? kWarpMissing
                      : either("wgmma_no_fence")       ? kNoFence
                      : either("wgmma_misaligned_desc") ? kMisaligned
                      : either("wgmma_swizzle_mismatch") ? kSwizzleMismatch

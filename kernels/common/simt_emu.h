@@ -317,11 +317,13 @@ enum class State : uint8_t { kRunning, kWarpOp, kBlockBarrier, kExited, kAsyncWa
 
 // Per-block state of an instruction family that most kernels never use (the Hopper models in
 // hopper_emu.h): made by the first thread that needs it, so other launches pay nothing.
-// next_block runs in the completion step between blocks; describe adds lines to a deadlock
-// report.
+// next_block runs in the completion step between blocks; thread_exited after a thread of the
+// block returned (waits that need every thread can then fail at once); describe adds lines to
+// a deadlock report.
 struct BlockExtension {
   virtual ~BlockExtension() = default;
   virtual void next_block() = 0;
+  virtual void thread_exited() = 0;
   virtual void describe(FILE* out) = 0;
 };
 
@@ -763,6 +765,7 @@ inline void exit_thread() {
       if (w.waiting >> l & 1u) try_complete(L, w, l);
     }
   }
+  if (BlockExtension* e = L.ext.load(std::memory_order_acquire)) e->thread_exited();
   L.block_bar.arrive_and_drop();
   bump_progress(L);
 }
