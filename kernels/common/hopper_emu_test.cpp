@@ -24,6 +24,19 @@ namespace {
 using loom::test::DeviceBuffer;
 namespace hp = loom::hopper;
 
+// On a real GPU the kernels need sm_90 (their sm_90a code; they trap on other architectures).
+bool is_sm90() {
+#if LOOM_SIMT_EMULATION
+  return true;
+#else
+  int device = 0, major = 0;
+  return cudaGetDevice(&device) == cudaSuccess &&
+         cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major == 9;
+#endif
+}
+#define LOOM_REQUIRE_SM90() \
+  if (!is_sm90()) GTEST_SKIP() << "needs an sm_90 GPU"
+
 // Thread 0 initialises bar for `count` arrivals per phase; the others wait for that.
 __device__ void init_barrier(uint64_t* bar, unsigned count) {
   if (threadIdx.x == 0) {
@@ -69,6 +82,7 @@ __global__ void mbarrier_phase_kernel(const float* src, float* dst, int* seen) {
 }
 
 TEST(Mbarrier, PhaseEndsAfterArrivalsAndBytes) {
+  LOOM_REQUIRE_SM90();
   std::vector<float> h(64);
   for (int i = 0; i < 64; ++i) h[i] = 0.25f * float(i) - 3.0f;
   DeviceBuffer<float> src(h), dst(64);
@@ -122,6 +136,7 @@ CUtensorMap make_map(CUtensorMapDataType type, unsigned rank, void* base, const 
 // A 6 x 10 float tensor; the 4 x 8 box at (col 4, row 4) covers columns 4..11 and rows 4..7:
 // columns 10, 11 and rows 6, 7 are outside and read as zero. Rows are padded to 48 bytes.
 TEST(Tma, TwoDimensionalBoxWithOutOfBoundsFill) {
+  LOOM_REQUIRE_SM90();
   std::vector<float> g(6 * 12);
   for (int i = 0; i < 72; ++i) g[i] = 1.0f + float(i);
   DeviceBuffer<float> src(g), out(32);
@@ -142,6 +157,7 @@ TEST(Tma, TwoDimensionalBoxWithOutOfBoundsFill) {
 
 // Rank 3 with negative coordinates: planes and rows before the tensor are zero too.
 TEST(Tma, ThreeDimensionalBoxWithNegativeCoordinates) {
+  LOOM_REQUIRE_SM90();
   std::vector<float> g(3 * 4 * 4);
   for (int i = 0; i < 48; ++i) g[i] = 0.5f * float(i) + 1.0f;
   DeviceBuffer<float> src(g), out(2 * 2 * 4);
@@ -166,6 +182,7 @@ TEST(Tma, ThreeDimensionalBoxWithNegativeCoordinates) {
 // "Tensor-map: swizzling modes": address bits 4..6 XOR bits 7..9). Checked raw, element by
 // element, for an 8-row box of each mode.
 TEST(Tma, SwizzleModesPermuteSixteenByteChunks) {
+  LOOM_REQUIRE_SM90();
   for (CUtensorMapSwizzle mode : {CU_TENSOR_MAP_SWIZZLE_32B, CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_SWIZZLE_128B}) {
     const unsigned W = 16u << mode, cols = W / 4, rows = 16;
     std::vector<float> g(rows * cols);
@@ -204,6 +221,7 @@ __global__ void tma_store_kernel(const __grid_constant__ CUtensorMap map, int c0
 }
 
 TEST(Tma, StoreDropsOutOfBoundsElements) {
+  LOOM_REQUIRE_SM90();
   std::vector<float> g(8 * 8, -1.0f);
   DeviceBuffer<float> dst(g);
   const cuuint64_t dims[2] = {6, 5}, strides[1] = {8 * sizeof(float)};
@@ -313,9 +331,18 @@ void check_core_matrix(bool a_regs) {
   for (unsigned i = 0; i < 64 * N; ++i) ASSERT_NEAR(o[i], want[i], 1e-4f) << "row " << i / N << " col " << i % N;
 }
 
-TEST(Wgmma, M64N8K16FromSharedMemoryCoreMatrices) { check_core_matrix<8>(false); }
-TEST(Wgmma, M64N64K16FromSharedMemoryCoreMatrices) { check_core_matrix<64>(false); }
-TEST(Wgmma, M64N16K16WithAFromRegisters) { check_core_matrix<16>(true); }
+TEST(Wgmma, M64N8K16FromSharedMemoryCoreMatrices) {
+  LOOM_REQUIRE_SM90();
+  check_core_matrix<8>(false);
+}
+TEST(Wgmma, M64N64K16FromSharedMemoryCoreMatrices) {
+  LOOM_REQUIRE_SM90();
+  check_core_matrix<64>(false);
+}
+TEST(Wgmma, M64N16K16WithAFromRegisters) {
+  LOOM_REQUIRE_SM90();
+  check_core_matrix<16>(true);
+}
 
 // TMA loads A (64 x K) and B (N x K), K-major, with W-byte swizzle (K = W/2 bf16 per row);
 // wgmma reads them through descriptors of the same swizzle, one k-step of 16 (32 bytes) at a
@@ -351,6 +378,7 @@ __global__ void wgmma_tma_kernel(const __grid_constant__ CUtensorMap ma, const _
 }
 
 TEST(Wgmma, ReadsTmaTilesInEverySwizzleMode) {
+  LOOM_REQUIRE_SM90();
   constexpr unsigned N = 16;
   for (CUtensorMapSwizzle mode : {CU_TENSOR_MAP_SWIZZLE_32B, CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_SWIZZLE_128B}) {
     const unsigned W = 16u << mode, K = W / 2;
@@ -397,6 +425,7 @@ __global__ void producer_consumer_kernel(float* out) {
 }
 
 TEST(NamedBarrier, ProducerConsumerRounds) {
+  LOOM_REQUIRE_SM90();
   DeviceBuffer<float> out(4 * 128);
   out.poison();
   LOOM_LAUNCH(producer_consumer_kernel, 2, 256, 0, 0, out.get());
