@@ -243,21 +243,22 @@ TEST(Tma, StoreDropsOutOfBoundsElements) {
 
 using bf16 = __nv_bfloat16;
 
-std::vector<bf16> random_bf16(size_t n, std::mt19937& rng) {
+template <class T = bf16>
+std::vector<T> random_16bit(size_t n, std::mt19937& rng) {
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-  std::vector<bf16> v(n);
-  for (auto& x : v) x = __float2bfloat16(u(rng));
+  std::vector<T> v(n);
+  for (auto& x : v) x = T(u(rng));
   return v;
 }
 
 // out[m][n] = init(m, n) + sum_k a[m][k] b[n][k], in double.
-std::vector<float> reference(const std::vector<bf16>& a, const std::vector<bf16>& b, unsigned n, unsigned k,
-                             bool accumulate) {
+template <class T>
+std::vector<float> reference(const std::vector<T>& a, const std::vector<T>& b, unsigned n, unsigned k, bool accumulate) {
   std::vector<float> out(64 * n);
   for (unsigned i = 0; i < 64; ++i)
     for (unsigned j = 0; j < n; ++j) {
       double s = accumulate ? 0.125 * double(i) - 0.5 * double(j) : 0.0;
-      for (unsigned q = 0; q < k; ++q) s += double(__bfloat162float(a[i * k + q])) * double(__bfloat162float(b[j * k + q]));
+      for (unsigned q = 0; q < k; ++q) s += double(float(a[i * k + q])) * double(float(b[j * k + q]));
       out[i * n + j] = float(s);
     }
   return out;
@@ -275,11 +276,11 @@ __device__ inline void fragment_position(unsigned t, unsigned i, unsigned* row, 
 // (r/8)*SBO + (k/8)*LBO + (r%8)*16 + (k%8)*2 with LBO = 128 and SBO = 256. With a_regs the A
 // operand comes from the registers instead: register j of thread t holds row
 // 16w + g + 8*(j%2), columns 2c + 8*(j/2) + {0, 1}.
-template <int N>
-__global__ void wgmma_core_matrix_kernel(const bf16* a, const bf16* b, float* out, int a_regs, int wait) {
+template <int N, class T>
+__global__ void wgmma_core_matrix_kernel(const T* a, const T* b, float* out, int a_regs, int wait) {
   LOOM_DYNAMIC_SMEM(unsigned char, smem);
-  bf16* sa = reinterpret_cast<bf16*>(smem);
-  bf16* sb = reinterpret_cast<bf16*>(smem + 2048);
+  T* sa = reinterpret_cast<T*>(smem);
+  T* sb = reinterpret_cast<T*>(smem + 2048);
   const unsigned t = threadIdx.x;
   const auto core = [](unsigned r, unsigned k) { return ((r / 8) * 256 + (k / 8) * 128 + (r % 8) * 16 + (k % 8) * 2) / 2; };
   for (unsigned i = t; i < 64 * 16; i += 128) sa[core(i / 16, i % 16)] = a[i];
@@ -304,9 +305,9 @@ __global__ void wgmma_core_matrix_kernel(const bf16* a, const bf16* b, float* ou
       std::memcpy(&hi, &a[row * 16 + col + 1], 2);
       regs[j] = uint32_t(lo) | uint32_t(hi) << 16;
     }
-    hp::wgmma_rs<N, bf16>(d, regs, db, 1);
+    hp::wgmma_rs<N, T>(d, regs, db, 1);
   } else {
-    hp::wgmma_ss<N, bf16>(d, hp::make_smem_desc(sa, CU_TENSOR_MAP_SWIZZLE_NONE, 128, 256), db, 1);
+    hp::wgmma_ss<N, T>(d, hp::make_smem_desc(sa, CU_TENSOR_MAP_SWIZZLE_NONE, 128, 256), db, 1);
   }
   hp::wgmma_commit_group();
   if (wait) hp::wgmma_wait_group<0>();
@@ -317,17 +318,17 @@ __global__ void wgmma_core_matrix_kernel(const bf16* a, const bf16* b, float* ou
   }
 }
 
-template <int N>
+template <int N, class T = bf16>
 void check_core_matrix(bool a_regs) {
   std::mt19937 rng(N * 7 + a_regs);
-  const auto a = random_bf16(64 * 16, rng), b = random_bf16(N * 16, rng);
-  DeviceBuffer<bf16> da(a), db(b);
+  const auto a = random_16bit<T>(64 * 16, rng), b = random_16bit<T>(N * 16, rng);
+  DeviceBuffer<T> da(a), db(b);
   DeviceBuffer<float> out(64 * N);
   out.poison();
-  LOOM_LAUNCH((wgmma_core_matrix_kernel<N>), 1, 128, 2048 + N * 32, 0, da.get(), db.get(), out.get(), int(a_regs), 1);
+  LOOM_LAUNCH((wgmma_core_matrix_kernel<N, T>), 1, 128, 2048 + N * 32, 0, da.get(), db.get(), out.get(), int(a_regs), 1);
   const auto o = out.download();
   const auto want = reference(a, b, N, 16, true);
-  // bf16 products are exact in f32; 16 f32 additions: a few ulps of the sums' magnitude (< 64).
+  // bf16 and f16 products are exact in f32; 16 f32 additions: a few ulps of the sums' magnitude (< 64).
   for (unsigned i = 0; i < 64 * N; ++i) ASSERT_NEAR(o[i], want[i], 1e-4f) << "row " << i / N << " col " << i % N;
 }
 
@@ -342,6 +343,11 @@ TEST(Wgmma, M64N64K16FromSharedMemoryCoreMatrices) {
 TEST(Wgmma, M64N16K16WithAFromRegisters) {
   LOOM_REQUIRE_SM90();
   check_core_matrix<16>(true);
+}
+TEST(Wgmma, HalfPrecisionFromSharedMemoryAndRegisters) {
+  LOOM_REQUIRE_SM90();
+  check_core_matrix<32, __half>(false);
+  check_core_matrix<32, __half>(true);
 }
 
 // TMA loads A (64 x K) and B (N x K), K-major, with W-byte swizzle (K = W/2 bf16 per row);
@@ -383,7 +389,7 @@ TEST(Wgmma, ReadsTmaTilesInEverySwizzleMode) {
   for (CUtensorMapSwizzle mode : {CU_TENSOR_MAP_SWIZZLE_32B, CU_TENSOR_MAP_SWIZZLE_64B, CU_TENSOR_MAP_SWIZZLE_128B}) {
     const unsigned W = 16u << mode, K = W / 2;
     std::mt19937 rng(W);
-    const auto a = random_bf16(64 * K, rng), b = random_bf16(N * K, rng);
+    const auto a = random_16bit(64 * K, rng), b = random_16bit(N * K, rng);
     DeviceBuffer<bf16> da(a), db(b);
     DeviceBuffer<float> out(64 * N);
     out.poison();
@@ -439,10 +445,10 @@ TEST(NamedBarrier, ProducerConsumerRounds) {
 // wait, and the emulator makes that visible in every result.
 TEST(EmulatorOnly, AccumulatorsBeforeTheWaitAreNaN) {
   std::mt19937 rng(3);
-  const auto a = random_bf16(64 * 16, rng), b = random_bf16(8 * 16, rng);
+  const auto a = random_16bit(64 * 16, rng), b = random_16bit(8 * 16, rng);
   DeviceBuffer<bf16> da(a), db(b);
   DeviceBuffer<float> out(64 * 8);
-  LOOM_LAUNCH((wgmma_core_matrix_kernel<8>), 1, 128, 2048 + 8 * 32, 0, da.get(), db.get(), out.get(), 0, 0);
+  LOOM_LAUNCH((wgmma_core_matrix_kernel<8, bf16>), 1, 128, 2048 + 8 * 32, 0, da.get(), db.get(), out.get(), 0, 0);
   for (float v : out.download()) EXPECT_TRUE(std::isnan(v));
 }
 
