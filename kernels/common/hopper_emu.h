@@ -28,9 +28,9 @@
 #include <cuda.h>  // CUtensorMap and its enums (types only: nothing of the driver is called)
 
 #include <cmath>
-#include <limits>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <source_location>
 #include <unordered_map>
 #include <vector>
@@ -57,7 +57,8 @@ struct Mbarrier {
   unsigned line = 0;
 };
 
-// PTX ISA "Parallel Synchronization and Communication Instructions: bar, barrier": 16 barriers per CTA, each counting threads to a phase end.
+// PTX ISA "Parallel Synchronization and Communication Instructions: bar, barrier": 16
+// barriers per CTA, each counting threads to a phase end.
 struct NamedBarrier {
   unsigned arrived = 0, count = 0, phase = 0;
   const char* file = "";
@@ -72,16 +73,16 @@ struct WarpgroupMeet {
   const char* what = nullptr;
   const char* file = "";
   unsigned line = 0, column = 0, first_tid = 0;
-  uint64_t key = 0;                // the instruction's uniform operands
-  std::vector<float> values;       // wgmma: per thread 128 accumulator inputs, then results
-  std::vector<uint32_t> a_regs;    // wgmma: per thread 4 A-fragment registers
+  uint64_t key = 0;              // the instruction's uniform operands
+  std::vector<float> values;     // wgmma: per thread 128 accumulator inputs, then results
+  std::vector<uint32_t> a_regs;  // wgmma: per thread 4 A-fragment registers
 };
 
 struct ThreadWgmma {
   using Writes = std::vector<std::pair<float*, float>>;
-  bool fenced = false;           // a wgmma.fence since the last wgmma.wait_group
-  Writes open;                   // issued, not yet committed
-  std::vector<Writes> committed; // oldest first
+  bool fenced = false;            // a wgmma.fence since the last wgmma.wait_group
+  Writes open;                    // issued, not yet committed
+  std::vector<Writes> committed;  // oldest first
 };
 
 // Tags of 16-byte chunks of dynamic shared memory, by who wrote them last through the async
@@ -89,8 +90,7 @@ struct ThreadWgmma {
 constexpr uint8_t kUntagged = 0;
 
 struct BlockState final : ::loom::simt::detail::BlockExtension {
-  explicit BlockState(Launch& l)
-      : L(l), meets((l.nthreads + 127) / 128), wgmma(l.nthreads) {}
+  explicit BlockState(Launch& l) : L(l), meets((l.nthreads + 127) / 128), wgmma(l.nthreads) {}
   Launch& L;
   SpinLock mu;  // guards everything below except wgmma[t], which only thread t touches
   Gate gate;    // opened at every phase end and every meeting
@@ -108,17 +108,20 @@ struct BlockState final : ::loom::simt::detail::BlockExtension {
     for (ThreadWgmma& w : wgmma) w = ThreadWgmma{};
   }
   void thread_exited() override { gate.open(); }  // warpgroup meetings check for exits
+  // Called by the watchdog: the lock is never held across a wait.
   void describe(FILE* out) override {
+    TsanHidden hidden;
+    std::lock_guard<SpinLock> lk(mu);
     for (const auto& [addr, b] : bars)
       std::fprintf(out,
                    "  mbarrier %p (init at %s:%u, count %u)%s: phase %u (parity %u) waits for %u of %u "
                    "arrivals and %lld tx bytes\n",
-                   addr, b.file, b.line, b.expected, b.valid ? "" : " [invalidated]", b.phase, b.phase & 1u,
-                   b.pending, b.expected, static_cast<long long>(b.tx));
+                   addr, b.file, b.line, b.expected, b.valid ? "" : " [invalidated]", b.phase, b.phase & 1u, b.pending,
+                   b.expected, static_cast<long long>(b.tx));
     for (unsigned i = 0; i < 16; ++i)
       if (named[i].arrived)
-        std::fprintf(out, "  named barrier %u: %u of %u threads arrived (phase begun at %s:%u)\n", i,
-                     named[i].arrived, named[i].count, named[i].file, named[i].line);
+        std::fprintf(out, "  named barrier %u: %u of %u threads arrived (phase begun at %s:%u)\n", i, named[i].arrived,
+                     named[i].count, named[i].file, named[i].line);
   }
 };
 
@@ -152,16 +155,17 @@ inline uint32_t smem_address(const void* p, size_t n, const char* what, const Lo
   Launch& L = *::loom::simt::detail::ctx(what).launch;
   const uintptr_t a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(L.dyn_smem);
   if (a < base || a - base + n > L.dyn_bytes)
-    fail("%s at %s:%u: [%p, +%zu) is not inside the block's dynamic shared memory (%zu bytes): the "
-         "emulator needs asynchronous operands in LOOM_DYNAMIC_SMEM",
-         what, loc.file_name(), loc.line(), p, n, L.dyn_bytes);
+    fail(
+        "%s at %s:%u: [%p, +%zu) is not inside the block's dynamic shared memory (%zu bytes): the "
+        "emulator needs asynchronous operands in LOOM_DYNAMIC_SMEM",
+        what, loc.file_name(), loc.line(), p, n, L.dyn_bytes);
   return uint32_t(a - base);
 }
 
 // ---- mbarrier: PTX ISA "Parallel Synchronization and Communication Instructions:
 // mbarrier". A phase ends when its pending arrival count and its tx-count are both zero
-// ("Phase Completion of the mbarrier object"); the count then resets to the
-// expected count. Called with S.mu held.
+// ("Phase Completion of the mbarrier object"); the count then resets to the expected count.
+// The helpers below are called with S.mu held.
 
 inline Mbarrier& find_barrier(BlockState& S, const void* bar, const char* what, const Loc& loc) {
   auto it = S.bars.find(bar);
@@ -169,17 +173,17 @@ inline Mbarrier& find_barrier(BlockState& S, const void* bar, const char* what, 
     fail("%s at %s:%u: thread %u uses %p, which is not an initialised mbarrier (mbarrier.init first)", what,
          loc.file_name(), loc.line(), tid(), bar);
   if (!it->second.valid)
-    fail("%s at %s:%u: thread %u uses mbarrier %p after mbarrier.inval", what, loc.file_name(), loc.line(), tid(),
-         bar);
+    fail("%s at %s:%u: thread %u uses mbarrier %p after mbarrier.inval", what, loc.file_name(), loc.line(), tid(), bar);
   return it->second;
 }
 
 inline void end_phase_if_done(BlockState& S, Mbarrier& b, const char* what, const Loc& loc) {
   if (b.pending != 0) return;
   if (b.tx < 0)
-    fail("%s at %s:%u: thread %u: mbarrier (init at %s:%u) phase %u received %lld bytes more than its "
-         "expect_tx announced (tx-count underflow at the phase's end)",
-         what, loc.file_name(), loc.line(), tid(), b.file, b.line, b.phase, static_cast<long long>(-b.tx));
+    fail(
+        "%s at %s:%u: thread %u: mbarrier (init at %s:%u) phase %u received %lld bytes more than its "
+        "expect_tx announced (tx-count underflow at the phase's end)",
+        what, loc.file_name(), loc.line(), tid(), b.file, b.line, b.phase, static_cast<long long>(-b.tx));
   if (b.tx != 0) return;  // bytes still on their way
   ++b.phase;
   b.pending = b.expected;
@@ -187,13 +191,12 @@ inline void end_phase_if_done(BlockState& S, Mbarrier& b, const char* what, cons
 }
 
 // "mbarrier.expect_tx" / "mbarrier.complete_tx" ("Tracking asynchronous operations by the
-// mbarrier object: tx-count"): tx-count in
-// [-(2^20 - 1), 2^20 - 1].
+// mbarrier object"): the tx-count stays in [-(2^20 - 1), 2^20 - 1].
 inline void add_tx(Mbarrier& b, int64_t bytes, const char* what, const Loc& loc) {
   b.tx += bytes;
   if (b.tx > (int64_t{1} << 20) - 1 || b.tx < -((int64_t{1} << 20) - 1))
-    fail("%s at %s:%u: mbarrier (init at %s:%u) tx-count %lld outside [-(2^20-1), 2^20-1]", what,
-         loc.file_name(), loc.line(), b.file, b.line, static_cast<long long>(b.tx));
+    fail("%s at %s:%u: mbarrier (init at %s:%u) tx-count %lld outside [-(2^20-1), 2^20-1]", what, loc.file_name(),
+         loc.line(), b.file, b.line, static_cast<long long>(b.tx));
 }
 
 inline uint64_t arrive(void* bar, uint32_t count, int64_t tx, const char* what, const Loc& loc) {
@@ -204,9 +207,10 @@ inline uint64_t arrive(void* bar, uint32_t count, int64_t tx, const char* what, 
   Mbarrier& b = find_barrier(S, bar, what, loc);
   if (tx) add_tx(b, tx, what, loc);
   if (count == 0 || count > b.pending)
-    fail("%s at %s:%u: thread %u arrives %u times on an mbarrier (init at %s:%u, count %u) whose phase %u "
-         "waits for only %u more arrivals (arrive count overflow)",
-         what, loc.file_name(), loc.line(), tid(), count, b.file, b.line, b.expected, b.phase, b.pending);
+    fail(
+        "%s at %s:%u: thread %u arrives %u times on an mbarrier (init at %s:%u, count %u) whose phase %u "
+        "waits for only %u more arrivals (arrive count overflow)",
+        what, loc.file_name(), loc.line(), tid(), count, b.file, b.line, b.expected, b.phase, b.pending);
   const uint64_t token = b.phase;
   b.pending -= count;
   end_phase_if_done(S, b, what, loc);
@@ -241,8 +245,8 @@ inline void check_warpgroup_live(const Launch& L, unsigned g, const char* what, 
 }
 
 // ---- warpgroup meetings (the .sync.aligned rule of setmaxnreg and wgmma: every thread of the
-// warpgroup executes the same instruction). Returns the meeting; `last` runs once, in the
-// thread that completes it, before anyone leaves.
+// warpgroup executes the same instruction). Each thread deposits its operands; `last` runs
+// once, in the thread that completes the meeting, before anyone leaves.
 template <class Deposit, class Last>
 inline void meet(BlockState& S, const char* what, uint64_t key, const Loc& loc, Deposit deposit, Last last) {
   Launch& L = S.L;
@@ -266,10 +270,11 @@ inline void meet(BlockState& S, const char* what, uint64_t key, const Loc& loc, 
       m.key = key;
     } else if (m.what != what || m.line != loc.line() || m.column != loc.column() ||
                std::strcmp(m.file, loc.file_name()) != 0 || m.key != key) {
-      fail("non-uniform %s in warpgroup %u: thread %u at %s:%u (operands 0x%llx), thread %u at %s:%u (%s, "
-           "operands 0x%llx); all 128 threads must execute the same instruction together",
-           what, g, m.first_tid, m.file, m.line, static_cast<unsigned long long>(m.key), t, loc.file_name(),
-           loc.line(), what, static_cast<unsigned long long>(key));
+      fail(
+          "non-uniform %s in warpgroup %u: thread %u at %s:%u (%s, operands 0x%llx), thread %u at %s:%u (%s, "
+          "operands 0x%llx); all 128 threads must execute the same instruction together",
+          what, g, m.first_tid, m.file, m.line, m.what, static_cast<unsigned long long>(m.key), t, loc.file_name(),
+          loc.line(), what, static_cast<unsigned long long>(key));
     }
     deposit(m, t % 128);
     gen = m.generation;
@@ -292,9 +297,10 @@ inline void meet(BlockState& S, const char* what, uint64_t key, const Loc& loc, 
 }
 
 // ---- swizzling: PTX ISA "Tensor Memory Accelerator: Tensor-map swizzling modes" and
-// "Asynchronous Warpgroup Level Matrix Shared Memory Layout": the 16-byte chunk index (address bits 4..6) is XORed with
-// address bits 7..9, all three bits for 128B (the pattern repeats every 1024 bytes), two for
-// 64B (512), one for 32B (256). `mode` is CUtensorMapSwizzle's numbering.
+// "Asynchronous Warpgroup Level Matrix Shared Memory Layout": the 16-byte chunk index (address
+// bits 4..6) is XORed with address bits 7..9, all three bits for 128B (the pattern repeats
+// every 1024 bytes), two for 64B (512), one for 32B (256). `mode` is CUtensorMapSwizzle's
+// numbering.
 inline uint32_t swizzle(uint32_t addr, unsigned mode) {
   const uint32_t mask = mode == CU_TENSOR_MAP_SWIZZLE_128B  ? 7u
                         : mode == CU_TENSOR_MAP_SWIZZLE_64B ? 3u
@@ -346,7 +352,8 @@ inline uint64_t mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes,
   return hd::arrive(bar, 1, bytes, "mbarrier.arrive.expect_tx", loc);
 }
 // PTX ISA "mbarrier.expect_tx": raises the tx-count without arriving.
-inline void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes, std::source_location loc = std::source_location::current()) {
+inline void mbarrier_expect_tx(uint64_t* bar, uint32_t bytes,
+                               std::source_location loc = std::source_location::current()) {
   const char* what = "mbarrier.expect_tx";
   hd::BlockState& S = hd::state(what);
   hd::TsanHidden hidden;
@@ -414,9 +421,10 @@ inline void named_barrier(unsigned id, unsigned count, bool wait, const std::sou
       nb.file = loc.file_name();
       nb.line = loc.line();
     } else if (nb.count != count) {
-      hd::fail("named barrier %u: thread %u at %s:%u (%s) counts %u threads, but this phase began with %u at "
-               "%s:%u (count mismatch)",
-               id, hd::tid(), loc.file_name(), loc.line(), what, count, nb.count, nb.file, nb.line);
+      hd::fail(
+          "named barrier %u: thread %u at %s:%u (%s) counts %u threads, but this phase began with %u at "
+          "%s:%u (count mismatch)",
+          id, hd::tid(), loc.file_name(), loc.line(), what, count, nb.count, nb.file, nb.line);
     }
     phase = nb.phase;
     if (++nb.arrived == nb.count) {
@@ -431,7 +439,8 @@ inline void named_barrier(unsigned id, unsigned count, bool wait, const std::sou
 }
 }  // namespace detail
 
-inline void named_barrier_sync(unsigned id, unsigned count, std::source_location loc = std::source_location::current()) {
+inline void named_barrier_sync(unsigned id, unsigned count,
+                               std::source_location loc = std::source_location::current()) {
   detail::named_barrier(id, count, true, loc);
 }
 inline void named_barrier_arrive(unsigned id, unsigned count,
@@ -446,9 +455,11 @@ namespace detail {
 inline void setmaxnreg(bool inc, unsigned n, const std::source_location& loc) {
   const char* what = "setmaxnreg";
   if (n < 24 || n > 256 || n % 8)
-    hd::fail("%s at %s:%u: register count %u is not a multiple of 8 in [24, 256]", what, loc.file_name(), loc.line(), n);
-  hd::meet(hd::state(what), what, uint64_t{n} << 1 | inc, loc, [](hd::WarpgroupMeet&, unsigned) {},
-           [](hd::WarpgroupMeet&) {});
+    hd::fail("%s at %s:%u: register count %u is not a multiple of 8 in [24, 256]", what, loc.file_name(), loc.line(),
+             n);
+  hd::meet(
+      hd::state(what), what, uint64_t{n} << 1 | inc, loc, [](hd::WarpgroupMeet&, unsigned) {},
+      [](hd::WarpgroupMeet&) {});
 }
 }  // namespace detail
 template <unsigned N>
@@ -488,20 +499,25 @@ static_assert(sizeof(TensorMap) <= sizeof(CUtensorMap));
 
 inline unsigned dtype_bytes(unsigned t) {
   switch (t) {
-    case CU_TENSOR_MAP_DATA_TYPE_UINT8: return 1;
+    case CU_TENSOR_MAP_DATA_TYPE_UINT8:
+      return 1;
     case CU_TENSOR_MAP_DATA_TYPE_UINT16:
     case CU_TENSOR_MAP_DATA_TYPE_FLOAT16:
-    case CU_TENSOR_MAP_DATA_TYPE_BFLOAT16: return 2;
+    case CU_TENSOR_MAP_DATA_TYPE_BFLOAT16:
+      return 2;
     case CU_TENSOR_MAP_DATA_TYPE_UINT32:
     case CU_TENSOR_MAP_DATA_TYPE_INT32:
     case CU_TENSOR_MAP_DATA_TYPE_FLOAT32:
     case CU_TENSOR_MAP_DATA_TYPE_FLOAT32_FTZ:
     case CU_TENSOR_MAP_DATA_TYPE_TFLOAT32:
-    case CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ: return 4;
+    case CU_TENSOR_MAP_DATA_TYPE_TFLOAT32_FTZ:
+      return 4;
     case CU_TENSOR_MAP_DATA_TYPE_UINT64:
     case CU_TENSOR_MAP_DATA_TYPE_INT64:
-    case CU_TENSOR_MAP_DATA_TYPE_FLOAT64: return 8;
-    default: return 0;  // the packed 4- and 6-bit types are not modelled
+    case CU_TENSOR_MAP_DATA_TYPE_FLOAT64:
+      return 8;
+    default:
+      return 0;  // the packed 4- and 6-bit types are not modelled
   }
 }
 inline bool dtype_is_float(unsigned t) {
@@ -547,8 +563,10 @@ inline uint32_t walk_box(const TensorMap& m, const int32_t* coords, F f) {
     uint64_t g = m.address;
     for (unsigned i = 0; i < m.rank; ++i) {
       const int64_t c = int64_t(coords[i]) + int64_t(idx[i]) * (i == 0 ? 1 : m.elem_strides[i]);
-      if (c < 0 || uint64_t(c) >= m.dims[i]) in = false;
-      else g += uint64_t(c) * m.strides[i];
+      if (c < 0 || uint64_t(c) >= m.dims[i])
+        in = false;
+      else
+        g += uint64_t(c) * m.strides[i];
     }
     f(in ? reinterpret_cast<unsigned char*>(g) : nullptr, off);
     for (unsigned i = 0; i < 5 && ++idx[i] == count[i]; ++i) idx[i] = 0;
@@ -556,12 +574,11 @@ inline uint32_t walk_box(const TensorMap& m, const int32_t* coords, F f) {
   return total * m.elem_bytes;
 }
 
-inline void check_box_destination(const TensorMap& m, uint32_t saddr, const void* p, const char* what,
-                                  const Loc& loc) {
+inline void check_box_destination(const TensorMap& m, uint32_t saddr, const void* p, const char* what, const Loc& loc) {
   const unsigned align = m.swizzle ? 128u : 16u;
   if (saddr % align)
-    fail("%s at %s:%u: shared address %p (window offset 0x%x) is not %u-byte aligned (%s box)", what,
-         loc.file_name(), loc.line(), p, saddr, align, m.swizzle ? "swizzled" : "unswizzled");
+    fail("%s at %s:%u: shared address %p (window offset 0x%x) is not %u-byte aligned (%s box)", what, loc.file_name(),
+         loc.line(), p, saddr, align, m.swizzle ? "swizzled" : "unswizzled");
 }
 
 inline void tag_chunks(BlockState& S, uint32_t saddr, uint32_t bytes, uint8_t tag) {
@@ -582,7 +599,8 @@ inline Box shared_box(const CUtensorMap* map, unsigned rank, const void* p, cons
   if (rank != m.rank)
     fail("%s at %s:%u: a %uD copy through a tensor map of rank %u", what, loc.file_name(), loc.line(), rank, m.rank);
   uint32_t bytes = m.elem_bytes;
-  for (unsigned i = 0; i < m.rank; ++i) bytes *= i == 0 ? m.box[0] : (m.box[i] + m.elem_strides[i] - 1) / m.elem_strides[i];
+  for (unsigned i = 0; i < m.rank; ++i)
+    bytes *= i == 0 ? m.box[0] : (m.box[i] + m.elem_strides[i] - 1) / m.elem_strides[i];
   const uint32_t base = smem_address(p, bytes, what, loc);
   check_box_destination(m, base, p, what, loc);
   return {m, base, bytes};
@@ -596,8 +614,10 @@ inline void tma_load(void* dst, const CUtensorMap* map, const int32_t* coords, u
   unsigned char* smem = S.L.dyn_smem;
   walk_box(m, coords, [&](const unsigned char* g, uint32_t off) {
     unsigned char* d = smem + swizzle(base + off, m.swizzle);
-    if (g) std::memcpy(d, g, m.elem_bytes);
-    else oob_fill(d, m);
+    if (g)
+      std::memcpy(d, g, m.elem_bytes);
+    else
+      oob_fill(d, m);
   });
   // Swizzling permutes 16-byte chunks inside their own 128-byte row, so the box's chunks are
   // still the ones it covers.
@@ -605,8 +625,7 @@ inline void tma_load(void* dst, const CUtensorMap* map, const int32_t* coords, u
   complete_tx(bar, bytes, what, loc);
 }
 
-inline void tma_store(const CUtensorMap* map, const int32_t* coords, unsigned rank, const void* src,
-                      const Loc& loc) {
+inline void tma_store(const CUtensorMap* map, const int32_t* coords, unsigned rank, const void* src, const Loc& loc) {
   const char* what = "cp.async.bulk.tensor (shared to global)";
   state(what);
   const auto [m, base, bytes] = shared_box(map, rank, src, what, loc);
@@ -621,8 +640,8 @@ inline void tma_store(const CUtensorMap* map, const int32_t* coords, unsigned ra
 // addresses.
 inline void check_bulk(const void* dst, const void* src, uint32_t bytes, const char* what, const Loc& loc) {
   if (bytes == 0 || bytes % 16 || reinterpret_cast<uintptr_t>(dst) % 16 || reinterpret_cast<uintptr_t>(src) % 16)
-    fail("%s at %s:%u: %u bytes from %p to %p: size and both addresses must be multiples of 16", what,
-         loc.file_name(), loc.line(), bytes, src, dst);
+    fail("%s at %s:%u: %u bytes from %p to %p: size and both addresses must be multiples of 16", what, loc.file_name(),
+         loc.line(), bytes, src, dst);
 }
 
 }  // namespace loom::simt::hopper_detail
@@ -632,11 +651,11 @@ namespace loom::hopper {
 // cuTensorMapEncodeTiled (CUDA driver API, "Tensor Map Object Management"), with the checks
 // its documentation lists for the tiled, non-interleaved maps modelled here. A failure prints
 // why (the driver only returns CUDA_ERROR_INVALID_VALUE) and returns that code.
-inline CUresult encode_tensor_map_tiled(CUtensorMap* map, CUtensorMapDataType dtype, cuuint32_t rank,
-                                        void* address, const cuuint64_t* dims, const cuuint64_t* strides,
-                                        const cuuint32_t* box, const cuuint32_t* elem_strides,
-                                        CUtensorMapInterleave interleave, CUtensorMapSwizzle swizzle,
-                                        CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob) {
+inline CUresult encode_tensor_map_tiled(CUtensorMap* map, CUtensorMapDataType dtype, cuuint32_t rank, void* address,
+                                        const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                                        const cuuint32_t* elem_strides, CUtensorMapInterleave interleave,
+                                        CUtensorMapSwizzle swizzle, CUtensorMapL2promotion l2,
+                                        CUtensorMapFloatOOBfill oob) {
   namespace hd = ::loom::simt::hopper_detail;
   const auto bad = [](const char* fmt, auto... args) {
     std::fputs("loom simt: cuTensorMapEncodeTiled: ", stderr);
@@ -644,14 +663,18 @@ inline CUresult encode_tensor_map_tiled(CUtensorMap* map, CUtensorMapDataType dt
     std::fputc('\n', stderr);
     return CUDA_ERROR_INVALID_VALUE;
   };
-  if (!map || reinterpret_cast<uintptr_t>(map) % 64) return bad("tensorMap %p is not 64-byte aligned", static_cast<void*>(map));
+  if (!map || reinterpret_cast<uintptr_t>(map) % 64)
+    return bad("tensorMap %p is not 64-byte aligned", static_cast<void*>(map));
   const unsigned eb = hd::dtype_bytes(dtype);
   if (eb == 0) return bad("data type %d is not modelled (the packed 4/6-bit types) or invalid", int(dtype));
   if (rank < 1 || rank > 5) return bad("tensorRank %u outside 1..5", rank);
-  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE) return bad("interleave %d: only INTERLEAVE_NONE is modelled", int(interleave));
-  if (swizzle > CU_TENSOR_MAP_SWIZZLE_128B) return bad("swizzle %d: only NONE, 32B, 64B and 128B are modelled", int(swizzle));
+  if (interleave != CU_TENSOR_MAP_INTERLEAVE_NONE)
+    return bad("interleave %d: only INTERLEAVE_NONE is modelled", int(interleave));
+  if (swizzle > CU_TENSOR_MAP_SWIZZLE_128B)
+    return bad("swizzle %d: only NONE, 32B, 64B and 128B are modelled", int(swizzle));
   if (int(l2) < 0 || l2 > CU_TENSOR_MAP_L2_PROMOTION_L2_256B) return bad("l2Promotion %d invalid", int(l2));
-  if (oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE && (oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA || !hd::dtype_is_float(dtype)))
+  if (oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE &&
+      (oob != CU_TENSOR_MAP_FLOAT_OOB_FILL_NAN_REQUEST_ZERO_FMA || !hd::dtype_is_float(dtype)))
     return bad("oobFill %d: NaN fill needs a floating-point type", int(oob));
   if (reinterpret_cast<uintptr_t>(address) % 16) return bad("globalAddress %p is not 16-byte aligned", address);
   hd::TensorMap m{};
@@ -665,12 +688,14 @@ inline CUresult encode_tensor_map_tiled(CUtensorMap* map, CUtensorMapDataType dt
   m.strides[0] = eb;
   uint64_t extent = 0;  // bytes spanned by dimensions below i
   for (unsigned i = 0; i < rank; ++i) {
-    if (dims[i] == 0 || dims[i] > (uint64_t{1} << 32)) return bad("globalDim[%u] = %llu outside 1..2^32", i, static_cast<unsigned long long>(dims[i]));
+    if (dims[i] == 0 || dims[i] > (uint64_t{1} << 32))
+      return bad("globalDim[%u] = %llu outside 1..2^32", i, static_cast<unsigned long long>(dims[i]));
     m.dims[i] = dims[i];
     if (i > 0) {
       const uint64_t s = strides[i - 1];
       if (s % 16 || s >= (uint64_t{1} << 40))
-        return bad("globalStrides[%u] = %llu is not a multiple of 16 below 2^40", i - 1, static_cast<unsigned long long>(s));
+        return bad("globalStrides[%u] = %llu is not a multiple of 16 below 2^40", i - 1,
+                   static_cast<unsigned long long>(s));
       if (s < extent)
         return bad("globalStrides[%u] = %llu is smaller than the %llu bytes of the dimensions below it", i - 1,
                    static_cast<unsigned long long>(s), static_cast<unsigned long long>(extent));
@@ -679,13 +704,15 @@ inline CUresult encode_tensor_map_tiled(CUtensorMap* map, CUtensorMapDataType dt
     extent = m.strides[i] * dims[i];
     if (box[i] == 0 || box[i] > 256) return bad("boxDim[%u] = %u outside 1..256", i, box[i]);
     m.box[i] = uint16_t(box[i]);
-    if (elem_strides[i] == 0 || elem_strides[i] > 8) return bad("elementStrides[%u] = %u outside 1..8", i, elem_strides[i]);
+    if (elem_strides[i] == 0 || elem_strides[i] > 8)
+      return bad("elementStrides[%u] = %u outside 1..8", i, elem_strides[i]);
     m.elem_strides[i] = uint8_t(elem_strides[i]);
   }
   const unsigned inner = box[0] * eb;
   if (inner % 16) return bad("boxDim[0] * element size = %u bytes is not a multiple of 16", inner);
   if (swizzle != CU_TENSOR_MAP_SWIZZLE_NONE && inner > hd::swizzle_bytes(swizzle))
-    return bad("the box's inner dimension (%u bytes) exceeds the %u-byte swizzle span", inner, hd::swizzle_bytes(swizzle));
+    return bad("the box's inner dimension (%u bytes) exceeds the %u-byte swizzle span", inner,
+               hd::swizzle_bytes(swizzle));
   std::memset(static_cast<void*>(map), 0, sizeof(CUtensorMap));
   std::memcpy(static_cast<void*>(map), &m, sizeof m);
   return CUDA_SUCCESS;
@@ -775,13 +802,15 @@ inline void read_operand(uint64_t desc, unsigned rows, float* out, const char* w
   const Descriptor d = decode(desc);
   const unsigned W = swizzle_bytes(d.mode);
   if (d.base_offset)
-    fail("%s at %s:%u: %s descriptor has matrix base offset %u: not modelled (start the operand at its "
-         "swizzle pattern's first row)",
-         what, loc.file_name(), loc.line(), which, d.base_offset);
+    fail(
+        "%s at %s:%u: %s descriptor has matrix base offset %u: not modelled (start the operand at its "
+        "swizzle pattern's first row)",
+        what, loc.file_name(), loc.line(), which, d.base_offset);
   if (W && (d.start % (8 * W) >= W || d.start % W + 32 > W))
-    fail("%s at %s:%u: %s descriptor start 0x%x is misaligned for %s: it must lie in the first %u-byte row of "
-         "its %u-byte pattern, with the 32-byte k-step inside that row",
-         what, loc.file_name(), loc.line(), which, d.start, mode_name(d.mode), W, 8 * W);
+    fail(
+        "%s at %s:%u: %s descriptor start 0x%x is misaligned for %s: it must lie in the first %u-byte row of "
+        "its %u-byte pattern, with the 32-byte k-step inside that row",
+        what, loc.file_name(), loc.line(), which, d.start, mode_name(d.mode), W, 8 * W);
   const unsigned char* smem = S.L.dyn_smem;
   for (unsigned r = 0; r < rows; ++r)
     for (unsigned k = 0; k < 16; ++k) {
@@ -789,9 +818,10 @@ inline void read_operand(uint64_t desc, unsigned rows, float* out, const char* w
                            : d.start + (r / 8) * d.sbo + (k / 8) * d.lbo + (r % 8) * 16 + (k % 8) * 2;
       const uint32_t phys = swizzle(a, d.mode);
       if (phys + 2 > S.L.dyn_bytes)
-        fail("%s at %s:%u: %s element (%u, %u) at shared address 0x%x is past the %zu bytes of dynamic shared "
-             "memory",
-             what, loc.file_name(), loc.line(), which, r, k, phys, S.L.dyn_bytes);
+        fail(
+            "%s at %s:%u: %s element (%u, %u) at shared address 0x%x is past the %zu bytes of dynamic shared "
+            "memory",
+            what, loc.file_name(), loc.line(), which, r, k, phys, S.L.dyn_bytes);
       uint8_t tag;
       {
         TsanHidden hidden;
@@ -799,9 +829,10 @@ inline void read_operand(uint64_t desc, unsigned rows, float* out, const char* w
         tag = S.tags.empty() ? kUntagged : S.tags[phys / 16];
       }
       if (tag != kUntagged && tag != 1 + d.mode)
-        fail("%s at %s:%u: %s descriptor reads shared address 0x%x with %s, but TMA wrote it with %s "
-             "(swizzle mismatch)",
-             what, loc.file_name(), loc.line(), which, phys, mode_name(d.mode), mode_name(tag - 1));
+        fail(
+            "%s at %s:%u: %s descriptor reads shared address 0x%x with %s, but TMA wrote it with %s "
+            "(swizzle mismatch)",
+            what, loc.file_name(), loc.line(), which, phys, mode_name(d.mode), mode_name(tag - 1));
       T v;
       std::memcpy(static_cast<void*>(&v), smem + phys, 2);
       out[r * 16 + k] = float(v);
@@ -834,10 +865,12 @@ inline void wgmma(float* d, unsigned n, const uint32_t* a_regs, uint64_t desc_a,
   BlockState& S = state(what);
   ThreadWgmma& self = S.wgmma[tid()];
   if (!self.fenced)
-    fail("%s at %s:%u: thread %u issues without a wgmma.fence since its last wgmma.wait_group (or ever): the "
-         "warpgroup's register accesses must be fenced first",
-         what, loc.file_name(), loc.line(), tid());
-  const uint64_t key = desc_b * 0x9E3779B97F4A7C15ull ^ (a_regs ? 0 : desc_a) ^ uint64_t(n) << 1 ^ uint64_t(scale_d != 0);
+    fail(
+        "%s at %s:%u: thread %u issues without a wgmma.fence since its last wgmma.wait_group (or ever): the "
+        "warpgroup's register accesses must be fenced first",
+        what, loc.file_name(), loc.line(), tid());
+  const uint64_t key =
+      desc_b * 0x9E3779B97F4A7C15ull ^ (a_regs ? 0 : desc_a) ^ uint64_t(n) << 1 ^ uint64_t(scale_d != 0);
   const unsigned half = n / 2;
   meet(
       S, what, key, loc,
@@ -899,8 +932,8 @@ inline uint64_t make_smem_desc(const void* smem, CUtensorMapSwizzle swizzle, uin
   const char* what = "wgmma matrix descriptor";
   const uint32_t a = hd::smem_address(smem, 16, what, loc);
   if (a % 16 || lbo_bytes % 16 || sbo_bytes % 16)
-    hd::fail("%s at %s:%u: start 0x%x, leading byte offset %u and stride byte offset %u must be multiples of 16",
-             what, loc.file_name(), loc.line(), a, lbo_bytes, sbo_bytes);
+    hd::fail("%s at %s:%u: start 0x%x, leading byte offset %u and stride byte offset %u must be multiples of 16", what,
+             loc.file_name(), loc.line(), a, lbo_bytes, sbo_bytes);
   static constexpr uint64_t kLayout[4] = {0, 3, 2, 1};  // CUtensorMapSwizzle -> descriptor bits 62-63
   return uint64_t((a >> 4) & 0x3FFF) | uint64_t((lbo_bytes >> 4) & 0x3FFF) << 16 |
          uint64_t((sbo_bytes >> 4) & 0x3FFF) << 32 | kLayout[swizzle & 3] << 62;
