@@ -142,21 +142,25 @@ __device__ __forceinline__ void tma_load(void* dst, const CUtensorMap* map, uint
   const uint32_t d = smem_u32(dst), b = smem_u32(bar);
   const uint64_t m = reinterpret_cast<uint64_t>(map);
 #if LOOM_HOPPER_PTX
+#define LOOM_TMA_LOAD(R) "cp.async.bulk.tensor." #R "d.shared::cluster.global.tile.mbarrier::complete_tx::bytes "
   if constexpr (R == 1)
-    asm volatile("cp.async.bulk.tensor.1d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2}], [%3];"
-                 ::"r"(d), "l"(m), "r"(c[0]), "r"(b) : "memory");
+    asm volatile(LOOM_TMA_LOAD(1) "[%0], [%1, {%2}], [%3];" ::"r"(d), "l"(m), "r"(c[0]), "r"(b) : "memory");
   else if constexpr (R == 2)
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];"
-                 ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]), "r"(b) : "memory");
+    asm volatile(LOOM_TMA_LOAD(2) "[%0], [%1, {%2, %3}], [%4];" ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]), "r"(b)
+                 : "memory");
   else if constexpr (R == 3)
-    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];"
-                 ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(b) : "memory");
+    asm volatile(LOOM_TMA_LOAD(3) "[%0], [%1, {%2, %3, %4}], [%5];" ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]),
+                 "r"(c[2]), "r"(b)
+                 : "memory");
   else if constexpr (R == 4)
-    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];"
-                 ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(b) : "memory");
+    asm volatile(LOOM_TMA_LOAD(4) "[%0], [%1, {%2, %3, %4, %5}], [%6];" ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]),
+                 "r"(c[2]), "r"(c[3]), "r"(b)
+                 : "memory");
   else
-    asm volatile("cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, %6}], [%7];"
-                 ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]), "r"(c[2]), "r"(c[3]), "r"(c[4]), "r"(b) : "memory");
+    asm volatile(LOOM_TMA_LOAD(5) "[%0], [%1, {%2, %3, %4, %5, %6}], [%7];" ::"r"(d), "l"(m), "r"(c[0]), "r"(c[1]),
+                 "r"(c[2]), "r"(c[3]), "r"(c[4]), "r"(b)
+                 : "memory");
+#undef LOOM_TMA_LOAD
 #else
   (void)d, (void)b, (void)m, (void)c;
   __trap();
@@ -221,13 +225,16 @@ __device__ __forceinline__ void wgmma_wait_group() {
   LOOM_SM90(asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory"));
 }
 
-#define LOOM_WGMMA_DISPATCH(KIND)                                                                         \
-  if constexpr (N == 8) { if constexpr (kBf16) LOOM_WGMMA_##KIND##_8("bf16"); else LOOM_WGMMA_##KIND##_8("f16"); }       \
-  else if constexpr (N == 16) { if constexpr (kBf16) LOOM_WGMMA_##KIND##_16("bf16"); else LOOM_WGMMA_##KIND##_16("f16"); } \
-  else if constexpr (N == 32) { if constexpr (kBf16) LOOM_WGMMA_##KIND##_32("bf16"); else LOOM_WGMMA_##KIND##_32("f16"); } \
-  else if constexpr (N == 64) { if constexpr (kBf16) LOOM_WGMMA_##KIND##_64("bf16"); else LOOM_WGMMA_##KIND##_64("f16"); } \
-  else if constexpr (N == 128) { if constexpr (kBf16) LOOM_WGMMA_##KIND##_128("bf16"); else LOOM_WGMMA_##KIND##_128("f16"); } \
-  else { if constexpr (kBf16) LOOM_WGMMA_##KIND##_256("bf16"); else LOOM_WGMMA_##KIND##_256("f16"); }
+#define LOOM_WGMMA_CASE(KIND, n)        \
+  if constexpr (N == n) {               \
+    if constexpr (kBf16)                \
+      LOOM_WGMMA_##KIND##_##n("bf16");  \
+    else                                \
+      LOOM_WGMMA_##KIND##_##n("f16");   \
+  }
+#define LOOM_WGMMA_DISPATCH(KIND)                                                                        \
+  LOOM_WGMMA_CASE(KIND, 8) else LOOM_WGMMA_CASE(KIND, 16) else LOOM_WGMMA_CASE(KIND, 32) else             \
+      LOOM_WGMMA_CASE(KIND, 64) else LOOM_WGMMA_CASE(KIND, 128) else LOOM_WGMMA_CASE(KIND, 256)
 
 // The emulator takes any N that is a multiple of 8 up to 256; wgmma_ptx.cuh spells out these.
 template <int N>
@@ -258,6 +265,7 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
 #endif
 }
 #undef LOOM_WGMMA_DISPATCH
+#undef LOOM_WGMMA_CASE
 
 }  // namespace loom::hopper
 
