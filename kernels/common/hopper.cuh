@@ -10,7 +10,8 @@
 // own function on a GPU, the emulator's checked model otherwise.
 //
 // Emulator rules a kernel must follow (docs/emulator.md "Hopper instructions"): TMA boxes and
-// wgmma operands live in the dynamic shared memory (LOOM_DYNAMIC_SMEM); shared memory that TMA
+// wgmma operands live in the dynamic shared memory (LOOM_DYNAMIC_SMEM), aligned by the kernel
+// itself (align_smem: the region's start is only 16-byte aligned); shared memory that TMA
 // wrote is read by wgmma with the same swizzle; accumulators are read only after the
 // wgmma.wait_group that covers them.
 #pragma once
@@ -272,3 +273,17 @@ __device__ __forceinline__ void wgmma_rs(float (&d)[N / 2], const uint32_t (&a)[
 #undef LOOM_SM90
 #endif  // LOOM_DEVICE_CODE
 #endif  // LOOM_SIMT_EMULATION
+
+#if LOOM_DEVICE_CODE
+namespace loom::hopper {
+// p moved up to the next multiple of `align` (a power of two) in shared-window address. The
+// dynamic shared memory is only as aligned as LOOM_DYNAMIC_SMEM declares (16 bytes: on the GPU
+// it follows the kernel's static shared memory), while swizzled TMA boxes need 128 bytes and a
+// 128B-swizzled tile should start its 1024-byte pattern: allocate align - 16 bytes of slack.
+template <class T>
+__device__ __forceinline__ T* align_smem(T* p, uint32_t align) {
+  const uint32_t skip = (align - smem_u32(p) % align) % align;
+  return reinterpret_cast<T*>(reinterpret_cast<unsigned char*>(p) + skip);
+}
+}  // namespace loom::hopper
+#endif

@@ -12,9 +12,12 @@
 //    wait is made visible instead: wgmma accumulators read NaN from issue until the
 //    wgmma.wait_group that covers them.
 //  - Operands in shared memory (TMA boxes, wgmma matrices) must lie in the block's dynamic
-//    shared memory (LOOM_DYNAMIC_SMEM): their shared-window address is the offset from its
-//    start, which is 1024-byte aligned, so swizzle patterns are computed from address bits as
-//    the hardware does. mbarriers may be static __shared__ too.
+//    shared memory (LOOM_DYNAMIC_SMEM). Their shared-window address, from which alignment and
+//    swizzle patterns are computed as the hardware does, is their offset in it plus
+//    kDynamicWindowBase: on the GPU the dynamic region follows 1 KiB reserved by the system and
+//    the kernel's static shared memory, so its start is only as aligned as LOOM_DYNAMIC_SMEM
+//    declares (16 bytes). Kernels align their buffers themselves (loom::hopper::align_smem);
+//    one that assumes more is caught here. mbarriers may be static __shared__ too.
 //  - Per-block state (the BlockExtension of simt_emu.h) exists only in launches that use
 //    these instructions, and is cleared between blocks like shared memory.
 //  - Waits that never end are the watchdog's (every thread's line, then every mbarrier's
@@ -129,6 +132,13 @@ inline BlockState& state(const char* what) { return ::loom::simt::detail::extens
 
 inline unsigned tid() { return ::loom::simt::detail::t_ctx.tid; }
 
+// The shared-window address of the dynamic shared memory's first byte: 1 KiB reserved, then
+// 16 bytes as if of static shared memory, so that it is 16-byte aligned and no more.
+constexpr uint32_t kDynamicWindowBase = 0x410;
+
+// The byte of dynamic shared memory at a shared-window address.
+inline unsigned char* smem_at(const Launch& L, uint32_t window) { return L.dyn_smem + (window - kDynamicWindowBase); }
+
 // Marks the thread as waiting (for the watchdog) and blocks until ready() holds.
 template <class Ready>
 inline void wait_for(BlockState& S, const char* what, const Loc& loc, Ready ready) {
@@ -150,7 +160,7 @@ inline void progress(BlockState& S) {
   ::loom::simt::detail::bump_progress(S.L);
 }
 
-// The shared-window address of [p, p + n): its offset in the dynamic shared memory.
+// The shared-window address of [p, p + n), which must lie in the dynamic shared memory.
 inline uint32_t smem_address(const void* p, size_t n, const char* what, const Loc& loc) {
   Launch& L = *::loom::simt::detail::ctx(what).launch;
   const uintptr_t a = reinterpret_cast<uintptr_t>(p), base = reinterpret_cast<uintptr_t>(L.dyn_smem);
@@ -159,7 +169,7 @@ inline uint32_t smem_address(const void* p, size_t n, const char* what, const Lo
         "%s at %s:%u: [%p, +%zu) is not inside the block's dynamic shared memory (%zu bytes): the "
         "emulator needs asynchronous operands in LOOM_DYNAMIC_SMEM",
         what, loc.file_name(), loc.line(), p, n, L.dyn_bytes);
-  return uint32_t(a - base);
+  return uint32_t(a - base) + kDynamicWindowBase;
 }
 
 // ---- mbarrier: PTX ISA "Parallel Synchronization and Communication Instructions:
@@ -577,14 +587,14 @@ inline uint32_t walk_box(const TensorMap& m, const int32_t* coords, F f) {
 inline void check_box_destination(const TensorMap& m, uint32_t saddr, const void* p, const char* what, const Loc& loc) {
   const unsigned align = m.swizzle ? 128u : 16u;
   if (saddr % align)
-    fail("%s at %s:%u: shared address %p (window offset 0x%x) is not %u-byte aligned (%s box)", what, loc.file_name(),
+    fail("%s at %s:%u: %p (shared address 0x%x) is not %u-byte aligned (%s box; align_smem)", what, loc.file_name(),
          loc.line(), p, saddr, align, m.swizzle ? "swizzled" : "unswizzled");
 }
 
 inline void tag_chunks(BlockState& S, uint32_t saddr, uint32_t bytes, uint8_t tag) {
   TsanHidden hidden;
   std::lock_guard<SpinLock> lk(S.mu);
-  if (S.tags.empty()) S.tags.assign(S.L.dyn_bytes / 16 + 1, kUntagged);
+  if (S.tags.empty()) S.tags.assign((kDynamicWindowBase + S.L.dyn_bytes) / 16 + 1, kUntagged);
   for (uint32_t c = saddr / 16; c <= (saddr + bytes - 1) / 16 && c < S.tags.size(); ++c) S.tags[c] = tag;
 }
 
@@ -611,9 +621,9 @@ inline void tma_load(void* dst, const CUtensorMap* map, const int32_t* coords, u
   const char* what = "cp.async.bulk.tensor (global to shared)";
   BlockState& S = state(what);
   const auto [m, base, bytes] = shared_box(map, rank, dst, what, loc);
-  unsigned char* smem = S.L.dyn_smem;
+  const Launch& launch = S.L;
   walk_box(m, coords, [&](const unsigned char* g, uint32_t off) {
-    unsigned char* d = smem + swizzle(base + off, m.swizzle);
+    unsigned char* d = smem_at(launch, swizzle(base + off, m.swizzle));
     if (g)
       std::memcpy(d, g, m.elem_bytes);
     else
@@ -629,10 +639,10 @@ inline void tma_store(const CUtensorMap* map, const int32_t* coords, unsigned ra
   const char* what = "cp.async.bulk.tensor (shared to global)";
   state(what);
   const auto [m, base, bytes] = shared_box(map, rank, src, what, loc);
-  const unsigned char* smem = ::loom::simt::detail::t_ctx.launch->dyn_smem;
+  const Launch& launch = *::loom::simt::detail::t_ctx.launch;
   // Out-of-bounds elements are not written (PTX ISA "cp.async.bulk.tensor": bounds).
   walk_box(m, coords, [&](unsigned char* g, uint32_t off) {
-    if (g) std::memcpy(g, smem + swizzle(base + off, m.swizzle), m.elem_bytes);
+    if (g) std::memcpy(g, smem_at(launch, swizzle(base + off, m.swizzle)), m.elem_bytes);
   });
 }
 
@@ -811,17 +821,16 @@ inline void read_operand(uint64_t desc, unsigned rows, float* out, const char* w
         "%s at %s:%u: %s descriptor start 0x%x is misaligned for %s: it must lie in the first %u-byte row of "
         "its %u-byte pattern, with the 32-byte k-step inside that row",
         what, loc.file_name(), loc.line(), which, d.start, mode_name(d.mode), W, 8 * W);
-  const unsigned char* smem = S.L.dyn_smem;
   for (unsigned r = 0; r < rows; ++r)
     for (unsigned k = 0; k < 16; ++k) {
       const uint32_t a = W ? d.start + (r / 8) * d.sbo + (r % 8) * W + 2 * k
                            : d.start + (r / 8) * d.sbo + (k / 8) * d.lbo + (r % 8) * 16 + (k % 8) * 2;
       const uint32_t phys = swizzle(a, d.mode);
-      if (phys + 2 > S.L.dyn_bytes)
+      if (phys < kDynamicWindowBase || phys + 2 > kDynamicWindowBase + S.L.dyn_bytes)
         fail(
-            "%s at %s:%u: %s element (%u, %u) at shared address 0x%x is past the %zu bytes of dynamic shared "
-            "memory",
-            what, loc.file_name(), loc.line(), which, r, k, phys, S.L.dyn_bytes);
+            "%s at %s:%u: %s element (%u, %u) at shared address 0x%x is outside the dynamic shared memory "
+            "(0x%x, %zu bytes)",
+            what, loc.file_name(), loc.line(), which, r, k, phys, kDynamicWindowBase, S.L.dyn_bytes);
       uint8_t tag;
       {
         TsanHidden hidden;
@@ -834,7 +843,7 @@ inline void read_operand(uint64_t desc, unsigned rows, float* out, const char* w
             "(swizzle mismatch)",
             what, loc.file_name(), loc.line(), which, phys, mode_name(d.mode), mode_name(tag - 1));
       T v;
-      std::memcpy(static_cast<void*>(&v), smem + phys, 2);
+      std::memcpy(static_cast<void*>(&v), smem_at(S.L, phys), 2);
       out[r * 16 + k] = float(v);
     }
 }
@@ -921,6 +930,11 @@ inline void wgmma(float* d, unsigned n, const uint32_t* a_regs, uint64_t desc_a,
 }  // namespace loom::simt::hopper_detail
 
 namespace loom::hopper {
+
+// cvta.to.shared: the shared-window address of p, in the dynamic shared memory here.
+inline uint32_t smem_u32(const void* p, std::source_location loc = std::source_location::current()) {
+  return ::loom::simt::hopper_detail::smem_address(p, 0, "shared-window address", loc);
+}
 
 // A wgmma matrix descriptor for the K-major operand at smem (see read_operand for the
 // layouts); swizzle as CUtensorMapSwizzle, offsets in bytes. Here an address that is not

@@ -18,7 +18,8 @@
 //   wgmma_no_fence          plain  wgmma.mma_async without wgmma.fence
 //   wgmma_misaligned_desc   plain  descriptor start not in its swizzle pattern's first row
 //   wgmma_swizzle_mismatch  plain  a 128B-swizzled TMA tile read as no-swizzle
-//   tma_misaligned_dst      plain  a swizzled box at a shared address not 128-byte aligned
+//   tma_misaligned_dst      plain  a swizzled box at the dynamic shared memory's start, which is
+//                                  only 16-byte aligned (as on the GPU after static shared memory)
 //   missing_mbarrier_wait   tsan   data race between the TMA write and the unsynchronised read
 //   *_ok                    any    control: exits 0
 #include "kernels/common/hopper.cuh"
@@ -85,11 +86,12 @@ enum WgmmaBug { kNone, kNotTogether, kWarpMissing, kNoFence, kMisaligned, kSwizz
 // wgmma k-steps; `bug` breaks one rule.
 __global__ void wgmma_kernel(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb, int bug,
                              float* out) {
-  LOOM_DYNAMIC_SMEM(unsigned char, smem);
+  LOOM_DYNAMIC_SMEM(unsigned char, raw);
   __shared__ __align__(8) uint64_t bar;
   const unsigned t = threadIdx.x;
-  unsigned char* sa = smem + (bug == kTmaMisaligned ? 16 : 0);
-  unsigned char* sb = smem + 9216;
+  // The dynamic shared memory is only 16-byte aligned: the bug forgets to align it.
+  unsigned char* sa = bug == kTmaMisaligned ? raw : hp::align_smem(raw, 1024);
+  unsigned char* sb = sa + 9216;
   init_barrier(&bar);
   if (t == 0) {
     hp::mbarrier_arrive_expect_tx(&bar, 8192 + 1024);
@@ -178,7 +180,7 @@ bool run(const char* mode) {
                      : either("wgmma_misaligned_desc") ? kMisaligned
                      : either("wgmma_swizzle_mismatch") ? kSwizzleMismatch
                                                         : kTmaMisaligned;
-    LOOM_LAUNCH(wgmma_kernel, 1, 128, 9216 + 1024, 0, ma, mb, kind, out);
+    LOOM_LAUNCH(wgmma_kernel, 1, 128, 1024 + 9216 + 1024, 0, ma, mb, kind, out);
     cudaFree(a);
   } else if (either("missing_mbarrier_wait")) {
     const CUtensorMap m = map_2d(src, 16, 4, CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, CU_TENSOR_MAP_SWIZZLE_NONE);

@@ -106,9 +106,14 @@ struct TileArgs {
   unsigned n;  // floats of shared memory copied out, raw
 };
 
+// The dynamic shared memory is only 16-byte aligned; kernels align their boxes themselves, to
+// 1024 bytes here so that a 128B-swizzled box starts its pattern (launch with 1 KiB of slack).
+constexpr unsigned kSlack = 1024;
+
 template <int R>
 __global__ void tma_tile_kernel(const __grid_constant__ CUtensorMap map, TileArgs a, float* out) {
-  LOOM_DYNAMIC_SMEM(float, buf);
+  LOOM_DYNAMIC_SMEM(float, raw);
+  float* buf = hp::align_smem(raw, 1024);
   __shared__ __align__(8) uint64_t bar;
   const unsigned t = threadIdx.x;
   init_barrier(&bar, 1);
@@ -145,7 +150,7 @@ TEST(Tma, TwoDimensionalBoxWithOutOfBoundsFill) {
   const cuuint32_t box[2] = {8, 4};
   const CUtensorMap map = make_map(CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, src.get(), dims, strides, box,
                                    CU_TENSOR_MAP_SWIZZLE_NONE);
-  LOOM_LAUNCH((tma_tile_kernel<2>), 1, 64, 32 * sizeof(float), 0, map, TileArgs{{4, 4, 0}, 128, 32}, out.get());
+  LOOM_LAUNCH((tma_tile_kernel<2>), 1, 64, kSlack + 32 * sizeof(float), 0, map, TileArgs{{4, 4, 0}, 128, 32}, out.get());
   const auto o = out.download();
   for (int r = 0; r < 4; ++r)
     for (int c = 0; c < 8; ++c) {
@@ -166,7 +171,7 @@ TEST(Tma, ThreeDimensionalBoxWithNegativeCoordinates) {
   const cuuint32_t box[3] = {4, 2, 2};
   const CUtensorMap map = make_map(CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 3, src.get(), dims, strides, box,
                                    CU_TENSOR_MAP_SWIZZLE_NONE);
-  LOOM_LAUNCH((tma_tile_kernel<3>), 1, 32, 16 * sizeof(float), 0, map, TileArgs{{0, -1, 2}, 64, 16}, out.get());
+  LOOM_LAUNCH((tma_tile_kernel<3>), 1, 32, kSlack + 16 * sizeof(float), 0, map, TileArgs{{0, -1, 2}, 64, 16}, out.get());
   const auto o = out.download();
   for (int z = 0; z < 2; ++z)
     for (int y = 0; y < 2; ++y)
@@ -192,7 +197,7 @@ TEST(Tma, SwizzleModesPermuteSixteenByteChunks) {
     const cuuint64_t dims[2] = {cols, rows}, strides[1] = {W};
     const cuuint32_t box[2] = {cols, rows};
     const CUtensorMap map = make_map(CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, src.get(), dims, strides, box, mode);
-    LOOM_LAUNCH((tma_tile_kernel<2>), 1, 64, g.size() * sizeof(float), 0, map,
+    LOOM_LAUNCH((tma_tile_kernel<2>), 1, 64, kSlack + g.size() * sizeof(float), 0, map,
                 TileArgs{{0, 0, 0}, unsigned(g.size() * 4), unsigned(g.size())}, out.get());
     const auto o = out.download();
     const unsigned mask = W / 16 - 1;
@@ -208,7 +213,8 @@ TEST(Tma, SwizzleModesPermuteSixteenByteChunks) {
 // TMA store: a box written by the threads goes to global memory; out-of-bounds elements are
 // dropped, so the guard around the tensor keeps its values.
 __global__ void tma_store_kernel(const __grid_constant__ CUtensorMap map, int c0, int c1) {
-  LOOM_DYNAMIC_SMEM(float, buf);
+  LOOM_DYNAMIC_SMEM(float, raw);
+  float* buf = hp::align_smem(raw, 128);
   const unsigned t = threadIdx.x;
   buf[t] = 100.0f + float(t);
   hp::fence_proxy_async_shared();
@@ -228,7 +234,7 @@ TEST(Tma, StoreDropsOutOfBoundsElements) {
   const cuuint32_t box[2] = {4, 4};
   const CUtensorMap map = make_map(CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 2, dst.get(), dims, strides, box,
                                    CU_TENSOR_MAP_SWIZZLE_NONE);
-  LOOM_LAUNCH(tma_store_kernel, 1, 16, 16 * sizeof(float), 0, map, 4, 3);
+  LOOM_LAUNCH(tma_store_kernel, 1, 16, 128 + 16 * sizeof(float), 0, map, 4, 3);
   const auto o = dst.download();
   for (int r = 0; r < 8; ++r)
     for (int c = 0; c < 8; ++c) {
@@ -356,8 +362,9 @@ TEST(Wgmma, HalfPrecisionFromSharedMemoryAndRegisters) {
 template <int N>
 __global__ void wgmma_tma_kernel(const __grid_constant__ CUtensorMap ma, const __grid_constant__ CUtensorMap mb,
                                  CUtensorMapSwizzle mode, float* out) {
-  LOOM_DYNAMIC_SMEM(unsigned char, smem);
+  LOOM_DYNAMIC_SMEM(unsigned char, raw);
   __shared__ __align__(8) uint64_t bar;
+  unsigned char* smem = hp::align_smem(raw, 1024);
   const unsigned W = 16u << mode, t = threadIdx.x;
   unsigned char* sa = smem;
   unsigned char* sb = smem + 64 * W;
@@ -397,7 +404,7 @@ TEST(Wgmma, ReadsTmaTilesInEverySwizzleMode) {
     const cuuint32_t abox[2] = {K, 64}, bbox[2] = {K, N};
     const CUtensorMap ma = make_map(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, da.get(), adims, strides, abox, mode);
     const CUtensorMap mb = make_map(CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, db.get(), bdims, strides, bbox, mode);
-    LOOM_LAUNCH((wgmma_tma_kernel<N>), 1, 128, (64 + N) * W, 0, ma, mb, mode, out.get());
+    LOOM_LAUNCH((wgmma_tma_kernel<N>), 1, 128, kSlack + (64 + N) * W, 0, ma, mb, mode, out.get());
     const auto o = out.download();
     const auto want = reference(a, b, N, K, false);
     for (unsigned i = 0; i < 64 * N; ++i)
@@ -468,21 +475,24 @@ TEST(EmulatorOnly, SwizzleOfRowAndChunk) {
 }
 
 // The descriptor's bit fields: start >> 4 in 0-13, LBO >> 4 in 16-29, SBO >> 4 in 32-45,
-// swizzle in 62-63 (1 = 128B, 2 = 64B, 3 = 32B).
+// swizzle in 62-63 (1 = 128B, 2 = 64B, 3 = 32B). The dynamic shared memory starts at shared
+// address 0x410 here (1 KiB reserved, then as if 16 bytes of static shared memory).
 __global__ void descriptor_kernel(uint64_t* out) {
   LOOM_DYNAMIC_SMEM(unsigned char, smem);
   out[0] = hp::make_smem_desc(smem + 0x1230, CU_TENSOR_MAP_SWIZZLE_128B, 16, 1024);
   out[1] = hp::make_smem_desc(smem + 0x40, CU_TENSOR_MAP_SWIZZLE_NONE, 128, 256);
-  out[2] = hp::make_smem_desc(smem, CU_TENSOR_MAP_SWIZZLE_32B, 16, 256);
+  out[2] = hp::make_smem_desc(hp::align_smem(smem, 1024), CU_TENSOR_MAP_SWIZZLE_32B, 16, 256);
+  out[3] = hp::smem_u32(smem);
 }
 
 TEST(EmulatorOnly, DescriptorBitFields) {
-  DeviceBuffer<uint64_t> out(3);
+  DeviceBuffer<uint64_t> out(4);
   LOOM_LAUNCH(descriptor_kernel, 1, 1, 8192, 0, out.get());
   const auto o = out.download();
-  EXPECT_EQ(o[0], 0x123ull | 1ull << 16 | 64ull << 32 | 1ull << 62);
-  EXPECT_EQ(o[1], 0x4ull | 8ull << 16 | 16ull << 32);
-  EXPECT_EQ(o[2], 0ull | 1ull << 16 | 16ull << 32 | 3ull << 62);
+  EXPECT_EQ(o[3], 0x410u);
+  EXPECT_EQ(o[0], 0x164ull | 1ull << 16 | 64ull << 32 | 1ull << 62);  // (0x410 + 0x1230) >> 4
+  EXPECT_EQ(o[1], 0x45ull | 8ull << 16 | 16ull << 32);                // (0x410 + 0x40) >> 4
+  EXPECT_EQ(o[2], 0x80ull | 1ull << 16 | 16ull << 32 | 3ull << 62);   // 0x800 >> 4
 }
 
 // cuTensorMapEncodeTiled's documented argument checks: each bad argument alone is refused.

@@ -411,12 +411,10 @@ struct Launch {
   Launch(dim3 g, dim3 b, size_t smem)
       : grid(g), block(b), nthreads(b.x * b.y * b.z), nwarps((nthreads + 31) / 32),
         nblocks(uint64_t{g.x} * g.y * g.z),
-        // 1024-byte aligned: the TMA/wgmma 128-byte swizzle repeats every 1024 bytes of shared
-        // address, which hopper_emu.h counts from here.
-        dyn_smem(static_cast<unsigned char*>(::operator new[](smem, std::align_val_t{1024}))),
+        dyn_smem(static_cast<unsigned char*>(::operator new[](smem, std::align_val_t{128}))),
         dyn_bytes(smem), threads(new ThreadSlot[nthreads]), warps(new Warp[nwarps]),
         block_bar(nthreads, BlockBarrierDone{this}), all(nthreads, NextBlock{this}) {}
-  ~Launch() { ::operator delete[](dyn_smem, std::align_val_t{1024}); }
+  ~Launch() { ::operator delete[](dyn_smem, std::align_val_t{128}); }
   Launch(const Launch&) = delete;
   Launch& operator=(const Launch&) = delete;
 };
