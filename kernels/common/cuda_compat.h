@@ -27,6 +27,8 @@
 //  - LOOM_DEVICE_CODE is 1 where kernels can be compiled (nvcc, emulator), 0 in host code
 //    against the real runtime: device-only helpers hide behind it.
 //  - LOOM_SANITIZED is 1 in ThreadSanitizer / AddressSanitizer builds: tests shrink shapes.
+//  - The sm_90 asynchronous instructions (mbarrier, TMA, wgmma...) are in hopper.cuh, included
+//    by the kernels that use them: PTX under nvcc, the emulator's models (hopper_emu.h) here.
 #pragma once
 #include <algorithm>
 #include <cstdint>

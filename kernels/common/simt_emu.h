@@ -26,6 +26,9 @@
 //    every thread is.
 //  - Dynamic shared memory and cudaMalloc'd memory start as 0xFF bytes (NaN), so reading
 //    before writing shows up in the results.
+//  - Instruction families most kernels never use keep their per-block state in a
+//    BlockExtension made on first use (the Hopper models of hopper_emu.h), so launches
+//    without them pay nothing.
 #pragma once
 #if defined(__CUDACC__)
 #error "simt_emu.h is for host compilers; under nvcc cuda_compat.h uses the real CUDA runtime"
@@ -310,7 +313,19 @@ inline void tsan_acquire(void* addr) {
 }
 
 // What a thread is doing, for the watchdog and the divergence checks.
-enum class State : uint8_t { kRunning, kWarpOp, kBlockBarrier, kExited };
+enum class State : uint8_t { kRunning, kWarpOp, kBlockBarrier, kExited, kAsyncWait };
+
+// Per-block state of an instruction family that most kernels never use (the Hopper models in
+// hopper_emu.h): made by the first thread that needs it, so other launches pay nothing.
+// next_block runs in the completion step between blocks; thread_exited after a thread of the
+// block returned (waits that need every thread can then fail at once); describe adds lines to
+// a deadlock report.
+struct BlockExtension {
+  virtual ~BlockExtension() = default;
+  virtual void next_block() = 0;
+  virtual void thread_exited() = 0;
+  virtual void describe(FILE* out) = 0;
+};
 
 enum class OpKind : uint8_t {
   kShflIdx, kShflUp, kShflDown, kShflXor, kBallot, kAny, kAll, kMatchAny, kMatchAll,
@@ -387,6 +402,9 @@ struct Launch {
   std::unique_ptr<Warp[]> warps;
   PhaseBarrier<BlockBarrierDone> block_bar;  // __syncthreads; reset per block (drops persist)
   PhaseBarrier<NextBlock> all;               // between blocks
+  std::once_flag ext_once;
+  std::unique_ptr<BlockExtension> ext_owner;
+  std::atomic<BlockExtension*> ext{nullptr};  // read by the watchdog
   int sync_result = 0;                       // __syncthreads_count/and/or
   std::atomic<uint64_t> progress{0};         // watched by the watchdog
 
@@ -412,6 +430,21 @@ inline thread_local ThreadCtx t_ctx;
 inline ThreadCtx& ctx(const char* what) {
   if (!t_ctx.launch) fail("%s called outside a kernel launched through LOOM_LAUNCH", what);
   return t_ctx;
+}
+
+// The running block's extension E (see BlockExtension), made on first use. Hidden from TSan:
+// call_once would order the first user before every later one, which the GPU does not.
+template <class E>
+inline E& extension(const char* what) {
+  Launch& L = *ctx(what).launch;
+  {
+    TsanHidden hidden;
+    std::call_once(L.ext_once, [&] {
+      L.ext_owner = std::make_unique<E>(L);
+      L.ext.store(L.ext_owner.get(), std::memory_order_release);
+    });
+  }
+  return static_cast<E&>(*L.ext.load(std::memory_order_acquire));
 }
 
 inline void set_state(State s, const char* what, const std::source_location& loc,
@@ -711,6 +744,7 @@ inline void NextBlock::operator()() noexcept {
     L.threads[t].what.store("kernel start", std::memory_order_relaxed);
   }
   if (L.dyn_bytes) std::memset(L.dyn_smem, 0xFF, L.dyn_bytes);
+  if (BlockExtension* e = L.ext.load(std::memory_order_relaxed)) e->next_block();
   bump_progress(L);
 }
 
@@ -729,6 +763,7 @@ inline void exit_thread() {
       if (w.waiting >> l & 1u) try_complete(L, w, l);
     }
   }
+  if (BlockExtension* e = L.ext.load(std::memory_order_acquire)) e->thread_exited();
   L.block_bar.arrive_and_drop();
   bump_progress(L);
 }
@@ -833,6 +868,7 @@ namespace detail {
     switch (s) {
       case State::kExited: std::snprintf(buf, n, "exited"); break;
       case State::kBlockBarrier: std::snprintf(buf, n, "waiting in __syncthreads at %s:%u", file, line); break;
+      case State::kAsyncWait: std::snprintf(buf, n, "waiting in %s at %s:%u", what, file, line); break;
       case State::kWarpOp:
         std::snprintf(buf, n, "waiting in %s (mask 0x%08x) at %s:%u", what, ts.mask.load(std::memory_order_relaxed),
                       file, line);
@@ -856,6 +892,7 @@ namespace detail {
     else std::fprintf(stderr, "  threads %u..%u: %s\n", t, u - 1, cur);
     t = u;
   }
+  if (BlockExtension* e = L.ext.load(std::memory_order_acquire)) e->describe(stderr);
   std::fflush(stderr);
   std::abort();
 }
