@@ -128,6 +128,70 @@ Graphs attention_documents() {
   return {c};
 }
 
+// Integer inputs filled with fixed values: key lengths.
+IntFill fixed_ints(std::vector<int32_t> v) {
+  return [v](int, std::vector<int32_t>& d) {
+    LOOM_CHECK(d.size() == v.size(), "fixed_ints: ", v.size(), " values for ", d.size());
+    d = v;
+  };
+}
+
+// Every query sees every key; one head and several.
+Graphs attention_bidirectional() {
+  Graphs r;
+  for (int H : {1, 2}) {
+    GradGraph c;
+    const int qkv = c.g.input("qkv", {2, 6, 3 * 2 * H}, DType::F64);
+    c.out = c.g.attention(qkv, H, AttentionMask{.causal = false});
+    c.wrt = {qkv};
+    c.variant = "H=" + std::to_string(H);
+    r.push_back(std::move(c));
+  }
+  return r;
+}
+
+// Key padding, bidirectional and causal: lengths 3 and 7 of 7 (a padded row and a full one).
+// The padded keys' rows get exactly zero gradient; the queries past the length attend over
+// the valid keys and get theirs.
+Graphs attention_key_padding() {
+  Graphs r;
+  for (bool causal : {false, true}) {
+    GradGraph c;
+    const int len = c.g.input("key_len", {2}, DType::I32);
+    const int qkv = c.g.input("qkv", {2, 7, 3 * 2 * 2}, DType::F64);
+    c.out = c.g.attention(qkv, 2, AttentionMask{.causal = causal, .key_len = len});
+    c.wrt = {qkv};
+    c.fill = fixed_ints({3, 7});
+    c.variant = causal ? "causal" : "bidirectional";
+    r.push_back(std::move(c));
+  }
+  return r;
+}
+
+// Queries [2, 5, C] over keys [2, 8, 2C]: gradients to both; with key padding (lengths 2 and
+// 8) and without; and through a projection of an encoder-like tensor, as models use it.
+Graphs cross_attention() {
+  Graphs r;
+  for (bool padded : {false, true}) {
+    GradGraph c;
+    const int q = c.g.input("q", {2, 5, 2 * 2}, DType::F64), kv = c.g.input("kv", {2, 8, 2 * 2 * 2}, DType::F64);
+    const int len = padded ? c.g.input("key_len", {2}, DType::I32) : -1;
+    c.out = c.g.cross_attention(q, kv, 2, len);
+    c.wrt = {q, kv};
+    if (padded) c.fill = fixed_ints({2, 8});
+    c.variant = padded ? "key padding" : "plain";
+    r.push_back(std::move(c));
+  }
+  GradGraph c;
+  const int q = c.g.input("q", {2, 3, 6}, DType::F64), enc = c.g.input("enc", {2, 4, 5}, DType::F64);
+  const int w = c.g.param("w_kv", {12, 5}, Init::Normal, 1, true);
+  c.out = c.g.cross_attention(q, c.g.linear(enc, w), 3);
+  c.wrt = {q, enc};
+  c.variant = "projected";
+  r.push_back(std::move(c));
+  return r;
+}
+
 Graphs softmax_xent() {
   GradGraph c;
   const int z = c.g.input("logits", {3, 4, 11}, DType::F64);
@@ -249,6 +313,9 @@ const GradCase kGradCases[] = {
     {"AddAndFanOut", add_and_fan_out},
     {"AttentionCausal", attention_causal},
     {"AttentionDocuments", attention_documents},
+    {"AttentionBidirectional", attention_bidirectional},
+    {"AttentionKeyPadding", attention_key_padding},
+    {"CrossAttention", cross_attention},
     {"SoftmaxXent", softmax_xent},
     {"TinyGptWholeModel", tiny_gpt_whole_model},
     {"LinearGelu", linear_gelu},
