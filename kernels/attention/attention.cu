@@ -966,16 +966,30 @@ Problem cross_problem(const bf16* q, const bf16* kv, int64_t Tq, int64_t Tk, int
   return {raw(q), raw(kv), raw(kv) + C, C, 2 * C, int(Tq), int(Tk), int(H), false, nullptr, key_len};
 }
 
+// The entry points' shared half: the outputs' checks and the head-dim dispatch.
+void forward(const Problem& p, int D, int64_t B, bf16* out, float* lse, cudaStream_t s) {
+  check_aligned(out, "out");
+  LOOM_CHECK(lse != nullptr, "attention: lse is null");
+  with_value<16, 32, 64, 128>("attention head dim", D,
+                              [&](auto d) { launch_fwd<decltype(d)::value>(p, B, raw(out), lse, s); });
+}
+void backward(const Problem& p, int D, int64_t B, const bf16* dout, const bf16* out, const float* lse, float* scratch,
+              bf16raw* dq, bf16raw* dk, bf16raw* dv, cudaStream_t s) {
+  check_aligned(dout, "dout");
+  check_aligned(out, "out");
+  check_aligned(scratch, "scratch");
+  LOOM_CHECK(lse != nullptr, "attention: lse is null");
+  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) {
+    launch_bwd<decltype(d)::value>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, s);
+  });
+}
+
 }  // namespace
 
 void attention_fwd(const AttentionFwd& a, Stream s) {
   const int D = head_dim(a.B, a.T, a.C, a.H);
   check_aligned(a.qkv, "qkv");
-  check_aligned(a.out, "out");
-  LOOM_CHECK(a.lse != nullptr, "attention: lse is null");
-  const Problem p = self_problem(a.qkv, a.T, a.C, a.H, a.causal, a.doc_start, a.key_len);
-  with_value<16, 32, 64, 128>("attention head dim", D,
-                              [&](auto d) { launch_fwd<decltype(d)::value>(p, a.B, raw(a.out), a.lse, s); });
+  forward(self_problem(a.qkv, a.T, a.C, a.H, a.causal, a.doc_start, a.key_len), D, a.B, a.out, a.lse, s);
 }
 
 size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H) {
@@ -984,46 +998,28 @@ size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H) 
 
 void attention_bwd(const AttentionBwd& a, Stream s) {
   const int D = head_dim(a.B, a.T, a.C, a.H);
-  check_aligned(a.dout, "dout");
   check_aligned(a.qkv, "qkv");
-  check_aligned(a.out, "out");
   check_aligned(a.dqkv, "dqkv");
-  check_aligned(a.scratch, "scratch");
-  LOOM_CHECK(a.lse != nullptr, "attention: lse is null");
-  const Problem p = self_problem(a.qkv, a.T, a.C, a.H, a.causal, a.doc_start, a.key_len);
-  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) {
-    launch_bwd<decltype(d)::value>(p, a.B, raw(a.dout), raw(a.out), a.lse, a.scratch, raw(a.dqkv),
-                                   raw(a.dqkv) + a.C, raw(a.dqkv) + 2 * a.C, s);
-  });
+  backward(self_problem(a.qkv, a.T, a.C, a.H, a.causal, a.doc_start, a.key_len), D, a.B, a.dout, a.out, a.lse,
+           a.scratch, raw(a.dqkv), raw(a.dqkv) + a.C, raw(a.dqkv) + 2 * a.C, s);
 }
 
 void cross_attention_fwd(const CrossAttentionFwd& a, Stream s) {
   const int D = head_dim(a.B, a.Tq, a.C, a.H);
   check_aligned(a.q, "q");
   check_aligned(a.kv, "kv");
-  check_aligned(a.out, "out");
-  LOOM_CHECK(a.lse != nullptr, "cross_attention: lse is null");
-  const Problem p = cross_problem(a.q, a.kv, a.Tq, a.Tk, a.C, a.H, a.key_len);
-  with_value<16, 32, 64, 128>("attention head dim", D,
-                              [&](auto d) { launch_fwd<decltype(d)::value>(p, a.B, raw(a.out), a.lse, s); });
+  forward(cross_problem(a.q, a.kv, a.Tq, a.Tk, a.C, a.H, a.key_len), D, a.B, a.out, a.lse, s);
 }
 
 void cross_attention_bwd(const CrossAttentionBwd& a, Stream s) {
   const int D = head_dim(a.B, a.Tq, a.C, a.H);
-  check_aligned(a.dout, "dout");
   check_aligned(a.q, "q");
   check_aligned(a.kv, "kv");
-  check_aligned(a.out, "out");
-  check_aligned(a.scratch, "scratch");
   if (a.dq) check_aligned(a.dq, "dq");
   if (a.dkv) check_aligned(a.dkv, "dkv");
-  LOOM_CHECK(a.lse != nullptr, "cross_attention: lse is null");
-  const Problem p = cross_problem(a.q, a.kv, a.Tq, a.Tk, a.C, a.H, a.key_len);
   bf16raw* dkv = a.dkv ? raw(a.dkv) : nullptr;
-  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) {
-    launch_bwd<decltype(d)::value>(p, a.B, raw(a.dout), raw(a.out), a.lse, a.scratch, a.dq ? raw(a.dq) : nullptr, dkv,
-                                   dkv ? dkv + a.C : nullptr, s);
-  });
+  backward(cross_problem(a.q, a.kv, a.Tq, a.Tk, a.C, a.H, a.key_len), D, a.B, a.dout, a.out, a.lse, a.scratch,
+           a.dq ? raw(a.dq) : nullptr, dkv, dkv ? dkv + a.C : nullptr, s);
 }
 
 void attention_decode(const AttentionDecode& a, Stream s) {

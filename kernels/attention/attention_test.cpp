@@ -91,6 +91,23 @@ double rms(const std::vector<double>& v) {
   return ::testing::AssertionSuccess();
 }
 
+// Gradient rows [rows, n C] packing n parts (dq, dk, dv) compared part by part, each at its own
+// scale: the tolerance is relative to the part's RMS. The floor keeps a part that is exactly
+// zero (dq, dk at T = 1) from needing exact zeros.
+void expect_gradient_parts(const std::vector<double>& got, const std::vector<double>& ref, int64_t rows, int64_t C,
+                           const std::vector<std::string>& names, const std::string& what) {
+  const int64_t n = int64_t(names.size());
+  for (int64_t part = 0; part < n; ++part) {
+    std::vector<double> g, r;
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t c = 0; c < C; ++c) {
+        g.push_back(got[size_t(row * n * C + part * C + c)]);
+        r.push_back(ref[size_t(row * n * C + part * C + c)]);
+      }
+    EXPECT_TRUE(close_and_unbiased(names[size_t(part)] + what, g, r, Tolerance{5e-2 * rms(r) + 1e-6, 2e-2}));
+  }
+}
+
 // Inputs of one case: qkv with q scaled up a little so that the softmax is peaked, not flat.
 std::vector<bf16> make_qkv(const Shape& s, uint32_t seed) {
   std::vector<bf16> qkv = random_bf16(size_t(s.B * s.T * 3 * s.C()), 1.f, seed);
@@ -188,20 +205,7 @@ void check_backward(const Shape& s, uint32_t seed, const std::vector<int32_t>& d
                              .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C, .H = s.H,
                              .doc_start = doc.empty() ? nullptr : d_doc.get()},
                             nullptr);
-  const std::vector<double> got = to_double(d_dqkv.download());
-
-  // Compare dq, dk and dv separately: each has its own scale.
-  const char* names[3] = {"dq ", "dk ", "dv "};
-  for (int part = 0; part < 3; ++part) {
-    std::vector<double> g, r;
-    for (int64_t row = 0; row < rows; ++row)
-      for (int64_t c = 0; c < C; ++c) {
-        g.push_back(got[size_t(row * 3 * C + part * C + c)]);
-        r.push_back(ref_dqkv[size_t(row * 3 * C + part * C + c)]);
-      }
-    // The floor keeps a part that is exactly zero (dq, dk at T = 1) from needing exact zeros.
-    EXPECT_TRUE(close_and_unbiased(names[part] + s.str(), g, r, Tolerance{5e-2 * rms(r) + 1e-6, 2e-2}));
-  }
+  expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, s.str());
 }
 
 // Emulated shapes: tens of blocks at most. Tiles are 128 (D <= 64) or 64 (D = 128) queries in
@@ -407,17 +411,7 @@ void check_self_modes(const Modes& m, uint32_t seed) {
                              .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = m.B, .T = m.Tq, .C = C, .H = m.H,
                              .key_len = dev_len, .causal = m.causal},
                             nullptr);
-  const std::vector<double> got = to_double(d_dqkv.download());
-  const char* names[3] = {"dq ", "dk ", "dv "};
-  for (int part = 0; part < 3; ++part) {
-    std::vector<double> g, r;
-    for (int64_t row = 0; row < rows; ++row)
-      for (int64_t c = 0; c < C; ++c) {
-        g.push_back(got[size_t(row * 3 * C + part * C + c)]);
-        r.push_back(ref_dqkv[size_t(row * 3 * C + part * C + c)]);
-      }
-    EXPECT_TRUE(close_and_unbiased(names[part] + m.str(), g, r, Tolerance{5e-2 * rms(r) + 1e-6, 2e-2}));
-  }
+  expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, m.str());
 }
 
 struct CrossInputs {
@@ -473,18 +467,8 @@ void check_cross(const Modes& m, uint32_t seed) {
                                    .scratch = d_scratch.get(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
                                    .key_len = dev_len},
                                   nullptr);
-  EXPECT_TRUE(close_and_unbiased("dq " + m.str(), to_double(d_dq.download()), ref_dq,
-                                 Tolerance{5e-2 * rms(ref_dq) + 1e-6, 2e-2}));
-  const std::vector<double> got_dkv = to_double(d_dkv.download());
-  for (int part = 0; part < 2; ++part) {
-    std::vector<double> g, r;
-    for (int64_t row = 0; row < m.B * m.Tk; ++row)
-      for (int64_t c = 0; c < C; ++c) {
-        g.push_back(got_dkv[size_t(row * 2 * C + part * C + c)]);
-        r.push_back(ref_dkv[size_t(row * 2 * C + part * C + c)]);
-      }
-    EXPECT_TRUE(close_and_unbiased((part ? "dv " : "dk ") + m.str(), g, r, Tolerance{5e-2 * rms(r) + 1e-6, 2e-2}));
-  }
+  expect_gradient_parts(to_double(d_dq.download()), ref_dq, m.B * m.Tq, C, {"dq "}, m.str());
+  expect_gradient_parts(to_double(d_dkv.download()), ref_dkv, m.B * m.Tk, C, {"dk ", "dv "}, m.str());
 }
 
 // Shapes: query and key tiles several and partial, keys fewer and more than queries, every

@@ -361,17 +361,29 @@ int bench_kernels_main() {
   float* nscr = d.alloc<float>(cuda::global_norm_scratch_floats(P) + 1);
   row_bw("global_norm", std::to_string(P) + " params", 4.0 * P,
          [&] { cuda::global_norm_sq(gm, P, nscr + 1, nscr, s); });
+  // Attention's device buffers for one shape: qkv and dout random, the rest the kernels write.
+  struct AttnBuffers {
+    bf16 *qkv, *out, *dout, *dqkv;
+    float *lse, *scratch;
+  };
+  auto attn_buffers = [&](int64_t Ba, int64_t Ta, int64_t Ca, int64_t Ha) {
+    AttnBuffers ab;
+    ab.qkv = d.rand_bf16(Ba * Ta * 3 * Ca, rng);
+    ab.out = d.alloc<bf16>(Ba * Ta * Ca);
+    ab.lse = d.alloc<float>(Ba * Ha * Ta);
+    ab.dout = d.rand_bf16(Ba * Ta * Ca, rng);
+    ab.dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
+    ab.scratch = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
+    return ab;
+  };
   // Causal flash attention, head dims 64 and 128 (FLOPs: fwd 4·B·H·T²·D / 2, bwd 2.5x), with
   // cuDNN's fused flash attention on the same qkv and dout (its own out, stats and dqkv) beside.
   std::vector<std::string> cudnn_notes;
   for (int64_t D : {int64_t(emu ? 16 : 64), int64_t(emu ? 32 : 128)}) {
     const int64_t Ha = emu ? H : (D == 64 ? 12 : 16), Ca = Ha * D, Ta = emu ? T : 2048, Ba = emu ? B : 4;
-    bf16* qkv = d.rand_bf16(Ba * Ta * 3 * Ca, rng);
-    bf16* out = d.alloc<bf16>(Ba * Ta * Ca);
-    float* alse = d.alloc<float>(Ba * Ha * Ta);
-    bf16* dout = d.rand_bf16(Ba * Ta * Ca, rng);
-    bf16* dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
-    float* ascr = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
+    const AttnBuffers ab = attn_buffers(Ba, Ta, Ca, Ha);
+    bf16 *qkv = ab.qkv, *out = ab.out, *dout = ab.dout, *dqkv = ab.dqkv;
+    float *alse = ab.lse, *ascr = ab.scratch;
     const double fl = 4.0 * Ba * Ha * Ta * Ta * D / 2;
     char shp[64];
     std::snprintf(shp, sizeof shp, "B%lld H%lld T%lld D%lld", (long long)Ba, (long long)Ha, (long long)Ta,
@@ -429,12 +441,9 @@ int bench_kernels_main() {
   {
     const int64_t D = emu ? 16 : 64, Ha = emu ? H : 12, Ca = Ha * D, Ta = emu ? T : 2048, Ba = emu ? B : 4;
     const int64_t Tq = Ta / 2;
-    bf16* qkv = d.rand_bf16(Ba * Ta * 3 * Ca, rng);
-    bf16* out = d.alloc<bf16>(Ba * Ta * Ca);
-    float* alse = d.alloc<float>(Ba * Ha * Ta);
-    bf16* dout = d.rand_bf16(Ba * Ta * Ca, rng);
-    bf16* dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
-    float* ascr = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
+    const AttnBuffers ab = attn_buffers(Ba, Ta, Ca, Ha);
+    bf16 *qkv = ab.qkv, *out = ab.out, *dout = ab.dout, *dqkv = ab.dqkv;
+    float *alse = ab.lse, *ascr = ab.scratch;
     std::vector<int32_t> lens(static_cast<size_t>(Ba), static_cast<int32_t>(Ta));
     for (size_t b = 1; b < lens.size(); b += 2) lens[b] = int32_t(Ta * 3 / 4);
     const int32_t* klen = d.upload(lens);

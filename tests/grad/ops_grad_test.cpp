@@ -103,18 +103,20 @@ Graphs add_and_fan_out() {
   return {c};
 }
 
-Graphs attention_causal() {
+// Self-attention over qkv [2, T, 3 * 2H] for each head count, with one mask.
+Graphs attention_heads(std::initializer_list<int> heads, int64_t T, bool causal) {
   Graphs r;
-  for (int H : {1, 2, 3}) {
+  for (int H : heads) {
     GradGraph c;
-    const int qkv = c.g.input("qkv", {2, 7, 3 * 2 * H}, DType::F64);
-    c.out = c.g.attention(qkv, H);
+    const int qkv = c.g.input("qkv", {2, T, 3 * 2 * H}, DType::F64);
+    c.out = c.g.attention(qkv, H, AttentionMask{.causal = causal});
     c.wrt = {qkv};
     c.variant = "H=" + std::to_string(H);
     r.push_back(std::move(c));
   }
   return r;
 }
+Graphs attention_causal() { return attention_heads({1, 2, 3}, 7, true); }
 
 // The document mask: tokens in {0, 1, 2} with 0 the end of text, so documents of a few
 // positions (length 1 among them) and both batch items cut differently.
@@ -137,18 +139,7 @@ IntFill fixed_ints(std::vector<int32_t> v) {
 }
 
 // Every query sees every key; one head and several.
-Graphs attention_bidirectional() {
-  Graphs r;
-  for (int H : {1, 2}) {
-    GradGraph c;
-    const int qkv = c.g.input("qkv", {2, 6, 3 * 2 * H}, DType::F64);
-    c.out = c.g.attention(qkv, H, AttentionMask{.causal = false});
-    c.wrt = {qkv};
-    c.variant = "H=" + std::to_string(H);
-    r.push_back(std::move(c));
-  }
-  return r;
-}
+Graphs attention_bidirectional() { return attention_heads({1, 2}, 6, false); }
 
 // Key padding, bidirectional and causal: lengths 3 and 7 of 7 (a padded row and a full one).
 // The padded keys' rows get exactly zero gradient; the queries past the length attend over
