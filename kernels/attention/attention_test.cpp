@@ -539,6 +539,15 @@ TEST(AttentionModes, ReferenceMatchesNaiveMaskedSoftmax) {
   }
 }
 
+// Long sequences in every mode at the head dims models use: GPU only.
+TEST(AttentionModes, LongSequencesGpu) {
+  if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
+  check_self_modes({4, 1000, 1000, 4, 64, false}, 51);
+  check_self_modes({3, 515, 515, 3, 128, true}, 52);
+  check_cross({4, 300, 1000, 4, 64}, 53);
+  check_cross({3, 1000, 515, 3, 128, false, false}, 54);
+}
+
 // Decoding against the cached encoder keys/values: new queries a few at a time, two beams per
 // source row (query row b reads kv row b / 2), against the reference decode and against the
 // reference cross-attention forward of the same rows; more keys than the block's 128 threads.
