@@ -165,7 +165,16 @@ void backward_attention(Autodiff& ad, const Node& n) {
   const int dout = ad.grad(n.out[0]);
   const int dqkv = dout < 0 ? -1 : ad.written(n.in[0]);
   if (dqkv >= 0)
-    ad.g().add_node(OpId::attention_bwd, {dout, n.in[0], n.out[0], n.out[1], n.in[1]}, {dqkv}, n.attrs);
+    ad.g().add_node(OpId::attention_bwd, {dout, n.in[0], n.out[0], n.out[1], n.in[1], n.in[2]}, {dqkv}, n.attrs);
+}
+
+void backward_cross_attention(Autodiff& ad, const Node& n) {
+  const int dout = ad.grad(n.out[0]);
+  if (dout < 0) return;
+  const int dq = ad.written(n.in[0]), dkv = ad.written(n.in[1]);
+  if (dq >= 0 || dkv >= 0)
+    ad.g().add_node(OpId::cross_attention_bwd, {dout, n.in[0], n.in[1], n.out[0], n.out[1], n.in[2]}, {dq, dkv},
+                    n.attrs);
 }
 
 // Integer positions from integer tokens: nothing to differentiate.
@@ -223,11 +232,13 @@ void backward_recurrent(Autodiff& ad, const Node& n) {
 #define LOOM_NO_BACKWARD(name) \
   void backward_##name(Autodiff&, const Node&) { LOOM_CHECK(false, "op " #name " has no backward rule"); }
 LOOM_NO_BACKWARD(attention_decode)
+LOOM_NO_BACKWARD(cross_attention_decode)
 LOOM_NO_BACKWARD(embedding_bwd)
 LOOM_NO_BACKWARD(layernorm_bwd)
 LOOM_NO_BACKWARD(linear_bwd)
 LOOM_NO_BACKWARD(gelu_bwd)
 LOOM_NO_BACKWARD(attention_bwd)
+LOOM_NO_BACKWARD(cross_attention_bwd)
 LOOM_NO_BACKWARD(softmax_xent_bwd)
 LOOM_NO_BACKWARD(tanh_bwd)
 LOOM_NO_BACKWARD(context_embedding_bwd)

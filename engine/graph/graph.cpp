@@ -163,17 +163,63 @@ int Graph::add(int a, int b) {
   return y;
 }
 
-int Graph::attention(int qkv, int n_head, int doc_start) {
+int Graph::attention(int qkv, int n_head, int doc_start) { return attention(qkv, n_head, {.doc_start = doc_start}); }
+
+int Graph::attention(int qkv, int n_head, const AttentionMask& mask) {
   const Shape s = values[qkv].shape;  // a copy: new_value below may move `values`
   LOOM_CHECK(s.size() == 3 && s[2] % 3 == 0 && (s[2] / 3) % n_head == 0);
-  LOOM_CHECK(doc_start < 0 || (values[doc_start].shape == Shape{s[0], s[1]} && values[doc_start].dtype == DType::I32),
+  LOOM_CHECK(mask.doc_start < 0 ||
+                 (values[mask.doc_start].shape == Shape{s[0], s[1]} && values[mask.doc_start].dtype == DType::I32),
              "attention: doc_start must be i32 [B, T]");
+  LOOM_CHECK(mask.doc_start < 0 || (mask.causal && mask.key_len < 0),
+             "attention: the document mask is for causal attention without key padding");
+  LOOM_CHECK(mask.key_len < 0 ||
+                 (values[mask.key_len].shape == Shape{s[0]} && values[mask.key_len].dtype == DType::I32),
+             "attention: key_len must be i32 [B]");
   const int64_t C = s[2] / 3;
   const int out = new_value(vname(*this, "attn"), {s[0], s[1], C}, fdt_);
   const int lse = new_value(vname(*this, "attn.lse"), {s[0], n_head, s[1]}, stat_dtype());
   Attrs a;
   a.i[0] = n_head;
-  add_node(OpId::attention, {qkv, doc_start}, {out, lse}, a);
+  a.i[1] = mask.causal ? 0 : 1;
+  add_node(OpId::attention, {qkv, mask.doc_start, mask.key_len}, {out, lse}, a);
+  return out;
+}
+
+namespace {
+// q [Bq, Tq, C] and kv [Bk, Tk, 2C] with key_len [Bk]; returns C.
+int64_t check_cross(const Graph& g, int q, int kv, int n_head, int key_len, const char* op) {
+  const Shape& qs = g.values[q].shape;
+  const Shape& ks = g.values[kv].shape;
+  LOOM_CHECK(qs.size() == 3 && ks.size() == 3 && n_head > 0 && qs[2] % n_head == 0 && ks[2] == 2 * qs[2], op,
+             ": q ", shape_str(qs), " and kv ", shape_str(ks), " are not [B, Tq, C] and [B, Tk, 2C]");
+  LOOM_CHECK(key_len < 0 || (g.values[key_len].shape == Shape{ks[0]} && g.values[key_len].dtype == DType::I32), op,
+             ": key_len must be i32 [B]");
+  return qs[2];
+}
+}  // namespace
+
+int Graph::cross_attention(int q, int kv, int n_head, int key_len) {
+  const Shape s = values[q].shape;
+  check_cross(*this, q, kv, n_head, key_len, "cross_attention");
+  LOOM_CHECK(values[kv].shape[0] == s[0], "cross_attention: q and kv differ in batch");
+  const int out = new_value(vname(*this, "xattn"), s, fdt_);
+  const int lse = new_value(vname(*this, "xattn.lse"), {s[0], n_head, s[1]}, stat_dtype());
+  Attrs a;
+  a.i[0] = n_head;
+  add_node(OpId::cross_attention, {q, kv, key_len}, {out, lse}, a);
+  return out;
+}
+
+int Graph::cross_attention_decode(int q, int kv, int n_head, int key_len) {
+  const Shape s = values[q].shape;
+  check_cross(*this, q, kv, n_head, key_len, "cross_attention_decode");
+  LOOM_CHECK(s[0] % values[kv].shape[0] == 0, "cross_attention_decode: ", s[0], " query rows for ",
+             values[kv].shape[0], " key rows");
+  const int out = new_value(vname(*this, "xattn"), s, fdt_);
+  Attrs a;
+  a.i[0] = n_head;
+  add_node(OpId::cross_attention_decode, {q, kv, key_len}, {out}, a);
   return out;
 }
 

@@ -51,6 +51,14 @@ struct ParamInfo {
   int64_t count() const { return numel(shape); }
 };
 
+// Self-attention's masks: causal or bidirectional, with an optional document mask (causal
+// only, doc_start i32 [B, T]) or key padding (key_len i32 [B]: keys >= key_len[b] masked).
+struct AttentionMask {
+  bool causal = true;
+  int doc_start = -1;
+  int key_len = -1;
+};
+
 class Graph {
  public:
   explicit Graph(DType float_dtype = DType::F32) : fdt_(float_dtype) {}
@@ -85,6 +93,13 @@ class Graph {
   int add(int a, int b);
   // doc_start (optional, i32 [B, T]): the document mask, query i sees keys doc_start[i]..i.
   int attention(int qkv, int n_head, int doc_start = -1);
+  // Self-attention with its masks chosen (kernels/attention/attention.h defines them).
+  int attention(int qkv, int n_head, const AttentionMask& mask);
+  // Queries q [B, Tq, C] over keys/values packed in kv [B, Tk, 2C] (an encoder's output
+  // through one projection); key_len (optional, i32 [B]): key padding.
+  int cross_attention(int q, int kv, int n_head, int key_len = -1);
+  // Decoding: new queries q [Bq, Tn, C] over a cached kv [Bk, Tk, 2C], Bk dividing Bq.
+  int cross_attention_decode(int q, int kv, int n_head, int key_len = -1);
   // The doc_start of the document mask from tokens [B, T], where token `eot` starts a document.
   int document_starts(int tokens, int eot);
   int attention_decode(int qkv, int kcache, int vcache, int pos, int n_head);

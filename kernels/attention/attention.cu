@@ -287,6 +287,27 @@ __device__ __forceinline__ void store_rows(bf16raw* dst, int64_t ld_dst, const b
   }
 }
 
+// ---- problem -------------------------------------------------------------------------------
+// One attention problem in strided form, as the kernels read it: self-attention is q, k and v
+// at columns 0, C and 2C of the qkv rows (stride 3C); cross-attention q rows of stride C and
+// k, v at columns 0 and C of the kv rows (stride 2C). Per batch row, len = key_len[b] (clamped
+// to [1, Tk]; Tk without key padding) bounds the keys: query i sees keys [lo, hi] with lo its
+// document start (0 without the mask) and hi = causal ? min(i, len - 1) : len - 1. Key rows at
+// or past len are never loaded (they read as zeros), so whatever they hold cannot leak in.
+struct Problem {
+  const bf16raw* q;
+  const bf16raw* k;
+  const bf16raw* v;
+  int64_t ldq, ldkv;
+  int Tq, Tk, H;
+  bool causal;
+  const int32_t* doc_start;  // [B, Tq] optional (causal self-attention only)
+  const int32_t* key_len;    // [B] optional
+};
+__device__ __forceinline__ int key_len_of(const Problem& p, int b) {
+  return p.key_len ? min(max(p.key_len[b], 1), p.Tk) : p.Tk;
+}
+
 // ---- forward ------------------------------------------------------------------------------
 // A block: kBr queries of one (b, h), 4 warps of 16 * kMT query rows each. Key/value tiles of
 // kBc rows stream through a double-buffered cp.async pipeline; Q stays in registers.
@@ -308,8 +329,7 @@ struct FwdTile {
 // rows' starts would push the D=64 kernel past 255 registers into local memory.
 template <int D, bool kDoc>
 __global__ void __launch_bounds__(FwdTile<D>::kThreads)
-    attention_fwd_kernel(const bf16raw* __restrict__ qkv, const int32_t* __restrict__ doc_start,
-                         bf16raw* __restrict__ out, float* __restrict__ lse, int T, int H, float scale_log2) {
+    attention_fwd_kernel(const Problem p, bf16raw* __restrict__ out, float* __restrict__ lse, float scale_log2) {
   using Tile = FwdTile<D>;
   constexpr int kMT = Tile::kMT, kBr = Tile::kBr, kBc = Tile::kBc, kLd = Tile::kLd;
   constexpr int kNT = kBc / 8, kDT = D / 8, kDK = D / 16, kCK = kBc / 16;
@@ -318,22 +338,28 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
   bf16raw* sK = sQ + kBr * kLd;       // [2][kBc][kLd]
   bf16raw* sV = sK + 2 * kBc * kLd;   // [2][kBc][kLd]
 
-  const int C = H * D;
+  const int H = p.H, C = H * D, T = p.Tq;
   // Heaviest query tiles first: under the causal mask the last tiles see the most keys.
   const int q0 = int(gridDim.x - 1 - blockIdx.x) * kBr;
   const int bh = int(blockIdx.y), b = bh / H, h = bh % H;
-  const int64_t ld_qkv = 3 * int64_t(C);
-  const bf16raw* q_src = qkv + int64_t(b) * T * ld_qkv + int64_t(h) * D;
-  const bf16raw* k_src = q_src + C;
-  const bf16raw* v_src = q_src + 2 * C;
+  const int64_t ld_q = p.ldq, ld_kv = p.ldkv;
+  const bf16raw* q_src = p.q + int64_t(b) * T * ld_q + int64_t(h) * D;
+  const bf16raw* k_src = p.k + int64_t(b) * p.Tk * ld_kv + int64_t(h) * D;
+  const bf16raw* v_src = p.v + int64_t(b) * p.Tk * ld_kv + int64_t(h) * D;
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
   const int row0 = q0 + warp * 16 * kMT;       // this warp's first query
   const int row_last = row0 + 16 * kMT - 1;
-  const int n_kb = (min(q0 + kBr, T) + kBc - 1) / kBc;  // causal: keys < the tile's last query
+  const bool causal = p.causal;
+  const int len = key_len_of(p, b), last = len - 1;
+  // Keys any row of the tile sees lie below kv_end (causal: up to the tile's last query).
+  const int kv_end = causal ? min(q0 + kBr, len) : len;
+  const int n_kb = (kv_end + kBc - 1) / kBc;
+  // The smallest last key of this warp's rows: tiles past it need the mask.
+  const int warp_last = causal ? min(row0, last) : last;
   // Document mask: a row sees keys from its document's start on. doc_start is nondecreasing,
   // so the block's first row has the smallest start (key tiles before it are skipped whole)
   // and a warp's first and last rows bound its rows' starts. Rows past T take the last row's.
-  const int32_t* doc = kDoc ? doc_start + int64_t(b) * T : nullptr;
+  const int32_t* doc = kDoc ? p.doc_start + int64_t(b) * T : nullptr;
   auto doc_of = [&](int row) { return doc ? doc[min(row, T - 1)] : 0; };
   const int j_begin = doc_of(q0) / kBc;
   const int warp_lo = doc_of(row0), warp_hi = doc_of(row_last);
@@ -343,9 +369,9 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
 #pragma unroll
     for (int r = 0; r < 2; ++r) lo[mt][r] = doc_of(row0 + mt * 16 + g + 8 * r);
 
-  load_rows_async<kBr, D, kLd, Tile::kThreads>(sQ, q_src, ld_qkv, q0, T);
-  load_rows_async<kBc, D, kLd, Tile::kThreads>(sK + (j_begin & 1) * kBc * kLd, k_src, ld_qkv, j_begin * kBc, T);
-  load_rows_async<kBc, D, kLd, Tile::kThreads>(sV + (j_begin & 1) * kBc * kLd, v_src, ld_qkv, j_begin * kBc, T);
+  load_rows_async<kBr, D, kLd, Tile::kThreads>(sQ, q_src, ld_q, q0, T);
+  load_rows_async<kBc, D, kLd, Tile::kThreads>(sK + (j_begin & 1) * kBc * kLd, k_src, ld_kv, j_begin * kBc, len);
+  load_rows_async<kBc, D, kLd, Tile::kThreads>(sV + (j_begin & 1) * kBc * kLd, v_src, ld_kv, j_begin * kBc, len);
   cp_async_commit();
 
   float o[kMT][kDT][4];
@@ -371,14 +397,14 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
     // barrier that ended the previous iteration.
     if (j + 1 < n_kb) {
       const int nb = (j + 1) & 1;
-      load_rows_async<kBc, D, kLd, Tile::kThreads>(sK + nb * kBc * kLd, k_src, ld_qkv, (j + 1) * kBc, T);
-      load_rows_async<kBc, D, kLd, Tile::kThreads>(sV + nb * kBc * kLd, v_src, ld_qkv, (j + 1) * kBc, T);
+      load_rows_async<kBc, D, kLd, Tile::kThreads>(sK + nb * kBc * kLd, k_src, ld_kv, (j + 1) * kBc, len);
+      load_rows_async<kBc, D, kLd, Tile::kThreads>(sV + nb * kBc * kLd, v_src, ld_kv, (j + 1) * kBc, len);
     }
     cp_async_commit();
     const int k0 = j * kBc;
     // Warp-uniform skip of a tile wholly above this warp's rows, or wholly before all of its
     // rows' documents (tile count and barriers stay block-uniform).
-    if (k0 <= row_last && k0 + kBc > warp_lo) {
+    if ((!causal || k0 <= row_last) && k0 + kBc > warp_lo) {
       const bf16raw* kb = sK + (j & 1) * kBc * kLd;
       const bf16raw* vb = sV + (j & 1) * kBc * kLd;
       float s[kMT][kNT][4];
@@ -387,9 +413,10 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
           s, [&](int mt, int kt) { return qf[mt][kt]; },
           [&](int kt, int nt) { return load_b_nk(kb + nt * 8 * kLd + kt * 16, kLd, lane); });
 
-      // Scores to the log2 domain (exp2 is one instruction), causal mask on diagonal tiles,
-      // document mask on tiles that reach before some row's document start.
-      const bool diag = k0 + kBc - 1 > row0;
+      // Scores to the log2 domain (exp2 is one instruction), causal and key-padding mask on
+      // tiles that reach past some row's last key, document mask on tiles that reach before
+      // some row's document start.
+      const bool edge = k0 + kBc - 1 > warp_last;
       const bool doc_edge = k0 < warp_hi;
       float mx[kMT][2];
 #pragma unroll
@@ -401,7 +428,8 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
           for (int i = 0; i < 4; ++i) {
             float x = s[mt][n][i] * scale_log2;
             const int key = k0 + n * 8 + 2 * t + (i & 1);
-            if ((diag && key > row0 + mt * 16 + g + 8 * (i >> 1)) || (doc_edge && key < lo[mt][i >> 1])) x = -INFINITY;
+            const int row = row0 + mt * 16 + g + 8 * (i >> 1);
+            if ((edge && key > (causal ? min(row, last) : last)) || (doc_edge && key < lo[mt][i >> 1])) x = -INFINITY;
             s[mt][n][i] = x;
             mx[mt][i >> 1] = fmaxf(mx[mt][i >> 1], x);
           }
@@ -412,7 +440,8 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
       // Online softmax: rescale what was accumulated under the old max, then add this tile.
       // A row may see no key of a tile (before its document starts, or above the diagonal)
       // and so keep a max of -inf for a while; the guard keeps exp2(-inf - -inf) from making
-      // NaN (its p and alpha are 0). Every row sees its own key, so its final max is finite.
+      // NaN (its p and alpha are 0). Every row sees some key (its own under the document
+      // mask, key 0 otherwise), so its final max is finite.
       float base[kMT][2];
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
@@ -436,9 +465,9 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
         for (int n = 0; n < kNT; ++n)
 #pragma unroll
           for (int i = 0; i < 4; ++i) {
-            const float p = exp2_approx(s[mt][n][i] - base[mt][i >> 1]);
-            l[mt][i >> 1] += p;
-            s[mt][n][i] = p;
+            const float pv = exp2_approx(s[mt][n][i] - base[mt][i >> 1]);
+            l[mt][i >> 1] += pv;
+            s[mt][n][i] = pv;
           }
 #pragma unroll
         for (int kk = 0; kk < kCK; ++kk) pa[mt][kk] = acc_to_a(s[mt][2 * kk], s[mt][2 * kk + 1]);
@@ -506,12 +535,17 @@ struct BwdTile {
   static_assert(kSmemBytes <= kSmemPerBlockLimit, "attention backward: the tiles exceed a block's shared memory");
 };
 
+// dk, dv: strided like k and v (ldkv); absent (null) where k and v need no gradient.
+struct BwdOut {
+  float* dq_acc;  // [B, Tq, C] f32
+  bf16raw* dk;
+  bf16raw* dv;
+};
+
 template <int D>
 __global__ void __launch_bounds__(BwdTile<D>::kThreads)
-    attention_bwd_kernel(const bf16raw* __restrict__ qkv, const bf16raw* __restrict__ dout,
-                         const float* __restrict__ lse, const float* __restrict__ delta,
-                         const int32_t* __restrict__ doc_start, float* __restrict__ dq_acc, bf16raw* __restrict__ dqkv,
-                         int T, int H, float scale_log2, float scale) {
+    attention_bwd_kernel(const Problem p, const bf16raw* __restrict__ dout, const float* __restrict__ lse,
+                         const float* __restrict__ delta, const BwdOut o, float scale_log2, float scale) {
   using Tile = BwdTile<D>;
   constexpr int kBr = Tile::kBr, kBc = Tile::kBc, kLd = Tile::kLd, kLdS = Tile::kLdS;
   constexpr int kDT = D / 8, kDK = D / 16, kRT = kBr / 8, kRK = kBr / 16;
@@ -525,22 +559,28 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
   float* sDelta = sL + 2 * kBr;                            // [2][kBr]
   int32_t* sDoc = reinterpret_cast<int32_t*>(sDelta + 2 * kBr);  // [2][kBr]: doc_start (document mask only)
 
-  const int C = H * D;
+  const int H = p.H, C = H * D, T = p.Tq;
   const int k0 = int(blockIdx.x) * kBc;
   const int bh = int(blockIdx.y), b = bh / H, h = bh % H;
-  const int64_t ld_qkv = 3 * int64_t(C);
-  const bf16raw* q_src = qkv + int64_t(b) * T * ld_qkv + int64_t(h) * D;
+  const int64_t ld_q = p.ldq, ld_kv = p.ldkv;
+  const bf16raw* q_src = p.q + int64_t(b) * T * ld_q + int64_t(h) * D;
+  const int64_t kv_off = int64_t(b) * p.Tk * ld_kv + int64_t(h) * D;
+  const bool causal = p.causal;
+  const int len = key_len_of(p, b);
+  float* dq_acc = o.dq_acc;
   const bf16raw* do_src = dout + int64_t(b) * T * C + int64_t(h) * D;
   const float* lse_row = lse + int64_t(bh) * T;
   const float* delta_row = delta + int64_t(bh) * T;
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, g = lane / 4, t = lane % 4;
   const int key0 = k0 + warp * 16;  // this warp's first key
-  const int i_begin = k0 / kBr;
+  // Causal: queries before this block's first key see none of its keys.
+  const int i_begin = causal ? k0 / kBr : 0;
   // Document mask: queries whose document starts after this block's last key see none of its
   // keys, and (doc_start nondecreasing) neither does any later query: the query tiles stop
   // at the first such query, found by a binary search every thread runs alike.
-  const int32_t* doc = doc_start ? doc_start + int64_t(b) * T : nullptr;
-  int q_end = T;
+  const int32_t* doc = p.doc_start ? p.doc_start + int64_t(b) * T : nullptr;
+  // A block wholly past the key length sees no query: it only writes its zero gradients.
+  int q_end = k0 < len ? T : 0;
   if (doc) {
     int lo_q = min(k0, T), hi_q = T;  // the first query in [lo_q, hi_q) with doc > k0 + kBc - 1
     while (lo_q < hi_q) {
@@ -549,14 +589,14 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
     }
     q_end = lo_q;
   }
-  const int n_qb = (q_end + kBr - 1) / kBr;
+  const int n_qb = max((q_end + kBr - 1) / kBr, i_begin);
 
   // Query tile i into buffer `buf`: Q and dO by cp.async; lse and delta by plain loads
   // (their rows are not 16-byte aligned), visible after the next barrier like the rest.
   // Rows past T get lse = +inf, so their P is exactly 0 (and the last row's document start,
   // which keeps the starts nondecreasing).
   auto load_query_tile = [&](int i, int buf) {
-    load_rows_async<kBr, D, kLd, Tile::kThreads>(sQ + buf * kBr * kLd, q_src, ld_qkv, i * kBr, T);
+    load_rows_async<kBr, D, kLd, Tile::kThreads>(sQ + buf * kBr * kLd, q_src, ld_q, i * kBr, T);
     load_rows_async<kBr, D, kLd, Tile::kThreads>(sdO + buf * kBr * kLd, do_src, C, i * kBr, T);
     for (int r = int(threadIdx.x); r < kBr; r += Tile::kThreads) {
       const int q = i * kBr + r;
@@ -565,8 +605,8 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
       if (doc) sDoc[buf * kBr + r] = doc[min(q, T - 1)];
     }
   };
-  load_rows_async<kBc, D, kLd, Tile::kThreads>(sK, q_src + C, ld_qkv, k0, T);
-  load_rows_async<kBc, D, kLd, Tile::kThreads>(sV, q_src + 2 * C, ld_qkv, k0, T);
+  load_rows_async<kBc, D, kLd, Tile::kThreads>(sK, p.k + kv_off, ld_kv, k0, len);
+  load_rows_async<kBc, D, kLd, Tile::kThreads>(sV, p.v + kv_off, ld_kv, k0, len);
   load_query_tile(i_begin, 0);
   cp_async_commit();
 
@@ -591,9 +631,10 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
 
     float ds[1][kRT][4];  // S^T, then P^T, then dS^T
     zero_tiles(ds);
-    // A warp whose keys all lie after the tile's last query, or all before the document start
-    // of its first query (the smallest), gets P = 0: skip its products.
-    if (key0 <= q0 + kBr - 1 && (!doc || key0 + 15 >= sDocb[0])) {
+    // A warp whose keys all lie after the tile's last query (causal), all at or past the key
+    // length, or all before the document start of its first query (the smallest), gets
+    // P = 0: skip its products.
+    if ((!causal || key0 <= q0 + kBr - 1) && key0 < len && (!doc || key0 + 15 >= sDocb[0])) {
       mma.gemm<1, kDK, kRT>(
           ds, [&](int, int kt) { return load_a_mk(sK + warp * 16 * kLd + kt * 16, kLd, lane); },
           [&](int kt, int nt) { return load_b_nk(sQb + nt * 8 * kLd + kt * 16, kLd, lane); });
@@ -601,15 +642,16 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
       // is a select, not an add, so the exponent of a masked score may overflow harmlessly.
       // The document mask, as in forward, where some query of the tile starts its document
       // after this warp's first key.
-      const bool diag = key0 + 15 > q0;
+      const bool diag = causal && key0 + 15 > q0;
+      const bool pad_edge = key0 + 15 >= len;
       const bool doc_edge = doc && key0 < sDocb[kBr - 1];
 #pragma unroll
       for (int n = 0; n < kRT; ++n)
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
           const int c = n * 8 + 2 * t + (i & 1), key = key0 + g + 8 * (i >> 1);
-          const float p = exp2_approx(ds[0][n][i] * scale_log2 - sLb[c]);
-          ds[0][n][i] = (diag && key > q0 + c) || (doc_edge && key < sDocb[c]) ? 0.f : p;
+          const float pv = exp2_approx(ds[0][n][i] * scale_log2 - sLb[c]);
+          ds[0][n][i] = (diag && key > q0 + c) || (pad_edge && key >= len) || (doc_edge && key < sDocb[c]) ? 0.f : pv;
         }
       FragA pa[1][kRK];
 #pragma unroll
@@ -677,7 +719,7 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
   // (A lambda over the accumulator, not a runtime pick between dk and dv: indexing register
   // arrays through a pointer would move them to local memory.)
   bf16raw* st = sQ + warp * 16 * kLd;
-  bf16raw* dst = dqkv + int64_t(b) * T * ld_qkv + int64_t(h) * D;
+  if (!o.dk) return;  // k and v need no gradient
   auto store_acc = [&](const float (&acc)[1][kDT][4], float f, bf16raw* part) {
 #pragma unroll
     for (int n = 0; n < kDT; ++n)
@@ -685,11 +727,11 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
       for (int r = 0; r < 2; ++r)
         sts32(st + (g + 8 * r) * kLd + n * 8 + 2 * t, pack_float2(acc[0][n][2 * r] * f, acc[0][n][2 * r + 1] * f));
     __syncwarp();
-    store_rows<16, D, kLd>(part, ld_qkv, st, key0, T, lane);
+    store_rows<16, D, kLd>(part, ld_kv, st, key0, p.Tk, lane);
     __syncwarp();
   };
-  store_acc(dk, scale, dst + C);
-  store_acc(dv, 1.f, dst + 2 * C);
+  store_acc(dk, scale, o.dk + kv_off);
+  store_acc(dv, 1.f, o.dv + kv_off);
 }
 
 // delta = rowsum(dO * O) per (b, h, t), and the dQ accumulator zeroed: one thread a row.
@@ -722,11 +764,11 @@ __global__ void __launch_bounds__(kRowThreads)
   for (int c = 0; c < D; c += 4) store_128_global(dq_acc + off + c, zero);
 }
 
-// dQ (f32, [B*T, C]) times the softmax scale into the q columns of dqkv, 8 elements a thread
-// (one 16-byte store; C is a multiple of 16).
+// dQ (f32, [B*T, C]) times the softmax scale into dq (rows of stride ld_dq: the q columns of
+// dqkv, or cross-attention's dq), 8 elements a thread (one 16-byte store; C is a multiple of 16).
 __global__ void __launch_bounds__(kRowThreads)
-    attention_bwd_dq_kernel(const float* __restrict__ dq_acc, bf16raw* __restrict__ dqkv, int64_t chunks, int C,
-                            float scale) {
+    attention_bwd_dq_kernel(const float* __restrict__ dq_acc, bf16raw* __restrict__ dq, int64_t ld_dq, int64_t chunks,
+                            int C, float scale) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= chunks) return;
   const int64_t row = idx / (C / 8);
@@ -738,7 +780,7 @@ __global__ void __launch_bounds__(kRowThreads)
     r[k] = from_float<bf16raw>(lo[k] * scale);
     r[k + 4] = from_float<bf16raw>(hi[k] * scale);
   }
-  store_128_global(dqkv + row * 3 * C + col, r);
+  store_128_global(dq + row * ld_dq + col, r);
 }
 
 // ---- decode -------------------------------------------------------------------------------
@@ -746,6 +788,37 @@ __global__ void __launch_bounds__(kRowThreads)
 // thread per chunk with an online softmax across chunks, one output column per thread.
 constexpr int kDecodeThreads = 128;
 static_assert(valid_block(kDecodeThreads) && 2 * kDecodeThreads * sizeof(float) <= kStaticSmemLimit);
+
+// One query (sq: D floats, times the scale) over keys 0 .. n - 1 (k and v rows of stride ld):
+// one key per thread per chunk with an online softmax across chunks; returns the output of
+// column tid (threads tid < D). Every thread of the block calls it (it holds barriers).
+__device__ __forceinline__ float attend_keys(const float* sq, float* sp, const bf16raw* kc, const bf16raw* vc, int ld,
+                                             int n, int D) {
+  const int tid = int(threadIdx.x);
+  float m = -INFINITY, l = 0.f, acc = 0.f;
+  for (int c0 = 0; c0 < n; c0 += kDecodeThreads) {
+    const int j = c0 + tid;
+    float s = -INFINITY;
+    if (j < n) {
+      s = 0.f;
+      for (int d = 0; d < D; ++d) s = fmaf(sq[d], to_float(kc[int64_t(j) * ld + d]), s);
+    }
+    const float m_new = fmaxf(m, block_max(s));  // finite: key 0 is in the first chunk
+    const float alpha = expf(m - m_new);
+    const float p = j < n ? expf(s - m_new) : 0.f;
+    sp[tid] = p;
+    l = l * alpha + block_sum(p);
+    m = m_new;
+    __syncthreads();  // sp complete
+    if (tid < D) {
+      acc *= alpha;
+      const int cnt = min(kDecodeThreads, n - c0);
+      for (int i = 0; i < cnt; ++i) acc = fmaf(sp[i], to_float(vc[int64_t(c0 + i) * ld + tid]), acc);
+    }
+    __syncthreads();  // sp read before the next chunk rewrites it
+  }
+  return acc / l;
+}
 
 __global__ void __launch_bounds__(kDecodeThreads)
     attention_decode_kernel(const bf16raw* __restrict__ qkv, bf16raw* __restrict__ kcache,
@@ -775,30 +848,28 @@ __global__ void __launch_bounds__(kDecodeThreads)
     __syncthreads();  // cache rows written; sq free again
     if (tid < D) sq[tid] = to_float(qkv[(int64_t(b) * Tn + tn) * 3 * C + int64_t(h) * D + tid]) * scale;
     __syncthreads();
-    const int n = pos0 + tn + 1;
-    float m = -INFINITY, l = 0.f, acc = 0.f;
-    for (int c0 = 0; c0 < n; c0 += kDecodeThreads) {
-      const int j = c0 + tid;
-      float s = -INFINITY;
-      if (j < n) {
-        s = 0.f;
-        for (int d = 0; d < D; ++d) s = fmaf(sq[d], to_float(kc[int64_t(j) * D + d]), s);
-      }
-      const float m_new = fmaxf(m, block_max(s));  // finite: key 0 is in the first chunk
-      const float alpha = expf(m - m_new);
-      const float p = j < n ? expf(s - m_new) : 0.f;
-      sp[tid] = p;
-      l = l * alpha + block_sum(p);
-      m = m_new;
-      __syncthreads();  // sp complete
-      if (tid < D) {
-        acc *= alpha;
-        const int len = min(kDecodeThreads, n - c0);
-        for (int i = 0; i < len; ++i) acc = fmaf(sp[i], to_float(vc[int64_t(c0 + i) * D + tid]), acc);
-      }
-      __syncthreads();  // sp read before the next chunk rewrites it
-    }
-    if (tid < D) out[(int64_t(b) * Tn + tn) * C + int64_t(h) * D + tid] = from_float<bf16raw>(acc / l);
+    const float o = attend_keys(sq, sp, kc, vc, D, pos0 + tn + 1, D);
+    if (tid < D) out[(int64_t(b) * Tn + tn) * C + int64_t(h) * D + tid] = from_float<bf16raw>(o);
+  }
+}
+
+// Cross-attention decode: one block per (query row, head) over the cached encoder keys and
+// values of its source row (kv [Bk, Tk, 2C]), Tn new queries one after another.
+__global__ void __launch_bounds__(kDecodeThreads)
+    cross_attention_decode_kernel(const bf16raw* __restrict__ q, const bf16raw* __restrict__ kv,
+                                  const int32_t* __restrict__ key_len, bf16raw* __restrict__ out, int Tn, int per,
+                                  int Tk, int H, int D, float scale) {
+  __shared__ float sq[kDecodeThreads];
+  __shared__ float sp[kDecodeThreads];
+  const int bh = int(blockIdx.x), b = bh / H, h = bh % H, bk = b / per, C = H * D, tid = int(threadIdx.x);
+  const int len = key_len ? min(max(key_len[bk], 1), Tk) : Tk;
+  const bf16raw* k = kv + int64_t(bk) * Tk * 2 * C + int64_t(h) * D;
+  for (int tn = 0; tn < Tn; ++tn) {
+    __syncthreads();  // sq free again
+    if (tid < D) sq[tid] = to_float(q[(int64_t(b) * Tn + tn) * C + int64_t(h) * D + tid]) * scale;
+    __syncthreads();
+    const float o = attend_keys(sq, sp, k, k + C, 2 * C, len, D);
+    if (tid < D) out[(int64_t(b) * Tn + tn) * C + int64_t(h) * D + tid] = from_float<bf16raw>(o);
   }
 }
 
@@ -836,47 +907,41 @@ int head_dim(int64_t B, int64_t T, int64_t C, int64_t H) {
 }
 
 template <int D>
-void launch_fwd(const AttentionFwd& a, cudaStream_t s) {
+void launch_fwd(const Problem& p, int64_t B, bf16raw* out, float* lse, cudaStream_t s) {
   using Tile = FwdTile<D>;
-  const dim3 grid(unsigned(ceil_div(a.T, Tile::kBr)), unsigned(a.B * a.H));
+  const dim3 grid(unsigned(ceil_div(p.Tq, Tile::kBr)), unsigned(B * p.H));
   // The kernel works in the log2 domain: exp2 is one instruction, exp is two.
   const float scale_log2 = kLog2e / sqrtf(float(D));
-  if (a.doc_start) {
-    allow_dynamic_smem(attention_fwd_kernel<D, true>, Tile::kSmemBytes);
-    LOOM_LAUNCH((attention_fwd_kernel<D, true>), grid, Tile::kThreads, Tile::kSmemBytes, s,
-                reinterpret_cast<const bf16raw*>(a.qkv), a.doc_start, reinterpret_cast<bf16raw*>(a.out), a.lse,
-                int(a.T), int(a.H), scale_log2);
-  } else {
-    allow_dynamic_smem(attention_fwd_kernel<D, false>, Tile::kSmemBytes);
-    LOOM_LAUNCH((attention_fwd_kernel<D, false>), grid, Tile::kThreads, Tile::kSmemBytes, s,
-                reinterpret_cast<const bf16raw*>(a.qkv), nullptr, reinterpret_cast<bf16raw*>(a.out), a.lse, int(a.T),
-                int(a.H), scale_log2);
-  }
+  with_bool(p.doc_start != nullptr, [&](auto doc) {
+    allow_dynamic_smem(attention_fwd_kernel<D, decltype(doc)::value>, Tile::kSmemBytes);
+    LOOM_LAUNCH((attention_fwd_kernel<D, decltype(doc)::value>), grid, Tile::kThreads, Tile::kSmemBytes, s, p, out,
+                lse, scale_log2);
+  });
 }
 
+// Three launches on one stream: delta and the zeroed dQ accumulator, the main kernel, then
+// dQ to bf16 (skipped when dq is null). Scratch: the f32 dQ accumulator [B, Tq, C], then
+// delta [B, H, Tq].
 template <int D>
-void launch_bwd(const AttentionBwd& a, cudaStream_t s) {
+void launch_bwd(const Problem& p, int64_t B, const bf16raw* dout, const bf16raw* out, const float* lse,
+                float* scratch, bf16raw* dq, bf16raw* dk, bf16raw* dv, cudaStream_t s) {
   using Tile = BwdTile<D>;
-  // Three launches on one stream: delta and the zeroed dQ accumulator, the main kernel,
-  // then dQ to bf16. Scratch: the f32 dQ accumulator [B, T, C], then delta [B, H, T].
-  const int64_t C = a.C, rows = a.B * a.T * a.H;
-  float* dq_acc = a.scratch;
-  float* delta = a.scratch + a.B * a.T * C;
-  LOOM_LAUNCH((attention_bwd_prep_kernel<D>), ceil_div(rows, kRowThreads), kRowThreads, 0, s,
-              reinterpret_cast<const bf16raw*>(a.out), reinterpret_cast<const bf16raw*>(a.dout), delta, dq_acc, rows,
-              int(a.T), int(a.H));
+  const int64_t C = int64_t(p.H) * D, rows = B * p.Tq * p.H;
+  float* dq_acc = scratch;
+  float* delta = scratch + B * p.Tq * C;
+  LOOM_LAUNCH((attention_bwd_prep_kernel<D>), ceil_div(rows, kRowThreads), kRowThreads, 0, s, out, dout, delta,
+              dq_acc, rows, p.Tq, p.H);
 
   const float scale = 1.f / sqrtf(float(D));
-  const dim3 grid(unsigned(ceil_div(a.T, Tile::kBc)), unsigned(a.B * a.H));
+  const dim3 grid(unsigned(ceil_div(p.Tk, Tile::kBc)), unsigned(B * p.H));
   allow_dynamic_smem(attention_bwd_kernel<D>, Tile::kSmemBytes);
-  LOOM_LAUNCH((attention_bwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s,
-              reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<const bf16raw*>(a.dout), a.lse,
-              static_cast<const float*>(delta), a.doc_start, dq_acc, reinterpret_cast<bf16raw*>(a.dqkv), int(a.T),
-              int(a.H), scale * kLog2e, scale);
+  LOOM_LAUNCH((attention_bwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s, p, dout, lse,
+              static_cast<const float*>(delta), BwdOut{dq_acc, dk, dv}, scale * kLog2e, scale);
 
-  const int64_t chunks = a.B * a.T * C / 8;
+  if (!dq) return;
+  const int64_t chunks = B * p.Tq * C / 8;
   LOOM_LAUNCH(attention_bwd_dq_kernel, ceil_div(chunks, kRowThreads), kRowThreads, 0, s,
-              static_cast<const float*>(dq_acc), reinterpret_cast<bf16raw*>(a.dqkv), chunks, int(C), scale);
+              static_cast<const float*>(dq_acc), dq, p.ldq, chunks, int(C), scale);
 }
 
 // cp.async and the 16-byte vector accesses need 16-byte aligned rows; with C a multiple of
@@ -886,14 +951,45 @@ void check_aligned(const void* p, const char* name) {
   LOOM_CHECK(is_aligned_16(p), "attention: ", name, " is not 16-byte aligned (vector loads and cp.async)");
 }
 
+const bf16raw* raw(const bf16* p) { return reinterpret_cast<const bf16raw*>(p); }
+bf16raw* raw(bf16* p) { return reinterpret_cast<bf16raw*>(p); }
+
+Problem self_problem(const bf16* qkv, int64_t T, int64_t C, int64_t H, bool causal, const int32_t* doc_start,
+                     const int32_t* key_len) {
+  LOOM_CHECK(!doc_start || (causal && !key_len), "attention: the document mask is for causal attention without key padding");
+  return {raw(qkv), raw(qkv) + C, raw(qkv) + 2 * C, 3 * C, 3 * C, int(T), int(T), int(H), causal, doc_start, key_len};
+}
+Problem cross_problem(const bf16* q, const bf16* kv, int64_t Tq, int64_t Tk, int64_t C, int64_t H,
+                      const int32_t* key_len) {
+  // Tk bounds the grid's x and the row indices like T does.
+  LOOM_CHECK(Tk > 0 && Tk <= (int64_t(1) << 30), "cross_attention: Tk=", Tk);
+  return {raw(q), raw(kv), raw(kv) + C, C, 2 * C, int(Tq), int(Tk), int(H), false, nullptr, key_len};
+}
+
+// The entry points' shared half: the outputs' checks and the head-dim dispatch.
+void forward(const Problem& p, int D, int64_t B, bf16* out, float* lse, cudaStream_t s) {
+  check_aligned(out, "out");
+  LOOM_CHECK(lse != nullptr, "attention: lse is null");
+  with_value<16, 32, 64, 128>("attention head dim", D,
+                              [&](auto d) { launch_fwd<decltype(d)::value>(p, B, raw(out), lse, s); });
+}
+void backward(const Problem& p, int D, int64_t B, const bf16* dout, const bf16* out, const float* lse, float* scratch,
+              bf16raw* dq, bf16raw* dk, bf16raw* dv, cudaStream_t s) {
+  check_aligned(dout, "dout");
+  check_aligned(out, "out");
+  check_aligned(scratch, "scratch");
+  LOOM_CHECK(lse != nullptr, "attention: lse is null");
+  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) {
+    launch_bwd<decltype(d)::value>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, s);
+  });
+}
+
 }  // namespace
 
 void attention_fwd(const AttentionFwd& a, Stream s) {
   const int D = head_dim(a.B, a.T, a.C, a.H);
   check_aligned(a.qkv, "qkv");
-  check_aligned(a.out, "out");
-  LOOM_CHECK(a.lse != nullptr, "attention: lse is null");
-  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) { launch_fwd<decltype(d)::value>(a, s); });
+  forward(self_problem(a.qkv, a.T, a.C, a.H, a.causal, a.doc_start, a.key_len), D, a.B, a.out, a.lse, s);
 }
 
 size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H) {
@@ -902,13 +998,28 @@ size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H) 
 
 void attention_bwd(const AttentionBwd& a, Stream s) {
   const int D = head_dim(a.B, a.T, a.C, a.H);
-  check_aligned(a.dout, "dout");
   check_aligned(a.qkv, "qkv");
-  check_aligned(a.out, "out");
   check_aligned(a.dqkv, "dqkv");
-  check_aligned(a.scratch, "scratch");
-  LOOM_CHECK(a.lse != nullptr, "attention: lse is null");
-  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) { launch_bwd<decltype(d)::value>(a, s); });
+  backward(self_problem(a.qkv, a.T, a.C, a.H, a.causal, a.doc_start, a.key_len), D, a.B, a.dout, a.out, a.lse,
+           a.scratch, raw(a.dqkv), raw(a.dqkv) + a.C, raw(a.dqkv) + 2 * a.C, s);
+}
+
+void cross_attention_fwd(const CrossAttentionFwd& a, Stream s) {
+  const int D = head_dim(a.B, a.Tq, a.C, a.H);
+  check_aligned(a.q, "q");
+  check_aligned(a.kv, "kv");
+  forward(cross_problem(a.q, a.kv, a.Tq, a.Tk, a.C, a.H, a.key_len), D, a.B, a.out, a.lse, s);
+}
+
+void cross_attention_bwd(const CrossAttentionBwd& a, Stream s) {
+  const int D = head_dim(a.B, a.Tq, a.C, a.H);
+  check_aligned(a.q, "q");
+  check_aligned(a.kv, "kv");
+  if (a.dq) check_aligned(a.dq, "dq");
+  if (a.dkv) check_aligned(a.dkv, "dkv");
+  bf16raw* dkv = a.dkv ? raw(a.dkv) : nullptr;
+  backward(cross_problem(a.q, a.kv, a.Tq, a.Tk, a.C, a.H, a.key_len), D, a.B, a.dout, a.out, a.lse, a.scratch,
+           a.dq ? raw(a.dq) : nullptr, dkv, dkv ? dkv + a.C : nullptr, s);
 }
 
 void attention_decode(const AttentionDecode& a, Stream s) {
@@ -919,6 +1030,15 @@ void attention_decode(const AttentionDecode& a, Stream s) {
               reinterpret_cast<const bf16raw*>(a.qkv), reinterpret_cast<bf16raw*>(a.kcache),
               reinterpret_cast<bf16raw*>(a.vcache), reinterpret_cast<bf16raw*>(a.out), a.pos0, int(a.Tn), int(a.H), D,
               int(a.maxT), 1.f / sqrtf(float(D)));
+}
+
+void cross_attention_decode(const CrossAttentionDecode& a, Stream s) {
+  const int D = head_dim(a.Bq, a.Tn, a.C, a.H);
+  LOOM_CHECK(a.Bk > 0 && a.Bq % a.Bk == 0, "cross_attention_decode: ", a.Bq, " query rows for ", a.Bk, " key rows");
+  LOOM_CHECK(a.Tk > 0 && a.Tk <= (int64_t(1) << 30), "cross_attention_decode: Tk=", a.Tk);
+  LOOM_CHECK(a.q && a.kv && a.out, "cross_attention_decode: null pointer");
+  LOOM_LAUNCH(cross_attention_decode_kernel, a.Bq * a.H, kDecodeThreads, 0, s, raw(a.q), raw(a.kv), a.key_len,
+              raw(a.out), int(a.Tn), int(a.Bq / a.Bk), int(a.Tk), int(a.H), D, 1.f / sqrtf(float(D)));
 }
 
 void document_starts(const int32_t* tokens, int32_t* doc_start, int64_t B, int64_t T, int32_t eot, Stream s) {

@@ -1,4 +1,5 @@
-// attention.h: causal multi-head self-attention from a packed qkv tensor.
+// attention.h: multi-head attention: self-attention from a packed qkv tensor (causal or
+// bidirectional) and cross-attention from queries of one tensor to packed keys/values of another.
 //
 // qkv is [B, T, 3C]: q in columns [0, C), k in [C, 2C), v in [2C, 3C); head h owns columns
 // h*D .. (h+1)*D of each part (D = C / H). The output is [B, T, C], heads concatenated.
@@ -9,7 +10,18 @@
 // position, the first position of its document within the window; query i sees key j iff
 // doc_start[b, i] <= j <= i. Documents are contiguous runs, so doc_start is nondecreasing
 // along t with doc_start[b, i] <= i (document_starts() below builds it that way); the GPU
-// kernels rely on that to skip whole key and query tiles.
+// kernels rely on that to skip whole key and query tiles. The document mask is for causal
+// self-attention without key padding only.
+//
+// Masks, for query i and key j of batch row b (len = key_len[b], or Tk without key padding):
+//   causal        j <= i and j < len           (query i >= len sees keys 0 .. len - 1)
+//   bidirectional j < len
+//   cross         j < len                      (Tq queries, Tk keys: never causal)
+// Key padding (key_len [B] int32, optional) masks the keys of a padded batch row for every
+// query; len must be in [1, Tk] (the CPU checks it; the GPU kernels clamp it). Query rows at
+// or past len are ordinary rows attending over the valid keys, so their outputs, lse and
+// gradients are finite; the padded keys' rows are never read (their contents may be anything,
+// NaN included) and their gradient rows are written as zeros.
 #pragma once
 #include <cstdint>
 
@@ -25,6 +37,8 @@ struct AttentionArgs {
   T* lse;        // [B, H, T]
   int64_t B, seq, C, H;
   const int32_t* doc_start = nullptr;  // [B, T] optional: the document mask
+  const int32_t* key_len = nullptr;    // [B] optional: key padding
+  bool causal = true;
 };
 template <typename T>
 void attention_fwd(const AttentionArgs<T>& a);
@@ -38,6 +52,8 @@ struct AttentionBwdArgs {
   T* dqkv;        // [B, T, 3C] written
   int64_t B, seq, C, H;
   const int32_t* doc_start = nullptr;  // [B, T] optional: the forward's document mask
+  const int32_t* key_len = nullptr;    // [B] optional: the forward's key padding
+  bool causal = true;
 };
 template <typename T>
 void attention_bwd(const AttentionBwdArgs<T>& a);
@@ -56,6 +72,50 @@ struct AttentionDecodeArgs {
 template <typename T>
 void attention_decode(const AttentionDecodeArgs<T>& a);
 
+// Cross-attention: queries q [B, Tq, C] against keys and values packed in kv [B, Tk, 2C]
+// (k in columns [0, C), v in [C, 2C)), heads as above; never causal.
+template <typename T>
+struct CrossAttentionArgs {
+  const T* q;   // [B, Tq, C]
+  const T* kv;  // [B, Tk, 2C]
+  T* out;       // [B, Tq, C]
+  T* lse;       // [B, H, Tq]
+  int64_t B, Tq, Tk, C, H;
+  const int32_t* key_len = nullptr;  // [B] optional: key padding
+};
+template <typename T>
+void cross_attention_fwd(const CrossAttentionArgs<T>& a);
+
+template <typename T>
+struct CrossAttentionBwdArgs {
+  const T* dout;  // [B, Tq, C]
+  const T* q;     // [B, Tq, C]
+  const T* kv;    // [B, Tk, 2C]
+  const T* out;   // [B, Tq, C]
+  const T* lse;   // [B, H, Tq]
+  T* dq;          // [B, Tq, C] written
+  T* dkv;         // [B, Tk, 2C] written
+  int64_t B, Tq, Tk, C, H;
+  const int32_t* key_len = nullptr;
+};
+template <typename T>
+void cross_attention_bwd(const CrossAttentionBwdArgs<T>& a);
+
+// Decoding against a cached encoder output: kv [Bk, Tk, 2C] holds the encoder's key/value
+// projections, computed once; each call attends from Tn new query positions q [Bq, Tn, C].
+// Bq is a multiple of Bk and query row b reads kv row b / (Bq / Bk): the beams of one source
+// share its keys.
+template <typename T>
+struct CrossAttentionDecodeArgs {
+  const T* q;   // [Bq, Tn, C]
+  const T* kv;  // [Bk, Tk, 2C]
+  T* out;       // [Bq, Tn, C]
+  int64_t Bq, Tn, Bk, Tk, C, H;
+  const int32_t* key_len = nullptr;  // [Bk] optional
+};
+template <typename T>
+void cross_attention_decode(const CrossAttentionDecodeArgs<T>& a);
+
 // doc_start [B, T] from the tokens [B, T]: the end-of-text token `eot` STARTS a document (as
 // in GPT-2's data, where it precedes each document), so doc_start[b, t] is the last position
 // <= t holding eot, or 0 when there is none in the window.
@@ -63,7 +123,7 @@ void document_starts(const int32_t* tokens, int32_t* doc_start, int64_t B, int64
 
 }  // namespace loom::ref
 
-// CUDA kernels (attention.cu): flash-style causal attention. Tiled over queries and keys with
+// CUDA kernels (attention.cu): flash-style attention, with the masks defined above. Tiled over queries and keys with
 // an online softmax, no [T, T] matrix in memory; backward recomputes probabilities from the
 // saved lse. bf16 in, f32 accumulate. Head dims D = C / H in {16, 32, 64, 128} (16 and 32 keep
 // emulated tests small; 64 and 128 are what models use).
@@ -74,6 +134,8 @@ struct AttentionFwd {
   float* lse;       // [B, H, T]
   int64_t B, T, C, H;
   const int32_t* doc_start = nullptr;  // [B, T] optional: the document mask (see above)
+  const int32_t* key_len = nullptr;    // [B] optional: key padding
+  bool causal = true;
 };
 void attention_fwd(const AttentionFwd& a, Stream s);
 
@@ -86,7 +148,10 @@ struct AttentionBwd {
   float* scratch;    // attention_bwd_scratch_floats(B, T, C, H) floats
   int64_t B, T, C, H;
   const int32_t* doc_start = nullptr;  // [B, T] optional: the forward's document mask
+  const int32_t* key_len = nullptr;    // [B] optional: the forward's key padding
+  bool causal = true;
 };
+// Also cross-attention's, with T = Tq.
 size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H);
 void attention_bwd(const AttentionBwd& a, Stream s);
 
@@ -99,6 +164,39 @@ struct AttentionDecode {
   const int32_t* pos0;  // [1] device: cache length before these Tn positions
 };
 void attention_decode(const AttentionDecode& a, Stream s);
+
+struct CrossAttentionFwd {
+  const bf16* q;   // [B, Tq, C]
+  const bf16* kv;  // [B, Tk, 2C]
+  bf16* out;       // [B, Tq, C]
+  float* lse;      // [B, H, Tq]
+  int64_t B, Tq, Tk, C, H;
+  const int32_t* key_len = nullptr;  // [B] optional
+};
+void cross_attention_fwd(const CrossAttentionFwd& a, Stream s);
+
+struct CrossAttentionBwd {
+  const bf16* dout;  // [B, Tq, C]
+  const bf16* q;     // [B, Tq, C]
+  const bf16* kv;    // [B, Tk, 2C]
+  const bf16* out;   // [B, Tq, C]
+  const float* lse;  // [B, H, Tq]
+  bf16* dq;          // [B, Tq, C] written; null: not needed
+  bf16* dkv;         // [B, Tk, 2C] written; null: not needed
+  float* scratch;    // attention_bwd_scratch_floats(B, Tq, C, H) floats
+  int64_t B, Tq, Tk, C, H;
+  const int32_t* key_len = nullptr;
+};
+void cross_attention_bwd(const CrossAttentionBwd& a, Stream s);
+
+struct CrossAttentionDecode {
+  const bf16* q;   // [Bq, Tn, C]
+  const bf16* kv;  // [Bk, Tk, 2C]: the cached encoder keys/values
+  bf16* out;       // [Bq, Tn, C]
+  int64_t Bq, Tn, Bk, Tk, C, H;
+  const int32_t* key_len = nullptr;  // [Bk] optional
+};
+void cross_attention_decode(const CrossAttentionDecode& a, Stream s);
 
 // ref::document_starts on the device: one thread per sequence scans its tokens [B, T].
 void document_starts(const int32_t* tokens, int32_t* doc_start, int64_t B, int64_t T, int32_t eot, Stream s);

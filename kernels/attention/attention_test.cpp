@@ -24,6 +24,11 @@
 // Document mask: the reference against a naive masked softmax (and a finite-difference check
 // of its backward), then the kernels against the reference on windows cut into documents of
 // random lengths, length 1 and a whole-window document among them, at the same tolerances.
+//
+// Bidirectional attention, key padding, cross-attention and its decode against the cached
+// encoder keys/values: the reference against a naive masked softmax (its backward has
+// finite-difference checks in tests/grad), then the kernels against the reference at the same
+// tolerances, with NaN in every padded key row so that reading one fails.
 #include "kernels/common/cuda_compat.h"
 #include "kernels/common/test_util.h"
 
@@ -84,6 +89,23 @@ double rms(const std::vector<double>& v) {
   if (rel_rms > max_rel_rms)
     return ::testing::AssertionFailure() << what << ": relative RMS error " << rel_rms << " > " << max_rel_rms;
   return ::testing::AssertionSuccess();
+}
+
+// Gradient rows [rows, n C] packing n parts (dq, dk, dv) compared part by part, each at its own
+// scale: the tolerance is relative to the part's RMS. The floor keeps a part that is exactly
+// zero (dq, dk at T = 1) from needing exact zeros.
+void expect_gradient_parts(const std::vector<double>& got, const std::vector<double>& ref, int64_t rows, int64_t C,
+                           const std::vector<std::string>& names, const std::string& what) {
+  const int64_t n = int64_t(names.size());
+  for (int64_t part = 0; part < n; ++part) {
+    std::vector<double> g, r;
+    for (int64_t row = 0; row < rows; ++row)
+      for (int64_t c = 0; c < C; ++c) {
+        g.push_back(got[size_t(row * n * C + part * C + c)]);
+        r.push_back(ref[size_t(row * n * C + part * C + c)]);
+      }
+    EXPECT_TRUE(close_and_unbiased(names[size_t(part)] + what, g, r, Tolerance{5e-2 * rms(r) + 1e-6, 2e-2}));
+  }
 }
 
 // Inputs of one case: qkv with q scaled up a little so that the softmax is peaked, not flat.
@@ -183,20 +205,7 @@ void check_backward(const Shape& s, uint32_t seed, const std::vector<int32_t>& d
                              .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C, .H = s.H,
                              .doc_start = doc.empty() ? nullptr : d_doc.get()},
                             nullptr);
-  const std::vector<double> got = to_double(d_dqkv.download());
-
-  // Compare dq, dk and dv separately: each has its own scale.
-  const char* names[3] = {"dq ", "dk ", "dv "};
-  for (int part = 0; part < 3; ++part) {
-    std::vector<double> g, r;
-    for (int64_t row = 0; row < rows; ++row)
-      for (int64_t c = 0; c < C; ++c) {
-        g.push_back(got[size_t(row * 3 * C + part * C + c)]);
-        r.push_back(ref_dqkv[size_t(row * 3 * C + part * C + c)]);
-      }
-    // The floor keeps a part that is exactly zero (dq, dk at T = 1) from needing exact zeros.
-    EXPECT_TRUE(close_and_unbiased(names[part] + s.str(), g, r, Tolerance{5e-2 * rms(r) + 1e-6, 2e-2}));
-  }
+  expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, s.str());
 }
 
 // Emulated shapes: tens of blocks at most. Tiles are 128 (D <= 64) or 64 (D = 128) queries in
@@ -319,6 +328,270 @@ TEST(AttentionDocuments, BackwardMatchesReference) {
     check_backward(s, seed, document_starts(s.B, s.T, document_tokens(s.B, s.T, seed, true)));
     ++seed;
   }
+}
+
+// ---- bidirectional attention, key padding, cross-attention ----
+// Key padding: the k and v rows of padded keys hold NaN on input, in the reference's copy and
+// the kernels' alike, so reading one fails the comparison (NaN never passes); the padded keys'
+// gradient rows must come out exactly zero and every query row (past the length too) finite.
+
+// A problem of the new modes: Tq queries over Tk keys (self-attention: Tq = Tk), key lengths
+// (empty: no padding) drawn in [1, Tk] with one row unpadded and one of length 1 when B > 2.
+struct Modes {
+  int64_t B, Tq, Tk, H, D;
+  bool causal = false;
+  bool padded = true;
+  int64_t C() const { return H * D; }
+  std::string str() const {
+    return "B=" + std::to_string(B) + " Tq=" + std::to_string(Tq) + " Tk=" + std::to_string(Tk) + " H=" +
+           std::to_string(H) + " D=" + std::to_string(D) + (causal ? " causal" : "") + (padded ? " padded" : "");
+  }
+};
+
+std::vector<int32_t> key_lengths(const Modes& m, uint32_t seed) {
+  if (!m.padded) return {};
+  std::mt19937 rng(seed);
+  std::vector<int32_t> len(size_t(m.B));
+  for (int64_t b = 0; b < m.B; ++b) len[size_t(b)] = int32_t(1 + rng() % uint32_t(m.Tk));
+  len[0] = int32_t(m.Tk);
+  if (m.B > 2) len[2] = 1;
+  return len;
+}
+
+// NaN into the k and v columns (at k_col and k_col + C, row stride ld) of keys past the lengths.
+void poison_padded_keys(std::vector<bf16>& x, const Modes& m, const std::vector<int32_t>& len, int64_t ld,
+                        int64_t k_col) {
+  for (int64_t b = 0; b < int64_t(len.size()); ++b)
+    for (int64_t t = len[size_t(b)]; t < m.Tk; ++t)
+      for (int64_t c = 0; c < 2 * m.C(); ++c) x[size_t((b * m.Tk + t) * ld + k_col + c)] = loom::to_bf16(NAN);
+}
+
+const int32_t* or_null(const std::vector<int32_t>& v) { return v.empty() ? nullptr : v.data(); }
+
+// Self-attention (bidirectional or causal) with key padding: forward and backward on the
+// device against the reference.
+void check_self_modes(const Modes& m, uint32_t seed) {
+  SCOPED_TRACE(m.str());
+  const Shape s{m.B, m.Tq, m.H, m.D};
+  const int64_t C = m.C(), rows = m.B * m.Tq;
+  const std::vector<int32_t> len = key_lengths(m, seed);
+  std::vector<bf16> qkv = make_qkv(s, seed);
+  poison_padded_keys(qkv, m, len, 3 * C, C);
+  const std::vector<double> qkv_d = to_double(qkv);
+  RefFwd ref{std::vector<double>(size_t(rows * C)), std::vector<double>(size_t(m.B * m.H * m.Tq))};
+  loom::ref::attention_fwd<double>({.qkv = qkv_d.data(), .out = ref.out.data(), .lse = ref.lse.data(), .B = m.B,
+                                    .seq = m.Tq, .C = C, .H = m.H, .key_len = or_null(len), .causal = m.causal});
+  DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(rows * C));
+  DeviceBuffer<float> d_lse(ref.lse.size());
+  DeviceBuffer<int32_t> d_len(len.empty() ? std::vector<int32_t>{0} : len);
+  const int32_t* dev_len = len.empty() ? nullptr : d_len.get();
+  d_out.poison();
+  d_lse.poison();
+  loom::cuda::attention_fwd({.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = m.B, .T = m.Tq, .C = C,
+                             .H = m.H, .key_len = dev_len, .causal = m.causal},
+                            nullptr);
+  EXPECT_TRUE(close_and_unbiased("out " + m.str(), to_double(d_out.download()), ref.out, kBf16Out));
+  EXPECT_TRUE(close_and_unbiased("lse " + m.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+
+  // Backward from the reference's out and lse, as check_backward does.
+  const std::vector<bf16> dout = random_bf16(size_t(rows * C), 1.f, seed + 7);
+  std::vector<bf16> out(ref.out.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = loom::to_bf16(float(ref.out[i]));
+  const std::vector<float> lse(ref.lse.begin(), ref.lse.end());
+  const std::vector<double> dout_d = to_double(dout), out_d = to_double(out), lse_d = to_double(lse);
+  std::vector<double> ref_dqkv(qkv.size(), std::nan(""));
+  loom::ref::attention_bwd<double>({.dout = dout_d.data(), .qkv = qkv_d.data(), .out = out_d.data(),
+                                    .lse = lse_d.data(), .dqkv = ref_dqkv.data(), .B = m.B, .seq = m.Tq, .C = C,
+                                    .H = m.H, .key_len = or_null(len), .causal = m.causal});
+  DeviceBuffer<bf16> d_dout(dout), d_out2(out), d_dqkv(qkv.size());
+  DeviceBuffer<float> d_lse2(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(m.B, m.Tq, C, m.H));
+  d_dqkv.poison();
+  d_scratch.poison();
+  loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out2.get(), .lse = d_lse2.get(),
+                             .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = m.B, .T = m.Tq, .C = C, .H = m.H,
+                             .key_len = dev_len, .causal = m.causal},
+                            nullptr);
+  expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, m.str());
+}
+
+struct CrossInputs {
+  std::vector<bf16> q, kv;
+  std::vector<int32_t> len;
+};
+CrossInputs cross_inputs(const Modes& m, uint32_t seed) {
+  CrossInputs in{random_bf16(size_t(m.B * m.Tq * m.C()), 2.f, seed),
+                 random_bf16(size_t(m.B * m.Tk * 2 * m.C()), 1.f, seed + 1), key_lengths(m, seed + 2)};
+  poison_padded_keys(in.kv, m, in.len, 2 * m.C(), 0);
+  return in;
+}
+
+// Cross-attention forward and backward on the device against the reference.
+void check_cross(const Modes& m, uint32_t seed) {
+  SCOPED_TRACE(m.str());
+  const int64_t C = m.C();
+  const CrossInputs in = cross_inputs(m, seed);
+  const std::vector<double> q_d = to_double(in.q), kv_d = to_double(in.kv);
+  RefFwd ref{std::vector<double>(in.q.size()), std::vector<double>(size_t(m.B * m.H * m.Tq))};
+  loom::ref::cross_attention_fwd<double>({.q = q_d.data(), .kv = kv_d.data(), .out = ref.out.data(),
+                                          .lse = ref.lse.data(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
+                                          .key_len = or_null(in.len)});
+  DeviceBuffer<bf16> d_q(in.q), d_kv(in.kv), d_out(in.q.size());
+  DeviceBuffer<float> d_lse(ref.lse.size());
+  DeviceBuffer<int32_t> d_len(in.len.empty() ? std::vector<int32_t>{0} : in.len);
+  const int32_t* dev_len = in.len.empty() ? nullptr : d_len.get();
+  d_out.poison();
+  d_lse.poison();
+  loom::cuda::cross_attention_fwd({.q = d_q.get(), .kv = d_kv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = m.B,
+                                   .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H, .key_len = dev_len},
+                                  nullptr);
+  EXPECT_TRUE(close_and_unbiased("out " + m.str(), to_double(d_out.download()), ref.out, kBf16Out));
+  EXPECT_TRUE(close_and_unbiased("lse " + m.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+
+  const std::vector<bf16> dout = random_bf16(in.q.size(), 1.f, seed + 7);
+  std::vector<bf16> out(ref.out.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = loom::to_bf16(float(ref.out[i]));
+  const std::vector<float> lse(ref.lse.begin(), ref.lse.end());
+  const std::vector<double> dout_d = to_double(dout), out_d = to_double(out), lse_d = to_double(lse);
+  std::vector<double> ref_dq(in.q.size(), std::nan("")), ref_dkv(in.kv.size(), std::nan(""));
+  loom::ref::cross_attention_bwd<double>({.dout = dout_d.data(), .q = q_d.data(), .kv = kv_d.data(),
+                                          .out = out_d.data(), .lse = lse_d.data(), .dq = ref_dq.data(),
+                                          .dkv = ref_dkv.data(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
+                                          .key_len = or_null(in.len)});
+  DeviceBuffer<bf16> d_dout(dout), d_out2(out), d_dq(in.q.size()), d_dkv(in.kv.size());
+  DeviceBuffer<float> d_lse2(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(m.B, m.Tq, C, m.H));
+  d_dq.poison();
+  d_dkv.poison();
+  d_scratch.poison();
+  loom::cuda::cross_attention_bwd({.dout = d_dout.get(), .q = d_q.get(), .kv = d_kv.get(), .out = d_out2.get(),
+                                   .lse = d_lse2.get(), .dq = d_dq.get(), .dkv = d_dkv.get(),
+                                   .scratch = d_scratch.get(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
+                                   .key_len = dev_len},
+                                  nullptr);
+  expect_gradient_parts(to_double(d_dq.download()), ref_dq, m.B * m.Tq, C, {"dq "}, m.str());
+  expect_gradient_parts(to_double(d_dkv.download()), ref_dkv, m.B * m.Tk, C, {"dk ", "dv "}, m.str());
+}
+
+// Shapes: query and key tiles several and partial, keys fewer and more than queries, every
+// head dim; lengths crossing key tiles, a length of 1, and whole key tiles past the length.
+std::vector<Modes> self_mode_shapes() {
+  if (LOOM_SANITIZED) return {{2, 70, 70, 1, 16, false}, {2, 40, 40, 1, 32, true}};
+  return {{1, 37, 37, 2, 16, false, false}, {3, 150, 150, 2, 16, false}, {3, 130, 130, 1, 32, true},
+          {2, 90, 90, 1, 64, false},         {2, 70, 70, 1, 128, true}};
+}
+std::vector<Modes> cross_shapes() {
+  if (LOOM_SANITIZED) return {{3, 20, 70, 1, 16}, {2, 70, 9, 1, 32, false, false}};
+  return {{2, 9, 140, 2, 16, false, false}, {3, 140, 70, 1, 16}, {3, 33, 200, 2, 32}, {2, 1, 65, 1, 64},
+          {3, 70, 40, 1, 128}};
+}
+
+TEST(AttentionModes, SelfMatchesReference) {
+  uint32_t seed = 500;
+  for (const Modes& m : self_mode_shapes()) check_self_modes(m, seed++);
+}
+
+TEST(AttentionModes, CrossMatchesReference) {
+  uint32_t seed = 600;
+  for (const Modes& m : cross_shapes()) check_cross(m, seed++);
+}
+
+// The reference's masks against a naive softmax: bidirectional and causal key padding (query
+// rows past the length attend over the valid keys), and cross-attention with padding.
+TEST(AttentionModes, ReferenceMatchesNaiveMaskedSoftmax) {
+  for (int mode = 0; mode < 3; ++mode) {
+    const bool cross = mode == 2, causal = mode == 1;
+    const Modes m{3, 7, cross ? 11 : 7, 2, 4, causal};
+    SCOPED_TRACE(m.str());
+    const int64_t C = m.C(), D = m.D;
+    const CrossInputs in = cross_inputs(m, 70 + uint32_t(mode));
+    std::vector<double> q = to_double(in.q), kv = to_double(in.kv), qkv(size_t(m.B * m.Tq * 3 * C));
+    if (!cross)  // self-attention: q, k, v packed per row
+      for (int64_t r = 0; r < m.B * m.Tq; ++r) {
+        std::copy_n(q.begin() + r * C, C, qkv.begin() + r * 3 * C);
+        std::copy_n(kv.begin() + r * 2 * C, 2 * C, qkv.begin() + r * 3 * C + C);
+      }
+    std::vector<double> out(q.size()), lse(size_t(m.B * m.H * m.Tq));
+    if (cross)
+      loom::ref::cross_attention_fwd<double>({.q = q.data(), .kv = kv.data(), .out = out.data(), .lse = lse.data(),
+                                              .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
+                                              .key_len = in.len.data()});
+    else
+      loom::ref::attention_fwd<double>({.qkv = qkv.data(), .out = out.data(), .lse = lse.data(), .B = m.B,
+                                        .seq = m.Tq, .C = C, .H = m.H, .key_len = in.len.data(), .causal = causal});
+    std::vector<double> want(out.size()), want_lse(lse.size());
+    for (int64_t b = 0; b < m.B; ++b)
+      for (int64_t h = 0; h < m.H; ++h)
+        for (int64_t i = 0; i < m.Tq; ++i) {
+          const int64_t len = in.len[size_t(b)], hi = causal ? std::min(i, len - 1) : len - 1;
+          std::vector<double> w(size_t(hi + 1));
+          double sum = 0;
+          for (int64_t j = 0; j <= hi; ++j) {
+            double dot = 0;
+            for (int64_t e = 0; e < D; ++e) dot += q[size_t((b * m.Tq + i) * C + h * D + e)] * kv[size_t((b * m.Tk + j) * 2 * C + h * D + e)];
+            sum += (w[size_t(j)] = std::exp(dot / std::sqrt(double(D))));
+          }
+          want_lse[size_t((b * m.H + h) * m.Tq + i)] = std::log(sum);
+          for (int64_t j = 0; j <= hi; ++j)
+            for (int64_t e = 0; e < D; ++e)
+              want[size_t((b * m.Tq + i) * C + h * D + e)] += w[size_t(j)] / sum * kv[size_t((b * m.Tk + j) * 2 * C + C + h * D + e)];
+        }
+    EXPECT_TRUE(all_close("out", out, want, Tolerance{1e-12, 1e-10}));
+    EXPECT_TRUE(all_close("lse", lse, want_lse, Tolerance{1e-12, 1e-10}));
+  }
+}
+
+// Long sequences in every mode at the head dims models use: GPU only.
+TEST(AttentionModes, LongSequencesGpu) {
+  if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
+  check_self_modes({4, 1000, 1000, 4, 64, false}, 51);
+  check_self_modes({3, 515, 515, 3, 128, true}, 52);
+  check_cross({4, 300, 1000, 4, 64}, 53);
+  check_cross({3, 1000, 515, 3, 128, false, false}, 54);
+}
+
+// Decoding against the cached encoder keys/values: new queries a few at a time, two beams per
+// source row (query row b reads kv row b / 2), against the reference decode and against the
+// reference cross-attention forward of the same rows; more keys than the block's 128 threads.
+TEST(AttentionModes, CrossDecodeMatchesForward) {
+  const Modes m = LOOM_SANITIZED ? Modes{2, 3, 40, 2, 16} : Modes{3, 5, 150, 2, 32};
+  const int64_t C = m.C(), beams = 2, Bq = m.B * beams;
+  const CrossInputs in = cross_inputs(m, 90);
+  const std::vector<bf16> q = random_bf16(size_t(Bq * m.Tq * C), 2.f, 91);
+  const std::vector<double> q_d = to_double(q), kv_d = to_double(in.kv);
+  std::vector<double> want(q.size(), std::nan(""));
+  loom::ref::cross_attention_decode<double>({.q = q_d.data(), .kv = kv_d.data(), .out = want.data(), .Bq = Bq,
+                                             .Tn = m.Tq, .Bk = m.B, .Tk = m.Tk, .C = C, .H = m.H,
+                                             .key_len = in.len.data()});
+  // The forward of beam k's rows: the same queries over their source's keys.
+  for (int64_t k = 0; k < beams; ++k) {
+    std::vector<double> qk, out(size_t(m.B * m.Tq * C)), lse(size_t(m.B * m.H * m.Tq)), got_k;
+    for (int64_t b = 0; b < m.B; ++b) {
+      qk.insert(qk.end(), q_d.begin() + (b * beams + k) * m.Tq * C, q_d.begin() + (b * beams + k + 1) * m.Tq * C);
+      got_k.insert(got_k.end(), want.begin() + (b * beams + k) * m.Tq * C, want.begin() + (b * beams + k + 1) * m.Tq * C);
+    }
+    loom::ref::cross_attention_fwd<double>({.q = qk.data(), .kv = kv_d.data(), .out = out.data(), .lse = lse.data(),
+                                            .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
+                                            .key_len = in.len.data()});
+    EXPECT_TRUE(all_close("reference decode vs forward", got_k, out, Tolerance{1e-12, 1e-10}));
+  }
+  DeviceBuffer<bf16> d_kv(in.kv);
+  DeviceBuffer<int32_t> d_len(in.len);
+  std::vector<double> got(q.size());
+  for (int64_t t0 = 0; t0 < m.Tq;) {
+    const int64_t tn = t0 == 0 ? 2 : 1;  // two positions, then one a call
+    std::vector<bf16> step(size_t(Bq * tn * C));
+    for (int64_t b = 0; b < Bq; ++b)
+      std::copy_n(q.begin() + (b * m.Tq + t0) * C, tn * C, step.begin() + b * tn * C);
+    DeviceBuffer<bf16> d_step(step), d_out(step.size());
+    d_out.poison();
+    loom::cuda::cross_attention_decode({.q = d_step.get(), .kv = d_kv.get(), .out = d_out.get(), .Bq = Bq, .Tn = tn,
+                                        .Bk = m.B, .Tk = m.Tk, .C = C, .H = m.H, .key_len = d_len.get()},
+                                       nullptr);
+    const std::vector<double> o = to_double(d_out.download());
+    for (int64_t b = 0; b < Bq; ++b)
+      std::copy_n(o.begin() + b * tn * C, tn * C, got.begin() + (b * m.Tq + t0) * C);
+    t0 += tn;
+  }
+  EXPECT_TRUE(close_and_unbiased("cross decode", got, want, kBf16Out));
 }
 
 // Long sequences at the head dims models use: GPU only (minutes under the emulator).

@@ -361,17 +361,29 @@ int bench_kernels_main() {
   float* nscr = d.alloc<float>(cuda::global_norm_scratch_floats(P) + 1);
   row_bw("global_norm", std::to_string(P) + " params", 4.0 * P,
          [&] { cuda::global_norm_sq(gm, P, nscr + 1, nscr, s); });
+  // Attention's device buffers for one shape: qkv and dout random, the rest the kernels write.
+  struct AttnBuffers {
+    bf16 *qkv, *out, *dout, *dqkv;
+    float *lse, *scratch;
+  };
+  auto attn_buffers = [&](int64_t Ba, int64_t Ta, int64_t Ca, int64_t Ha) {
+    AttnBuffers ab;
+    ab.qkv = d.rand_bf16(Ba * Ta * 3 * Ca, rng);
+    ab.out = d.alloc<bf16>(Ba * Ta * Ca);
+    ab.lse = d.alloc<float>(Ba * Ha * Ta);
+    ab.dout = d.rand_bf16(Ba * Ta * Ca, rng);
+    ab.dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
+    ab.scratch = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
+    return ab;
+  };
   // Causal flash attention, head dims 64 and 128 (FLOPs: fwd 4·B·H·T²·D / 2, bwd 2.5x), with
   // cuDNN's fused flash attention on the same qkv and dout (its own out, stats and dqkv) beside.
   std::vector<std::string> cudnn_notes;
   for (int64_t D : {int64_t(emu ? 16 : 64), int64_t(emu ? 32 : 128)}) {
     const int64_t Ha = emu ? H : (D == 64 ? 12 : 16), Ca = Ha * D, Ta = emu ? T : 2048, Ba = emu ? B : 4;
-    bf16* qkv = d.rand_bf16(Ba * Ta * 3 * Ca, rng);
-    bf16* out = d.alloc<bf16>(Ba * Ta * Ca);
-    float* alse = d.alloc<float>(Ba * Ha * Ta);
-    bf16* dout = d.rand_bf16(Ba * Ta * Ca, rng);
-    bf16* dqkv = d.alloc<bf16>(Ba * Ta * 3 * Ca);
-    float* ascr = d.alloc<float>(cuda::attention_bwd_scratch_floats(Ba, Ta, Ca, Ha));
+    const AttnBuffers ab = attn_buffers(Ba, Ta, Ca, Ha);
+    bf16 *qkv = ab.qkv, *out = ab.out, *dout = ab.dout, *dqkv = ab.dqkv;
+    float *alse = ab.lse, *ascr = ab.scratch;
     const double fl = 4.0 * Ba * Ha * Ta * Ta * D / 2;
     char shp[64];
     std::snprintf(shp, sizeof shp, "B%lld H%lld T%lld D%lld", (long long)Ba, (long long)Ha, (long long)Ta,
@@ -418,6 +430,60 @@ int bench_kernels_main() {
     }
     if (!(cr.fwd_ok && cr.bwd_ok) && cr.why.size() > 90)
       cudnn_notes.push_back("cuDNN attention D" + std::to_string(D) + ": " + cr.why);
+    std::fflush(stdout);
+  }
+
+  // The encoder-decoder modes at D = 64 (16 emulated): bidirectional self-attention over a
+  // padded batch (key lengths 3/4 of T on every other row; FLOPs counted for the whole T x T
+  // square, fwd 4·B·H·T²·D, bwd 2.5x), cross-attention of T/2 decoder queries over T encoder
+  // keys (fwd 4·B·H·Tq·Tk·D), and a one-query decode step against the cached encoder keys and
+  // values (bandwidth: the kv rows, bytes).
+  {
+    const int64_t D = emu ? 16 : 64, Ha = emu ? H : 12, Ca = Ha * D, Ta = emu ? T : 2048, Ba = emu ? B : 4;
+    const int64_t Tq = Ta / 2;
+    const AttnBuffers ab = attn_buffers(Ba, Ta, Ca, Ha);
+    bf16 *qkv = ab.qkv, *out = ab.out, *dout = ab.dout, *dqkv = ab.dqkv;
+    float *alse = ab.lse, *ascr = ab.scratch;
+    std::vector<int32_t> lens(static_cast<size_t>(Ba), static_cast<int32_t>(Ta));
+    for (size_t b = 1; b < lens.size(); b += 2) lens[b] = int32_t(Ta * 3 / 4);
+    const int32_t* klen = d.upload(lens);
+    char shp[64];
+    std::snprintf(shp, sizeof shp, "B%lld H%lld T%lld D%lld pad", (long long)Ba, (long long)Ha, (long long)Ta,
+                  (long long)D);
+    const double fl = 4.0 * Ba * Ha * Ta * Ta * D;
+    row_fl("attention_bidir_fwd", shp, fl, [&] {
+      cuda::attention_fwd({.qkv = qkv, .out = out, .lse = alse, .B = Ba, .T = Ta, .C = Ca, .H = Ha, .key_len = klen,
+                           .causal = false},
+                          s);
+    });
+    row_fl("attention_bidir_bwd", shp, 2.5 * fl, [&] {
+      cuda::attention_bwd({.dout = dout, .qkv = qkv, .out = out, .lse = alse, .dqkv = dqkv, .scratch = ascr, .B = Ba,
+                           .T = Ta, .C = Ca, .H = Ha, .key_len = klen, .causal = false},
+                          s);
+    });
+    // Cross-attention's q [B, Tq, C] and kv [B, T, 2C] (and its dkv) are the leading parts of
+    // the buffers above: only the shapes matter here.
+    bf16* dq = d.alloc<bf16>(Ba * Tq * Ca);
+    std::snprintf(shp, sizeof shp, "B%lld H%lld Tq%lld Tk%lld D%lld", (long long)Ba, (long long)Ha, (long long)Tq,
+                  (long long)Ta, (long long)D);
+    const double xfl = 4.0 * Ba * Ha * Tq * Ta * D;
+    row_fl("cross_attention_fwd", shp, xfl, [&] {
+      cuda::cross_attention_fwd({.q = dout, .kv = qkv, .out = out, .lse = alse, .B = Ba, .Tq = Tq, .Tk = Ta, .C = Ca,
+                                 .H = Ha, .key_len = klen},
+                                s);
+    });
+    row_fl("cross_attention_bwd", shp, 2.5 * xfl, [&] {
+      cuda::cross_attention_bwd({.dout = dout, .q = dout, .kv = qkv, .out = out, .lse = alse, .dq = dq, .dkv = dqkv,
+                                 .scratch = ascr, .B = Ba, .Tq = Tq, .Tk = Ta, .C = Ca, .H = Ha, .key_len = klen},
+                                s);
+    });
+    std::snprintf(shp, sizeof shp, "B%lld H%lld Tn1 Tk%lld D%lld", (long long)Ba, (long long)Ha, (long long)Ta,
+                  (long long)D);
+    row_bw("cross_attention_decode", shp, 2.0 * Ba * Ta * 2 * Ca, [&] {
+      cuda::cross_attention_decode(
+          {.q = dout, .kv = qkv, .out = out, .Bq = Ba, .Tn = 1, .Bk = Ba, .Tk = Ta, .C = Ca, .H = Ha, .key_len = klen},
+          s);
+    });
     std::fflush(stdout);
   }
 

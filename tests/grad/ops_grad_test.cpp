@@ -103,18 +103,20 @@ Graphs add_and_fan_out() {
   return {c};
 }
 
-Graphs attention_causal() {
+// Self-attention over qkv [2, T, 3 * 2H] for each head count, with one mask.
+Graphs attention_heads(std::initializer_list<int> heads, int64_t T, bool causal) {
   Graphs r;
-  for (int H : {1, 2, 3}) {
+  for (int H : heads) {
     GradGraph c;
-    const int qkv = c.g.input("qkv", {2, 7, 3 * 2 * H}, DType::F64);
-    c.out = c.g.attention(qkv, H);
+    const int qkv = c.g.input("qkv", {2, T, 3 * 2 * H}, DType::F64);
+    c.out = c.g.attention(qkv, H, AttentionMask{.causal = causal});
     c.wrt = {qkv};
     c.variant = "H=" + std::to_string(H);
     r.push_back(std::move(c));
   }
   return r;
 }
+Graphs attention_causal() { return attention_heads({1, 2, 3}, 7, true); }
 
 // The document mask: tokens in {0, 1, 2} with 0 the end of text, so documents of a few
 // positions (length 1 among them) and both batch items cut differently.
@@ -126,6 +128,59 @@ Graphs attention_documents() {
   c.wrt = {qkv};
   c.fill = random_ints(3, 6);
   return {c};
+}
+
+// Integer inputs filled with fixed values: key lengths.
+IntFill fixed_ints(std::vector<int32_t> v) {
+  return [v](int, std::vector<int32_t>& d) {
+    LOOM_CHECK(d.size() == v.size(), "fixed_ints: ", v.size(), " values for ", d.size());
+    d = v;
+  };
+}
+
+// Every query sees every key; one head and several.
+Graphs attention_bidirectional() { return attention_heads({1, 2}, 6, false); }
+
+// Key padding, bidirectional and causal: lengths 3 and 7 of 7 (a padded row and a full one).
+// The padded keys' rows get exactly zero gradient; the queries past the length attend over
+// the valid keys and get theirs.
+Graphs attention_key_padding() {
+  Graphs r;
+  for (bool causal : {false, true}) {
+    GradGraph c;
+    const int len = c.g.input("key_len", {2}, DType::I32);
+    const int qkv = c.g.input("qkv", {2, 7, 3 * 2 * 2}, DType::F64);
+    c.out = c.g.attention(qkv, 2, AttentionMask{.causal = causal, .key_len = len});
+    c.wrt = {qkv};
+    c.fill = fixed_ints({3, 7});
+    c.variant = causal ? "causal" : "bidirectional";
+    r.push_back(std::move(c));
+  }
+  return r;
+}
+
+// Queries [2, 5, C] over keys [2, 8, 2C]: gradients to both; with key padding (lengths 2 and
+// 8) and without; and through a projection of an encoder-like tensor, as models use it.
+Graphs cross_attention() {
+  Graphs r;
+  for (bool padded : {false, true}) {
+    GradGraph c;
+    const int q = c.g.input("q", {2, 5, 2 * 2}, DType::F64), kv = c.g.input("kv", {2, 8, 2 * 2 * 2}, DType::F64);
+    const int len = padded ? c.g.input("key_len", {2}, DType::I32) : -1;
+    c.out = c.g.cross_attention(q, kv, 2, len);
+    c.wrt = {q, kv};
+    if (padded) c.fill = fixed_ints({2, 8});
+    c.variant = padded ? "key padding" : "plain";
+    r.push_back(std::move(c));
+  }
+  GradGraph c;
+  const int q = c.g.input("q", {2, 3, 6}, DType::F64), enc = c.g.input("enc", {2, 4, 5}, DType::F64);
+  const int w = c.g.param("w_kv", {12, 5}, Init::Normal, 1, true);
+  c.out = c.g.cross_attention(q, c.g.linear(enc, w), 3);
+  c.wrt = {q, enc};
+  c.variant = "projected";
+  r.push_back(std::move(c));
+  return r;
 }
 
 Graphs softmax_xent() {
@@ -249,6 +304,9 @@ const GradCase kGradCases[] = {
     {"AddAndFanOut", add_and_fan_out},
     {"AttentionCausal", attention_causal},
     {"AttentionDocuments", attention_documents},
+    {"AttentionBidirectional", attention_bidirectional},
+    {"AttentionKeyPadding", attention_key_padding},
+    {"CrossAttention", cross_attention},
     {"SoftmaxXent", softmax_xent},
     {"TinyGptWholeModel", tiny_gpt_whole_model},
     {"LinearGelu", linear_gelu},

@@ -251,11 +251,37 @@ OpCase make_scale(Rng& r, int k) {
           [=](CaseBuilder& b) { b.g.scale(b.input("x", s), f); }};
 }
 
+// Key lengths [B] in [1, T]: one row unpadded, the others random (a length 1 among them when
+// B > 2), so whole key tiles lie past some lengths.
+std::vector<int32_t> key_lengths(Rng& r, int64_t B, int64_t T) {
+  std::vector<int32_t> len(static_cast<size_t>(B));
+  for (auto& l : len) l = static_cast<int32_t>(1 + r.below(T));
+  len[0] = static_cast<int32_t>(T);
+  if (B > 2) len[2] = 1;
+  return len;
+}
+
+// Bidirectional self-attention, and key padding with either mask (partial query and key
+// tiles, several heads and batch rows).
+OpCase make_attention_modes(Rng& r, int k) {
+  const int64_t B = 3, H = between(r, 1, 2), D = k == 1 ? 32 : 16, T = between(r, 65, 140);
+  const bool causal = k == 2, padded = k != 0;
+  const std::vector<int32_t> len = padded ? key_lengths(r, B, T) : std::vector<int32_t>{};
+  return {dims({{"B", B}, {"T", T}, {"H", H}, {"D", D}, {"causal", causal}, {"padded", padded}}), r.next_u64(),
+          [=](CaseBuilder& b) {
+            const int kl = padded ? b.ints("key_len", {B}, len) : -1;
+            b.g.attention(b.input("qkv", {B, T, 3 * H * D}), static_cast<int>(H),
+                          AttentionMask{.causal = causal, .key_len = kl});
+          }};
+}
+
 // Query tiles of 128 rows (D <= 64) and key tiles of 64: T past both and not a multiple of
-// either; one case of whole tiles; several heads and batch items. The last case has the
-// document mask, its doc_start from tokens through document_starts: documents of random
-// lengths (1 among them) that cross tile edges, and a batch item that is one whole document.
+// either; one case of whole tiles; several heads and batch items. Case 3 has the document
+// mask, its doc_start from tokens through document_starts: documents of random lengths (1
+// among them) that cross tile edges, and a batch item that is one whole document. Cases 4-6:
+// make_attention_modes (bidirectional, key padding).
 OpCase make_attention(Rng& r, int k) {
+  if (k >= 4) return make_attention_modes(r, k - 4);
   const int64_t B = between(r, 2, 3), H = k == 1 ? 3 : between(r, 1, 2), D = k == 1 ? 32 : 16;
   const int64_t T = k == 0 || k == 3 ? between(r, 129, 190) : k == 1 ? between(r, 20, 60) : 128;
   const bool docs = k == 3;
@@ -268,6 +294,33 @@ OpCase make_attention(Rng& r, int k) {
   return {dims({{"B", B}, {"T", T}, {"H", H}, {"D", D}, {"documents", docs}}), r.next_u64(), [=](CaseBuilder& b) {
             const int doc = docs ? b.g.document_starts(b.ints("tokens", {B, T}, tokens), kEot) : -1;
             b.g.attention(b.input("qkv", {B, T, 3 * H * D}), static_cast<int>(H), doc);
+          }};
+}
+
+// Queries over keys of another length (fewer and more), with and without key padding.
+OpCase make_cross_attention(Rng& r, int k) {
+  const int64_t B = 3, H = between(r, 1, 2), D = k == 1 ? 32 : 16;
+  const int64_t Tq = k == 0 ? between(r, 5, 20) : between(r, 65, 140), Tk = k == 1 ? between(r, 10, 30) : between(r, 65, 140);
+  const bool padded = k != 2;
+  const std::vector<int32_t> len = padded ? key_lengths(r, B, Tk) : std::vector<int32_t>{};
+  return {dims({{"B", B}, {"Tq", Tq}, {"Tk", Tk}, {"H", H}, {"D", D}, {"padded", padded}}), r.next_u64(),
+          [=](CaseBuilder& b) {
+            const int kl = padded ? b.ints("key_len", {B}, len) : -1;
+            b.g.cross_attention(b.input("q", {B, Tq, H * D}), b.input("kv", {B, Tk, 2 * H * D}), static_cast<int>(H), kl);
+          }};
+}
+
+// New queries over cached encoder keys/values: two beams a source row, a query at a time and
+// several, more keys than the kernel's 128-thread chunk once.
+OpCase make_cross_attention_decode(Rng& r, int k) {
+  const int64_t Bk = 2, beams = k == 0 ? 2 : 1, H = 2, D = k == 0 ? 16 : 32, Tn = k == 0 ? 1 : between(r, 3, 5);
+  const int64_t Tk = k == 0 ? between(r, 130, 160) : between(r, 20, 40);
+  const std::vector<int32_t> len = key_lengths(r, Bk, Tk);
+  return {dims({{"Bq", Bk * beams}, {"Bk", Bk}, {"Tn", Tn}, {"Tk", Tk}, {"H", H}, {"D", D}}), r.next_u64(),
+          [=](CaseBuilder& b) {
+            const int q = b.constant("q", {Bk * beams, Tn, H * D}, b.g.float_dtype());
+            const int kv = b.constant("kv", {Bk, Tk, 2 * H * D}, b.g.float_dtype());
+            b.g.cross_attention_decode(q, kv, static_cast<int>(H), b.ints("key_len", {Bk}, len));
           }};
 }
 
@@ -351,7 +404,7 @@ const OpCases kOpCases[] = {
     {OpId::linear, 3, make_linear},
     {OpId::gelu, 3, make_gelu},
     {OpId::add, 3, make_add},
-    {OpId::attention, 4, make_attention},
+    {OpId::attention, 7, make_attention},
     {OpId::softmax_xent, 3, make_softmax_xent},
     {OpId::linear_gelu, 2, make_linear_gelu},
     {OpId::tanh, 3, make_tanh},
@@ -359,6 +412,8 @@ const OpCases kOpCases[] = {
     {OpId::context_embedding, 2, make_context_embedding},
     {OpId::recurrent, 4, make_recurrent},
     {OpId::attention_decode, 2, make_attention_decode},
+    {OpId::cross_attention, 3, make_cross_attention},
+    {OpId::cross_attention_decode, 2, make_cross_attention_decode},
 };
 
 OpCase op_case(const OpCases& e, int k) {

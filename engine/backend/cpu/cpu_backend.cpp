@@ -3,6 +3,7 @@
 // same class runs in double for finite-difference gradient checks.
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include "engine/backend/backend.h"
 #include "kernels/attention/attention.h"
@@ -17,6 +18,9 @@
 namespace loom {
 
 namespace {
+
+// An optional int32 input (a mask's positions or lengths): nullptr when absent.
+const int32_t* ints(const TensorView& v) { return v ? v.as<int32_t>() : nullptr; }
 
 template <typename T>
 class CpuBackend final : public Backend {
@@ -97,7 +101,28 @@ class CpuBackend final : public Backend {
     const TensorView& qkv = c.in[0];
     ref::attention_fwd<T>({.qkv = qkv.as<T>(), .out = c.out[0].as<T>(), .lse = c.out[1].as<T>(), .B = qkv.dim(0),
                            .seq = qkv.dim(1), .C = qkv.dim(2) / 3, .H = c.attrs.i[0],
-                           .doc_start = c.in[1] ? c.in[1].as<int32_t>() : nullptr});
+                           .doc_start = ints(c.in[1]), .key_len = ints(c.in[2]), .causal = c.attrs.i[1] == 0});
+  }
+  void op_cross_attention(const OpCall& c) override {
+    const TensorView &q = c.in[0], &kv = c.in[1];
+    ref::cross_attention_fwd<T>({.q = q.as<T>(), .kv = kv.as<T>(), .out = c.out[0].as<T>(), .lse = c.out[1].as<T>(),
+                                 .B = q.dim(0), .Tq = q.dim(1), .Tk = kv.dim(1), .C = q.dim(2), .H = c.attrs.i[0],
+                                 .key_len = ints(c.in[2])});
+  }
+  void op_cross_attention_bwd(const OpCall& c) override {
+    const TensorView &q = c.in[1], &kv = c.in[2];
+    // An input without a gradient still takes its rows of the product: scratch.
+    std::vector<T> dq_tmp(c.out[0] ? 0 : q.numel()), dkv_tmp(c.out[1] ? 0 : kv.numel());
+    ref::cross_attention_bwd<T>({.dout = c.in[0].as<T>(), .q = q.as<T>(), .kv = kv.as<T>(), .out = c.in[3].as<T>(),
+                                 .lse = c.in[4].as<T>(), .dq = c.out[0] ? c.out[0].as<T>() : dq_tmp.data(),
+                                 .dkv = c.out[1] ? c.out[1].as<T>() : dkv_tmp.data(), .B = q.dim(0), .Tq = q.dim(1),
+                                 .Tk = kv.dim(1), .C = q.dim(2), .H = c.attrs.i[0], .key_len = ints(c.in[5])});
+  }
+  void op_cross_attention_decode(const OpCall& c) override {
+    const TensorView &q = c.in[0], &kv = c.in[1];
+    ref::cross_attention_decode<T>({.q = q.as<T>(), .kv = kv.as<T>(), .out = c.out[0].as<T>(), .Bq = q.dim(0),
+                                    .Tn = q.dim(1), .Bk = kv.dim(0), .Tk = kv.dim(1), .C = q.dim(2), .H = c.attrs.i[0],
+                                    .key_len = ints(c.in[2])});
   }
   void op_document_starts(const OpCall& c) override {
     const TensorView& tok = c.in[0];
@@ -107,7 +132,8 @@ class CpuBackend final : public Backend {
     const TensorView& qkv = c.in[1];
     ref::attention_bwd<T>({.dout = c.in[0].as<T>(), .qkv = qkv.as<T>(), .out = c.in[2].as<T>(), .lse = c.in[3].as<T>(),
                            .dqkv = c.out[0].as<T>(), .B = qkv.dim(0), .seq = qkv.dim(1), .C = qkv.dim(2) / 3,
-                           .H = c.attrs.i[0], .doc_start = c.in[4] ? c.in[4].as<int32_t>() : nullptr});
+                           .H = c.attrs.i[0], .doc_start = ints(c.in[4]), .key_len = ints(c.in[5]),
+                           .causal = c.attrs.i[1] == 0});
   }
   void op_attention_decode(const OpCall& c) override {
     const TensorView &qkv = c.in[0], &kc = c.in[1];

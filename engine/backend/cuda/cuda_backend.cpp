@@ -204,8 +204,33 @@ class CudaBackend final : public Backend {
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
     cuda::attention_fwd({.qkv = B16(qkv), .out = W16(c.out[0]), .lse = WF32(c.out[1]), .B = qkv.dim(0), .T = qkv.dim(1),
-                         .C = qkv.dim(2) / 3, .H = c.attrs.i[0], .doc_start = c.in[1] ? I32(c.in[1]) : nullptr},
+                         .C = qkv.dim(2) / 3, .H = c.attrs.i[0], .doc_start = I32(c.in[1]), .key_len = I32(c.in[2]),
+                         .causal = c.attrs.i[1] == 0},
                         stream_);
+  }
+  void op_cross_attention(const OpCall& c) override {
+    const TensorView &q = c.in[0], &kv = c.in[1];
+    cuda::cross_attention_fwd({.q = B16(q), .kv = B16(kv), .out = W16(c.out[0]), .lse = WF32(c.out[1]), .B = q.dim(0),
+                               .Tq = q.dim(1), .Tk = kv.dim(1), .C = q.dim(2), .H = c.attrs.i[0],
+                               .key_len = I32(c.in[2])},
+                              stream_);
+  }
+  void op_cross_attention_bwd(const OpCall& c) override {
+    const TensorView &q = c.in[1], &kv = c.in[2];
+    const int64_t B = q.dim(0), Tq = q.dim(1), C = q.dim(2), H = c.attrs.i[0];
+    float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, Tq, C, H));
+    cuda::cross_attention_bwd({.dout = B16(c.in[0]), .q = B16(q), .kv = B16(kv), .out = B16(c.in[3]),
+                               .lse = F32(c.in[4]), .dq = c.out[0] ? W16(c.out[0]) : nullptr,
+                               .dkv = c.out[1] ? W16(c.out[1]) : nullptr, .scratch = s, .B = B, .Tq = Tq,
+                               .Tk = kv.dim(1), .C = C, .H = H, .key_len = I32(c.in[5])},
+                              stream_);
+  }
+  void op_cross_attention_decode(const OpCall& c) override {
+    const TensorView &q = c.in[0], &kv = c.in[1];
+    cuda::cross_attention_decode({.q = B16(q), .kv = B16(kv), .out = W16(c.out[0]), .Bq = q.dim(0), .Tn = q.dim(1),
+                                  .Bk = kv.dim(0), .Tk = kv.dim(1), .C = q.dim(2), .H = c.attrs.i[0],
+                                  .key_len = I32(c.in[2])},
+                                 stream_);
   }
   void op_document_starts(const OpCall& c) override {
     const TensorView& tok = c.in[0];
@@ -217,7 +242,7 @@ class CudaBackend final : public Backend {
     float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, T, C, H));
     cuda::attention_bwd({.dout = B16(c.in[0]), .qkv = B16(qkv), .out = B16(c.in[2]), .lse = F32(c.in[3]),
                          .dqkv = W16(c.out[0]), .scratch = s, .B = B, .T = T, .C = C, .H = H,
-                         .doc_start = c.in[4] ? I32(c.in[4]) : nullptr},
+                         .doc_start = I32(c.in[4]), .key_len = I32(c.in[5]), .causal = c.attrs.i[1] == 0},
                         stream_);
   }
   void op_attention_decode(const OpCall& c) override {
