@@ -10,12 +10,15 @@
 // wmma_emu.h: the tiling, fragment loads, masking and online softmax all run in CI.
 // docs/kernels_attention.md has the tiling, FLOP counts and budgets.
 #include "kernels/common/cuda_compat.h"
+#include "kernels/common/hopper.cuh"
 #include "kernels/common/launch.cuh"
 #include "kernels/common/reduce.cuh"
 #include "kernels/common/vec.cuh"
 
 #include "kernels/attention/attention.h"
 #include "kernels/attention/wmma_emu.h"
+
+#include <atomic>
 
 #include <math.h>
 #include <stdint.h>
@@ -508,6 +511,8 @@ __global__ void __launch_bounds__(FwdTile<D>::kThreads)
   }
 }
 
+#include "kernels/attention/attention_sm90.cuh"
+
 // ---- backward -----------------------------------------------------------------------------
 // A block: kBc = 64 keys of one (b, h), 16 per warp; dK and dV accumulate in registers while
 // tiles of kBr queries (Q, dO, lse, delta) stream through a double buffer. Per query tile,
@@ -966,12 +971,37 @@ Problem cross_problem(const bf16* q, const bf16* kv, int64_t Tq, int64_t Tk, int
   return {raw(q), raw(kv), raw(kv) + C, C, 2 * C, int(Tq), int(Tk), int(H), false, nullptr, key_len};
 }
 
+std::atomic<AttentionFwdKernel> g_fwd_kernel{AttentionFwdKernel::kAuto};
+
+// The warp-specialised forward where the device is an sm_90 one and this build holds the
+// kernel's sm_90a code (a build for other architectures only would run it as a trap).
+template <int D>
+bool use_sm90_forward() {
+  const AttentionFwdKernel k = g_fwd_kernel.load(std::memory_order_relaxed);
+  if (k != AttentionFwdKernel::kAuto) return k == AttentionFwdKernel::kSm90;
+  int dev = 0, major = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  if (major != 9) return false;
+#if LOOM_SIMT_EMULATION
+  return true;
+#else
+  cudaFuncAttributes attr{};
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, attention_fwd_sm90_kernel<D, false>));
+  return attr.binaryVersion == 90;
+#endif
+}
+
 // The entry points' shared half: the outputs' checks and the head-dim dispatch.
 void forward(const Problem& p, int D, int64_t B, bf16* out, float* lse, cudaStream_t s) {
   check_aligned(out, "out");
   LOOM_CHECK(lse != nullptr, "attention: lse is null");
-  with_value<16, 32, 64, 128>("attention head dim", D,
-                              [&](auto d) { launch_fwd<decltype(d)::value>(p, B, raw(out), lse, s); });
+  with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) {
+    if (use_sm90_forward<decltype(d)::value>())
+      launch_fwd_sm90<decltype(d)::value>(p, B, raw(out), lse, s);
+    else
+      launch_fwd<decltype(d)::value>(p, B, raw(out), lse, s);
+  });
 }
 void backward(const Problem& p, int D, int64_t B, const bf16* dout, const bf16* out, const float* lse, float* scratch,
               bf16raw* dq, bf16raw* dk, bf16raw* dv, cudaStream_t s) {
@@ -985,6 +1015,8 @@ void backward(const Problem& p, int D, int64_t B, const bf16* dout, const bf16* 
 }
 
 }  // namespace
+
+void set_attention_fwd_kernel(AttentionFwdKernel k) { g_fwd_kernel.store(k, std::memory_order_relaxed); }
 
 void attention_fwd(const AttentionFwd& a, Stream s) {
   const int D = head_dim(a.B, a.T, a.C, a.H);

@@ -139,6 +139,13 @@ struct AttentionFwd {
 };
 void attention_fwd(const AttentionFwd& a, Stream s);
 
+// Which forward kernel attention_fwd and cross_attention_fwd run: kAuto (the default) is the
+// warp-specialised wgmma/TMA kernel on sm_90 devices (the SIMT emulator reports one) and the
+// mma.sync kernel elsewhere; tests force either. Process-wide; backward is the mma.sync
+// kernel on every architecture and reads either forward's out and lse.
+enum class AttentionFwdKernel { kAuto, kMmaSync, kSm90 };
+void set_attention_fwd_kernel(AttentionFwdKernel k);
+
 struct AttentionBwd {
   const bf16* dout;  // [B, T, C]
   const bf16* qkv;   // [B, T, 3C]

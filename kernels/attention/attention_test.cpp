@@ -59,6 +59,23 @@ struct Shape {
   }
 };
 
+using FwdKernel = loom::cuda::AttentionFwdKernel;
+
+// The forward kernels every forward check runs: the mma.sync kernel, and the warp-specialised
+// sm_90a one where the device is an sm_90 one (the emulator reports one, so CI runs both).
+std::vector<FwdKernel> fwd_kernels() {
+  int major = 0;
+  EXPECT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+  if (major == 9) return {FwdKernel::kMmaSync, FwdKernel::kSm90};
+  return {FwdKernel::kMmaSync};
+}
+const char* name(FwdKernel k) { return k == FwdKernel::kSm90 ? "sm90 forward" : "mma.sync forward"; }
+// Forces one forward kernel for a scope; back to the architecture's choice after it.
+struct ForceFwdKernel {
+  explicit ForceFwdKernel(FwdKernel k) { loom::cuda::set_attention_fwd_kernel(k); }
+  ~ForceFwdKernel() { loom::cuda::set_attention_fwd_kernel(FwdKernel::kAuto); }
+};
+
 constexpr Tolerance kBf16Out{2e-2, 2e-2};
 constexpr Tolerance kF32Lse{1e-3, 1e-3};
 
@@ -161,17 +178,21 @@ void check_forward(const Shape& s, uint32_t seed, const std::vector<int32_t>& do
   DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.B * s.T * s.C()));
   DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T));
   DeviceBuffer<int32_t> d_doc(doc.empty() ? std::vector<int32_t>{0} : doc);
-  d_out.poison();
-  d_lse.poison();
-  cudaStream_t stream;
-  ASSERT_CUDA(cudaStreamCreate(&stream));
-  loom::cuda::attention_fwd({.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T,
-                             .C = s.C(), .H = s.H, .doc_start = doc.empty() ? nullptr : d_doc.get()},
-                            stream);
-  ASSERT_CUDA(cudaStreamSynchronize(stream));
-  ASSERT_CUDA(cudaStreamDestroy(stream));
-  EXPECT_TRUE(close_and_unbiased("out " + s.str(), to_double(d_out.download()), ref.out, kBf16Out));
-  EXPECT_TRUE(close_and_unbiased("lse " + s.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+  for (const FwdKernel k : fwd_kernels()) {
+    SCOPED_TRACE(name(k));
+    const ForceFwdKernel force(k);
+    d_out.poison();
+    d_lse.poison();
+    cudaStream_t stream;
+    ASSERT_CUDA(cudaStreamCreate(&stream));
+    loom::cuda::attention_fwd({.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T,
+                               .C = s.C(), .H = s.H, .doc_start = doc.empty() ? nullptr : d_doc.get()},
+                              stream);
+    ASSERT_CUDA(cudaStreamSynchronize(stream));
+    ASSERT_CUDA(cudaStreamDestroy(stream));
+    EXPECT_TRUE(close_and_unbiased("out " + s.str(), to_double(d_out.download()), ref.out, kBf16Out));
+    EXPECT_TRUE(close_and_unbiased("lse " + s.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+  }
 }
 
 // Backward on inputs shared with the reference: out and lse come from the reference forward
@@ -385,13 +406,17 @@ void check_self_modes(const Modes& m, uint32_t seed) {
   DeviceBuffer<float> d_lse(ref.lse.size());
   DeviceBuffer<int32_t> d_len(len.empty() ? std::vector<int32_t>{0} : len);
   const int32_t* dev_len = len.empty() ? nullptr : d_len.get();
-  d_out.poison();
-  d_lse.poison();
-  loom::cuda::attention_fwd({.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = m.B, .T = m.Tq, .C = C,
-                             .H = m.H, .key_len = dev_len, .causal = m.causal},
-                            nullptr);
-  EXPECT_TRUE(close_and_unbiased("out " + m.str(), to_double(d_out.download()), ref.out, kBf16Out));
-  EXPECT_TRUE(close_and_unbiased("lse " + m.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+  for (const FwdKernel k : fwd_kernels()) {
+    SCOPED_TRACE(name(k));
+    const ForceFwdKernel force(k);
+    d_out.poison();
+    d_lse.poison();
+    loom::cuda::attention_fwd({.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = m.B, .T = m.Tq,
+                               .C = C, .H = m.H, .key_len = dev_len, .causal = m.causal},
+                              nullptr);
+    EXPECT_TRUE(close_and_unbiased("out " + m.str(), to_double(d_out.download()), ref.out, kBf16Out));
+    EXPECT_TRUE(close_and_unbiased("lse " + m.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+  }
 
   // Backward from the reference's out and lse, as check_backward does.
   const std::vector<bf16> dout = random_bf16(size_t(rows * C), 1.f, seed + 7);
@@ -439,13 +464,17 @@ void check_cross(const Modes& m, uint32_t seed) {
   DeviceBuffer<float> d_lse(ref.lse.size());
   DeviceBuffer<int32_t> d_len(in.len.empty() ? std::vector<int32_t>{0} : in.len);
   const int32_t* dev_len = in.len.empty() ? nullptr : d_len.get();
-  d_out.poison();
-  d_lse.poison();
-  loom::cuda::cross_attention_fwd({.q = d_q.get(), .kv = d_kv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = m.B,
-                                   .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H, .key_len = dev_len},
-                                  nullptr);
-  EXPECT_TRUE(close_and_unbiased("out " + m.str(), to_double(d_out.download()), ref.out, kBf16Out));
-  EXPECT_TRUE(close_and_unbiased("lse " + m.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+  for (const FwdKernel k : fwd_kernels()) {
+    SCOPED_TRACE(name(k));
+    const ForceFwdKernel force(k);
+    d_out.poison();
+    d_lse.poison();
+    loom::cuda::cross_attention_fwd({.q = d_q.get(), .kv = d_kv.get(), .out = d_out.get(), .lse = d_lse.get(),
+                                     .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H, .key_len = dev_len},
+                                    nullptr);
+    EXPECT_TRUE(close_and_unbiased("out " + m.str(), to_double(d_out.download()), ref.out, kBf16Out));
+    EXPECT_TRUE(close_and_unbiased("lse " + m.str(), to_double(d_lse.download()), ref.lse, kF32Lse, 1e-5));
+  }
 
   const std::vector<bf16> dout = random_bf16(in.q.size(), 1.f, seed + 7);
   std::vector<bf16> out(ref.out.size());
@@ -749,11 +778,16 @@ TEST(AttentionTiming, Emulated) {
   const std::vector<bf16> qkv = make_qkv(s, 5);
   DeviceBuffer<bf16> d_qkv(qkv), d_out(size_t(s.T * s.C()));
   DeviceBuffer<float> d_lse(size_t(s.H * s.T));
-  const auto t0 = std::chrono::steady_clock::now();
-  loom::cuda::attention_fwd(
-      {.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = s.C(), .H = s.H}, nullptr);
-  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("[ timing   ] attention_fwd %s (%d blocks of 128 threads): %.0f ms\n", s.str().c_str(), int(s.H), ms);
+  for (const FwdKernel k : fwd_kernels()) {
+    const ForceFwdKernel force(k);
+    const auto t0 = std::chrono::steady_clock::now();
+    loom::cuda::attention_fwd(
+        {.qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = s.C(), .H = s.H},
+        nullptr);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("[ timing   ] attention_fwd %s, %s (%d blocks of %d threads): %.0f ms\n", s.str().c_str(), name(k),
+                int(s.H), k == FwdKernel::kSm90 ? 384 : 128, ms);
+  }
 }
 
 // Throughput on the device (printed): FLOPs 4 B H T^2 D / 2 forward (causal), 2.5x backward.
