@@ -29,6 +29,10 @@
 // encoder keys/values: the reference against a naive masked softmax (its backward has
 // finite-difference checks in tests/grad), then the kernels against the reference at the same
 // tolerances, with NaN in every padded key row so that reading one fails.
+//
+// Two forward kernels: every forward check runs the mma.sync kernel and, on an sm_90 device
+// (the emulator reports one), the warp-specialised sm_90a kernel (attention_sm90.cuh), each
+// forced in turn; backward is one kernel on every architecture.
 #include "kernels/common/cuda_compat.h"
 #include "kernels/common/test_util.h"
 
@@ -809,21 +813,24 @@ TEST(AttentionTiming, Gpu) {
     ASSERT_CUDA(cudaEventCreate(&e1));
     ASSERT_CUDA(cudaEventCreate(&e2));
     const int iters = 10;
-    loom::cuda::attention_fwd(f, nullptr);  // warm-up
-    loom::cuda::attention_bwd(bw, nullptr);
-    ASSERT_CUDA(cudaEventRecord(e0));
-    for (int i = 0; i < iters; ++i) loom::cuda::attention_fwd(f, nullptr);
-    ASSERT_CUDA(cudaEventRecord(e1));
-    for (int i = 0; i < iters; ++i) loom::cuda::attention_bwd(bw, nullptr);
-    ASSERT_CUDA(cudaEventRecord(e2));
-    ASSERT_CUDA(cudaEventSynchronize(e2));
-    float fwd_ms = 0, bwd_ms = 0;
-    ASSERT_CUDA(cudaEventElapsedTime(&fwd_ms, e0, e1));
-    ASSERT_CUDA(cudaEventElapsedTime(&bwd_ms, e1, e2));
     const double flops = 4.0 * s.B * s.H * double(s.T) * double(s.T) * double(D) / 2;
-    std::printf("[ timing   ] %s causal: fwd %.3f ms %.0f TFLOP/s, bwd %.3f ms %.0f TFLOP/s\n", s.str().c_str(),
-                fwd_ms / iters, flops / (fwd_ms / iters * 1e-3) / 1e12, bwd_ms / iters,
-                2.5 * flops / (bwd_ms / iters * 1e-3) / 1e12);
+    for (const FwdKernel k : fwd_kernels()) {  // each forward kernel, then the backward
+      const ForceFwdKernel force(k);
+      loom::cuda::attention_fwd(f, nullptr);  // warm-up
+      loom::cuda::attention_bwd(bw, nullptr);
+      ASSERT_CUDA(cudaEventRecord(e0));
+      for (int i = 0; i < iters; ++i) loom::cuda::attention_fwd(f, nullptr);
+      ASSERT_CUDA(cudaEventRecord(e1));
+      for (int i = 0; i < iters; ++i) loom::cuda::attention_bwd(bw, nullptr);
+      ASSERT_CUDA(cudaEventRecord(e2));
+      ASSERT_CUDA(cudaEventSynchronize(e2));
+      float fwd_ms = 0, bwd_ms = 0;
+      ASSERT_CUDA(cudaEventElapsedTime(&fwd_ms, e0, e1));
+      ASSERT_CUDA(cudaEventElapsedTime(&bwd_ms, e1, e2));
+      std::printf("[ timing   ] %s causal, %s: fwd %.3f ms %.0f TFLOP/s, bwd %.3f ms %.0f TFLOP/s\n",
+                  s.str().c_str(), name(k), fwd_ms / iters, flops / (fwd_ms / iters * 1e-3) / 1e12, bwd_ms / iters,
+                  2.5 * flops / (bwd_ms / iters * 1e-3) / 1e12);
+    }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     cudaEventDestroy(e2);
