@@ -14,7 +14,8 @@
 //    the A fragment), the online softmax on the accumulators in between.
 // Each stage has three mbarriers: `loaded` (TMA bytes landed), `full` (V^T written: the 128
 // producer threads arrive), `empty` (both consumers done with it: their 256 threads arrive).
-// setmaxnreg moves registers from the producer (40) to the consumers (232).
+// setmaxnreg moves registers from the producer (40) to the consumers (232), and the two
+// consumers take turns issuing their S products (ping-pong, named barriers 1 and 2).
 // Q and K are loaded with the widest swizzle their rows allow (128B at D >= 64), V^T is
 // written in the 128B-swizzled layout by the producer itself; docs/kernels_attention.md has
 // the design and its roofline estimate.
@@ -142,14 +143,24 @@ __global__ void __launch_bounds__(Sm90FwdTile<D>::kThreads, 1)
   hp::mbarrier_wait_parity(&bar_q, 0);
   const unsigned char* q_rows = sQ + 64 * c * kW;
 
+  // Ping-pong: the consumers take turns issuing S = Q K^T (named barriers 1 and 2, one per
+  // consumer, 256 threads: this warpgroup's sync meets the other's arrive), so that one's
+  // softmax runs while the other's product does. The second consumer opens the first turn (the
+  // first consumer's); the last turn is not passed on, which keeps every barrier's arrivals and
+  // syncs paired.
+  const int n_it = n_kb - j_begin;
+  const unsigned my_turn = 1u + unsigned(c), other_turn = 2u - unsigned(c);
+  if (c == 1 && n_it > 0) hp::named_barrier_arrive(other_turn, 256);
   for (int j = j_begin; j < n_kb; ++j) {
     const int it = j - j_begin, s = it % kStages;
     const uint32_t ph = uint32_t(it / kStages) & 1u;
     const int k0 = j * kBc;
     hp::mbarrier_wait_parity(&full[s], ph);
-    if ((!causal || k0 <= wg_last_row) && k0 + kBc > wg_lo) {
+    const bool sees = (!causal || k0 <= wg_last_row) && k0 + kBc > wg_lo;
+    float sacc[kS];
+    hp::named_barrier_sync(my_turn, 256);
+    if (sees) {
       // S = Q K^T: D/16 k-steps of 32 bytes inside the W-byte rows, a box every kW bytes.
-      float sacc[kS];
       hp::wgmma_fence();
 #pragma unroll
       for (int kt = 0; kt < D / 16; ++kt) {
@@ -159,6 +170,9 @@ __global__ void __launch_bounds__(Sm90FwdTile<D>::kThreads, 1)
             hp::make_smem_desc(stage_k(s) + box * kBc * kW + off, Tile::kSwizzle, 16, 8 * kW), kt > 0);
       }
       hp::wgmma_commit_group();
+    }
+    if (c == 0 || it + 1 < n_it) hp::named_barrier_arrive(other_turn, 256);
+    if (sees) {
       hp::wgmma_wait_group<0>();
 
       // d[i]: row 16w + g + 8 * ((i / 2) % 2), column 8 * (i / 4) + 2t + i % 2 (PTX ISA wgmma
