@@ -135,6 +135,7 @@ __global__ void __launch_bounds__(Sm90FwdTile<D>::kThreads, 1)
   const int row_of[2] = {wg_row0 + 16 * w + g, wg_row0 + 16 * w + g + 8};  // this thread's two rows
   const int wg_lo = doc_of(wg_row0), wg_hi = doc_of(wg_last_row);
   const int lo[2] = {doc_of(row_of[0]), doc_of(row_of[1])};
+  // The smallest last key of this warpgroup's rows: tiles past it need the mask.
   const int warp_last = causal ? min(wg_row0, last) : last;
 
   float o[kO], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
