@@ -40,6 +40,20 @@ __device__ __forceinline__ int n_keys(const int32_t* key_len, int64_t b, int Tk)
   return L < 0 ? 0 : (L > Tk ? Tk : L);
 }
 
+// The block's sum of v, inline: the backward's block_sum (an out-of-line call on sm_90a) made
+// ptxas spill 8 bytes around it. Partials added in warp order: the same bits every run.
+__device__ __forceinline__ float block_total(float v) {
+  __shared__ float part[kThreads / 32];
+  v = warp_reduce(v, SumOp{});
+  __syncthreads();  // the previous call's readers are done with part[]
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
+  __syncthreads();
+  float t = 0.f;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) t += part[w];
+  return t;
+}
+
 }  // namespace
 
 // ---- forward ----------------------------------------------------------------------------
@@ -128,7 +142,7 @@ static __global__ void __launch_bounds__(kThreads)
       ds[j] = dp;
       part += probs[r * Tk + j] * dp;
     }
-    const float delta = block_sum(part);
+    const float delta = block_total(part);
     // Each thread rewrites the ds[j] it wrote above: no barrier between.
     for (int j = tid; j < Tk; j += kThreads) {
       const float d = j < L ? probs[r * Tk + j] * (ds[j] - delta) : 0.f;
