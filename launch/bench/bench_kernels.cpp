@@ -509,12 +509,12 @@ int bench_kernels_main() {
       const bool add = score == AttnScore::Additive;
       const double fl = double(Br * Tq * Tk) * ((add ? 4.0 : 2.0) * Ar + 2.0 * Ar);
       const bf16* v = add ? rv : nullptr;
-      row_fl(add ? "rnn_attention_additive_fwd" : "rnn_attention_dot_fwd", shp, fl, [&] {
+      row_fl(add ? "rnn_attention_add_fwd" : "rnn_attention_dot_fwd", shp, fl, [&] {
         cuda::rnn_attention_fwd({.score = score, .q = rq, .keys = rk, .values = rk, .v = v, .key_len = klen,
                                  .ctx = rctx, .probs = rprobs, .B = Br, .Tq = Tq, .Tk = Tk, .A = Ar, .C = Ar},
                                 s);
       });
-      row_fl(add ? "rnn_attention_additive_bwd" : "rnn_attention_dot_bwd", shp, 2.0 * fl, [&] {
+      row_fl(add ? "rnn_attention_add_bwd" : "rnn_attention_dot_bwd", shp, 2.0 * fl, [&] {
         cuda::rnn_attention_bwd({.score = score, .dctx = rdctx, .q = rq, .keys = rk, .values = rk, .v = v,
                                  .key_len = klen, .probs = rprobs, .dq = rdq, .dkeys = rdk,
                                  .dvalues = rdval, .dv = add ? rdv : nullptr, .scratch = rscr, .B = Br, .Tq = Tq,
