@@ -228,6 +228,16 @@ void backward_recurrent(Autodiff& ad, const Node& n) {
                   {dx, dwi, dwh, dbi, dbh}, n.attrs);
 }
 
+void backward_rnn_attention(Autodiff& ad, const Node& n) {
+  const int dctx = ad.grad(n.out[0]);
+  if (dctx < 0) return;
+  const int dq = ad.written(n.in[0]), dk = ad.written(n.in[1]), dval = ad.written(n.in[2]),
+            dv = n.in[3] < 0 ? -1 : ad.accumulated(n.in[3]);
+  if (dq >= 0 || dk >= 0 || dval >= 0 || dv >= 0)
+    ad.g().add_node(OpId::rnn_attention_bwd, {dctx, n.in[0], n.in[1], n.in[2], n.in[3], n.in[4], n.out[1]},
+                    {dq, dk, dval, dv}, n.attrs);
+}
+
 // Ops that never appear in a forward graph that is differentiated.
 #define LOOM_NO_BACKWARD(name) \
   void backward_##name(Autodiff&, const Node&) { LOOM_CHECK(false, "op " #name " has no backward rule"); }
@@ -243,6 +253,7 @@ LOOM_NO_BACKWARD(softmax_xent_bwd)
 LOOM_NO_BACKWARD(tanh_bwd)
 LOOM_NO_BACKWARD(context_embedding_bwd)
 LOOM_NO_BACKWARD(recurrent_bwd)
+LOOM_NO_BACKWARD(rnn_attention_bwd)
 #undef LOOM_NO_BACKWARD
 
 // The table: one rule per op, in ops.def order. A missing backward_<op> fails to compile.

@@ -279,6 +279,23 @@ int Graph::tanh(int x) {
   return y;
 }
 
+int Graph::rnn_attention(int q, int keys, int values_in, int v, int key_len) {
+  const Shape qs = values[q].shape, ks = values[keys].shape, vs = values[values_in].shape;
+  LOOM_CHECK(qs.size() == 3 && ks.size() == 3 && vs.size() == 3 && ks[0] == qs[0] && ks[2] == qs[2] &&
+                 vs[0] == qs[0] && vs[1] == ks[1],
+             "rnn_attention: q ", shape_str(qs), ", keys ", shape_str(ks), " and values ", shape_str(vs),
+             " are not [B, Tq, A], [B, Tk, A] and [B, Tk, C]");
+  LOOM_CHECK(v < 0 || values[v].shape == Shape{qs[2]}, "rnn_attention: v must be [A]");
+  LOOM_CHECK(key_len < 0 || (values[key_len].shape == Shape{qs[0]} && values[key_len].dtype == DType::I32),
+             "rnn_attention: key_len must be i32 [B]");
+  const int ctx = new_value(vname(*this, "rnn_attn"), {qs[0], qs[1], vs[2]}, fdt_);
+  const int probs = new_value(vname(*this, "rnn_attn.probs"), {qs[0], qs[1], ks[1]}, stat_dtype());
+  Attrs a;
+  a.i[0] = v < 0 ? 0 : 1;  // AttnScore: dot without a scoring vector, additive with one
+  add_node(OpId::rnn_attention, {q, keys, values_in, v, key_len}, {ctx, probs}, a);
+  return ctx;
+}
+
 int Graph::context_embedding(int tokens, int wte, int n, int pad) {
   const Shape& ts = values[tokens].shape;
   const Shape& ws = values[wte].shape;

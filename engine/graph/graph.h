@@ -112,6 +112,11 @@ class Graph {
   // For every position t, the embeddings of tokens t-n+1..t concatenated ([B,T,n*E]); positions
   // before the window, and tokens equal to `pad`, read row `pad` of wte (which then has pad+1 rows).
   int context_embedding(int tokens, int wte, int n, int pad);
+  // A recurrent decoder's attention step (kernels/rnn_attention/rnn_attention.h): queries q
+  // [B, Tq, A] over keys [B, Tk, A] and values [B, Tk, C], scored by q . k (v < 0) or
+  // v . tanh(q + k) (v: a parameter [A]); key_len (optional, i32 [B]): key padding. Returns ctx
+  // [B, Tq, C].
+  int rnn_attention(int q, int keys, int values, int v = -1, int key_len = -1);
   // One recurrent layer over the sequence (kernels/rnn/rnn.h): returns {y, stateT}.
   // `cell` is loom::Cell as int; state0 is an Input [NS,B,H] in the statistics dtype.
   std::pair<int, int> recurrent(int cell, int x, int w_ih, int w_hh, int b_ih, int b_hh, int state0);

@@ -35,6 +35,7 @@
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/rnn/rnn.h"
+#include "kernels/rnn_attention/rnn_attention.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
 // LOOM_HAVE_CUDNN: set by CMake for the real backend when it found cuDNN (bench_cudnn.cpp).
@@ -484,6 +485,43 @@ int bench_kernels_main() {
           {.q = dout, .kv = qkv, .out = out, .Bq = Ba, .Tn = 1, .Bk = Ba, .Tk = Ta, .C = Ca, .H = Ha, .key_len = klen},
           s);
     });
+    std::fflush(stdout);
+  }
+
+  // The recurrent decoder's attention step (kernels/rnn_attention) at a Luong-sized shape, every
+  // target position at once (teacher forcing), with key padding. FLOPs: forward 2·B·Tq·Tk·(A+C)
+  // for dot scores (tanh counted as one for additive: 4·B·Tq·Tk·A + 2·B·Tq·Tk·C); backward
+  // twice the forward's products (dscore, dq, dkeys, dvalues).
+  {
+    const int64_t Br = emu ? 2 : 64, Tq = emu ? 9 : 50, Tk = emu ? 11 : 50, Ar = emu ? 16 : 512;
+    bf16 *rq = d.rand_bf16(Br * Tq * Ar, rng), *rk = d.rand_bf16(Br * Tk * Ar, rng), *rv = d.rand_bf16(Ar, rng);
+    bf16 *rctx = d.alloc<bf16>(Br * Tq * Ar), *rdctx = d.rand_bf16(Br * Tq * Ar, rng);
+    bf16 *rdq = d.alloc<bf16>(Br * Tq * Ar), *rdk = d.alloc<bf16>(Br * Tk * Ar), *rdval = d.alloc<bf16>(Br * Tk * Ar);
+    float *rprobs = d.alloc<float>(Br * Tq * Tk), *rdv = d.rand_f32(Ar, rng, -1, 1);
+    float* rscr = d.alloc<float>(cuda::rnn_attention_bwd_scratch_floats(AttnScore::Additive, Br, Tq, Tk, Ar));
+    std::vector<int32_t> lens(static_cast<size_t>(Br), static_cast<int32_t>(Tk));
+    for (size_t b = 1; b < lens.size(); b += 2) lens[b] = int32_t(Tk * 3 / 4);
+    const int32_t* klen = d.upload(lens);
+    char shp[64];
+    std::snprintf(shp, sizeof shp, "B%lld Tq%lld Tk%lld A%lld C%lld pad", (long long)Br, (long long)Tq, (long long)Tk,
+                  (long long)Ar, (long long)Ar);
+    for (AttnScore score : {AttnScore::Dot, AttnScore::Additive}) {
+      const bool add = score == AttnScore::Additive;
+      const double fl = double(Br * Tq * Tk) * ((add ? 4.0 : 2.0) * Ar + 2.0 * Ar);
+      const bf16* v = add ? rv : nullptr;
+      row_fl(add ? "rnn_attention_add_fwd" : "rnn_attention_dot_fwd", shp, fl, [&] {
+        cuda::rnn_attention_fwd({.score = score, .q = rq, .keys = rk, .values = rk, .v = v, .key_len = klen,
+                                 .ctx = rctx, .probs = rprobs, .B = Br, .Tq = Tq, .Tk = Tk, .A = Ar, .C = Ar},
+                                s);
+      });
+      row_fl(add ? "rnn_attention_add_bwd" : "rnn_attention_dot_bwd", shp, 2.0 * fl, [&] {
+        cuda::rnn_attention_bwd({.score = score, .dctx = rdctx, .q = rq, .keys = rk, .values = rk, .v = v,
+                                 .key_len = klen, .probs = rprobs, .dq = rdq, .dkeys = rdk,
+                                 .dvalues = rdval, .dv = add ? rdv : nullptr, .scratch = rscr, .B = Br, .Tq = Tq,
+                                 .Tk = Tk, .A = Ar, .C = Ar},
+                                s);
+      });
+    }
     std::fflush(stdout);
   }
 

@@ -28,7 +28,8 @@ TEST(CliEmu, BenchKernelsRunsEveryFamily) {
   for (const char* k : {"residual_layernorm", "layernorm_bwd", "gelu", "gelu_bwd", "add", "bias_grad", "embedding",
                         "embedding_bwd", "softmax_xent", "softmax_xent_bwd", "adamw", "global_norm", "attention_fwd",
                         "attention_bwd", "attention_bidir_fwd", "attention_bidir_bwd", "cross_attention_fwd",
-                        "cross_attention_bwd", "cross_attention_decode", "lstm loom", "lstm cudnn"})
+                        "cross_attention_bwd", "cross_attention_decode", "rnn_attention_dot_fwd", "rnn_attention_dot_bwd",
+                        "rnn_attention_add_fwd", "rnn_attention_add_bwd", "lstm loom", "lstm cudnn"})
     EXPECT_NE(r.out.find(k), std::string::npos) << k << " missing from:\n" << r.out;
   EXPECT_EQ(r.out.find("nan"), std::string::npos) << r.out;
 }

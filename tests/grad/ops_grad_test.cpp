@@ -183,6 +183,41 @@ Graphs cross_attention() {
   return r;
 }
 
+// The recurrent decoder's attention step in the forms models use: Luong dot (the encoder
+// states are keys and values), Luong general (a projected query), Bahdanau additive (both
+// sides projected, a scoring vector), each with key padding (lengths 2 and 6), and a plain dot
+// with separate keys and values.
+Graphs rnn_attention() {
+  Graphs r;
+  {
+    GradGraph c;
+    const int q = c.g.input("q", {2, 5, 4}, DType::F64), k = c.g.input("keys", {2, 6, 4}, DType::F64),
+              v = c.g.input("values", {2, 6, 3}, DType::F64);
+    c.out = c.g.rnn_attention(q, k, v);
+    c.wrt = {q, k, v};
+    c.variant = "dot, separate keys and values";
+    r.push_back(std::move(c));
+  }
+  for (const char* form : {"dot", "general", "additive"}) {
+    GradGraph c;
+    const std::string f = form;
+    const int h = c.g.input("h", {2, 5, 4}, DType::F64), s = c.g.input("s", {2, 6, 4}, DType::F64);
+    const int len = c.g.input("key_len", {2}, DType::I32);
+    int q = h, k = s, v = -1;
+    if (f != "dot") q = c.g.linear(h, c.g.param("w_q", {4, 4}, Init::Normal, 1, true));
+    if (f == "additive") {
+      k = c.g.linear(s, c.g.param("w_k", {4, 4}, Init::Normal, 1, true));
+      v = c.g.param("v", {4}, Init::Normal, 1, true);
+    }
+    c.out = c.g.rnn_attention(q, k, s, v, len);
+    c.wrt = {h, s};
+    c.fill = fixed_ints({2, 6});
+    c.variant = f + ", key padding";
+    r.push_back(std::move(c));
+  }
+  return r;
+}
+
 Graphs softmax_xent() {
   GradGraph c;
   const int z = c.g.input("logits", {3, 4, 11}, DType::F64);
@@ -307,6 +342,7 @@ const GradCase kGradCases[] = {
     {"AttentionBidirectional", attention_bidirectional},
     {"AttentionKeyPadding", attention_key_padding},
     {"CrossAttention", cross_attention},
+    {"RnnAttention", rnn_attention},
     {"SoftmaxXent", softmax_xent},
     {"TinyGptWholeModel", tiny_gpt_whole_model},
     {"LinearGelu", linear_gelu},

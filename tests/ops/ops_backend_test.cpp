@@ -324,6 +324,26 @@ OpCase make_cross_attention_decode(Rng& r, int k) {
           }};
 }
 
+// The recurrent decoder's attention step: dot with separate keys and values, unpadded; dot
+// with the encoder states as keys and values (as Luong's decoder reads them) over more keys
+// than a block's 128 threads; additive with a scoring vector and features beyond 128.
+OpCase make_rnn_attention(Rng& r, int k) {
+  const int64_t B = 3, Tq = between(r, 5, 20), Tk = k == 1 ? between(r, 130, 150) : between(r, 6, 30);
+  const int64_t A = k == 2 ? between(r, 130, 140) : between(r, 9, 24), C = k == 0 ? between(r, 5, 12) : A;
+  const bool padded = k != 0;
+  const std::vector<int32_t> len = padded ? key_lengths(r, B, Tk) : std::vector<int32_t>{};
+  const char* form = k == 2 ? "additive" : "dot";
+  return {std::string(form) + " " + dims({{"B", B}, {"Tq", Tq}, {"Tk", Tk}, {"A", A}, {"C", C}, {"padded", padded}}),
+          r.next_u64(), [=](CaseBuilder& b) {
+            const int kl = padded ? b.ints("key_len", {B}, len) : -1;
+            const int q = b.input("q", {B, Tq, A}, 0.4);
+            const int keys = b.input("keys", {B, Tk, A}, 0.4);
+            const int values = k == 0 ? b.input("values", {B, Tk, C}) : keys;
+            const int v = k == 2 ? b.param("v", {A}, 0.0, 0.5) : -1;
+            b.g.rnn_attention(q, keys, values, v, kl);
+          }};
+}
+
 // Warp-per-row path (V <= 4096): more than 256 rows (the loss mean's loop), rows of more than
 // 256 columns, unaligned widths; block-per-row path (V > 4096). Once the logits come from an
 // op, so that dlogits is written in place over them.
@@ -414,6 +434,7 @@ const OpCases kOpCases[] = {
     {OpId::attention_decode, 2, make_attention_decode},
     {OpId::cross_attention, 3, make_cross_attention},
     {OpId::cross_attention_decode, 2, make_cross_attention_decode},
+    {OpId::rnn_attention, 3, make_rnn_attention},
 };
 
 OpCase op_case(const OpCases& e, int k) {

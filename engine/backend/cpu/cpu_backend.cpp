@@ -13,6 +13,7 @@
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/rnn/rnn.h"
+#include "kernels/rnn_attention/rnn_attention.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
 namespace loom {
@@ -123,6 +124,23 @@ class CpuBackend final : public Backend {
     ref::cross_attention_decode<T>({.q = q.as<T>(), .kv = kv.as<T>(), .out = c.out[0].as<T>(), .Bq = q.dim(0),
                                     .Tn = q.dim(1), .Bk = kv.dim(0), .Tk = kv.dim(1), .C = q.dim(2), .H = c.attrs.i[0],
                                     .key_len = ints(c.in[2])});
+  }
+  void op_rnn_attention(const OpCall& c) override {
+    const TensorView &q = c.in[0], &k = c.in[1], &val = c.in[2];
+    ref::rnn_attention_fwd<T>({.score = static_cast<AttnScore>(c.attrs.i[0]), .q = q.as<T>(), .keys = k.as<T>(),
+                               .values = val.as<T>(), .v = c.in[3] ? c.in[3].as<T>() : nullptr,
+                               .key_len = ints(c.in[4]), .ctx = c.out[0].as<T>(), .probs = c.out[1].as<T>(),
+                               .B = q.dim(0), .Tq = q.dim(1), .Tk = k.dim(1), .A = q.dim(2), .C = val.dim(2)});
+  }
+  void op_rnn_attention_bwd(const OpCall& c) override {
+    const TensorView &q = c.in[1], &k = c.in[2], &val = c.in[3];
+    auto opt = [](const TensorView& t) { return t ? t.as<T>() : nullptr; };
+    ref::rnn_attention_bwd<T>({.score = static_cast<AttnScore>(c.attrs.i[0]), .dctx = c.in[0].as<T>(),
+                               .q = q.as<T>(), .keys = k.as<T>(), .values = val.as<T>(), .v = opt(c.in[4]),
+                               .key_len = ints(c.in[5]), .probs = c.in[6].as<T>(),
+                               .dq = opt(c.out[0]), .dkeys = opt(c.out[1]), .dvalues = opt(c.out[2]),
+                               .dv = opt(c.out[3]), .B = q.dim(0), .Tq = q.dim(1), .Tk = k.dim(1), .A = q.dim(2),
+                               .C = val.dim(2)});
   }
   void op_document_starts(const OpCall& c) override {
     const TensorView& tok = c.in[0];

@@ -23,6 +23,7 @@
 #include "kernels/layernorm/layernorm.h"
 #include "kernels/matmul/matmul.h"
 #include "kernels/rnn/rnn.h"
+#include "kernels/rnn_attention/rnn_attention.h"
 #include "kernels/softmax_xent/softmax_xent.h"
 
 #if LOOM_SIMT_EMULATION
@@ -231,6 +232,27 @@ class CudaBackend final : public Backend {
                                   .Bk = kv.dim(0), .Tk = kv.dim(1), .C = q.dim(2), .H = c.attrs.i[0],
                                   .key_len = I32(c.in[2])},
                                  stream_);
+  }
+  void op_rnn_attention(const OpCall& c) override {
+    const TensorView &q = c.in[0], &k = c.in[1], &val = c.in[2];
+    cuda::rnn_attention_fwd({.score = static_cast<AttnScore>(c.attrs.i[0]), .q = B16(q), .keys = B16(k),
+                             .values = B16(val), .v = c.in[3] ? B16(c.in[3]) : nullptr, .key_len = I32(c.in[4]),
+                             .ctx = W16(c.out[0]), .probs = WF32(c.out[1]), .B = q.dim(0), .Tq = q.dim(1),
+                             .Tk = k.dim(1), .A = q.dim(2), .C = val.dim(2)},
+                            stream_);
+  }
+  void op_rnn_attention_bwd(const OpCall& c) override {
+    const TensorView &q = c.in[1], &k = c.in[2], &val = c.in[3];
+    const AttnScore score = static_cast<AttnScore>(c.attrs.i[0]);
+    const int64_t B = q.dim(0), Tq = q.dim(1), Tk = k.dim(1), A = q.dim(2);
+    float* s = scratch_floats(cuda::rnn_attention_bwd_scratch_floats(score, B, Tq, Tk, A));
+    cuda::rnn_attention_bwd({.score = score, .dctx = B16(c.in[0]), .q = B16(q), .keys = B16(k), .values = B16(val),
+                             .v = c.in[4] ? B16(c.in[4]) : nullptr, .key_len = I32(c.in[5]),
+                             .probs = F32(c.in[6]), .dq = c.out[0] ? W16(c.out[0]) : nullptr,
+                             .dkeys = c.out[1] ? W16(c.out[1]) : nullptr,
+                             .dvalues = c.out[2] ? W16(c.out[2]) : nullptr, .dv = c.out[3] ? WF32(c.out[3]) : nullptr,
+                             .scratch = s, .B = B, .Tq = Tq, .Tk = Tk, .A = A, .C = val.dim(2)},
+                            stream_);
   }
   void op_document_starts(const OpCall& c) override {
     const TensorView& tok = c.in[0];
