@@ -11,9 +11,11 @@
 
 namespace loom {
 
-class GraphDecoder : public TokenDecoder {
+// Base: TokenDecoder, or Seq2SeqDecoder for the sequence-to-sequence kinds.
+template <class Base>
+class GraphDecoderOf : public Base {
  protected:
-  GraphDecoder(ModelGraph mg, const std::vector<float>& params, Backend& be) : be_(be), mg_(std::move(mg)) {
+  GraphDecoderOf(ModelGraph mg, const std::vector<float>& params, Backend& be) : be_(be), mg_(std::move(mg)) {
     LOOM_CHECK(static_cast<int64_t>(params.size()) == mg_.g.param_count, "parameter count mismatch");
     weights_ = std::make_unique<DeviceWeights>(be, mg_.g.param_count);
     weights_->upload(params);
@@ -61,5 +63,7 @@ class GraphDecoder : public TokenDecoder {
   std::unique_ptr<DeviceWeights> weights_;
   std::unique_ptr<Executor> ex_;
 };
+
+using GraphDecoder = GraphDecoderOf<TokenDecoder>;
 
 }  // namespace loom
