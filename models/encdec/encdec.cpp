@@ -195,15 +195,13 @@ ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
 
 // Encodes once (the Encode graph's outputs are copied into the Decode graph's memory inputs),
 // then decodes one target token per step over the self-attention KV cache.
-class EncDecDecoder final : public GraphDecoderOf<Seq2SeqDecoder> {
+class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
  public:
   EncDecDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
-      : GraphDecoderOf(build_encdec(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be),
+      : KvCacheDecoderOf(build_encdec(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be, cfg.seq_len,
+                         cfg.n_head),
         enc_(build_encdec(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false)),
-        src_len_(cfg.src_len),
-        seq_len_(cfg.seq_len),
-        heads_(cfg.n_head),
-        row_bytes_(mg_.g.values[mg_.caches[0]].bytes() / (static_cast<size_t>(cfg.n_head) * cfg.seq_len)) {
+        src_len_(cfg.src_len) {
     enc_ex_ = std::make_unique<Executor>(enc_.g, be);
     enc_ex_->bind_params(weights_->graph_params(), nullptr);
   }
@@ -221,39 +219,18 @@ class EncDecDecoder final : public GraphDecoderOf<Seq2SeqDecoder> {
       be_.copy(ex_->view(mg_.memory[l]).data, enc_ex_->view(enc_.memory[l]).data, enc_.g.values[enc_.memory[l]].bytes());
     ex_->set_input(mg_.source_len, &len, 4);
     encoded_ = true;
-    filled_ = 0;
+    reset();
   }
   std::vector<float> step(int32_t token, int pos) override {
     LOOM_CHECK(encoded_, "decoding before a source was encoded");
-    LOOM_CHECK(pos < seq_len_, "KV cache full");
-    const int32_t p = pos;
-    ex_->set_input(mg_.tokens, &token, 4);
-    ex_->set_input(mg_.pos, &p, 4);
-    ex_->forward();
-    filled_ = pos + 1;
-    return ex_->fetch_f32(mg_.logits);
-  }
-  void reset() override { filled_ = 0; }
-  int capacity() const override { return seq_len_; }
-  std::unique_ptr<DecoderState> save() const override {
-    auto c = save_values(mg_.caches, filled_ ? heads_ : 0, row_bytes_ * seq_len_, row_bytes_ * filled_);
-    c->filled = filled_;
-    return c;
-  }
-  void restore(const DecoderState& s) override {
-    const auto* c = dynamic_cast<const Copies*>(&s);
-    LOOM_CHECK(c, "a decoder state of another decoder");
-    restore_values(s, mg_.caches, c->filled ? heads_ : 0, row_bytes_ * seq_len_, row_bytes_ * c->filled);
-    filled_ = c->filled;
+    return KvCacheDecoderOf::step(token, pos);
   }
 
  private:
   ModelGraph enc_;
   std::unique_ptr<Executor> enc_ex_;
-  int src_len_, seq_len_, heads_;
-  size_t row_bytes_;
+  int src_len_;
   bool encoded_ = false;
-  int filled_ = 0;
 };
 
 class EncDecKind final : public ModelKind {
