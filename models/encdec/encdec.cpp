@@ -23,12 +23,17 @@ namespace {
 struct Mlp {
   int fc_w, fc_b, fc2_w, fc2_b;
 };
+// A block's first part, the same in both stacks: ln_1, then self-attention.
+struct SelfAttn {
+  int ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b;
+};
 struct EncLayer {
-  int ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_g, ln2_b;
+  SelfAttn sa;
+  int ln2_g, ln2_b;
   Mlp mlp;
 };
 struct DecLayer {
-  int ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b;
+  SelfAttn sa;
   int ln2_g, ln2_b, q_w, q_b, kv_w, kv_b, xproj_w, xproj_b;
   int ln3_g, ln3_b;
   Mlp mlp;
@@ -68,6 +73,11 @@ Params register_params(Graph& g, const ModelConfig& c) {
     w = g.param(n + ".weight", {out, in}, Init::Normal, sd, true);
     b = g.param(n + ".bias", {out}, Init::Zeros, 0, false);
   };
+  auto self_attn = [&](const std::string& s, float res, SelfAttn& a) {
+    ln(s + "ln_1", a.ln1_g, a.ln1_b);
+    lin(s + "attn.c_attn", 3 * C, C, std0, a.qkv_w, a.qkv_b);
+    lin(s + "attn.c_proj", C, C, res, a.proj_w, a.proj_b);
+  };
   auto mlp = [&](const std::string& n, float res, Mlp& m) {
     lin(n + ".c_fc", 4 * C, C, std0, m.fc_w, m.fc_b);
     lin(n + ".c_proj", C, 4 * C, res, m.fc2_w, m.fc2_b);
@@ -76,9 +86,7 @@ Params register_params(Graph& g, const ModelConfig& c) {
   for (int l = 0; l < c.n_enc_layer; ++l) {
     const std::string s = "enc." + std::to_string(l) + ".";
     EncLayer& e = p.enc[l];
-    ln(s + "ln_1", e.ln1_g, e.ln1_b);
-    lin(s + "attn.c_attn", 3 * C, C, std0, e.qkv_w, e.qkv_b);
-    lin(s + "attn.c_proj", C, C, enc_res, e.proj_w, e.proj_b);
+    self_attn(s, enc_res, e.sa);
     ln(s + "ln_2", e.ln2_g, e.ln2_b);
     mlp(s + "mlp", enc_res, e.mlp);
   }
@@ -87,9 +95,7 @@ Params register_params(Graph& g, const ModelConfig& c) {
   for (int l = 0; l < c.n_dec_layer; ++l) {
     const std::string s = "dec." + std::to_string(l) + ".";
     DecLayer& d = p.dec[l];
-    ln(s + "ln_1", d.ln1_g, d.ln1_b);
-    lin(s + "attn.c_attn", 3 * C, C, std0, d.qkv_w, d.qkv_b);
-    lin(s + "attn.c_proj", C, C, dec_res, d.proj_w, d.proj_b);
+    self_attn(s, dec_res, d.sa);
     ln(s + "ln_2", d.ln2_g, d.ln2_b);
     lin(s + "cross.q", C, C, std0, d.q_w, d.q_b);
     lin(s + "cross.kv", 2 * C, C, std0, d.kv_w, d.kv_b);
@@ -115,9 +121,9 @@ std::vector<int> build_encoder(Graph& g, const ModelConfig& c, const Params& p, 
   for (int l = 0; l < c.n_enc_layer; ++l) {
     const EncLayer& e = p.enc[l];
     g.set_scope("enc." + std::to_string(l) + ".attn");
-    const int h = g.layernorm(x, e.ln1_g, e.ln1_b);
-    const int a = g.attention(g.linear(h, e.qkv_w, e.qkv_b), c.n_head, {.causal = false, .key_len = m.source_len});
-    x = g.add(x, g.linear(a, e.proj_w, e.proj_b));
+    const int h = g.layernorm(x, e.sa.ln1_g, e.sa.ln1_b);
+    const int a = g.attention(g.linear(h, e.sa.qkv_w, e.sa.qkv_b), c.n_head, {.causal = false, .key_len = m.source_len});
+    x = g.add(x, g.linear(a, e.sa.proj_w, e.sa.proj_b));
     g.set_scope("enc." + std::to_string(l) + ".mlp");
     x = g.add(x, mlp_out(g, g.layernorm(x, e.ln2_g, e.ln2_b), e.mlp));
   }
@@ -169,10 +175,10 @@ ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
     const DecLayer& d = p.dec[l];
     const std::string s = "dec." + std::to_string(l);
     g.set_scope(s + ".attn");
-    const int qkv = g.linear(g.layernorm(y, d.ln1_g, d.ln1_b), d.qkv_w, d.qkv_b);
+    const int qkv = g.linear(g.layernorm(y, d.sa.ln1_g, d.sa.ln1_b), d.sa.qkv_w, d.sa.qkv_b);
     const int a = decode ? g.attention_decode(qkv, m.caches[2 * l], m.caches[2 * l + 1], m.pos, c.n_head)
                          : g.attention(qkv, c.n_head);
-    y = g.add(y, g.linear(a, d.proj_w, d.proj_b));
+    y = g.add(y, g.linear(a, d.sa.proj_w, d.sa.proj_b));
     g.set_scope(s + ".cross");
     const int q = g.linear(g.layernorm(y, d.ln2_g, d.ln2_b), d.q_w, d.q_b);
     const int x = decode ? g.cross_attention_decode(q, kv[l], c.n_head, m.source_len)
