@@ -13,6 +13,7 @@
 
 #include "core/check.h"
 #include "engine/backend/peak.h"
+#include "engine/data/pairs.h"
 #include "engine/data/shard.h"
 #include "launch/bench/bench_train.h"
 #include "launch/command.h"
@@ -82,6 +83,8 @@ class PlanCommand final : public Command {
     if (vocab_) {
       m.vocab = *vocab_;
       in.vocab_note = "vocabulary " + std::to_string(m.vocab) + " from --vocab";
+    } else if (!path.empty() && std::filesystem::exists(path) && model_kind(m.kind).learns_pairs()) {
+      m.vocab = static_cast<int>(open_pair_folder(path).vocab.size());
     } else if (!path.empty() && std::filesystem::exists(path)) {
       const DataFolder d = open_data_folder(path);
       m.vocab = static_cast<int>(d.vocab_size);

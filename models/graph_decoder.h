@@ -11,9 +11,11 @@
 
 namespace loom {
 
-class GraphDecoder : public TokenDecoder {
+// Base: TokenDecoder, or Seq2SeqDecoder for the sequence-to-sequence kinds.
+template <class Base>
+class GraphDecoderOf : public Base {
  protected:
-  GraphDecoder(ModelGraph mg, const std::vector<float>& params, Backend& be) : be_(be), mg_(std::move(mg)) {
+  GraphDecoderOf(ModelGraph mg, const std::vector<float>& params, Backend& be) : be_(be), mg_(std::move(mg)) {
     LOOM_CHECK(static_cast<int64_t>(params.size()) == mg_.g.param_count, "parameter count mismatch");
     weights_ = std::make_unique<DeviceWeights>(be, mg_.g.param_count);
     weights_->upload(params);
@@ -60,6 +62,51 @@ class GraphDecoder : public TokenDecoder {
   ModelGraph mg_;
   std::unique_ptr<DeviceWeights> weights_;
   std::unique_ptr<Executor> ex_;
+};
+
+using GraphDecoder = GraphDecoderOf<TokenDecoder>;
+
+// A Decode graph that feeds one position per call over a self-attention KV cache (mg.caches:
+// per layer k then v, [1, heads, seq_len, D]).
+template <class Base>
+class KvCacheDecoderOf : public GraphDecoderOf<Base> {
+ public:
+  std::vector<float> step(int32_t token, int pos) override {
+    LOOM_CHECK(pos < seq_len_, "KV cache full");
+    const int32_t p = pos;
+    this->ex_->set_input(this->mg_.tokens, &token, 4);
+    this->ex_->set_input(this->mg_.pos, &p, 4);
+    this->ex_->forward();
+    filled_ = pos + 1;
+    return this->ex_->fetch_f32(this->mg_.logits);
+  }
+  void reset() override { filled_ = 0; }
+  int capacity() const override { return seq_len_; }
+  // Only the filled positions of each head's rows [seq_len, D] are copied: the rest is never
+  // read before a step writes it.
+  std::unique_ptr<DecoderState> save() const override {
+    auto c = this->save_values(this->mg_.caches, filled_ ? heads_ : 0, row_bytes_ * seq_len_, row_bytes_ * filled_);
+    c->filled = filled_;
+    return c;
+  }
+  void restore(const DecoderState& s) override {
+    const auto* c = dynamic_cast<const typename GraphDecoderOf<Base>::Copies*>(&s);
+    LOOM_CHECK(c, "a decoder state of another decoder");
+    this->restore_values(s, this->mg_.caches, c->filled ? heads_ : 0, row_bytes_ * seq_len_, row_bytes_ * c->filled);
+    filled_ = c->filled;
+  }
+
+ protected:
+  KvCacheDecoderOf(ModelGraph mg, const std::vector<float>& params, Backend& be, int seq_len, int heads)
+      : GraphDecoderOf<Base>(std::move(mg), params, be),
+        seq_len_(seq_len),
+        heads_(heads),
+        row_bytes_(this->mg_.g.values[this->mg_.caches[0]].bytes() / (static_cast<size_t>(heads) * seq_len)) {}
+
+ private:
+  int seq_len_, heads_;
+  size_t row_bytes_;  // one position of one head's cache
+  int filled_ = 0;    // positions fed since the last reset
 };
 
 }  // namespace loom

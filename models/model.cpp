@@ -66,6 +66,11 @@ void validate_model(const ModelConfig& c, const std::string& where) {
   req(!c.document_mask || kind->masks_documents(), "data.document_mask",
       std::string("no attention to mask in model.kind = ") + kind->name());
   require_in(req, c.eot_id, -1, INT32_MAX, "data.eot_id");
+  if (kind->learns_pairs()) {
+    require_in(req, c.src_len, 1, kMaxSeqLen, "model.src_len");
+    req(c.positions == "sinusoidal" || c.positions == "learned", "model.positions",
+        "'" + c.positions + "' is not one of sinusoidal, learned");
+  }
 }
 
 ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits,
@@ -95,6 +100,15 @@ std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed) {
   for (const auto& p : layout) {
     float* d = w.data() + p.offset;
     const int64_t n = p.count();
+    if (p.init == Init::Sinusoidal) {
+      const int64_t C = p.shape.back();
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t t = i / C, c = i % C;
+        const double w = std::pow(10000.0, -static_cast<double>(c / 2 * 2) / static_cast<double>(C));
+        d[i] = static_cast<float>(p.init_std * (c % 2 ? std::cos(t * w) : std::sin(t * w)));
+      }
+      continue;
+    }
     for (int64_t i = 0; i < n; ++i)
       d[i] = p.init == Init::Ones         ? 1.0f
              : p.init == Init::Zeros      ? 0.0f
@@ -141,6 +155,9 @@ bool ModelKind::has_recompute_segments() const {
 }
 std::vector<float> ModelKind::merge_lora(const ModelConfig&, const std::vector<float>&, ModelConfig*) const {
   LOOM_CHECK(false, "model kind ", name(), " has no LoRA adapters");
+}
+std::unique_ptr<Seq2SeqDecoder> ModelKind::seq2seq_decoder(const ModelConfig&, const ModelWeights&, Backend&) const {
+  LOOM_CHECK(false, "model kind ", name(), " does not learn from pairs");
 }
 std::unique_ptr<CountingModel> ModelKind::new_counts(const ModelConfig&) const {
   LOOM_CHECK(false, "model kind ", name(), " does not count");

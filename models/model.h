@@ -1,11 +1,11 @@
 // model.h: what every model kind shares, and the one interface a kind implements.
 //
-// A model kind (gpt, lstm, gru, rnn, ffnn, ngram) is a ModelKind registered once in
+// A model kind (gpt, lstm, gru, rnn, ffnn, ngram, the sequence-to-sequence kinds) is a ModelKind registered once in
 // models/kinds.def. Everything above models/ (the run loop, checkpoints, sampling, the CLI)
 // asks the kind through this interface and never compares kind names: which config keys it
 // needs and how to check them, how it learns (a graph trained by gradient descent, or counts),
-// whether it carries state across batches, how to build its graphs or count, its FLOPs per
-// token, and a decoder that feeds it one token at a time.
+// whether it carries state across batches or learns from pairs, how to build its graphs or
+// count, its FLOPs per token, and a decoder that feeds it one token at a time.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -19,6 +19,7 @@
 #include "engine/graph/graph.h"
 #include "engine/graph/recompute.h"
 #include "engine/io/safetensors.h"
+#include "kernels/softmax_xent/softmax_xent.h"  // kIgnoreTarget
 
 namespace loom {
 
@@ -42,13 +43,25 @@ struct ModelConfig {
   // tokenizer's, resolved before a graph is built).
   bool document_mask = false;
   int eot_id = -1;
+  // Sequence-to-sequence kinds (learns_pairs()): seq_len is the target length T (EOS
+  // included) and src_len the source length S; the encoder and decoder stacks have their own
+  // depths; tie_embeddings makes the source embedding, the target embedding and the classifier
+  // one matrix; positions: "sinusoidal" (fixed) or "learned".
+  int src_len = 0;
+  int n_enc_layer = 0, n_dec_layer = 0;
+  bool tie_embeddings = true;
+  std::string positions = "sinusoidal";
 };
 
 // train: tokens + targets -> loss, with backward nodes (B x T windows)
 // eval:  tokens + targets -> loss (and logits when asked), no backward
 // decode: tokens [B, 1] at position `pos` with a KV cache -> logits [B, 1, V] (gpt); the
 //         other graph kinds decode with their Eval graph and keep_logits
-enum class GraphMode { Train, Eval, Decode };
+// encode: pair kinds: source [B, S] + source_len -> what every decoder step reads of the
+//         source (ModelGraph::memory, kept outputs), computed once per source
+// Pair kinds' Decode graphs read `memory` as inputs of the same shapes, and source_len.
+enum class GraphMode { Train, Eval, Decode, Encode };
+
 
 struct ModelGraph {
   Graph g;
@@ -59,7 +72,16 @@ struct ModelGraph {
   // Recurrent kinds: per layer, the initial state (Input [NS, B, H], stat dtype) and the final
   // state (kept output) -- the next batch's initial state under truncated BPTT.
   std::vector<int> state_in, state_out;
-  int B = 0, T = 0;
+  // Pair kinds (learns_pairs()): the source tokens [B, S] i32 (EOS, then PAD) and the source
+  // lengths [B] i32 (EOS included; keys past them are padding). `tokens` is the decoder's
+  // input [B, T] (teacher forcing: BOS + target[:-1]), `targets` the target [B, T] with
+  // kIgnoreTarget on padding. The loss is the sum over the real target tokens divided by
+  // B x T (padding adds zero); loss_scale() turns it into the mean over real target tokens.
+  int source = -1, source_len = -1;
+  // Encode outputs / Decode inputs: what the decoder reads of the encoded source (encdec: each
+  // decoder layer's cross-attention keys/values [B, S, 2C]).
+  std::vector<int> memory;
+  int B = 0, T = 0, S = 0;
   explicit ModelGraph(DType dt) : g(dt) {}
 };
 
@@ -102,6 +124,22 @@ class TokenDecoder {
   // state is bounded).
   virtual int capacity() const = 0;
 };
+
+// A sequence-to-sequence kind's decoder: the encoder runs once per source, then the decoder is
+// fed target tokens one at a time (step(BOS, 0) first) over its caches of the encoded source
+// and of its own past. save()/restore() cover the target side (beam hypotheses share one
+// source); reset() forgets the target side and keeps the source.
+class Seq2SeqDecoder : public TokenDecoder {
+ public:
+  // The source's tokens with its EOS (the pair loader's rows without PAD), at most src_len.
+  virtual void encode(std::span<const int32_t> source) = 0;
+};
+
+// The loss of a pair graph over real target tokens (ModelGraph's targets): the factor that
+// turns its sum / (B x T) into the mean over `real` target tokens.
+inline double loss_scale(const ModelGraph& m, int64_t real) {
+  return real > 0 ? static_cast<double>(m.B) * m.T / static_cast<double>(real) : 0.0;
+}
 
 // A counted model (the ngram kind): it learns by counting tokens, not by gradients.
 class CountingModel {
@@ -162,8 +200,15 @@ class ModelKind {
   virtual bool supports_lora() const { return false; }
   // Attention kept inside documents (ModelConfig::document_mask).
   virtual bool masks_documents() const { return false; }
+  // Sequence-to-sequence kinds learn from pair folders (engine/data/pairs.h) with teacher
+  // forcing; their graphs read ModelGraph's source side, and they decode with
+  // seq2seq_decoder().
+  virtual bool learns_pairs() const { return false; }
+  // learns_pairs() kinds: a decoder that encodes a source once and then decodes its target.
+  virtual std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
+                                                          Backend& be) const;
 
-  // Graph kinds.
+  // Graph kinds. Pair kinds: T is the target length, the source length is c.src_len.
   virtual ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const;
   // Activation recomputation (train.recompute, engine/graph/recompute.h): the segment that a
   // forward node recorded under `scope` belongs to at setting `r`, "" for none. Kinds with

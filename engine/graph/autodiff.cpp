@@ -103,10 +103,17 @@ using BackwardRule = void (*)(Autodiff&, const Node&);
 
 void backward_embedding(Autodiff& ad, const Node& n) {
   const int dout = ad.grad(n.out[0]);
-  const int dwte = ad.accumulated(n.in[1]), dwpe = ad.accumulated(n.in[2]);
+  int dwte = ad.accumulated(n.in[1]), dwpe = ad.accumulated(n.in[2]);
   if (dout < 0 || (dwte < 0 && dwpe < 0)) return;
-  LOOM_CHECK(dwte >= 0 && dwpe >= 0, "embedding tables must both be trainable");
-  ad.g().add_node(OpId::embedding_bwd, {dout, n.in[0], n.in[3]}, {dwte, dwpe});
+  // One frozen table (a fixed sinusoidal position table): the op still writes both, so the
+  // frozen one's gradient goes to a scratch value nobody reads.
+  Graph& g = ad.g();
+  for (int* d : {&dwte, &dwpe})
+    if (*d < 0) {
+      const Value& table = g.values[n.in[d == &dwte ? 1 : 2]];
+      *d = g.new_value("grad.unused." + table.name, table.shape, g.grad_dtype());
+    }
+  g.add_node(OpId::embedding_bwd, {dout, n.in[0], n.in[3]}, {dwte, dwpe});
 }
 
 void backward_layernorm(Autodiff& ad, const Node& n) {

@@ -36,7 +36,9 @@ struct Node {
 };
 
 // ForgetGate: zeros except ones on the second quarter (an LSTM bias: the forget gate's rows).
-enum class Init : uint8_t { Normal, Zeros, Ones, ForgetGate };
+// Sinusoidal: a position table [T, C], row t = init_std x (sin(t w_0), cos(t w_0), sin(t w_1),
+// ...), w_i = 10000^(-2i / C) (the Transformer's fixed positions).
+enum class Init : uint8_t { Normal, Zeros, Ones, ForgetGate, Sinusoidal };
 
 struct ParamInfo {
   std::string name;

@@ -139,8 +139,9 @@ __device__ __forceinline__ void map_row(const __nv_bfloat16* z, __nv_bfloat16* o
 
 // ---- forward ----------------------------------------------------------------------------
 
-// lse[r] = log sum exp(z[r, :]); row_loss[r] = lse[r] - z[r, y[r]] (NaN for a target outside
-// the vocabulary: the mean then says so, instead of a read out of bounds).
+// lse[r] = log sum exp(z[r, :]); row_loss[r] = lse[r] - z[r, y[r]], 0 for the ignored target -1
+// (padding), NaN for any other target outside the vocabulary: the mean then says so, instead of
+// a read out of bounds.
 template <int kRowThreads>
 static __global__ void __launch_bounds__(kBlock)
     xent_fwd_kernel(const __nv_bfloat16* logits, const int32_t* targets, float* lse, float* row_loss,
@@ -156,7 +157,7 @@ static __global__ void __launch_bounds__(kBlock)
       const float l = M + logf(S);
       const int32_t y = targets[r];
       lse[r] = l;
-      row_loss[r] = (y >= 0 && y < V) ? l - to_float(z[y]) : NAN;
+      row_loss[r] = (y >= 0 && y < V) ? l - to_float(z[y]) : y == kIgnoreTarget ? 0.f : NAN;
     }
   }
 }
@@ -172,7 +173,7 @@ static __global__ void __launch_bounds__(kBlock) mean_kernel(const float* row_lo
 
 // ---- backward ---------------------------------------------------------------------------
 
-// dlogits = (exp(z - lse) - onehot(y)) * dloss / N. Every element is read and then written
+// dlogits = (exp(z - lse) - onehot(y)) * dloss / N, a zero row for the ignored target -1. Every element is read and then written
 // by the same thread, so dlogits may be logits itself (no __restrict__ here on purpose).
 template <int kRowThreads>
 static __global__ void __launch_bounds__(kBlock)
@@ -186,8 +187,8 @@ static __global__ void __launch_bounds__(kBlock)
     __nv_bfloat16* d = dlogits + r * V;
     const float l = lse[r];
     const int32_t y = targets[r];
-    // A bad target poisons its row rather than silently dropping the -1.
-    const float sc = (y >= 0 && y < V) ? scale : NAN;
+    // Any other bad target poisons its row rather than being silently dropped.
+    const float sc = (y >= 0 && y < V) ? scale : y == kIgnoreTarget ? 0.f : NAN;
     map_row<kRowThreads>(z, d, V, t, [&](float x, int c) { return (__expf(x - l) - (c == y ? 1.f : 0.f)) * sc; });
   }
 }

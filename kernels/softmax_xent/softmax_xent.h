@@ -7,13 +7,19 @@
 #include "core/dtype.h"
 #include "kernels/common/stream.h"
 
+namespace loom {
+// A target row that adds nothing to the loss and gets a zero gradient (padding); the loss
+// stays the sum over the other rows divided by all N.
+inline constexpr int32_t kIgnoreTarget = -1;
+}  // namespace loom
+
 namespace loom::ref {
 
 template <typename T>
 struct SoftmaxXentArgs {
   const T* logits;         // [N, V]
   const int32_t* targets;  // [N]
-  T* loss;                 // [1]  mean over rows of (lse - logit[target])
+  T* loss;                 // [1]  sum over rows of (lse - logit[target]) / N (kIgnoreTarget rows: 0)
   T* lse;                  // [N]  saved for backward
   int64_t N, V;
 };

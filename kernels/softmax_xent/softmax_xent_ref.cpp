@@ -26,6 +26,7 @@ void softmax_xent_fwd(const SoftmaxXentArgs<T>& a) {
   double total = 0;
   for (int64_t n = 0; n < a.N; ++n) {
     const int32_t y = a.targets[n];
+    if (y == kIgnoreTarget) continue;
     LOOM_CHECK(y >= 0 && y < a.V, "target ", y, " outside vocabulary ", a.V);
     total += static_cast<double>(a.lse[n] - a.logits[n * a.V + y]);
   }
@@ -40,9 +41,10 @@ void softmax_xent_bwd(const SoftmaxXentBwdArgs<T>& a) {
     const T* z = a.logits + n * a.V;
     T* d = a.dlogits + n * a.V;
     const T l = a.lse[n];
+    const T sc = a.targets[n] == kIgnoreTarget ? T(0) : scale;
 #pragma omp simd
-    for (int64_t v = 0; v < a.V; ++v) d[v] = vexp<T>(z[v] - l) * scale;
-    d[a.targets[n]] -= scale;
+    for (int64_t v = 0; v < a.V; ++v) d[v] = vexp<T>(z[v] - l) * sc;
+    if (a.targets[n] != kIgnoreTarget) d[a.targets[n]] -= scale;
   }
 }
 

@@ -46,6 +46,12 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   for (auto& t : y) t = static_cast<int32_t>(rng.below(o.model.vocab));
   ex.set_input(tg.tokens, x.data(), x.size() * 4);
   ex.set_input(tg.targets, y.data(), y.size() * 4);
+  if (tg.source >= 0) {  // pair kinds: full-length random sources
+    std::vector<int32_t> src(static_cast<size_t>(o.batch) * tg.S), len(o.batch, tg.S);
+    for (auto& t : src) t = static_cast<int32_t>(rng.below(o.model.vocab));
+    ex.set_input(tg.source, src.data(), src.size() * 4);
+    ex.set_input(tg.source_len, len.data(), len.size() * 4);
+  }
   const float one = 1.0f;
   ex.set_input(tg.dloss, &one, 4);
   for (int v : tg.state_in) be->zero(ex.view(v).data, tg.g.values[v].bytes());

@@ -55,7 +55,7 @@ std::string fmt_double(double v) {
 }
 
 std::map<std::string, std::string> model_metadata(const ModelConfig& m, const std::string& tokenizer, int64_t step) {
-  return {{"format", "loom"},
+  std::map<std::string, std::string> meta = {{"format", "loom"},
           {"model.kind", m.kind},
           {"model.n_layer", std::to_string(m.n_layer)},
           {"model.n_head", std::to_string(m.n_head)},
@@ -70,6 +70,15 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const st
           {"model.vocab", std::to_string(m.vocab)},
           {"tokenizer", tokenizer},
           {"step", std::to_string(step)}};
+  // Only the sequence-to-sequence kinds' checkpoints carry their keys.
+  if (model_kind(m.kind).learns_pairs()) {
+    meta["model.src_len"] = std::to_string(m.src_len);
+    meta["model.n_enc_layer"] = std::to_string(m.n_enc_layer);
+    meta["model.n_dec_layer"] = std::to_string(m.n_dec_layer);
+    meta["model.tie_embeddings"] = m.tie_embeddings ? "true" : "false";
+    meta["model.positions"] = m.positions;
+  }
+  return meta;
 }
 
 // A positive int that must be there, in decimal digits and nothing else.
@@ -223,6 +232,18 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
   }
   ck.model.seq_len = meta_int(model, "model.seq_len", mpath);
   ck.model.vocab = meta_int(model, "model.vocab", mpath);
+  if (model_kind(ck.model.kind).learns_pairs()) {
+    ck.model.src_len = meta_int(model, "model.src_len", mpath);
+    ck.model.n_enc_layer = meta_int0(model, "model.n_enc_layer", mpath);
+    ck.model.n_dec_layer = meta_int0(model, "model.n_dec_layer", mpath);
+    const auto tie = model.metadata.find("model.tie_embeddings");
+    LOOM_USER_CHECK(tie != model.metadata.end() && (tie->second == "true" || tie->second == "false"), mpath,
+                    ": metadata 'model.tie_embeddings' must be true or false");
+    ck.model.tie_embeddings = tie->second == "true";
+    const auto pos = model.metadata.find("model.positions");
+    LOOM_USER_CHECK(pos != model.metadata.end(), mpath, ": metadata has no 'model.positions'");
+    ck.model.positions = pos->second;  // validate_model checks it
+  }
   if (model.metadata.count("data.eot_id")) {
     ck.model.document_mask = true;
     ck.model.eot_id = meta_int0(model, "data.eot_id", mpath);
@@ -323,13 +344,19 @@ void check_same_model(const CheckpointData& ck, const ModelConfig& e) {
            std::to_string(c.d_model) + " d_hidden=" + std::to_string(c.d_hidden) + " context=" +
            std::to_string(c.context) + " order=" + std::to_string(c.order) + " seq_len=" + std::to_string(c.seq_len) +
            " vocab=" + std::to_string(c.vocab) +
+           (c.src_len ? " src_len=" + std::to_string(c.src_len) + " n_enc_layer=" + std::to_string(c.n_enc_layer) +
+                            " n_dec_layer=" + std::to_string(c.n_dec_layer) + " tie_embeddings=" +
+                            (c.tie_embeddings ? "true" : "false") + " positions=" + c.positions
+                      : "") +
            (c.lora_rank ? " lora.rank=" + std::to_string(c.lora_rank) + " lora.targets=" + c.lora_targets : "");
   };
   LOOM_USER_CHECK(m.kind == e.kind && m.n_layer == e.n_layer && m.n_head == e.n_head && m.d_model == e.d_model &&
                       m.d_hidden == e.d_hidden && m.context == e.context && m.order == e.order &&
                       m.lora_rank == e.lora_rank && (m.lora_rank == 0 || (m.lora_targets == e.lora_targets &&
                                                                             m.lora_alpha == e.lora_alpha)) &&
-                      m.seq_len == e.seq_len && m.vocab == e.vocab,
+                      m.seq_len == e.seq_len && m.vocab == e.vocab && m.src_len == e.src_len &&
+                      m.n_enc_layer == e.n_enc_layer && m.n_dec_layer == e.n_dec_layer &&
+                      m.tie_embeddings == e.tie_embeddings && m.positions == e.positions,
                   ck.dir, ": checkpoint of another shape (", s(m), "), the config asks for ", s(e));
 }
 

@@ -1,10 +1,12 @@
 // evaluate.cpp: see evaluate.h.
 #include "launch/run/evaluate.h"
 
+#include <functional>
 #include <span>
 
 #include "engine/backend/device.h"
 #include "engine/optim/weights.h"
+#include "launch/run/pair_batches.h"
 
 namespace loom {
 
@@ -43,6 +45,27 @@ double eval_counts(const CountingModel& model, const Shard& val, int T, int B, i
 double evaluate(const ModelConfig& model, const std::string& data_dir, const std::vector<float>& params,
                 const StFile& tensors, const std::string& device, int batch, int batches, uint64_t seed) {
   const ModelKind& kind = model_kind(model.kind);
+  // The Eval graph on `device` with the weights bound, handed to `run`.
+  auto on_graph = [&](const std::function<double(Executor&, const ModelGraph&)>& run) {
+    auto be = make_backend(device);
+    ModelGraph eg = build_model(model, GraphMode::Eval, batch, model.seq_len, be->float_dtype());
+    DeviceWeights w(*be, static_cast<int64_t>(params.size()));
+    w.upload(params);
+    Executor ex(eg.g, *be);
+    ex.bind_params(w.graph_params(), nullptr);
+    for (int v : eg.state_in) be->zero(ex.view(v).data, eg.g.values[v].bytes());
+    return run(ex, eg);
+  };
+  SingleComm comm;
+  if (kind.learns_pairs()) {
+    // Target-token loss on the val pairs (padding ignored).
+    const PairFolder pairs = open_pair_folder(data_dir);
+    LOOM_USER_CHECK(static_cast<int>(pairs.vocab.size()) == model.vocab, data_dir, ": vocabulary ", pairs.vocab.size(),
+                    " does not match the checkpoint's ", model.vocab);
+    const PairSplit val(pairs.dir, "val");
+    check_pair_lengths(val, model);
+    return on_graph([&](Executor& ex, const ModelGraph& eg) { return eval_pairs(ex, eg, val, pairs.vocab, seed, batches, comm); });
+  }
   DataFolder data = open_data_folder(data_dir);
   LOOM_USER_CHECK(static_cast<int>(data.vocab_size) == model.vocab, data_dir, ": vocabulary ", data.vocab_size,
                   " does not match the checkpoint's ", model.vocab);
@@ -52,15 +75,7 @@ double evaluate(const ModelConfig& model, const std::string& data_dir, const std
     counts->finalize();
     return eval_counts(*counts, val, model.seq_len, batch, batches, seed);
   }
-  auto be = make_backend(device);
-  ModelGraph eg = build_model(model, GraphMode::Eval, batch, model.seq_len, be->float_dtype());
-  DeviceWeights w(*be, static_cast<int64_t>(params.size()));
-  w.upload(params);
-  Executor ex(eg.g, *be);
-  ex.bind_params(w.graph_params(), nullptr);
-  for (int v : eg.state_in) be->zero(ex.view(v).data, eg.g.values[v].bytes());
-  SingleComm comm;
-  return eval_graph(ex, eg, val, seed, batches, comm);
+  return on_graph([&](Executor& ex, const ModelGraph& eg) { return eval_graph(ex, eg, val, seed, batches, comm); });
 }
 
 }  // namespace loom

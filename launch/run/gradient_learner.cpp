@@ -5,6 +5,10 @@
 // recurrent state) is in the checkpoint, so a resumed run reproduces the uninterrupted one bit
 // for bit on CPU.
 //
+// Pair kinds (ModelKind::learns_pairs()) read bucketed batches of a pair folder
+// (pair_batches.h) with teacher forcing; the loss is the mean over each micro-batch's real
+// target tokens, and the loader's position {epoch, batch} is the checkpoint's loader state.
+//
 // Data parallelism (docs/distributed.md): every rank runs the same graph on its slice of each
 // global batch. Checkpoints gather the moments and the recurrent state, so they look like a
 // single-rank run's and resume bit-exactly under the same world size.
@@ -25,6 +29,7 @@
 #include "launch/run/grad_sync.h"
 #include "launch/run/learner.h"
 #include "launch/run/memory_report.h"
+#include "launch/run/pair_batches.h"
 #include "launch/run/plan.h"
 #include "launch/run/progress.h"
 #include "launch/run/state_carrier.h"
@@ -38,7 +43,6 @@ class GradientLearner final : public Learner {
   GradientLearner(const RunContext& rc, const CheckpointData* resume)
       : rc_(rc), cfg_(rc.cfg), comm_(*rc.comm), kind_(model_kind(cfg_.model.kind)),
         T_(cfg_.model.seq_len), B_(per_rank_batch(cfg_, comm_.world())),
-        loader_(*rc.train, T_, static_cast<uint64_t>(cfg_.train.seed) + 1),
         be_(make_backend(cfg_.device)),
         tg_(build_model(cfg_.model, GraphMode::Train, B_, T_, be_->float_dtype(), false, train_recompute(cfg_))),
         eg_(build_model(cfg_.model, GraphMode::Eval, B_, T_, be_->float_dtype())),
@@ -46,7 +50,12 @@ class GradientLearner final : public Learner {
         tx_(tg_.g, *be_), ex_(eg_.g, *be_), carrier_(tx_, tg_, comm_), eval_carrier_(ex_, eg_, comm_) {
     // Transformers and feed-forward models see seeded random windows; recurrent models see
     // consecutive windows of fixed streams and carry their hidden state across batches.
-    if (kind_.carries_state()) stream_ = std::make_unique<StreamLoader>(*rc.train, T_, static_cast<int>(cfg_.train.batch_size));
+    if (kind_.learns_pairs())
+      pairs_ = make_pair_loader(*rc.train_pairs, rc.pair_vocab, B_, comm_.world(), static_cast<uint64_t>(cfg_.train.seed) + 1);
+    else if (kind_.carries_state())
+      stream_ = std::make_unique<StreamLoader>(*rc.train, T_, static_cast<int>(cfg_.train.batch_size));
+    else
+      loader_ = std::make_unique<WindowLoader>(*rc.train, T_, static_cast<uint64_t>(cfg_.train.seed) + 1);
     comm_.attach_compute_stream(be_->compute_stream());  // GPU collectives wait on events, not the device
     std::vector<uint8_t> decay(static_cast<size_t>(n_), 0);
     for (const auto& p : tg_.g.params)
@@ -61,10 +70,12 @@ class GradientLearner final : public Learner {
     if (resume) {
       weights_.upload(resume->params);
       optim_->load(resume->m, resume->v);
-      if (stream_)
+      if (pairs_)
+        pairs_->set_state(resume->progress.loader_rng);
+      else if (stream_)
         stream_->set_state(resume->progress.loader_rng);
       else
-        loader_.set_state(resume->progress.loader_rng);
+        loader_->set_state(resume->progress.loader_rng);
     } else {
       weights_.upload(init_params(cfg_.model, static_cast<uint64_t>(cfg_.train.seed)));
     }
@@ -99,9 +110,16 @@ class GradientLearner final : public Learner {
                     kind_.describe(cfg_.model) + " T=" + std::to_string(T_) + " V=" + std::to_string(cfg_.model.vocab) +
                     " | " + std::to_string(n_) + " parameters\n";
     char b[256];
-    std::snprintf(b, sizeof b, "data %s: %llu train / %llu val tokens | %lld tokens per step\n", rc_.data.dir.c_str(),
-                  static_cast<unsigned long long>(rc_.train->size()), static_cast<unsigned long long>(rc_.val->size()),
-                  static_cast<long long>(tokens_per_step));
+    if (pairs_)
+      std::snprintf(b, sizeof b, "data %s: %llu train / %llu val pairs | %lld pairs per step, S=%d | tok/s counts "
+                    "real target and source tokens (padding not counted)\n", rc_.data.dir.c_str(),
+                    static_cast<unsigned long long>(rc_.train_pairs->size()),
+                    static_cast<unsigned long long>(rc_.val_pairs->size()),
+                    static_cast<long long>(cfg_.train.batch_size * cfg_.train.grad_accum), cfg_.model.src_len);
+    else
+      std::snprintf(b, sizeof b, "data %s: %llu train / %llu val tokens | %lld tokens per step\n", rc_.data.dir.c_str(),
+                    static_cast<unsigned long long>(rc_.train->size()), static_cast<unsigned long long>(rc_.val->size()),
+                    static_cast<long long>(tokens_per_step));
     s += b + memory_report_;
     if (world > 1)
       s += "data parallel: " + std::to_string(world) + " ranks (" + comm_.name() + ") | " + std::to_string(B_) +
@@ -131,13 +149,30 @@ class GradientLearner final : public Learner {
     Range step_range(*be_, "step");
     be_->zero(grads_.data(), grads_.bytes());
     double loss = 0;
+    int64_t real = 0, all = 0;
     for (int64_t micro = 0; micro < cfg_.train.grad_accum; ++micro) {
+      double scale = 1;
+      if (pairs_) {
+        pairs_->next_batch(comm_.rank(), batch_);
+        fill_pair_inputs(batch_, tg_, rc_.pair_vocab.pad(), inputs_);
+        set_pair_inputs(tx_, tg_, inputs_);
+        real += inputs_.real_tokens;
+        all += inputs_.all_tokens;
+        // The mean over this micro-batch's real target tokens, not over B x T.
+        scale = loss_scale(tg_, inputs_.target_tokens);
+        const float dloss = static_cast<float>(scale / static_cast<double>(cfg_.train.grad_accum));
+        tx_.set_input(tg_.dloss, &dloss, 4);
+        sync_->begin_micro_batch(micro + 1 == cfg_.train.grad_accum);
+        run_micro_batch(world);
+        loss += tx_.fetch_f32(tg_.loss)[0] * scale;
+        continue;
+      }
       if (stream_) {
         const bool fresh = stream_->next_batch(comm_.rank(), world, x_.data(), y_.data());
         const bool reset = cfg_.train.state_reset > 0 && micro == 0 && p.step % cfg_.train.state_reset == 0;
         if (fresh || reset) carrier_.reset();
       } else {
-        loader_.next_batch(B_ * world, comm_.rank(), world, x_.data(), y_.data());
+        loader_->next_batch(B_ * world, comm_.rank(), world, x_.data(), y_.data());
       }
       tx_.set_input(tg_.tokens, x_.data(), x_.size() * 4);
       tx_.set_input(tg_.targets, y_.data(), y_.size() * 4);
@@ -178,11 +213,20 @@ class GradientLearner final : public Learner {
     be_->synchronize();
     if (p.step + 1 == opt.profile_to) be_->profiler_stop();
     s.tokens = cfg_.train.batch_size * cfg_.train.grad_accum * T_;
+    if (pairs_) {
+      const double r = world > 1 ? comm_.allreduce_scalar(static_cast<double>(real)) : static_cast<double>(real);
+      const double a = world > 1 ? comm_.allreduce_scalar(static_cast<double>(all)) : static_cast<double>(all);
+      s.tokens = static_cast<int64_t>(r);
+      s.padding = a > 0 ? 1.0 - r / a : 0.0;
+    }
     return s;
   }
 
   bool validates_at(int64_t step, bool last) const override { return step % cfg_.train.eval_every == 0 || last; }
   double validate() override {
+    if (pairs_)
+      return eval_pairs(ex_, eg_, *rc_.val_pairs, rc_.pair_vocab, static_cast<uint64_t>(cfg_.train.seed) + 2,
+                        static_cast<int>(cfg_.train.eval_steps), comm_);
     return eval_graph(ex_, eg_, *rc_.val, static_cast<uint64_t>(cfg_.train.seed) + 2,
                       static_cast<int>(cfg_.train.eval_steps), comm_);
   }
@@ -191,7 +235,7 @@ class GradientLearner final : public Learner {
     LearnerState st;
     weights_.download(st.params);
     optim_->gather(st.m, st.v);
-    p.loader_rng = stream_ ? stream_->state() : loader_.state();
+    p.loader_rng = pairs_ ? pairs_->state() : stream_ ? stream_->state() : loader_->state();
     if (!carrier_.empty()) st.extra.rnn_state = carrier_.gather();
     return st;
   }
@@ -200,6 +244,7 @@ class GradientLearner final : public Learner {
     return loom::mfu(flops_per_token_, tokens_per_s, peak_, comm_.world());
   }
   RowScorer* scorer() override {
+    if (pairs_) return nullptr;  // token rows mean nothing to a model of pairs
     if (!scorer_) scorer_ = make_graph_scorer(cfg_.model, *be_, weights_.graph_params(), B_);
     return scorer_.get();
   }
@@ -246,8 +291,11 @@ class GradientLearner final : public Learner {
   Comm& comm_;
   const ModelKind& kind_;
   const int T_, B_;
-  WindowLoader loader_;
+  std::unique_ptr<WindowLoader> loader_;
   std::unique_ptr<StreamLoader> stream_;
+  std::unique_ptr<PairLoader> pairs_;
+  PairBatch batch_;
+  PairInputs inputs_;
   std::unique_ptr<Backend> be_;
   ModelGraph tg_, eg_;
   std::string memory_report_;  // set with n_

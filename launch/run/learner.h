@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "engine/comm/comm.h"
+#include "engine/data/pairs.h"
 #include "engine/data/shard.h"
 #include "launch/run/checkpoint.h"
 #include "launch/run/config.h"
@@ -24,7 +25,8 @@ struct StepStats {
   bool skipped = false;  // a non-finite loss or gradient norm: the update was skipped (on every rank)
   int bad_ranks = 0;     // with `skipped`: ranks whose own loss was not finite (0: the norm only)
   int bad_rank = -1;     // the one such rank, when there is one
-  int64_t tokens = 0;    // tokens consumed (all ranks)
+  int64_t tokens = 0;    // tokens consumed (all ranks); pair kinds: real tokens only, padding not counted
+  double padding = NAN;  // pair kinds: the step's padding tokens / all tokens (source and target)
 };
 
 // A learner's state as a checkpoint holds it (the loader's position goes into TrainProgress).
@@ -40,6 +42,11 @@ struct RunContext {
   DataFolder data;
   const Shard* train = nullptr;
   const Shard* val = nullptr;
+  // Pair kinds (ModelKind::learns_pairs()): the pair folder and its splits instead of the
+  // token shards (`data` then holds its directory, tokenizer and vocabulary only).
+  PairVocab pair_vocab;
+  const PairSplit* train_pairs = nullptr;
+  const PairSplit* val_pairs = nullptr;
   Comm* comm = nullptr;
   const TrainOptions* opt = nullptr;
   bool lead() const { return comm->rank() == 0; }

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "launch/run/learner.h"
+#include "launch/run/pair_batches.h"
 #include "launch/run/progress.h"
 #include "launch/run/run_folder.h"
 
@@ -24,7 +25,8 @@ std::string step_line(int64_t step, int64_t steps, const StepStats& s, double va
   if (val >= 0) line += " | val " + fmt("%.4f", val);
   if (!std::isnan(s.lr)) line += " | lr " + fmt("%.2e", s.lr);
   if (!std::isnan(s.grad_norm)) line += " | norm " + fmt("%.3f", s.grad_norm);
-  line += " | " + fmt("%.0f", ms) + " ms | " + fmt("%.0f", tok_s) + " tok/s";
+  if (!std::isnan(s.padding)) line += " | pad " + fmt("%.1f", 100 * s.padding) + "%";
+  line += " | " + fmt("%.0f", ms) + " ms | " + fmt("%.0f", tok_s) + (std::isnan(s.padding) ? " tok/s" : " real tok/s");
   return std::isnan(mfu) ? line : line + " | MFU " + fmt("%.1f", 100 * mfu) + "%";
 }
 
@@ -34,6 +36,7 @@ nlohmann::json metrics_line(const TrainProgress& p, const StepStats& s, double v
   if (!std::isnan(s.loss)) j["loss"] = s.loss;
   if (!std::isnan(s.lr)) j["lr"] = s.lr;
   if (!std::isnan(s.grad_norm)) j["grad_norm"] = s.grad_norm;
+  if (!std::isnan(s.padding)) j["padding"] = s.padding;
   if (val >= 0) j["val_loss"] = val;
   if (s.skipped) j["skipped"] = true;
   if (s.bad_rank >= 0) j["bad_rank"] = s.bad_rank;
@@ -46,15 +49,36 @@ nlohmann::json metrics_line(const TrainProgress& p, const StepStats& s, double v
 TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   SingleComm single;
   Comm& comm = opt.comm ? *opt.comm : single;
-  RunContext rc{.cfg = cfg_in, .data = open_data_folder(cfg_in.data.path), .comm = &comm, .opt = &opt};
+  const ModelKind& kind = model_kind(cfg_in.model.kind);
+  // Pair kinds read a pair folder, the others a token folder (each opener names the other
+  // kind of folder in its error).
+  std::optional<PairFolder> pairs;
+  if (kind.learns_pairs()) pairs = open_pair_folder(cfg_in.data.path);
+  RunContext rc{.cfg = cfg_in,
+                .data = pairs ? DataFolder{.dir = pairs->dir, .tokenizer = pairs->tokenizer, .vocab_size = pairs->vocab.size()}
+                              : open_data_folder(cfg_in.data.path),
+                .comm = &comm,
+                .opt = &opt};
   Config& cfg = rc.cfg;
-  const ModelKind& kind = model_kind(cfg.model.kind);
   cfg.model.vocab = static_cast<int>(rc.data.vocab_size);
   resolve_eot_id(cfg.model, rc.data.eot_id, rc.data.tokenizer);
-  const Shard train_split(rc.data.train_files), val_split(rc.data.val_files);
-  rc.train = &train_split;
-  rc.val = &val_split;
-  { WindowLoader check(val_split, cfg.model.seq_len, 0); }  // UserError now if the val split is too short
+  std::optional<Shard> train_split, val_split;
+  std::optional<PairSplit> train_pairs, val_pairs;
+  if (pairs) {
+    train_pairs.emplace(pairs->dir, "train");
+    val_pairs.emplace(pairs->dir, "val");
+    check_pair_lengths(*train_pairs, cfg.model);
+    check_pair_lengths(*val_pairs, cfg.model);
+    rc.pair_vocab = pairs->vocab;
+    rc.train_pairs = &*train_pairs;
+    rc.val_pairs = &*val_pairs;
+  } else {
+    train_split.emplace(rc.data.train_files);
+    val_split.emplace(rc.data.val_files);
+    rc.train = &*train_split;
+    rc.val = &*val_split;
+    WindowLoader check(*val_split, cfg.model.seq_len, 0);  // UserError now if the val split is too short
+  }
   const McTasks tasks(cfg.train.eval_tasks, cfg.train.eval_tasks_every, rc.data.tokenizer, cfg.model.vocab,
                       cfg.model.seq_len);  // UserError now for a bad task file
 

@@ -186,42 +186,11 @@ std::vector<float> merge_gpt_lora(const ModelConfig& cfg, const std::vector<floa
 }
 
 // GPT decodes one position per call over its KV cache.
-class KvCacheDecoder final : public GraphDecoder {
+class KvCacheDecoder final : public KvCacheDecoderOf<TokenDecoder> {
  public:
   KvCacheDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
-      : GraphDecoder(build_gpt(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be),
-        seq_len_(cfg.seq_len),
-        heads_(cfg.n_head),
-        row_bytes_(mg_.g.values[mg_.caches[0]].bytes() / (static_cast<size_t>(cfg.n_head) * cfg.seq_len)) {}
-  std::vector<float> step(int32_t token, int pos) override {
-    LOOM_CHECK(pos < seq_len_, "KV cache full");
-    const int32_t p = pos;
-    ex_->set_input(mg_.tokens, &token, 4);
-    ex_->set_input(mg_.pos, &p, 4);
-    ex_->forward();
-    filled_ = pos + 1;
-    return ex_->fetch_f32(mg_.logits);
-  }
-  void reset() override { filled_ = 0; }
-  int capacity() const override { return seq_len_; }
-  // Only the filled positions of each head's rows [seq_len, D] are copied: the rest is never
-  // read before a step writes it.
-  std::unique_ptr<DecoderState> save() const override {
-    auto c = save_values(mg_.caches, filled_ ? heads_ : 0, row_bytes_ * seq_len_, row_bytes_ * filled_);
-    c->filled = filled_;
-    return c;
-  }
-  void restore(const DecoderState& s) override {
-    const auto* c = dynamic_cast<const Copies*>(&s);
-    LOOM_CHECK(c, "a decoder state of another decoder");
-    restore_values(s, mg_.caches, c->filled ? heads_ : 0, row_bytes_ * seq_len_, row_bytes_ * c->filled);
-    filled_ = c->filled;
-  }
-
- private:
-  int seq_len_, heads_;
-  size_t row_bytes_;  // one position of one head's cache
-  int filled_ = 0;    // positions fed since the last reset
+      : KvCacheDecoderOf(build_gpt(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be, cfg.seq_len,
+                         cfg.n_head) {}
 };
 
 class GptKind final : public ModelKind {

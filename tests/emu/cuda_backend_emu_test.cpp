@@ -38,6 +38,13 @@ StepResult train_step(Backend& be, const ModelConfig& c, int B, const std::vecto
   ex.bind_params(w.graph_params(), grads.data());
   ex.set_input(m.tokens, x.data(), x.size() * 4);
   ex.set_input(m.targets, y.data(), y.size() * 4);
+  if (m.source >= 0) {  // pair kinds: a full source and a padded one (key padding)
+    std::vector<int32_t> src(static_cast<size_t>(B) * m.S), len(B, m.S);
+    for (size_t i = 0; i < src.size(); ++i) src[i] = static_cast<int32_t>((i * 7 + 3) % c.vocab);
+    len.back() = m.S / 2;
+    ex.set_input(m.source, src.data(), src.size() * 4);
+    ex.set_input(m.source_len, len.data(), len.size() * 4);
+  }
   const float one = 1.0f;
   ex.set_input(m.dloss, &one, 4);
   // Recurrent kinds: a non-zero carried state (f32 on both backends), the same on both.
@@ -76,6 +83,7 @@ void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale, Reco
   std::vector<int32_t> x(B * c.seq_len), y(x.size());
   for (auto& t : x) t = static_cast<int32_t>(rng.below(c.vocab));
   for (auto& t : y) t = static_cast<int32_t>(rng.below(c.vocab));
+  if (model_kind(c.kind).learns_pairs()) y[y.size() - 1] = y[y.size() - 2] = kIgnoreTarget;  // padding
   // Larger-than-default init so that gradients are not dominated by rounding noise.
   std::vector<float> params = init_params(c, 3);
   for (auto& p : params) p *= init_scale;
@@ -151,6 +159,21 @@ TEST(CudaBackendEmu, TinyRecurrentAndFeedForwardStepsMatchCpu) {
     SCOPED_TRACE(kind);
     expect_step_matches_cpu(
         {.kind = kind, .n_layer = 2, .d_model = 16, .d_hidden = 32, .context = 3, .seq_len = 6, .vocab = 40}, 2, 3.0f);
+  }
+}
+
+// The encoder-decoder kind: bidirectional attention with key padding, cross-attention, the
+// frozen sinusoidal table (and learned positions, untied embeddings), padded targets ignored.
+TEST(CudaBackendEmu, TinyEncDecStepMatchesCpu) {
+  for (const bool tie : {true, false}) {
+    ModelConfig c{.kind = "encdec", .n_head = 2, .d_model = 32, .seq_len = 12, .vocab = 40};
+    c.src_len = 10;
+    c.n_enc_layer = 2;
+    c.n_dec_layer = 2;
+    c.tie_embeddings = tie;
+    c.positions = tie ? "sinusoidal" : "learned";
+    SCOPED_TRACE(c.positions);
+    expect_step_matches_cpu(c, 2, 3.0f);
   }
 }
 

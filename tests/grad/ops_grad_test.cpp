@@ -250,6 +250,34 @@ Graphs tiny_gpt_whole_model() {
   return {whole_model(c, 2, 6, 12, random_ints(11, 9))};
 }
 
+// The encoder-decoder in double, tied and untied embeddings (learned positions: a fixed
+// sinusoidal table is frozen, so it has no gradient to check): a short second source (key
+// padding in the encoder and in cross-attention) and padded targets (kIgnoreTarget).
+Graphs tiny_encdec_whole_model() {
+  Graphs r;
+  for (bool tie : {true, false}) {
+    ModelConfig c{.kind = "encdec", .n_head = 2, .d_model = 8, .seq_len = 5, .vocab = 11};
+    c.src_len = 6;
+    c.n_enc_layer = 2;
+    c.n_dec_layer = 2;
+    c.tie_embeddings = tie;
+    c.positions = "learned";
+    GradGraph gg = whole_model(c, 2, 5, 12, {});
+    std::vector<std::string> names;
+    for (const Value& v : gg.g.values) names.push_back(v.name);
+    gg.fill = [names](int v, std::vector<int32_t>& d) {
+      const std::string& name = names[v];
+      Rng rng(name.size() * 7 + 3);
+      for (auto& x : d) x = static_cast<int32_t>(rng.below(11));
+      if (name == "source_len") d = {6, 3};
+      if (name == "targets") d[8] = d[9] = kIgnoreTarget;  // the second row's last two
+    };
+    gg.variant = tie ? "encdec tied" : "encdec untied";
+    r.push_back(std::move(gg));
+  }
+  return r;
+}
+
 Graphs scale() {
   GradGraph c;
   const int x = c.g.input("x", {3, 5}, DType::F64);
@@ -345,6 +373,7 @@ const GradCase kGradCases[] = {
     {"RnnAttention", rnn_attention},
     {"SoftmaxXent", softmax_xent},
     {"TinyGptWholeModel", tiny_gpt_whole_model},
+    {"TinyEncDecWholeModel", tiny_encdec_whole_model},
     {"LinearGelu", linear_gelu},
     {"Scale", scale},
     {"Tanh", tanh},

@@ -1,0 +1,78 @@
+// pair_batches.cpp: see pair_batches.h.
+#include "launch/run/pair_batches.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+
+namespace loom {
+
+void check_pair_lengths(const PairSplit& split, const ModelConfig& model) {
+  uint64_t src = 0, tgt = 0;
+  for (uint64_t i = 0; i < split.size(); ++i) {
+    src = std::max<uint64_t>(src, split.source_len(i) + 1);
+    tgt = std::max<uint64_t>(tgt, split.target_len(i) + 1);
+  }
+  LOOM_USER_CHECK(src <= static_cast<uint64_t>(model.src_len), "model.src_len: ", model.src_len,
+                  " is shorter than the longest source of ", split.path(), " (", src,
+                  " tokens with EOS); raise it or prepare with a smaller --max-len");
+  LOOM_USER_CHECK(tgt <= static_cast<uint64_t>(model.seq_len), "model.seq_len: ", model.seq_len,
+                  " is shorter than the longest target of ", split.path(), " (", tgt,
+                  " tokens with EOS); raise it or prepare with a smaller --max-len");
+}
+
+void fill_pair_inputs(const PairBatch& b, const ModelGraph& mg, uint32_t pad, PairInputs& out) {
+  const int B = mg.B, S = mg.S, T = mg.T;
+  LOOM_CHECK(b.rows == B && b.S <= S && b.T <= T, "pair batch of ", b.rows, "x(", b.S, ",", b.T, ") for a graph of ",
+             B, "x(", S, ",", T, ")");
+  const auto p = static_cast<int32_t>(pad);
+  out.source.assign(static_cast<size_t>(B) * S, p);
+  out.tokens.assign(static_cast<size_t>(B) * T, p);
+  out.targets.assign(static_cast<size_t>(B) * T, kIgnoreTarget);
+  out.source_len.assign(b.source_len.begin(), b.source_len.end());
+  out.target_tokens = out.real_tokens = 0;
+  for (int r = 0; r < B; ++r) {
+    std::copy_n(b.source.begin() + static_cast<size_t>(r) * b.S, b.S, out.source.begin() + static_cast<size_t>(r) * S);
+    std::copy_n(b.decoder_input.begin() + static_cast<size_t>(r) * b.T, b.T,
+                out.tokens.begin() + static_cast<size_t>(r) * T);
+    const int n = b.target_len[r];
+    std::copy_n(b.target.begin() + static_cast<size_t>(r) * b.T, n, out.targets.begin() + static_cast<size_t>(r) * T);
+    out.target_tokens += n;
+    out.real_tokens += n + b.source_len[r];
+  }
+  out.all_tokens = static_cast<int64_t>(B) * (S + T);
+}
+
+void set_pair_inputs(Executor& ex, const ModelGraph& mg, const PairInputs& in) {
+  ex.set_input(mg.source, in.source.data(), in.source.size() * 4);
+  ex.set_input(mg.source_len, in.source_len.data(), in.source_len.size() * 4);
+  ex.set_input(mg.tokens, in.tokens.data(), in.tokens.size() * 4);
+  ex.set_input(mg.targets, in.targets.data(), in.targets.size() * 4);
+}
+
+std::unique_ptr<PairLoader> make_pair_loader(const PairSplit& split, const PairVocab& vocab, int rows, int world,
+                                             uint64_t seed) {
+  return std::make_unique<PairLoader>(split, vocab,
+                                      PairLoaderOptions{.batch_size = rows * world, .seed = seed, .world = world});
+}
+
+double eval_pairs(Executor& ex, const ModelGraph& mg, const PairSplit& split, const PairVocab& vocab, uint64_t seed,
+                  int batches, Comm& comm) {
+  const auto loader = make_pair_loader(split, vocab, mg.B, comm.world(), seed);
+  PairBatch b;
+  PairInputs in;
+  double sum = 0, real = 0;
+  for (int i = 0; i < batches; ++i) {
+    loader->next_batch(comm.rank(), b);
+    fill_pair_inputs(b, mg, vocab.pad(), in);
+    set_pair_inputs(ex, mg, in);
+    ex.forward();
+    sum += ex.fetch_f32(mg.loss)[0] * static_cast<double>(mg.B) * mg.T;
+    real += static_cast<double>(in.target_tokens);
+  }
+  sum = comm.allreduce_scalar(sum);
+  real = comm.allreduce_scalar(real);
+  return real > 0 ? sum / real : 0.0;
+}
+
+}  // namespace loom

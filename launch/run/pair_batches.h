@@ -1,0 +1,40 @@
+// pair_batches.h: the pair loader's batches (engine/data/pair_loader.h) as a sequence-to-
+// sequence kind's graph inputs. The graphs have fixed shapes (S = model.src_len, T =
+// model.seq_len), so each batch is padded on to them: source PAD (masked by source_len),
+// decoder input PAD (causal: no real position reads it), target kIgnoreTarget (no loss, no
+// gradient). The loss is then made the mean over the real target tokens (loss_scale).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "engine/comm/comm.h"
+#include "engine/data/pair_loader.h"
+#include "engine/graph/executor.h"
+#include "models/model.h"
+
+namespace loom {
+
+// UserError naming the split when one of its pairs (EOS added) is longer than the model reads.
+void check_pair_lengths(const PairSplit& split, const ModelConfig& model);
+
+// One rank's micro-batch as graph inputs.
+struct PairInputs {
+  std::vector<int32_t> source, source_len, tokens, targets;
+  int64_t target_tokens = 0;  // real target tokens (EOS included)
+  int64_t real_tokens = 0;    // real tokens, source and target (what tokens per second count)
+  int64_t all_tokens = 0;     // B x (S + T): real and padding
+};
+void fill_pair_inputs(const PairBatch& b, const ModelGraph& mg, uint32_t pad, PairInputs& out);
+void set_pair_inputs(Executor& ex, const ModelGraph& mg, const PairInputs& in);
+
+// A pair loader for a run of `world` ranks, `rows` pairs per rank per micro-batch.
+std::unique_ptr<PairLoader> make_pair_loader(const PairSplit& split, const PairVocab& vocab, int rows, int world,
+                                             uint64_t seed);
+
+// Validation on pairs: the mean loss over the real target tokens of `batches` batches of the
+// split (the same ones every time: a loader seeded afresh), over all ranks.
+double eval_pairs(Executor& ex, const ModelGraph& mg, const PairSplit& split, const PairVocab& vocab, uint64_t seed,
+                  int batches, Comm& comm);
+
+}  // namespace loom
