@@ -31,8 +31,10 @@ constexpr int64_t kRowGrain = 16;
 // single-threaded inside a parallel region). Measured on the products of a GPT step (K = 256
 // and 1,024 inner dimensions, 1,024 token rows), OpenBLAS's own threading spends 15-25% more
 // CPU time per FLOP than the slabs on the products with a 256 inner dimension and the same on
-// the rest (docs/performance.md). Every element's sum runs over K in the same order whatever
-// the cut, so a slab's rows equal the unsplit product's.
+// the rest (docs/performance.md). The cut depends only on the shape and the thread count, so
+// results are deterministic for a given OMP_NUM_THREADS. They equal OpenBLAS's threaded product
+// bit for bit on the step's shapes (1,024 rows), but not in general: OpenBLAS picks its kernel by
+// the slab's size, and a short slab (e.g. 8 rows) can round differently.
 template <typename T>
 void slab_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
                int64_t ldb, T beta, T* C, int64_t ldc) {
