@@ -788,6 +788,8 @@ __global__ void __launch_bounds__(kRowThreads)
   store_128_global(dq + row * ld_dq + col, r);
 }
 
+#include "kernels/attention/attention_sm90_bwd.cuh"
+
 // ---- decode -------------------------------------------------------------------------------
 // Naive on purpose (decoding is bandwidth-bound and small): one block per (b, h), one key per
 // thread per chunk with an online softmax across chunks, one output column per thread.
@@ -972,24 +974,41 @@ Problem cross_problem(const bf16* q, const bf16* kv, int64_t Tq, int64_t Tk, int
 }
 
 std::atomic<AttentionFwdKernel> g_fwd_kernel{AttentionFwdKernel::kAuto};
+std::atomic<AttentionBwdKernel> g_bwd_kernel{AttentionBwdKernel::kAuto};
 
-// The warp-specialised forward where the device is an sm_90 one and this build holds the
+// Whether an sm_90a kernel runs here: the device is an sm_90 one and this build holds the
 // kernel's sm_90a code (a build for other architectures only would run it as a trap).
-template <int D>
-bool use_sm90_forward() {
-  const AttentionFwdKernel k = g_fwd_kernel.load(std::memory_order_relaxed);
-  if (k != AttentionFwdKernel::kAuto) return k == AttentionFwdKernel::kSm90;
+template <class Kernel>
+bool runs_sm90(Kernel* kernel) {
   int dev = 0, major = 0;
   CUDA_CHECK(cudaGetDevice(&dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   if (major != 9) return false;
 #if LOOM_SIMT_EMULATION
+  (void)kernel;
   return true;
 #else
   cudaFuncAttributes attr{};
-  CUDA_CHECK(cudaFuncGetAttributes(&attr, attention_fwd_sm90_kernel<D, false>));
+  CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
   return attr.binaryVersion == 90;
 #endif
+}
+
+// The warp-specialised forward where runs_sm90 says so, or where a test forces it.
+template <int D>
+bool use_sm90_forward() {
+  const AttentionFwdKernel k = g_fwd_kernel.load(std::memory_order_relaxed);
+  if (k != AttentionFwdKernel::kAuto) return k == AttentionFwdKernel::kSm90;
+  return runs_sm90(attention_fwd_sm90_kernel<D, false>);
+}
+
+// The warp-specialised backward likewise, for the head dims it has (64 and 128: rows of
+// 128-byte boxes); the mma.sync backward takes the others whatever is forced.
+template <int D>
+bool use_sm90_backward() {
+  const AttentionBwdKernel k = g_bwd_kernel.load(std::memory_order_relaxed);
+  if (k != AttentionBwdKernel::kAuto) return k == AttentionBwdKernel::kSm90;
+  return runs_sm90(attention_bwd_sm90_kernel<D, false>);
 }
 
 // The entry points' shared half: the outputs' checks and the head-dim dispatch.
@@ -1010,13 +1029,18 @@ void backward(const Problem& p, int D, int64_t B, const bf16* dout, const bf16* 
   check_aligned(scratch, "scratch");
   LOOM_CHECK(lse != nullptr, "attention: lse is null");
   with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) {
-    launch_bwd<decltype(d)::value>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, s);
+    constexpr int kD = decltype(d)::value;
+    if constexpr (kD == 64 || kD == 128) {
+      if (use_sm90_backward<kD>()) return launch_bwd_sm90<kD>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, s);
+    }
+    launch_bwd<kD>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, s);
   });
 }
 
 }  // namespace
 
 void set_attention_fwd_kernel(AttentionFwdKernel k) { g_fwd_kernel.store(k, std::memory_order_relaxed); }
+void set_attention_bwd_kernel(AttentionBwdKernel k) { g_bwd_kernel.store(k, std::memory_order_relaxed); }
 
 void attention_fwd(const AttentionFwd& a, Stream s) {
   const int D = head_dim(a.B, a.T, a.C, a.H);

@@ -141,10 +141,14 @@ void attention_fwd(const AttentionFwd& a, Stream s);
 
 // Which forward kernel attention_fwd and cross_attention_fwd run: kAuto (the default) is the
 // warp-specialised wgmma/TMA kernel on sm_90 devices (the SIMT emulator reports one) and the
-// mma.sync kernel elsewhere; tests force either. Process-wide; backward is the mma.sync
-// kernel on every architecture and reads either forward's out and lse.
+// mma.sync kernel elsewhere; tests force either. Process-wide; either backward reads either
+// forward's out and lse.
 enum class AttentionFwdKernel { kAuto, kMmaSync, kSm90 };
 void set_attention_fwd_kernel(AttentionFwdKernel k);
+// The same choice for attention_bwd and cross_attention_bwd. The sm90 backward has D = 64 and
+// 128; other head dims run the mma.sync backward whatever is set.
+enum class AttentionBwdKernel { kAuto, kMmaSync, kSm90 };
+void set_attention_bwd_kernel(AttentionBwdKernel k);
 
 struct AttentionBwd {
   const bf16* dout;  // [B, T, C]

@@ -32,7 +32,10 @@
 //
 // Two forward kernels: every forward check runs the mma.sync kernel and, on an sm_90 device
 // (the emulator reports one), the warp-specialised sm_90a kernel (attention_sm90.cuh), each
-// forced in turn; backward is one kernel on every architecture.
+// forced in turn. Two backward kernels likewise: every backward check at D = 64 and 128 also
+// runs the sm_90a backward (attention_sm90_bwd.cuh: 128 keys a block, 64-query stages), whose
+// shapes below cover every mode with several key blocks, a wrapping stage ring and partial
+// last tiles.
 #include "kernels/common/cuda_compat.h"
 #include "kernels/common/test_util.h"
 
@@ -78,6 +81,22 @@ const char* name(FwdKernel k) { return k == FwdKernel::kSm90 ? "sm90 forward" : 
 struct ForceFwdKernel {
   explicit ForceFwdKernel(FwdKernel k) { loom::cuda::set_attention_fwd_kernel(k); }
   ~ForceFwdKernel() { loom::cuda::set_attention_fwd_kernel(FwdKernel::kAuto); }
+};
+
+using BwdKernel = loom::cuda::AttentionBwdKernel;
+
+// The backward kernels every backward check runs: the mma.sync kernel, and the sm_90a one at
+// the head dims it has (64, 128) where the device is an sm_90 one.
+std::vector<BwdKernel> bwd_kernels(int64_t D) {
+  int major = 0;
+  EXPECT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+  if (major == 9 && (D == 64 || D == 128)) return {BwdKernel::kMmaSync, BwdKernel::kSm90};
+  return {BwdKernel::kMmaSync};
+}
+const char* name(BwdKernel k) { return k == BwdKernel::kSm90 ? "sm90 backward" : "mma.sync backward"; }
+struct ForceBwdKernel {
+  explicit ForceBwdKernel(BwdKernel k) { loom::cuda::set_attention_bwd_kernel(k); }
+  ~ForceBwdKernel() { loom::cuda::set_attention_bwd_kernel(BwdKernel::kAuto); }
 };
 
 constexpr Tolerance kBf16Out{2e-2, 2e-2};
@@ -223,14 +242,18 @@ void check_backward(const Shape& s, uint32_t seed, const std::vector<int32_t>& d
   DeviceBuffer<bf16> d_qkv(qkv), d_dout(dout), d_out(out), d_dqkv(size_t(rows * 3 * C));
   DeviceBuffer<float> d_lse(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(s.B, s.T, C, s.H));
   DeviceBuffer<int32_t> d_doc(doc.empty() ? std::vector<int32_t>{0} : doc);
-  // Scratch poisoned too: the kernels must initialise the dQ accumulator themselves.
-  d_dqkv.poison();
-  d_scratch.poison();
-  loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
-                             .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C, .H = s.H,
-                             .doc_start = doc.empty() ? nullptr : d_doc.get()},
-                            nullptr);
-  expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, s.str());
+  for (const BwdKernel k : bwd_kernels(s.D)) {
+    SCOPED_TRACE(name(k));
+    const ForceBwdKernel force(k);
+    // Scratch poisoned too: the kernels must initialise the dQ accumulator themselves.
+    d_dqkv.poison();
+    d_scratch.poison();
+    loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
+                               .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C,
+                               .H = s.H, .doc_start = doc.empty() ? nullptr : d_doc.get()},
+                              nullptr);
+    expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, s.str());
+  }
 }
 
 // Emulated shapes: tens of blocks at most. Tiles are 128 (D <= 64) or 64 (D = 128) queries in
@@ -434,13 +457,17 @@ void check_self_modes(const Modes& m, uint32_t seed) {
                                     .H = m.H, .key_len = or_null(len), .causal = m.causal});
   DeviceBuffer<bf16> d_dout(dout), d_out2(out), d_dqkv(qkv.size());
   DeviceBuffer<float> d_lse2(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(m.B, m.Tq, C, m.H));
-  d_dqkv.poison();
-  d_scratch.poison();
-  loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out2.get(), .lse = d_lse2.get(),
-                             .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = m.B, .T = m.Tq, .C = C, .H = m.H,
-                             .key_len = dev_len, .causal = m.causal},
-                            nullptr);
-  expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, m.str());
+  for (const BwdKernel k : bwd_kernels(m.D)) {
+    SCOPED_TRACE(name(k));
+    const ForceBwdKernel force(k);
+    d_dqkv.poison();
+    d_scratch.poison();
+    loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out2.get(), .lse = d_lse2.get(),
+                               .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = m.B, .T = m.Tq, .C = C,
+                               .H = m.H, .key_len = dev_len, .causal = m.causal},
+                              nullptr);
+    expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, m.str());
+  }
 }
 
 struct CrossInputs {
@@ -492,29 +519,34 @@ void check_cross(const Modes& m, uint32_t seed) {
                                           .key_len = or_null(in.len)});
   DeviceBuffer<bf16> d_dout(dout), d_out2(out), d_dq(in.q.size()), d_dkv(in.kv.size());
   DeviceBuffer<float> d_lse2(lse), d_scratch(loom::cuda::attention_bwd_scratch_floats(m.B, m.Tq, C, m.H));
-  d_dq.poison();
-  d_dkv.poison();
-  d_scratch.poison();
-  loom::cuda::cross_attention_bwd({.dout = d_dout.get(), .q = d_q.get(), .kv = d_kv.get(), .out = d_out2.get(),
-                                   .lse = d_lse2.get(), .dq = d_dq.get(), .dkv = d_dkv.get(),
-                                   .scratch = d_scratch.get(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
-                                   .key_len = dev_len},
-                                  nullptr);
-  expect_gradient_parts(to_double(d_dq.download()), ref_dq, m.B * m.Tq, C, {"dq "}, m.str());
-  expect_gradient_parts(to_double(d_dkv.download()), ref_dkv, m.B * m.Tk, C, {"dk ", "dv "}, m.str());
+  for (const BwdKernel k : bwd_kernels(m.D)) {
+    SCOPED_TRACE(name(k));
+    const ForceBwdKernel force(k);
+    d_dq.poison();
+    d_dkv.poison();
+    d_scratch.poison();
+    loom::cuda::cross_attention_bwd({.dout = d_dout.get(), .q = d_q.get(), .kv = d_kv.get(), .out = d_out2.get(),
+                                     .lse = d_lse2.get(), .dq = d_dq.get(), .dkv = d_dkv.get(),
+                                     .scratch = d_scratch.get(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
+                                     .key_len = dev_len},
+                                    nullptr);
+    expect_gradient_parts(to_double(d_dq.download()), ref_dq, m.B * m.Tq, C, {"dq "}, m.str());
+    expect_gradient_parts(to_double(d_dkv.download()), ref_dkv, m.B * m.Tk, C, {"dk ", "dv "}, m.str());
+  }
 }
 
 // Shapes: query and key tiles several and partial, keys fewer and more than queries, every
 // head dim; lengths crossing key tiles, a length of 1, and whole key tiles past the length.
 std::vector<Modes> self_mode_shapes() {
-  if (LOOM_SANITIZED) return {{2, 70, 70, 1, 16, false}, {2, 40, 40, 1, 32, true}};
+  if (LOOM_SANITIZED) return {{2, 70, 70, 1, 16, false}, {2, 40, 40, 1, 32, true}, {3, 70, 70, 1, 64, false}};
   return {{1, 37, 37, 2, 16, false, false}, {3, 150, 150, 2, 16, false}, {3, 130, 130, 1, 32, true},
-          {2, 90, 90, 1, 64, false},         {2, 70, 70, 1, 128, true}};
+          {2, 90, 90, 1, 64, false},         {2, 70, 70, 1, 128, true},   {2, 200, 200, 1, 64, true, false},
+          {3, 150, 150, 1, 128, false}};
 }
 std::vector<Modes> cross_shapes() {
-  if (LOOM_SANITIZED) return {{3, 20, 70, 1, 16}, {2, 70, 9, 1, 32, false, false}};
+  if (LOOM_SANITIZED) return {{3, 20, 70, 1, 16}, {2, 70, 9, 1, 32, false, false}, {2, 20, 70, 1, 64}};
   return {{2, 9, 140, 2, 16, false, false}, {3, 140, 70, 1, 16}, {3, 33, 200, 2, 32}, {2, 1, 65, 1, 64},
-          {3, 70, 40, 1, 128}};
+          {3, 70, 40, 1, 128},              {3, 70, 260, 1, 64}, {2, 130, 150, 1, 128, false, false}};
 }
 
 TEST(AttentionModes, SelfMatchesReference) {
