@@ -201,8 +201,19 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
     const int32_t* starts = reinterpret_cast<const int32_t*>(rows + 2 * kBr);
 
     // S^T = K Q^T and dP^T = V dO^T (rows = this consumer's keys, columns = the tile's queries),
-    // two groups: the softmax of S^T runs while dP^T is still in flight.
+    // two groups: at D = 64 the softmax of S^T runs while dP^T is in flight; at D = 128 dP^T is
+    // issued after it (S^T and dP^T live together next to dK and dV would spill).
+    constexpr bool kOverlapDp = D <= 64;
     float st[kS], dpt[kS];
+    auto issue_dp = [&] {
+#pragma unroll
+      for (int kt = 0; kt < D / 16; ++kt) {
+        const int box = kt / 4, off = kt % 4 * 32;
+        hp::wgmma_ss<kBr, __nv_bfloat16>(dpt, desc_128b(sV + box * kBc * 128 + c * 64 * 128 + off),
+                                         desc_128b(stage_do(s) + box * kBr * 128 + off), kt > 0);
+      }
+      hp::wgmma_commit_group();
+    };
     hp::wgmma_fence();
 #pragma unroll
     for (int kt = 0; kt < D / 16; ++kt) {
@@ -211,55 +222,67 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
                                        desc_128b(stage_q(s) + box * kBr * 128 + off), kt > 0);
     }
     hp::wgmma_commit_group();
-#pragma unroll
-    for (int kt = 0; kt < D / 16; ++kt) {
-      const int box = kt / 4, off = kt % 4 * 32;
-      hp::wgmma_ss<kBr, __nv_bfloat16>(dpt, desc_128b(sV + box * kBc * 128 + c * 64 * 128 + off),
-                                       desc_128b(stage_do(s) + box * kBr * 128 + off), kt > 0);
+    if constexpr (kOverlapDp) {
+      issue_dp();
+      hp::wgmma_wait_group<1>();
+    } else {
+      hp::wgmma_wait_group<0>();
     }
-    hp::wgmma_commit_group();
-    hp::wgmma_wait_group<1>();
 
     // st[i]: key row 16w + g + 8 * ((i / 2) % 2), query column 8 * (i / 4) + 2t + i % 2 (PTX ISA
-    // wgmma .m64nNk16 D fragment). P recomputed from the saved lse; masks are selects.
-#pragma unroll
-    for (int i = 0; i < kS; ++i) {
-      const int col = 8 * (i / 4) + 2 * t + i % 2, key = key_of[(i / 2) % 2];
-      const float pv = exp2_approx(st[i] * scale_log2 - rows[col]);
-      const bool masked = key >= len || (causal && key > q0 + col) || (kDoc && key < starts[col]);
-      st[i] = masked ? 0.f : pv;
-    }
-    // P^T as the A fragments of dV += P^T dO: register k of k-step kk holds d[8kk + 2k], d[8kk + 2k + 1].
+    // wgmma .m64nNk16 D fragment). P recomputed from the saved lse; masks are selects. P^T goes
+    // straight into the A fragments of dV += P^T dO (register k of k-step kk holds d[8kk + 2k]
+    // and d[8kk + 2k + 1]) and is read back from them for dS: S^T's 32 floats die here, which
+    // keeps the D = 128 consumer within its registers.
     uint32_t pa[kBr / 16][4];
 #pragma unroll
     for (int kk = 0; kk < kBr / 16; ++kk)
 #pragma unroll
-      for (int k = 0; k < 4; ++k) pa[kk][k] = pack_float2(st[8 * kk + 2 * k], st[8 * kk + 2 * k + 1]);
+      for (int k = 0; k < 4; ++k) {
+        float pv[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int i = 8 * kk + 2 * k + e, col = 8 * (i / 4) + 2 * t + e, key = key_of[(i / 2) % 2];
+          const bool masked = key >= len || (causal && key > q0 + col) || (kDoc && key < starts[col]);
+          pv[e] = masked ? 0.f : exp2_approx(st[i] * scale_log2 - rows[col]);
+        }
+        pa[kk][k] = pack_float2(pv[0], pv[1]);
+      }
     hp::wgmma_fence();
+    if constexpr (!kOverlapDp) issue_dp();
 #pragma unroll
     for (int kk = 0; kk < kBr / 16; ++kk)
       hp::wgmma_rs<D, __nv_bfloat16>(dv, pa[kk], desc_128b(stage_dot(s) + kk * 32), 1);
     hp::wgmma_commit_group();
-    // dP^T, and dV (whose A registers then die: fewer live registers at D = 128).
-    hp::wgmma_wait_group<0>();
+    hp::wgmma_wait_group<0>();  // dP^T and dV
 
     // dS^T = P^T (dP^T - delta); a masked P is an exact 0 and so is its dS (a NaN dP^T from a
     // padded key's V row included). dS^T feeds dK from registers and goes to shared memory as
     // dS (rows = queries, this consumer's 64 keys along K) for dQ.
     uint32_t dsa[kBr / 16][4];
+    // dS(col, key) at col * 128 + 2 key, 128B-swizzled: the XOR term (col % 8) * 16 is
+    // 2t + e's whatever i / 4 is, so this thread's four addresses are a base plus 1024 (i / 4).
     unsigned char* ds_tile = stage_ds(s) + c * (Tile::kDsBytes / Tile::kConsumers);
-#pragma unroll
-    for (int i = 0; i < kS; ++i) {
-      const int col = 8 * (i / 4) + 2 * t + i % 2, key_local = 16 * w + g + 8 * ((i / 2) % 2);
-      const float dsv = st[i] == 0.f ? 0.f : st[i] * (dpt[i] - rows[kBr + col]);
-      st[i] = dsv;
-      *reinterpret_cast<bf16raw*>(ds_tile + swizzle_128b(uint32_t(col * 128 + key_local * 2))) =
-          from_float<bf16raw>(dsv);
-    }
+    auto ds_at = [&](int i, int e) {
+      const int ce = 2 * t + e, key_local = 16 * w + g + 8 * ((i / 2) % 2);
+      return reinterpret_cast<bf16raw*>(ds_tile + 1024 * (i / 4) + ce * 128 + ((2 * key_local) ^ ((ce & 7) << 4)));
+    };
 #pragma unroll
     for (int kk = 0; kk < kBr / 16; ++kk)
 #pragma unroll
-      for (int k = 0; k < 4; ++k) dsa[kk][k] = pack_float2(st[8 * kk + 2 * k], st[8 * kk + 2 * k + 1]);
+      for (int k = 0; k < 4; ++k) {
+        __nv_bfloat162 pp;
+        memcpy(&pp, &pa[kk][k], 4);
+        const float pv[2] = {to_float(pp.x), to_float(pp.y)};
+        float dsv[2];
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int i = 8 * kk + 2 * k + e, col = 8 * (i / 4) + 2 * t + e;
+          dsv[e] = pv[e] == 0.f ? 0.f : pv[e] * (dpt[i] - rows[kBr + col]);
+          *ds_at(i, e) = from_float<bf16raw>(dsv[e]);
+        }
+        dsa[kk][k] = pack_float2(dsv[0], dsv[1]);
+      }
     hp::fence_proxy_async_shared();  // dS's generic-proxy writes, visible to both consumers' wgmma
     hp::wgmma_fence();
 #pragma unroll
