@@ -271,9 +271,8 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
     for (int kk = 0; kk < kBr / 16; ++kk)
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        __nv_bfloat162 pp;
-        memcpy(&pp, &pa[kk][k], 4);
-        const float pv[2] = {to_float(pp.x), to_float(pp.y)};
+        // bf16 to f32 is the bits moved up: the low half is the first element.
+        const float pv[2] = {__uint_as_float(pa[kk][k] << 16), __uint_as_float(pa[kk][k] & 0xFFFF0000u)};
         float dsv[2];
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
