@@ -541,11 +541,33 @@ struct BwdTile {
 };
 
 // dk, dv: strided like k and v (ldkv); absent (null) where k and v need no gradient.
+// dq_order: null, or the counters of a deterministic dQ (below), order_stride a (b, h).
 struct BwdOut {
   float* dq_acc;  // [B, Tq, C] f32
   bf16raw* dk;
   bf16raw* dv;
+  int32_t* dq_order;
+  int order_stride;
 };
+
+// Deterministic dQ (AttentionBwd::deterministic): without it, the key blocks that see a query
+// tile add their dQ into its f32 rows with atomics in whatever order they run, so the float
+// sums differ in their last bits from run to run. With it, they add in key-block order: a
+// counter per (b, h, query tile) holds how many blocks have added; block j waits until it
+// equals the number of blocks before j that see the tile, adds, and counts itself. Those are
+// all blocks from the first that sees the tile (j_first: 0, or with the document mask the
+// block of the tile's first query's document start, doc[q0] / kBc) up to j - 1: under the
+// causal mask, key padding and the document mask alike, the blocks that see a tile are
+// consecutive. The wait is for blocks of lower index, which the GPU starts first (as
+// FlashAttention-3's deterministic backward assumes); under the emulator they have finished.
+__device__ __forceinline__ void dq_order_wait(int32_t* counter, int target) {
+  while (atomicAdd(counter, 0) != target) __nanosleep(64);
+  __threadfence();  // the earlier blocks' additions before this block's
+}
+__device__ __forceinline__ void dq_order_signal(int32_t* counter) {
+  __threadfence();  // this block's additions (ordered by the barrier before) before the count
+  atomicAdd(counter, 1);
+}
 
 template <int D>
 __global__ void __launch_bounds__(BwdTile<D>::kThreads)
@@ -701,6 +723,11 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
     mma.gemm<kMT, kBc / 16, kNT>(
         dq, [&](int mt, int kt) { return load_a_km(sdS + kt * 16 * kLdS + (wm * kMT + mt) * 16, kLdS, lane); },
         [&](int kt, int nt) { return load_b_kn(sK + kt * 16 * kLd + (wn * kNT + nt) * 8, kLd, lane); });
+    int32_t* order = o.dq_order ? o.dq_order + int64_t(bh) * o.order_stride + qi : nullptr;
+    if (order) {
+      if (threadIdx.x == 0) dq_order_wait(order, int(blockIdx.x) - (doc ? doc[q0] / kBc : 0));
+      __syncthreads();
+    }
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -715,6 +742,10 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
           }
         }
       }
+    if (order) {
+      __syncthreads();
+      if (threadIdx.x == 0) dq_order_signal(order);
+    }
     cp_async_wait_all();
     __syncthreads();
   }
@@ -741,15 +772,18 @@ __global__ void __launch_bounds__(BwdTile<D>::kThreads)
 
 // delta = rowsum(dO * O) per (b, h, t), and the dQ accumulator zeroed: one thread a row.
 // A row is at most 128 elements (16 vector loads), too short to share between threads;
-// zeroing dQ here saves a separate memset over the same rows.
+// zeroing dQ here saves a separate memset over the same rows. The first n_order threads also
+// zero the deterministic dQ's counters (fewer than the rows: a counter per 32 queries a head).
 constexpr int kRowThreads = 128;  // prep and dQ conversion kernels: a thread a row or 8 elements
 static_assert(valid_block(kRowThreads));
 
 template <int D>
 __global__ void __launch_bounds__(kRowThreads)
     attention_bwd_prep_kernel(const bf16raw* __restrict__ out, const bf16raw* __restrict__ dout,
-                              float* __restrict__ delta, float* __restrict__ dq_acc, int64_t rows, int T, int H) {
+                              float* __restrict__ delta, float* __restrict__ dq_acc, int32_t* __restrict__ order,
+                              int64_t n_order, int64_t rows, int T, int H) {
   const int64_t idx = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx < n_order) order[idx] = 0;
   if (idx >= rows) return;
   const int h = int(idx % H);
   const int64_t bt = idx / H, b = bt / T, tq = bt % T;
@@ -787,8 +821,6 @@ __global__ void __launch_bounds__(kRowThreads)
   }
   store_128_global(dq + row * ld_dq + col, r);
 }
-
-#include "kernels/attention/attention_sm90_bwd.cuh"
 
 // ---- decode -------------------------------------------------------------------------------
 // Naive on purpose (decoding is bandwidth-bound and small): one block per (b, h), one key per
@@ -926,30 +958,50 @@ void launch_fwd(const Problem& p, int64_t B, bf16raw* out, float* lse, cudaStrea
   });
 }
 
-// Three launches on one stream: delta and the zeroed dQ accumulator, the main kernel, then
-// dQ to bf16 (skipped when dq is null). Scratch: the f32 dQ accumulator [B, Tq, C], then
-// delta [B, H, Tq].
+// The backward is three launches on one stream: launch_bwd_prep (delta, the zeroed dQ
+// accumulator and order counters), the main kernel (mma.sync or sm90), then launch_bwd_dq
+// (dQ to bf16, skipped when dq is null). Scratch (attention_bwd_scratch_floats): the f32 dQ
+// accumulator [B, Tq, C], delta [B, H, Tq], then the counters [B, H, ceil(Tq / 32)] (int32;
+// query tiles are 32 or 64 rows).
+int order_stride(int Tq) { return ceil_div(Tq, 32); }
+
+struct BwdPrep {
+  const float* delta;
+  BwdOut out;
+};
 template <int D>
-void launch_bwd(const Problem& p, int64_t B, const bf16raw* dout, const bf16raw* out, const float* lse,
-                float* scratch, bf16raw* dq, bf16raw* dk, bf16raw* dv, cudaStream_t s) {
-  using Tile = BwdTile<D>;
+BwdPrep launch_bwd_prep(const Problem& p, int64_t B, const bf16raw* dout, const bf16raw* out, float* scratch,
+                        bf16raw* dk, bf16raw* dv, bool deterministic, cudaStream_t s) {
   const int64_t C = int64_t(p.H) * D, rows = B * p.Tq * p.H;
   float* dq_acc = scratch;
-  float* delta = scratch + B * p.Tq * C;
+  float* delta = dq_acc + B * p.Tq * C;
+  int32_t* order = deterministic ? reinterpret_cast<int32_t*>(delta + B * p.H * p.Tq) : nullptr;
+  const int64_t n_order = deterministic ? B * p.H * order_stride(p.Tq) : 0;
   LOOM_LAUNCH((attention_bwd_prep_kernel<D>), ceil_div(rows, kRowThreads), kRowThreads, 0, s, out, dout, delta,
-              dq_acc, rows, p.Tq, p.H);
+              dq_acc, order, n_order, rows, p.Tq, p.H);
+  return {delta, BwdOut{dq_acc, dk, dv, order, order_stride(p.Tq)}};
+}
+void launch_bwd_dq(const Problem& p, int64_t B, int D, const float* dq_acc, bf16raw* dq, cudaStream_t s) {
+  if (!dq) return;
+  const int64_t C = int64_t(p.H) * D, chunks = B * p.Tq * C / 8;
+  LOOM_LAUNCH(attention_bwd_dq_kernel, ceil_div(chunks, kRowThreads), kRowThreads, 0, s, dq_acc, dq, p.ldq, chunks,
+              int(C), 1.f / sqrtf(float(D)));
+}
 
+template <int D>
+void launch_bwd(const Problem& p, int64_t B, const bf16raw* dout, const bf16raw* out, const float* lse,
+                float* scratch, bf16raw* dq, bf16raw* dk, bf16raw* dv, bool deterministic, cudaStream_t s) {
+  using Tile = BwdTile<D>;
+  const BwdPrep prep = launch_bwd_prep<D>(p, B, dout, out, scratch, dk, dv, deterministic, s);
   const float scale = 1.f / sqrtf(float(D));
   const dim3 grid(unsigned(ceil_div(p.Tk, Tile::kBc)), unsigned(B * p.H));
   allow_dynamic_smem(attention_bwd_kernel<D>, Tile::kSmemBytes);
-  LOOM_LAUNCH((attention_bwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s, p, dout, lse,
-              static_cast<const float*>(delta), BwdOut{dq_acc, dk, dv}, scale * kLog2e, scale);
-
-  if (!dq) return;
-  const int64_t chunks = B * p.Tq * C / 8;
-  LOOM_LAUNCH(attention_bwd_dq_kernel, ceil_div(chunks, kRowThreads), kRowThreads, 0, s,
-              static_cast<const float*>(dq_acc), dq, p.ldq, chunks, int(C), scale);
+  LOOM_LAUNCH((attention_bwd_kernel<D>), grid, Tile::kThreads, Tile::kSmemBytes, s, p, dout, lse, prep.delta, prep.out,
+              scale * kLog2e, scale);
+  launch_bwd_dq(p, B, D, prep.out.dq_acc, dq, s);
 }
+
+#include "kernels/attention/attention_sm90_bwd.cuh"
 
 // cp.async and the 16-byte vector accesses need 16-byte aligned rows; with C a multiple of
 // 16 that reduces to the base pointers.
@@ -1023,7 +1075,7 @@ void forward(const Problem& p, int D, int64_t B, bf16* out, float* lse, cudaStre
   });
 }
 void backward(const Problem& p, int D, int64_t B, const bf16* dout, const bf16* out, const float* lse, float* scratch,
-              bf16raw* dq, bf16raw* dk, bf16raw* dv, cudaStream_t s) {
+              bf16raw* dq, bf16raw* dk, bf16raw* dv, bool deterministic, cudaStream_t s) {
   check_aligned(dout, "dout");
   check_aligned(out, "out");
   check_aligned(scratch, "scratch");
@@ -1031,9 +1083,10 @@ void backward(const Problem& p, int D, int64_t B, const bf16* dout, const bf16* 
   with_value<16, 32, 64, 128>("attention head dim", D, [&](auto d) {
     constexpr int kD = decltype(d)::value;
     if constexpr (kD == 64 || kD == 128) {
-      if (use_sm90_backward<kD>()) return launch_bwd_sm90<kD>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, s);
+      if (use_sm90_backward<kD>())
+        return launch_bwd_sm90<kD>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, deterministic, s);
     }
-    launch_bwd<kD>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, s);
+    launch_bwd<kD>(p, B, raw(dout), raw(out), lse, scratch, dq, dk, dv, deterministic, s);
   });
 }
 
@@ -1049,7 +1102,8 @@ void attention_fwd(const AttentionFwd& a, Stream s) {
 }
 
 size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H) {
-  return size_t(B * T * C + B * H * T);  // dQ accumulator [B, T, C], then delta [B, H, T]
+  // dQ accumulator [B, T, C], delta [B, H, T], deterministic dQ's counters [B, H, ceil(T / 32)]
+  return size_t(B * T * C + B * H * T + B * H * order_stride(int(T)));
 }
 
 void attention_bwd(const AttentionBwd& a, Stream s) {
@@ -1057,7 +1111,7 @@ void attention_bwd(const AttentionBwd& a, Stream s) {
   check_aligned(a.qkv, "qkv");
   check_aligned(a.dqkv, "dqkv");
   backward(self_problem(a.qkv, a.T, a.C, a.H, a.causal, a.doc_start, a.key_len), D, a.B, a.dout, a.out, a.lse,
-           a.scratch, raw(a.dqkv), raw(a.dqkv) + a.C, raw(a.dqkv) + 2 * a.C, s);
+           a.scratch, raw(a.dqkv), raw(a.dqkv) + a.C, raw(a.dqkv) + 2 * a.C, a.deterministic, s);
 }
 
 void cross_attention_fwd(const CrossAttentionFwd& a, Stream s) {
@@ -1075,7 +1129,7 @@ void cross_attention_bwd(const CrossAttentionBwd& a, Stream s) {
   if (a.dkv) check_aligned(a.dkv, "dkv");
   bf16raw* dkv = a.dkv ? raw(a.dkv) : nullptr;
   backward(cross_problem(a.q, a.kv, a.Tq, a.Tk, a.C, a.H, a.key_len), D, a.B, a.dout, a.out, a.lse, a.scratch,
-           a.dq ? raw(a.dq) : nullptr, dkv, dkv ? dkv + a.C : nullptr, s);
+           a.dq ? raw(a.dq) : nullptr, dkv, dkv ? dkv + a.C : nullptr, a.deterministic, s);
 }
 
 void attention_decode(const AttentionDecode& a, Stream s) {

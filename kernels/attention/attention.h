@@ -161,6 +161,9 @@ struct AttentionBwd {
   const int32_t* doc_start = nullptr;  // [B, T] optional: the forward's document mask
   const int32_t* key_len = nullptr;    // [B] optional: the forward's key padding
   bool causal = true;
+  // dQ summed over the key blocks in a fixed order (bit-identical run to run, at the cost of
+  // blocks waiting their turn); otherwise f32 atomics in whatever order blocks run.
+  bool deterministic = false;
 };
 // Also cross-attention's, with T = Tq.
 size_t attention_bwd_scratch_floats(int64_t B, int64_t T, int64_t C, int64_t H);
@@ -197,6 +200,7 @@ struct CrossAttentionBwd {
   float* scratch;    // attention_bwd_scratch_floats(B, Tq, C, H) floats
   int64_t B, Tq, Tk, C, H;
   const int32_t* key_len = nullptr;
+  bool deterministic = false;  // as AttentionBwd's
 };
 void cross_attention_bwd(const CrossAttentionBwd& a, Stream s);
 

@@ -1,9 +1,10 @@
 // attention_sm90_bwd.cuh: the attention backward for sm_90a (H100/H200), warp-specialised in
 // the FlashAttention-3 manner, included by attention.cu inside its anonymous namespace after
-// the mma.sync backward (it uses that file's Problem, BwdOut, key_len_of, exp2_approx,
-// pack_float2, sts32, attention_tensor_map, swizzle_128b and the backward's prep and dQ
-// kernels). The mma.sync backward stays the path for sm_80 and for D = 16, 32; the launcher
-// picks this one on sm_90 devices at D = 64 and 128 (attention.cu, use_sm90_backward).
+// the mma.sync backward's launcher (it uses that file's Problem, BwdOut, key_len_of,
+// exp2_approx, pack_float2, sts32, attention_tensor_map, swizzle_128b, dq_order_wait/signal
+// and launch_bwd_prep/launch_bwd_dq). The mma.sync backward stays the path for sm_80 and for
+// D = 16, 32; the launcher picks this one on sm_90 devices at D = 64 and 128 (attention.cu,
+// use_sm90_backward).
 //
 // A block owns kBc = 128 keys of one (b, h), 64 for each of its two consumer warpgroups, and
 // streams the query tiles that see them (kBr = 64 queries each) through a kStages-deep ring:
@@ -21,7 +22,8 @@
 //      dQ[:, half c] = dS K over both consumers' keys (wgmma, A = dS, B = K^T), after a
 //      named barrier that joins the two consumers (each reads the other's half of dS);
 //    dQ is added into the f32 accumulator [B, Tq, C] with atomics (red.global.add), as in
-//    the mma.sync backward, and turned into bf16 by its last kernel.
+//    the mma.sync backward, in key-block order when deterministic (attention.cu,
+//    dq_order_wait), and turned into bf16 by the last launch.
 // Each stage has three mbarriers: `loaded` (TMA bytes landed), `full` (the transposes, lse,
 // delta and starts written: the 128 producer threads arrive), `empty` (both consumers done
 // with the stage, dS included: their 256 threads arrive).
@@ -305,7 +307,14 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
     hp::mbarrier_arrive(&empty[s]);
 
     // dq[i]: query row 16w + g + 8 * ((i / 2) % 2), column c D/2 + 8 * (i / 4) + 2t + i % 2.
-    // Every key block that sees these queries adds into the same f32 rows, hence atomics.
+    // Every key block that sees these queries adds into the same f32 rows, hence atomics; in
+    // key-block order with a deterministic dQ (dq_order_wait: the first consumer thread waits,
+    // named barrier 2 lets both consumers go, and counts them done before the signal).
+    int32_t* order = o.dq_order ? o.dq_order + int64_t(bh) * o.order_stride + qi : nullptr;
+    if (order) {
+      if (tid == 128) dq_order_wait(order, int(blockIdx.x) - (kDoc ? doc[q0] / kBc : 0));
+      hp::named_barrier_sync(2, 256);
+    }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int q = q0 + 16 * w + g + 8 * r;
@@ -317,6 +326,10 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
           atomicAdd(dst + 8 * (i / 4) + 1, dq[i + 1]);
         }
       }
+    }
+    if (order) {
+      hp::named_barrier_sync(2, 256);
+      if (tid == 128) dq_order_signal(order);
     }
   }
 
@@ -333,18 +346,13 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
   }
 }
 
-// Three launches on one stream as launch_bwd's: delta and the zeroed dQ accumulator (its prep
-// kernel), this kernel, then dQ to bf16 (skipped when dq is null).
+// Three launches on one stream as launch_bwd's: launch_bwd_prep, this kernel, launch_bwd_dq.
 template <int D>
 void launch_bwd_sm90(const Problem& p, int64_t B, const bf16raw* dout, const bf16raw* out, const float* lse,
-                     float* scratch, bf16raw* dq, bf16raw* dk, bf16raw* dv, cudaStream_t s) {
+                     float* scratch, bf16raw* dq, bf16raw* dk, bf16raw* dv, bool deterministic, cudaStream_t s) {
   using Tile = Sm90BwdTile<D>;
-  const int64_t C = int64_t(p.H) * D, rows = B * p.Tq * p.H;
-  float* dq_acc = scratch;
-  float* delta = scratch + B * p.Tq * C;
-  LOOM_LAUNCH((attention_bwd_prep_kernel<D>), ceil_div(rows, kRowThreads), kRowThreads, 0, s, out, dout, delta,
-              dq_acc, rows, p.Tq, p.H);
-
+  const int64_t C = int64_t(p.H) * D;
+  const BwdPrep prep = launch_bwd_prep<D>(p, B, dout, out, scratch, dk, dv, deterministic, s);
   const CUtensorMap mq = attention_tensor_map(p.q, B, p.Tq, p.ldq, C, 64, Tile::kBr, CU_TENSOR_MAP_SWIZZLE_128B);
   const CUtensorMap mk = attention_tensor_map(p.k, B, p.Tk, p.ldkv, C, 64, Tile::kBc, CU_TENSOR_MAP_SWIZZLE_128B);
   const CUtensorMap mv = attention_tensor_map(p.v, B, p.Tk, p.ldkv, C, 64, Tile::kBc, CU_TENSOR_MAP_SWIZZLE_128B);
@@ -354,11 +362,7 @@ void launch_bwd_sm90(const Problem& p, int64_t B, const bf16raw* dout, const bf1
   with_bool(p.doc_start != nullptr, [&](auto doc) {
     allow_dynamic_smem(attention_bwd_sm90_kernel<D, decltype(doc)::value>, Tile::kSmemBytes);
     LOOM_LAUNCH((attention_bwd_sm90_kernel<D, decltype(doc)::value>), grid, Tile::kThreads, Tile::kSmemBytes, s, mq,
-                mk, mv, mdo, p, lse, static_cast<const float*>(delta), BwdOut{dq_acc, dk, dv}, scale * kLog2e, scale);
+                mk, mv, mdo, p, lse, prep.delta, prep.out, scale * kLog2e, scale);
   });
-
-  if (!dq) return;
-  const int64_t chunks = B * p.Tq * C / 8;
-  LOOM_LAUNCH(attention_bwd_dq_kernel, ceil_div(chunks, kRowThreads), kRowThreads, 0, s,
-              static_cast<const float*>(dq_acc), dq, p.ldq, chunks, int(C), scale);
+  launch_bwd_dq(p, B, D, prep.out.dq_acc, dq, s);
 }

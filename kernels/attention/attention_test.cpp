@@ -30,6 +30,8 @@
 // finite-difference checks in tests/grad), then the kernels against the reference at the same
 // tolerances, with NaN in every padded key row so that reading one fails.
 //
+// Deterministic dQ: every backward check also runs it (expect_deterministic_dq).
+//
 // Two forward kernels: every forward check runs the mma.sync kernel and, on an sm_90 device
 // (the emulator reports one), the warp-specialised sm_90a kernel (attention_sm90.cuh), each
 // forced in turn. Two backward kernels likewise: every backward check at D = 64 and 128 also
@@ -98,6 +100,21 @@ struct ForceBwdKernel {
   explicit ForceBwdKernel(BwdKernel k) { loom::cuda::set_attention_bwd_kernel(k); }
   ~ForceBwdKernel() { loom::cuda::set_attention_bwd_kernel(BwdKernel::kAuto); }
 };
+
+// The deterministic dQ (AttentionBwd::deterministic), checked beside every default backward
+// (`run(deterministic)` returns the gradient's bits). On a GPU, two runs give the same bits.
+// Under the emulator, where blocks run in index order and so the default path's atomics add in
+// key-block order already, it gives the default run's bits; and a counter target that is wrong
+// for some mode hangs the ordered adds, which the emulator's watchdog reports.
+template <class Run>
+void expect_deterministic_dq(const std::vector<bf16>& default_grads, Run&& run, const std::string& what) {
+  const std::vector<bf16> a = run(true);
+  if (LOOM_SIMT_EMULATION) {
+    EXPECT_TRUE(same_bits("deterministic dq vs in block order " + what, a, default_grads));
+  } else {
+    EXPECT_TRUE(same_bits("deterministic dq twice " + what, a, run(true)));
+  }
+}
 
 constexpr Tolerance kBf16Out{2e-2, 2e-2};
 constexpr Tolerance kF32Lse{1e-3, 1e-3};
@@ -245,14 +262,20 @@ void check_backward(const Shape& s, uint32_t seed, const std::vector<int32_t>& d
   for (const BwdKernel k : bwd_kernels(s.D)) {
     SCOPED_TRACE(name(k));
     const ForceBwdKernel force(k);
-    // Scratch poisoned too: the kernels must initialise the dQ accumulator themselves.
-    d_dqkv.poison();
-    d_scratch.poison();
-    loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
-                               .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C,
-                               .H = s.H, .doc_start = doc.empty() ? nullptr : d_doc.get()},
-                              nullptr);
-    expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, s.str());
+    auto run = [&](bool deterministic) {
+      // Scratch poisoned too: the kernels must initialise the dQ accumulator themselves.
+      d_dqkv.poison();
+      d_scratch.poison();
+      loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
+                                 .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C,
+                                 .H = s.H, .doc_start = doc.empty() ? nullptr : d_doc.get(),
+                                 .deterministic = deterministic},
+                                nullptr);
+      return d_dqkv.download();
+    };
+    const std::vector<bf16> got = run(false);
+    expect_gradient_parts(to_double(got), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, s.str());
+    expect_deterministic_dq(got, run, s.str());
   }
 }
 
@@ -460,13 +483,18 @@ void check_self_modes(const Modes& m, uint32_t seed) {
   for (const BwdKernel k : bwd_kernels(m.D)) {
     SCOPED_TRACE(name(k));
     const ForceBwdKernel force(k);
-    d_dqkv.poison();
-    d_scratch.poison();
-    loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out2.get(), .lse = d_lse2.get(),
-                               .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = m.B, .T = m.Tq, .C = C,
-                               .H = m.H, .key_len = dev_len, .causal = m.causal},
-                              nullptr);
-    expect_gradient_parts(to_double(d_dqkv.download()), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, m.str());
+    auto run = [&](bool deterministic) {
+      d_dqkv.poison();
+      d_scratch.poison();
+      loom::cuda::attention_bwd({.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out2.get(), .lse = d_lse2.get(),
+                                 .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = m.B, .T = m.Tq, .C = C,
+                                 .H = m.H, .key_len = dev_len, .causal = m.causal, .deterministic = deterministic},
+                                nullptr);
+      return d_dqkv.download();
+    };
+    const std::vector<bf16> got = run(false);
+    expect_gradient_parts(to_double(got), ref_dqkv, rows, C, {"dq ", "dk ", "dv "}, m.str());
+    expect_deterministic_dq(got, run, m.str());
   }
 }
 
@@ -522,16 +550,21 @@ void check_cross(const Modes& m, uint32_t seed) {
   for (const BwdKernel k : bwd_kernels(m.D)) {
     SCOPED_TRACE(name(k));
     const ForceBwdKernel force(k);
-    d_dq.poison();
-    d_dkv.poison();
-    d_scratch.poison();
-    loom::cuda::cross_attention_bwd({.dout = d_dout.get(), .q = d_q.get(), .kv = d_kv.get(), .out = d_out2.get(),
-                                     .lse = d_lse2.get(), .dq = d_dq.get(), .dkv = d_dkv.get(),
-                                     .scratch = d_scratch.get(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C, .H = m.H,
-                                     .key_len = dev_len},
-                                    nullptr);
-    expect_gradient_parts(to_double(d_dq.download()), ref_dq, m.B * m.Tq, C, {"dq "}, m.str());
+    auto run = [&](bool deterministic) {
+      d_dq.poison();
+      d_dkv.poison();
+      d_scratch.poison();
+      loom::cuda::cross_attention_bwd({.dout = d_dout.get(), .q = d_q.get(), .kv = d_kv.get(), .out = d_out2.get(),
+                                       .lse = d_lse2.get(), .dq = d_dq.get(), .dkv = d_dkv.get(),
+                                       .scratch = d_scratch.get(), .B = m.B, .Tq = m.Tq, .Tk = m.Tk, .C = C,
+                                       .H = m.H, .key_len = dev_len, .deterministic = deterministic},
+                                      nullptr);
+      return d_dq.download();
+    };
+    const std::vector<bf16> got = run(false);
+    expect_gradient_parts(to_double(got), ref_dq, m.B * m.Tq, C, {"dq "}, m.str());
     expect_gradient_parts(to_double(d_dkv.download()), ref_dkv, m.B * m.Tk, C, {"dk ", "dv "}, m.str());
+    expect_deterministic_dq(got, run, m.str());
   }
 }
 
