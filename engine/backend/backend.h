@@ -48,6 +48,10 @@ class Backend {
     LOOM_CHECK(false, name(), " has no working copy");
   }
 
+  // train.deterministic: kernels whose float sums otherwise depend on block timing (attention's
+  // dQ on the GPU) sum in a fixed order, for bit-identical runs. The CPU is deterministic as is.
+  virtual void set_deterministic(bool on) {}
+
   // The device stream ops are queued on (cudaStream_t), for communicators that order their
   // collectives after compute with events; null where there is none.
   virtual void* compute_stream() { return nullptr; }

@@ -859,7 +859,8 @@ TEST(AttentionTiming, Emulated) {
   }
 }
 
-// Throughput on the device (printed): FLOPs 4 B H T^2 D / 2 forward (causal), 2.5x backward.
+// Throughput on the device (printed): FLOPs 4 B H T^2 D / 2 forward (causal), 2.5x backward;
+// each forward kernel, then each backward kernel with dQ by atomics and deterministic.
 TEST(AttentionTiming, Gpu) {
   if (LOOM_SIMT_EMULATION) GTEST_SKIP() << "GPU variant only";
   for (int64_t D : {64, 128}) {
@@ -870,35 +871,41 @@ TEST(AttentionTiming, Gpu) {
     DeviceBuffer<float> d_lse(size_t(s.B * s.H * s.T)), d_scratch(loom::cuda::attention_bwd_scratch_floats(s.B, s.T, C, s.H));
     const loom::cuda::AttentionFwd f{
         .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(), .B = s.B, .T = s.T, .C = C, .H = s.H};
-    const loom::cuda::AttentionBwd bw{.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
-                                      .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C,
-                                      .H = s.H};
-    cudaEvent_t e0, e1, e2;
+    loom::cuda::AttentionBwd bw{.dout = d_dout.get(), .qkv = d_qkv.get(), .out = d_out.get(), .lse = d_lse.get(),
+                                .dqkv = d_dqkv.get(), .scratch = d_scratch.get(), .B = s.B, .T = s.T, .C = C,
+                                .H = s.H};
+    cudaEvent_t e0, e1;
     ASSERT_CUDA(cudaEventCreate(&e0));
     ASSERT_CUDA(cudaEventCreate(&e1));
-    ASSERT_CUDA(cudaEventCreate(&e2));
     const int iters = 10;
     const double flops = 4.0 * s.B * s.H * double(s.T) * double(s.T) * double(D) / 2;
-    for (const FwdKernel k : fwd_kernels()) {  // each forward kernel, then the backward
+    // Milliseconds a call of `call` (after one warm-up call).
+    auto time = [&](auto&& call) {
+      call();
+      EXPECT_EQ(cudaEventRecord(e0), cudaSuccess);
+      for (int i = 0; i < iters; ++i) call();
+      EXPECT_EQ(cudaEventRecord(e1), cudaSuccess);
+      EXPECT_EQ(cudaEventSynchronize(e1), cudaSuccess);
+      float ms = 0;
+      EXPECT_EQ(cudaEventElapsedTime(&ms, e0, e1), cudaSuccess);
+      return ms / iters;
+    };
+    for (const FwdKernel k : fwd_kernels()) {
       const ForceFwdKernel force(k);
-      loom::cuda::attention_fwd(f, nullptr);  // warm-up
-      loom::cuda::attention_bwd(bw, nullptr);
-      ASSERT_CUDA(cudaEventRecord(e0));
-      for (int i = 0; i < iters; ++i) loom::cuda::attention_fwd(f, nullptr);
-      ASSERT_CUDA(cudaEventRecord(e1));
-      for (int i = 0; i < iters; ++i) loom::cuda::attention_bwd(bw, nullptr);
-      ASSERT_CUDA(cudaEventRecord(e2));
-      ASSERT_CUDA(cudaEventSynchronize(e2));
-      float fwd_ms = 0, bwd_ms = 0;
-      ASSERT_CUDA(cudaEventElapsedTime(&fwd_ms, e0, e1));
-      ASSERT_CUDA(cudaEventElapsedTime(&bwd_ms, e1, e2));
-      std::printf("[ timing   ] %s causal, %s: fwd %.3f ms %.0f TFLOP/s, bwd %.3f ms %.0f TFLOP/s\n",
-                  s.str().c_str(), name(k), fwd_ms / iters, flops / (fwd_ms / iters * 1e-3) / 1e12, bwd_ms / iters,
-                  2.5 * flops / (bwd_ms / iters * 1e-3) / 1e12);
+      const double ms = time([&] { loom::cuda::attention_fwd(f, nullptr); });
+      std::printf("[ timing   ] %s causal, %s: %.3f ms %.0f TFLOP/s\n", s.str().c_str(), name(k), ms,
+                  flops / (ms * 1e-3) / 1e12);
     }
+    for (const BwdKernel k : bwd_kernels(D))
+      for (const bool deterministic : {false, true}) {
+        const ForceBwdKernel force(k);
+        bw.deterministic = deterministic;
+        const double ms = time([&] { loom::cuda::attention_bwd(bw, nullptr); });
+        std::printf("[ timing   ] %s causal, %s%s: %.3f ms %.0f TFLOP/s\n", s.str().c_str(), name(k),
+                    deterministic ? " (deterministic dQ)" : "", ms, 2.5 * flops / (ms * 1e-3) / 1e12);
+      }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
-    cudaEventDestroy(e2);
   }
 }
 

@@ -106,6 +106,8 @@ const std::vector<Key>& keys() {
        [](Config& c) -> Ref { return &c.train.eval_tasks_every; }},
       {"train.recompute", nullptr, "activations re-run in backward: none | attention | mlp | block (gpt)",
        [](Config& c) -> Ref { return &c.train.recompute; }},
+      {"train.deterministic", nullptr, "bit-identical GPU gradients run to run (attention's dQ summed in order)",
+       [](Config& c) -> Ref { return &c.train.deterministic; }},
       {"optim.lr", kKind, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
       {"optim.min_lr", nullptr, "final learning rate (cosine)", [](Config& c) -> Ref { return &c.optim.min_lr; }},
       {"optim.warmup_steps", nullptr, "linear warmup steps", [](Config& c) -> Ref { return &c.optim.warmup_steps; }},

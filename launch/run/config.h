@@ -31,6 +31,7 @@ struct Config {
     std::vector<std::string> eval_tasks;  // multiple-choice task files (launch/run/mc_eval.h)
     int64_t eval_tasks_every = 0;         // 0: with each validation
     std::string recompute = "none";  // none | attention | mlp | block (engine/graph/recompute.h)
+    bool deterministic = false;      // GPU float sums in a fixed order (Backend::set_deterministic)
   } train;
   struct Optim {
     double lr = 1e-3;

@@ -56,6 +56,7 @@ class GradientLearner final : public Learner {
       stream_ = std::make_unique<StreamLoader>(*rc.train, T_, static_cast<int>(cfg_.train.batch_size));
     else
       loader_ = std::make_unique<WindowLoader>(*rc.train, T_, static_cast<uint64_t>(cfg_.train.seed) + 1);
+    be_->set_deterministic(cfg_.train.deterministic);
     comm_.attach_compute_stream(be_->compute_stream());  // GPU collectives wait on events, not the device
     std::vector<uint8_t> decay(static_cast<size_t>(n_), 0);
     for (const auto& p : tg_.g.params)

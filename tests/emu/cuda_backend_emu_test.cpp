@@ -74,10 +74,12 @@ StepResult train_step(Backend& be, const ModelConfig& c, int B, const std::vecto
 // One training step of model `c` on both backends; compares loss, final state, every
 // gradient tensor and the weights after AdamW. `rc` applies to the CUDA backend's graph; the
 // CPU runs without recomputation, the reference for every setting.
-void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale, Recompute rc = Recompute::None) {
+void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale, Recompute rc = Recompute::None,
+                             bool deterministic = false) {
   std::string why;
   auto cuda = make_cuda_backend(&why);
   ASSERT_TRUE(cuda) << why;
+  cuda->set_deterministic(deterministic);
   EXPECT_EQ(cuda->float_dtype(), DType::BF16);
   Rng rng(21);
   std::vector<int32_t> x(B * c.seq_len), y(x.size());
@@ -121,6 +123,15 @@ void expect_step_matches_cpu(const ModelConfig& c, int B, float init_scale, Reco
 TEST(CudaBackendEmu, TinyGptStepMatchesCpu) {
   // Head dim 16.
   expect_step_matches_cpu({.n_layer = 2, .n_head = 2, .d_model = 32, .seq_len = 16, .vocab = 48}, 2, 3.0f);
+}
+
+// Head dim 64 (and a window that is not a multiple of the tiles): the emulated device is an
+// sm_90 one, so this step runs the sm_90a attention forward and backward; then again with
+// train.deterministic's ordered dQ.
+TEST(CudaBackendEmu, TinyGptWithHeadDim64StepMatchesCpu) {
+  const ModelConfig c{.n_layer = 1, .n_head = 2, .d_model = 128, .seq_len = 70, .vocab = 48};
+  expect_step_matches_cpu(c, 2, 3.0f);
+  expect_step_matches_cpu(c, 2, 3.0f, Recompute::None, true);
 }
 
 // LoRA adapters on every projection (frozen base: layer norms without dg/db, products without

@@ -72,6 +72,7 @@ class CudaBackend final : public Backend {
 #endif
   }
   DType float_dtype() const override { return DType::BF16; }
+  void set_deterministic(bool on) override { deterministic_ = on; }
 
 #if !LOOM_SIMT_EMULATION
   uint64_t free_memory() const override {
@@ -223,7 +224,8 @@ class CudaBackend final : public Backend {
     cuda::cross_attention_bwd({.dout = B16(c.in[0]), .q = B16(q), .kv = B16(kv), .out = B16(c.in[3]),
                                .lse = F32(c.in[4]), .dq = c.out[0] ? W16(c.out[0]) : nullptr,
                                .dkv = c.out[1] ? W16(c.out[1]) : nullptr, .scratch = s, .B = B, .Tq = Tq,
-                               .Tk = kv.dim(1), .C = C, .H = H, .key_len = I32(c.in[5])},
+                               .Tk = kv.dim(1), .C = C, .H = H, .key_len = I32(c.in[5]),
+                               .deterministic = deterministic_},
                               stream_);
   }
   void op_cross_attention_decode(const OpCall& c) override {
@@ -264,7 +266,8 @@ class CudaBackend final : public Backend {
     float* s = scratch_floats(cuda::attention_bwd_scratch_floats(B, T, C, H));
     cuda::attention_bwd({.dout = B16(c.in[0]), .qkv = B16(qkv), .out = B16(c.in[2]), .lse = F32(c.in[3]),
                          .dqkv = W16(c.out[0]), .scratch = s, .B = B, .T = T, .C = C, .H = H,
-                         .doc_start = I32(c.in[4]), .key_len = I32(c.in[5]), .causal = c.attrs.i[1] == 0},
+                         .doc_start = I32(c.in[4]), .key_len = I32(c.in[5]), .causal = c.attrs.i[1] == 0,
+                         .deterministic = deterministic_},
                         stream_);
   }
   void op_attention_decode(const OpCall& c) override {
@@ -486,6 +489,7 @@ class CudaBackend final : public Backend {
 
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;
+  bool deterministic_ = false;
   size_t scratch_bytes_ = 0;
   bool capturing_ = false;
 };
