@@ -42,6 +42,26 @@ struct Sm90FwdTile {
   static_assert(valid_block(kThreads));
 };
 
+// The mbarriers of a producer/consumer ring, initialised by thread 0 and published to the
+// block: `once` (one arrival + tx: the tiles loaded once per block), and per stage `loaded`
+// (one arrival + tx), `full` (the 128 producer threads) and `empty` (every consumer thread).
+template <int kStages>
+__device__ __forceinline__ void init_ring_barriers(uint64_t* once, uint64_t (&loaded)[kStages],
+                                                   uint64_t (&full)[kStages], uint64_t (&empty)[kStages],
+                                                   int consumers) {
+  namespace hp = ::loom::hopper;
+  if (threadIdx.x == 0) {
+    hp::mbarrier_init(once, 1);
+    for (int s = 0; s < kStages; ++s) {
+      hp::mbarrier_init(&loaded[s], 1);
+      hp::mbarrier_init(&full[s], 128);
+      hp::mbarrier_init(&empty[s], 128 * consumers);
+    }
+    hp::fence_barrier_init();
+  }
+  __syncthreads();
+}
+
 // 128B swizzle of a byte offset from a 1024-aligned base (PTX ISA "Shared Memory Matrix
 // Layout": 16-byte chunk bits 4-6 XOR row bits 7-9), for the V^T tile the producer writes.
 __device__ __forceinline__ uint32_t swizzle_128b(uint32_t a) { return a ^ (((a >> 7) & 7u) << 4); }
@@ -75,16 +95,7 @@ __global__ void __launch_bounds__(Sm90FwdTile<D>::kThreads, 1)
   const int j_begin = doc_of(q0) / kBc;
   const int tid = int(threadIdx.x), wg = tid / 128;
 
-  if (tid == 0) {
-    hp::mbarrier_init(&bar_q, 1);
-    for (int s = 0; s < kStages; ++s) {
-      hp::mbarrier_init(&loaded[s], 1);
-      hp::mbarrier_init(&full[s], 128);
-      hp::mbarrier_init(&empty[s], 128 * Tile::kConsumers);
-    }
-    hp::fence_barrier_init();
-  }
-  __syncthreads();
+  init_ring_barriers(&bar_q, loaded, full, empty, Tile::kConsumers);
 
   if (wg == 0) {
     // ---- producer

@@ -21,7 +21,7 @@
 //      dK += dS^T Q                           (wgmma, dS^T from registers, B = Q^T)
 //      dQ[:, half c] = dS K over both consumers' keys (wgmma, A = dS, B = K^T), after a
 //      named barrier that joins the two consumers (each reads the other's half of dS);
-//    dQ is added into the f32 accumulator [B, Tq, C] with atomics (red.global.add), as in
+//    dQ is added into the f32 accumulator [B, Tq, C] with f32 atomics, as in
 //    the mma.sync backward, in key-block order when deterministic (attention.cu,
 //    dq_order_wait), and turned into bf16 by the last launch.
 // Each stage has three mbarriers: `loaded` (TMA bytes landed), `full` (the transposes, lse,
@@ -129,16 +129,7 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
   }
   const int n_qb = max((q_end + kBr - 1) / kBr, i_begin);
 
-  if (tid == 0) {
-    hp::mbarrier_init(&bar_kv, 1);
-    for (int s = 0; s < kStages; ++s) {
-      hp::mbarrier_init(&loaded[s], 1);
-      hp::mbarrier_init(&full[s], 128);
-      hp::mbarrier_init(&empty[s], 128 * Tile::kConsumers);
-    }
-    hp::fence_barrier_init();
-  }
-  __syncthreads();
+  init_ring_barriers(&bar_kv, loaded, full, empty, Tile::kConsumers);
 
   if (wg == 0) {
     // ---- producer
@@ -207,23 +198,19 @@ __global__ void __launch_bounds__(Sm90BwdTile<D>::kThreads, 1)
     // issued after it (S^T and dP^T live together next to dK and dV would spill).
     constexpr bool kOverlapDp = D <= 64;
     float st[kS], dpt[kS];
-    auto issue_dp = [&] {
+    // acc = (this consumer's rows of a [kBc][D] tile) (a [kBr][D] tile)^T, both in boxes: one group.
+    auto issue_t = [&](float (&acc)[kS], const unsigned char* keys, const unsigned char* queries) {
 #pragma unroll
       for (int kt = 0; kt < D / 16; ++kt) {
         const int box = kt / 4, off = kt % 4 * 32;
-        hp::wgmma_ss<kBr, __nv_bfloat16>(dpt, desc_128b(sV + box * kBc * 128 + c * 64 * 128 + off),
-                                         desc_128b(stage_do(s) + box * kBr * 128 + off), kt > 0);
+        hp::wgmma_ss<kBr, __nv_bfloat16>(acc, desc_128b(keys + box * kBc * 128 + c * 64 * 128 + off),
+                                         desc_128b(queries + box * kBr * 128 + off), kt > 0);
       }
       hp::wgmma_commit_group();
     };
+    auto issue_dp = [&] { issue_t(dpt, sV, stage_do(s)); };
     hp::wgmma_fence();
-#pragma unroll
-    for (int kt = 0; kt < D / 16; ++kt) {
-      const int box = kt / 4, off = kt % 4 * 32;
-      hp::wgmma_ss<kBr, __nv_bfloat16>(st, desc_128b(sK + box * kBc * 128 + c * 64 * 128 + off),
-                                       desc_128b(stage_q(s) + box * kBr * 128 + off), kt > 0);
-    }
-    hp::wgmma_commit_group();
+    issue_t(st, sK, stage_q(s));
     if constexpr (kOverlapDp) {
       issue_dp();
       hp::wgmma_wait_group<1>();
