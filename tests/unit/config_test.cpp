@@ -32,6 +32,8 @@ TEST(Config, ParsesAndOverrides) {
   EXPECT_DOUBLE_EQ(c.optim.lr, 2e-3);
   EXPECT_EQ(c.device, "cpu");
   EXPECT_EQ(c.data.path, "somewhere");
+  EXPECT_FALSE(c.train.deterministic);
+  EXPECT_TRUE(parse_config_text(kBase, "a.toml", {{"train.deterministic", "true"}}).train.deterministic);
 }
 
 TEST(Config, RoundTripsThroughToml) {
@@ -62,6 +64,7 @@ TEST(Config, RejectsBadInput) {
   expect_error(kBase, {{"model.d_model", "65"}}, "model.d_model");
   expect_error(kBase, {{"device", "tpu"}}, "device");
   expect_error(kBase, {{"nope.key", "1"}}, "--nope.key: unknown config key");
+  expect_error(kBase, {{"train.deterministic", "yes"}}, "--train.deterministic");
   std::string s = kBase;
   s.replace(s.find("n_layer = 3"), 11, "n_layer = \"3\"");
   expect_error(s, {}, "bad.toml: model.n_layer: expected an integer");
