@@ -1,4 +1,10 @@
-// adamw_ref.cpp: CPU reference AdamW and gradient norm over the flat buffers.
+// adamw_ref.cpp: CPU reference AdamW and gradient norm over the flat buffers. Both are the
+// CPU backend's optimizer, so their loops are written for the vectoriser: a parallel loop over
+// fixed chunks with a plain `omp simd` loop inside (GCC does not vectorise the body of a
+// combined `parallel for simd` here), and std::sqrt compiled without errno
+// (-fno-math-errno, kernels/CMakeLists.txt) so that it is one vector instruction instead of a
+// call behind a branch. The arithmetic of an element is unchanged, so the results are the same
+// bits as the scalar loop's and do not depend on the thread count.
 #include "kernels/adamw/adamw.h"
 
 #include <algorithm>
@@ -7,30 +13,67 @@
 
 namespace loom::ref {
 
-void adamw_step(const AdamWArgs& a) {
-  const float bc1 = 1.0f - std::pow(a.beta1, static_cast<float>(a.step));
-  const float bc2 = 1.0f - std::pow(a.beta2, static_cast<float>(a.step));
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < a.n; ++i) {
-    const float g = a.grad[i] * a.grad_scale;
-    const float m = a.beta1 * a.m[i] + (1.0f - a.beta1) * g;
-    const float v = a.beta2 * a.v[i] + (1.0f - a.beta2) * g * g;
-    a.m[i] = m;
-    a.v[i] = v;
-    const float mhat = m / bc1, vhat = v / bc2;
-    const float wd = (!a.decay || a.decay[i]) ? a.weight_decay : 0.0f;
-    a.param[i] -= a.lr * (mhat / (std::sqrt(vhat) + a.eps) + wd * a.param[i]);
+namespace {
+
+// Elements per chunk of the parallel loop: 64 KiB of each f32 buffer.
+constexpr int64_t kChunk = 16384;
+
+template <bool kMask>
+void adamw_chunks(const AdamWArgs& a, float bc1, float bc2) {
+  float* __restrict param = a.param;
+  float* __restrict mom1 = a.m;
+  float* __restrict mom2 = a.v;
+  const float* __restrict grad = a.grad;
+  const uint8_t* __restrict decay = a.decay;
+  const float b1 = a.beta1, b2 = a.beta2, c1 = 1.0f - a.beta1, c2 = 1.0f - a.beta2;
+  const float lr = a.lr, eps = a.eps, wd_all = a.weight_decay, scale = a.grad_scale;
+  const int64_t n = a.n;
+#pragma omp parallel for schedule(static)
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t c1e = std::min(n, c0 + kChunk);
+#pragma omp simd
+    for (int64_t i = c0; i < c1e; ++i) {
+      const float g = grad[i] * scale;
+      const float m = b1 * mom1[i] + c1 * g;
+      const float v = b2 * mom2[i] + c2 * g * g;
+      mom1[i] = m;
+      mom2[i] = v;
+      const float mhat = m / bc1, vhat = v / bc2;
+      const float wd = kMask ? (decay[i] ? wd_all : 0.0f) : wd_all;
+      param[i] -= lr * (mhat / (std::sqrt(vhat) + eps) + wd * param[i]);
+    }
   }
 }
 
+}  // namespace
+
+void adamw_step(const AdamWArgs& a) {
+  const float bc1 = 1.0f - std::pow(a.beta1, static_cast<float>(a.step));
+  const float bc2 = 1.0f - std::pow(a.beta2, static_cast<float>(a.step));
+  if (a.decay)
+    adamw_chunks<true>(a, bc1, bc2);
+  else
+    adamw_chunks<false>(a, bc1, bc2);
+}
+
 double grad_norm(const float* g, int64_t n) {
-  constexpr int64_t kChunks = 64;
+  // Fixed chunks, each summed in kLanes interleaved double accumulators (lane j takes the
+  // chunk's elements j, j + kLanes, ...) that are then added in lane order: a vector loop whose
+  // order the source fixes, so the bits depend neither on the thread count nor on the vector width.
+  constexpr int64_t kChunks = 64, kLanes = 16;
   std::vector<double> part(kChunks, 0.0);
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < kChunks; ++k) {
     const int64_t i0 = n * k / kChunks, i1 = n * (k + 1) / kChunks;
+    double lane[kLanes] = {};
+    int64_t i = i0;
+    for (; i + kLanes <= i1; i += kLanes) {
+#pragma omp simd
+      for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(g[i + j]) * g[i + j];
+    }
+    for (int64_t j = 0; i < i1; ++i, ++j) lane[j] += static_cast<double>(g[i]) * g[i];
     double s = 0;
-    for (int64_t i = i0; i < i1; ++i) s += static_cast<double>(g[i]) * g[i];
+    for (double l : lane) s += l;
     part[k] = s;
   }
   double s = 0;
