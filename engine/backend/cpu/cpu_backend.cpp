@@ -166,9 +166,9 @@ class CpuBackend final : public Backend {
   }
   void op_linear_gelu(const OpCall& c) override {
     const TensorView &x = c.in[0], &w = c.in[1], &pre = c.out[1];
-    ref::linear_fwd<T>({.x = x.as<T>(), .w = w.as<T>(), .b = c.in[2].as<T>(), .y = pre.as<T>(), .N = x.rows(),
-                        .K = x.dim(-1), .M = w.dim(0)});
-    ref::gelu_fwd<T>({.x = pre.as<T>(), .y = c.out[0].as<T>(), .n = pre.numel()});
+    ref::linear_gelu_fwd<T>({.x = x.as<T>(), .w = w.as<T>(), .b = c.in[2].as<T>(), .y = pre.as<T>(), .N = x.rows(),
+                             .K = x.dim(-1), .M = w.dim(0)},
+                            c.out[0].as<T>());
   }
   void op_scale(const OpCall& c) override {
     ref::scale<T>(c.in[0].as<T>(), static_cast<T>(c.attrs.f[0]), c.out[0].as<T>(), c.in[0].numel());
