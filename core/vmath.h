@@ -34,6 +34,14 @@ inline float vexp<float>(float x) {
   return exp_poly(x);
 }
 
+// max(a, b) as the vectoriser recognises it in an `omp simd reduction(max : ...)` loop, which
+// it does not for std::max (that loop stays scalar: a row max ran at a third of the memory's
+// rate). The same value as std::max(a, b): a unless b > a, so a NaN b is skipped as there.
+template <typename T>
+inline T vmax(T a, T b) {
+  return b > a ? b : a;
+}
+
 // tanh through exp: 1 - 2 / (exp(2u) + 1); exact limits at +-1 for large |u|.
 template <typename T>
 inline T vtanh(T u) {

@@ -132,7 +132,7 @@ void forward(const Heads<T>& p, T* out_, T* lse) {
           const int64_t lo = p.first_key(b, i) - blk.j0, hi = p.last_key(i, len) - blk.j0;
           T m = row[lo];
 #pragma omp simd reduction(max : m)
-          for (int64_t c = lo + 1; c <= hi; ++c) m = std::max(m, row[c]);
+          for (int64_t c = lo + 1; c <= hi; ++c) m = vmax(m, row[c]);
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
           for (int64_t c = lo; c <= hi; ++c) sum += (row[c] = vexp<T>(row[c] - m));

@@ -1,7 +1,8 @@
 // cpu_step_test.cpp: the CPU backend's fused and vectorised step kernels against the plain
 // passes they replace: AdamW and the gradient norm (kernels/adamw/adamw_ref.cpp) against scalar
 // loops written here term for term, the product with its GELU epilogue (linear_gelu_fwd,
-// kernels/matmul/matmul_ref.cpp) against the product then the GELU pass. They must give the same
+// kernels/matmul/matmul_ref.cpp) against the product then the GELU pass, the classifier loss's
+// vectorised row max (softmax_xent_ref.cpp) against a double log-sum-exp. They must give the same
 // bits whatever the thread count (a resumed run repeats its steps exactly), and let a NaN
 // through rather than hide it.
 #include <gtest/gtest.h>
@@ -18,6 +19,7 @@
 #include "kernels/adamw/adamw.h"
 #include "kernels/gelu/gelu.h"
 #include "kernels/matmul/matmul.h"
+#include "kernels/softmax_xent/softmax_xent.h"
 
 namespace loom {
 namespace {
@@ -210,6 +212,39 @@ TEST(CpuLinearGelu, NanInTheInputReachesItsRowOnly) {
   for (int64_t n = 0; n < N; ++n)
     for (int64_t m = 0; m < M; ++m)
       EXPECT_EQ(std::isnan(y[static_cast<size_t>(n * M + m)]), n == 10) << n << "," << m;
+}
+
+TEST(CpuSoftmaxXent, LogSumExpOfEveryRowWhereverItsMaximumIs) {
+  // V = 8,197: a 16-wide vector body and a 5-element tail; each row's maximum sits somewhere
+  // else (first, in the body, in the tail, last) and stands far above the rest, so a wrong
+  // maximum shows as exp overflow or a shifted result.
+  const int64_t N = 6, V = 8197;
+  std::mt19937 rng(21);
+  std::vector<float> z = random_floats(N * V, rng);
+  const int64_t peak_at[N] = {0, 1, 4000, V - 5, V - 2, V - 1};
+  for (int64_t n = 0; n < N; ++n) z[static_cast<size_t>(n * V + peak_at[n])] = 95.0f + static_cast<float>(n);
+  std::vector<int32_t> targets(N);
+  for (int64_t n = 0; n < N; ++n) targets[static_cast<size_t>(n)] = static_cast<int32_t>((n * 977) % V);
+  std::vector<float> lse(N, std::numeric_limits<float>::quiet_NaN()), loss(1, std::numeric_limits<float>::quiet_NaN());
+  ref::softmax_xent_fwd<float>({.logits = z.data(), .targets = targets.data(), .loss = loss.data(), .lse = lse.data(),
+                                .N = N, .V = V});
+  double want_loss = 0;
+  for (int64_t n = 0; n < N; ++n) {
+    const float* row = z.data() + n * V;
+    const double m = row[peak_at[n]];
+    double s = 0;
+    for (int64_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(row[v]) - m);
+    const double want = m + std::log(s);
+    EXPECT_NEAR(lse[static_cast<size_t>(n)], want, 1e-6 * std::abs(want)) << "row " << n;
+    want_loss += want - row[targets[static_cast<size_t>(n)]];
+  }
+  EXPECT_NEAR(loss[0], want_loss / N, 1e-5 * std::abs(want_loss / N));
+  z[static_cast<size_t>(2 * V + 8196)] = std::numeric_limits<float>::quiet_NaN();  // in the tail
+  ref::softmax_xent_fwd<float>({.logits = z.data(), .targets = targets.data(), .loss = loss.data(), .lse = lse.data(),
+                                .N = N, .V = V});
+  EXPECT_TRUE(std::isnan(lse[2]));
+  EXPECT_TRUE(std::isnan(loss[0]));
+  EXPECT_TRUE(std::isfinite(lse[1]));
 }
 
 }  // namespace
