@@ -3,13 +3,15 @@
 // fixed chunks with a plain `omp simd` loop inside (GCC does not vectorise the body of a
 // combined `parallel for simd` here), and std::sqrt compiled without errno
 // (-fno-math-errno, kernels/CMakeLists.txt) so that it is one vector instruction instead of a
-// call behind a branch. The arithmetic of an element is unchanged, so the results are the same
-// bits as the scalar loop's and do not depend on the thread count.
+// call behind a branch. AdamW's arithmetic of an element is unchanged: the same bits as the
+// scalar loop's. Neither result depends on the thread count.
 #include "kernels/adamw/adamw.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include "core/vmath.h"
 
 namespace loom::ref {
 
@@ -57,24 +59,15 @@ void adamw_step(const AdamWArgs& a) {
 }
 
 double grad_norm(const float* g, int64_t n) {
-  // Fixed chunks, each summed in kLanes interleaved double accumulators (lane j takes the
-  // chunk's elements j, j + kLanes, ...) that are then added in lane order: a vector loop whose
-  // order the source fixes, so the bits depend neither on the thread count nor on the vector width.
-  constexpr int64_t kChunks = 64, kLanes = 16;
+  // Fixed chunks, each summed in fixed lanes (lane_sum, core/vmath.h), then added in order:
+  // the same bits at any thread count.
+  constexpr int64_t kChunks = 64;
   std::vector<double> part(kChunks, 0.0);
 #pragma omp parallel for schedule(static)
   for (int64_t k = 0; k < kChunks; ++k) {
     const int64_t i0 = n * k / kChunks, i1 = n * (k + 1) / kChunks;
-    double lane[kLanes] = {};
-    int64_t i = i0;
-    for (; i + kLanes <= i1; i += kLanes) {
-#pragma omp simd
-      for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(g[i + j]) * g[i + j];
-    }
-    for (int64_t j = 0; i < i1; ++i, ++j) lane[j] += static_cast<double>(g[i]) * g[i];
-    double s = 0;
-    for (double l : lane) s += l;
-    part[k] = s;
+    const float* c = g + i0;
+    part[k] = lane_sum<double>(i1 - i0, [c](int64_t i) { return static_cast<double>(c[i]) * c[i]; });
   }
   double s = 0;
   for (double p : part) s += p;

@@ -94,23 +94,6 @@ void block_scores(const Heads<T>& p, int64_t b, int64_t h, const Block& blk, T s
           p.k_of(b, h) + blk.j0 * p.ldkv, p.ldkv, T(0), s, blk.keys());
 }
 
-// sum of a[e] b[e] over e < n in kLanes interleaved accumulators added in lane order at the
-// end: a vector loop whose summation order the source fixes (the same bits at any vector width).
-template <typename T>
-T dot_in_lanes(const T* a, const T* b, int64_t n) {
-  constexpr int64_t kLanes = 8;
-  T lane[kLanes] = {};
-  int64_t e = 0;
-  for (; e + kLanes <= n; e += kLanes) {
-#pragma omp simd
-    for (int64_t j = 0; j < kLanes; ++j) lane[j] += a[e + j] * b[e + j];
-  }
-  for (int64_t j = 0; e < n; ++e, ++j) lane[j] += a[e] * b[e];
-  T d = 0;
-  for (T l : lane) d += l;
-  return d;
-}
-
 // out [B, Tq, C], lse [B, H, Tq]
 template <typename T>
 void forward(const Heads<T>& p, T* out_, T* lse) {
@@ -174,7 +157,11 @@ void backward(const Heads<T>& p, const T* dout_, const T* out_, const T* lse, T*
         std::fill(dk_h + t * p.ldkv, dk_h + t * p.ldkv + D, T(0));
         std::fill(dv_h + t * p.ldkv, dv_h + t * p.ldkv + D, T(0));
       }
-      for (int64_t t = 0; t < Tq; ++t) delta[t] = dot_in_lanes(out_ + (b * Tq + t) * C + h * D, dout + t * C, D);
+      for (int64_t t = 0; t < Tq; ++t) {
+        const T* o = out_ + (b * Tq + t) * C + h * D;
+        const T* d = dout + t * C;
+        delta[t] = lane_sum<T>(D, [o, d](int64_t e) { return o[e] * d[e]; });
+      }
       for (int64_t i0 = 0; i0 < Tq; i0 += kQueryBlock) {
         const Block blk = query_block(p, b, i0, len);
         const int64_t nq = blk.rows(), nk = blk.keys();
