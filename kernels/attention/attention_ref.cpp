@@ -114,11 +114,13 @@ void forward(const Heads<T>& p, T* out_, T* lse) {
           T* row = s.data() + (i - blk.i0) * nk;
           const int64_t lo = p.first_key(b, i) - blk.j0, hi = p.last_key(i, len) - blk.j0;
           T m = row[lo];
-          for (int64_t c = lo + 1; c <= hi; ++c) m = std::max(m, row[c]);
+#pragma omp simd reduction(max : m)
+          for (int64_t c = lo + 1; c <= hi; ++c) m = vmax(m, row[c]);
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
           for (int64_t c = lo; c <= hi; ++c) sum += (row[c] = vexp<T>(row[c] - m));
           const T inv = T(1) / sum;
+#pragma omp simd
           for (int64_t c = lo; c <= hi; ++c) row[c] *= inv;
           for (int64_t c = 0; c < lo; ++c) row[c] = 0;
           for (int64_t c = hi + 1; c < nk; ++c) row[c] = 0;
@@ -157,9 +159,8 @@ void backward(const Heads<T>& p, const T* dout_, const T* out_, const T* lse, T*
       }
       for (int64_t t = 0; t < Tq; ++t) {
         const T* o = out_ + (b * Tq + t) * C + h * D;
-        T d = 0;
-        for (int64_t e = 0; e < D; ++e) d += o[e] * dout[t * C + e];
-        delta[t] = d;
+        const T* d = dout + t * C;
+        delta[t] = lane_sum<T>(D, [o, d](int64_t e) { return o[e] * d[e]; });
       }
       for (int64_t i0 = 0; i0 < Tq; i0 += kQueryBlock) {
         const Block blk = query_block(p, b, i0, len);

@@ -4,9 +4,19 @@
 #include <cstdint>
 
 #include "core/dtype.h"
+#include "core/vmath.h"
 #include "kernels/common/stream.h"
 
 namespace loom::ref {
+
+// One element of the CPU GELU, shared by the GELU pass and the epilogue of the product that
+// feeds it (linear_gelu_fwd, matmul_ref.cpp) so the two give the same bits.
+// 0.5 x (1 + tanh u) = x (1 - 1 / (exp(2u) + 1)), u = sqrt(2/pi) (x + 0.044715 x^3).
+template <typename T>
+inline T gelu_tanh(T x) {
+  const T u = T(0.7978845608028654) * (x + T(0.044715) * x * x * x);
+  return x - x / (vexp<T>(T(2) * u) + T(1));
+}
 
 template <typename T>
 struct GeluArgs {

@@ -27,12 +27,7 @@ void for_each_element(int64_t n, F f) {
 
 template <typename T>
 void gelu_fwd(const GeluArgs<T>& a) {
-  for_each_element(a.n, [&](int64_t i) {
-    const T x = a.x[i];
-    const T u = T(kSqrt2OverPi) * (x + T(kCoef) * x * x * x);
-    const T e = vexp<T>(T(2) * u);
-    a.y[i] = x - x / (e + T(1));  // 0.5 x (1 + tanh u) = x (1 - 1 / (exp(2u) + 1))
-  });
+  for_each_element(a.n, [&](int64_t i) { a.y[i] = gelu_tanh<T>(a.x[i]); });
 }
 
 template <typename T>

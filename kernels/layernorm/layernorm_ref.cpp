@@ -7,6 +7,8 @@
 #include <cmath>
 #include <vector>
 
+#include "core/vmath.h"
+
 namespace loom::ref {
 
 template <typename T>
@@ -21,12 +23,9 @@ void layernorm_fwd(const LayerNormArgs<T>& a) {
       for (int64_t c = 0; c < C; ++c) s[c] = x[c] + r[c];
       x = s;
     }
-    T m = 0;
-    for (int64_t c = 0; c < C; ++c) m += x[c];
-    m /= T(C);
-    T v = 0;
-    for (int64_t c = 0; c < C; ++c) v += (x[c] - m) * (x[c] - m);
-    v /= T(C);
+    // Row sums in fixed lanes (core/vmath.h): vector loops with an order the source fixes.
+    const T m = lane_sum<T>(C, [x](int64_t c) { return x[c]; }) / T(C);
+    const T v = lane_sum<T>(C, [x, m](int64_t c) { return (x[c] - m) * (x[c] - m); }) / T(C);
     const T r = T(1) / std::sqrt(v + T(a.eps));
     T* y = a.y + n * C;
     for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - m) * r * a.g[c] + a.b[c];
@@ -51,17 +50,15 @@ void layernorm_bwd(const LayerNormBwdArgs<T>& a) {
       const T* dy = a.dy + n * C;
       const T* x = a.x + n * C;
       const T m = a.mean[n], r = a.rstd[n];
-      T sum_dyg = 0, sum_dyg_xhat = 0;
+      const T* g = a.g;
+      const T sum_dyg = lane_sum<T>(C, [dy, g](int64_t c) { return dy[c] * g[c]; }) / T(C);
+      const T sum_dyg_xhat =
+          lane_sum<T>(C, [dy, g, x, m, r](int64_t c) { return dy[c] * g[c] * ((x[c] - m) * r); }) / T(C);
+#pragma omp simd
       for (int64_t c = 0; c < C; ++c) {
-        const T xhat = (x[c] - m) * r;
-        const T dyg = dy[c] * a.g[c];
-        sum_dyg += dyg;
-        sum_dyg_xhat += dyg * xhat;
-        pg[c] += dy[c] * xhat;
+        pg[c] += dy[c] * ((x[c] - m) * r);
         pb[c] += dy[c];
       }
-      sum_dyg /= T(C);
-      sum_dyg_xhat /= T(C);
       T* dx = a.dx + n * C;
       for (int64_t c = 0; c < C; ++c) {
         const T xhat = (x[c] - m) * r;

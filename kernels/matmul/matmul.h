@@ -28,6 +28,11 @@ struct LinearArgs {
 };
 template <typename T>
 void linear_fwd(const LinearArgs<T>& a);
+// The linear_gelu op: a.y = x W^T + b (the pre-activation, saved for backward) and
+// out = gelu(a.y), each thread's slab of rows through the GELU right after its product.
+// The same bits as linear_fwd then gelu_fwd.
+template <typename T>
+void linear_gelu_fwd(const LinearArgs<T>& a, T* out);
 
 template <typename T>
 struct LinearBwdArgs {

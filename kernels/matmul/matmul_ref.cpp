@@ -8,6 +8,8 @@
 
 #include <algorithm>
 
+#include "kernels/gelu/gelu.h"
+
 namespace loom::ref {
 
 namespace {
@@ -35,13 +37,21 @@ constexpr int64_t kRowGrain = 16;
 // results are deterministic for a given OMP_NUM_THREADS. They equal OpenBLAS's threaded product
 // bit for bit on the step's shapes (1,024 rows), but not in general: OpenBLAS picks its kernel by
 // the slab's size, and a short slab (e.g. 8 rows) can round differently.
-template <typename T>
+// before(r0, r1, c0, c1) and after(...) run on the same thread around the product of its part
+// of C (rows [r0, r1), columns [c0, c1)): filling C with a bias before a beta = 1 product, an
+// epilogue on the part while it is still in that core's cache.
+struct NoSlabPass {
+  void operator()(int64_t, int64_t, int64_t, int64_t) const {}
+};
+template <typename T, class Before = NoSlabPass, class After = NoSlabPass>
 void slab_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda, const T* B,
-               int64_t ldb, T beta, T* C, int64_t ldc) {
+               int64_t ldb, T beta, T* C, int64_t ldc, Before before = {}, After after = {}) {
   const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
   const bool by_rows = M >= threads * kRowGrain, by_cols = !by_rows && N >= threads * kRowGrain;
   if (threads == 1 || (!by_rows && !by_cols)) {
+    before(0, M, 0, N);
     blas_gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    after(0, M, 0, N);
     return;
   }
   const int64_t extent = by_rows ? M : N;
@@ -50,12 +60,32 @@ void slab_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const
   {
     const int64_t lo = std::min(extent, omp_get_thread_num() * share), hi = std::min(extent, lo + share);
     if (hi > lo) {
-      if (by_rows)  // rows [lo, hi) of C: rows of A, or columns of a transposed A
+      if (by_rows) {  // rows [lo, hi) of C: rows of A, or columns of a transposed A
+        before(lo, hi, 0, N);
         blas_gemm(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc);
-      else  // columns [lo, hi) of C: columns of B, or rows of a transposed B
+        after(lo, hi, 0, N);
+      } else {  // columns [lo, hi) of C: columns of B, or rows of a transposed B
+        before(0, M, lo, hi);
         blas_gemm(ta, tb, M, hi - lo, K, alpha, A, lda, tb ? B + lo * ldb : B + lo, ldb, beta, C + lo, ldc);
+        after(0, M, lo, hi);
+      }
     }
   }
+}
+
+// y = x W^T (+ b), then after(r0, r1, c0, c1) on each thread's part of y. The bias is written
+// into the part by the thread that then adds the product to it (beta = 1), as one pass would.
+template <typename T, class After = NoSlabPass>
+void linear_slabs(const LinearArgs<T>& a, After after = {}) {
+  auto fill_bias = [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    if (!a.b) return;
+    for (int64_t n = r0; n < r1; ++n) {
+      T* row = a.y + n * a.M;
+#pragma omp simd
+      for (int64_t m = c0; m < c1; ++m) row[m] = a.b[m];
+    }
+  };
+  slab_gemm<T>(false, true, a.N, a.M, a.K, T(1), a.x, a.K, a.w, a.K, a.b ? T(1) : T(0), a.y, a.M, fill_bias, after);
 }
 }  // namespace
 
@@ -76,12 +106,23 @@ void gemm_blas_threads(int64_t M, int64_t N, int64_t K, const float* A, const fl
 
 template <typename T>
 void linear_fwd(const LinearArgs<T>& a) {
-  if (a.b) {
-#pragma omp parallel for schedule(static)
-    for (int64_t n = 0; n < a.N; ++n)
-      for (int64_t m = 0; m < a.M; ++m) a.y[n * a.M + m] = a.b[m];
-  }
-  gemm<T>(false, true, a.N, a.M, a.K, T(1), a.x, a.K, a.w, a.K, a.b ? T(1) : T(0), a.y, a.M);
+  linear_slabs(a);
+}
+
+// y[i] = gelu(x[i]) over one contiguous run of a slab. Kept out of line: inlined into the
+// epilogue's lambda inside the parallel region, GCC's vector loop ran 2.5x slower (measured
+// at N 1,024 K 256 M 1,024, one core: the fused op 7.2 ms against 6.3 ms out of line).
+template <typename T>
+__attribute__((noinline)) void gelu_span(const T* __restrict x, T* __restrict y, int64_t n) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = gelu_tanh<T>(x[i]);
+}
+
+template <typename T>
+void linear_gelu_fwd(const LinearArgs<T>& a, T* out) {
+  linear_slabs(a, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    for (int64_t n = r0; n < r1; ++n) gelu_span(a.y + n * a.M + c0, out + n * a.M + c0, c1 - c0);
+  });
 }
 
 template <typename T>
@@ -109,6 +150,8 @@ void linear_bwd(const LinearBwdArgs<T>& a) {
 
 template void linear_fwd<float>(const LinearArgs<float>&);
 template void linear_fwd<double>(const LinearArgs<double>&);
+template void linear_gelu_fwd<float>(const LinearArgs<float>&, float*);
+template void linear_gelu_fwd<double>(const LinearArgs<double>&, double*);
 template void linear_bwd<float>(const LinearBwdArgs<float>&);
 template void linear_bwd<double>(const LinearBwdArgs<double>&);
 

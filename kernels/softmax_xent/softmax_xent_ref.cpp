@@ -16,7 +16,7 @@ void softmax_xent_fwd(const SoftmaxXentArgs<T>& a) {
     const T* z = a.logits + n * a.V;
     T m = z[0];
 #pragma omp simd reduction(max : m)
-    for (int64_t v = 1; v < a.V; ++v) m = std::max(m, z[v]);
+    for (int64_t v = 1; v < a.V; ++v) m = vmax(m, z[v]);
     T s = 0;
 #pragma omp simd reduction(+ : s)
     for (int64_t v = 0; v < a.V; ++v) s += vexp<T>(z[v] - m);
