@@ -1,11 +1,14 @@
-// pair_decode_e2e_test.cpp: decoding a sequence-to-sequence checkpoint from the CLI, on a small
-// encdec trained briefly on the synthetic sorting task: `loom sample --source/--source-file`
-// (greedy, sampled, beam search and n-best; beam 1 equals greedy; each beam hypothesis's
-// score is the model's log-probability of its tokens by a separate teacher-forced forward
-// pass) and its bad inputs as one-line errors.
+// pair_decode_e2e_test.cpp: decoding and evaluating a sequence-to-sequence checkpoint from the
+// CLI, on a small encdec trained briefly on the synthetic sorting task: `loom sample
+// --source/--source-file` (greedy, sampled, beam search and n-best; beam 1 equals greedy; each
+// beam hypothesis's score is the model's log-probability of its tokens by a separate
+// teacher-forced forward pass), `loom eval` on pairs (loss, exact match, token accuracies and
+// BLEU/chrF recomputed by hand or by `loom score` from what it writes), and bad inputs as
+// one-line errors.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "engine/backend/device.h"
 #include "engine/data/tokenizer.h"
@@ -201,6 +204,86 @@ TEST_F(PairDecoding, BeamScoresAreTheModelsLogProbabilities) {
   }
 }
 
+TEST_F(PairDecoding, EvalReportsLossExactMatchBleuAndTheExposureGap) {
+  const RunResult r = run_loom({"eval", "--checkpoint", d("run"), "--json", d("eval.json"), "--decodes", d("dec.txt")});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const auto j = nlohmann::json::parse(read_bytes(d("eval.json")));
+  const size_t n = targets_->size();
+  ASSERT_EQ(j["pairs"].get<size_t>(), n);  // every val pair
+  EXPECT_EQ(j["decoding"], "greedy");
+  const auto decodes = split_lines(read_bytes(d("dec.txt")));
+  ASSERT_EQ(decodes.size(), n);
+  // Exact match, and free-running accuracy position by position (EOS included: a decode
+  // shorter than seq_len = 8 letters ended with EOS; targets hold at most 7).
+  int64_t exact = 0, tokens = 0, right = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const std::string& t = (*targets_)[i];
+    const std::string& y = decodes[i];
+    exact += y == t;
+    const std::string eos(1, '\0');  // stands for EOS in both strings (no letter is NUL)
+    const std::string yy = y.size() < 8 ? y + eos : y, tt = t + eos;
+    tokens += static_cast<int64_t>(tt.size());
+    for (size_t k = 0; k < tt.size() && k < yy.size(); ++k) right += yy[k] == tt[k];
+  }
+  EXPECT_EQ(j["exact"].get<int64_t>(), exact);
+  EXPECT_DOUBLE_EQ(j["exact_match"].get<double>(), static_cast<double>(exact) / static_cast<double>(n));
+  EXPECT_GT(exact, 0);
+  EXPECT_LT(exact, static_cast<int64_t>(n));  // undertrained: the metrics are not at their bounds
+  EXPECT_EQ(j["target_tokens"].get<int64_t>(), tokens);
+  const double fr = j["free_running_accuracy"].get<double>(), tf = j["teacher_forced_accuracy"].get<double>();
+  EXPECT_DOUBLE_EQ(fr, static_cast<double>(right) / static_cast<double>(tokens));
+  // Reading its own outputs, an undertrained model loses accuracy it has with the gold prefix.
+  EXPECT_GT(tf, fr);
+  EXPECT_LT(tf, 1.0);
+  EXPECT_NEAR(j["exposure_gap"].get<double>(), tf - fr, 1e-12);
+  char line[128];
+  std::snprintf(line, sizeof line, "exact match %.4f (%lld of %zu)", static_cast<double>(exact) / static_cast<double>(n),
+                static_cast<long long>(exact), n);
+  EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+  std::snprintf(line, sizeof line, "teacher-forced %.4f | free-running %.4f | exposure gap %.4f", tf, fr, tf - fr);
+  EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
+  // BLEU and chrF are what `loom score` gives the written decodes against the targets.
+  std::string refs;
+  for (const std::string& t : *targets_) refs += t + "\n";
+  write_bytes(d("ref.txt"), refs);
+  const RunResult score = run_loom({"score", "--hyp", d("dec.txt"), "--ref", d("ref.txt"), "--metric", "all"});
+  ASSERT_EQ(score.rc, 0) << score.err;
+  const auto lines = split_lines(score.out);
+  ASSERT_EQ(lines.size(), 2u) << score.out;
+  EXPECT_EQ(j["bleu_signature"], lines[0]);
+  EXPECT_EQ(j["chrf_signature"], lines[1]);
+  EXPECT_NE(r.out.find(lines[0] + "\n" + lines[1] + "\n"), std::string::npos) << r.out;
+  EXPECT_GT(j["chrf"].get<double>(), 0.0);
+
+  // The loss over the first 10 pairs is the mean of -log p of their targets (EOS included), each
+  // from its own forward pass with one row (the evaluation's batches pad with rows of no loss).
+  const RunResult ten = run_loom({"eval", "--checkpoint", d("run"), "--max-pairs", "10", "--json", d("ten.json")});
+  ASSERT_EQ(ten.rc, 0) << ten.err;
+  const auto j10 = nlohmann::json::parse(read_bytes(d("ten.json")));
+  ASSERT_EQ(j10["pairs"].get<int>(), 10);
+  const CheckpointData ck = load_checkpoint(d("run"), false);
+  const auto tok = make_tokenizer(ck.tokenizer);
+  const PairVocab v = pair_vocab_of(ck.model, *tok);
+  double nll = 0, count = 0;
+  for (size_t i = 0; i < 10; ++i) {
+    std::vector<int32_t> target = encode_source((*targets_)[i], *tok, v, ck.model.seq_len, "target");  // + EOS
+    nll -= teacher_forced_log_prob(ck, v, encode_source((*sources_)[i], *tok, v, ck.model.src_len, "source"), target);
+    count += static_cast<double>(target.size());
+  }
+  EXPECT_NEAR(j10["loss"].get<double>(), nll / count, 1e-5);
+  EXPECT_NEAR(j10["perplexity"].get<double>(), std::exp(nll / count), 1e-4);
+
+  // Beam search scores its own decodes; the exposure gap stays the greedy decodes'.
+  const RunResult beam = run_loom({"eval", "--checkpoint", d("run"), "--max-pairs", "10", "--beam", "3",
+                                   "--json", d("beam.json")});
+  ASSERT_EQ(beam.rc, 0) << beam.err;
+  const auto jb = nlohmann::json::parse(read_bytes(d("beam.json")));
+  EXPECT_EQ(jb["decoding"], "beam");
+  EXPECT_EQ(jb["beam"], 3);
+  EXPECT_EQ(jb["free_running_accuracy"], j10["free_running_accuracy"]);
+  EXPECT_EQ(jb["loss"], j10["loss"]);
+}
+
 TEST(PairDecodingBadInput, OneLineErrors) {
   TempDir dir;
   auto d = [&](const std::string& s) { return dir / s; };
@@ -227,6 +310,12 @@ TEST(PairDecodingBadInput, OneLineErrors) {
   std::ofstream(d("lm.toml")) << tiny_config(lm, d("lm_run"), 2);
   ASSERT_EQ(run_loom({"train", "--config", d("lm.toml")}).rc, 0);
   expect_user_error(run_loom({"sample", "--checkpoint", d("lm_run"), "--source", "abc"}), "does not learn pairs");
+  // loom eval: the pair flags only on pair checkpoints, the token-window flags only on the others.
+  expect_user_error(run_loom({"eval", "--checkpoint", d("lm_run"), "--max-pairs", "3"}), "--max-pairs");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--batches", "3"}), "--batches");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--length-penalty", "1"}), "--length-penalty");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--beam", "0"}), "--beam");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--data", d("lm")}), "lm");
 }
 
 }  // namespace
