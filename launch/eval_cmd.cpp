@@ -78,8 +78,10 @@ class EvalCommand final : public Command {
                     "--batches: pair checkpoints are evaluated on the first --max-pairs val pairs");
     LOOM_USER_CHECK(pairs_.max_pairs >= 0, "--max-pairs: must be >= 0 (0 = all)");
     LOOM_USER_CHECK(cmd_->count("--beam") == 0 || pairs_.beam >= 1, "--beam: must be >= 1");
-    LOOM_USER_CHECK(cmd_->count("--length-penalty") == 0 || cmd_->count("--beam") > 0, "--length-penalty: needs --beam N");
-    LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0, "--length-penalty: must be >= 0");
+    LOOM_USER_CHECK(cmd_->count("--length-penalty") == 0 || cmd_->count("--beam") > 0,
+                    "--length-penalty: needs --beam N");
+    LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0,
+                    "--length-penalty: must be >= 0");
     pairs_.batch = batch_;
     pairs_.device = device_;
     const auto tok = make_tokenizer(ck.tokenizer);
@@ -98,7 +100,8 @@ class EvalCommand final : public Command {
       const double s = std::chrono::duration<double>(now - start).count();
       std::fprintf(stderr, "loom eval: decoded %lld of %lld val pairs | elapsed %s | ETA %s\n",
                    static_cast<long long>(done), static_cast<long long>(total), Progress::format_duration(s).c_str(),
-                   Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+                   Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done))
+                       .c_str());
     };
     const PairEvalResult r = evaluate_pairs(ck.model, ck.params, *tok, data, pairs_);
     if (bar) bar->finish();

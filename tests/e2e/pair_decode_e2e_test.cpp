@@ -237,8 +237,8 @@ TEST_F(PairDecoding, EvalReportsLossExactMatchBleuAndTheExposureGap) {
   EXPECT_LT(tf, 1.0);
   EXPECT_NEAR(j["exposure_gap"].get<double>(), tf - fr, 1e-12);
   char line[128];
-  std::snprintf(line, sizeof line, "exact match %.4f (%lld of %zu)", static_cast<double>(exact) / static_cast<double>(n),
-                static_cast<long long>(exact), n);
+  std::snprintf(line, sizeof line, "exact match %.4f (%lld of %zu)",
+                static_cast<double>(exact) / static_cast<double>(n), static_cast<long long>(exact), n);
   EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
   std::snprintf(line, sizeof line, "teacher-forced %.4f | free-running %.4f | exposure gap %.4f", tf, fr, tf - fr);
   EXPECT_NE(r.out.find(line), std::string::npos) << r.out;
