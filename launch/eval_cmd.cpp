@@ -151,6 +151,8 @@ class EvalCommand final : public Command {
     LOOM_USER_CHECK(task_[0] == "mc", "--task: unknown task kind '", task_[0], "' (known: mc)");
     const std::string& file = task_[1];
     CheckpointData ck = load_checkpoint(ckpt_, false);
+    LOOM_USER_CHECK(!model_kind(ck.model.kind).learns_pairs(), "--task: the checkpoint's kind ", ck.model.kind,
+                    " learns pairs; evaluate it on its val pairs (leave out --task)");
     const McTask task = read_mc_task(file, *make_tokenizer(ck.tokenizer), ck.model.vocab, ck.model.seq_len, "mc");
     if (!task.cut_note().empty()) std::fprintf(stderr, "note: task %s\n", task.cut_note().c_str());
     const auto t0 = std::chrono::steady_clock::now();

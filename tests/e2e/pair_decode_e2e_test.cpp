@@ -328,6 +328,8 @@ TEST(PairDecodingBadInput, OneLineErrors) {
   expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--length-penalty", "1"}), "--length-penalty");
   expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--beam", "0"}), "--beam");
   expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--data", d("lm")}), "lm");
+  write_bytes(d("mc.jsonl"), "{\"context\": \"ab\", \"endings\": [\"c\", \"d\"], \"label\": 0}\n");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("run"), "--task", "mc", d("mc.jsonl")}), "--task");
 }
 
 }  // namespace
