@@ -1,6 +1,8 @@
 // eval_cmd.cpp: `loom eval --checkpoint DIR [--data DIR]`: validation loss and perplexity of
 // a checkpoint (launch/run/evaluate.h), on its run's data unless told otherwise; with
 // `--task mc FILE.jsonl`, its accuracy on a multiple-choice task instead (launch/run/mc_eval.h).
+// A sequence-to-sequence checkpoint is evaluated on its val pairs: loss, exact match, BLEU,
+// chrF and the exposure gap of free-running decodes (launch/run/pair_eval.h), also as JSON.
 #include <CLI/CLI.hpp>
 
 #include <chrono>
@@ -14,6 +16,8 @@
 #include "launch/run/checkpoint.h"
 #include "launch/run/evaluate.h"
 #include "launch/run/mc_eval.h"
+#include "launch/run/pair_eval.h"
+#include "launch/run/progress.h"
 
 namespace loom {
 
@@ -34,6 +38,16 @@ class EvalCommand final : public Command {
     cmd_->add_option("--batch-size", batch_, "sequences (--task: candidate rows) per batch")->capture_default_str();
     cmd_->add_option("--batches", batches_, "batches of the val split")->capture_default_str()->excludes(task);
     cmd_->add_option("--device", device_, "auto | cpu | cuda")->capture_default_str();
+    auto no_task = [&](CLI::Option* opt) { return opt->excludes(task); };
+    no_task(cmd_->add_option("--max-pairs", pairs_.max_pairs, "pair checkpoints: the first N val pairs (0 = all)")
+                ->capture_default_str());
+    no_task(cmd_->add_option("--beam", pairs_.beam, "pair checkpoints: decode by beam search with N hypotheses "
+                                                   "(default: greedy)"));
+    no_task(cmd_->add_option("--length-penalty", pairs_.length_penalty,
+                             "pair checkpoints, with --beam: GNMT's alpha (0 = plain log-prob)"));
+    no_task(cmd_->add_option("--json", json_, "pair checkpoints: also write the results here (JSON)"));
+    no_task(cmd_->add_option("--decodes", decodes_,
+                             "pair checkpoints: write each val pair's decode here, one line each (for loom score)"));
   }
   int run() override {
     LOOM_USER_CHECK(batch_ >= 1, "--batch-size: must be >= 1");
@@ -44,6 +58,9 @@ class EvalCommand final : public Command {
       LOOM_USER_CHECK(!ck.config_toml.empty(), ck.dir, ": no config.toml; pass --data");
       data = parse_config_text(ck.config_toml, ck.dir + "/config.toml", {}).data.path;
     }
+    if (model_kind(ck.model.kind).learns_pairs()) return run_pairs(ck, data);
+    for (const char* f : {"--max-pairs", "--beam", "--length-penalty", "--json", "--decodes"})
+      LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": only for checkpoints of sequence-to-sequence kinds");
     LOOM_USER_CHECK(batches_ >= 1, "--batches: must be >= 1");
     const double loss = evaluate(ck.model, data, ck.params, ck.counts, device_, batch_, batches_, 4242);
     std::printf("checkpoint %s\ndata %s (val split, %d batches of %d x %d tokens)\nval loss %.4f nats/token | "
@@ -54,6 +71,79 @@ class EvalCommand final : public Command {
   }
 
  private:
+  // The val pairs of a sequence-to-sequence checkpoint (pair_eval.h), with a progress line
+  // while decoding: a bar with ETA on a terminal, else a plain line every 10 s.
+  int run_pairs(const CheckpointData& ck, const std::string& data) {
+    LOOM_USER_CHECK(cmd_->count("--batches") == 0,
+                    "--batches: pair checkpoints are evaluated on the first --max-pairs val pairs");
+    LOOM_USER_CHECK(pairs_.max_pairs >= 0, "--max-pairs: must be >= 0 (0 = all)");
+    LOOM_USER_CHECK(cmd_->count("--beam") == 0 || pairs_.beam >= 1, "--beam: must be >= 1");
+    LOOM_USER_CHECK(cmd_->count("--length-penalty") == 0 || cmd_->count("--beam") > 0, "--length-penalty: needs --beam N");
+    LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0, "--length-penalty: must be >= 0");
+    pairs_.batch = batch_;
+    pairs_.device = device_;
+    const auto tok = make_tokenizer(ck.tokenizer);
+    const auto t0 = std::chrono::steady_clock::now();
+    std::unique_ptr<Progress> bar;
+    auto start = t0, last = t0;  // of the decoding, from its first pair
+    pairs_.progress = [&](int64_t done, int64_t total) {
+      const auto now = std::chrono::steady_clock::now();
+      if (!bar) {
+        bar = std::make_unique<Progress>("decoding", total);
+        start = last = now;
+      }
+      if (bar->tty()) return bar->update(done);
+      if (now - last < std::chrono::seconds(10) || done == total) return;
+      last = now;
+      const double s = std::chrono::duration<double>(now - start).count();
+      std::fprintf(stderr, "loom eval: decoded %lld of %lld val pairs | elapsed %s | ETA %s\n",
+                   static_cast<long long>(done), static_cast<long long>(total), Progress::format_duration(s).c_str(),
+                   Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+    };
+    const PairEvalResult r = evaluate_pairs(ck.model, ck.params, *tok, data, pairs_);
+    if (bar) bar->finish();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const std::string decoding =
+        pairs_.beam > 0 ? "beam " + std::to_string(pairs_.beam) + ", length penalty " + fmt("%g", pairs_.length_penalty)
+                        : std::string("greedy");
+    std::printf("checkpoint %s\ndata %s (val split: %lld pairs, %lld target tokens with EOS; %s decodes; %.1f s)\n"
+                "val loss %.4f nats/token | perplexity %.3f | %.4f bits/token (target tokens, padding ignored)\n"
+                "exact match %.4f (%lld of %lld)\n%s\n%s\n"
+                "token accuracy: teacher-forced %.4f | free-running %.4f | exposure gap %.4f\n",
+                ck.dir.c_str(), data.c_str(), static_cast<long long>(r.pairs), static_cast<long long>(r.target_tokens),
+                decoding.c_str(), s, r.loss, std::exp(r.loss), r.loss / std::log(2.0), r.exact_match,
+                static_cast<long long>(r.exact), static_cast<long long>(r.pairs), r.bleu.line.c_str(),
+                r.chrf.line.c_str(), r.tf_accuracy, r.fr_accuracy, r.tf_accuracy - r.fr_accuracy);
+    if (!decodes_.empty()) {
+      std::string lines;
+      for (const std::string& d : r.decodes) lines += d + "\n";
+      write_file_atomic(decodes_, lines);
+    }
+    if (!json_.empty()) {
+      const nlohmann::json j = {{"checkpoint", ck.dir},
+                                {"data", data},
+                                {"pairs", r.pairs},
+                                {"target_tokens", r.target_tokens},
+                                {"decoding", pairs_.beam > 0 ? "beam" : "greedy"},
+                                {"beam", pairs_.beam},
+                                {"length_penalty", pairs_.length_penalty},
+                                {"loss", r.loss},
+                                {"perplexity", std::exp(r.loss)},
+                                {"exact_match", r.exact_match},
+                                {"exact", r.exact},
+                                {"bleu", r.bleu.score},
+                                {"bleu_signature", r.bleu.line},
+                                {"chrf", r.chrf.score},
+                                {"chrf_signature", r.chrf.line},
+                                {"teacher_forced_accuracy", r.tf_accuracy},
+                                {"free_running_accuracy", r.fr_accuracy},
+                                {"exposure_gap", r.tf_accuracy - r.fr_accuracy},
+                                {"seconds", s}};
+      write_file_atomic(json_, j.dump(2) + "\n");
+    }
+    return 0;
+  }
+
   int run_task() {
     LOOM_USER_CHECK(task_[0] == "mc", "--task: unknown task kind '", task_[0], "' (known: mc)");
     const std::string& file = task_[1];
@@ -86,7 +176,8 @@ class EvalCommand final : public Command {
     return out;
   }
 
-  std::string ckpt_, data_, device_ = "auto", per_example_;
+  std::string ckpt_, data_, device_ = "auto", per_example_, json_, decodes_;
+  PairEvalOptions pairs_;
   std::vector<std::string> task_;
   int batch_ = 8, batches_ = 50;
 };

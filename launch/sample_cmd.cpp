@@ -1,7 +1,8 @@
 // sample_cmd.cpp: `loom sample --checkpoint DIR (--prompt TEXT | --prompt-file FILE)
 // [--stop STR ...] [decoding flags | --beam N [--length-penalty A] [--n-best K] [--eos TEXT]]`:
 // text from a checkpoint, streamed as it is generated, or the best hypotheses of a beam search
-// (launch/run/sampler.h).
+// (launch/run/sampler.h). A sequence-to-sequence checkpoint decodes the target of each
+// `--source TEXT` or line of `--source-file FILE` instead, one line each (launch/run/pair_decode.h).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include "engine/data/tokenizer.h"
 #include "launch/command.h"
 #include "launch/run/checkpoint.h"
+#include "launch/run/pair_decode.h"
 #include "launch/run/sampler.h"
 
 namespace loom {
@@ -33,6 +35,24 @@ std::string unescape(const std::string& s) {
     if (c != 'n' && c != 't' && c != 'r' && c != '\\') r.insert(r.size() - 1, 1, '\\');  // not an escape: keep it
   }
   return r;
+}
+
+// --source-file: one source per line, a trailing \r dropped; every line is a source (the
+// output has a line for each), so a blank one is an error.
+std::vector<std::pair<std::string, std::string>> read_sources(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  LOOM_USER_CHECK(f.good(), path, ": cannot open source file");
+  std::vector<std::pair<std::string, std::string>> sources;  // (where, text)
+  std::string line;
+  for (int n = 1; std::getline(f, line); ++n) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    const std::string where = path + ":" + std::to_string(n);
+    LOOM_USER_CHECK(!line.empty(), where, ": empty source (one source per line)");
+    sources.emplace_back(where, line);
+  }
+  LOOM_USER_CHECK(!f.bad(), path, ": cannot read source file");
+  LOOM_USER_CHECK(!sources.empty(), path, ": no sources (one source per line)");
+  return sources;
 }
 
 // --prompt-file: one prompt per line; blank lines are skipped, a trailing \r is dropped.
@@ -99,9 +119,16 @@ class SampleCommand final : public Command {
   explicit SampleCommand(CLI::App& app) : Command(app.add_subcommand("sample", "generate text from a checkpoint")) {
     cmd_->add_option("--checkpoint", ckpt_, "checkpoint folder, run folder or its latest")->required();
     auto* prompt = cmd_->add_option("--prompt", prompt_, "text to continue");
-    cmd_->add_option("--prompt-file", prompt_file_,
-                     "file of prompts, one per line (blank lines skipped), sampled in turn")
-        ->excludes(prompt);
+    auto* prompt_file = cmd_->add_option("--prompt-file", prompt_file_,
+                                         "file of prompts, one per line (blank lines skipped), sampled in turn")
+                            ->excludes(prompt);
+    auto* source = cmd_->add_option("--source", source_,
+                                    "sequence-to-sequence checkpoints: decode the target of this source "
+                                    "(<sK> is sentinel K)")
+                       ->excludes(prompt, prompt_file);
+    cmd_->add_option("--source-file", source_file_,
+                     "sequence-to-sequence checkpoints: file of sources, one per line, each decoded to one line")
+        ->excludes(prompt, prompt_file, source);
     cmd_->add_option("--stop", stops_,
                      "end a sample where this text appears (not printed); repeatable; \\n, \\t, \\r, \\\\ are escapes")
         ->allow_extra_args(false);
@@ -122,6 +149,7 @@ class SampleCommand final : public Command {
                      "end-of-text token, if it has one); \\n, \\t, \\r, \\\\ are escapes");
   }
   int run() override {
+  if (cmd_->count("--source") > 0 || cmd_->count("--source-file") > 0) return run_pairs();
   // (CLI11 refuses both at once.)
   LOOM_USER_CHECK(!prompt_file_.empty() || !prompt_.empty(),
                   "--prompt: empty prompt (give at least one character, or --prompt-file FILE)");
@@ -129,15 +157,13 @@ class SampleCommand final : public Command {
     s = unescape(s);
     LOOM_USER_CHECK(!s.empty(), "--stop: empty stop string");
   }
-  LOOM_USER_CHECK(o_.max_new_tokens >= 1, "--max-new-tokens: must be >= 1");
-  LOOM_USER_CHECK(o_.temperature > 0 || o_.greedy, "--temperature: must be > 0 (or use --greedy)");
-  LOOM_USER_CHECK(o_.top_k >= 0, "--top-k: must be >= 0");
-  LOOM_USER_CHECK(o_.top_p > 0 && o_.top_p <= 1, "--top-p: must be in (0, 1]");
-  const bool beam = cmd_->count("--beam") > 0;
-  check_beam_flags(beam);
+  const bool beam = check_decoding_flags();
   const auto prompts =
       prompt_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt_}} : read_prompts(prompt_file_);
   CheckpointData ck = load_checkpoint(ckpt_, false);
+  LOOM_USER_CHECK(!model_kind(ck.model.kind).learns_pairs(), prompt_file_.empty() ? "--prompt" : "--prompt-file",
+                  ": the checkpoint's kind ", ck.model.kind,
+                  " decodes the target of a source; give --source TEXT or --source-file FILE");
   auto tok = make_tokenizer(ck.tokenizer);
   std::vector<std::vector<int32_t>> prompt_ids;
   for (const auto& [where, text] : prompts) {
@@ -178,6 +204,59 @@ class SampleCommand final : public Command {
   }
 
  private:
+  // A sequence-to-sequence checkpoint: each source encoded once, its target decoded (sampled,
+  // greedy or by beam search) and printed on one line; with --n-best, a line per hypothesis:
+  // source number, rank, score, text (tab-separated).
+  int run_pairs() {
+    LOOM_USER_CHECK(!source_file_.empty() || !source_.empty(), "--source: empty source");
+    for (const char* f : {"--stop", "--eos"})
+      LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": not with --source (a target ends at the pair vocabulary's EOS)");
+    const bool beam = check_decoding_flags();
+    const auto sources = source_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--source", source_}}
+                                              : read_sources(source_file_);
+    CheckpointData ck = load_checkpoint(ckpt_, false);
+    LOOM_USER_CHECK(model_kind(ck.model.kind).learns_pairs(), source_file_.empty() ? "--source" : "--source-file",
+                    ": the checkpoint's kind ", ck.model.kind, " does not learn pairs; give --prompt TEXT");
+    auto tok = make_tokenizer(ck.tokenizer);
+    const PairVocab vocab = pair_vocab_of(ck.model, *tok);
+    std::vector<std::vector<int32_t>> source_ids;
+    for (const auto& [where, text] : sources)
+      source_ids.push_back(encode_source(text, *tok, vocab, ck.model.src_len, where));
+    auto be = make_backend(device_);
+    PairDecoder dec(ck.model, ck.params, *be, vocab);
+    beam_.max_len = o_.max_new_tokens;
+    auto text = [&](const Hypothesis& h) {
+      const size_t n = h.tokens.size() - (h.ended ? 1 : 0);
+      return one_line(pair_text(std::span<const int32_t>(h.tokens.data(), n), *tok, vocab));
+    };
+    for (size_t i = 0; i < sources.size(); ++i) {
+      dec.encode(source_ids[i]);
+      if (!beam) {
+        std::printf("%s\n", text(dec.decode(o_)).c_str());
+        continue;
+      }
+      const std::vector<Hypothesis> hyps = dec.beam(beam_);
+      if (cmd_->count("--n-best") == 0) {
+        std::printf("%s\n", text(hyps.at(0)).c_str());
+        continue;
+      }
+      for (size_t h = 0; h < hyps.size(); ++h)
+        std::printf("%zu\t%zu\t%.4f\t%s\n", i + 1, h + 1, hyps[h].score, text(hyps[h]).c_str());
+    }
+    std::fflush(stdout);
+    return 0;
+  }
+
+  // The sampling flags' ranges, then the beam flags; true for beam search.
+  bool check_decoding_flags() const {
+    LOOM_USER_CHECK(o_.max_new_tokens >= 1, "--max-new-tokens: must be >= 1");
+    LOOM_USER_CHECK(o_.temperature > 0 || o_.greedy, "--temperature: must be > 0 (or use --greedy)");
+    LOOM_USER_CHECK(o_.top_k >= 0, "--top-k: must be >= 0");
+    LOOM_USER_CHECK(o_.top_p > 0 && o_.top_p <= 1, "--top-p: must be in (0, 1]");
+    const bool beam = cmd_->count("--beam") > 0;
+    check_beam_flags(beam);
+    return beam;
+  }
   // Beam search is deterministic: it takes none of the sampling flags, and its own flags need it.
   void check_beam_flags(bool beam) const {
     if (!beam) {
@@ -227,7 +306,7 @@ class SampleCommand final : public Command {
     }
   }
 
-  std::string ckpt_, prompt_, prompt_file_, device_ = "auto", eos_;
+  std::string ckpt_, prompt_, prompt_file_, source_, source_file_, device_ = "auto", eos_;
   std::vector<std::string> stops_;
   SampleOptions o_;
   BeamOptions beam_;

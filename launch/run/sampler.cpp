@@ -11,6 +11,8 @@ namespace loom {
 Decoder::Decoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be, const StFile& tensors)
     : cfg_(cfg), impl_(model_kind(cfg.kind).decoder(cfg, ModelWeights{params, tensors}, be)) {}
 
+Decoder::Decoder(const ModelConfig& cfg, std::unique_ptr<TokenDecoder> impl) : cfg_(cfg), impl_(std::move(impl)) {}
+
 Decoder::~Decoder() = default;
 
 std::vector<float> Decoder::step(int32_t token) {

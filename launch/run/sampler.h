@@ -20,6 +20,8 @@ namespace loom {
 class Decoder {
  public:
   Decoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be, const StFile& tensors = {});
+  // Over a decoder made elsewhere (a sequence-to-sequence kind's, after its source is encoded).
+  Decoder(const ModelConfig& cfg, std::unique_ptr<TokenDecoder> impl);
   ~Decoder();
   // Feeds one token at the next position; returns the logits [vocab] for what follows it.
   std::vector<float> step(int32_t token);

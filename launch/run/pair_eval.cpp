@@ -1,0 +1,153 @@
+// pair_eval.cpp: see pair_eval.h.
+#include "launch/run/pair_eval.h"
+
+#include <algorithm>
+
+#include "core/check.h"
+#include "engine/backend/device.h"
+#include "engine/data/pairs.h"
+#include "engine/graph/executor.h"
+#include "engine/optim/weights.h"
+#include "launch/run/pair_batches.h"
+#include "launch/run/pair_decode.h"
+
+namespace loom {
+
+namespace {
+
+// Pair i of a split as the model reads it: source and target, each with its EOS.
+struct EvalPair {
+  std::vector<int32_t> source, target;
+};
+
+std::vector<EvalPair> read_pairs(const PairSplit& split, const PairVocab& v, int64_t n) {
+  std::vector<EvalPair> out(static_cast<size_t>(n));
+  std::vector<uint32_t> s, t;
+  for (int64_t i = 0; i < n; ++i) {
+    s.clear();
+    t.clear();
+    split.read_source(static_cast<uint64_t>(i), s);
+    split.read_target(static_cast<uint64_t>(i), t);
+    EvalPair& p = out[static_cast<size_t>(i)];
+    p.source.assign(s.begin(), s.end());
+    p.target.assign(t.begin(), t.end());
+    p.source.push_back(static_cast<int32_t>(v.eos()));
+    p.target.push_back(static_cast<int32_t>(v.eos()));
+  }
+  return out;
+}
+
+// Rows [first, first + B) of `pairs` as one full-size batch of the Eval graph (S = src_len,
+// T = seq_len). Rows past the end repeat pair `first` with no target tokens (no loss, no
+// accuracy), so every batch has the graph's B rows.
+void batch_of(const std::vector<EvalPair>& pairs, size_t first, const ModelGraph& mg, const PairVocab& v,
+              PairBatch& b) {
+  const auto pad = static_cast<int32_t>(v.pad());
+  b.rows = mg.B;
+  b.S = mg.S;
+  b.T = mg.T;
+  b.source.assign(static_cast<size_t>(mg.B) * mg.S, pad);
+  b.target.assign(static_cast<size_t>(mg.B) * mg.T, pad);
+  b.decoder_input.assign(static_cast<size_t>(mg.B) * mg.T, pad);
+  b.source_len.assign(static_cast<size_t>(mg.B), 0);
+  b.target_len.assign(static_cast<size_t>(mg.B), 0);
+  for (int r = 0; r < mg.B; ++r) {
+    const bool real = first + r < pairs.size();
+    const EvalPair& p = pairs[real ? first + r : first];
+    std::copy(p.source.begin(), p.source.end(), b.source.begin() + static_cast<ptrdiff_t>(r) * mg.S);
+    b.source_len[r] = static_cast<int32_t>(p.source.size());
+    if (!real) continue;
+    const auto row = static_cast<ptrdiff_t>(r) * mg.T;
+    std::copy(p.target.begin(), p.target.end(), b.target.begin() + row);
+    b.decoder_input[row] = static_cast<int32_t>(v.bos());
+    std::copy(p.target.begin(), p.target.end() - 1, b.decoder_input.begin() + row + 1);
+    b.target_len[r] = static_cast<int32_t>(p.target.size());
+  }
+}
+
+int32_t argmax(const float* x, size_t n) { return static_cast<int32_t>(std::max_element(x, x + n) - x); }
+
+}  // namespace
+
+PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>& params, const Tokenizer& tok,
+                              const std::string& data_dir, const PairEvalOptions& o) {
+  LOOM_CHECK(model_kind(model.kind).learns_pairs(), "pair evaluation of kind ", model.kind);
+  LOOM_CHECK(o.batch >= 1 && o.beam >= 0 && o.max_pairs >= 0, "pair evaluation options");
+  const PairFolder folder = open_pair_folder(data_dir);
+  const PairVocab vocab = pair_vocab_of(model, tok);
+  LOOM_USER_CHECK(folder.vocab.size() == static_cast<uint32_t>(model.vocab) && folder.vocab.base == vocab.base,
+                  data_dir, ": vocabulary ", folder.vocab.size(), " (tokenizer ", folder.vocab.base,
+                  ") does not match the checkpoint's ", model.vocab, " (tokenizer ", vocab.base, ")");
+  const PairSplit val(folder.dir, "val");
+  check_pair_lengths(val, model);
+  const int64_t n = o.max_pairs > 0 ? std::min<int64_t>(o.max_pairs, static_cast<int64_t>(val.size()))
+                                    : static_cast<int64_t>(val.size());
+  const std::vector<EvalPair> pairs = read_pairs(val, vocab, n);
+  PairEvalResult r;
+  r.pairs = n;
+  auto be = make_backend(o.device);
+
+  // Teacher forcing: the loss and each position's most likely token given the gold prefix.
+  {
+    ModelGraph eg = build_model(model, GraphMode::Eval, o.batch, model.seq_len, be->float_dtype(), true);
+    DeviceWeights w(*be, static_cast<int64_t>(params.size()));
+    w.upload(params);
+    Executor ex(eg.g, *be);
+    ex.bind_params(w.graph_params(), nullptr);
+    PairBatch b;
+    PairInputs in;
+    double sum = 0;
+    int64_t right = 0;
+    const auto V = static_cast<size_t>(model.vocab);
+    for (size_t first = 0; first < pairs.size(); first += static_cast<size_t>(o.batch)) {
+      batch_of(pairs, first, eg, vocab, b);
+      fill_pair_inputs(b, eg, vocab.pad(), in);
+      set_pair_inputs(ex, eg, in);
+      ex.forward();
+      sum += ex.fetch_f32(eg.loss)[0] * static_cast<double>(eg.B) * eg.T;
+      r.target_tokens += in.target_tokens;
+      const std::vector<float> logits = ex.fetch_f32(eg.logits);
+      LOOM_CHECK(logits.size() == static_cast<size_t>(eg.B) * eg.T * V, "logits of ", logits.size());
+      for (int row = 0; row < eg.B; ++row)
+        for (int t = 0; t < b.target_len[row]; ++t) {
+          const size_t at = static_cast<size_t>(row) * eg.T + static_cast<size_t>(t);
+          right += argmax(logits.data() + at * V, V) == b.target[at];
+        }
+    }
+    r.loss = r.target_tokens > 0 ? sum / static_cast<double>(r.target_tokens) : 0.0;
+    r.tf_accuracy = r.target_tokens > 0 ? static_cast<double>(right) / static_cast<double>(r.target_tokens) : 0.0;
+  }
+
+  // Free running: each source encoded once, its greedy decode compared position by position,
+  // and the decode that is scored (greedy, or the best of the beam) kept as text.
+  PairDecoder dec(model, params, *be, vocab);
+  SampleOptions greedy;
+  greedy.greedy = true;
+  greedy.max_new_tokens = model.seq_len;
+  BeamOptions beam;
+  beam.beam = std::max(o.beam, 1);
+  beam.max_len = model.seq_len;
+  beam.length_penalty = o.length_penalty;
+  int64_t right = 0;
+  auto text = [&](const std::vector<int32_t>& ids, bool ended) {
+    return one_line(pair_text(std::span<const int32_t>(ids.data(), ids.size() - (ended ? 1 : 0)), tok, vocab));
+  };
+  for (int64_t i = 0; i < n; ++i) {
+    const EvalPair& p = pairs[static_cast<size_t>(i)];
+    dec.encode(p.source);
+    const Hypothesis g = dec.decode(greedy);
+    for (size_t t = 0; t < p.target.size() && t < g.tokens.size(); ++t) right += g.tokens[t] == p.target[t];
+    const Hypothesis h = o.beam > 0 ? dec.beam(beam).at(0) : g;
+    r.exact += h.tokens == p.target;
+    r.decodes.push_back(text(h.tokens, h.ended));
+    r.references.push_back(text(p.target, true));
+    if (o.progress) o.progress(i + 1, n);
+  }
+  r.fr_accuracy = r.target_tokens > 0 ? static_cast<double>(right) / static_cast<double>(r.target_tokens) : 0.0;
+  r.exact_match = n > 0 ? static_cast<double>(r.exact) / static_cast<double>(n) : 0.0;
+  r.bleu = corpus_bleu(r.decodes, {r.references});
+  r.chrf = corpus_chrf(r.decodes, {r.references});
+  return r;
+}
+
+}  // namespace loom
