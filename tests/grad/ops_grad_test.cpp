@@ -285,6 +285,32 @@ Graphs tiny_encdec_whole_model() {
   return r;
 }
 
+// The recurrent sequence-to-sequence model in double: each cell, attention score and
+// direction setting at least once (lengths in both encoder directions, the bridge's gradient
+// into the encoder's final states, the decoder's into its initial states).
+Graphs tiny_rnnseq_whole_model() {
+  Graphs r;
+  struct V {
+    const char* cell;
+    bool bi, tie;
+    const char* attention;
+    int n_enc, n_dec;
+  };
+  for (const V v : {V{"lstm", true, false, "general", 2, 2}, V{"gru", true, true, "additive", 1, 2},
+                    V{"lstm", false, true, "dot", 2, 1}, V{"gru", false, false, "general", 1, 1}}) {
+    ModelConfig c{.kind = "rnn-seq2seq", .d_model = 4, .seq_len = 5, .vocab = 11};
+    c.src_len = 6;
+    c.n_enc_layer = v.n_enc;
+    c.n_dec_layer = v.n_dec;
+    c.tie_embeddings = v.tie;
+    c.cell = v.cell;
+    c.bidirectional = v.bi;
+    c.attention = v.attention;
+    r.push_back(whole_pair_model(c, std::string(v.cell) + (v.bi ? " bidirectional " : " ") + v.attention));
+  }
+  return r;
+}
+
 Graphs scale() {
   GradGraph c;
   const int x = c.g.input("x", {3, 5}, DType::F64);
@@ -433,6 +459,7 @@ const GradCase kGradCases[] = {
     {"StackedLstm", stacked_lstm},
     {"RecurrentLengthsAndStates", recurrent_lengths_and_states},
     {"SeqReverseAndCast", seq_reverse_and_cast},
+    {"TinyRnnSeqWholeModel", tiny_rnnseq_whole_model},
     {"RecurrentAndFeedForwardModels", recurrent_and_feed_forward_models},
 };
 
