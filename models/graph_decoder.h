@@ -2,7 +2,9 @@
 // model's weights uploaded and bound. Eval graphs compute a loss too, so they get valid
 // (zero) targets once.
 #pragma once
+#include <algorithm>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/graph/executor.h"
@@ -65,6 +67,21 @@ class GraphDecoderOf : public Base {
 };
 
 using GraphDecoder = GraphDecoderOf<TokenDecoder>;
+
+// Runs a pair kind's Encode graph (batch 1) on one source with its EOS, padded to src_len
+// (the rows past it are key padding: any id reads as well as another there); returns its
+// length, the Decode graph's source_len.
+inline int32_t encode_source(Executor& ex, const ModelGraph& enc, std::span<const int32_t> source, int src_len) {
+  LOOM_USER_CHECK(!source.empty() && static_cast<int>(source.size()) <= src_len, "source: ", source.size(),
+                  " tokens (EOS included); the model reads 1 to model.src_len = ", src_len);
+  std::vector<int32_t> row(static_cast<size_t>(src_len), source.back());
+  std::copy(source.begin(), source.end(), row.begin());
+  const int32_t len = static_cast<int32_t>(source.size());
+  ex.set_input(enc.source, row.data(), row.size() * 4);
+  ex.set_input(enc.source_len, &len, 4);
+  ex.forward();
+  return len;
+}
 
 // A Decode graph that feeds one position per call over a self-attention KV cache (mg.caches:
 // per layer k then v, [1, heads, seq_len, D]).

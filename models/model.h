@@ -51,6 +51,11 @@ struct ModelConfig {
   int n_enc_layer = 0, n_dec_layer = 0;
   bool tie_embeddings = true;
   std::string positions = "sinusoidal";
+  // The recurrent sequence-to-sequence kind: its cell (lstm | gru), a bidirectional encoder,
+  // and the attention score (dot | general | additive).
+  std::string cell = "lstm";
+  bool bidirectional = false;
+  std::string attention = "general";
 };
 
 // train: tokens + targets -> loss, with backward nodes (B x T windows)

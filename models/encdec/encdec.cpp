@@ -212,15 +212,7 @@ class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
     enc_ex_->bind_params(weights_->graph_params(), nullptr);
   }
   void encode(std::span<const int32_t> source) override {
-    LOOM_USER_CHECK(!source.empty() && static_cast<int>(source.size()) <= src_len_, "source: ", source.size(),
-                    " tokens (EOS included); the model reads 1 to model.src_len = ", src_len_);
-    // Rows past the length are masked (key padding); any id reads as well as another there.
-    std::vector<int32_t> row(static_cast<size_t>(src_len_), source.back());
-    std::copy(source.begin(), source.end(), row.begin());
-    const int32_t len = static_cast<int32_t>(source.size());
-    enc_ex_->set_input(enc_.source, row.data(), row.size() * 4);
-    enc_ex_->set_input(enc_.source_len, &len, 4);
-    enc_ex_->forward();
+    const int32_t len = encode_source(*enc_ex_, enc_, source, src_len_);
     for (size_t l = 0; l < enc_.memory.size(); ++l)
       be_.copy(ex_->view(mg_.memory[l]).data, enc_ex_->view(enc_.memory[l]).data, enc_.g.values[enc_.memory[l]].bytes());
     ex_->set_input(mg_.source_len, &len, 4);
