@@ -24,7 +24,7 @@ void check_pair_lengths(const PairSplit& split, const ModelConfig& model) {
 void fill_pair_inputs(const PairBatch& b, const ModelGraph& mg, uint32_t pad, PairInputs& out) {
   const int B = mg.B, S = mg.S, T = mg.T;
   const bool one_sequence = mg.source < 0;
-  LOOM_CHECK(b.rows == B && b.S <= S && (one_sequence ? b.S + b.T <= T : b.T <= T), "pair batch of ", b.rows, "x(",
+  LOOM_CHECK(b.rows == B && b.S <= S && b.T <= graph_target_len(mg), "pair batch of ", b.rows, "x(",
              b.S, ",", b.T, ") for a graph of ", B, "x(", S, ",", T, ")");
   const auto p = static_cast<int32_t>(pad);
   out.source.assign(one_sequence ? 0 : static_cast<size_t>(B) * S, p);

@@ -20,6 +20,9 @@ namespace loom {
 // UserError naming the split when one of its pairs (EOS added) is longer than the model reads.
 void check_pair_lengths(const PairSplit& split, const ModelConfig& model);
 
+// The target positions of a pair graph: T, or T - S when the graph reads one sequence.
+inline int graph_target_len(const ModelGraph& mg) { return mg.source < 0 ? mg.T - mg.S : mg.T; }
+
 // One rank's micro-batch as graph inputs.
 struct PairInputs {
   std::vector<int32_t> source, source_len, tokens, targets;
