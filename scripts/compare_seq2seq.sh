@@ -3,8 +3,9 @@
 # encoder-decoder Transformer (encdec), the recurrent encoder-decoder with attention
 # (rnn-seq2seq) and the decoder-only GPT reading "source EOS BOS target" (gpt-pairs) on the same
 # pairs -- T5's span corruption of the KJV's short verses (at most 80 bytes: 5,876 of the
-# 31,102, so the sources and targets are short and the three runs fit in about 10 minutes on
-# two CPU cores) -- at about the same parameter count and the same budget of pairs
+# 31,102; sources of at most 72 bytes and targets of 16, so that three small models train in
+# minutes on two CPU cores, where whole verses of up to 475 bytes take most of an hour for
+# one) -- at about the same parameter count and the same budget of pairs
 # (train.steps x batch_size), evaluates each on the same val pairs with `loom eval` (target
 # loss, exact match and BLEU/chrF of greedy decodes, the exposure gap), times each one's
 # training step with `loom bench train` (back to back at the end: one load for all three),
