@@ -78,8 +78,10 @@ class EvalCommand final : public Command {
                     "--batches: pair checkpoints are evaluated on the first --max-pairs val pairs");
     LOOM_USER_CHECK(pairs_.max_pairs >= 0, "--max-pairs: must be >= 0 (0 = all)");
     LOOM_USER_CHECK(cmd_->count("--beam") == 0 || pairs_.beam >= 1, "--beam: must be >= 1");
-    LOOM_USER_CHECK(cmd_->count("--length-penalty") == 0 || cmd_->count("--beam") > 0, "--length-penalty: needs --beam N");
-    LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0, "--length-penalty: must be >= 0");
+    LOOM_USER_CHECK(cmd_->count("--length-penalty") == 0 || cmd_->count("--beam") > 0,
+                    "--length-penalty: needs --beam N");
+    LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0,
+                    "--length-penalty: must be >= 0");
     pairs_.batch = batch_;
     pairs_.device = device_;
     const auto tok = make_tokenizer(ck.tokenizer);
@@ -98,7 +100,8 @@ class EvalCommand final : public Command {
       const double s = std::chrono::duration<double>(now - start).count();
       std::fprintf(stderr, "loom eval: decoded %lld of %lld val pairs | elapsed %s | ETA %s\n",
                    static_cast<long long>(done), static_cast<long long>(total), Progress::format_duration(s).c_str(),
-                   Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+                   Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done))
+                       .c_str());
     };
     const PairEvalResult r = evaluate_pairs(ck.model, ck.params, *tok, data, pairs_);
     if (bar) bar->finish();
@@ -148,6 +151,8 @@ class EvalCommand final : public Command {
     LOOM_USER_CHECK(task_[0] == "mc", "--task: unknown task kind '", task_[0], "' (known: mc)");
     const std::string& file = task_[1];
     CheckpointData ck = load_checkpoint(ckpt_, false);
+    LOOM_USER_CHECK(!model_kind(ck.model.kind).learns_pairs(), "--task: the checkpoint's kind ", ck.model.kind,
+                    " learns pairs; evaluate it on its val pairs (leave out --task)");
     const McTask task = read_mc_task(file, *make_tokenizer(ck.tokenizer), ck.model.vocab, ck.model.seq_len, "mc");
     if (!task.cut_note().empty()) std::fprintf(stderr, "note: task %s\n", task.cut_note().c_str());
     const auto t0 = std::chrono::steady_clock::now();

@@ -37,37 +37,25 @@ std::string unescape(const std::string& s) {
   return r;
 }
 
-// --source-file: one source per line, a trailing \r dropped; every line is a source (the
-// output has a line for each), so a blank one is an error.
-std::vector<std::pair<std::string, std::string>> read_sources(const std::string& path) {
+// A file of `what`s (prompts or sources), one per line, each with its FILE:LINE; a trailing \r
+// is dropped. Blank lines are skipped for prompts; a source file gets an output line for each
+// of its lines, so there a blank one is an error.
+std::vector<std::pair<std::string, std::string>> read_lines(const std::string& path, const std::string& what) {
+  const bool skip_blank = what == "prompt";
   std::ifstream f(path, std::ios::binary);
-  LOOM_USER_CHECK(f.good(), path, ": cannot open source file");
-  std::vector<std::pair<std::string, std::string>> sources;  // (where, text)
+  LOOM_USER_CHECK(f.good(), path, ": cannot open ", what, " file");
+  std::vector<std::pair<std::string, std::string>> lines;  // (where, text)
   std::string line;
   for (int n = 1; std::getline(f, line); ++n) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     const std::string where = path + ":" + std::to_string(n);
-    LOOM_USER_CHECK(!line.empty(), where, ": empty source (one source per line)");
-    sources.emplace_back(where, line);
+    LOOM_USER_CHECK(skip_blank || !line.empty(), where, ": empty ", what, " (one ", what, " per line)");
+    if (!line.empty()) lines.emplace_back(where, line);
   }
-  LOOM_USER_CHECK(!f.bad(), path, ": cannot read source file");
-  LOOM_USER_CHECK(!sources.empty(), path, ": no sources (one source per line)");
-  return sources;
-}
-
-// --prompt-file: one prompt per line; blank lines are skipped, a trailing \r is dropped.
-std::vector<std::pair<std::string, std::string>> read_prompts(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  LOOM_USER_CHECK(f.good(), path, ": cannot open prompt file");
-  std::vector<std::pair<std::string, std::string>> prompts;  // (where, text)
-  std::string line;
-  for (int n = 1; std::getline(f, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (!line.empty()) prompts.emplace_back(path + ":" + std::to_string(n), line);
-  }
-  LOOM_USER_CHECK(!f.bad(), path, ": cannot read prompt file");
-  LOOM_USER_CHECK(!prompts.empty(), path, ": no prompts (one prompt per line; blank lines are skipped)");
-  return prompts;
+  LOOM_USER_CHECK(!f.bad(), path, ": cannot read ", what, " file");
+  LOOM_USER_CHECK(!lines.empty(), path, ": no ", what, "s (one ", what, " per line",
+                  skip_blank ? "; blank lines are skipped)" : ")");
+  return lines;
 }
 
 // Streams generated text to stdout and ends it at the first stop string, which is not
@@ -158,8 +146,8 @@ class SampleCommand final : public Command {
     LOOM_USER_CHECK(!s.empty(), "--stop: empty stop string");
   }
   const bool beam = check_decoding_flags();
-  const auto prompts =
-      prompt_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt_}} : read_prompts(prompt_file_);
+  const auto prompts = prompt_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt_}}
+                                            : read_lines(prompt_file_, "prompt");
   CheckpointData ck = load_checkpoint(ckpt_, false);
   LOOM_USER_CHECK(!model_kind(ck.model.kind).learns_pairs(), prompt_file_.empty() ? "--prompt" : "--prompt-file",
                   ": the checkpoint's kind ", ck.model.kind,
@@ -213,7 +201,7 @@ class SampleCommand final : public Command {
       LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": not with --source (a target ends at the pair vocabulary's EOS)");
     const bool beam = check_decoding_flags();
     const auto sources = source_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--source", source_}}
-                                              : read_sources(source_file_);
+                                              : read_lines(source_file_, "source");
     CheckpointData ck = load_checkpoint(ckpt_, false);
     LOOM_USER_CHECK(model_kind(ck.model.kind).learns_pairs(), source_file_.empty() ? "--source" : "--source-file",
                     ": the checkpoint's kind ", ck.model.kind, " does not learn pairs; give --prompt TEXT");
