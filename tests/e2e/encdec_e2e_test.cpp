@@ -63,37 +63,7 @@ TEST(EncDec, CachedDecodingEqualsFullForward) {
     TrainOptions o;
     o.quiet = true;
     train(config_of(data, run, 30, extra), o);
-    const Trained m = load(run, data);
-    const ModelConfig& c = m.ck.model;
-    auto be = make_cpu_backend();
-    auto dec = model_kind("encdec").seq2seq_decoder(c, ModelWeights{m.ck.params, m.ck.counts}, *be);
-    ModelGraph eg = build_model(c, GraphMode::Eval, 1, c.seq_len, be->float_dtype(), true);
-    DeviceWeights w(*be, eg.g.param_count);
-    w.upload(m.ck.params);
-    Executor ex(eg.g, *be);
-    ex.bind_params(w.graph_params(), nullptr);
-    const std::vector<int32_t> no_targets(c.seq_len, kIgnoreTarget);
-    ex.set_input(eg.targets, no_targets.data(), no_targets.size() * 4);
-    for (const Example& e : examples(data, "val", 6)) {
-      dec->encode(e.source);
-      dec->reset();
-      std::vector<int32_t> src(c.src_len, static_cast<int32_t>(m.vocab.pad())), len{static_cast<int32_t>(e.source.size())};
-      std::copy(e.source.begin(), e.source.end(), src.begin());
-      std::vector<int32_t> input(c.seq_len, static_cast<int32_t>(m.vocab.pad()));
-      input[0] = static_cast<int32_t>(m.vocab.bos());
-      ex.set_input(eg.source, src.data(), src.size() * 4);
-      ex.set_input(eg.source_len, len.data(), 4);
-      for (int t = 0; t < c.seq_len; ++t) {
-        const std::vector<float> cached = dec->step(input[t], t);
-        ex.set_input(eg.tokens, input.data(), input.size() * 4);
-        ex.forward();
-        const std::vector<float> all = ex.fetch_f32(eg.logits);
-        const size_t V = cached.size();
-        ASSERT_EQ(all.size(), V * c.seq_len);
-        for (size_t i = 0; i < V; ++i) ASSERT_NEAR(cached[i], all[t * V + i], 1e-4) << "step " << t << " id " << i;
-        if (t + 1 < c.seq_len) input[t + 1] = argmax(cached);
-      }
-    }
+    expect_cached_decoding_equals_full_forward(load(run, data), examples(data, "val", 6));
   }
 }
 
@@ -134,41 +104,14 @@ TEST(EncDec, SavedDecoderStateContinuesTheSame) {
 TEST(EncDec, ResumeIsBitExact) {
   TempDir d;
   const std::string data = prepare_pairs(d, "reverse", 800);
-  const int steps = 24;
-  TrainOptions o;
-  o.quiet = true;
-  train(config_of(data, d / "full", steps), o);
-  o.stop_after = 13;
-  ASSERT_TRUE(train(config_of(data, d / "resumed", steps), o).interrupted);
-  o.stop_after = 0;
-  o.resume = true;
-  train(config_of(data, d / "resumed", steps), o);
-  auto a = read_metrics(d / "full"), b = read_metrics(d / "resumed");
-  ASSERT_EQ(a.size(), static_cast<size_t>(steps));
-  ASSERT_EQ(b.size(), a.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i]["loss"].get<double>(), b[i]["loss"].get<double>()) << "step " << i + 1;
-    EXPECT_EQ(a[i]["padding"].get<double>(), b[i]["padding"].get<double>()) << "step " << i + 1;
-    EXPECT_GE(a[i]["padding"].get<double>(), 0.0);  // 0: a batch of the longest pairs
-    EXPECT_LT(a[i]["padding"].get<double>(), 1.0);
-  }
-  EXPECT_EQ(read_bytes(d / "full/latest/model.safetensors"), read_bytes(d / "resumed/latest/model.safetensors"));
-  EXPECT_EQ(read_bytes(d / "full/latest/optim.safetensors"), read_bytes(d / "resumed/latest/optim.safetensors"));
+  expect_resume_bit_exact(d, 24, [&](const std::string& run) { return config_of(data, run, 24); });
 }
 
 TEST(EncDec, BadConfigsAreOneLineErrors) {
   TempDir d;
   const std::string data = prepare_pairs(d, "sort", 800);
-  auto run = [&](const std::string& text) {
-    std::ofstream(d / "bad.toml") << text;
-    return run_loom({"train", "--config", d / "bad.toml"});
-  };
-  auto with = [&](const std::string& from, const std::string& to) {
-    std::string t = encdec_config(data, d / "run", 2);
-    const size_t at = t.find(from);
-    EXPECT_NE(at, std::string::npos) << from;
-    return t.replace(at, from.size(), to);
-  };
+  auto run = [&](const std::string& text) { return train_text(d, text); };
+  auto with = [&](const std::string& from, const std::string& to) { return replaced(encdec_config(data, d / "run", 2), from, to); };
   expect_user_error(run(with("n_enc_layer = 2", "n_enc_layer = 0")), "model.n_enc_layer");
   expect_user_error(run(with("src_len = 8", "src_len = 2000000")), "model.src_len");
   expect_user_error(run(with("src_len = 8", "src_len = 4")), "model.src_len");  // shorter than the sources

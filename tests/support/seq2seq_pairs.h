@@ -12,8 +12,11 @@
 
 #include "engine/backend/device.h"
 #include "engine/data/pairs.h"
+#include "engine/graph/executor.h"
+#include "engine/optim/weights.h"
 #include "launch/run/beam_search.h"
 #include "launch/run/checkpoint.h"
+#include "launch/run/trainer.h"
 #include "models/model.h"
 #include "tests/support/helpers.h"
 
@@ -126,6 +129,78 @@ inline double exact_match(const Trained& m, const std::vector<Example>& ex) {
   int right = 0;
   for (const Example& e : ex) right += greedy(*dec, e.source, m.vocab, m.ck.model.seq_len) == e.target;
   return static_cast<double>(right) / static_cast<double>(ex.size());
+}
+
+// `text` with `from` (which must be there) replaced by `to`.
+inline std::string replaced(std::string text, const std::string& from, const std::string& to) {
+  const size_t at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  return at == std::string::npos ? text : text.replace(at, from.size(), to);
+}
+
+// `loom train` on a config text (written to d/bad.toml).
+inline RunResult train_text(const TempDir& d, const std::string& text) {
+  std::ofstream(d / "bad.toml") << text;
+  return run_loom({"train", "--config", d / "bad.toml"});
+}
+
+// The kind's cached decoder (encoder once, its caches or carried state) against the Eval graph
+// over the whole decoder input at every step, following the greedy tokens: the same logits.
+inline void expect_cached_decoding_equals_full_forward(const Trained& m, const std::vector<Example>& examples) {
+  const ModelConfig& c = m.ck.model;
+  auto be = make_cpu_backend();
+  auto dec = model_kind(c.kind).seq2seq_decoder(c, ModelWeights{m.ck.params, m.ck.counts}, *be);
+  ModelGraph eg = build_model(c, GraphMode::Eval, 1, c.seq_len, be->float_dtype(), true);
+  DeviceWeights w(*be, eg.g.param_count);
+  w.upload(m.ck.params);
+  Executor ex(eg.g, *be);
+  ex.bind_params(w.graph_params(), nullptr);
+  const std::vector<int32_t> no_targets(c.seq_len, kIgnoreTarget);
+  ex.set_input(eg.targets, no_targets.data(), no_targets.size() * 4);
+  for (const Example& e : examples) {
+    dec->encode(e.source);
+    dec->reset();
+    std::vector<int32_t> src(c.src_len, static_cast<int32_t>(m.vocab.pad())), len{static_cast<int32_t>(e.source.size())};
+    std::copy(e.source.begin(), e.source.end(), src.begin());
+    std::vector<int32_t> input(c.seq_len, static_cast<int32_t>(m.vocab.pad()));
+    input[0] = static_cast<int32_t>(m.vocab.bos());
+    ex.set_input(eg.source, src.data(), src.size() * 4);
+    ex.set_input(eg.source_len, len.data(), 4);
+    for (int t = 0; t < c.seq_len; ++t) {
+      const std::vector<float> cached = dec->step(input[t], t);
+      ex.set_input(eg.tokens, input.data(), input.size() * 4);
+      ex.forward();
+      const std::vector<float> all = ex.fetch_f32(eg.logits);
+      const size_t V = cached.size();
+      ASSERT_EQ(all.size(), V * c.seq_len);
+      for (size_t i = 0; i < V; ++i) ASSERT_NEAR(cached[i], all[t * V + i], 1e-4) << "step " << t << " id " << i;
+      if (t + 1 < c.seq_len) input[t + 1] = argmax(cached);
+    }
+  }
+}
+
+// `steps` steps in one run, and in a run interrupted after 13 and resumed: the same loss and
+// padding share at every step, the same weights and optimizer state, bit for bit.
+inline void expect_resume_bit_exact(const TempDir& d, int steps, const std::function<Config(const std::string&)>& config) {
+  TrainOptions o;
+  o.quiet = true;
+  train(config(d / "full"), o);
+  o.stop_after = 13;
+  ASSERT_TRUE(train(config(d / "resumed"), o).interrupted);
+  o.stop_after = 0;
+  o.resume = true;
+  train(config(d / "resumed"), o);
+  auto a = read_metrics(d / "full"), b = read_metrics(d / "resumed");
+  ASSERT_EQ(a.size(), static_cast<size_t>(steps));
+  ASSERT_EQ(b.size(), a.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["loss"].get<double>(), b[i]["loss"].get<double>()) << "step " << i + 1;
+    EXPECT_EQ(a[i]["padding"].get<double>(), b[i]["padding"].get<double>()) << "step " << i + 1;
+    EXPECT_GE(a[i]["padding"].get<double>(), 0.0);  // 0: a batch of the longest pairs
+    EXPECT_LT(a[i]["padding"].get<double>(), 1.0);
+  }
+  EXPECT_EQ(read_bytes(d / "full/latest/model.safetensors"), read_bytes(d / "resumed/latest/model.safetensors"));
+  EXPECT_EQ(read_bytes(d / "full/latest/optim.safetensors"), read_bytes(d / "resumed/latest/optim.safetensors"));
 }
 
 }  // namespace loom::test
