@@ -11,13 +11,9 @@ namespace loom::test {
 namespace {
 
 std::string rnnseq_config(const std::string& data, const std::string& run, int steps, const std::string& extra = "") {
-  std::ostringstream s;
-  s << "device = \"cpu\"\n[model]\nkind = \"rnn-seq2seq\"\nn_enc_layer = 1\nn_dec_layer = 1\nd_model = 64\n"
-    << "src_len = 8\nseq_len = 8\n" << extra << "[data]\npath = \"" << data << "\"\n[train]\nsteps = " << steps
-    << "\nbatch_size = 32\nseed = 7\neval_every = 50\neval_steps = 2\n"
-    << "[optim]\nlr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 20\nweight_decay = 0.0\ngrad_clip = 1.0\n"
-    << "[checkpoint]\nevery = 1000\nkeep = 0\n[log]\nrun_dir = \"" << run << "\"\nevery = 50\n";
-  return s.str();
+  return pair_config("kind = \"rnn-seq2seq\"\nn_enc_layer = 1\nn_dec_layer = 1\nd_model = 64\n",
+                     "lr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 20\nweight_decay = 0.0\ngrad_clip = 1.0\n", data, run, steps,
+                     extra);
 }
 
 Config config_of(const std::string& data, const std::string& run, int steps, const std::string& extra = "") {
@@ -36,10 +32,8 @@ class Synthetic : public ::testing::TestWithParam<std::string> {};
 TEST_P(Synthetic, LearnedToExactMatch) {
   TempDir d;
   const std::string data = prepare_pairs(d, GetParam());
-  TrainOptions o;
-  o.quiet = true;
-  const TrainResult r = train(
-      config_of(data, d / "run", 700, "bidirectional = true\nattention = \"additive\"\ntie_embeddings = false\n"), o);
+  const TrainResult r = train_quietly(
+      config_of(data, d / "run", 700, "bidirectional = true\nattention = \"additive\"\ntie_embeddings = false\n"));
   EXPECT_LT(r.last_val_loss, 0.05);
   const Trained m = load(d / "run", data);
   const std::vector<Example> ex = examples(data, "val", 200);
@@ -67,11 +61,9 @@ TEST(RnnSeq, CachedDecodingEqualsFullForward) {
                                   "cell = \"gru\"\nbidirectional = true\n"}) {
     SCOPED_TRACE(extra);
     const std::string run = d / ("run" + std::to_string(variant++));
-    TrainOptions o;
-    o.quiet = true;
     std::string text = rnnseq_config(data, run, 30, extra);
-    if (variant == 3) text.replace(text.find("n_dec_layer = 1"), 15, "n_dec_layer = 2");  // two decoder states
-    train(parse_config_text(text, "rnnseq.toml", {}), o);
+    if (variant == 3) text = replaced(text, "n_dec_layer = 1", "n_dec_layer = 2");  // two decoder states
+    train_quietly(parse_config_text(text, "rnnseq.toml", {}));
     expect_cached_decoding_equals_full_forward(load(run, data), examples(data, "val", 6));
   }
 }
@@ -82,33 +74,18 @@ TEST(RnnSeq, CachedDecodingEqualsFullForward) {
 TEST(RnnSeq, SavedDecoderStateContinuesTheSame) {
   TempDir d;
   const std::string data = prepare_pairs(d, "sort", 800);
-  TrainOptions o;
-  o.quiet = true;
-  train(config_of(data, d / "run", 20, "bidirectional = true\n"), o);
+  train_quietly(config_of(data, d / "run", 20, "bidirectional = true\n"));
   const Trained m = load(d / "run", data);
   auto be = make_cpu_backend();
   auto dec = decoder_of(m, *be);
   const Example e = examples(data, "val", 1)[0];
   const int32_t bos = static_cast<int32_t>(m.vocab.bos());
+  expect_saved_state_continues(*dec, e, bos);
   dec->encode(e.source);
   const std::vector<float> first = dec->step(bos, 0);
   dec->step(e.target[0], 1);
-  const auto saved = dec->save();
-  const std::vector<float> a = dec->step(e.target[1], 2);
-  dec->step(3, 2);
-  dec->step(4, 3);
-  dec->restore(*saved);
-  EXPECT_EQ(dec->step(e.target[1], 2), a);
   dec->reset();
   EXPECT_EQ(dec->step(bos, 0), first);
-  std::vector<int32_t> other = e.source;
-  std::reverse(other.begin(), other.end() - 1);
-  other[0] = other[0] == 'a' ? 'h' : 'a';
-  dec->encode(other);
-  const std::vector<float> b = dec->step(bos, 0);
-  double diff = 0;
-  for (size_t i = 0; i < b.size(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(first[i] - b[i])));
-  EXPECT_GT(diff, 1e-3) << "the decoder's logits do not depend on the source";
 }
 
 TEST(RnnSeq, ResumeIsBitExact) {

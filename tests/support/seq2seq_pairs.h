@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -45,6 +46,17 @@ inline std::string prepare_pairs(const TempDir& d, const std::string& task, int 
   return out;
 }
 
+// A CPU config for the synthetic pairs (S = T = 8, batches of 32): `model` holds the kind's
+// [model] keys, `optim` its [optim] keys, `extra` more [model] keys.
+inline std::string pair_config(const std::string& model, const std::string& optim, const std::string& data,
+                               const std::string& run, int steps, const std::string& extra) {
+  std::ostringstream s;
+  s << "device = \"cpu\"\n[model]\n" << model << "src_len = 8\nseq_len = 8\n" << extra << "[data]\npath = \"" << data
+    << "\"\n[train]\nsteps = " << steps << "\nbatch_size = 32\nseed = 7\neval_every = 50\neval_steps = 2\n[optim]\n"
+    << optim << "[checkpoint]\nevery = 1000\nkeep = 0\n[log]\nrun_dir = \"" << run << "\"\nevery = 50\n";
+  return s.str();
+}
+
 // The pairs of a split with EOS appended to the source, as the model reads them.
 struct Example {
   std::vector<int32_t> source, target;
@@ -62,6 +74,13 @@ inline std::vector<Example> examples(const std::string& dir, const char* split, 
     out.push_back(std::move(e));
   }
   return out;
+}
+
+// The largest |a[i] - b[i]|: logits that must differ (the decoder reads the source).
+inline double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) d = std::max(d, static_cast<double>(std::fabs(a[i] - b[i])));
+  return d;
 }
 
 inline int32_t argmax(const std::vector<float>& v) {
@@ -129,6 +148,35 @@ inline double exact_match(const Trained& m, const std::vector<Example>& ex) {
   int right = 0;
   for (const Example& e : ex) right += greedy(*dec, e.source, m.vocab, m.ck.model.seq_len) == e.target;
   return static_cast<double>(right) / static_cast<double>(ex.size());
+}
+
+// Beam search forks the decoder: a state saved after a prefix of e's target, restored after
+// other tokens were fed, continues exactly as if nothing had come between; another source with
+// the same target prefix gives other logits (the decoder reads the source).
+inline void expect_saved_state_continues(Seq2SeqDecoder& dec, const Example& e, int32_t bos) {
+  dec.encode(e.source);
+  dec.step(bos, 0);
+  dec.step(e.target[0], 1);
+  const auto saved = dec.save();
+  const std::vector<float> a = dec.step(e.target[1], 2);
+  dec.step(3, 2);
+  dec.step(4, 3);
+  dec.restore(*saved);
+  EXPECT_EQ(dec.step(e.target[1], 2), a);
+  std::vector<int32_t> other = e.source;
+  std::reverse(other.begin(), other.end() - 1);
+  other[0] = other[0] == 'a' ? 'h' : 'a';
+  dec.encode(other);
+  dec.step(bos, 0);
+  dec.step(e.target[0], 1);
+  EXPECT_GT(max_abs_diff(a, dec.step(e.target[1], 2)), 1e-3) << "the decoder's logits do not depend on the source";
+}
+
+// `loom train` in process, its progress lines not printed.
+inline TrainResult train_quietly(const Config& c) {
+  TrainOptions o;
+  o.quiet = true;
+  return train(c, o);
 }
 
 // `text` with `from` (which must be there) replaced by `to`.
