@@ -55,13 +55,7 @@ class RecurrentDecoder final : public GraphDecoder {
       : GraphDecoder(build_recurrent_lm(cell, cfg, GraphMode::Eval, 1, 1, be.float_dtype(), true), params, be) {
     reset();
   }
-  std::vector<float> step(int32_t token, int) override {
-    ex_->set_input(mg_.tokens, &token, 4);
-    ex_->forward();
-    for (size_t l = 0; l < mg_.state_in.size(); ++l)
-      be_.copy(ex_->view(mg_.state_in[l]).data, ex_->view(mg_.state_out[l]).data, mg_.g.values[mg_.state_in[l]].bytes());
-    return ex_->fetch_f32(mg_.logits);
-  }
+  std::vector<float> step(int32_t token, int) override { return step_carrying_state(token); }
   void reset() override {
     for (int v : mg_.state_in) be_.zero(ex_->view(v).data, mg_.g.values[v].bytes());
   }

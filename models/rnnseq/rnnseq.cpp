@@ -30,6 +30,7 @@
 #include <cmath>
 
 #include "models/graph_decoder.h"
+#include "models/pair_kind.h"
 #include "models/recurrent_layer.h"
 
 namespace loom {
@@ -175,9 +176,7 @@ ModelGraph build_rnnseq(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
   if (mode == GraphMode::Encode) {
     m.memory = additive ? std::vector<int>{mem, keys} : std::vector<int>{mem};
     m.state_out = state0;
-    for (int v : m.memory) g.mark_output(v);
-    for (int v : state0) g.mark_output(v);
-    g.forward_end = g.nodes.size();
+    finish_encode_graph(m);
     return m;
   }
   m.tokens = g.input("tokens", {B, T}, DType::I32);
@@ -196,14 +195,7 @@ ModelGraph build_rnnseq(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
   const int q = c.attention == "dot" ? y : g.linear(y, p.att_q.w);
   const int ctx = g.rnn_attention(q, keys, mem, p.att_v, m.source_len);
   g.set_scope("attn_out");
-  const int logits = g.linear(g.tanh(apply(g, p.out, ctx, y)), p.head);
-  if (decode) {
-    g.set_scope("head");
-    m.logits = logits;
-    g.mark_output(m.logits);
-    return m;
-  }
-  finish_lm(m, logits, mode, keep_logits);
+  finish_pair_graph(m, g.linear(g.tanh(apply(g, p.out, ctx, y)), p.head), mode, keep_logits);
   return m;
 }
 
@@ -214,29 +206,15 @@ class RnnSeqDecoder final : public GraphDecoderOf<Seq2SeqDecoder> {
  public:
   RnnSeqDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
       : GraphDecoderOf(build_rnnseq(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be),
-        enc_(build_rnnseq(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false)),
-        src_len_(cfg.src_len) {
-    enc_ex_ = std::make_unique<Executor>(enc_.g, be);
-    enc_ex_->bind_params(weights_->graph_params(), nullptr);
-  }
+        enc_(build_rnnseq(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false), *weights_, be, cfg.src_len) {}
   void encode(std::span<const int32_t> source) override {
-    const int32_t len = encode_source(*enc_ex_, enc_, source, src_len_);
-    auto copy = [&](const std::vector<int>& to, const std::vector<int>& from) {
-      for (size_t i = 0; i < to.size(); ++i)
-        be_.copy(ex_->view(to[i]).data, enc_ex_->view(from[i]).data, enc_.g.values[from[i]].bytes());
-    };
-    copy(mg_.memory, enc_.memory);
-    copy(mg_.state_in, enc_.state_out);
+    const int32_t len = enc_.encode(source, *ex_, mg_.memory, mg_.state_in);
     ex_->set_input(mg_.source_len, &len, 4);
     initial_ = save();
   }
   std::vector<float> step(int32_t token, int) override {
     LOOM_CHECK(initial_, "decoding before a source was encoded");
-    ex_->set_input(mg_.tokens, &token, 4);
-    ex_->forward();
-    for (size_t l = 0; l < mg_.state_in.size(); ++l)
-      be_.copy(ex_->view(mg_.state_in[l]).data, ex_->view(mg_.state_out[l]).data, mg_.g.values[mg_.state_in[l]].bytes());
-    return ex_->fetch_f32(mg_.logits);
+    return step_carrying_state(token);
   }
   void reset() override {
     if (initial_) restore(*initial_);
@@ -246,13 +224,11 @@ class RnnSeqDecoder final : public GraphDecoderOf<Seq2SeqDecoder> {
   void restore(const DecoderState& s) override { restore_values(s, mg_.state_in); }
 
  private:
-  ModelGraph enc_;
-  std::unique_ptr<Executor> enc_ex_;
-  int src_len_;
+  SourceEncoder enc_;
   std::unique_ptr<DecoderState> initial_;  // the bridged states of the encoded source
 };
 
-class RnnSeqKind final : public ModelKind {
+class RnnSeqKind final : public PairModelKind {
  public:
   const char* name() const override { return "rnn-seq2seq"; }
   std::vector<const char*> required_keys() const override {
@@ -275,7 +251,6 @@ class RnnSeqKind final : public ModelKind {
            " Ldec=" + std::to_string(c.n_dec_layer) + " " + c.cell + " H=" + std::to_string(c.d_model) +
            " S=" + std::to_string(c.src_len) + " attention=" + c.attention + (c.tie_embeddings ? " tied" : " untied");
   }
-  bool learns_pairs() const override { return true; }
   ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
     return build_rnnseq(c, mode, B, T, dt, keep_logits);
   }
@@ -293,9 +268,6 @@ class RnnSeqKind final : public ModelKind {
   std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
                                                   Backend& be) const override {
     return std::make_unique<RnnSeqDecoder>(c, w.params, be);
-  }
-  std::unique_ptr<TokenDecoder> decoder(const ModelConfig& c, const ModelWeights& w, Backend& be) const override {
-    return seq2seq_decoder(c, w, be);
   }
 };
 

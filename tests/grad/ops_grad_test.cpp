@@ -11,6 +11,7 @@
 
 #include "kernels/rnn/rnn.h"
 #include "models/model.h"
+#include "models/recurrent_layer.h"
 #include "tests/support/gradcheck.h"
 
 namespace loom::test {
@@ -358,19 +359,14 @@ Graphs recurrent_lengths_and_states() {
   for (Cell cell : {Cell::RNN, Cell::LSTM, Cell::GRU}) {
     GradGraph c;
     Graph& g = c.g;
-    const int64_t B = 2, S = 5, I = 3, H = 4, G = cell_gates(cell);
+    const int64_t B = 2, S = 5, I = 3, H = 4;
     const int x = g.input("x", {B, S, I}, DType::F64);
     const int s0 = g.input("state0", {cell_states(cell), B, H}, DType::F64);
     const int len = g.input("len", {B}, DType::I32);
     int in = x, state = s0;
     for (int l = 0; l < 2; ++l) {
-      const std::string p = std::to_string(l);
-      const int64_t width = l ? H : I;
-      const int wi = g.param("w_ih" + p, {G * H, width}, Init::Normal, 1, true);
-      const int wh = g.param("w_hh" + p, {G * H, H}, Init::Normal, 1, true);
-      const int bi = g.param("b_ih" + p, {G * H}, Init::Zeros, 0, false);
-      const int bh = g.param("b_hh" + p, {G * H}, Init::Zeros, 0, false);
-      std::tie(in, state) = g.recurrent(static_cast<int>(cell), in, wi, wh, bi, bh, state, l ? -1 : len);
+      const RecurrentWeights w = recurrent_params(g, cell, std::to_string(l) + ".", l ? H : I, H);
+      std::tie(in, state) = recurrent_layer(g, cell, in, w, state, l ? -1 : len);
     }
     c.out = in;
     c.wrt = {x, s0};
