@@ -1,4 +1,4 @@
-// pair_kind.h: what the sequence-to-sequence kinds (encdec, rnn-seq2seq) share: their base
+// pair_kind.h: what the sequence-to-sequence kinds (encdec, rnn-seq2seq, gpt-pairs) share: their base
 // class and the ends of their graphs.
 #pragma once
 #include <memory>

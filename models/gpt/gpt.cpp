@@ -24,6 +24,7 @@
 #include <tuple>
 
 #include "models/graph_decoder.h"
+#include "models/pair_kind.h"
 
 namespace loom {
 
@@ -287,7 +288,7 @@ class GptKind final : public ModelKind {
   }
 };
 
-class GptPairsKind final : public ModelKind {
+class GptPairsKind final : public PairModelKind {
  public:
   const char* name() const override { return "gpt-pairs"; }
   std::vector<const char*> required_keys() const override {
@@ -300,7 +301,6 @@ class GptPairsKind final : public ModelKind {
   std::string describe(const ModelConfig& c) const override {
     return gpt_kind().describe(c) + " S=" + std::to_string(c.src_len) + " (one sequence of S + T)";
   }
-  bool learns_pairs() const override { return true; }
   std::string recompute_segment(const std::string& scope, Recompute r) const override {
     return gpt_kind().recompute_segment(scope, r);
   }
@@ -320,10 +320,6 @@ class GptPairsKind final : public ModelKind {
   std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
                                                   Backend& be) const override {
     return std::make_unique<PairKvCacheDecoder>(c, w.params, be);
-  }
-  // Sampling without a source is meaningless; the decoder still decodes after encode().
-  std::unique_ptr<TokenDecoder> decoder(const ModelConfig& c, const ModelWeights& w, Backend& be) const override {
-    return seq2seq_decoder(c, w, be);
   }
 };
 
