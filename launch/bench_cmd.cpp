@@ -33,7 +33,12 @@ class BenchTrainCommand final : public Command {
     cmd_->add_option("--context", o_.model.context, "ffnn: previous tokens seen")->capture_default_str();
     cmd_->add_option("--vocab", o_.model.vocab, "vocabulary")->capture_default_str();
     cmd_->add_option("--batch", o_.batch, "sequences per step")->capture_default_str();
-    cmd_->add_option("--seq-len", o_.model.seq_len, "sequence length")->capture_default_str();
+    cmd_->add_option("--seq-len", o_.model.seq_len, "sequence length (pair kinds: target length)")->capture_default_str();
+    cmd_->add_option("--src-len", o_.model.src_len, "pair kinds: source length")->capture_default_str();
+    cmd_->add_option("--n-enc-layer", o_.model.n_enc_layer, "encoder-decoder kinds: encoder layers")
+        ->capture_default_str();
+    cmd_->add_option("--n-dec-layer", o_.model.n_dec_layer, "encoder-decoder kinds: decoder layers")
+        ->capture_default_str();
     cmd_->add_option("--steps", o_.steps, "timed steps")->capture_default_str();
     cmd_->add_option("--warmup", o_.warmup, "untimed steps first")->capture_default_str();
     cmd_->add_flag("--op-profile", o_.op_profile, "also print the time of every op kind per step");

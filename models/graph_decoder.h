@@ -2,7 +2,9 @@
 // model's weights uploaded and bound. Eval graphs compute a loss too, so they get valid
 // (zero) targets once.
 #pragma once
+#include <algorithm>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/graph/executor.h"
@@ -58,6 +60,16 @@ class GraphDecoderOf : public Base {
     }
   }
 
+  // Recurrent graphs: feeds one token and copies each layer's final state into its initial
+  // one (mg_.state_out into mg_.state_in), so the next step continues from it.
+  std::vector<float> step_carrying_state(int32_t token) {
+    ex_->set_input(mg_.tokens, &token, 4);
+    ex_->forward();
+    for (size_t l = 0; l < mg_.state_in.size(); ++l)
+      be_.copy(ex_->view(mg_.state_in[l]).data, ex_->view(mg_.state_out[l]).data, mg_.g.values[mg_.state_in[l]].bytes());
+    return ex_->fetch_f32(mg_.logits);
+  }
+
   Backend& be_;
   ModelGraph mg_;
   std::unique_ptr<DeviceWeights> weights_;
@@ -65,6 +77,45 @@ class GraphDecoderOf : public Base {
 };
 
 using GraphDecoder = GraphDecoderOf<TokenDecoder>;
+
+// A pair kind's Encode graph (batch 1) on a decoder's weights: encodes one source at a time
+// for the Decode graph, which reads its outputs (ModelGraph::memory, and the initial states
+// state_out where the kind has them) as inputs of the same shapes.
+class SourceEncoder {
+ public:
+  SourceEncoder(ModelGraph enc, const DeviceWeights& w, Backend& be, int src_len)
+      : be_(be), mg_(std::move(enc)), ex_(mg_.g, be), src_len_(src_len) {
+    ex_.bind_params(w.graph_params(), nullptr);
+  }
+  // Runs on one source with its EOS, padded to src_len (the rows past it are key padding: any
+  // id reads as well as another there), and copies its outputs into `dec`'s inputs `memory`
+  // and `states`. Returns the source's length, the Decode graph's source_len.
+  int32_t encode(std::span<const int32_t> source, Executor& dec, const std::vector<int>& memory,
+                 const std::vector<int>& states) {
+    LOOM_USER_CHECK(!source.empty() && static_cast<int>(source.size()) <= src_len_, "source: ", source.size(),
+                    " tokens (EOS included); the model reads 1 to model.src_len = ", src_len_);
+    std::vector<int32_t> row(static_cast<size_t>(src_len_), source.back());
+    std::copy(source.begin(), source.end(), row.begin());
+    const int32_t len = static_cast<int32_t>(source.size());
+    ex_.set_input(mg_.source, row.data(), row.size() * 4);
+    ex_.set_input(mg_.source_len, &len, 4);
+    ex_.forward();
+    auto copy = [&](const std::vector<int>& to, const std::vector<int>& from) {
+      LOOM_CHECK(to.size() == from.size(), "encoder outputs and decoder inputs differ");
+      for (size_t i = 0; i < to.size(); ++i)
+        be_.copy(dec.view(to[i]).data, ex_.view(from[i]).data, mg_.g.values[from[i]].bytes());
+    };
+    copy(memory, mg_.memory);
+    copy(states, mg_.state_out);
+    return len;
+  }
+
+ private:
+  Backend& be_;
+  ModelGraph mg_;
+  Executor ex_;
+  int src_len_;
+};
 
 // A Decode graph that feeds one position per call over a self-attention KV cache (mg.caches:
 // per layer k then v, [1, heads, seq_len, D]).

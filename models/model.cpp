@@ -66,6 +66,17 @@ void validate_model(const ModelConfig& c, const std::string& where) {
   req(!c.document_mask || kind->masks_documents(), "data.document_mask",
       std::string("no attention to mask in model.kind = ") + kind->name());
   require_in(req, c.eot_id, -1, INT32_MAX, "data.eot_id");
+  // Keys only some kinds read: set away from their default, the kind must read them.
+  auto reads = [&](const char* key) {
+    for (const char* k : kind->keys())
+      if (std::string(k) == key) return true;
+    return false;
+  };
+  const ModelConfig defaults;
+  for (const auto& [key, set] : {std::pair{"model.cell", c.cell != defaults.cell},
+                                 std::pair{"model.bidirectional", c.bidirectional != defaults.bidirectional},
+                                 std::pair{"model.attention", c.attention != defaults.attention}})
+    req(!set || reads(key), key, std::string("not read by model.kind = ") + kind->name());
   if (kind->learns_pairs()) {
     require_in(req, c.src_len, 1, kMaxSeqLen, "model.src_len");
     req(c.positions == "sinusoidal" || c.positions == "learned", "model.positions",

@@ -51,6 +51,11 @@ struct ModelConfig {
   int n_enc_layer = 0, n_dec_layer = 0;
   bool tie_embeddings = true;
   std::string positions = "sinusoidal";
+  // The recurrent sequence-to-sequence kind: its cell (lstm | gru), a bidirectional encoder,
+  // and the attention score (dot | general | additive).
+  std::string cell = "lstm";
+  bool bidirectional = false;
+  std::string attention = "general";
 };
 
 // train: tokens + targets -> loss, with backward nodes (B x T windows)
@@ -77,6 +82,10 @@ struct ModelGraph {
   // input [B, T] (teacher forcing: BOS + target[:-1]), `targets` the target [B, T] with
   // kIgnoreTarget on padding. The loss is the sum over the real target tokens divided by
   // B x T (padding adds zero); loss_scale() turns it into the mean over real target tokens.
+  // A decoder-only pair kind's graph has no source input (source = -1, S = src_len): its
+  // `tokens` [B, S + T] hold each pair as one sequence, the source with its EOS, then BOS +
+  // target[:-1], then PAD, and `targets` the target under the target's positions
+  // (kIgnoreTarget elsewhere); T is then S + model.seq_len.
   int source = -1, source_len = -1;
   // Encode outputs / Decode inputs: what the decoder reads of the encoded source (encdec: each
   // decoder layer's cross-attention keys/values [B, S, 2C]).

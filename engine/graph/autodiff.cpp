@@ -223,16 +223,30 @@ void backward_context_embedding(Autodiff& ad, const Node& n) {
 }
 
 void backward_recurrent(Autodiff& ad, const Node& n) {
-  // Truncated BPTT: no gradient flows into state0 or out of stateT.
-  const int dy = ad.grad(n.out[0]);
-  if (dy < 0) return;
+  // The language models' state0 is an Input and their stateT a carried output (truncated
+  // BPTT): neither has a gradient there. A sequence-to-sequence model's are computed values.
+  const int dy = ad.grad(n.out[0]), dstateT = ad.grad(n.out[1]);
+  if (dy < 0 && dstateT < 0) return;
   const int dx = ad.written(n.in[0]), dwi = ad.accumulated(n.in[1]), dwh = ad.accumulated(n.in[2]),
-            dbi = ad.accumulated(n.in[3]), dbh = ad.accumulated(n.in[4]);
+            dbi = ad.accumulated(n.in[3]), dbh = ad.accumulated(n.in[4]), ds0 = ad.written(n.in[5]);
   LOOM_CHECK((dwi >= 0) == (dwh >= 0) && (dwi >= 0) == (dbi >= 0) && (dbi >= 0) == (dbh >= 0),
              "a recurrent layer's weights must be trainable together");
-  if (dx < 0 && dwi < 0) return;
-  ad.g().add_node(OpId::recurrent_bwd, {dy, n.in[0], n.in[1], n.in[2], n.in[5], n.out[0], n.out[2]},
-                  {dx, dwi, dwh, dbi, dbh}, n.attrs);
+  if (dx < 0 && dwi < 0 && ds0 < 0) return;
+  ad.g().add_node(OpId::recurrent_bwd,
+                  {dy, n.in[0], n.in[1], n.in[2], n.in[5], n.out[0], n.out[2], dstateT, n.in[6]},
+                  {dx, dwi, dwh, dbi, dbh, ds0}, n.attrs);
+}
+
+void backward_cast(Autodiff& ad, const Node& n) {
+  const int dy = ad.grad(n.out[0]);
+  const int dx = dy < 0 ? -1 : ad.written(n.in[0]);
+  if (dx >= 0) ad.g().add_node(OpId::cast, {dy}, {dx});
+}
+
+void backward_seq_reverse(Autodiff& ad, const Node& n) {
+  const int dy = ad.grad(n.out[0]);
+  const int dx = dy < 0 ? -1 : ad.written(n.in[0]);
+  if (dx >= 0) ad.g().add_node(OpId::seq_reverse, {dy, n.in[1]}, {dx});
 }
 
 void backward_rnn_attention(Autodiff& ad, const Node& n) {

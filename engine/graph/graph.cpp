@@ -309,7 +309,7 @@ int Graph::context_embedding(int tokens, int wte, int n, int pad) {
   return out;
 }
 
-std::pair<int, int> Graph::recurrent(int cell, int x, int w_ih, int w_hh, int b_ih, int b_hh, int state0) {
+std::pair<int, int> Graph::recurrent(int cell, int x, int w_ih, int w_hh, int b_ih, int b_hh, int state0, int len) {
   const Cell c = static_cast<Cell>(cell);
   const Shape& xs = values[x].shape;
   LOOM_CHECK(xs.size() == 3, "recurrent: x ", shape_str(xs));
@@ -320,13 +320,30 @@ std::pair<int, int> Graph::recurrent(int cell, int x, int w_ih, int w_hh, int b_
              "recurrent: weight shapes");
   LOOM_CHECK(values[state0].shape == (Shape{cell_states(c), B, H}) && values[state0].dtype == stat_dtype(),
              "recurrent: state0 ", shape_str(values[state0].shape));
+  LOOM_CHECK(len < 0 || (values[len].shape == Shape{B} && values[len].dtype == DType::I32),
+             "recurrent: len must be i32 [B]");
   const int y = new_value(vname(*this, "rnn"), {B, S, H}, fdt_);
   const int stateT = new_value(vname(*this, "rnn.state"), {cell_states(c), B, H}, stat_dtype());
   const int saved = new_value(vname(*this, "rnn.saved"), {B, S, rnn_saved_width(c, H)}, stat_dtype());
   Attrs a;
   a.i[0] = cell;
-  add_node(OpId::recurrent, {x, w_ih, w_hh, b_ih, b_hh, state0}, {y, stateT, saved}, a);
+  add_node(OpId::recurrent, {x, w_ih, w_hh, b_ih, b_hh, state0, len}, {y, stateT, saved}, a);
   return {y, stateT};
+}
+
+int Graph::cast(int x, DType dtype) {
+  const int y = new_value(vname(*this, "cast"), values[x].shape, dtype);
+  add_node(OpId::cast, {x}, {y});
+  return y;
+}
+
+int Graph::seq_reverse(int x, int len) {
+  const Shape& xs = values[x].shape;
+  LOOM_CHECK(xs.size() == 3 && values[len].shape == Shape{xs[0]} && values[len].dtype == DType::I32,
+             "seq_reverse: x ", shape_str(xs), " with len ", shape_str(values[len].shape));
+  const int y = new_value(vname(*this, "rev"), xs, values[x].dtype);
+  add_node(OpId::seq_reverse, {x, len}, {y});
+  return y;
 }
 
 }  // namespace loom

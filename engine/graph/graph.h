@@ -120,8 +120,15 @@ class Graph {
   // [B, Tq, C].
   int rnn_attention(int q, int keys, int values, int v = -1, int key_len = -1);
   // One recurrent layer over the sequence (kernels/rnn/rnn.h): returns {y, stateT}.
-  // `cell` is loom::Cell as int; state0 is an Input [NS,B,H] in the statistics dtype.
-  std::pair<int, int> recurrent(int cell, int x, int w_ih, int w_hh, int b_ih, int b_hh, int state0);
+  // `cell` is loom::Cell as int; state0 is [NS,B,H] in the statistics dtype (an Input carried
+  // between batches, or a computed state that then gets a gradient); len (optional, i32 [B]):
+  // steps t >= len[b] leave row b's state unchanged, so stateT is its state at its length.
+  std::pair<int, int> recurrent(int cell, int x, int w_ih, int w_hh, int b_ih, int b_hh, int state0, int len = -1);
+  // x [B, S, C] with each row's first len[b] positions reversed (a backward-direction layer's
+  // input, and the way back to source order for its output).
+  int seq_reverse(int x, int len);
+  // x in `dtype` (a computed recurrent state to the activations' dtype, and back).
+  int cast(int x, DType dtype);
 
   std::vector<Value> values;
   std::vector<Node> nodes;

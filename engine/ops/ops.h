@@ -18,7 +18,7 @@ enum class OpId : int {
 #undef LOOM_OP
 };
 
-inline constexpr int kMaxOpIo = 8;
+inline constexpr int kMaxOpIo = 9;  // recurrent_bwd reads 9
 
 // The slot names of one side of an op, split at compile time from ops.def's "(x, g, b)".
 struct OpSlots {

@@ -32,6 +32,10 @@
 // reference: 1e-4 for dW, and dx no worse than before) at tensor-core speed: two bf16
 // products cost 2 x 2 B S G H (I or H) FLOPs at ~989 TFLOP/s (H200) instead of one at the
 // ~67 TFLOP/s peak of f32 SIMT GEMMs.
+// Lengths (len, optional): a padded step t >= len[b] copies row b's state (y repeats it, saved
+// is zero) in both forward paths; its backward gives the gates no gradient and passes dh and
+// dc through, so the dh product then adds (beta = 1) rather than replaces. dstateT (optional)
+// seeds dh and dc at the last step; dstate0 (optional) is one more dh product at t = 0.
 // The GRU's recurrent-side gate gradient differs from its input-side one in the n slice
 // (n = tanh(xn + r*(W_hn h + b_hn))), so it keeps two of each gradient buffer.
 //
@@ -120,12 +124,21 @@ template <Cell C>
 static __global__ void __launch_bounds__(kThreads)
     rnn_step_fwd_kernel(const float* __restrict__ xp, const float* __restrict__ hh, const Bf* __restrict__ b_ih,
                         const Bf* __restrict__ b_hh, const float* state_in, float* state_out, Bf* __restrict__ y,
-                        float* __restrict__ saved, int B, int S, int H, int t) {
+                        float* __restrict__ saved, const int32_t* __restrict__ len, int B, int S, int H, int t) {
   constexpr int G = kGates<C>, W = kSavedPer<C>;
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= B * H) return;
   const int b = e / H, j = e - b * H;
   const size_t row = size_t(b) * S + t;
+  if (len && t >= len[b]) {  // a padded step: the state is carried
+    const float h = state_in[e];
+    y[row * H + j] = from_float<Bf>(h);
+#pragma unroll
+    for (int k = 0; k < W; ++k) saved[row * (W * H) + j + k * H] = 0.f;
+    state_out[e] = h;
+    if (C == Cell::LSTM) state_out[B * H + e] = state_in[B * H + e];
+    return;
+  }
   float xg[G], hg[G], sv[W];
   gather_gates<C>(xp + row * (G * H), hh + size_t(b) * (G * H), b_ih, b_hh, j, H, xg, hg);
   float h = state_in[e];
@@ -168,7 +181,7 @@ template <Cell C, int R>
 static __global__ void __launch_bounds__(kPersistentMaxThreads)
     rnn_persistent_fwd_kernel(const float* __restrict__ xp, const Bf* __restrict__ w_hh, const Bf* __restrict__ b_ih,
                               const Bf* __restrict__ b_hh, const float* state0, Bf* __restrict__ y, float* stateT,
-                              float* __restrict__ saved, int B, int S, int H) {
+                              float* __restrict__ saved, const int32_t* __restrict__ len, int B, int S, int H) {
   constexpr int G = kGates<C>, W = kSavedPer<C>;
   const int GH = G * H;
   LOOM_DYNAMIC_SMEM(float, smem);
@@ -213,6 +226,13 @@ static __global__ void __launch_bounds__(kPersistentMaxThreads)
     for (int e = threadIdx.x; e < rows * H; e += blockDim.x) {
       const int r = e / H, j = e - r * H;
       const size_t row = size_t(b0 + r) * S + t;
+      float* s = saved + row * (W * H) + j;
+      if (len && t >= len[b0 + r]) {  // a padded step: h, c and hb are carried
+        y[row * H + j] = from_float<Bf>(hs[e]);
+#pragma unroll
+        for (int k = 0; k < W; ++k) s[k * H] = 0.f;
+        continue;
+      }
       float xg[G], hg[G], sv[W];
       gather_gates<C>(xp + row * GH, gs + r * GH, b_ih, b_hh, j, H, xg, hg);
       float h = hs[e], c = cs[e];
@@ -221,7 +241,6 @@ static __global__ void __launch_bounds__(kPersistentMaxThreads)
       cs[e] = c;
       hbs[e] = round_bf16(h);
       y[row * H + j] = from_float<Bf>(h);
-      float* s = saved + row * (W * H) + j;
 #pragma unroll
       for (int k = 0; k < W; ++k) s[k * H] = sv[k];
     }
@@ -267,8 +286,9 @@ struct StepBwdBuffers {
 template <Cell C>
 static __global__ void __launch_bounds__(kThreads)
     rnn_step_bwd_kernel(const Bf* __restrict__ dy, const Bf* __restrict__ y, const float* __restrict__ saved,
-                        const float* __restrict__ state0, StepBwdBuffers o, int B, int S, int H, int t, int last) {
-  constexpr int W = kSavedPer<C>;
+                        const float* __restrict__ state0, const float* __restrict__ dstateT,
+                        const int32_t* __restrict__ len, StepBwdBuffers o, int B, int S, int H, int t, int last) {
+  constexpr int G = kGates<C>, W = kSavedPer<C>;
   const int e = blockIdx.x * blockDim.x + threadIdx.x;
   if (e >= B * H) return;
   const int b = e / H, j = e - b * H;
@@ -277,14 +297,28 @@ static __global__ void __launch_bounds__(kThreads)
   // h_{t-1} as the forward's recurrent product saw it: y (bf16) after the first step.
   const Bf hp_bf = t > 0 ? y[(row - 1) * H + j] : from_float<Bf>(0.f);
   o.hprev[row * H + j] = hp_bf;
-  const float dht = to_float(dy[row * H + j]) + (last ? 0.f : o.dh[e]);
+  const float dy_t = dy ? to_float(dy[row * H + j]) : 0.f;
+  const float dh_later = last ? (dstateT ? dstateT[e] : 0.f) : o.dh[e];
+  const float dc_later = C != Cell::LSTM ? 0.f : last ? (dstateT ? dstateT[B * H + e] : 0.f) : o.dc[e];
+  if (len && t >= len[b]) {  // a padded step: dh and dc pass through, the gates get nothing
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+      o.gx.store(row, j + g * H, 0.f);
+      if (C == Cell::GRU) o.gh.store(row, j + g * H, 0.f);
+    }
+    o.dh[e] = dy_t + dh_later;
+    if (C == Cell::LSTM) o.dc[e] = dc_later;
+    return;
+  }
+  const float dht = dy_t + dh_later;
+  if (C != Cell::GRU && len) o.dh[e] = 0.f;  // the dh product adds to it
   if constexpr (C == Cell::RNN) {
     o.gx.store(row, j, dht * (1.f - sv[0] * sv[0]));
   } else if constexpr (C == Cell::LSTM) {
     const float i = sv[0], f = sv[H], g = sv[2 * H], og = sv[3 * H], c = sv[4 * H];
     const float cp = t > 0 ? saved[(row - 1) * (W * H) + 4 * H + j] : state0[B * H + e];
     const float tc = tanhf(c);
-    const float dct = (last ? 0.f : o.dc[e]) + dht * og * (1.f - tc * tc);
+    const float dct = dc_later + dht * og * (1.f - tc * tc);
     o.gx.store(row, j, dct * g * i * (1.f - i));
     o.gx.store(row, j + H, dct * cp * f * (1.f - f));
     o.gx.store(row, j + 2 * H, dct * i * (1.f - g * g));
@@ -321,6 +355,18 @@ struct AddToBoth {
     if (out2) out2[col] += sum;
   }
 };
+
+// A thread per element of y: row (b, t) reads row (b, src) of x.
+static __global__ void __launch_bounds__(kThreads)
+    seq_reverse_kernel(const Bf* __restrict__ x, const int32_t* __restrict__ len, Bf* __restrict__ y, int B, int S,
+                       int C) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= B * S * C) return;
+  const int row = e / C, k = e - row * C, b = row / S, t = row - b * S;
+  const int n = min(max(len[b], 0), S);
+  const int src = t < n ? n - 1 - t : t;
+  y[e] = x[(size_t(b) * S + src) * C + k];
+}
 
 // ---- launch helpers --------------------------------------------------------------------
 
@@ -403,7 +449,7 @@ void rnn_fwd(const RnnFwd& a, const Gemm& gemm, Stream s) {
         constexpr int RR = decltype(rr)::value;
         allow_dynamic_smem(rnn_persistent_fwd_kernel<C, RR>, smem);
         LOOM_LAUNCH((rnn_persistent_fwd_kernel<C, RR>), int(ceil_div(B, RR)), threads, smem, s, xp, as_nv(a.w_hh),
-                    as_nv(a.b_ih), as_nv(a.b_hh), a.state0, as_nv(a.y), a.stateT, a.saved, B, S, H);
+                    as_nv(a.b_ih), as_nv(a.b_hh), a.state0, as_nv(a.y), a.stateT, a.saved, a.len, B, S, H);
       });
     });
     return;
@@ -424,7 +470,7 @@ void rnn_fwd(const RnnFwd& a, const Gemm& gemm, Stream s) {
     with_cell(a.cell, [&](auto cc) {
       constexpr Cell C = decltype(cc)::value;
       LOOM_LAUNCH((rnn_step_fwd_kernel<C>), element_grid(n), block_for(n), 0, s, xp, hh, as_nv(a.b_ih), as_nv(a.b_hh),
-                  in_state, out_state, as_nv(a.y), a.saved, B, S, H, t);
+                  in_state, out_state, as_nv(a.y), a.saved, a.len, B, S, H, t);
     });
   }
 }
@@ -441,8 +487,14 @@ size_t rnn_bwd_scratch_floats(Cell c, int64_t B, int64_t S, int64_t I, int64_t H
 
 void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
   check_shape("rnn_bwd", a.cell, a.B, a.S, a.I, a.H);
-  if (a.B == 0 || a.S == 0) return;
-  LOOM_CHECK(a.dy && a.x && a.w_ih && a.w_hh && a.state0 && a.y && a.saved && a.dw_ih && a.dw_hh && a.db_ih &&
+  if (a.B == 0) return;
+  const size_t state_bytes = sizeof(float) * cell_states(a.cell) * a.B * a.H;
+  if (a.S == 0) {  // no steps: the state passed through
+    if (a.dstate0 && a.dstateT) CUDA_CHECK(cudaMemcpyAsync(a.dstate0, a.dstateT, state_bytes, cudaMemcpyDeviceToDevice, s));
+    if (a.dstate0 && !a.dstateT) CUDA_CHECK(cudaMemsetAsync(a.dstate0, 0, state_bytes, s));
+    return;
+  }
+  LOOM_CHECK(a.x && a.w_ih && a.w_hh && a.state0 && a.y && a.saved && a.dw_ih && a.dw_hh && a.db_ih &&
                  a.db_hh && a.scratch && gemm,
              "rnn_bwd: null pointer");
   const int B = int(a.B), S = int(a.S), I = int(a.I), H = int(a.H);
@@ -476,16 +528,21 @@ void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
     with_cell(a.cell, [&](auto cc) {
       constexpr Cell C = decltype(cc)::value;
       LOOM_LAUNCH((rnn_step_bwd_kernel<C>), element_grid(n), block_for(n), 0, s, as_nv(a.dy), as_nv(a.y), a.saved,
-                  a.state0, o, B, S, H, t, int(t == S - 1));
+                  a.state0, a.dstateT, a.len, o, B, S, H, t, int(t == S - 1));
     });
-    if (t == 0) break;  // no gradient into state0
-    GemmCall rec;       // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share already in dh), f32 x f32
+    if (t == 0 && !a.dstate0) break;  // no gradient into state0 wanted
+    GemmCall rec;  // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share or a padded row's dh), f32 x f32
     rec.ta = false, rec.tb = false, rec.m = B, rec.n = H, rec.k = GH;
     rec.A = o.gh.f32 + size_t(t) * GH, rec.a_dtype = DType::F32, rec.lda = int64_t(S) * GH;
     rec.B = whh32, rec.b_dtype = DType::F32, rec.ldb = H;
     rec.C = o.dh, rec.c_dtype = DType::F32, rec.ldc = H;
-    rec.beta = gru ? 1.f : 0.f;
+    rec.beta = gru || a.len ? 1.f : 0.f;
     gemm(rec);
+  }
+  if (a.dstate0) {  // after t = 0's product: dh and dc are state0's gradient
+    const size_t bh = sizeof(float) * size_t(B) * H;
+    CUDA_CHECK(cudaMemcpyAsync(a.dstate0, o.dh, bh, cudaMemcpyDeviceToDevice, s));
+    if (lstm) CUDA_CHECK(cudaMemcpyAsync(a.dstate0 + size_t(B) * H, o.dc, bh, cudaMemcpyDeviceToDevice, s));
   }
 
   // Weight gradients over all B*S rows at once: op(A) = dg^T ([GH, B*S]) times a bf16
@@ -523,6 +580,14 @@ void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s) {
   }
   column_sum("rnn_bwd (db_ih)", o.gx.f32, B * S, GH, AddToBoth{a.db_ih, gru ? nullptr : a.db_hh}, s);
   if (gru) column_sum("rnn_bwd (db_hh)", o.gh.f32, B * S, GH, AddToColumn{a.db_hh}, s);
+}
+
+void seq_reverse(const bf16* x, const int32_t* len, bf16* y, int64_t B, int64_t S, int64_t C, Stream s) {
+  LOOM_CHECK(B >= 0 && S >= 0 && C >= 0 && B * S * C <= INT_MAX, "seq_reverse: bad shape B=", B, " S=", S, " C=", C);
+  const int n = int(B * S * C);
+  if (n == 0) return;
+  LOOM_CHECK(x && len && y && x != y, "seq_reverse: null or aliased pointer");
+  LOOM_LAUNCH(seq_reverse_kernel, element_grid(n), block_for(n), 0, s, as_nv(x), len, as_nv(y), int(B), int(S), int(C));
 }
 
 }  // namespace loom::cuda

@@ -9,8 +9,14 @@
 //   y      [B, S, H]     hidden state of every step
 //   stateT [NS, B, H]    final state (the next batch's state0 under truncated BPTT)
 //   saved  [B, S, W]     what backward needs beyond y, W = rnn_saved_width(cell, H)
+//   len    [B] i32       optional: row b's real length; steps t >= len[b] leave its state
+//                        unchanged (y there repeats the state), so stateT is the state after
+//                        each row's last real step (padded sequences of a batch)
 // The input projection of all steps is one matrix product; the recurrence runs per step.
-// Gradients do not flow into state0 (truncated backpropagation through time).
+// Backward optionally takes the gradient of stateT (dstateT) and gives the gradient of state0
+// (dstate0): a sequence-to-sequence model's encoder hands its final state to the decoder.
+// The language models carry state across batches without either (truncated
+// backpropagation through time).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -44,6 +50,7 @@ struct RnnFwdArgs {
   T* stateT;
   T* saved;
   int64_t B, S, I, H;
+  const int32_t* len = nullptr;  // [B] or nullptr (every step real)
 };
 template <typename T>
 void rnn_fwd(const RnnFwdArgs<T>& a);
@@ -51,7 +58,7 @@ void rnn_fwd(const RnnFwdArgs<T>& a);
 template <typename T>
 struct RnnBwdArgs {
   Cell cell;
-  const T* dy;      // [B, S, H]
+  const T* dy;      // [B, S, H] or nullptr (zero: only stateT's gradient flows)
   const T* x;       // [B, S, I]
   const T* w_ih;
   const T* w_hh;
@@ -64,9 +71,18 @@ struct RnnBwdArgs {
   T* db_ih;         // accumulated (+=)
   T* db_hh;         // accumulated (+=)
   int64_t B, S, I, H;
+  const T* dstateT = nullptr;    // [NS, B, H] or nullptr (zero)
+  T* dstate0 = nullptr;          // [NS, B, H] written (nullptr: not wanted)
+  const int32_t* len = nullptr;  // [B] or nullptr, as in forward
 };
 template <typename T>
 void rnn_bwd(const RnnBwdArgs<T>& a);
+
+// The input of a backward-direction layer: y[b, t] = x[b, len[b]-1-t] for t < len[b], x[b, t]
+// after (x, y [B, S, C]; len [B] i32, 0 <= len[b] <= S). Its own inverse, so also its own
+// backward. y must not alias x.
+template <typename T>
+void seq_reverse(const T* x, const int32_t* len, T* y, int64_t B, int64_t S, int64_t C);
 
 }  // namespace loom::ref
 
@@ -109,6 +125,7 @@ struct RnnFwd {
   int64_t B, S, I, H;
   float* scratch;       // rnn_fwd_scratch_floats(...) floats
   bool allow_persistent = true;
+  const int32_t* len = nullptr;  // [B] or nullptr, as in loom::ref
 };
 size_t rnn_fwd_scratch_floats(Cell c, int64_t B, int64_t S, int64_t I, int64_t H);
 bool rnn_persistent_fits(Cell c, int64_t H);
@@ -130,8 +147,14 @@ struct RnnBwd {
   float* db_hh;         // accumulated (+=)
   int64_t B, S, I, H;
   float* scratch;       // rnn_bwd_scratch_floats(...) floats
+  const float* dstateT = nullptr;  // [NS, B, H] or nullptr (zero)
+  float* dstate0 = nullptr;        // [NS, B, H] written (nullptr: not wanted)
+  const int32_t* len = nullptr;    // [B] or nullptr
 };
 size_t rnn_bwd_scratch_floats(Cell c, int64_t B, int64_t S, int64_t I, int64_t H);
 void rnn_bwd(const RnnBwd& a, const Gemm& gemm, Stream s);
+
+// loom::ref::seq_reverse on bf16.
+void seq_reverse(const bf16* x, const int32_t* len, bf16* y, int64_t B, int64_t S, int64_t C, Stream s);
 
 }  // namespace loom::cuda

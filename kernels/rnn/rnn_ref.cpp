@@ -12,6 +12,9 @@
 //   GRU   r, z, n (activated), W_hn h + b_hn  W = 4H
 // Backward takes h_{t-1} from y (state0 at t = 0): the CUDA forward feeds the bf16 y to its
 // recurrent product, so y is what the computed function actually saw.
+// With lengths, a padded step (t >= len[b]) copies the state: y there is the carried h and
+// saved is zero. Its backward passes dh (and the LSTM's dc) through unchanged and gives its
+// gates no gradient, so the recurrent product adds to dh (beta = 1) instead of replacing it.
 #include "kernels/rnn/rnn.h"
 
 #include <omp.h>
@@ -106,6 +109,11 @@ void rnn_fwd(const RnnFwdArgs<T>& a) {
         T* hb = h.data() + b * H;
         T* y = a.y + (b * S + t) * H;
         T* sv = a.saved + (b * S + t) * W;
+        if (a.len && t >= a.len[b]) {
+          std::copy(hb, hb + H, y);
+          std::fill(sv, sv + W, T(0));
+          continue;
+        }
         for (int64_t j = 0; j < H; ++j) {
           switch (a.cell) {
             case Cell::RNN: {
@@ -147,7 +155,12 @@ void rnn_fwd(const RnnFwdArgs<T>& a) {
 template <typename T>
 void rnn_bwd(const RnnBwdArgs<T>& a) {
   const int64_t B = a.B, S = a.S, I = a.I, H = a.H;
-  if (B == 0 || S == 0) return;
+  if (B == 0 || S == 0) {  // no steps: the state passed through
+    const int64_t n = cell_states(a.cell) * B * H;
+    if (a.dstate0) std::fill(a.dstate0, a.dstate0 + n, T(0));
+    if (a.dstate0 && a.dstateT) std::copy(a.dstateT, a.dstateT + n, a.dstate0);
+    return;
+  }
   const int64_t G = cell_gates(a.cell), GH = G * H, W = rnn_saved_width(a.cell, H);
   const bool gru = a.cell == Cell::GRU;
   // Gate gradients of every step, [B*S, GH]: dgx for the input side (w_ih, b_ih, x), dgh for
@@ -158,6 +171,11 @@ void rnn_bwd(const RnnBwdArgs<T>& a) {
   std::vector<T> hprev(size_t(B * S * H));  // h_{t-1} of every (b, t), for dW_hh
   // dh: the gradient reaching h_t from later steps; dc likewise for the LSTM's c_t.
   std::vector<T> dh(size_t(B * H), T(0)), dc(a.cell == Cell::LSTM ? size_t(B * H) : 0, T(0));
+  if (a.dstateT) {
+    std::copy(a.dstateT, a.dstateT + B * H, dh.begin());
+    if (!dc.empty()) std::copy(a.dstateT + B * H, a.dstateT + 2 * B * H, dc.begin());
+  }
+  const bool masked = a.len != nullptr;
 
   for (int64_t t = S - 1; t >= 0; --t) {
 #pragma omp parallel for schedule(static) if (B * GH >= kParallelMin)
@@ -167,8 +185,18 @@ void rnn_bwd(const RnnBwdArgs<T>& a) {
       const T* hp = t > 0 ? a.y + (row - 1) * H : a.state0 + b * H;
       T* gx = dgx.data() + row * GH;
       T* gh = dgh + row * GH;
+      if (masked && t >= a.len[b]) {  // a padded step: dh and dc pass through
+        std::fill(gx, gx + GH, T(0));
+        if (gru) std::fill(gh, gh + GH, T(0));
+        for (int64_t j = 0; j < H; ++j) {
+          hprev[row * H + j] = hp[j];
+          if (a.dy) dh[b * H + j] += a.dy[row * H + j];
+        }
+        continue;
+      }
       for (int64_t j = 0; j < H; ++j) {
-        const T dht = a.dy[row * H + j] + dh[b * H + j];
+        const T dht = (a.dy ? a.dy[row * H + j] : T(0)) + dh[b * H + j];
+        if (masked && !gru) dh[b * H + j] = T(0);  // the product below adds to it
         hprev[row * H + j] = hp[j];
         switch (a.cell) {
           case Cell::RNN: {
@@ -202,8 +230,15 @@ void rnn_bwd(const RnnBwdArgs<T>& a) {
         }
       }
     }
-    // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share): rows of step t are S*GH apart.
-    if (t > 0) gemm<T>(false, false, B, H, GH, T(1), dgh + t * GH, S * GH, a.w_hh, H, gru ? T(1) : T(0), dh.data(), H);
+    // dh_{t-1} = dgh_t w_hh (+ the GRU's direct share, or a padded row's passed-through dh):
+    // rows of step t are S*GH apart. At t = 0 it is state0's gradient.
+    if (t > 0 || a.dstate0)
+      gemm<T>(false, false, B, H, GH, T(1), dgh + t * GH, S * GH, a.w_hh, H, gru || masked ? T(1) : T(0), dh.data(),
+              H);
+  }
+  if (a.dstate0) {
+    std::copy(dh.begin(), dh.end(), a.dstate0);
+    std::copy(dc.begin(), dc.end(), a.dstate0 + B * H);
   }
 
   gemm<T>(true, false, GH, H, B * S, T(1), dgh, GH, hprev.data(), H, T(1), a.dw_hh, H);
@@ -217,6 +252,19 @@ void rnn_bwd(const RnnBwdArgs<T>& a) {
   }
 }
 
+template <typename T>
+void seq_reverse(const T* x, const int32_t* len, T* y, int64_t B, int64_t S, int64_t C) {
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = std::clamp<int64_t>(len[b], 0, S);
+    for (int64_t t = 0; t < S; ++t) {
+      const int64_t src = t < n ? n - 1 - t : t;
+      std::copy(x + (b * S + src) * C, x + (b * S + src + 1) * C, y + (b * S + t) * C);
+    }
+  }
+}
+
+template void seq_reverse<float>(const float*, const int32_t*, float*, int64_t, int64_t, int64_t);
+template void seq_reverse<double>(const double*, const int32_t*, double*, int64_t, int64_t, int64_t);
 template void rnn_fwd<float>(const RnnFwdArgs<float>&);
 template void rnn_fwd<double>(const RnnFwdArgs<double>&);
 template void rnn_bwd<float>(const RnnBwdArgs<float>&);

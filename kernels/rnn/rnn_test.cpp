@@ -78,6 +78,9 @@ struct Problem {
   Cell cell;
   Shape sh;
   std::vector<double> x, w_ih, w_hh, b_ih, b_hh, state0, dy;
+  std::vector<int32_t> len;     // per-row lengths (empty: none)
+  std::vector<double> dstateT;  // stateT's gradient (empty: none); with it, state0's is computed
+  const int32_t* len_or_null() const { return len.empty() ? nullptr : len.data(); }
   int64_t G() const { return loom::cell_gates(cell); }
   int64_t NS() const { return loom::cell_states(cell); }
   int64_t W() const { return loom::rnn_saved_width(cell, sh.H); }
@@ -114,18 +117,18 @@ FwdOut ref_fwd(const Problem& p) {
   loom::ref::rnn_fwd<double>({.cell = p.cell, .x = p.x.data(), .w_ih = p.w_ih.data(), .w_hh = p.w_hh.data(),
                               .b_ih = p.b_ih.data(), .b_hh = p.b_hh.data(), .state0 = p.state0.data(), .y = o.y.data(),
                               .stateT = o.stateT.data(), .saved = o.saved.data(), .B = s.B, .S = s.S, .I = s.I,
-                              .H = s.H});
+                              .H = s.H, .len = p.len_or_null()});
   return o;
 }
 
 struct Grads {
-  std::vector<double> dx, dw_ih, dw_hh, db_ih, db_hh;
+  std::vector<double> dx, dw_ih, dw_hh, db_ih, db_hh, dstate0;
 };
 Grads zero_grads(const Problem& p) {
   const Shape& s = p.sh;
   const int64_t GH = p.G() * s.H;
   return {std::vector<double>(s.B * s.S * s.I), std::vector<double>(GH * s.I), std::vector<double>(GH * s.H),
-          std::vector<double>(GH), std::vector<double>(GH)};
+          std::vector<double>(GH), std::vector<double>(GH), std::vector<double>(p.dstateT.empty() ? 0 : p.state0.size())};
 }
 // Gradients of sum(dy * y) given the forward's y and saved; the parameter gradients are
 // added to what g holds.
@@ -136,7 +139,8 @@ void ref_bwd(const Problem& p, const std::vector<double>& y, const std::vector<d
                               .w_hh = p.w_hh.data(), .state0 = p.state0.data(), .y = y.data(), .saved = saved.data(),
                               .dx = want_dx ? g.dx.data() : nullptr, .dw_ih = g.dw_ih.data(), .dw_hh = g.dw_hh.data(),
                               .db_ih = g.db_ih.data(), .db_hh = g.db_hh.data(), .B = s.B, .S = s.S, .I = s.I,
-                              .H = s.H});
+                              .H = s.H, .dstateT = p.dstateT.empty() ? nullptr : p.dstateT.data(),
+                              .dstate0 = g.dstate0.empty() ? nullptr : g.dstate0.data(), .len = p.len_or_null()});
 }
 
 // ---- the reference, in double ------------------------------------------------------------
@@ -232,6 +236,37 @@ TEST(RnnRef, TwoHalvesEqualWhole) {
       SCOPED_TRACE("split after " + std::to_string(S1));
       EXPECT_TRUE(all_close("y", y, all.y, Tolerance{1e-14, 1e-13}));
       EXPECT_TRUE(all_close("stateT", second.stateT, all.stateT, Tolerance{1e-14, 1e-13}));
+    }
+  }
+}
+
+// Per-row lengths: a row's final state is the state after its first len[b] steps (the
+// sequence cut there), and its padded steps repeat that state in y.
+TEST(RnnRef, LengthsEqualShorterSequences) {
+  REF_TEST_ONLY_IN_EMU();
+  for (Cell c : kCells) {
+    const Shape whole{4, 6, 3, 5};
+    SCOPED_TRACE(name(c, whole));
+    Problem p = make_problem(c, whole, 4);
+    p.len = {6, 0, 2, 5};
+    const FwdOut got = ref_fwd(p);
+    const FwdOut all = ref_fwd(make_problem(c, whole, 4));
+    for (int64_t b = 0; b < whole.B; ++b) {
+      const int64_t n = p.len[b], H = whole.H, BH = whole.B * H;
+      Problem q = p;
+      q.len.clear();
+      q.sh.S = n;
+      q.x.assign(whole.B * n * whole.I, 0);
+      for (int64_t r = 0; r < whole.B; ++r)
+        std::copy_n(p.x.begin() + r * whole.S * whole.I, n * whole.I, q.x.begin() + r * n * whole.I);
+      const FwdOut cut = ref_fwd(q);
+      for (int64_t k = 0; k < p.NS(); ++k)
+        for (int64_t j = 0; j < H; ++j) EXPECT_NEAR(got.stateT[k * BH + b * H + j], cut.stateT[k * BH + b * H + j], 1e-13);
+      for (int64_t t = 0; t < whole.S; ++t)
+        for (int64_t j = 0; j < H; ++j) {
+          const size_t at = size_t((b * whole.S + t) * H + j);
+          EXPECT_NEAR(got.y[at], t < n ? all.y[at] : got.stateT[b * H + j], 1e-13) << "b " << b << " t " << t;
+        }
     }
   }
 }
@@ -385,13 +420,14 @@ CudaFwd run_cuda_fwd(const Problem& p, bool allow_persistent, const std::string&
       b_hh(to_bf16(p.b_hh)), y(s.B * s.S * s.H);
   DeviceBuffer<float> state0(to_f32(p.state0)), stateT(p.NS() * s.B * s.H), saved(s.B * s.S * p.W()),
       scratch(loom::cuda::rnn_fwd_scratch_floats(p.cell, s.B, s.S, s.I, s.H));
+  DeviceBuffer<int32_t> len(p.len);
   y.poison(), stateT.poison(), saved.poison(), scratch.poison();
   EmulatedSms sms(s.sms);
   const auto t0 = std::chrono::steady_clock::now();
   loom::cuda::rnn_fwd({.cell = p.cell, .x = x.get(), .w_ih = w_ih.get(), .w_hh = w_hh.get(), .b_ih = b_ih.get(),
                        .b_hh = b_hh.get(), .state0 = state0.get(), .y = y.get(), .stateT = stateT.get(),
                        .saved = saved.get(), .B = s.B, .S = s.S, .I = s.I, .H = s.H, .scratch = scratch.get(),
-                       .allow_persistent = allow_persistent},
+                       .allow_persistent = allow_persistent, .len = p.len.empty() ? nullptr : len.get()},
                       host_gemm, nullptr);
   EXPECT_CUDA(cudaDeviceSynchronize());
   print_timing("rnn_fwd " + what, t0);
@@ -467,7 +503,7 @@ BwdCase make_bwd_case(Cell c, const Shape& sh) {
 
 struct CudaBwdRaw {
   std::vector<bf16> dx;
-  std::vector<float> dw_ih, dw_hh, db_ih, db_hh;
+  std::vector<float> dw_ih, dw_hh, db_ih, db_hh, dstate0;
 };
 CudaBwdRaw run_cuda_bwd(const BwdCase& k, bool want_dx, const std::string& what,
                         std::vector<loom::cuda::GemmCall>* log = nullptr) {
@@ -477,14 +513,18 @@ CudaBwdRaw run_cuda_bwd(const BwdCase& k, bool want_dx, const std::string& what,
       y(to_bf16(k.y)), dx(s.B * s.S * s.I);
   DeviceBuffer<float> state0(to_f32(p.state0)), saved(to_f32(k.saved)), dw_ih(to_f32(k.init.dw_ih)),
       dw_hh(to_f32(k.init.dw_hh)), db_ih(to_f32(k.init.db_ih)), db_hh(to_f32(k.init.db_hh)),
-      scratch(loom::cuda::rnn_bwd_scratch_floats(p.cell, s.B, s.S, s.I, s.H));
-  dx.poison(), scratch.poison();
+      scratch(loom::cuda::rnn_bwd_scratch_floats(p.cell, s.B, s.S, s.I, s.H)), dstateT(to_f32(p.dstateT)),
+      dstate0(p.dstateT.empty() ? 0 : p.state0.size());
+  DeviceBuffer<int32_t> len(p.len);
+  dx.poison(), scratch.poison(), dstate0.poison();
   EmulatedSms sms(s.sms);
   const auto t0 = std::chrono::steady_clock::now();
   loom::cuda::rnn_bwd({.cell = p.cell, .dy = dy.get(), .x = x.get(), .w_ih = w_ih.get(), .w_hh = w_hh.get(),
                        .state0 = state0.get(), .y = y.get(), .saved = saved.get(), .dx = want_dx ? dx.get() : nullptr,
                        .dw_ih = dw_ih.get(), .dw_hh = dw_hh.get(), .db_ih = db_ih.get(), .db_hh = db_hh.get(), .B = s.B,
-                       .S = s.S, .I = s.I, .H = s.H, .scratch = scratch.get()},
+                       .S = s.S, .I = s.I, .H = s.H, .scratch = scratch.get(),
+                       .dstateT = p.dstateT.empty() ? nullptr : dstateT.get(),
+                       .dstate0 = p.dstateT.empty() ? nullptr : dstate0.get(), .len = p.len.empty() ? nullptr : len.get()},
                       [log](const loom::cuda::GemmCall& g) {
                         if (log) log->push_back(g);
                         host_gemm(g);
@@ -492,7 +532,8 @@ CudaBwdRaw run_cuda_bwd(const BwdCase& k, bool want_dx, const std::string& what,
                       nullptr);
   EXPECT_CUDA(cudaDeviceSynchronize());
   print_timing("rnn_bwd " + what, t0);
-  return {dx.download(), dw_ih.download(), dw_hh.download(), db_ih.download(), db_hh.download()};
+  return {dx.download(),    dw_ih.download(), dw_hh.download(),
+          db_ih.download(), db_hh.download(), p.dstateT.empty() ? std::vector<float>{} : dstate0.download()};
 }
 
 // got - init against the reference's increment, atol relative to the increment's scale.
@@ -515,6 +556,43 @@ void check_backward(Cell c, const Shape& sh) {
   EXPECT_TRUE(grad_close("dw_hh", got.dw_hh, k.init.dw_hh, ref.dw_hh));
   EXPECT_TRUE(grad_close("db_ih", got.db_ih, k.init.db_ih, ref.db_ih));
   EXPECT_TRUE(grad_close("db_hh", got.db_hh, k.init.db_hh, ref.db_hh));
+}
+
+// Per-row lengths (a full row, an empty one, one step, and between) with stateT's gradient in
+// and state0's out, every cell: the forward on both paths and the backward against the
+// reference.
+TEST(RnnLengths, MatchReference) {
+  const Shape sh = LOOM_SANITIZED ? Shape{4, 3, 5, 8} : Shape{6, 5, 7, 16};
+  for (Cell c : kCells) {
+    const std::string what = name(c, sh, " lengths");
+    SCOPED_TRACE(what);
+    BwdCase k = make_bwd_case(c, sh);
+    Problem& p = k.p;
+    p.len = {int32_t(sh.S), 0, 1};
+    for (int64_t b = 3; b < sh.B; ++b) p.len.push_back(int32_t(1 + b % sh.S));
+    std::mt19937 rng(5);
+    p.dstateT = round_f32(random_f64(p.state0.size(), rng, 0, 1));
+    const FwdOut ref = ref_fwd(p);
+    for (bool persistent : {false, true}) {
+      if (persistent && !loom::cuda::rnn_persistent_fits(c, sh.H)) continue;
+      const CudaFwd got = run_cuda_fwd(p, persistent, what);
+      EXPECT_TRUE(all_close("y", got.y, ref.y, kFwd));
+      EXPECT_TRUE(all_close("stateT", got.stateT, ref.stateT, kFwd));
+      EXPECT_TRUE(all_close("saved", got.saved, ref.saved, kFwd));
+    }
+    k.y = round_bf16(ref.y);
+    k.saved = round_f32(ref.saved);
+    const CudaBwdRaw got = run_cuda_bwd(k, true, what);
+    Grads r = zero_grads(p);
+    ref_bwd(p, k.y, k.saved, r);
+    EXPECT_TRUE(all_close("dx", got.dx, r.dx, Tolerance{kDxScaleTol * max_abs(r.dx), kDxRtol}));
+    EXPECT_TRUE(grad_close("dw_ih", got.dw_ih, k.init.dw_ih, r.dw_ih));
+    EXPECT_TRUE(grad_close("dw_hh", got.dw_hh, k.init.dw_hh, r.dw_hh));
+    EXPECT_TRUE(grad_close("db_ih", got.db_ih, k.init.db_ih, r.db_ih));
+    EXPECT_TRUE(grad_close("db_hh", got.db_hh, k.init.db_hh, r.db_hh));
+    EXPECT_TRUE(all_close("dstate0", std::vector<double>(got.dstate0.begin(), got.dstate0.end()), r.dstate0,
+                          Tolerance{kGradScaleTol * max_abs(r.dstate0), kGradRtol}));
+  }
 }
 
 TEST(RnnBwd, MatchesReference) {

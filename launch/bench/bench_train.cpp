@@ -41,7 +41,7 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   ex.bind_params(weights.graph_params(), grads.data());
   r.arena_bytes = ex.plan().arena_bytes;
   Rng rng(7);
-  std::vector<int32_t> x(static_cast<size_t>(o.batch) * T), y(x.size());
+  std::vector<int32_t> x(static_cast<size_t>(o.batch) * tg.T), y(x.size());  // tg.T: S + T on one sequence
   for (auto& t : x) t = static_cast<int32_t>(rng.below(o.model.vocab));
   for (auto& t : y) t = static_cast<int32_t>(rng.below(o.model.vocab));
   ex.set_input(tg.tokens, x.data(), x.size() * 4);

@@ -77,6 +77,9 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const st
     meta["model.n_dec_layer"] = std::to_string(m.n_dec_layer);
     meta["model.tie_embeddings"] = m.tie_embeddings ? "true" : "false";
     meta["model.positions"] = m.positions;
+    meta["model.cell"] = m.cell;
+    meta["model.bidirectional"] = m.bidirectional ? "true" : "false";
+    meta["model.attention"] = m.attention;
   }
   return meta;
 }
@@ -243,6 +246,15 @@ CheckpointData load_checkpoint(const std::string& path, bool with_optim) {
     const auto pos = model.metadata.find("model.positions");
     LOOM_USER_CHECK(pos != model.metadata.end(), mpath, ": metadata has no 'model.positions'");
     ck.model.positions = pos->second;  // validate_model checks it
+    // Absent from checkpoints written before the recurrent kind: the defaults.
+    if (const auto cell = model.metadata.find("model.cell"); cell != model.metadata.end()) ck.model.cell = cell->second;
+    if (const auto att = model.metadata.find("model.attention"); att != model.metadata.end())
+      ck.model.attention = att->second;
+    if (const auto bi = model.metadata.find("model.bidirectional"); bi != model.metadata.end()) {
+      LOOM_USER_CHECK(bi->second == "true" || bi->second == "false", mpath,
+                      ": metadata 'model.bidirectional' must be true or false");
+      ck.model.bidirectional = bi->second == "true";
+    }
   }
   if (model.metadata.count("data.eot_id")) {
     ck.model.document_mask = true;
@@ -346,7 +358,8 @@ void check_same_model(const CheckpointData& ck, const ModelConfig& e) {
            " vocab=" + std::to_string(c.vocab) +
            (c.src_len ? " src_len=" + std::to_string(c.src_len) + " n_enc_layer=" + std::to_string(c.n_enc_layer) +
                             " n_dec_layer=" + std::to_string(c.n_dec_layer) + " tie_embeddings=" +
-                            (c.tie_embeddings ? "true" : "false") + " positions=" + c.positions
+                            (c.tie_embeddings ? "true" : "false") + " positions=" + c.positions + " cell=" + c.cell +
+                            " bidirectional=" + (c.bidirectional ? "true" : "false") + " attention=" + c.attention
                       : "") +
            (c.lora_rank ? " lora.rank=" + std::to_string(c.lora_rank) + " lora.targets=" + c.lora_targets : "");
   };
@@ -356,7 +369,8 @@ void check_same_model(const CheckpointData& ck, const ModelConfig& e) {
                                                                             m.lora_alpha == e.lora_alpha)) &&
                       m.seq_len == e.seq_len && m.vocab == e.vocab && m.src_len == e.src_len &&
                       m.n_enc_layer == e.n_enc_layer && m.n_dec_layer == e.n_dec_layer &&
-                      m.tie_embeddings == e.tie_embeddings && m.positions == e.positions,
+                      m.tie_embeddings == e.tie_embeddings && m.positions == e.positions && m.cell == e.cell &&
+                      m.bidirectional == e.bidirectional && m.attention == e.attention,
                   ck.dir, ": checkpoint of another shape (", s(m), "), the config asks for ", s(e));
 }
 

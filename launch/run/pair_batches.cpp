@@ -23,29 +23,38 @@ void check_pair_lengths(const PairSplit& split, const ModelConfig& model) {
 
 void fill_pair_inputs(const PairBatch& b, const ModelGraph& mg, uint32_t pad, PairInputs& out) {
   const int B = mg.B, S = mg.S, T = mg.T;
-  LOOM_CHECK(b.rows == B && b.S <= S && b.T <= T, "pair batch of ", b.rows, "x(", b.S, ",", b.T, ") for a graph of ",
-             B, "x(", S, ",", T, ")");
+  const bool one_sequence = mg.source < 0;
+  LOOM_CHECK(b.rows == B && b.S <= S && b.T <= graph_target_len(mg), "pair batch of ", b.rows, "x(",
+             b.S, ",", b.T, ") for a graph of ", B, "x(", S, ",", T, ")");
   const auto p = static_cast<int32_t>(pad);
-  out.source.assign(static_cast<size_t>(B) * S, p);
+  out.source.assign(one_sequence ? 0 : static_cast<size_t>(B) * S, p);
+  out.source_len.assign(b.source_len.begin(), b.source_len.end());
   out.tokens.assign(static_cast<size_t>(B) * T, p);
   out.targets.assign(static_cast<size_t>(B) * T, kIgnoreTarget);
-  out.source_len.assign(b.source_len.begin(), b.source_len.end());
+  out.target_start.assign(static_cast<size_t>(B), 0);
   out.target_tokens = out.real_tokens = 0;
   for (int r = 0; r < B; ++r) {
-    std::copy_n(b.source.begin() + static_cast<size_t>(r) * b.S, b.S, out.source.begin() + static_cast<size_t>(r) * S);
-    std::copy_n(b.decoder_input.begin() + static_cast<size_t>(r) * b.T, b.T,
-                out.tokens.begin() + static_cast<size_t>(r) * T);
-    const int n = b.target_len[r];
-    std::copy_n(b.target.begin() + static_cast<size_t>(r) * b.T, n, out.targets.begin() + static_cast<size_t>(r) * T);
+    const int n = b.target_len[r], ls = b.source_len[r];
+    auto src = b.source.begin() + static_cast<size_t>(r) * b.S;
+    auto row = out.tokens.begin() + static_cast<size_t>(r) * T;
+    // One sequence: the source and its EOS, then the decoder's input from the next position.
+    const int start = one_sequence ? ls : 0;
+    if (one_sequence) std::copy_n(src, ls, row);
+    else std::copy_n(src, b.S, out.source.begin() + static_cast<size_t>(r) * S);
+    std::copy_n(b.decoder_input.begin() + static_cast<size_t>(r) * b.T, one_sequence ? n : b.T, row + start);
+    std::copy_n(b.target.begin() + static_cast<size_t>(r) * b.T, n, out.targets.begin() + static_cast<size_t>(r) * T + start);
+    out.target_start[static_cast<size_t>(r)] = start;
     out.target_tokens += n;
-    out.real_tokens += n + b.source_len[r];
+    out.real_tokens += n + ls;
   }
-  out.all_tokens = static_cast<int64_t>(B) * (S + T);
+  out.all_tokens = static_cast<int64_t>(B) * (one_sequence ? T : S + T);
 }
 
 void set_pair_inputs(Executor& ex, const ModelGraph& mg, const PairInputs& in) {
-  ex.set_input(mg.source, in.source.data(), in.source.size() * 4);
-  ex.set_input(mg.source_len, in.source_len.data(), in.source_len.size() * 4);
+  if (mg.source >= 0) {
+    ex.set_input(mg.source, in.source.data(), in.source.size() * 4);
+    ex.set_input(mg.source_len, in.source_len.data(), in.source_len.size() * 4);
+  }
   ex.set_input(mg.tokens, in.tokens.data(), in.tokens.size() * 4);
   ex.set_input(mg.targets, in.targets.data(), in.targets.size() * 4);
 }

@@ -2,7 +2,9 @@
 // sequence kind's graph inputs. The graphs have fixed shapes (S = model.src_len, T =
 // model.seq_len), so each batch is padded on to them: source PAD (masked by source_len),
 // decoder input PAD (causal: no real position reads it), target kIgnoreTarget (no loss, no
-// gradient). The loss is then made the mean over the real target tokens (loss_scale).
+// gradient). The loss is then made the mean over the real target tokens (loss_scale). A graph
+// without a source input (a decoder-only pair kind) gets each pair as one row of tokens,
+// source then decoder input (model.h).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -18,9 +20,13 @@ namespace loom {
 // UserError naming the split when one of its pairs (EOS added) is longer than the model reads.
 void check_pair_lengths(const PairSplit& split, const ModelConfig& model);
 
+// The target positions of a pair graph: T, or T - S when the graph reads one sequence.
+inline int graph_target_len(const ModelGraph& mg) { return mg.source < 0 ? mg.T - mg.S : mg.T; }
+
 // One rank's micro-batch as graph inputs.
 struct PairInputs {
   std::vector<int32_t> source, source_len, tokens, targets;
+  std::vector<int32_t> target_start;  // per row: the graph position of its first target token
   int64_t target_tokens = 0;  // real target tokens (EOS included)
   int64_t real_tokens = 0;    // real tokens, source and target (what tokens per second count)
   int64_t all_tokens = 0;     // B x (S + T): real and padding

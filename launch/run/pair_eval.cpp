@@ -45,10 +45,10 @@ void batch_of(const std::vector<EvalPair>& pairs, size_t first, const ModelGraph
   const auto pad = static_cast<int32_t>(v.pad());
   b.rows = mg.B;
   b.S = mg.S;
-  b.T = mg.T;
+  b.T = graph_target_len(mg);
   b.source.assign(static_cast<size_t>(mg.B) * mg.S, pad);
-  b.target.assign(static_cast<size_t>(mg.B) * mg.T, pad);
-  b.decoder_input.assign(static_cast<size_t>(mg.B) * mg.T, pad);
+  b.target.assign(static_cast<size_t>(mg.B) * b.T, pad);
+  b.decoder_input.assign(static_cast<size_t>(mg.B) * b.T, pad);
   b.source_len.assign(static_cast<size_t>(mg.B), 0);
   b.target_len.assign(static_cast<size_t>(mg.B), 0);
   for (int r = 0; r < mg.B; ++r) {
@@ -57,7 +57,7 @@ void batch_of(const std::vector<EvalPair>& pairs, size_t first, const ModelGraph
     std::copy(p.source.begin(), p.source.end(), b.source.begin() + static_cast<ptrdiff_t>(r) * mg.S);
     b.source_len[r] = static_cast<int32_t>(p.source.size());
     if (!real) continue;
-    const auto row = static_cast<ptrdiff_t>(r) * mg.T;
+    const auto row = static_cast<ptrdiff_t>(r) * b.T;
     std::copy(p.target.begin(), p.target.end(), b.target.begin() + row);
     b.decoder_input[row] = static_cast<int32_t>(v.bos());
     std::copy(p.target.begin(), p.target.end() - 1, b.decoder_input.begin() + row + 1);
@@ -110,8 +110,8 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
       LOOM_CHECK(logits.size() == static_cast<size_t>(eg.B) * eg.T * V, "logits of ", logits.size());
       for (int row = 0; row < eg.B; ++row)
         for (int t = 0; t < b.target_len[row]; ++t) {
-          const size_t at = static_cast<size_t>(row) * eg.T + static_cast<size_t>(t);
-          right += argmax(logits.data() + at * V, V) == b.target[at];
+          const size_t at = static_cast<size_t>(row) * eg.T + static_cast<size_t>(in.target_start[row] + t);
+          right += argmax(logits.data() + at * V, V) == in.targets[at];
         }
     }
     r.loss = r.target_tokens > 0 ? sum / static_cast<double>(r.target_tokens) : 0.0;

@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include "models/graph_decoder.h"
+#include "models/pair_kind.h"
 
 namespace loom {
 
@@ -158,8 +159,7 @@ ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
   }
   if (mode == GraphMode::Encode) {
     m.memory = kv;
-    for (int v : kv) g.mark_output(v);
-    g.forward_end = g.nodes.size();
+    finish_encode_graph(m);
     return m;
   }
   m.tokens = g.input("tokens", {B, T}, DType::I32);
@@ -188,14 +188,7 @@ ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
     y = g.add(y, mlp_out(g, g.layernorm(y, d.ln3_g, d.ln3_b), d.mlp));
   }
   g.set_scope("dec.ln_f");
-  const int logits = g.linear(g.layernorm(y, p.dec_lnf_g, p.dec_lnf_b), p.head);
-  if (decode) {
-    g.set_scope("head");
-    m.logits = logits;
-    g.mark_output(m.logits);
-    return m;
-  }
-  finish_lm(m, logits, mode, keep_logits);
+  finish_pair_graph(m, g.linear(g.layernorm(y, p.dec_lnf_g, p.dec_lnf_b), p.head), mode, keep_logits);
   return m;
 }
 
@@ -206,23 +199,9 @@ class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
   EncDecDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
       : KvCacheDecoderOf(build_encdec(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be, cfg.seq_len,
                          cfg.n_head),
-        enc_(build_encdec(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false)),
-        src_len_(cfg.src_len) {
-    enc_ex_ = std::make_unique<Executor>(enc_.g, be);
-    enc_ex_->bind_params(weights_->graph_params(), nullptr);
-  }
+        enc_(build_encdec(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false), *weights_, be, cfg.src_len) {}
   void encode(std::span<const int32_t> source) override {
-    LOOM_USER_CHECK(!source.empty() && static_cast<int>(source.size()) <= src_len_, "source: ", source.size(),
-                    " tokens (EOS included); the model reads 1 to model.src_len = ", src_len_);
-    // Rows past the length are masked (key padding); any id reads as well as another there.
-    std::vector<int32_t> row(static_cast<size_t>(src_len_), source.back());
-    std::copy(source.begin(), source.end(), row.begin());
-    const int32_t len = static_cast<int32_t>(source.size());
-    enc_ex_->set_input(enc_.source, row.data(), row.size() * 4);
-    enc_ex_->set_input(enc_.source_len, &len, 4);
-    enc_ex_->forward();
-    for (size_t l = 0; l < enc_.memory.size(); ++l)
-      be_.copy(ex_->view(mg_.memory[l]).data, enc_ex_->view(enc_.memory[l]).data, enc_.g.values[enc_.memory[l]].bytes());
+    const int32_t len = enc_.encode(source, *ex_, mg_.memory, {});
     ex_->set_input(mg_.source_len, &len, 4);
     encoded_ = true;
     reset();
@@ -233,13 +212,11 @@ class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
   }
 
  private:
-  ModelGraph enc_;
-  std::unique_ptr<Executor> enc_ex_;
-  int src_len_;
+  SourceEncoder enc_;
   bool encoded_ = false;
 };
 
-class EncDecKind final : public ModelKind {
+class EncDecKind final : public PairModelKind {
  public:
   const char* name() const override { return "encdec"; }
   std::vector<const char*> required_keys() const override {
@@ -264,7 +241,6 @@ class EncDecKind final : public ModelKind {
            " H=" + std::to_string(c.n_head) + " C=" + std::to_string(c.d_model) + " S=" + std::to_string(c.src_len) +
            (c.tie_embeddings ? " tied" : " untied") + " " + c.positions;
   }
-  bool learns_pairs() const override { return true; }
   ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
     return build_encdec(c, mode, B, T, dt, keep_logits);
   }
@@ -281,10 +257,6 @@ class EncDecKind final : public ModelKind {
   std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
                                                   Backend& be) const override {
     return std::make_unique<EncDecDecoder>(c, w.params, be);
-  }
-  // Sampling without a source is meaningless; the decoder still decodes after encode().
-  std::unique_ptr<TokenDecoder> decoder(const ModelConfig& c, const ModelWeights& w, Backend& be) const override {
-    return seq2seq_decoder(c, w, be);
   }
 };
 

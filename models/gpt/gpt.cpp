@@ -8,14 +8,23 @@
 // The base weights are frozen; the adapters are registered FIRST, so the trainable parameters
 // are a prefix of the flat buffer and gradients, AdamW moments and the optimizer step cover
 // only that prefix (Graph::trainable_prefix).
+//
+// gpt-pairs: the same decoder-only model learning pairs (the decoder-only side of the
+// sequence-to-sequence comparison). Each pair is one sequence of src_len + seq_len positions,
+// "source EOS BOS target EOS" (EOS then BOS separate the two), PAD after it; the loss is on
+// the target tokens only. The run loop lays the pairs out so (a pair graph without a source
+// input, model.h); decoding feeds the source into the KV cache once (encode) and then the
+// target one token at a time, through the same Seq2SeqDecoder as the encoder-decoder kinds.
 #include "models/gpt/gpt.h"
 
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <span>
 #include <tuple>
 
 #include "models/graph_decoder.h"
+#include "models/pair_kind.h"
 
 namespace loom {
 
@@ -193,6 +202,41 @@ class KvCacheDecoder final : public KvCacheDecoderOf<TokenDecoder> {
                          cfg.n_head) {}
 };
 
+// gpt-pairs' model: a GPT over one sequence of source and target.
+ModelConfig one_sequence(const ModelConfig& c) {
+  ModelConfig p = c;
+  p.seq_len = c.src_len + c.seq_len;
+  return p;
+}
+
+// The source through the KV cache once (positions 0 .. its length - 1), then the target from
+// the position after it; the source's positions are never written again, so reset() (the
+// target side forgotten) and restore() keep them.
+class PairKvCacheDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
+ public:
+  PairKvCacheDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
+      : KvCacheDecoderOf(build_gpt(one_sequence(cfg), GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be,
+                         cfg.src_len + cfg.seq_len, cfg.n_head),
+        src_len_(cfg.src_len),
+        tgt_len_(cfg.seq_len) {}
+  void encode(std::span<const int32_t> source) override {
+    LOOM_USER_CHECK(!source.empty() && static_cast<int>(source.size()) <= src_len_, "source: ", source.size(),
+                    " tokens (EOS included); the model reads 1 to model.src_len = ", src_len_);
+    for (size_t i = 0; i < source.size(); ++i) KvCacheDecoderOf::step(source[i], static_cast<int>(i));
+    offset_ = static_cast<int>(source.size());
+    reset();
+  }
+  std::vector<float> step(int32_t token, int pos) override {
+    LOOM_CHECK(offset_ > 0, "decoding before a source was encoded");
+    return KvCacheDecoderOf::step(token, offset_ + pos);
+  }
+  int capacity() const override { return tgt_len_; }
+
+ private:
+  int src_len_, tgt_len_;
+  int offset_ = 0;  // the encoded source's length: where the target starts
+};
+
 class GptKind final : public ModelKind {
  public:
   const char* name() const override { return "gpt"; }
@@ -244,10 +288,50 @@ class GptKind final : public ModelKind {
   }
 };
 
+class GptPairsKind final : public PairModelKind {
+ public:
+  const char* name() const override { return "gpt-pairs"; }
+  std::vector<const char*> required_keys() const override {
+    return {"model.n_layer", "model.n_head", "model.d_model", "model.src_len", "optim.lr"};
+  }
+  std::vector<const char*> keys() const override {
+    return {"model.n_layer", "model.n_head", "model.d_model", "model.src_len", "optim.*", "train.recompute"};
+  }
+  void validate(const ModelConfig& c, const Require& req) const override { gpt_kind().validate(c, req); }
+  std::string describe(const ModelConfig& c) const override {
+    return gpt_kind().describe(c) + " S=" + std::to_string(c.src_len) + " (one sequence of S + T)";
+  }
+  std::string recompute_segment(const std::string& scope, Recompute r) const override {
+    return gpt_kind().recompute_segment(scope, r);
+  }
+  // Training and evaluation graphs read B rows of S + T tokens (m.S = S, no source input);
+  // the decoder's graph is GPT's over S + T positions.
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
+    ModelGraph m = build_gpt(one_sequence(c), mode, B, mode == GraphMode::Decode ? T : c.src_len + T, dt, keep_logits);
+    m.S = c.src_len;
+    return m;
+  }
+  // GPT's FLOPs over S + T positions, per target token (as the run loop counts pairs' tokens).
+  double flops_per_token(const ModelConfig& c) const override {
+    const ModelConfig p = one_sequence(c);
+    return gpt_kind().flops_per_token(p) * p.seq_len / c.seq_len;
+  }
+  std::string flops_beyond_6n() const override { return "attention's 12 L (S + T) C, x (S + T) / T per target token"; }
+  std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
+                                                  Backend& be) const override {
+    return std::make_unique<PairKvCacheDecoder>(c, w.params, be);
+  }
+};
+
 }  // namespace
 
 const ModelKind& gpt_kind() {
   static const GptKind kind;
+  return kind;
+}
+
+const ModelKind& gpt_pairs_kind() {
+  static const GptPairsKind kind;
   return kind;
 }
 

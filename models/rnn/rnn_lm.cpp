@@ -2,14 +2,13 @@
 // -> n_layer recurrent layers of width d_model -> linear classifier -> softmax. Each layer's
 // state is an input of the graph and its final state a kept output, so the trainer carries it
 // from batch to batch (truncated backpropagation through time; kernels/rnn/rnn.h).
-// Initialisation as PyTorch's nn.Embedding (N(0, 1)) and nn.LSTM/GRU/RNN in scale (std
-// 1/sqrt(3H), the std of its U(-1/sqrt(H), 1/sqrt(H))), with the LSTM forget-gate bias at 1.
+// Initialisation as PyTorch's nn.Embedding (N(0, 1)) and its recurrent layers
+// (models/recurrent_layer.h).
 #include <climits>
-#include <cmath>
 
-#include "kernels/rnn/rnn.h"
 #include "models/graph_decoder.h"
 #include "models/model.h"
+#include "models/recurrent_layer.h"
 
 namespace loom {
 
@@ -21,24 +20,14 @@ ModelGraph build_recurrent_lm(Cell cell, const ModelConfig& c, GraphMode mode, i
   Graph& g = m.g;
   m.B = B;
   m.T = T;
-  const int64_t H = c.d_model, V = c.vocab, G = cell_gates(cell), L = c.n_layer;
-  const float w_std = 1.0f / std::sqrt(3.0f * static_cast<float>(H));
+  const int64_t H = c.d_model, V = c.vocab, L = c.n_layer;
 
   // N(0, 1) as nn.Embedding: there is no layer norm to rescale it, and with GPT's 0.02 the
   // input's share of the first layer's pre-activations (~0.01) is drowned by the recurrence's,
   // so training sits at the unigram loss for hundreds of steps.
   const int wte = g.param("wte", {V, H}, Init::Normal, 1.0f, true);
-  struct Layer {
-    int w_ih, w_hh, b_ih, b_hh;
-  };
-  std::vector<Layer> layers(L);
-  for (int l = 0; l < L; ++l) {
-    const std::string p = "rnn." + std::to_string(l) + ".";
-    layers[l].w_ih = g.param(p + "w_ih", {G * H, H}, Init::Normal, w_std, true);
-    layers[l].w_hh = g.param(p + "w_hh", {G * H, H}, Init::Normal, w_std, true);
-    layers[l].b_ih = g.param(p + "b_ih", {G * H}, cell == Cell::LSTM ? Init::ForgetGate : Init::Zeros, 0, false);
-    layers[l].b_hh = g.param(p + "b_hh", {G * H}, Init::Zeros, 0, false);
-  }
+  std::vector<RecurrentWeights> layers;
+  for (int l = 0; l < L; ++l) layers.push_back(recurrent_params(g, cell, "rnn." + std::to_string(l) + ".", H, H));
   const int head_w = g.param("head.weight", {V, H}, Init::Normal, 0.02f, true);
   const int head_b = g.param("head.bias", {V}, Init::Zeros, 0, false);
 
@@ -48,8 +37,7 @@ ModelGraph build_recurrent_lm(Cell cell, const ModelConfig& c, GraphMode mode, i
   for (int l = 0; l < L; ++l) {
     g.set_scope("rnn." + std::to_string(l));
     const int s0 = g.input("state." + std::to_string(l), {cell_states(cell), B, H}, g.stat_dtype());
-    const Layer& ly = layers[l];
-    auto [y, sT] = g.recurrent(static_cast<int>(cell), x, ly.w_ih, ly.w_hh, ly.b_ih, ly.b_hh, s0);
+    auto [y, sT] = recurrent_layer(g, cell, x, layers[l], s0);
     g.mark_output(sT);
     m.state_in.push_back(s0);
     m.state_out.push_back(sT);
@@ -67,13 +55,7 @@ class RecurrentDecoder final : public GraphDecoder {
       : GraphDecoder(build_recurrent_lm(cell, cfg, GraphMode::Eval, 1, 1, be.float_dtype(), true), params, be) {
     reset();
   }
-  std::vector<float> step(int32_t token, int) override {
-    ex_->set_input(mg_.tokens, &token, 4);
-    ex_->forward();
-    for (size_t l = 0; l < mg_.state_in.size(); ++l)
-      be_.copy(ex_->view(mg_.state_in[l]).data, ex_->view(mg_.state_out[l]).data, mg_.g.values[mg_.state_in[l]].bytes());
-    return ex_->fetch_f32(mg_.logits);
-  }
+  std::vector<float> step(int32_t token, int) override { return step_carrying_state(token); }
   void reset() override {
     for (int v : mg_.state_in) be_.zero(ex_->view(v).data, mg_.g.values[v].bytes());
   }

@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <tuple>
 
 #include "kernels/rnn/rnn.h"
 #include "models/model.h"
+#include "models/recurrent_layer.h"
 #include "tests/support/gradcheck.h"
 
 namespace loom::test {
@@ -253,6 +255,23 @@ Graphs tiny_gpt_whole_model() {
 // The encoder-decoder in double, tied and untied embeddings (learned positions: a fixed
 // sinusoidal table is frozen, so it has no gradient to check): a short second source (key
 // padding in the encoder and in cross-attention) and padded targets (kIgnoreTarget).
+// A pair kind's whole model (vocab 11, src_len 6, T 5, B 2) with a short second source and
+// padded targets.
+GradGraph whole_pair_model(const ModelConfig& c, std::string variant) {
+  GradGraph gg = whole_model(c, 2, 5, 12, {});
+  std::vector<std::string> names;
+  for (const Value& v : gg.g.values) names.push_back(v.name);
+  gg.fill = [names](int v, std::vector<int32_t>& d) {
+    const std::string& name = names[v];
+    Rng rng(name.size() * 7 + 3);
+    for (auto& x : d) x = static_cast<int32_t>(rng.below(11));
+    if (name == "source_len") d = {6, 3};
+    if (name == "targets") d[8] = d[9] = kIgnoreTarget;  // the second row's last two
+  };
+  gg.variant = std::move(variant);
+  return gg;
+}
+
 Graphs tiny_encdec_whole_model() {
   Graphs r;
   for (bool tie : {true, false}) {
@@ -262,18 +281,33 @@ Graphs tiny_encdec_whole_model() {
     c.n_dec_layer = 2;
     c.tie_embeddings = tie;
     c.positions = "learned";
-    GradGraph gg = whole_model(c, 2, 5, 12, {});
-    std::vector<std::string> names;
-    for (const Value& v : gg.g.values) names.push_back(v.name);
-    gg.fill = [names](int v, std::vector<int32_t>& d) {
-      const std::string& name = names[v];
-      Rng rng(name.size() * 7 + 3);
-      for (auto& x : d) x = static_cast<int32_t>(rng.below(11));
-      if (name == "source_len") d = {6, 3};
-      if (name == "targets") d[8] = d[9] = kIgnoreTarget;  // the second row's last two
-    };
-    gg.variant = tie ? "encdec tied" : "encdec untied";
-    r.push_back(std::move(gg));
+    r.push_back(whole_pair_model(c, tie ? "encdec tied" : "encdec untied"));
+  }
+  return r;
+}
+
+// The recurrent sequence-to-sequence model in double: each cell, attention score and
+// direction setting at least once (lengths in both encoder directions, the bridge's gradient
+// into the encoder's final states, the decoder's into its initial states).
+Graphs tiny_rnnseq_whole_model() {
+  Graphs r;
+  struct V {
+    const char* cell;
+    bool bi, tie;
+    const char* attention;
+    int n_enc, n_dec;
+  };
+  for (const V v : {V{"lstm", true, false, "general", 2, 2}, V{"gru", true, true, "additive", 1, 2},
+                    V{"lstm", false, true, "dot", 2, 1}, V{"gru", false, false, "general", 1, 1}}) {
+    ModelConfig c{.kind = "rnn-seq2seq", .d_model = 4, .seq_len = 5, .vocab = 11};
+    c.src_len = 6;
+    c.n_enc_layer = v.n_enc;
+    c.n_dec_layer = v.n_dec;
+    c.tie_embeddings = v.tie;
+    c.cell = v.cell;
+    c.bidirectional = v.bi;
+    c.attention = v.attention;
+    r.push_back(whole_pair_model(c, std::string(v.cell) + (v.bi ? " bidirectional " : " ") + v.attention));
   }
   return r;
 }
@@ -315,6 +349,45 @@ Graphs recurrent_layers() {
     r.push_back(std::move(c));
   }
   return r;
+}
+
+// Per-row lengths (padded steps carry the state), the gradient into state0 and out of stateT:
+// layer 1 over lengths {5, 2} from a state0 whose gradient is checked, layer 2 from layer 1's
+// final state, each cell.
+Graphs recurrent_lengths_and_states() {
+  Graphs r;
+  for (Cell cell : {Cell::RNN, Cell::LSTM, Cell::GRU}) {
+    GradGraph c;
+    Graph& g = c.g;
+    const int64_t B = 2, S = 5, I = 3, H = 4;
+    const int x = g.input("x", {B, S, I}, DType::F64);
+    const int s0 = g.input("state0", {cell_states(cell), B, H}, DType::F64);
+    const int len = g.input("len", {B}, DType::I32);
+    int in = x, state = s0;
+    for (int l = 0; l < 2; ++l) {
+      const RecurrentWeights w = recurrent_params(g, cell, std::to_string(l) + ".", l ? H : I, H);
+      std::tie(in, state) = recurrent_layer(g, cell, in, w, state, l ? -1 : len);
+    }
+    c.out = in;
+    c.wrt = {x, s0};
+    c.fill = [](int, std::vector<int32_t>& d) { d = {5, 2}; };
+    c.variant = cell_name(cell);
+    r.push_back(std::move(c));
+  }
+  return r;
+}
+
+// Each row reversed within its length (the full row, part of one, a single position), and
+// the cast between dtypes (a copy in double) on the way.
+Graphs seq_reverse_and_cast() {
+  GradGraph c;
+  Graph& g = c.g;
+  const int x = g.input("x", {3, 5, 2}, DType::F64), len = g.input("len", {3}, DType::I32);
+  const int w = g.param("w", {3, 2}, Init::Normal, 1, true);
+  c.out = g.linear(g.seq_reverse(g.cast(x, DType::F64), len), w);
+  c.wrt = {x};
+  c.fill = [](int, std::vector<int32_t>& d) { d = {5, 3, 1}; };
+  return {c};
 }
 
 // Two stacked layers: the second layer's dx is the first layer's dy.
@@ -380,6 +453,9 @@ const GradCase kGradCases[] = {
     {"ContextEmbedding", context_embedding},
     {"RecurrentLayers", recurrent_layers},
     {"StackedLstm", stacked_lstm},
+    {"RecurrentLengthsAndStates", recurrent_lengths_and_states},
+    {"SeqReverseAndCast", seq_reverse_and_cast},
+    {"TinyRnnSeqWholeModel", tiny_rnnseq_whole_model},
     {"RecurrentAndFeedForwardModels", recurrent_and_feed_forward_models},
 };
 

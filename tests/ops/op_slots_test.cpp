@@ -23,9 +23,10 @@ TEST(OpSlots, ReadAsWrittenInOpsDef) {
   EXPECT_EQ(ln.n_out, 3);
   EXPECT_EQ(ln.n_diff_out, 1);
   const OpInfo& rb = op_info(OpId::recurrent_bwd);
-  EXPECT_EQ(rb.n_in, 7);
+  EXPECT_EQ(rb.n_in, 9);
   EXPECT_EQ(rb.in.name[6], "saved");
-  EXPECT_EQ(rb.out.name[4], "db_hh");
+  EXPECT_EQ(rb.in.name[8], "len");
+  EXPECT_EQ(rb.out.name[5], "dstate0");
   // Unused entries stay empty: nothing past the arity.
   for (const auto& o : kOpInfo)
     for (int i = o.n_in; i < kMaxOpIo; ++i) EXPECT_TRUE(o.in.name[i].empty()) << o.name;

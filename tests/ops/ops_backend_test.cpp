@@ -78,7 +78,11 @@ class CaseBuilder {
 
   // A float input of the activation type; its gradient is compared.
   int input(const std::string& name, const Shape& s, double scale = 1.0) {
-    const int v = constant(name, s, g.float_dtype(), scale);
+    return input_in(g.float_dtype(), name, s, scale);
+  }
+  // A float input of dtype dt whose gradient is compared (a computed recurrent state).
+  int input_in(DType dt, const std::string& name, const Shape& s, double scale = 1.0) {
+    const int v = constant(name, s, dt, scale);
     wrt.push_back(v);
     return v;
   }
@@ -371,21 +375,48 @@ OpCase make_context_embedding(Rng& r, int k) {
 }
 
 // Each cell; w_hh in shared memory (the persistent kernel, B = 7 rows over 4 SMs: 2 a block)
-// and too large for it (the per-step path); dx absent once (x constant).
+// and too large for it (the per-step path); dx absent once (x constant). Both outputs get a
+// cotangent (y and stateT). Cases 4 and 5 (GRU persistent, LSTM per-step) add per-row lengths
+// (a full row, an empty one, one of a single step) and the gradient into state0.
 OpCase make_recurrent(Rng& r, int k) {
-  const Cell cells[] = {Cell::LSTM, Cell::GRU, Cell::RNN, Cell::LSTM};
+  const Cell cells[] = {Cell::LSTM, Cell::GRU, Cell::RNN, Cell::LSTM, Cell::GRU, Cell::LSTM};
   const Cell cell = cells[k];
   const int64_t B = 7, S = between(r, 4, 6), I = between(r, 5, 20);
-  const int64_t H = k == 0 ? between(r, 112, 120) : between(r, 17, 40);  // LSTM w_hh > 96 KiB at H >= 111
-  const bool x_grad = k != 3;
-  return {std::string(cell_name(cell)) + " " + dims({{"B", B}, {"S", S}, {"I", I}, {"H", H}, {"dx", x_grad}}),
+  const int64_t H = k == 0 || k == 5 ? between(r, 112, 120) : between(r, 17, 40);  // LSTM w_hh > 96 KiB at H >= 111
+  const bool x_grad = k != 3, lengths = k >= 4;
+  std::vector<int32_t> len = {static_cast<int32_t>(S), 0, 1};
+  while (static_cast<int64_t>(len.size()) < B) len.push_back(static_cast<int32_t>(between(r, 1, S)));
+  return {std::string(cell_name(cell)) + " " +
+              dims({{"B", B}, {"S", S}, {"I", I}, {"H", H}, {"dx", x_grad}, {"len", lengths}}),
           r.next_u64(), [=](CaseBuilder& b) {
             const int64_t G = cell_gates(cell) * H;
             const int x = x_grad ? b.input("x", {B, S, I}) : b.constant("x", {B, S, I}, b.g.float_dtype());
             const int w_ih = b.param("w_ih", {G, I}, 0.0, 0.4), w_hh = b.param("w_hh", {G, H}, 0.0, 0.2);
             const int b_ih = b.param("b_ih", {G}, 0.0, 0.5), b_hh = b.param("b_hh", {G}, 0.0, 0.5);
-            const int s0 = b.constant("state0", {cell_states(cell), B, H}, b.g.stat_dtype(), 0.5);
-            b.g.recurrent(static_cast<int>(cell), x, w_ih, w_hh, b_ih, b_hh, s0);
+            const Shape ss{cell_states(cell), B, H};
+            const int s0 = lengths ? b.input_in(b.g.stat_dtype(), "state0", ss, 0.5)
+                                   : b.constant("state0", ss, b.g.stat_dtype(), 0.5);
+            b.g.recurrent(static_cast<int>(cell), x, w_ih, w_hh, b_ih, b_hh, s0, lengths ? b.ints("len", {B}, len) : -1);
+          }};
+}
+
+// Rows reversed within lengths 0, 1, S and between; widths off and on the bf16 pack.
+OpCase make_seq_reverse(Rng& r, int k) {
+  const int64_t B = 4, S = between(r, 3, 9), C = k == 0 ? unpacked(r, 3, 20) : packed(r, 8, 40);
+  const std::vector<int32_t> len = {0, 1, static_cast<int32_t>(S), static_cast<int32_t>(between(r, 2, S))};
+  return {dims({{"B", B}, {"S", S}, {"C", C}}), r.next_u64(), [=](CaseBuilder& b) {
+            b.g.seq_reverse(b.input("x", {B, S, C}), b.ints("len", {B}, len));
+          }};
+}
+
+// The activations' dtype to the statistics' and back (bf16 <-> f32 on the CUDA backend).
+OpCase make_cast(Rng& r, int k) {
+  const int64_t R = between(r, 2, 5), C = unpacked(r, 3, 300);
+  return {dims({{"R", R}, {"C", C}, {"to_stat", k == 0}}), r.next_u64(), [=](CaseBuilder& b) {
+            if (k == 0)
+              b.g.cast(b.input("x", {R, C}), b.g.stat_dtype());
+            else
+              b.g.cast(b.input_in(b.g.stat_dtype(), "x", {R, C}), b.g.float_dtype());
           }};
 }
 
@@ -430,7 +461,9 @@ const OpCases kOpCases[] = {
     {OpId::tanh, 3, make_tanh},
     {OpId::scale, 3, make_scale},
     {OpId::context_embedding, 2, make_context_embedding},
-    {OpId::recurrent, 4, make_recurrent},
+    {OpId::recurrent, 6, make_recurrent},
+    {OpId::seq_reverse, 2, make_seq_reverse},
+    {OpId::cast, 2, make_cast},
     {OpId::attention_decode, 2, make_attention_decode},
     {OpId::cross_attention, 3, make_cross_attention},
     {OpId::cross_attention_decode, 2, make_cross_attention_decode},

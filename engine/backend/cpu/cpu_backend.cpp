@@ -211,7 +211,16 @@ class CpuBackend final : public Backend {
     ref::rnn_fwd<T>({.cell = static_cast<Cell>(c.attrs.i[0]), .x = x.as<T>(), .w_ih = c.in[1].as<T>(),
                      .w_hh = c.in[2].as<T>(), .b_ih = c.in[3].as<T>(), .b_hh = c.in[4].as<T>(),
                      .state0 = c.in[5].as<T>(), .y = y.as<T>(), .stateT = c.out[1].as<T>(), .saved = c.out[2].as<T>(),
-                     .B = x.dim(0), .S = x.dim(1), .I = x.dim(2), .H = y.dim(2)});
+                     .B = x.dim(0), .S = x.dim(1), .I = x.dim(2), .H = y.dim(2), .len = c.in[6].as<int32_t>()});
+  }
+  // The CPU computes everything in one dtype (statistics included): a copy.
+  void op_cast(const OpCall& c) override {
+    LOOM_CHECK(c.in[0].dtype == c.out[0].dtype, "cast: the CPU backend has one dtype");
+    std::memcpy(c.out[0].data, c.in[0].data, c.in[0].bytes());
+  }
+  void op_seq_reverse(const OpCall& c) override {
+    const TensorView& x = c.in[0];
+    ref::seq_reverse<T>(x.as<T>(), c.in[1].as<int32_t>(), c.out[0].as<T>(), x.dim(0), x.dim(1), x.dim(2));
   }
   void op_recurrent_bwd(const OpCall& c) override {
     const TensorView &x = c.in[1], &y = c.in[5];
@@ -220,7 +229,8 @@ class CpuBackend final : public Backend {
                      .w_ih = c.in[2].as<T>(), .w_hh = c.in[3].as<T>(), .state0 = c.in[4].as<T>(), .y = y.as<T>(),
                      .saved = c.in[6].as<T>(), .dx = c.out[0].as<T>(), .dw_ih = c.out[1].as<T>(),
                      .dw_hh = c.out[2].as<T>(), .db_ih = c.out[3].as<T>(), .db_hh = c.out[4].as<T>(), .B = x.dim(0),
-                     .S = x.dim(1), .I = x.dim(2), .H = y.dim(2)});
+                     .S = x.dim(1), .I = x.dim(2), .H = y.dim(2), .dstateT = c.in[7].as<T>(),
+                     .dstate0 = c.out[5].as<T>(), .len = c.in[8].as<int32_t>()});
   }
   void op_softmax_xent_bwd(const OpCall& c) override {
     const TensorView& z = c.in[1];

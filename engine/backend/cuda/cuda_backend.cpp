@@ -332,8 +332,24 @@ class CudaBackend final : public Backend {
     float* s = scratch_floats(cuda::rnn_fwd_scratch_floats(cell, B, S, I, H));
     cuda::rnn_fwd({.cell = cell, .x = B16(x), .w_ih = B16(c.in[1]), .w_hh = B16(c.in[2]), .b_ih = B16(c.in[3]),
                    .b_hh = B16(c.in[4]), .state0 = F32(c.in[5]), .y = W16(y), .stateT = WF32(c.out[1]),
-                   .saved = WF32(c.out[2]), .B = B, .S = S, .I = I, .H = H, .scratch = s},
+                   .saved = WF32(c.out[2]), .B = B, .S = S, .I = I, .H = H, .scratch = s, .len = I32(c.in[6])},
                   gemm_fn(), stream_);
+  }
+  void op_cast(const OpCall& c) override {
+    const TensorView &x = c.in[0], &y = c.out[0];
+    if (x.dtype == y.dtype) {
+      CUDA_CHECK(cudaMemcpyAsync(y.data, x.data, x.bytes(), cudaMemcpyDeviceToDevice, stream_));
+    } else if (x.dtype == DType::BF16 && y.dtype == DType::F32) {
+      cuda::widen_bf16(B16(x), WF32(y), x.numel(), stream_);
+    } else {
+      LOOM_CHECK(x.dtype == DType::F32 && y.dtype == DType::BF16, "cast: ", dtype_name(x.dtype), " to ",
+                 dtype_name(y.dtype));
+      cuda::cast_to_bf16(F32(x), W16(y), x.numel(), stream_);
+    }
+  }
+  void op_seq_reverse(const OpCall& c) override {
+    const TensorView& x = c.in[0];
+    cuda::seq_reverse(B16(x), I32(c.in[1]), W16(c.out[0]), x.dim(0), x.dim(1), x.dim(2), stream_);
   }
   void op_recurrent_bwd(const OpCall& c) override {
     const TensorView &x = c.in[1], &y = c.in[5];
@@ -344,7 +360,8 @@ class CudaBackend final : public Backend {
     cuda::rnn_bwd({.cell = cell, .dy = B16(c.in[0]), .x = B16(x), .w_ih = B16(c.in[2]), .w_hh = B16(c.in[3]),
                    .state0 = F32(c.in[4]), .y = B16(y), .saved = F32(c.in[6]), .dx = c.out[0] ? W16(c.out[0]) : nullptr,
                    .dw_ih = WF32(c.out[1]), .dw_hh = WF32(c.out[2]), .db_ih = WF32(c.out[3]), .db_hh = WF32(c.out[4]),
-                   .B = B, .S = S, .I = I, .H = H, .scratch = s},
+                   .B = B, .S = S, .I = I, .H = H, .scratch = s, .dstateT = F32(c.in[7]), .dstate0 = WF32(c.out[5]),
+                   .len = I32(c.in[8])},
                   gemm_fn(), stream_);
   }
 
