@@ -64,7 +64,7 @@ TEST(GptPairs, LearnsSortingToExactMatch) {
   const std::string data = prepare_pairs(d, "sort");
   TrainOptions o;
   o.quiet = true;
-  const TrainResult r = train(gpt_pairs_config(data, d / "run", 1500), o);
+  const TrainResult r = train(gpt_pairs_config(data, d / "run", 2500), o);
   EXPECT_LT(r.last_val_loss, 0.05);
   const CheckpointData ck = load_checkpoint(d / "run", false);
   const PairVocab v = open_pair_folder(data).vocab;
