@@ -20,11 +20,6 @@
 namespace loom::test {
 namespace {
 
-std::string encdec_config(const std::string& data, const std::string& run, int steps, const std::string& extra = "") {
-  return pair_config("kind = \"encdec\"\nn_enc_layer = 2\nn_dec_layer = 2\nn_head = 4\nd_model = 64\n",
-                     "lr = 3e-3\nmin_lr = 3e-4\nwarmup_steps = 20\nweight_decay = 0.0\n", data, run, steps, extra);
-}
-
 Config config_of(const std::string& data, const std::string& run, int steps, const std::string& extra = "") {
   return parse_config_text(encdec_config(data, run, steps, extra), "encdec.toml", {});
 }

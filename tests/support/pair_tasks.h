@@ -1,6 +1,6 @@
 // pair_tasks.h: synthetic sequence-to-sequence tasks for the tests of the pair kinds and of
 // their decoding and evaluation: sorting or reversing short strings of letters, written as TSV,
-// prepared by `loom prepare --pairs`, and a small encdec run's config over them.
+// prepared by `loom prepare --pairs`, a CPU config over them, and a small encdec run's.
 #pragma once
 #include <algorithm>
 #include <fstream>
@@ -36,17 +36,23 @@ inline std::string prepare_pairs(const TempDir& d, const std::string& task, int 
   return out;
 }
 
+// A CPU config for the synthetic pairs (S = T = 8, batches of 32): `model` holds the kind's
+// [model] keys, `optim` its [optim] keys, `extra` more [model] keys.
+inline std::string pair_config(const std::string& model, const std::string& optim, const std::string& data,
+                               const std::string& run, int steps, const std::string& extra) {
+  std::ostringstream s;
+  s << "device = \"cpu\"\n[model]\n" << model << "src_len = 8\nseq_len = 8\n" << extra << "[data]\npath = \"" << data
+    << "\"\n[train]\nsteps = " << steps << "\nbatch_size = 32\nseed = 7\neval_every = 50\neval_steps = 2\n[optim]\n"
+    << optim << "[checkpoint]\nevery = 1000\nkeep = 0\n[log]\nrun_dir = \"" << run << "\"\nevery = 50\n";
+  return s.str();
+}
+
 // A 2+2-layer encdec of width 64 on `data` (sources and targets of up to 7 letters), `steps`
 // steps of 32 pairs; `extra` adds [model] keys.
 inline std::string encdec_config(const std::string& data, const std::string& run, int steps,
                                  const std::string& extra = "") {
-  std::ostringstream s;
-  s << "device = \"cpu\"\n[model]\nkind = \"encdec\"\nn_enc_layer = 2\nn_dec_layer = 2\nn_head = 4\nd_model = 64\n"
-    << "src_len = 8\nseq_len = 8\n" << extra << "[data]\npath = \"" << data << "\"\n[train]\nsteps = " << steps
-    << "\nbatch_size = 32\nseed = 7\neval_every = 50\neval_steps = 2\n"
-    << "[optim]\nlr = 3e-3\nmin_lr = 3e-4\nwarmup_steps = 20\nweight_decay = 0.0\n"
-    << "[checkpoint]\nevery = 1000\nkeep = 0\n[log]\nrun_dir = \"" << run << "\"\nevery = 50\n";
-  return s.str();
+  return pair_config("kind = \"encdec\"\nn_enc_layer = 2\nn_dec_layer = 2\nn_head = 4\nd_model = 64\n",
+                     "lr = 3e-3\nmin_lr = 3e-4\nwarmup_steps = 20\nweight_decay = 0.0\n", data, run, steps, extra);
 }
 
 }  // namespace loom::test

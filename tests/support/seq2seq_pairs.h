@@ -1,7 +1,7 @@
-// seq2seq_pairs.h: what the sequence-to-sequence kinds' system tests share: synthetic pair
-// tasks (reversal, sorting) written as TSV and prepared by `loom prepare --pairs`, a split's
-// examples as the model reads them, and decoding a trained checkpoint through its kind's
-// Seq2SeqDecoder (greedy, beam search, exact match against the targets).
+// seq2seq_pairs.h: what the sequence-to-sequence kinds' system tests share beyond the
+// synthetic tasks and configs of pair_tasks.h: a split's examples as the model reads them, and
+// decoding a trained checkpoint through its kind's Seq2SeqDecoder (greedy, beam search, exact
+// match against the targets).
 #pragma once
 #include <gtest/gtest.h>
 
@@ -20,42 +20,9 @@
 #include "launch/run/trainer.h"
 #include "models/model.h"
 #include "tests/support/helpers.h"
+#include "tests/support/pair_tasks.h"
 
 namespace loom::test {
-
-// `n` pairs of `task` (reverse or sort) over letters a..h, 3 to 7 of them, as a TSV file.
-inline std::string synthetic_pairs(const std::string& path, const std::string& task, int n, uint64_t seed) {
-  Rng r(seed);
-  std::ofstream f(path);
-  for (int i = 0; i < n; ++i) {
-    std::string s(3 + r.below(5), 'a');
-    for (char& c : s) c = static_cast<char>('a' + r.below(8));
-    std::string t = s;
-    if (task == "reverse") std::reverse(t.begin(), t.end());
-    else std::sort(t.begin(), t.end());
-    f << s << '\t' << t << '\n';
-  }
-  return path;
-}
-
-inline std::string prepare_pairs(const TempDir& d, const std::string& task, int n = 4000) {
-  const std::string out = d / (task + "_pairs");
-  const RunResult r = run_loom({"prepare", "--pairs", synthetic_pairs(d / (task + ".tsv"), task, n, 5), "--out", out,
-                                "--val-fraction", "0.1"});
-  EXPECT_EQ(r.rc, 0) << r.err;
-  return out;
-}
-
-// A CPU config for the synthetic pairs (S = T = 8, batches of 32): `model` holds the kind's
-// [model] keys, `optim` its [optim] keys, `extra` more [model] keys.
-inline std::string pair_config(const std::string& model, const std::string& optim, const std::string& data,
-                               const std::string& run, int steps, const std::string& extra) {
-  std::ostringstream s;
-  s << "device = \"cpu\"\n[model]\n" << model << "src_len = 8\nseq_len = 8\n" << extra << "[data]\npath = \"" << data
-    << "\"\n[train]\nsteps = " << steps << "\nbatch_size = 32\nseed = 7\neval_every = 50\neval_steps = 2\n[optim]\n"
-    << optim << "[checkpoint]\nevery = 1000\nkeep = 0\n[log]\nrun_dir = \"" << run << "\"\nevery = 50\n";
-  return s.str();
-}
 
 // The pairs of a split with EOS appended to the source, as the model reads them.
 struct Example {
