@@ -178,7 +178,7 @@ static_assert(persistent_smem_bytes(1, persistent_max_h(1), 8) <= kSmemPerBlockL
 // consecutive wT entries and all read the same h entry (a broadcast), so there are no bank
 // conflicts, and each weight read from shared memory serves R rows.
 template <Cell C, int R>
-static __global__ void __launch_bounds__(kPersistentMaxThreads)
+static __global__ void __launch_bounds__(kPersistentMaxThreads, 1)
     rnn_persistent_fwd_kernel(const float* __restrict__ xp, const Bf* __restrict__ w_hh, const Bf* __restrict__ b_ih,
                               const Bf* __restrict__ b_hh, const float* state0, Bf* __restrict__ y, float* stateT,
                               float* __restrict__ saved, const int32_t* __restrict__ len, int B, int S, int H) {
@@ -192,6 +192,10 @@ static __global__ void __launch_bounds__(kPersistentMaxThreads)
   Bf* wT = reinterpret_cast<Bf*>(hbs + R * H);
   const int b0 = blockIdx.x * R;
   const int rows = min(R, B - b0);
+  // Each row's length in shared memory (S without len): the len pointer is not kept live
+  // across the step loop, whose registers are at the launch bound's limit on sm_90a.
+  __shared__ int lens[R];
+  for (int r = threadIdx.x; r < R; r += blockDim.x) lens[r] = len && r < rows ? len[b0 + r] : S;
 
   for (int e = threadIdx.x; e < GH * H; e += blockDim.x) {
     const int g = e / H, k = e - g * H;
@@ -227,7 +231,7 @@ static __global__ void __launch_bounds__(kPersistentMaxThreads)
       const int r = e / H, j = e - r * H;
       const size_t row = size_t(b0 + r) * S + t;
       float* s = saved + row * (W * H) + j;
-      if (len && t >= len[b0 + r]) {  // a padded step: h, c and hb are carried
+      if (t >= lens[r]) {  // a padded step: h, c and hb are carried
         y[row * H + j] = from_float<Bf>(hs[e]);
 #pragma unroll
         for (int k = 0; k < W; ++k) s[k * H] = 0.f;
