@@ -6,7 +6,6 @@
 
 #include "engine/backend/device.h"
 #include "engine/optim/weights.h"
-#include "launch/run/pair_batches.h"
 
 namespace loom {
 
@@ -57,15 +56,8 @@ double evaluate(const ModelConfig& model, const std::string& data_dir, const std
     return run(ex, eg);
   };
   SingleComm comm;
-  if (kind.learns_pairs()) {
-    // Target-token loss on the val pairs (padding ignored).
-    const PairFolder pairs = open_pair_folder(data_dir);
-    LOOM_USER_CHECK(static_cast<int>(pairs.vocab.size()) == model.vocab, data_dir, ": vocabulary ", pairs.vocab.size(),
-                    " does not match the checkpoint's ", model.vocab);
-    const PairSplit val(pairs.dir, "val");
-    check_pair_lengths(val, model);
-    return on_graph([&](Executor& ex, const ModelGraph& eg) { return eval_pairs(ex, eg, val, pairs.vocab, seed, batches, comm); });
-  }
+  // Pair kinds are evaluated on their val pairs by pair_eval.h (loss, exact match, BLEU, ...).
+  LOOM_CHECK(!kind.learns_pairs(), "evaluate: ", model.kind, " learns pairs: use evaluate_pairs");
   DataFolder data = open_data_folder(data_dir);
   LOOM_USER_CHECK(static_cast<int>(data.vocab_size) == model.vocab, data_dir, ": vocabulary ", data.vocab_size,
                   " does not match the checkpoint's ", model.vocab);

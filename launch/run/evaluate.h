@@ -22,7 +22,7 @@ double eval_graph(Executor& ex, const ModelGraph& mg, const Shard& val, uint64_t
 double eval_counts(const CountingModel& model, const Shard& val, int T, int B, int batches, uint64_t seed);
 
 // `loom eval`: a checkpoint's model (params of a graph kind, `tensors` of a counting kind) on
-// data_dir's val split.
+// data_dir's val split. Pair kinds: evaluate_pairs (pair_eval.h).
 double evaluate(const ModelConfig& model, const std::string& data_dir, const std::vector<float>& params,
                 const StFile& tensors, const std::string& device, int batch, int batches, uint64_t seed);
 
