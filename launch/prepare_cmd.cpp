@@ -38,7 +38,7 @@ class PrepareCommand final : public Command {
     cmd_->add_option("--source", source_, "sequence pairs: the source lines (with --target)");
     cmd_->add_option("--target", target_, "sequence pairs: the target lines, line i with --source's line i");
     cmd_->add_option("--task", task_, "span-corruption: T5's masked spans of every line of --corpus, as pairs");
-    cmd_->add_option("--max-len", pp_.max_len, "pairs: the most tokens a source or target may have; 0: no limit")
+    cmd_->add_option("--max-len", pp_.max_len, "pairs: the most tokens a source or target may have (--task span-corruption: a line; longer lines are skipped); 0: no limit")
         ->capture_default_str();
     cmd_->add_option("--seed", pp_.seed, "span-corruption: the seed of the masked spans")->capture_default_str();
   }

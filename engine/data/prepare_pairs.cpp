@@ -306,11 +306,17 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   PairSink sink(tokenizer, o.sentinels, out_dir, o);
   std::string_view line;
   std::vector<uint32_t> source, target;
-  uint64_t skipped = 0;
+  uint64_t skipped = 0, too_long = 0;
   while (in.next(line)) {
     const std::vector<uint32_t> ids = sink.tokenizer().encode(line);
     if (ids.size() < 2) {  // nothing to mask that leaves anything to read
       ++skipped;
+      continue;
+    }
+    // --max-len selects the lines (a source or target is never longer than its line), where for
+    // pair files it is a limit the pairs must keep.
+    if (o.max_len && ids.size() > o.max_len) {
+      ++too_long;
       continue;
     }
     // The line's own stream: its spans do not depend on the lines before it.
@@ -321,6 +327,9 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   if (skipped)
     std::printf("loom prepare: %s: %llu lines of fewer than 2 tokens skipped\n", path.c_str(),
                 static_cast<unsigned long long>(skipped));
+  if (too_long)
+    std::printf("loom prepare: %s: %llu lines of more than --max-len %llu tokens skipped\n", path.c_str(),
+                static_cast<unsigned long long>(too_long), static_cast<unsigned long long>(o.max_len));
   sink.finish(corpus, "span-corruption",
               {{"seed", o.seed}, {"noise_density", o.noise_density}, {"mean_span", o.mean_span}});
 }

@@ -406,6 +406,41 @@ TEST_F(PairsTest, SpanCorruptionOfACorpusIsDeterministicAndReconstructsEveryLine
   EXPECT_NEAR(static_cast<double>(masked) / static_cast<double>(total), 0.15, 0.01);
 }
 
+// --max-len selects the lines for span corruption: those of more tokens are skipped (and
+// counted), the rest kept in order, each put back exactly from its pair.
+TEST_F(PairsTest, SpanCorruptionMaxLenKeepsExactlyTheShortLines) {
+  SEED_TRACE();
+  const auto tok = make_tokenizer("byte");
+  std::vector<std::string> kept;
+  PairPrepareOptions o;
+  o.seed = rng_.next_u64();
+  o.max_len = 20 + rng_.below(40);
+  size_t long_lines = 0;
+  {
+    std::ofstream f(path("verses.txt"));
+    for (int i = 0; i < 300; ++i) {
+      const std::string line = random_line();
+      f << line << "\n";
+      if (tok->encode(line).size() <= o.max_len) kept.push_back(line);
+      else ++long_lines;
+    }
+  }
+  ASSERT_GT(long_lines, 0u);
+  ASSERT_GT(kept.size(), 2u);
+  prepare_span_corruption(path("verses.txt"), "byte", path("a"), o);
+  const PairFolder folder = open_pair_folder(path("a"));
+  size_t i = 0;
+  for (const auto& [s, t] : all_pairs(path("a"))) {
+    ASSERT_LT(i, kept.size());
+    EXPECT_LE(s.size(), o.max_len);
+    EXPECT_LE(t.size(), o.max_len);
+    uint32_t spans = 0;
+    EXPECT_EQ(tok->decode(reconstruct(s, t, folder.vocab, &spans)), kept[i]) << "pair " << i;
+    ++i;
+  }
+  EXPECT_EQ(i, kept.size());
+}
+
 TEST_F(PairsTest, SpanCorruptionOfTheKjvMasksFifteenPercentOfEveryVerse) {
   if (std::system("command -v bible >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "the `bible` program (Debian bible-kjv) is not installed";
