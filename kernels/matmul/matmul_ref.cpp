@@ -29,6 +29,21 @@ void blas_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha, 
 // kernels), so no thread ends on a ragged edge tile.
 constexpr int64_t kRowGrain = 16;
 
+// Rows [lo, hi) of part `i` of `parts` of `extent` rows, cut at multiples of kRowGrain.
+inline std::pair<int64_t, int64_t> grain_part(int64_t extent, int64_t parts, int64_t i) {
+  const int64_t grains = (extent + kRowGrain - 1) / kRowGrain, share = (grains + parts - 1) / parts * kRowGrain;
+  const int64_t lo = std::min(extent, i * share);
+  return {lo, std::min(extent, lo + share)};
+}
+
+// Rows [lo, hi) of C = alpha op(A) op(B) + beta C as one BLAS call: rows of A, or columns of a
+// transposed A.
+template <typename T>
+void row_slab_gemm(bool ta, bool tb, int64_t lo, int64_t hi, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+                   const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  blas_gemm(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc);
+}
+
 // C = alpha op(A) op(B) + beta C with C's rows (or, for a short C, its columns) cut into one
 // slab per OpenMP thread, each slab a single-threaded BLAS call (OpenBLAS's OpenMP build runs
 // single-threaded inside a parallel region). Measured on the products of a GPT step (K = 256
@@ -56,14 +71,13 @@ void slab_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const
     return;
   }
   const int64_t extent = by_rows ? M : N;
-  const int64_t grains = (extent + kRowGrain - 1) / kRowGrain, share = (grains + threads - 1) / threads * kRowGrain;
 #pragma omp parallel num_threads(threads)
   {
-    const int64_t lo = std::min(extent, omp_get_thread_num() * share), hi = std::min(extent, lo + share);
+    const auto [lo, hi] = grain_part(extent, threads, omp_get_thread_num());
     if (hi > lo) {
-      if (by_rows) {  // rows [lo, hi) of C: rows of A, or columns of a transposed A
+      if (by_rows) {
         before(lo, hi, 0, N);
-        blas_gemm(ta, tb, hi - lo, N, K, alpha, ta ? A + lo : A + lo * lda, lda, B, ldb, beta, C + lo * ldc, ldc);
+        row_slab_gemm(ta, tb, lo, hi, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         after(lo, hi, 0, N);
       } else {  // columns [lo, hi) of C: columns of B, or rows of a transposed B
         before(0, M, lo, hi);
@@ -126,13 +140,6 @@ void linear_gelu_fwd(const LinearArgs<T>& a, T* out) {
   });
 }
 
-// Rows [lo, hi) of part `i` of `parts` of `extent` rows, cut at multiples of kRowGrain.
-inline std::pair<int64_t, int64_t> grain_part(int64_t extent, int64_t parts, int64_t i) {
-  const int64_t grains = (extent + kRowGrain - 1) / kRowGrain, share = (grains + parts - 1) / parts * kRowGrain;
-  const int64_t lo = std::min(extent, i * share);
-  return {lo, std::min(extent, lo + share)};
-}
-
 // dx = dy W and dW += dy^T x as two teams of threads in one parallel region: the two products
 // have the same FLOPs (2 N M K), so each of two equal teams takes one, its rows cut into one
 // slab per thread.
@@ -144,18 +151,16 @@ inline std::pair<int64_t, int64_t> grain_part(int64_t extent, int64_t parts, int
 // OMP_NUM_THREADS.
 template <typename T>
 void dx_dw_teams(const LinearBwdArgs<T>& a, int threads) {
-  const int team_dx = threads / 2, team_dw = threads / 2;
+  const int team = threads / 2;  // threads is even
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num();
-    if (t < team_dx) {  // rows of dx [N, K]: rows of dy
-      const auto [lo, hi] = grain_part(a.N, team_dx, t);
-      if (hi > lo)
-        blas_gemm(false, false, hi - lo, a.K, a.M, T(1), a.dy + lo * a.M, a.M, a.w, a.K, T(0), a.dx + lo * a.K, a.K);
+    if (t < team) {  // rows of dx [N, K]: rows of dy
+      const auto [lo, hi] = grain_part(a.N, team, t);
+      if (hi > lo) row_slab_gemm(false, false, lo, hi, a.K, a.M, T(1), a.dy, a.M, a.w, a.K, T(0), a.dx, a.K);
     } else {  // rows of dW [M, K]: columns of dy
-      const auto [lo, hi] = grain_part(a.M, team_dw, t - team_dx);
-      if (hi > lo)
-        blas_gemm(true, false, hi - lo, a.K, a.N, T(1), a.dy + lo, a.M, a.x, a.K, T(1), a.dw + lo * a.K, a.K);
+      const auto [lo, hi] = grain_part(a.M, team, t - team);
+      if (hi > lo) row_slab_gemm(true, false, lo, hi, a.K, a.N, T(1), a.dy, a.M, a.x, a.K, T(1), a.dw, a.K);
     }
   }
 }
@@ -163,7 +168,7 @@ void dx_dw_teams(const LinearBwdArgs<T>& a, int threads) {
 template <typename T>
 void linear_bwd(const LinearBwdArgs<T>& a) {
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (a.dx && a.dw && threads >= 2 && threads % 2 == 0) {  // odd counts: teams of unequal FLOP rates
+  if (a.dx && a.dw && threads % 2 == 0) {  // odd counts (one included): teams of unequal FLOP rates
     dx_dw_teams(a, threads);
   } else {
     if (a.dx) gemm<T>(false, false, a.N, a.K, a.M, T(1), a.dy, a.M, a.w, a.K, T(0), a.dx, a.K);
