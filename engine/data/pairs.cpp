@@ -157,6 +157,12 @@ PairFolder open_pair_folder(const std::string& dir) {
                     " sentinels put it at ", want, " (pad, bos, eos, then the sentinels, after the tokenizer's ids)");
   f.train_pairs = count("train_pairs", kU64);
   f.val_pairs = count("val_pairs", kU64);
+  if (meta.contains("masks")) {
+    f.masks = count("masks", kMaxMasksPerLine);
+    LOOM_USER_CHECK(f.masks >= 1 && f.train_pairs % f.masks == 0, meta_path, ": \"masks\" ", f.masks,
+                    " must be at least 1 and divide train_pairs ", f.train_pairs,
+                    " (every train line has that many pairs)");
+  }
   for (const char* name : {"train", "val"}) {
     const PairSplit s(dir, name);
     const std::string n(name);

@@ -101,7 +101,13 @@ struct PairFolder {
   std::string task;
   PairVocab vocab;
   uint64_t train_pairs = 0, val_pairs = 0;
+  // Span corruption with --masks N: train pair m * (train_pairs / N) + i is mask m of train
+  // line i (1 for other folders, and for folders written before the key).
+  uint64_t masks = 1;
 };
 PairFolder open_pair_folder(const std::string& dir);
+
+// The most masks per line span corruption writes (`loom prepare --masks`).
+inline constexpr uint64_t kMaxMasksPerLine = 1000;
 
 }  // namespace loom

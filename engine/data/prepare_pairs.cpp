@@ -89,6 +89,11 @@ class LineReader {
 };
 
 // Pairs as they come, into a temporary split of the output folder; finish() writes the folder.
+// The val share of n items: the last ceil(n x fraction), at least 1 and at most n - 1.
+uint64_t val_count(uint64_t n, double fraction) {
+  return std::clamp<uint64_t>(static_cast<uint64_t>(std::ceil(static_cast<double>(n) * fraction)), 1, n - 1);
+}
+
 class PairSink {
  public:
   PairSink(const std::string& tokenizer_spec, uint32_t sentinels, const std::string& out_dir,
@@ -126,15 +131,16 @@ class PairSink {
     all_->append(source, target);
   }
 
-  void finish(const std::string& corpus, const std::string& task, nlohmann::json extra) {
+  // The last `val_pairs` pairs added are val (0: the last val_fraction of them), the rest train.
+  void finish(const std::string& corpus, const std::string& task, nlohmann::json extra, uint64_t val_pairs = 0) {
     const uint64_t n = all_->pairs();
     all_->finish();
     all_.reset();
     LOOM_USER_CHECK(n >= 2, corpus, ": ", n, n == 1 ? " pair" : " pairs",
                     ", but train and val need at least one each");
     const PairSplit all(out_dir_, tmp_name_);
-    const uint64_t n_val = std::clamp<uint64_t>(
-        static_cast<uint64_t>(std::ceil(static_cast<double>(n) * o_.val_fraction)), 1, n - 1);
+    const uint64_t n_val = val_pairs ? val_pairs : val_count(n, o_.val_fraction);
+    LOOM_CHECK(n_val >= 1 && n_val < n, "PairSink::finish: ", n_val, " val pairs of ", n);
     PairWriter train(out_dir_, "train", vocab_.size()), val(out_dir_, "val", vocab_.size());
     std::vector<uint32_t> s, t;
     for (uint64_t i = 0; i < n; ++i) {
@@ -301,14 +307,22 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
                   " must be in (0, 1)");
   LOOM_USER_CHECK(o.mean_span >= 1.0, "mean span length ", o.mean_span, " must be at least 1");
   LOOM_USER_CHECK(o.sentinels >= 1, "span corruption needs at least one sentinel id");
+  LOOM_USER_CHECK(o.masks >= 1 && o.masks <= kMaxMasksPerLine, "--masks: ", o.masks, " must be in [1, ",
+                  kMaxMasksPerLine, "]");
   const std::string path = corpus_text_path(corpus);
   LineReader in(path, "corpus (span corruption reads a text file, one example a line)");
   PairSink sink(tokenizer, o.sentinels, out_dir, o);
-  std::string_view line;
-  std::vector<uint32_t> source, target;
+  // The lines first (a corpus of this task is verses or sentences: small), so that the split
+  // is by line: every mask of a val line is in val, none of it in train.
+  struct Line {
+    std::vector<uint32_t> ids;
+    uint64_t no;
+  };
+  std::vector<Line> lines;
+  std::string_view text;
   uint64_t skipped = 0, too_long = 0;
-  while (in.next(line)) {
-    const std::vector<uint32_t> ids = sink.tokenizer().encode(line);
+  while (in.next(text)) {
+    std::vector<uint32_t> ids = sink.tokenizer().encode(text);
     if (ids.size() < 2) {  // nothing to mask that leaves anything to read
       ++skipped;
       continue;
@@ -319,10 +333,7 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
       ++too_long;
       continue;
     }
-    // The line's own stream: its spans do not depend on the lines before it.
-    Rng rng(o.seed ^ (in.line_no() * 0x9E3779B97F4A7C15ULL));
-    span_corrupt(ids, sink.vocab(), o.noise_density, o.mean_span, rng, source, target);
-    sink.add(source, target, in.where(), in.where());
+    lines.push_back({std::move(ids), in.line_no()});
   }
   if (skipped)
     std::printf("loom prepare: %s: %llu lines of fewer than 2 tokens skipped\n", path.c_str(),
@@ -330,8 +341,28 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   if (too_long)
     std::printf("loom prepare: %s: %llu lines of more than --max-len %llu tokens skipped\n", path.c_str(),
                 static_cast<unsigned long long>(too_long), static_cast<unsigned long long>(o.max_len));
+  const uint64_t n = lines.size();
+  LOOM_USER_CHECK(n >= 2, path, ": ", n, n == 1 ? " line" : " lines",
+                  " of at least 2 tokens, but train and val need at least one each");
+  const uint64_t n_val = val_count(n, o.val_fraction);
+  const std::string file = path + ":";
+  std::vector<uint32_t> source, target;
+  // Train: mask m of every train line, for m = 0 .. masks - 1 (the loader shuffles them); val:
+  // mask 0 of every val line. Mask m of a line is drawn from its own stream, a function of the
+  // seed, the line's number and m alone, and mask 0 is the one a single-mask run writes.
+  const auto corrupt = [&](const Line& line, uint64_t m) {
+    Rng rng(o.seed ^ (line.no * 0x9E3779B97F4A7C15ULL) ^ (m * 0xD1B54A32D192ED03ULL));
+    span_corrupt(line.ids, sink.vocab(), o.noise_density, o.mean_span, rng, source, target);
+    const std::string where = file + std::to_string(line.no);
+    sink.add(source, target, where, where);
+  };
+  for (uint64_t m = 0; m < o.masks; ++m)
+    for (uint64_t i = 0; i < n - n_val; ++i) corrupt(lines[i], m);
+  for (uint64_t i = n - n_val; i < n; ++i) corrupt(lines[i], 0);
   sink.finish(corpus, "span-corruption",
-              {{"seed", o.seed}, {"noise_density", o.noise_density}, {"mean_span", o.mean_span}});
+              {{"seed", o.seed}, {"noise_density", o.noise_density}, {"mean_span", o.mean_span},
+               {"masks", o.masks}, {"train_lines", n - n_val}, {"val_lines", n_val}},
+              n_val);
 }
 
 }  // namespace loom

@@ -23,6 +23,9 @@ struct PairPrepareOptions {
   double mean_span = 3.0;
   uint32_t sentinels = 100;
   uint64_t seed = 1;
+  // Span corruption: independent masks of every train line (T5 and RoBERTa draw a new mask
+  // each epoch; here they are drawn up front). Val lines get one.
+  uint64_t masks = 1;
 };
 
 // FILE.tsv: one pair a line, source TAB target (exactly one TAB, both sides non-empty; a final
@@ -35,7 +38,9 @@ void prepare_pairs_aligned(const std::string& source, const std::string& target,
                            const std::string& out_dir, const PairPrepareOptions& options);
 
 // Every line of the corpus (kjv: one verse a line, or a text file) with at least two tokens
-// becomes one pair by span corruption (span_corrupt); shorter lines are skipped.
+// (and at most max_len) becomes pairs by span corruption (span_corrupt); other lines are
+// skipped. The split is by line: the last val_fraction of the lines are val, one pair each
+// (mask 0); every train line gives `masks` pairs, mask m drawn from (seed, line number, m).
 void prepare_span_corruption(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
                              const PairPrepareOptions& options);
 

@@ -132,6 +132,10 @@ TEST_F(PairsBadInput, OptionsThatDoNotGoTogether) {
       {{"--pairs", p, "--seed", "3"}, "--seed: only --task"},
       {{"--corpus", a, "--max-len", "3"}, "--max-len: applies to pairs"},
       {{"--corpus", a, "--seed", "3"}, "--seed: applies to pairs"},
+      {{"--pairs", p, "--masks", "4"}, "--masks: only --task"},
+      {{"--corpus", a, "--masks", "4"}, "--masks: applies to pairs"},
+      {{"--task", "span-corruption", "--corpus", a, "--masks", "0"}, "--masks: 0 must be in [1, 1000]"},
+      {{"--task", "span-corruption", "--corpus", a, "--masks", "1001"}, "--masks: 1001 must be in [1, 1000]"},
   };
   for (auto [args, what] : cases) {
     args.insert(args.begin(), "prepare");
@@ -196,6 +200,13 @@ TEST_F(PairsBadInput, DamagedPairFoldersAreRefusedNamingTheFile) {
   expect_user_error([&] { open_pair_folder(d); }, {meta, "task"});
   edit_meta("format", "tokens");
   expect_user_error([&] { open_pair_folder(d); }, {meta, "not a folder of sequence pairs"});
+  // Span corruption's masks per line: they divide the train pairs, 1 to 1000.
+  edit_meta("masks", n + 1);
+  expect_user_error([&] { open_pair_folder(d); }, {meta, "\"masks\" " + std::to_string(n + 1) + " must be at least 1 and divide"});
+  edit_meta("masks", 0);
+  expect_user_error([&] { open_pair_folder(d); }, {meta, "\"masks\" 0 must be at least 1"});
+  edit_meta("masks", 1001);
+  expect_user_error([&] { open_pair_folder(d); }, {meta, "\"masks\" must be an integer from 0 to 1000"});
   restore();
   // A pair folder where a token stream is expected, and the other way round.
   expect_user_error([&] { open_data_folder(d); }, {meta, "sequence pairs"});

@@ -441,6 +441,60 @@ TEST_F(PairsTest, SpanCorruptionMaxLenKeepsExactlyTheShortLines) {
   EXPECT_EQ(i, kept.size());
 }
 
+TEST_F(PairsTest, SpanCorruptionMasksGiveEveryTrainLineItsOwnMasksAndEveryValLineOne) {
+  SEED_TRACE();
+  const auto tok = make_tokenizer("byte");
+  std::vector<std::string> lines;
+  {
+    std::ofstream f(path("verses.txt"));
+    for (int i = 0; i < 200; ++i) {
+      lines.push_back(random_line());
+      f << lines.back() << "\n";
+    }
+  }
+  PairPrepareOptions o;
+  o.seed = rng_.next_u64();
+  o.val_fraction = 0.05 + 0.2 * rng_.uniform_double();
+  o.masks = 2 + rng_.below(4);
+  PairPrepareOptions single = o;
+  single.masks = 1;
+  prepare_span_corruption(path("verses.txt"), "byte", path("one"), single);
+  prepare_span_corruption(path("verses.txt"), "byte", path("many"), o);
+  const uint64_t n = lines.size();
+  const uint64_t n_val = static_cast<uint64_t>(std::ceil(static_cast<double>(n) * o.val_fraction));
+  const uint64_t n_train = n - n_val;
+  const PairFolder one = open_pair_folder(path("one")), many = open_pair_folder(path("many"));
+  // The split is by line: masks x the train lines in train, each val line once in val.
+  ASSERT_EQ(one.train_pairs, n_train);
+  ASSERT_EQ(one.val_pairs, n_val);
+  ASSERT_EQ(many.train_pairs, o.masks * n_train);
+  ASSERT_EQ(many.val_pairs, n_val);
+  EXPECT_EQ(one.masks, 1u);
+  EXPECT_EQ(many.masks, o.masks);
+  const auto a = all_pairs(path("one")), b = all_pairs(path("many"));
+  // Train pair m * n_train + i is mask m of line i; val pair j is line n_train + j.
+  for (uint64_t k = 0; k < b.size(); ++k) {
+    const uint64_t line = k < many.train_pairs ? k % n_train : n_train + (k - many.train_pairs);
+    uint32_t spans = 0;
+    ASSERT_EQ(tok->decode(reconstruct(b[k].first, b[k].second, many.vocab, &spans)), lines[line]) << "pair " << k;
+  }
+  // Mask 0 is the single-mask run's pair, in train and in val.
+  for (uint64_t i = 0; i < n_train; ++i) EXPECT_EQ(b[i], a[i]) << "train line " << i;
+  for (uint64_t j = 0; j < n_val; ++j) EXPECT_EQ(b[many.train_pairs + j], a[n_train + j]) << "val line " << j;
+  // The masks of a line differ from one another: of the lines long enough for many masks, most
+  // get a different source under each mask (by chance two may coincide now and then).
+  uint64_t long_lines = 0, distinct = 0;
+  for (uint64_t i = 0; i < n_train; ++i) {
+    if (tok->encode(lines[i]).size() < 30) continue;
+    ++long_lines;
+    std::set<std::vector<uint32_t>> sources;
+    for (uint64_t m = 0; m < o.masks; ++m) sources.insert(b[m * n_train + i].first);
+    distinct += sources.size() == o.masks;
+  }
+  ASSERT_GT(long_lines, 10u);
+  EXPECT_GE(distinct * 10, long_lines * 9) << distinct << " of " << long_lines;
+}
+
 TEST_F(PairsTest, SpanCorruptionOfTheKjvMasksFifteenPercentOfEveryVerse) {
   if (std::system("command -v bible >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "the `bible` program (Debian bible-kjv) is not installed";
