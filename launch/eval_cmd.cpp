@@ -117,6 +117,18 @@ class EvalCommand final : public Command {
                 decoding.c_str(), s, r.loss, std::exp(r.loss), r.loss / std::log(2.0), r.exact_match,
                 static_cast<long long>(r.exact), static_cast<long long>(r.pairs), r.bleu.line.c_str(),
                 r.chrf.line.c_str(), r.tf_accuracy, r.fr_accuracy, r.tf_accuracy - r.fr_accuracy);
+    if (r.span_kinds) {
+      std::printf("by target-token kind (teacher forced; the baselines count the train split's lines):\n"
+                  "  %-12s %8s %10s %9s %9s %9s\n",
+                  "kind", "tokens", "nats/tok", "accuracy", "unigram", "bigram");
+      for (int k = 0; k < kSpanTokenKinds; ++k) {
+        const auto& x = r.kinds[k];
+        const bool span = k == static_cast<int>(SpanTokenKind::SpanStart) || k == static_cast<int>(SpanTokenKind::SpanInside);
+        std::printf("  %-12s %8lld %10.4f %9.4f %9s %9s\n", span_token_kind_name(static_cast<SpanTokenKind>(k)),
+                    static_cast<long long>(x.tokens), x.loss, x.accuracy, span ? fmt("%.4f", x.unigram).c_str() : "-",
+                    span ? fmt("%.4f", x.bigram).c_str() : "-");
+      }
+    }
     if (!decodes_.empty()) {
       std::string lines;
       for (const std::string& d : r.decodes) lines += d + "\n";
@@ -142,7 +154,21 @@ class EvalCommand final : public Command {
                                 {"free_running_accuracy", r.fr_accuracy},
                                 {"exposure_gap", r.tf_accuracy - r.fr_accuracy},
                                 {"seconds", s}};
-      write_file_atomic(json_, j.dump(2) + "\n");
+      nlohmann::json out = j;
+      if (r.span_kinds) {
+        nlohmann::json kinds = nlohmann::json::object();
+        for (int k = 0; k < kSpanTokenKinds; ++k) {
+          const auto& x = r.kinds[k];
+          nlohmann::json e = {{"tokens", x.tokens}, {"loss", x.loss}, {"accuracy", x.accuracy}};
+          if (k == static_cast<int>(SpanTokenKind::SpanStart) || k == static_cast<int>(SpanTokenKind::SpanInside)) {
+            e["unigram_loss"] = x.unigram;
+            e["bigram_loss"] = x.bigram;
+          }
+          kinds[span_token_kind_name(static_cast<SpanTokenKind>(k))] = e;
+        }
+        out["by_kind"] = kinds;
+      }
+      write_file_atomic(json_, out.dump(2) + "\n");
     }
     return 0;
   }

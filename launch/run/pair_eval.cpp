@@ -2,6 +2,7 @@
 #include "launch/run/pair_eval.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/check.h"
 #include "engine/backend/device.h"
@@ -86,6 +87,25 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
   PairEvalResult r;
   r.pairs = n;
   auto be = make_backend(o.device);
+  // Span corruption: each target token's kind, and the counting baselines' loss on the span
+  // tokens (learned from the train split).
+  r.span_kinds = folder.task == "span-corruption" && folder.vocab.sentinels > 0;
+  std::vector<std::vector<SpanToken>> kinds;
+  if (r.span_kinds) {
+    const SpanBaselines base(PairSplit(folder.dir, "train"), folder.train_pairs / folder.masks, vocab);
+    for (const EvalPair& p : pairs) {
+      kinds.push_back(span_token_kinds(p.source, p.target, vocab));
+      for (size_t t = 0; t < p.target.size(); ++t) {
+        const SpanToken& k = kinds.back()[t];
+        PairEvalResult::Kind& rk = r.kinds[static_cast<int>(k.kind)];
+        ++rk.tokens;
+        if (k.kind != SpanTokenKind::SpanStart && k.kind != SpanTokenKind::SpanInside) continue;
+        const auto y = static_cast<uint32_t>(p.target[t]);
+        rk.unigram -= base.log_unigram(y);
+        rk.bigram -= base.log_bigram(k.left, y);
+      }
+    }
+  }
 
   // Teacher forcing: the loss and each position's most likely token given the gold prefix.
   {
@@ -111,11 +131,25 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
       for (int row = 0; row < eg.B; ++row)
         for (int t = 0; t < b.target_len[row]; ++t) {
           const size_t at = static_cast<size_t>(row) * eg.T + static_cast<size_t>(in.target_start[row] + t);
-          right += argmax(logits.data() + at * V, V) == in.targets[at];
+          const float* z = logits.data() + at * V;
+          const bool hit = argmax(z, V) == in.targets[at];
+          right += hit;
+          if (!r.span_kinds) continue;
+          // -log softmax(z)[target], in double: max + log sum exp(z - max) - z[target].
+          const double m = z[argmax(z, V)];
+          double sum_exp = 0;
+          for (size_t c = 0; c < V; ++c) sum_exp += std::exp(static_cast<double>(z[c]) - m);
+          const SpanToken& k = kinds[first + static_cast<size_t>(row)][static_cast<size_t>(t)];
+          PairEvalResult::Kind& rk = r.kinds[static_cast<int>(k.kind)];
+          rk.loss += m + std::log(sum_exp) - static_cast<double>(z[in.targets[at]]);
+          rk.accuracy += hit;
         }
     }
     r.loss = r.target_tokens > 0 ? sum / static_cast<double>(r.target_tokens) : 0.0;
     r.tf_accuracy = r.target_tokens > 0 ? static_cast<double>(right) / static_cast<double>(r.target_tokens) : 0.0;
+    for (PairEvalResult::Kind& k : r.kinds)
+      if (k.tokens > 0)
+        for (double* x : {&k.loss, &k.accuracy, &k.unigram, &k.bigram}) *x /= static_cast<double>(k.tokens);
   }
 
   // Free running: each source encoded once, its greedy decode compared position by position,

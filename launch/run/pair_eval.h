@@ -15,7 +15,11 @@
 //   exact match:   share of pairs whose decode ends with EOS and equals the target token for token.
 //   BLEU / chrF:   corpus scores (bleu_chrf.h, sacreBLEU's defaults: 13a, 4-grams) of the
 //                  decodes' text against the targets' text, each one line (pair_decode.h).
+//   by kind:       span-corruption folders only: the teacher-forced loss and accuracy over the
+//                  target tokens of each kind (sentinel, span start, span inside, EOS), and the
+//                  loss of the train split's unigram and bigram on the span tokens (span_kinds.h).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -23,6 +27,7 @@
 
 #include "engine/data/tokenizer.h"
 #include "launch/run/bleu_chrf.h"
+#include "launch/run/span_kinds.h"
 #include "models/model.h"
 
 namespace loom {
@@ -45,6 +50,14 @@ struct PairEvalResult {
   double tf_accuracy = 0, fr_accuracy = 0;
   BleuScore bleu;
   ChrfScore chrf;
+  // By target-token kind (index: SpanTokenKind), for span-corruption folders (span_kinds true).
+  // unigram and bigram: the baselines' nats per token, span tokens only (0 for the others).
+  struct Kind {
+    int64_t tokens = 0;
+    double loss = 0, accuracy = 0, unigram = 0, bigram = 0;
+  };
+  bool span_kinds = false;
+  std::array<Kind, kSpanTokenKinds> kinds{};
   // Per pair, in val order: the decode's text and the target's text, one line each.
   std::vector<std::string> decodes, references;
 };

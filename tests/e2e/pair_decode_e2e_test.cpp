@@ -9,6 +9,10 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <random>
+
+#include "core/rng.h"
+#include "engine/data/pairs.h"
 
 #include "engine/backend/device.h"
 #include "engine/data/tokenizer.h"
@@ -222,6 +226,8 @@ TEST_F(PairDecoding, EvalReportsLossExactMatchBleuAndTheExposureGap) {
   const size_t n = targets_->size();
   ASSERT_EQ(j["pairs"].get<size_t>(), n);  // every val pair
   EXPECT_EQ(j["decoding"], "greedy");
+  EXPECT_FALSE(j.contains("by_kind"));  // plain pairs: no span kinds
+  EXPECT_EQ(r.out.find("by target-token kind"), std::string::npos) << r.out;
   const auto decodes = split_lines(read_bytes(d("dec.txt")));
   ASSERT_EQ(decodes.size(), n);
   // Exact match, and free-running accuracy position by position (EOS included: a decode
@@ -294,6 +300,91 @@ TEST_F(PairDecoding, EvalReportsLossExactMatchBleuAndTheExposureGap) {
   EXPECT_EQ(jb["beam"], 3);
   EXPECT_EQ(jb["free_running_accuracy"], j10["free_running_accuracy"]);
   EXPECT_EQ(jb["loss"], j10["loss"]);
+}
+
+// On a span-corruption folder `loom eval` splits the teacher-forced loss by target-token kind
+// (span_kinds.h): the kinds' token counts are those of the val pairs, their losses average to
+// the whole loss, and the unigram baseline is the add-one unigram of the train lines' bytes.
+TEST(PairEvalByKind, SpanCorruptionLossSplitsByKindBesideTheCountingBaselines) {
+  TempDir dir;
+  Rng rng(0x5eedULL ^ static_cast<uint64_t>(std::random_device{}()));
+  static const char* words[] = {"and", "the", "lord", "said", "unto", "moses", "of", "israel"};
+  std::vector<std::string> lines;
+  std::string text;
+  while (lines.size() < 400) {
+    std::string line;
+    while (line.size() < 8 + rng.below(20)) line += (line.empty() ? "" : " ") + std::string(words[rng.below(8)]);
+    if (line.size() > 30) continue;
+    lines.push_back(line);
+    text += line + "\n";
+  }
+  write_bytes(dir / "corpus.txt", text);
+  const std::string spans = dir / "spans";
+  RunResult r = run_loom({"prepare", "--corpus", dir / "corpus.txt", "--task", "span-corruption", "--max-len", "30",
+                          "--val-fraction", "0.1", "--masks", "3", "--out", spans});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::ofstream(dir / "run.toml") << encdec_config(spans, dir / "run", 60);
+  r = run_loom({"train", "--config", dir / "run.toml", "--model.src_len", "31"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  r = run_loom({"eval", "--checkpoint", dir / "run", "--json", dir / "eval.json"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("by target-token kind"), std::string::npos) << r.out;
+  const auto j = nlohmann::json::parse(read_bytes(dir / "eval.json"));
+  ASSERT_TRUE(j.contains("by_kind")) << j.dump();
+  const auto& k = j["by_kind"];
+
+  // Counted from the val split: a span start per sentinel, the other span tokens inside, an EOS
+  // per pair.
+  const PairFolder f = open_pair_folder(spans);
+  const PairSplit val(spans, "val");
+  int64_t sentinels = 0, span_tokens = 0;
+  std::vector<uint32_t> t;
+  std::vector<uint32_t> targets;  // every span token of the val targets
+  for (uint64_t i = 0; i < val.size(); ++i) {
+    t.clear();
+    val.read_target(i, t);
+    for (uint32_t x : t) {
+      if (f.vocab.is_sentinel(x)) {
+        ++sentinels;
+      } else {
+        ++span_tokens;
+        targets.push_back(x);
+      }
+    }
+  }
+  EXPECT_EQ(k["sentinel"]["tokens"].get<int64_t>(), sentinels);
+  EXPECT_EQ(k["span start"]["tokens"].get<int64_t>(), sentinels);
+  EXPECT_EQ(k["span inside"]["tokens"].get<int64_t>(), span_tokens - sentinels);
+  EXPECT_EQ(k["EOS"]["tokens"].get<int64_t>(), static_cast<int64_t>(val.size()));
+  double weighted = 0;
+  int64_t tokens = 0;
+  for (const char* name : {"sentinel", "span start", "span inside", "EOS"}) {
+    const double loss = k[name]["loss"].get<double>(), acc = k[name]["accuracy"].get<double>();
+    EXPECT_TRUE(std::isfinite(loss) && loss >= 0) << name;
+    EXPECT_TRUE(acc >= 0 && acc <= 1) << name;
+    weighted += loss * k[name]["tokens"].get<double>();
+    tokens += k[name]["tokens"].get<int64_t>();
+  }
+  ASSERT_EQ(tokens, j["target_tokens"].get<int64_t>());
+  EXPECT_NEAR(weighted / static_cast<double>(tokens), j["loss"].get<double>(), 1e-4);
+
+  // The unigram, by hand: the bytes of the train lines (the first lines; the last 10% are val),
+  // each line once whatever its masks, add-one over the 256 byte tokens, on the val span tokens.
+  const size_t n_val = static_cast<size_t>(std::ceil(lines.size() * 0.1));
+  std::vector<double> count(256, 0.0);
+  double total = 0;
+  for (size_t i = 0; i + n_val < lines.size(); ++i)
+    for (unsigned char c : lines[i]) count[c] += 1, total += 1;
+  double uni = 0;
+  for (uint32_t x : targets) uni -= std::log((count[x] + 1) / (total + 256));
+  const double uni_start = k["span start"]["unigram_loss"].get<double>(),
+               uni_inside = k["span inside"]["unigram_loss"].get<double>();
+  EXPECT_NEAR((uni_start * static_cast<double>(sentinels) + uni_inside * static_cast<double>(span_tokens - sentinels)) /
+                  static_cast<double>(span_tokens),
+              uni / static_cast<double>(targets.size()), 1e-9);
+  // Inside words of eight, the byte before says much: the bigram beats the unigram there.
+  EXPECT_LT(k["span inside"]["bigram_loss"].get<double>(), uni_inside - 0.5);
+  EXPECT_FALSE(k["sentinel"].contains("bigram_loss"));
 }
 
 TEST(PairDecodingBadInput, OneLineErrors) {
