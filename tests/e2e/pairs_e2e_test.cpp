@@ -5,8 +5,12 @@
 // a pair folder handed to a token-stream model is refused by name.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <random>
 
+#include "core/rng.h"
 #include "engine/data/pair_loader.h"
 #include "engine/data/pairs.h"
 #include "tests/support/helpers.h"
@@ -67,6 +71,48 @@ TEST(PairsE2e, SpanCorruptionOfTheDefaultCorpusIsBuiltInAndSeeded) {
     EXPECT_NE(std::find(s.begin(), s.end(), f.vocab.sentinel(0)), s.end()) << "pair " << i;
     EXPECT_EQ(t.front(), f.vocab.sentinel(0)) << "pair " << i;
   }
+}
+
+// --noise-density and --mean-span reach span corruption: every line of 200 random bytes loses
+// round(200 density) of them in round(masked / mean span) spans, and meta.json records both.
+TEST(PairsE2e, SpanCorruptionTakesItsDensityAndMeanSpanFromTheCommandLine) {
+  TempDir d;
+  Rng rng(static_cast<uint64_t>(std::random_device{}()));
+  const double density = 0.1 + 0.4 * rng.uniform_double(), mean_span = 1.0 + 4.0 * rng.uniform_double();
+  SCOPED_TRACE(::testing::Message() << "density " << density << ", mean span " << mean_span);
+  std::string text;
+  for (int i = 0; i < 100; ++i) {
+    for (int j = 0; j < 200; ++j) text += static_cast<char>('a' + rng.below(26));
+    text += "\n";
+  }
+  std::ofstream(d / "lines.txt") << text;
+  char dens[32], span[32];
+  std::snprintf(dens, sizeof dens, "%.6f", density);
+  std::snprintf(span, sizeof span, "%.6f", mean_span);
+  const RunResult r = run_loom({"prepare", "--corpus", d / "lines.txt", "--task", "span-corruption", "--noise-density",
+                                dens, "--mean-span", span, "--out", d / "spans"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  const PairFolder f = open_pair_folder(d / "spans");
+  const auto want_masked = static_cast<uint64_t>(std::lround(200 * std::stod(dens)));  // what loom read
+  const auto want_spans = static_cast<uint64_t>(std::lround(static_cast<double>(want_masked) / std::stod(span)));
+  uint64_t total = 0;
+  std::vector<uint32_t> s, t;
+  for (const char* name : {"train", "val"}) {
+    const PairSplit split(d / "spans", name);
+    for (uint64_t i = 0; i < split.size(); ++i) {
+      s.clear();
+      t.clear();
+      split.read_source(i, s);
+      split.read_target(i, t);
+      const auto n = static_cast<uint64_t>(std::count_if(t.begin(), t.end(), [&](uint32_t x) { return f.vocab.is_sentinel(x); }));
+      ASSERT_EQ(t.size() - n, want_masked) << name << " pair " << i;
+      ASSERT_EQ(n, std::max<uint64_t>(want_spans, 1)) << name << " pair " << i;
+      total += s.size() - n + t.size() - n;
+    }
+  }
+  ASSERT_EQ(total, 100u * 200u);
+  const std::string meta = read_bytes(d / "spans/meta.json");
+  EXPECT_NE(meta.find("\"noise_density\": " + std::string(dens).substr(0, 5)), std::string::npos) << meta;
 }
 
 TEST(PairsE2e, TsvPairsPrepareAndAStreamModelRefusesThem) {
