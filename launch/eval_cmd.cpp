@@ -124,9 +124,11 @@ class EvalCommand final : public Command {
       for (int k = 0; k < kSpanTokenKinds; ++k) {
         const auto& x = r.kinds[k];
         const bool span = k == static_cast<int>(SpanTokenKind::SpanStart) || k == static_cast<int>(SpanTokenKind::SpanInside);
-        std::printf("  %-12s %8lld %10.4f %9.4f %9s %9s\n", span_token_kind_name(static_cast<SpanTokenKind>(k)),
-                    static_cast<long long>(x.tokens), x.loss, x.accuracy, span ? fmt("%.4f", x.unigram).c_str() : "-",
-                    span ? fmt("%.4f", x.bigram).c_str() : "-");
+        const bool any = x.tokens > 0;  // --mean-span 1 has no token inside a span
+        auto num = [&](bool show, double v) { return show && any ? fmt("%.4f", v) : std::string("-"); };
+        std::printf("  %-12s %8lld %10s %9s %9s %9s\n", span_token_kind_name(static_cast<SpanTokenKind>(k)),
+                    static_cast<long long>(x.tokens), num(true, x.loss).c_str(), num(true, x.accuracy).c_str(),
+                    num(span, x.unigram).c_str(), num(span, x.bigram).c_str());
       }
     }
     if (!decodes_.empty()) {
