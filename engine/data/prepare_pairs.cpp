@@ -88,12 +88,12 @@ class LineReader {
   uint64_t line_no_ = 0;
 };
 
-// Pairs as they come, into a temporary split of the output folder; finish() writes the folder.
 // The val share of n items: the last ceil(n x fraction), at least 1 and at most n - 1.
 uint64_t val_count(uint64_t n, double fraction) {
   return std::clamp<uint64_t>(static_cast<uint64_t>(std::ceil(static_cast<double>(n) * fraction)), 1, n - 1);
 }
 
+// Pairs as they come, into a temporary split of the output folder; finish() writes the folder.
 class PairSink {
  public:
   PairSink(const std::string& tokenizer_spec, uint32_t sentinels, const std::string& out_dir,
@@ -306,15 +306,15 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   LOOM_USER_CHECK(o.noise_density > 0.0 && o.noise_density < 1.0, "--noise-density: ", o.noise_density,
                   " must be in (0, 1)");
   LOOM_USER_CHECK(o.mean_span >= 1.0 && o.mean_span <= kMaxPairSideTokens, "--mean-span: ", o.mean_span,
-                  " must be at least 1 (tokens)");
+                  " must be from 1 to ", kMaxPairSideTokens, " tokens");
   LOOM_USER_CHECK(o.sentinels >= 1, "span corruption needs at least one sentinel id");
   LOOM_USER_CHECK(o.masks >= 1 && o.masks <= kMaxMasksPerLine, "--masks: ", o.masks, " must be in [1, ",
                   kMaxMasksPerLine, "]");
   const std::string path = corpus_text_path(corpus);
   LineReader in(path, "corpus (span corruption reads a text file, one example a line)");
   PairSink sink(tokenizer, o.sentinels, out_dir, o);
-  // The lines first (a corpus of this task is verses or sentences: small), so that the split
-  // is by line: every mask of a val line is in val, none of it in train.
+  // The lines first, so that the split is by line (every mask of a val line in val, none of it
+  // in train): their tokens are held in memory, 4 bytes a token (the KJV's verses: about 4 MB).
   struct Line {
     std::vector<uint32_t> ids;
     uint64_t no;

@@ -41,6 +41,7 @@ void prepare_pairs_aligned(const std::string& source, const std::string& target,
 // (and at most max_len) becomes pairs by span corruption (span_corrupt); other lines are
 // skipped. The split is by line: the last val_fraction of the lines are val, one pair each
 // (mask 0); every train line gives `masks` pairs, mask m drawn from (seed, line number, m).
+// The kept lines' tokens are held in memory until the pairs are written.
 void prepare_span_corruption(const std::string& corpus, const std::string& tokenizer, const std::string& out_dir,
                              const PairPrepareOptions& options);
 
