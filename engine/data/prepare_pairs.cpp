@@ -237,8 +237,10 @@ size_t span_corrupt(std::span<const uint32_t> tokens, const PairVocab& vocab, do
              "span_corrupt: ", n, " tokens, ", vocab.sentinels, " sentinels, density ", density, ", mean span ",
              mean_span);
   const size_t noise = std::clamp<size_t>(static_cast<size_t>(std::lround(static_cast<double>(n) * density)), 1, n - 1);
+  // At most one span a masked token, one a sentinel, and one more than the kept tokens (two
+  // spans are kept apart by at least one kept token).
   const size_t spans = std::clamp<size_t>(static_cast<size_t>(std::lround(static_cast<double>(noise) / mean_span)), 1,
-                                          std::min<size_t>(noise, vocab.sentinels));
+                                          std::min<size_t>({noise, vocab.sentinels, n - noise + 1}));
   const std::vector<size_t> span_len = random_parts(noise, spans, rng);
   // spans + 1 gaps, the inner ones at least 1 token (two spans never touch), the outer ones
   // possibly empty: drawn as positive parts of (kept + 2), then one taken off each end.

@@ -46,7 +46,8 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
                              const PairPrepareOptions& options);
 
 // T5's span corruption of `tokens` (at least 2): round(density x n) tokens (at least 1, at
-// most n - 1) in round(noise / mean_span) spans (at least 1, at most vocab.sentinels), the
+// most n - 1) in round(noise / mean_span) spans (at least 1, at most vocab.sentinels, and at
+// most n - noise + 1, since spans are kept apart by kept tokens), the
 // span lengths and the gaps between them drawn uniformly from rng, the first and last gap
 // possibly empty. source: the tokens with span k replaced by sentinel k; target: sentinel k
 // then span k's tokens, for k = 0, 1, .... Returns the number of masked tokens.

@@ -367,6 +367,32 @@ TEST_F(PairsTest, SpanCorruptionMasksFifteenPercentAndReconstructs) {
   EXPECT_NEAR(mean_span, 3.0, 0.35);
 }
 
+// Dense short spans (--noise-density 0.9 --mean-span 1) would ask for more spans than there are
+// kept tokens to keep them apart: the span count is capped at kept + 1, and no two sentinels
+// touch in any source.
+TEST_F(PairsTest, SpanCorruptionOfDenseShortSpansKeepsSpansApart) {
+  SEED_TRACE();
+  const PairVocab v{30, 100};
+  std::vector<uint32_t> line, source, target;
+  for (size_t n = 2; n <= 60; ++n)
+    for (double density : {0.3, 0.5, 0.7, 0.9, 0.99}) {
+      line.resize(n);
+      for (auto& x : line) x = static_cast<uint32_t>(rng_.below(v.base));
+      const size_t noise = span_corrupt(line, v, density, 1.0, rng_, source, target);
+      size_t spans = 0;
+      for (size_t i = 0; i < source.size(); ++i) {
+        if (!v.is_sentinel(source[i])) continue;
+        ++spans;
+        ASSERT_FALSE(i + 1 < source.size() && v.is_sentinel(source[i + 1])) << "n " << n << " density " << density;
+      }
+      const size_t want = std::clamp<size_t>(static_cast<size_t>(std::lround(density * static_cast<double>(n))), 1, n - 1);
+      ASSERT_EQ(noise, want) << "n " << n << " density " << density;
+      EXPECT_EQ(spans, std::min<size_t>({noise, 100, n - noise + 1})) << "n " << n << " density " << density;
+      uint32_t k = 0;
+      EXPECT_EQ(reconstruct(source, target, v, &k), line);
+    }
+}
+
 TEST_F(PairsTest, SpanCorruptionOfACorpusIsDeterministicAndReconstructsEveryLine) {
   SEED_TRACE();
   std::vector<std::string> lines;
