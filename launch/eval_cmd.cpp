@@ -123,7 +123,7 @@ class EvalCommand final : public Command {
                   "kind", "tokens", "nats/tok", "accuracy", "unigram", "bigram");
       for (int k = 0; k < kSpanTokenKinds; ++k) {
         const auto& x = r.kinds[k];
-        const bool span = k == static_cast<int>(SpanTokenKind::SpanStart) || k == static_cast<int>(SpanTokenKind::SpanInside);
+        const bool span = is_span_token(static_cast<SpanTokenKind>(k));
         const bool any = x.tokens > 0;  // --mean-span 1 has no token inside a span
         auto num = [&](bool show, double v) { return show && any ? fmt("%.4f", v) : std::string("-"); };
         std::printf("  %-12s %8lld %10s %9s %9s %9s\n", span_token_kind_name(static_cast<SpanTokenKind>(k)),
@@ -162,7 +162,7 @@ class EvalCommand final : public Command {
         for (int k = 0; k < kSpanTokenKinds; ++k) {
           const auto& x = r.kinds[k];
           nlohmann::json e = {{"tokens", x.tokens}, {"loss", x.loss}, {"accuracy", x.accuracy}};
-          if (k == static_cast<int>(SpanTokenKind::SpanStart) || k == static_cast<int>(SpanTokenKind::SpanInside)) {
+          if (is_span_token(static_cast<SpanTokenKind>(k))) {
             e["unigram_loss"] = x.unigram;
             e["bigram_loss"] = x.bigram;
           }

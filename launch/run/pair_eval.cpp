@@ -99,7 +99,7 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
         const SpanToken& k = kinds.back()[t];
         PairEvalResult::Kind& rk = r.kinds[static_cast<int>(k.kind)];
         ++rk.tokens;
-        if (k.kind != SpanTokenKind::SpanStart && k.kind != SpanTokenKind::SpanInside) continue;
+        if (!is_span_token(k.kind)) continue;
         const auto y = static_cast<uint32_t>(p.target[t]);
         rk.unigram -= base.log_unigram(y);
         rk.bigram -= base.log_bigram(k.left, y);
@@ -132,11 +132,12 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
         for (int t = 0; t < b.target_len[row]; ++t) {
           const size_t at = static_cast<size_t>(row) * eg.T + static_cast<size_t>(in.target_start[row] + t);
           const float* z = logits.data() + at * V;
-          const bool hit = argmax(z, V) == in.targets[at];
+          const int32_t best = argmax(z, V);
+          const bool hit = best == in.targets[at];
           right += hit;
           if (!r.span_kinds) continue;
           // -log softmax(z)[target], in double: max + log sum exp(z - max) - z[target].
-          const double m = z[argmax(z, V)];
+          const double m = z[best];
           double sum_exp = 0;
           for (size_t c = 0; c < V; ++c) sum_exp += std::exp(static_cast<double>(z[c]) - m);
           const SpanToken& k = kinds[first + static_cast<size_t>(row)][static_cast<size_t>(t)];

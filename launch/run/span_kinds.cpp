@@ -81,7 +81,7 @@ SpanBaselines::SpanBaselines(const PairSplit& train, uint64_t pairs, const PairV
       ++total_;
       Context& c = bigram_[left];
       ++c.count;
-      if (c.next[y]++ == 0) ++c.types;
+      ++c.next[y];
       left = y;
     }
   }
@@ -99,7 +99,7 @@ double SpanBaselines::log_bigram(uint32_t left, uint32_t y) const {
   const Context& c = it->second;
   const auto n = c.next.find(y);
   const double cy = n == c.next.end() ? 0.0 : static_cast<double>(n->second);
-  const double types = static_cast<double>(c.types);
+  const auto types = static_cast<double>(c.next.size());
   return std::log((cy + types * pu) / (static_cast<double>(c.count) + types));
 }
 

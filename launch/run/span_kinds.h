@@ -30,6 +30,8 @@ namespace loom {
 enum class SpanTokenKind { Sentinel = 0, SpanStart = 1, SpanInside = 2, Eos = 3 };
 inline constexpr int kSpanTokenKinds = 4;
 const char* span_token_kind_name(SpanTokenKind k);
+// A token of a span (start or inside): the kinds the baselines predict.
+inline bool is_span_token(SpanTokenKind k) { return k == SpanTokenKind::SpanStart || k == SpanTokenKind::SpanInside; }
 
 struct SpanToken {
   SpanTokenKind kind;
@@ -54,9 +56,8 @@ class SpanBaselines {
   std::vector<uint64_t> unigram_;  // [base]
   uint64_t total_ = 0;
   struct Context {
-    uint64_t count = 0;  // bigrams with this left token
-    uint64_t types = 0;  // distinct tokens after it
-    std::unordered_map<uint32_t, uint64_t> next;
+    uint64_t count = 0;                            // bigrams with this left token
+    std::unordered_map<uint32_t, uint64_t> next;  // their counts by token (size: distinct tokens)
   };
   std::unordered_map<uint32_t, Context> bigram_;
 };
