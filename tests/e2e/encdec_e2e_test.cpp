@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <random>
 #include <nlohmann/json.hpp>
 
 #include "engine/backend/device.h"
@@ -16,13 +15,11 @@
 #include "launch/run/checkpoint.h"
 #include "launch/run/trainer.h"
 #include "tests/support/helpers.h"
+#include "tests/support/seeded_test.h"
 #include "tests/support/seq2seq_pairs.h"
 
 namespace loom::test {
 namespace {
-
-// Steps of 32 pairs the pointer of the chain test takes to form (at lr 1e-3).
-constexpr int kChainSteps = 800;
 
 Config config_of(const std::string& data, const std::string& run, int steps, const std::string& extra = "") {
   return parse_config_text(encdec_config(data, run, steps, extra), "encdec.toml", {});
@@ -84,12 +81,18 @@ TEST(EncDec, ResumeIsBitExact) {
 // decoder's input announces no span start; only a pointer from sentinel k in the target to
 // sentinel k in the source, and from there to its neighbour, predicts it (two hops of
 // attention; docs/models.md on why the KJV's span starts are slow to get them). The pointer must
-// form within kChainSteps at lr 1e-3 (at 3e-3 it gets 55-62% of the span starts), and `loom
+// form within kSteps at lr 1e-3 (at 3e-3 it gets 55-62% of the span starts), and `loom
 // eval`'s report must show it: span starts near the bigram of the left neighbour, far below the
-// unigram. A random cycle and random lines each run.
-TEST(EncDec, SpanStartsAreReadFromTheWordsAroundTheGap) {
-  TempDir d;
-  Rng rng(0xC7C1EULL ^ static_cast<uint64_t>(std::random_device{}()));
+// unigram. A random cycle and random lines each run (the seed is printed on failure).
+class EncDecChain : public SeededTest {
+ protected:
+  static constexpr int kSteps = 800;  // of 32 pairs, at lr 1e-3
+};
+
+TEST_F(EncDecChain, SpanStartsAreReadFromTheWordsAroundTheGap) {
+  SEED_TRACE();
+  const TempDir& d = dir_;
+  Rng& rng = rng_;
   std::string order = "abcdefghijklmnop";
   for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
   std::string next(128, 0);
@@ -105,10 +108,9 @@ TEST(EncDec, SpanStartsAreReadFromTheWordsAroundTheGap) {
   RunResult r = run_loom({"prepare", "--corpus", d / "chain.txt", "--task", "span-corruption", "--max-len", "24",
                           "--val-fraction", "0.1", "--out", spans});
   ASSERT_EQ(r.rc, 0) << r.err;
-  std::ofstream(d / "run.toml") << pair_config(
-      "kind = \"encdec\"\nn_enc_layer = 2\nn_dec_layer = 2\nn_head = 4\nd_model = 64\n",
-      "lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 20\nweight_decay = 0.0\n", spans, d / "run", kChainSteps,
-      "positions = \"learned\"\n");
+  std::ofstream(d / "run.toml") << pair_config(kEncDecModel,
+                                               "lr = 1e-3\nmin_lr = 1e-4\nwarmup_steps = 20\nweight_decay = 0.0\n",
+                                               spans, d / "run", kSteps, "positions = \"learned\"\n");
   r = run_loom({"train", "--config", d / "run.toml", "--model.src_len", "25"});
   ASSERT_EQ(r.rc, 0) << r.err;
   r = run_loom({"eval", "--checkpoint", d / "run", "--json", d / "eval.json"});

@@ -47,11 +47,14 @@ inline std::string pair_config(const std::string& model, const std::string& opti
   return s.str();
 }
 
-// A 2+2-layer encdec of width 64 on `data` (sources and targets of up to 7 letters), `steps`
-// steps of 32 pairs; `extra` adds [model] keys.
+// The [model] keys of the tests' encdec: 2+2 layers of width 64.
+inline constexpr const char* kEncDecModel = "kind = \"encdec\"\nn_enc_layer = 2\nn_dec_layer = 2\nn_head = 4\nd_model = 64\n";
+
+// That encdec on `data` (sources and targets of up to 7 letters), `steps` steps of 32 pairs;
+// `extra` adds [model] keys.
 inline std::string encdec_config(const std::string& data, const std::string& run, int steps,
                                  const std::string& extra = "") {
-  return pair_config("kind = \"encdec\"\nn_enc_layer = 2\nn_dec_layer = 2\nn_head = 4\nd_model = 64\n",
+  return pair_config(kEncDecModel,
                      "lr = 3e-3\nmin_lr = 3e-4\nwarmup_steps = 20\nweight_decay = 0.0\n", data, run, steps, extra);
 }
 
