@@ -116,7 +116,7 @@ Peak device_peak(Backend& be) {
   if (be.name() == "cpu") {
     const double f = measure_cpu_sgemm_flops();
     std::snprintf(b, sizeof b, "this CPU's sgemm ceiling measured now: %.1f GFLOP/s", f / 1e9);
-    return {f, b};
+    return {f, b, true};
   }
   const std::string dev = be.device_name();
   const double f = gpu_peak_bf16_flops(dev);
@@ -131,6 +131,22 @@ double mfu(double flops_per_token, double tokens_per_s, const Peak& peak, int de
   if (!(peak.flops > 0) || devices < 1) return NAN;
   const double u = flops_per_token * tokens_per_s / (peak.flops * devices);
   return u > 0 && u <= 1.0 ? u : NAN;
+}
+
+std::string remeasure_if_beaten(Peak& peak, double flops_per_s) {
+  if (!peak.measured || !(flops_per_s > peak.flops) || peak.remeasures >= kMaxRemeasures) return "";
+  ++peak.remeasures;
+  const double was = peak.flops;
+  peak.flops = std::max(peak.flops, measure_cpu_sgemm_flops());
+  char b[256];
+  std::snprintf(b, sizeof b,
+                "MFU: the model ran at %.1f GFLOP/s, above the sgemm ceiling measured at %.1f (other work held the "
+                "cores then); measured again (%d of %d): %.1f GFLOP/s",
+                flops_per_s / 1e9, was / 1e9, peak.remeasures, kMaxRemeasures, peak.flops / 1e9);
+  const std::string line = b;
+  std::snprintf(b, sizeof b, "this CPU's sgemm ceiling measured again during the run: %.1f GFLOP/s", peak.flops / 1e9);
+  peak.what = b;
+  return line;
 }
 
 }  // namespace loom

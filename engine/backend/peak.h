@@ -18,8 +18,10 @@ namespace loom {
 class Backend;
 
 struct Peak {
-  double flops = 0;    // FLOP/s; 0: unknown
-  std::string what;    // where the number comes from, for banners ("NVIDIA H200: 989.5 TFLOP/s dense bf16 ...")
+  double flops = 0;       // FLOP/s; 0: unknown
+  std::string what;       // where the number comes from, for banners ("NVIDIA H200: 989.5 TFLOP/s dense bf16 ...")
+  bool measured = false;  // measured in this run (the CPU's sgemm), not from the table
+  int remeasures = 0;     // times remeasure_if_beaten measured it again
 };
 
 // A GPU of the table.
@@ -57,5 +59,10 @@ Peak device_peak(Backend& be);
 // MFU of `devices` devices of `peak` FLOP/s each; NaN when the peak is unknown or the rate
 // comes out above it (then the peak, not the run, is wrong: never report above 100%).
 double mfu(double flops_per_token, double tokens_per_s, const Peak& peak, int devices = 1);
+// A measured peak that a run's rate (FLOP/s a device) beats was measured while other work held
+// the cores, so it came out low: measures it again and keeps the larger, at most
+// kMaxRemeasures times a run. Returns the line to print when the peak moved (else empty).
+inline constexpr int kMaxRemeasures = 3;
+std::string remeasure_if_beaten(Peak& peak, double flops_per_s);
 
 }  // namespace loom

@@ -114,7 +114,8 @@ BenchTrainResult bench_train(const BenchTrainOptions& o) {
   const double tokens = static_cast<double>(o.batch) * T;
   r.tokens_per_s = tokens / (r.median_ms / 1000);
   r.gflops = r.tokens_per_s * r.flops_per_token / 1e9;
-  const Peak peak = device_peak(*be);
+  Peak peak = device_peak(*be);
+  remeasure_if_beaten(peak, r.gflops * 1e9);  // r.peak then says it was measured again
   if (be->name() == "cpu") {
     r.gemm_gflops = peak.flops / 1e9;
     r.stream_gbs = measure_cpu_stream_bytes_per_s() / 1e9;

@@ -241,7 +241,8 @@ class GradientLearner final : public Learner {
     return st;
   }
   std::string summary(const TrainResult& r) const override { return "final loss " + fmt("%.4f", r.last_loss); }
-  double mfu(double tokens_per_s) const override {
+  double mfu(double tokens_per_s, std::string* note) override {
+    *note = remeasure_if_beaten(peak_, flops_per_token_ * tokens_per_s / comm_.world());
     return loom::mfu(flops_per_token_, tokens_per_s, peak_, comm_.world());
   }
   RowScorer* scorer() override {

@@ -69,7 +69,8 @@ class Learner {
   // The end of the run's last line, e.g. "final loss 1.4321".
   virtual std::string summary(const TrainResult& r) const = 0;
   // Model FLOPs utilisation at this rate (engine/backend/peak.h); NaN where it means nothing.
-  virtual double mfu(double tokens_per_s) const { return NAN; }
+  // Sets *note to a line to print when a measured peak had to be measured again.
+  virtual double mfu(double tokens_per_s, std::string* note) { return NAN; }
   // The model as it is now, scoring token rows for downstream tasks (mc_eval.h); null while
   // it cannot (a counting model before its last step).
   virtual RowScorer* scorer() { return nullptr; }

@@ -148,7 +148,9 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     const bool last = prog.step == cfg.train.steps;
     const double val = learner->validates_at(prog.step, last) ? learner->validate() : -1;
     if (val >= 0) res.last_val_loss = val;
-    const double mfu = learner->mfu(tok_s);
+    std::string mfu_note;
+    const double mfu = learner->mfu(tok_s, &mfu_note);
+    if (talk && !mfu_note.empty()) bar.line(mfu_note);
     nlohmann::json metrics = metrics_line(prog, s, val, ms, tok_s, mfu);
     const std::string scored =
         tasks.due(prog.step, last, cfg.train.eval_every) ? tasks.run(learner->scorer(), comm, metrics) : "";
