@@ -127,10 +127,14 @@ Peak device_peak(Backend& be) {
   return {f, b};
 }
 
-double mfu(double flops_per_token, double tokens_per_s, const Peak& peak, int devices) {
+double mfu(double flops_per_s, const Peak& peak, int devices) {
   if (!(peak.flops > 0) || devices < 1) return NAN;
-  const double u = flops_per_token * tokens_per_s / (peak.flops * devices);
+  const double u = flops_per_s / (peak.flops * devices);
   return u > 0 && u <= 1.0 ? u : NAN;
+}
+
+double mfu(double flops_per_token, double tokens_per_s, const Peak& peak, int devices) {
+  return mfu(flops_per_token * tokens_per_s, peak, devices);
 }
 
 std::string remeasure_if_beaten(Peak& peak, double flops_per_s) {

@@ -59,6 +59,8 @@ Peak device_peak(Backend& be);
 // MFU of `devices` devices of `peak` FLOP/s each; NaN when the peak is unknown or the rate
 // comes out above it (then the peak, not the run, is wrong: never report above 100%).
 double mfu(double flops_per_token, double tokens_per_s, const Peak& peak, int devices = 1);
+// The same from the model FLOPs per second of all `devices` together.
+double mfu(double flops_per_s, const Peak& peak, int devices = 1);
 // A measured peak that a run's rate (FLOP/s a device) beats was measured while other work held
 // the cores, so it came out low: measures it again and keeps the larger, at most
 // kMaxRemeasures times a run. Returns the line to print when the peak moved (else empty).

@@ -128,7 +128,8 @@ class GradientLearner final : public Learner {
            (optim_->zero() ? "ZeRO-1: AdamW state sharded, " + std::to_string(optim_->shard_count()) + " parameters on rank 0"
                            : "gradients in " + std::to_string(sync_->buckets()) + " bucket(s)") +
            "\n";
-    std::snprintf(b, sizeof b, "MFU: %.3g FLOP/token against %s%s\n", flops_per_token_, peak_.what.c_str(),
+    std::snprintf(b, sizeof b, "MFU: %.3g FLOP/%s against %s%s\n", flops_per_token_, pairs_ ? "target token" : "token",
+                  peak_.what.c_str(),
                   world > 1 ? " (per device)" : "");
     s += b;
     const double planned = static_cast<double>(tokens_per_step) * cfg_.train.steps;
@@ -150,7 +151,7 @@ class GradientLearner final : public Learner {
     Range step_range(*be_, "step");
     be_->zero(grads_.data(), grads_.bytes());
     double loss = 0;
-    int64_t real = 0, all = 0;
+    int64_t real = 0, all = 0, target = 0;
     for (int64_t micro = 0; micro < cfg_.train.grad_accum; ++micro) {
       double scale = 1;
       if (pairs_) {
@@ -159,6 +160,7 @@ class GradientLearner final : public Learner {
         set_pair_inputs(tx_, tg_, inputs_);
         real += inputs_.real_tokens;
         all += inputs_.all_tokens;
+        target += inputs_.target_tokens;
         // The mean over this micro-batch's real target tokens, not over B x T.
         scale = loss_scale(tg_, inputs_.target_tokens);
         const float dloss = static_cast<float>(scale / static_cast<double>(cfg_.train.grad_accum));
@@ -219,6 +221,10 @@ class GradientLearner final : public Learner {
       const double a = world > 1 ? comm_.allreduce_scalar(static_cast<double>(all)) : static_cast<double>(all);
       s.tokens = static_cast<int64_t>(r);
       s.padding = a > 0 ? 1.0 - r / a : 0.0;
+      s.flops = flops_per_token_ * (world > 1 ? comm_.allreduce_scalar(static_cast<double>(target))
+                                              : static_cast<double>(target));
+    } else {
+      s.flops = flops_per_token_ * static_cast<double>(s.tokens);
     }
     return s;
   }
@@ -241,9 +247,9 @@ class GradientLearner final : public Learner {
     return st;
   }
   std::string summary(const TrainResult& r) const override { return "final loss " + fmt("%.4f", r.last_loss); }
-  double mfu(double tokens_per_s, std::string* note) override {
-    *note = remeasure_if_beaten(peak_, flops_per_token_ * tokens_per_s / comm_.world());
-    return loom::mfu(flops_per_token_, tokens_per_s, peak_, comm_.world());
+  double mfu(double flops_per_s, std::string* note) override {
+    *note = remeasure_if_beaten(peak_, flops_per_s / comm_.world());
+    return loom::mfu(flops_per_s, peak_, comm_.world());
   }
   RowScorer* scorer() override {
     if (pairs_) return nullptr;  // token rows mean nothing to a model of pairs

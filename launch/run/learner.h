@@ -27,6 +27,10 @@ struct StepStats {
   int bad_rank = -1;     // the one such rank, when there is one
   int64_t tokens = 0;    // tokens consumed (all ranks); pair kinds: real tokens only, padding not counted
   double padding = NAN;  // pair kinds: the step's padding tokens / all tokens (source and target)
+  // The model FLOPs of the step's tokens (all ranks): ModelKind::flops_per_token x tokens, and
+  // for pair kinds x the real target tokens, the unit their flops_per_token counts in. NaN:
+  // not counted (counting kinds).
+  double flops = NAN;
 };
 
 // A learner's state as a checkpoint holds it (the loader's position goes into TrainProgress).
@@ -68,9 +72,10 @@ class Learner {
   virtual LearnerState snapshot(TrainProgress& p) = 0;
   // The end of the run's last line, e.g. "final loss 1.4321".
   virtual std::string summary(const TrainResult& r) const = 0;
-  // Model FLOPs utilisation at this rate (engine/backend/peak.h); NaN where it means nothing.
-  // Sets *note to a line to print when a measured peak had to be measured again.
-  virtual double mfu(double tokens_per_s, std::string* note) { return NAN; }
+  // Model FLOPs utilisation at this rate of model FLOPs (all ranks; engine/backend/peak.h);
+  // NaN where it means nothing. Sets *note to a line to print when a measured peak had to be
+  // measured again.
+  virtual double mfu(double flops_per_s, std::string* note) { return NAN; }
   // The model as it is now, scoring token rows for downstream tasks (mc_eval.h); null while
   // it cannot (a counting model before its last step).
   virtual RowScorer* scorer() { return nullptr; }

@@ -149,7 +149,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     const double val = learner->validates_at(prog.step, last) ? learner->validate() : -1;
     if (val >= 0) res.last_val_loss = val;
     std::string mfu_note;
-    const double mfu = learner->mfu(tok_s, &mfu_note);
+    const double mfu = learner->mfu(s.flops / std::max(ms / 1000.0, 1e-9), &mfu_note);
     if (talk && !mfu_note.empty()) bar.line(mfu_note);
     nlohmann::json metrics = metrics_line(prog, s, val, ms, tok_s, mfu);
     const std::string scored =

@@ -1,9 +1,13 @@
 // mfu_e2e_test.cpp: a CPU training run reports its model FLOPs utilisation against the
 // sgemm ceiling measured in the same run: in the banner, in the step lines and in every
-// metrics.jsonl line, always in (0, 1]; `loom bench train` prints it too.
+// metrics.jsonl line, always in (0, 1]; `loom bench train` prints it too. A pair kind's MFU
+// counts its FLOPs per target token on the step's target tokens, not on every real token.
 #include <gtest/gtest.h>
 
+#include <regex>
+
 #include "tests/support/helpers.h"
+#include "tests/support/pair_tasks.h"
 
 namespace loom::test {
 namespace {
@@ -24,6 +28,34 @@ TEST(Mfu, TrainReportsItOnCpu) {
     EXPECT_GT(j["mfu"].get<double>(), 0.0) << j.dump();
     EXPECT_LE(j["mfu"].get<double>(), 1.0) << j.dump();
   }
+}
+
+// Sorting pairs have sources as long as their targets (+ EOS each), so a step's target tokens
+// are half its real tokens: the MFU, turned back into tokens by the banner's FLOPs per target
+// token and the ceiling, must give that half (counted on every real token it gave all of them).
+TEST(Mfu, PairKindsCountTheirTargetTokens) {
+  TempDir t;
+  const std::string data = prepare_pairs(t, "sort", 600);
+  std::ofstream(t / "c.toml") << encdec_config(data, t / "run", 4);
+  const RunResult r = run_loom({"train", "--config", t / "c.toml", "--log.every", "1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::smatch fm;
+  ASSERT_TRUE(std::regex_search(r.out, fm, std::regex(R"(MFU: (\S+) FLOP/target token against)"))) << r.out;
+  const double flops_per_target = std::stod(fm[1]);
+  // The ceiling the last step was measured against: the last one printed (measured again when beaten).
+  double ceiling = 0;
+  const std::regex gf(R"(: ([0-9.]+) GFLOP/s)");
+  for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), gf); it != std::sregex_iterator(); ++it)
+    ceiling = std::stod((*it)[1]) * 1e9;
+  ASSERT_GT(ceiling, 0) << r.out;
+  const auto m = read_metrics(t / "run");
+  ASSERT_EQ(m.size(), 4u);
+  const nlohmann::json& last = m.back();
+  ASSERT_TRUE(last.contains("mfu")) << last.dump();
+  const double step_tokens = last["tokens"].get<double>() - m[m.size() - 2]["tokens"].get<double>();
+  const double targets = last["mfu"].get<double>() * ceiling * last["ms"].get<double>() / 1000 / flops_per_target;
+  // %.3g of the FLOPs and %.1f of the ceiling: a few parts in a thousand.
+  EXPECT_NEAR(targets, step_tokens / 2, 0.02 * step_tokens) << r.out << last.dump();
 }
 
 TEST(Mfu, BenchTrainPrintsIt) {
