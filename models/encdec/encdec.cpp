@@ -244,16 +244,26 @@ class EncDecKind final : public PairModelKind {
   ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
     return build_encdec(c, mode, B, T, dt, keep_logits);
   }
-  // 6N (position tables only looked up) + the score and value products: the encoder's
-  // bidirectional 4 S C per layer over S source tokens, the decoder's causal self-attention
-  // (12 T C per layer, as GPT's) and its cross-attention (4 S C per target token, x3 with
-  // backward), all per target token as the run loop counts tokens.
+  // Per target token, as the run loop counts a pair kind's FLOPs: 6N (the tables only looked up
+  // excluded: positions, and untied source and target embeddings), plus 6 N_src (S/T - 1) for
+  // the parameters that work on the S source tokens of T target tokens (the encoder's layers and
+  // every decoder layer's cross-attention key/value projection), plus the score and value
+  // products: the encoder's bidirectional 4 S C per layer over S source tokens, the decoder's
+  // causal self-attention (12 T C per layer, as GPT's) and its cross-attention (4 S C per
+  // target token, x3 with backward).
   double flops_per_token(const ModelConfig& c) const override {
     const double C = c.d_model, S = c.src_len, T = c.seq_len;
-    return six_n_flops(c, {"enc.wpe", "dec.wpe", "pos.sinusoid"}) + 12.0 * c.n_enc_layer * S * C * (S / T) +
-           12.0 * c.n_dec_layer * T * C + 12.0 * c.n_dec_layer * S * C;
+    double src = 0;
+    for (const auto& p : param_layout(c))
+      if ((p.name.rfind("enc.", 0) == 0 && p.name != "enc.wte" && p.name != "enc.wpe") ||
+          p.name.find(".cross.kv.") != std::string::npos)
+        src += static_cast<double>(p.count());
+    return six_n_flops(c, {"enc.wpe", "dec.wpe", "pos.sinusoid", "enc.wte", "dec.wte"}) + 6.0 * src * (S / T - 1.0) +
+           12.0 * c.n_enc_layer * S * C * (S / T) + 12.0 * c.n_dec_layer * T * C + 12.0 * c.n_dec_layer * S * C;
   }
-  std::string flops_beyond_6n() const override { return "attention's 12 L (S^2/T + T + S) C"; }
+  std::string flops_beyond_6n() const override {
+    return "the source side's 6 N_src (S/T - 1) and attention's 12 L (S^2/T + T + S) C";
+  }
   std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
                                                   Backend& be) const override {
     return std::make_unique<EncDecDecoder>(c, w.params, be);
