@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
-#include <random>
 
 #include "core/rng.h"
 #include "engine/data/pairs.h"
@@ -22,6 +21,7 @@
 #include "launch/run/pair_decode.h"
 #include "tests/support/helpers.h"
 #include "tests/support/pair_tasks.h"
+#include "tests/support/seeded_test.h"
 
 namespace loom::test {
 namespace {
@@ -305,9 +305,12 @@ TEST_F(PairDecoding, EvalReportsLossExactMatchBleuAndTheExposureGap) {
 // On a span-corruption folder `loom eval` splits the teacher-forced loss by target-token kind
 // (span_kinds.h): the kinds' token counts are those of the val pairs, their losses average to
 // the whole loss, and the unigram baseline is the add-one unigram of the train lines' bytes.
-TEST(PairEvalByKind, SpanCorruptionLossSplitsByKindBesideTheCountingBaselines) {
-  TempDir dir;
-  Rng rng(0x5eedULL ^ static_cast<uint64_t>(std::random_device{}()));
+class PairEvalByKind : public SeededTest {};
+
+TEST_F(PairEvalByKind, SpanCorruptionLossSplitsByKindBesideTheCountingBaselines) {
+  SEED_TRACE();
+  const TempDir& dir = dir_;
+  Rng& rng = rng_;
   static const char* words[] = {"and", "the", "lord", "said", "unto", "moses", "of", "israel"};
   std::vector<std::string> lines;
   std::string text;
