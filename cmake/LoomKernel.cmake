@@ -83,7 +83,7 @@ extern "C" const char* __asan_default_options() { return "detect_leaks=1"; }
 extern "C" const char* __ubsan_default_options() { return "print_stacktrace=1:halt_on_error=1"; }
 ]=])
 set(LOOM_TSAN_ENV "OMP_NUM_THREADS=1")
-set(LOOM_ASAN_ENV "OMP_WAIT_POLICY=PASSIVE")  # cmake/LoomTest.cmake says why
+set(LOOM_ASAN_ENV "${LOOM_TEST_OMP_ENV}")  # cmake/LoomTest.cmake says why
 
 # _loom_variant_libs(<plain|tsan|asan> <out>): the interface libraries of a variant.
 function(_loom_variant_libs variant out)
@@ -120,7 +120,7 @@ endfunction()
 function(loom_emu_test)
   cmake_parse_arguments(A "" "NAME;VARIANT;TIMEOUT" "SOURCES;LABELS;LIBS" ${ARGN})
   _loom_variant_libs(${A_VARIANT} libs)
-  set(env "OMP_WAIT_POLICY=PASSIVE")  # cmake/LoomTest.cmake says why
+  set(env "${LOOM_TEST_OMP_ENV}")
   if(A_VARIANT STREQUAL "tsan")
     set(env ${LOOM_TSAN_ENV})
   elseif(A_VARIANT STREQUAL "asan")

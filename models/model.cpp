@@ -145,13 +145,17 @@ void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits) {
   }
 }
 
-double six_n_flops(const ModelConfig& cfg, std::initializer_list<const char*> lookups) {
+int64_t count_params_where(const ModelConfig& cfg, const std::function<bool(const std::string& name)>& keep) {
   int64_t n = 0;
-  for (const auto& p : param_layout(cfg)) {
-    const bool lookup = std::any_of(lookups.begin(), lookups.end(), [&](const char* l) { return p.name == l; });
-    if (!lookup) n += p.count();
-  }
-  return 6.0 * static_cast<double>(n);
+  for (const auto& p : param_layout(cfg))
+    if (keep(p.name)) n += p.count();
+  return n;
+}
+
+double six_n_flops(const ModelConfig& cfg, std::initializer_list<const char*> lookups) {
+  return 6.0 * static_cast<double>(count_params_where(cfg, [&](const std::string& name) {
+           return std::none_of(lookups.begin(), lookups.end(), [&](const char* l) { return name == l; });
+         }));
 }
 
 // ---- defaults of the optional parts --------------------------------------------------------

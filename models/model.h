@@ -263,6 +263,8 @@ std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed);
 
 // The loss and, in training graphs, the backward pass: shared by the graph kinds' builders.
 void finish_lm(ModelGraph& m, int logits, GraphMode mode, bool keep_logits);
+// The parameters of `cfg` whose name `keep` accepts.
+int64_t count_params_where(const ModelConfig& cfg, const std::function<bool(const std::string& name)>& keep);
 // 6 x the parameters of `cfg`'s graph that take part in matrix products (all but `lookups`).
 double six_n_flops(const ModelConfig& cfg, std::initializer_list<const char*> lookups);
 

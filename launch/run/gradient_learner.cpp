@@ -217,12 +217,13 @@ class GradientLearner final : public Learner {
     if (p.step + 1 == opt.profile_to) be_->profiler_stop();
     s.tokens = cfg_.train.batch_size * cfg_.train.grad_accum * T_;
     if (pairs_) {
-      const double r = world > 1 ? comm_.allreduce_scalar(static_cast<double>(real)) : static_cast<double>(real);
-      const double a = world > 1 ? comm_.allreduce_scalar(static_cast<double>(all)) : static_cast<double>(all);
+      auto summed = [&](int64_t v) {  // over the ranks
+        return world > 1 ? comm_.allreduce_scalar(static_cast<double>(v)) : static_cast<double>(v);
+      };
+      const double r = summed(real), a = summed(all);
       s.tokens = static_cast<int64_t>(r);
       s.padding = a > 0 ? 1.0 - r / a : 0.0;
-      s.flops = flops_per_token_ * (world > 1 ? comm_.allreduce_scalar(static_cast<double>(target))
-                                              : static_cast<double>(target));
+      s.flops = flops_per_token_ * summed(target);
     } else {
       s.flops = flops_per_token_ * static_cast<double>(s.tokens);
     }

@@ -58,8 +58,8 @@ std::string plan_report(const PlanInput& in) {
   const double fpt = kind.flops_per_token(m);
   s += "parameters: " + with_commas(n) + " (" + with_commas(n_body) + " without the token and position embeddings)\n";
   const std::string beyond = kind.flops_beyond_6n();
-  s += std::string(kind.learns_pairs() ? "FLOPs per target token: " : "FLOPs per token: ") + num("%.3g", fpt) + " to train (forward + backward: 6N over the matrix products" +
-       (beyond.empty() ? "" : ", plus " + beyond) + ")\n";
+  s += std::string(kind.learns_pairs() ? "FLOPs per target token: " : "FLOPs per token: ") + num("%.3g", fpt) +
+       " to train (forward + backward: 6N over the matrix products" + (beyond.empty() ? "" : ", plus " + beyond) + ")\n";
 
   // Memory at the config's micro-batch, then the largest that fits at each recompute setting.
   const int B = per_rank_batch(cfg, t.world);

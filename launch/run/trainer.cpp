@@ -142,14 +142,15 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
     ++prog.step;
     prog.tokens_seen += s.tokens;
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    const double tok_s = s.tokens / std::max(ms / 1000.0, 1e-9);
+    const double seconds = std::max(ms / 1000.0, 1e-9);
+    const double tok_s = s.tokens / seconds;
     tok_s_avg = tok_s_avg == 0 ? tok_s : 0.9 * tok_s_avg + 0.1 * tok_s;
     if (!std::isnan(s.loss)) res.last_loss = s.loss;
     const bool last = prog.step == cfg.train.steps;
     const double val = learner->validates_at(prog.step, last) ? learner->validate() : -1;
     if (val >= 0) res.last_val_loss = val;
     std::string mfu_note;
-    const double mfu = learner->mfu(s.flops / std::max(ms / 1000.0, 1e-9), &mfu_note);
+    const double mfu = learner->mfu(s.flops / seconds, &mfu_note);
     if (talk && !mfu_note.empty()) bar.line(mfu_note);
     nlohmann::json metrics = metrics_line(prog, s, val, ms, tok_s, mfu);
     const std::string scored =

@@ -253,11 +253,9 @@ class EncDecKind final : public PairModelKind {
   // target token, x3 with backward).
   double flops_per_token(const ModelConfig& c) const override {
     const double C = c.d_model, S = c.src_len, T = c.seq_len;
-    double src = 0;
-    for (const auto& p : param_layout(c))
-      if ((p.name.rfind("enc.", 0) == 0 && p.name != "enc.wte" && p.name != "enc.wpe") ||
-          p.name.find(".cross.kv.") != std::string::npos)
-        src += static_cast<double>(p.count());
+    const double src = static_cast<double>(count_params_where(c, [](const std::string& n) {
+      return (n.rfind("enc.", 0) == 0 && n != "enc.wte" && n != "enc.wpe") || n.find(".cross.kv.") != std::string::npos;
+    }));
     return six_n_flops(c, {"enc.wpe", "dec.wpe", "pos.sinusoid", "enc.wte", "dec.wte"}) + 6.0 * src * (S / T - 1.0) +
            12.0 * c.n_enc_layer * S * C * (S / T) + 12.0 * c.n_dec_layer * T * C + 12.0 * c.n_dec_layer * S * C;
   }

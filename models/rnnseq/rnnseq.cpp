@@ -258,9 +258,8 @@ class RnnSeqKind final : public PairModelKind {
   // tokens per T target tokens; the attention's score and context products are 4 S H a
   // target token (x3 with backward).
   double flops_per_token(const ModelConfig& c) const override {
-    double enc = 0;
-    for (const auto& p : param_layout(c))
-      if (p.name.rfind("enc.", 0) == 0 && p.name != "enc.wte") enc += static_cast<double>(p.count());
+    const double enc = static_cast<double>(
+        count_params_where(c, [](const std::string& n) { return n.rfind("enc.", 0) == 0 && n != "enc.wte"; }));
     const double S = c.src_len, T = c.seq_len;
     return six_n_flops(c, {"enc.wte", "dec.wte"}) + 6.0 * enc * (S / T - 1.0) + 12.0 * S * c.d_model;
   }
