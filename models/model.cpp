@@ -174,6 +174,10 @@ std::vector<float> ModelKind::merge_lora(const ModelConfig&, const std::vector<f
 std::unique_ptr<Seq2SeqDecoder> ModelKind::seq2seq_decoder(const ModelConfig&, const ModelWeights&, Backend&) const {
   LOOM_CHECK(false, "model kind ", name(), " does not learn from pairs");
 }
+std::string ModelKind::warm_start(const ModelConfig&, std::vector<float>&, const ModelConfig&, const std::vector<float>&,
+                                  const std::string&) const {
+  LOOM_CHECK(false, "model kind ", name(), " does not warm-start");
+}
 std::unique_ptr<CountingModel> ModelKind::new_counts(const ModelConfig&) const {
   LOOM_CHECK(false, "model kind ", name(), " does not count");
 }

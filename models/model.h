@@ -236,6 +236,14 @@ class ModelKind {
   virtual std::vector<float> merge_lora(const ModelConfig& c, const std::vector<float>& params,
                                         ModelConfig* merged) const;
 
+  // Warm start (train.init_from; kinds that list it in keys()): `params`, this kind's model
+  // `c` freshly initialised, takes what a trained model `from` (a checkpoint's model and flat
+  // parameters, loaded from `origin`) can give it. Returns one line saying what it took and
+  // what it left as initialised; a model it cannot take weights from is a UserError naming
+  // `origin` and the mismatch.
+  virtual std::string warm_start(const ModelConfig& c, std::vector<float>& params, const ModelConfig& from,
+                                 const std::vector<float>& from_params, const std::string& origin) const;
+
   // Counting kinds.
   virtual std::unique_ptr<CountingModel> new_counts(const ModelConfig& c) const;
   // From a checkpoint's tensors; every problem is a UserError naming `origin`.

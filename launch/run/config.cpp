@@ -50,7 +50,7 @@ bool applies(const Key& k, const std::string& kind) {
   const std::string name = k.name;
   const bool kind_specific = name.rfind("optim.", 0) == 0 || name.rfind("lora.", 0) == 0 || name == "train.state_reset" ||
                              name == "data.document_mask" || name == "data.eot_id" ||
-                             name == "train.recompute" ||
+                             name == "train.recompute" || name == "train.init_from" ||
                              (name.rfind("model.", 0) == 0 && name != "model.kind" && name != "model.seq_len");
   if (!kind_specific) return true;
   const ModelKind* mk = find_model_kind(kind);
@@ -113,6 +113,8 @@ const std::vector<Key>& keys() {
        [](Config& c) -> Ref { return &c.train.recompute; }},
       {"train.deterministic", nullptr, "bit-identical GPU gradients run to run (attention's dQ summed in order)",
        [](Config& c) -> Ref { return &c.train.deterministic; }},
+      {"train.init_from", nullptr, "a fresh run starts from this checkpoint's weights (encdec: a gpt's; \"\": seeded init)",
+       [](Config& c) -> Ref { return &c.train.init_from; }},
       {"optim.lr", kKind, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
       {"optim.min_lr", nullptr, "final learning rate (cosine)", [](Config& c) -> Ref { return &c.optim.min_lr; }},
       {"optim.warmup_steps", nullptr, "linear warmup steps", [](Config& c) -> Ref { return &c.optim.warmup_steps; }},
@@ -268,6 +270,13 @@ void validate(const Config& c, const std::string& where) {
   req(recompute.has_value(), "train.recompute", "'" + brief(c.train.recompute) + "' is not one of none, attention, mlp, block");
   req(*recompute == Recompute::None || model_kind(c.model.kind).has_recompute_segments(), "train.recompute",
       "model.kind = " + c.model.kind + " has no segments to recompute (only none)");
+  if (!c.train.init_from.empty()) {
+    std::string can;
+    for (const ModelKind* k : model_kinds())
+      if (kind_reads(*k, "train.init_from")) can += std::string(can.empty() ? "" : ", ") + k->name();
+    req(kind_reads(model_kind(c.model.kind), "train.init_from"), "train.init_from",
+        "model.kind = " + c.model.kind + " cannot start from another model's weights (" + can + " can)");
+  }
   req(static_cast<double>(c.train.batch_size) * static_cast<double>(c.train.grad_accum) * c.model.seq_len <=
           static_cast<double>(int64_t{1} << 40),
       "train.batch_size", "x train.grad_accum x model.seq_len: more than 2^40 tokens a step");

@@ -32,6 +32,9 @@ struct Config {
     int64_t eval_tasks_every = 0;         // 0: with each validation
     std::string recompute = "none";  // none | attention | mlp | block (engine/graph/recompute.h)
     bool deterministic = false;      // GPU float sums in a fixed order (Backend::set_deterministic)
+    // A fresh run's start: a trained checkpoint (step folder, run folder or latest) whose
+    // weights the kind takes where it can (ModelKind::warm_start); "" for the seeded init.
+    std::string init_from;
   } train;
   struct Optim {
     double lr = 1e-3;

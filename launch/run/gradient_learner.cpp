@@ -78,7 +78,8 @@ class GradientLearner final : public Learner {
       else
         loader_->set_state(resume->progress.loader_rng);
     } else {
-      weights_.upload(init_params(cfg_.model, static_cast<uint64_t>(cfg_.train.seed)));
+      weights_.upload(rc.warm_params.empty() ? init_params(cfg_.model, static_cast<uint64_t>(cfg_.train.seed))
+                                             : rc.warm_params);
     }
     tx_.bind_params(weights_.graph_params(), grads_.data());
     ex_.bind_params(weights_.graph_params(), nullptr);

@@ -53,6 +53,8 @@ struct RunContext {
   const PairSplit* val_pairs = nullptr;
   Comm* comm = nullptr;
   const TrainOptions* opt = nullptr;
+  // train.init_from on a fresh run: the parameters to start from (empty: the seeded init).
+  std::vector<float> warm_params;
   bool lead() const { return comm->rank() == 0; }
 };
 

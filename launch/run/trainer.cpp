@@ -44,6 +44,23 @@ nlohmann::json metrics_line(const TrainProgress& p, const StepStats& s, double v
   return j;
 }
 
+// train.init_from on a fresh run: the seeded initialisation, overwritten by the kind with what
+// the named checkpoint (of the data's tokenizer) gives it. Returns the line that says what.
+std::string warm_start(RunContext& rc) {
+  const Config& cfg = rc.cfg;
+  CheckpointData from;
+  try {
+    from = load_checkpoint(cfg.train.init_from, false);
+  } catch (const UserError& e) {
+    user_error("train.init_from: ", e.what(), " (train that run first, or set train.init_from = \"\" to start from ",
+               "the seeded initialisation)");
+  }
+  LOOM_USER_CHECK(from.tokenizer == rc.data.tokenizer, from.dir, " (train.init_from): trained with another tokenizer than ",
+                  cfg.data.path, " (prepare both with the same tokenizer file)");
+  rc.warm_params = init_params(cfg.model, static_cast<uint64_t>(cfg.train.seed));
+  return model_kind(cfg.model.kind).warm_start(cfg.model, rc.warm_params, from.model, from.params, from.dir);
+}
+
 }  // namespace
 
 TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
@@ -82,6 +99,9 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   const McTasks tasks(cfg.train.eval_tasks, cfg.train.eval_tasks_every, rc.data.tokenizer, cfg.model.vocab,
                       cfg.model.seq_len);  // UserError now for a bad task file
 
+  // Before the run folder exists, so that a checkpoint it cannot start from leaves nothing behind.
+  const std::string warm_note = !opt.resume && !opt.start && !cfg.train.init_from.empty() ? warm_start(rc) : "";
+
   RunFolder run(cfg, opt.resume, comm);  // locked from here on
   std::optional<CheckpointData> resume;
   if (opt.resume) {
@@ -107,6 +127,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   TrainProgress prog = from ? from->progress : TrainProgress{};
   const bool lead = rc.lead(), talk = lead && !opt.quiet;
   if (lead && resume) std::printf("resuming from %s (step %lld)\n", resume->dir.c_str(), static_cast<long long>(prog.step));
+  if (lead && !warm_note.empty()) std::printf("%s\n", warm_note.c_str());
   resume.reset();  // the learner has taken what it needs
   if (talk) {
     std::printf("%s--- resolved config ---\n%s-----------------------\n", learner->banner().c_str(),

@@ -11,6 +11,7 @@
 // Decoding (seq2seq_decoder): an Encode graph runs the encoder once and projects its output to
 // every decoder layer's cross-attention keys/values; a Decode graph feeds one target token over
 // those (read in place, never recomputed) and a self-attention KV cache.
+#include <algorithm>
 #include <cmath>
 #include <tuple>
 
@@ -216,6 +217,36 @@ class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
   bool encoded_ = false;
 };
 
+// Warm start from a GPT (EncDecKind::warm_start): copies `from`'s tensor `src` into this
+// model's `dst`, the leading rows where the first dimensions differ (a vocabulary that the pair
+// folder extends with its special tokens, a position table longer than a side needs).
+class WeightCopier {
+ public:
+  WeightCopier(const ModelConfig& c, std::vector<float>& params, const ModelConfig& from, const std::vector<float>& fp)
+      : dl_(param_layout(c)), sl_(param_layout(from)), d_(params), s_(fp) {}
+  void copy(const std::string& dst, const std::string& src) {
+    const ParamInfo& d = find(dl_, dst);
+    const ParamInfo& s = find(sl_, src);
+    LOOM_CHECK(d.shape.size() == s.shape.size() && (d.shape.size() == 1 ? d.shape[0] == s.shape[0] : d.shape[1] == s.shape[1]),
+               dst, " and ", src, " differ in shape");
+    const int64_t n = std::min(d.count(), s.count());
+    std::copy_n(s_.begin() + s.offset, n, d_.begin() + d.offset);
+    copied_ += n;
+  }
+  int64_t copied() const { return copied_; }
+
+ private:
+  static const ParamInfo& find(const std::vector<ParamInfo>& l, const std::string& name) {
+    for (const auto& p : l)
+      if (p.name == name) return p;
+    LOOM_CHECK(false, "no parameter ", name);
+  }
+  std::vector<ParamInfo> dl_, sl_;
+  std::vector<float>& d_;
+  const std::vector<float>& s_;
+  int64_t copied_ = 0;
+};
+
 class EncDecKind final : public PairModelKind {
  public:
   const char* name() const override { return "encdec"; }
@@ -224,7 +255,7 @@ class EncDecKind final : public PairModelKind {
   }
   std::vector<const char*> keys() const override {
     return {"model.n_enc_layer", "model.n_dec_layer", "model.n_head",    "model.d_model",
-            "model.src_len",     "model.tie_embeddings", "model.positions", "optim.*"};
+            "model.src_len",     "model.tie_embeddings", "model.positions", "optim.*", "train.init_from"};
   }
   void validate(const ModelConfig& c, const Require& req) const override {
     require_in(req, c.n_enc_layer, 1, kMaxLayers, "model.n_enc_layer");
@@ -265,6 +296,48 @@ class EncDecKind final : public PairModelKind {
   std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
                                                   Backend& be) const override {
     return std::make_unique<EncDecDecoder>(c, w.params, be);
+  }
+  // From a GPT of the same width and heads (a language model of the same tokenizer): its layer l
+  // becomes encoder layer l (bidirectional from here on) and decoder layer l's self-attention
+  // and MLP (its ln_2, the norm before the MLP, is the decoder's ln_3); its final norm both
+  // stacks'; its token rows the embeddings and classifier (the pair folder's special tokens and
+  // sentinels follow them and keep their initialisation); its first positions both tables.
+  // The cross-attention (with the norm before it) is new and stays as initialised.
+  std::string warm_start(const ModelConfig& c, std::vector<float>& params, const ModelConfig& from,
+                         const std::vector<float>& fp, const std::string& origin) const override {
+    const std::string at = origin + " (train.init_from): ";
+    LOOM_USER_CHECK(from.kind == "gpt", at, "model.kind = ", from.kind, "; an encdec starts only from a gpt");
+    LOOM_USER_CHECK(from.lora_rank == 0, at, "holds LoRA adapters; start from its merged checkpoint (loom finetune --merge)");
+    LOOM_USER_CHECK(from.d_model == c.d_model && from.n_head == c.n_head, at, "width ", from.d_model, " with ", from.n_head,
+                    " heads; model.d_model = ", c.d_model, " and model.n_head = ", c.n_head, " must match it");
+    const int layers = std::max(c.n_enc_layer, c.n_dec_layer);
+    LOOM_USER_CHECK(from.n_layer >= layers, at, from.n_layer, " layers, fewer than the ", layers,
+                    " of model.n_enc_layer / model.n_dec_layer");
+    LOOM_USER_CHECK(c.positions == "learned", at, "a gpt's layers read learned positions; set model.positions = learned");
+    LOOM_USER_CHECK(from.seq_len >= std::max(c.src_len, c.seq_len), at, "seq_len ", from.seq_len,
+                    ": its positions do not cover model.src_len = ", c.src_len, " and model.seq_len = ", c.seq_len);
+    LOOM_USER_CHECK(from.vocab <= c.vocab, at, "a vocabulary of ", from.vocab, " tokens, more than the data's ", c.vocab);
+    WeightCopier w(c, params, from, fp);
+    for (const char* e : c.tie_embeddings ? std::vector<const char*>{"wte"}
+                                          : std::vector<const char*>{"enc.wte", "dec.wte", "lm_head.weight"})
+      w.copy(e, "wte");
+    w.copy("enc.wpe", "wpe");
+    w.copy("dec.wpe", "wpe");
+    for (const char* side : {"enc", "dec"}) {
+      const int n = std::string(side) == "enc" ? c.n_enc_layer : c.n_dec_layer;
+      for (int l = 0; l < n; ++l) {
+        const std::string g = "h." + std::to_string(l) + ".", e = side + ("." + std::to_string(l) + ".");
+        for (const char* t : {"ln_1", "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"})
+          for (const char* wb : {".weight", ".bias"}) w.copy(e + t + wb, g + t + wb);
+        for (const char* wb : {".weight", ".bias"})
+          w.copy(e + (std::string(side) == "enc" ? "ln_2" : "ln_3") + wb, g + "ln_2" + wb);
+      }
+      for (const char* wb : {".weight", ".bias"}) w.copy(side + std::string(".ln_f") + wb, std::string("ln_f") + wb);
+    }
+    return "warm start: " + std::to_string(w.copied()) + " of " + std::to_string(params.size()) +
+           " parameters from the gpt " + origin + " (" + std::to_string(from.n_layer) + " layers; its first " +
+           std::to_string(from.vocab) + " token rows); cross-attention and the other " +
+           std::to_string(c.vocab - from.vocab) + " token rows as initialised";
   }
 };
 

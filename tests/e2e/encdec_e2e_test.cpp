@@ -139,5 +139,139 @@ TEST(EncDec, BadConfigsAreOneLineErrors) {
   expect_user_error(run(tiny_config(data, d / "run2")), "a folder of sequence pairs");
 }
 
+// Warm start (train.init_from): what an encdec takes from a GPT, tensor by tensor, against a
+// table of its own; everything else keeps the seeded initialisation.
+TEST(EncDecWarmStart, TakesEachGptTensorWhereItBelongs) {
+  ModelConfig gpt{.kind = "gpt", .n_layer = 3, .n_head = 4, .d_model = 32, .seq_len = 20, .vocab = 256};
+  for (const bool tied : {true, false}) {
+    SCOPED_TRACE(tied ? "tied" : "untied");
+    ModelConfig ed{.kind = "encdec", .n_head = 4, .d_model = 32, .seq_len = 9, .vocab = 256 + 3 + 10, .src_len = 17,
+                   .n_enc_layer = 2, .n_dec_layer = 1, .tie_embeddings = tied, .positions = "learned"};
+    const std::vector<float> g = init_params(gpt, 5), fresh = init_params(ed, 6);
+    std::vector<float> w = fresh;
+    const std::string note = model_kind("encdec").warm_start(ed, w, gpt, g, "gpt-run");
+    // The GPT tensor each encdec tensor comes from ("" for none).
+    auto source = [&](const std::string& n) -> std::string {
+      if (n == "wte" || n == "enc.wte" || n == "dec.wte" || n == "lm_head.weight") return "wte";
+      if (n == "enc.wpe" || n == "dec.wpe") return "wpe";
+      if (n.starts_with("enc.ln_f") || n.starts_with("dec.ln_f")) return n.substr(4);
+      if (n.find(".cross.") != std::string::npos) return "";
+      const bool enc = n.starts_with("enc.");
+      const size_t dot = n.find('.', 4);
+      const std::string layer = n.substr(4, dot - 4), rest = n.substr(dot + 1);
+      if (rest.starts_with("ln_2")) return enc ? "h." + layer + "." + rest : "";  // the decoder's is cross-attention's
+      if (rest.starts_with("ln_3")) return "h." + layer + ".ln_2" + rest.substr(4);
+      return "h." + layer + "." + rest;
+    };
+    const auto gl = param_layout(gpt);
+    int64_t copied = 0;
+    for (const auto& p : param_layout(ed)) {
+      SCOPED_TRACE(p.name);
+      const std::string src = source(p.name);
+      const float* got = w.data() + p.offset;
+      if (src.empty()) {
+        EXPECT_TRUE(std::equal(got, got + p.count(), fresh.data() + p.offset));
+        continue;
+      }
+      const auto it = std::find_if(gl.begin(), gl.end(), [&](const ParamInfo& q) { return q.name == src; });
+      ASSERT_NE(it, gl.end()) << src;
+      const int64_t n = std::min(p.count(), it->count());  // leading rows: 256 token rows, S or T positions
+      EXPECT_TRUE(std::equal(got, got + n, g.data() + it->offset)) << "from " << src;
+      EXPECT_TRUE(std::equal(got + n, got + p.count(), fresh.data() + p.offset + n)) << "past row " << n / 32;
+      copied += n;
+    }
+    EXPECT_NE(note.find("warm start: " + std::to_string(copied) + " of " + std::to_string(w.size())), std::string::npos)
+        << note;
+    EXPECT_NE(note.find("gpt-run"), std::string::npos) << note;
+  }
+}
+
+// What it cannot start from: each a one-line error naming the checkpoint and the mismatch.
+TEST(EncDecWarmStart, ModelsItCannotTakeAreOneLineErrors) {
+  const ModelConfig gpt{.kind = "gpt", .n_layer = 2, .n_head = 4, .d_model = 32, .seq_len = 20, .vocab = 256};
+  const ModelConfig ed{.kind = "encdec", .n_head = 4, .d_model = 32, .seq_len = 9, .vocab = 269, .src_len = 17,
+                       .n_enc_layer = 2, .n_dec_layer = 2, .positions = "learned"};
+  auto from = [&](ModelConfig f, ModelConfig c = {}) {
+    if (c.kind != "encdec") c = ed;
+    return [f, c] {
+      std::vector<float> w = init_params(c, 1);
+      model_kind("encdec").warm_start(c, w, f, init_params(f, 2), "ck");
+    };
+  };
+  auto with = [](ModelConfig m, auto set) {
+    set(m);
+    return m;
+  };
+  expect_user_error(from(with(gpt, [](ModelConfig& m) { m.d_model = 64; })), {"width 64", "model.d_model = 32"}, "ck (train.init_from): ");
+  expect_user_error(from(with(gpt, [](ModelConfig& m) { m.n_head = 2; })), {"2 heads", "model.n_head = 4"}, "ck");
+  expect_user_error(from(with(gpt, [](ModelConfig& m) { m.n_layer = 1; })), {"1 layers", "model.n_enc_layer"}, "ck");
+  expect_user_error(from(with(gpt, [](ModelConfig& m) { m.seq_len = 16; })), {"seq_len 16", "model.src_len = 17"}, "ck");
+  expect_user_error(from(with(gpt, [](ModelConfig& m) { m.vocab = 300; })), {"300 tokens"}, "ck");
+  expect_user_error(from(with(gpt, [](ModelConfig& m) { m.lora_rank = 4; })), {"LoRA"}, "ck");
+  expect_user_error(from(with(ed, [](ModelConfig&) {})), {"model.kind = encdec;", "only from a gpt"}, "ck");
+  expect_user_error(from(gpt, with(ed, [](ModelConfig& m) { m.positions = "sinusoidal"; })), {"model.positions = learned"},
+                    "ck");
+}
+
+// Through `loom train`: a GPT trained on a token folder of the pairs' tokenizer starts an
+// encdec (its first checkpoint, after one step at a tiny learning rate, still holds the GPT's
+// weights), a warm-started run resumes bit-exactly, and without the GPT (init_from is for
+// fresh runs only), and what it cannot start from is refused before a run folder is made.
+TEST(EncDecWarmStart, TrainStartsFromAGptRunAndResumesWithoutIt) {
+  TempDir d;
+  const std::string pairs = prepare_pairs(d, "sort", 800);
+  const std::string tokens = prepare_tiny_data(d.str());
+  const std::string gpt = d / "gpt";
+  const std::string gtext = replaced(replaced(tiny_config(tokens, gpt, 10), "n_head = 2", "n_head = 4"), "d_model = 32", "d_model = 64");
+  ASSERT_EQ(train_text(d, gtext).rc, 0);
+  const std::string cfg = d / "ed.toml";
+  std::ofstream(cfg) << replaced(replaced(encdec_config(pairs, d / "ed", 2, "positions = \"learned\"\n"), "lr = 3e-3",
+                                          "lr = 1e-7"), "min_lr = 3e-4", "min_lr = 1e-8");
+  RunResult r = run_loom({"train", "--config", cfg, "--train.init_from", gpt, "--train.steps", "1"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  EXPECT_NE(r.out.find("warm start: "), std::string::npos) << r.out;
+  const CheckpointData g = load_checkpoint(gpt, false), e = load_checkpoint(d / "ed", false);
+  const auto gl = param_layout(g.model), el = param_layout(e.model);
+  auto tensor = [](const std::vector<ParamInfo>& l, const std::vector<float>& w, const std::string& n) {
+    for (const auto& p : l)
+      if (p.name == n) return std::vector<float>(w.begin() + p.offset, w.begin() + p.offset + p.count());
+    ADD_FAILURE() << "no " << n;
+    return std::vector<float>{};
+  };
+  for (const auto& [en, gn] : std::vector<std::pair<std::string, std::string>>{
+           {"enc.1.mlp.c_fc.weight", "h.1.mlp.c_fc.weight"}, {"dec.0.attn.c_attn.weight", "h.0.attn.c_attn.weight"}}) {
+    const auto a = tensor(el, e.params, en), b = tensor(gl, g.params, gn);
+    ASSERT_EQ(a.size(), b.size()) << en;
+    double most = 0;
+    for (size_t i = 0; i < a.size(); ++i) most = std::max(most, std::abs(double(a[i]) - b[i]));
+    EXPECT_LT(most, 1e-5) << en << " moved from " << gn << " by more than a step of lr 1e-7 can";
+  }
+  // Stopped and resumed, a warm-started run ends bit-equal to one run straight through.
+  expect_resume_bit_exact(d, 24, [&](const std::string& run) {
+    Config c = config_of(pairs, run, 24, "positions = \"learned\"\n");
+    c.train.init_from = gpt;
+    return c;
+  });
+  // Refused before a run folder is made: another tokenizer, a kind that cannot warm-start.
+  const std::string bpe = d / "bpe.json";
+  ASSERT_EQ(run_loom({"tokenizer", "train", "--corpus", d / "corpus.txt", "--vocab-size", "300", "--out", bpe}).rc, 0);
+  const std::string other = d / "pairs_bpe";
+  ASSERT_EQ(run_loom({"prepare", "--pairs", d / "sort.tsv", "--tokenizer", bpe, "--out", other}).rc, 0);
+  expect_user_error(run_loom({"train", "--config", cfg, "--train.init_from", gpt, "--data.path", other, "--log.run_dir",
+                              d / "x"}),
+                    "trained with another tokenizer");
+  EXPECT_FALSE(std::filesystem::exists(d / "x"));
+  expect_user_error(run_loom({"train", "--config", d / "bad.toml", "--train.init_from", d / "ed"}),
+                    "model.kind = gpt cannot start from another model's weights (encdec can)");
+  // Resumed without the GPT: init_from is for fresh runs only; a fresh run cannot do without it.
+  std::filesystem::remove_all(gpt);
+  r = run_loom({"train", "--config", cfg, "--train.init_from", gpt, "--train.steps", "2", "--resume"});
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(r.out.find("warm start: "), std::string::npos) << r.out;
+  r = run_loom({"train", "--config", cfg, "--train.init_from", gpt, "--log.run_dir", d / "y"});
+  expect_user_error(r, "train.init_from: " + gpt + ": no such checkpoint (train that run first");
+  EXPECT_FALSE(std::filesystem::exists(d / "y"));
+}
+
 }  // namespace
 }  // namespace loom::test
