@@ -77,9 +77,10 @@ class GradientLearner final : public Learner {
         stream_->set_state(resume->progress.loader_rng);
       else
         loader_->set_state(resume->progress.loader_rng);
+    } else if (!rc.warm_params.empty()) {
+      weights_.upload(rc.warm_params);
     } else {
-      weights_.upload(rc.warm_params.empty() ? init_params(cfg_.model, static_cast<uint64_t>(cfg_.train.seed))
-                                             : rc.warm_params);
+      weights_.upload(init_params(cfg_.model, static_cast<uint64_t>(cfg_.train.seed)));
     }
     tx_.bind_params(weights_.graph_params(), grads_.data());
     ex_.bind_params(weights_.graph_params(), nullptr);

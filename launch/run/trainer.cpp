@@ -129,6 +129,7 @@ TrainResult train(const Config& cfg_in, const TrainOptions& opt) {
   if (lead && resume) std::printf("resuming from %s (step %lld)\n", resume->dir.c_str(), static_cast<long long>(prog.step));
   if (lead && !warm_note.empty()) std::printf("%s\n", warm_note.c_str());
   resume.reset();  // the learner has taken what it needs
+  rc.warm_params = {};
   if (talk) {
     std::printf("%s--- resolved config ---\n%s-----------------------\n", learner->banner().c_str(),
                 config_to_toml(cfg).c_str());

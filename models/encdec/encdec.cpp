@@ -223,10 +223,11 @@ class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
 class WeightCopier {
  public:
   WeightCopier(const ModelConfig& c, std::vector<float>& params, const ModelConfig& from, const std::vector<float>& fp)
-      : dl_(param_layout(c)), sl_(param_layout(from)), d_(params), s_(fp) {}
+      : dg_(build_model(c, GraphMode::Eval, 1, 1, DType::F32).g),
+        sg_(build_model(from, GraphMode::Eval, 1, 1, DType::F32).g), d_(params), s_(fp) {}
   void copy(const std::string& dst, const std::string& src) {
-    const ParamInfo& d = find(dl_, dst);
-    const ParamInfo& s = find(sl_, src);
+    const ParamInfo& d = param(dg_, dst);
+    const ParamInfo& s = param(sg_, src);
     LOOM_CHECK(d.shape.size() == s.shape.size() && (d.shape.size() == 1 ? d.shape[0] == s.shape[0] : d.shape[1] == s.shape[1]),
                dst, " and ", src, " differ in shape");
     const int64_t n = std::min(d.count(), s.count());
@@ -236,12 +237,12 @@ class WeightCopier {
   int64_t copied() const { return copied_; }
 
  private:
-  static const ParamInfo& find(const std::vector<ParamInfo>& l, const std::string& name) {
-    for (const auto& p : l)
-      if (p.name == name) return p;
-    LOOM_CHECK(false, "no parameter ", name);
+  static const ParamInfo& param(const Graph& g, const std::string& name) {
+    const int i = g.find_param(name);
+    LOOM_CHECK(i >= 0, "no parameter ", name);
+    return g.params[static_cast<size_t>(i)];
   }
-  std::vector<ParamInfo> dl_, sl_;
+  Graph dg_, sg_;  // the two models' parameter layouts
   std::vector<float>& d_;
   const std::vector<float>& s_;
   int64_t copied_ = 0;
