@@ -41,10 +41,14 @@ class PrepareCommand final : public Command {
     cmd_->add_option("--max-len", pp_.max_len, "pairs: the most tokens a source or target may have (--task span-corruption: a line; longer lines are skipped); 0: no limit")
         ->capture_default_str();
     cmd_->add_option("--seed", pp_.seed, "span-corruption: the seed of the masked spans")->capture_default_str();
-    cmd_->add_option("--noise-density", pp_.noise_density, "span-corruption: share of a line's tokens masked")
+    cmd_->add_option("--noise-density", pp_.noise_density,
+                     "span-corruption: share of a line's tokens (--whole-words: words) masked")
         ->capture_default_str();
-    cmd_->add_option("--mean-span", pp_.mean_span, "span-corruption: mean length of a masked span, in tokens")
+    cmd_->add_option("--mean-span", pp_.mean_span,
+                     "span-corruption: mean length of a masked span, in tokens (--whole-words: words)")
         ->capture_default_str();
+    cmd_->add_flag("--whole-words", pp_.whole_words,
+                   "span-corruption: mask whole words (a word's tokens together), counting words, not tokens");
     cmd_->add_option("--masks", pp_.masks,
                      "span-corruption: pairs per train line, each with its own masked spans (val lines: one)")
         ->capture_default_str();
@@ -52,7 +56,7 @@ class PrepareCommand final : public Command {
   int run() override {
     const bool pairs = !pairs_.empty() || !source_.empty() || !target_.empty() || !task_.empty();
     if (pairs) return run_pairs();
-    for (const char* opt : {"--max-len", "--seed", "--masks", "--noise-density", "--mean-span"})
+    for (const char* opt : {"--max-len", "--seed", "--masks", "--noise-density", "--mean-span", "--whole-words"})
       LOOM_USER_CHECK(cmd_->count(opt) == 0, opt, ": applies to pairs (--pairs, --source/--target, --task)");
     LOOM_USER_CHECK(po_.threads >= 0, "--threads: ", po_.threads, " must be 0 or more");
     po_.val_fraction = val_fraction_;
@@ -70,7 +74,7 @@ class PrepareCommand final : public Command {
     LOOM_USER_CHECK(inputs == 1, "--pairs, --source/--target and --task: give one of them");
     LOOM_USER_CHECK(task_ == "span-corruption" || cmd_->count("--corpus") == 0,
                     "--corpus: pairs come from --pairs or --source/--target, not a corpus");
-    for (const char* opt : {"--seed", "--masks", "--noise-density", "--mean-span"})
+    for (const char* opt : {"--seed", "--masks", "--noise-density", "--mean-span", "--whole-words"})
       LOOM_USER_CHECK(task_ == "span-corruption" || cmd_->count(opt) == 0, opt, ": only --task has one");
     for (const char* opt : {"--shard-tokens", "--jsonl-field", "--threads"})
       LOOM_USER_CHECK(cmd_->count(opt) == 0, opt, ": applies to token streams, not to pairs");

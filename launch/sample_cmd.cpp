@@ -2,7 +2,8 @@
 // [--stop STR ...] [decoding flags | --beam N [--length-penalty A] [--n-best K] [--eos TEXT]]`:
 // text from a checkpoint, streamed as it is generated, or the best hypotheses of a beam search
 // (launch/run/sampler.h). A sequence-to-sequence checkpoint decodes the target of each
-// `--source TEXT` or line of `--source-file FILE` instead, one line each (launch/run/pair_decode.h).
+// `--source TEXT` or line of `--source-file FILE` instead, one line each (launch/run/pair_decode.h);
+// with --fill, a span-corruption source with its gaps filled.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -117,6 +118,9 @@ class SampleCommand final : public Command {
     cmd_->add_option("--source-file", source_file_,
                      "sequence-to-sequence checkpoints: file of sources, one per line, each decoded to one line")
         ->excludes(prompt, prompt_file, source);
+    cmd_->add_flag("--fill", fill_,
+                   "span corruption: print each source with its gaps filled by the decoded spans, in [brackets]")
+        ->excludes(prompt, prompt_file);
     cmd_->add_option("--stop", stops_,
                      "end a sample where this text appears (not printed); repeatable; \\n, \\t, \\r, \\\\ are escapes")
         ->allow_extra_args(false);
@@ -207,17 +211,21 @@ class SampleCommand final : public Command {
                     ": the checkpoint's kind ", ck.model.kind, " does not learn pairs; give --prompt TEXT");
     auto tok = make_tokenizer(ck.tokenizer);
     const PairVocab vocab = pair_vocab_of(ck.model, *tok);
+    LOOM_USER_CHECK(!fill_ || vocab.sentinels > 0,
+                    "--fill: the checkpoint's pairs have no sentinels to fill (span corruption's have)");
     std::vector<std::vector<int32_t>> source_ids;
     for (const auto& [where, text] : sources)
       source_ids.push_back(encode_source(text, *tok, vocab, ck.model.src_len, where));
     auto be = make_backend(device_);
     PairDecoder dec(ck.model, ck.params, *be, vocab);
     beam_.max_len = o_.max_new_tokens;
-    auto text = [&](const Hypothesis& h) {
-      const size_t n = h.tokens.size() - (h.ended ? 1 : 0);
-      return one_line(pair_text(std::span<const int32_t>(h.tokens.data(), n), *tok, vocab));
-    };
     for (size_t i = 0; i < sources.size(); ++i) {
+      // The target, or with --fill the source (less its EOS) with the target's spans in its gaps.
+      auto text = [&](const Hypothesis& h) {
+        const std::span<const int32_t> target(h.tokens.data(), h.tokens.size() - (h.ended ? 1 : 0));
+        const std::span<const int32_t> source(source_ids[i].data(), source_ids[i].size() - 1);
+        return one_line(fill_ ? filled_text(source, target, *tok, vocab) : pair_text(target, *tok, vocab));
+      };
       dec.encode(source_ids[i]);
       if (!beam) {
         std::printf("%s\n", text(dec.decode(o_)).c_str());
@@ -296,6 +304,7 @@ class SampleCommand final : public Command {
 
   std::string ckpt_, prompt_, prompt_file_, source_, source_file_, device_ = "auto", eos_;
   std::vector<std::string> stops_;
+  bool fill_ = false;
   SampleOptions o_;
   BeamOptions beam_;
 };

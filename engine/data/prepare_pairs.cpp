@@ -8,12 +8,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
@@ -231,11 +233,20 @@ std::vector<size_t> random_parts(size_t total, size_t parts, Rng& rng) {
 }  // namespace
 
 size_t span_corrupt(std::span<const uint32_t> tokens, const PairVocab& vocab, double density, double mean_span,
-                    Rng& rng, std::vector<uint32_t>& source, std::vector<uint32_t>& target) {
-  const size_t n = tokens.size();
+                    Rng& rng, std::vector<uint32_t>& source, std::vector<uint32_t>& target,
+                    std::span<const uint32_t> unit_starts) {
+  const bool units = !unit_starts.empty();
+  const size_t n = units ? unit_starts.size() : tokens.size();
   LOOM_CHECK(n >= 2 && vocab.sentinels >= 1 && density > 0.0 && density < 1.0 && mean_span >= 1.0,
-             "span_corrupt: ", n, " tokens, ", vocab.sentinels, " sentinels, density ", density, ", mean span ",
+             "span_corrupt: ", n, " units, ", vocab.sentinels, " sentinels, density ", density, ", mean span ",
              mean_span);
+  LOOM_CHECK(!units || (unit_starts.front() == 0 && unit_starts.back() < tokens.size() &&
+                        std::is_sorted(unit_starts.begin(), unit_starts.end(), std::less_equal<uint32_t>())),
+             "span_corrupt: unit starts are not increasing from 0 within ", tokens.size(), " tokens");
+  // Where unit u begins in `tokens` (u = n: the end).
+  const auto token = [&](size_t u) -> ptrdiff_t {
+    return static_cast<ptrdiff_t>(!units ? u : u < n ? unit_starts[u] : tokens.size());
+  };
   const size_t noise = std::clamp<size_t>(static_cast<size_t>(std::lround(static_cast<double>(n) * density)), 1, n - 1);
   // At most one span a masked token, one a sentinel, and one more than the kept tokens (two
   // spans are kept apart by at least one kept token).
@@ -249,21 +260,53 @@ size_t span_corrupt(std::span<const uint32_t> tokens, const PairVocab& vocab, do
   --gap.back();
   source.clear();
   target.clear();
-  size_t at = 0;
+  size_t at = 0, masked = 0;
   for (size_t k = 0; k <= spans; ++k) {
-    source.insert(source.end(), tokens.begin() + static_cast<ptrdiff_t>(at),
-                  tokens.begin() + static_cast<ptrdiff_t>(at + gap[k]));
+    source.insert(source.end(), tokens.begin() + token(at), tokens.begin() + token(at + gap[k]));
     at += gap[k];
     if (k == spans) break;
     const uint32_t sentinel = vocab.sentinel(static_cast<uint32_t>(k));
     source.push_back(sentinel);
     target.push_back(sentinel);
-    target.insert(target.end(), tokens.begin() + static_cast<ptrdiff_t>(at),
-                  tokens.begin() + static_cast<ptrdiff_t>(at + span_len[k]));
+    target.insert(target.end(), tokens.begin() + token(at), tokens.begin() + token(at + span_len[k]));
+    masked += static_cast<size_t>(token(at + span_len[k]) - token(at));
     at += span_len[k];
   }
-  LOOM_CHECK(at == n, "span_corrupt: covered ", at, " of ", n, " tokens");
-  return noise;
+  LOOM_CHECK(at == n, "span_corrupt: covered ", at, " of ", n, " units");
+  return masked;
+}
+
+namespace {
+
+bool word_byte(unsigned char c) { return std::isalnum(c) || c >= 0x80 || c == '\''; }
+
+}  // namespace
+
+WordStarts::WordStarts(const Tokenizer& tokenizer) : kind_(static_cast<size_t>(tokenizer.vocab_size())) {
+  for (size_t id = 0; id < kind_.size(); ++id) {
+    const uint32_t one = static_cast<uint32_t>(id);
+    const std::string text = tokenizer.decode(std::span<const uint32_t>(&one, 1));
+    const bool spaces = std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isspace(c); });
+    kind_[id] = static_cast<uint8_t>((!text.empty() && word_byte(static_cast<unsigned char>(text.front())) ? 1 : 0) |
+                                     (!text.empty() && word_byte(static_cast<unsigned char>(text.back())) ? 2 : 0) |
+                                     (spaces ? 4 : 0));
+  }
+}
+
+void WordStarts::operator()(std::span<const uint32_t> tokens, std::vector<uint32_t>& starts) const {
+  starts.clear();
+  bool ends_in_word = false, only_spaces = false;  // the word so far
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    const uint8_t k = tokens[i] < kind_.size() ? kind_[tokens[i]] : 0;
+    // Anything continues a word that is spaces so far; a letter continues one that ends in one.
+    const bool continues = i > 0 && (only_spaces || ((k & 1) && ends_in_word));
+    if (!continues) {
+      starts.push_back(static_cast<uint32_t>(i));
+      only_spaces = true;
+    }
+    only_spaces = only_spaces && (k & 4);
+    ends_in_word = (k & 2) != 0;
+  }
 }
 
 void prepare_pairs_tsv(const std::string& tsv, const std::string& tokenizer, const std::string& out_dir,
@@ -324,9 +367,14 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   std::vector<Line> lines;
   std::string_view text;
   uint64_t skipped = 0, too_long = 0;
+  const char* unit = o.whole_words ? "words" : "tokens";
+  std::optional<WordStarts> word_starts;
+  if (o.whole_words) word_starts.emplace(sink.tokenizer());
+  std::vector<uint32_t> starts;
   while (in.next(text)) {
     std::vector<uint32_t> ids = sink.tokenizer().encode(text);
-    if (ids.size() < 2) {  // nothing to mask that leaves anything to read
+    if (word_starts) (*word_starts)(ids, starts);
+    if ((word_starts ? starts.size() : ids.size()) < 2) {  // nothing to mask that leaves anything to read
       ++skipped;
       continue;
     }
@@ -339,14 +387,14 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
     lines.push_back({std::move(ids), in.line_no()});
   }
   if (skipped)
-    std::printf("loom prepare: %s: %llu lines of fewer than 2 tokens skipped\n", path.c_str(),
-                static_cast<unsigned long long>(skipped));
+    std::printf("loom prepare: %s: %llu lines of fewer than 2 %s skipped\n", path.c_str(),
+                static_cast<unsigned long long>(skipped), unit);
   if (too_long)
     std::printf("loom prepare: %s: %llu lines of more than --max-len %llu tokens skipped\n", path.c_str(),
                 static_cast<unsigned long long>(too_long), static_cast<unsigned long long>(o.max_len));
   const uint64_t n = lines.size();
-  LOOM_USER_CHECK(n >= 2, path, ": ", n, n == 1 ? " line" : " lines",
-                  " of at least 2 tokens, but train and val need at least one each");
+  LOOM_USER_CHECK(n >= 2, path, ": ", n, n == 1 ? " line" : " lines", " of at least 2 ", unit,
+                  ", but train and val need at least one each");
   const uint64_t n_val = val_count(n, o.val_fraction);
   const std::string file = path + ":";
   std::vector<uint32_t> source, target;
@@ -355,7 +403,9 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   // seed, the line's number and m alone, and mask 0 is the one a single-mask run writes.
   const auto corrupt = [&](const Line& line, uint64_t m) {
     Rng rng(o.seed ^ (line.no * 0x9E3779B97F4A7C15ULL) ^ (m * 0xD1B54A32D192ED03ULL));
-    span_corrupt(line.ids, sink.vocab(), o.noise_density, o.mean_span, rng, source, target);
+    if (word_starts) (*word_starts)(line.ids, starts);
+    span_corrupt(line.ids, sink.vocab(), o.noise_density, o.mean_span, rng, source, target,
+                 word_starts ? std::span<const uint32_t>(starts) : std::span<const uint32_t>());
     const std::string where = file + std::to_string(line.no);
     sink.add(source, target, where, where);
   };
@@ -364,7 +414,8 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   for (uint64_t i = n - n_val; i < n; ++i) corrupt(lines[i], 0);
   sink.finish(corpus, "span-corruption",
               {{"seed", o.seed}, {"noise_density", o.noise_density}, {"mean_span", o.mean_span},
-               {"masks", o.masks}, {"train_lines", n - n_val}, {"val_lines", n_val}},
+               {"masks", o.masks}, {"span_unit", o.whole_words ? "word" : "token"},
+               {"train_lines", n - n_val}, {"val_lines", n_val}},
               n_val);
 }
 

@@ -79,6 +79,34 @@ std::string pair_text(std::span<const int32_t> ids, const Tokenizer& tok, const 
   return out;
 }
 
+std::string filled_text(std::span<const int32_t> source, std::span<const int32_t> target, const Tokenizer& tok,
+                        const PairVocab& v) {
+  // Span K of the target: the ids after sentinel K up to the next sentinel or the end.
+  std::vector<std::span<const int32_t>> spans(v.sentinels);
+  std::vector<bool> has(v.sentinels, false);
+  for (size_t i = 0; i < target.size(); ++i) {
+    const auto u = static_cast<uint32_t>(target[i]);
+    if (!v.is_sentinel(u)) continue;
+    size_t end = i + 1;
+    while (end < target.size() && !v.is_sentinel(static_cast<uint32_t>(target[end]))) ++end;
+    const uint32_t k = u - v.sentinel(0);
+    if (!has[k]) spans[k] = target.subspan(i + 1, end - i - 1), has[k] = true;
+  }
+  std::string out;
+  size_t from = 0;
+  for (size_t i = 0; i <= source.size(); ++i) {
+    if (i < source.size() && !v.is_sentinel(static_cast<uint32_t>(source[i]))) continue;
+    out += pair_text(source.subspan(from, i - from), tok, v);
+    from = i + 1;
+    if (i == source.size()) break;
+    const uint32_t k = static_cast<uint32_t>(source[i]) - v.sentinel(0);
+    const std::string fill = has[k] ? pair_text(spans[k], tok, v) : "";
+    const size_t lead = std::min(fill.find_first_not_of(" \t"), fill.size());
+    out += fill.substr(0, lead) + "[" + fill.substr(lead) + "]";
+  }
+  return out;
+}
+
 std::string one_line(std::string_view text) {
   std::string out;
   for (size_t i = 0; i < text.size();) {

@@ -34,6 +34,13 @@ std::vector<int32_t> encode_source(std::string_view text, const Tokenizer& tok, 
 // docs/data.md writes span corruption), PAD, BOS and EOS as "<pad>", "<bos>", "<eos>".
 std::string pair_text(std::span<const int32_t> ids, const Tokenizer& tok, const PairVocab& v);
 
+// A span-corruption source (without its EOS) with its gaps filled from a decoded target:
+// sentinel K becomes "[" + the target's span K + "]" (the span's leading spaces go before the
+// bracket), "[]" where the target has no span K; the rest as pair_text writes it.
+// "For ye are our<s0> and joy." with "<s0> glory" reads "For ye are our [glory] and joy.".
+std::string filled_text(std::span<const int32_t> source, std::span<const int32_t> target, const Tokenizer& tok,
+                        const PairVocab& v);
+
 // `text` on one line of UTF-8: backslash, newline, tab and carriage return as \\, \n, \t, \r,
 // and each byte that is not part of a UTF-8 character as \xHH. What loom writes for a decode
 // (and its reference), so that every one is one line that `loom score` reads.

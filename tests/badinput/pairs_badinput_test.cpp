@@ -134,6 +134,8 @@ TEST_F(PairsBadInput, OptionsThatDoNotGoTogether) {
       {{"--corpus", a, "--seed", "3"}, "--seed: applies to pairs"},
       {{"--pairs", p, "--masks", "4"}, "--masks: only --task"},
       {{"--pairs", p, "--mean-span", "2"}, "--mean-span: only --task"},
+      {{"--pairs", p, "--whole-words"}, "--whole-words: only --task"},
+      {{"--corpus", a, "--whole-words"}, "--whole-words: applies to pairs"},
       {{"--corpus", a, "--noise-density", "0.3"}, "--noise-density: applies to pairs"},
       {{"--task", "span-corruption", "--corpus", a, "--noise-density", "1"}, "--noise-density: 1 must be in (0, 1)"},
       {{"--task", "span-corruption", "--corpus", a, "--noise-density", "0"}, "--noise-density: 0 must be in (0, 1)"},

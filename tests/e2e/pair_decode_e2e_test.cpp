@@ -9,6 +9,7 @@
 
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "core/rng.h"
 #include "engine/data/pairs.h"
@@ -324,10 +325,10 @@ TEST_F(PairEvalByKind, SpanCorruptionLossSplitsByKindBesideTheCountingBaselines)
   write_bytes(dir / "corpus.txt", text);
   const std::string spans = dir / "spans";
   RunResult r = run_loom({"prepare", "--corpus", dir / "corpus.txt", "--task", "span-corruption", "--max-len", "30",
-                          "--val-fraction", "0.1", "--masks", "3", "--out", spans});
+                          "--val-fraction", "0.1", "--masks", "3", "--whole-words", "--out", spans});
   ASSERT_EQ(r.rc, 0) << r.err;
   std::ofstream(dir / "run.toml") << encdec_config(spans, dir / "run", 60);
-  r = run_loom({"train", "--config", dir / "run.toml", "--model.src_len", "31"});
+  r = run_loom({"train", "--config", dir / "run.toml", "--model.src_len", "31", "--model.seq_len", "16"});
   ASSERT_EQ(r.rc, 0) << r.err;
   r = run_loom({"eval", "--checkpoint", dir / "run", "--json", dir / "eval.json"});
   ASSERT_EQ(r.rc, 0) << r.err;
@@ -388,6 +389,34 @@ TEST_F(PairEvalByKind, SpanCorruptionLossSplitsByKindBesideTheCountingBaselines)
   // Inside words of eight, the byte before says much: the bigram beats the unigram there.
   EXPECT_LT(k["span inside"]["bigram_loss"].get<double>(), uni_inside - 0.5);
   EXPECT_FALSE(k["sentinel"].contains("bigram_loss"));
+
+  // --fill prints each source with its gap filled: the words around the gap as they were, the
+  // fill in brackets after the spaces it starts with.
+  std::string sources;
+  std::vector<std::pair<std::string, std::string>> around;  // the text before and after <s0>
+  for (size_t i = lines.size() - 5; i < lines.size(); ++i) {
+    const size_t cut = lines[i].find(' ');
+    ASSERT_NE(cut, std::string::npos);
+    const size_t end = lines[i].find(' ', cut + 1);
+    around.push_back({lines[i].substr(0, cut), end == std::string::npos ? "" : lines[i].substr(end)});
+    sources += around.back().first + "<s0>" + around.back().second + "\n";
+  }
+  write_bytes(dir / "sources.txt", sources);
+  r = run_loom({"sample", "--checkpoint", dir / "run", "--source-file", dir / "sources.txt", "--beam", "2", "--fill"});
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::istringstream out(r.out);
+  std::string line;
+  for (const auto& [before, after] : around) {
+    ASSERT_TRUE(std::getline(out, line)) << r.out;
+    const size_t open = line.find('['), close = line.find(']');
+    ASSERT_TRUE(open != std::string::npos && close != std::string::npos && open < close) << line;
+    EXPECT_EQ(line.find('[', open + 1), std::string::npos) << line;
+    EXPECT_EQ(line.substr(0, before.size()), before) << line;
+    EXPECT_EQ(line.find_first_not_of(' ', before.size()), open) << line;  // only spaces before '['
+    EXPECT_EQ(line.substr(close + 1), after) << line;
+    EXPECT_EQ(line.find("<s"), std::string::npos) << line;
+  }
+  expect_user_error(run_loom({"sample", "--checkpoint", dir / "run", "--prompt", "and", "--fill"}), "--fill");
 }
 
 TEST(PairDecodingBadInput, OneLineErrors) {
@@ -410,6 +439,7 @@ TEST(PairDecodingBadInput, OneLineErrors) {
   expect_user_error(sample({"--source", "abc", "--beam", "2", "--eos", "a"}), "--eos");
   expect_user_error(sample({"--source", "abc", "--beam", "2", "--n-best", "3"}), "--n-best");
   expect_user_error(sample({"--source", ""}), "--source");
+  expect_user_error(sample({"--source", "abc", "--fill"}), "--fill: the checkpoint's pairs have no sentinels");
   // A decoder-only checkpoint has no source.
   fs::create_directories(d("lm"));
   const std::string lm = prepare_tiny_data(d("lm"), 20000);

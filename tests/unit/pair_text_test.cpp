@@ -28,6 +28,23 @@ TEST(PairText, SentinelsRoundTripAndOtherMarkersStayText) {
   EXPECT_EQ(encode_source("abc", *tok, v, 4, "x").size(), 4u);  // EOS fits exactly
 }
 
+TEST(PairText, FilledTextPutsEachSpanInItsGap) {
+  const auto tok = make_tokenizer("byte");
+  const PairVocab v{.base = 256, .sentinels = 3};
+  const auto ids = [&](std::string_view text) {
+    std::vector<int32_t> out = encode_source(text, *tok, v, 200, "x");
+    out.pop_back();  // EOS
+    return out;
+  };
+  const auto source = ids("For<s1> are our<s0> and joy<s2>");
+  EXPECT_EQ(filled_text(source, ids("<s0> glory<s1> ye<s2>."), *tok, v), "For [ye] are our [glory] and joy[.]");
+  // Spans in another order, one missing, one empty, and one the source has no gap for.
+  EXPECT_EQ(filled_text(source, ids("<s2>!<s0><s1>  ye all"), *tok, v), "For  [ye all] are our[] and joy[!]");
+  EXPECT_EQ(filled_text(source, ids("<s1> x"), *tok, v), "For [x] are our[] and joy[]");
+  EXPECT_EQ(filled_text(ids("no gaps"), ids("<s0> y"), *tok, v), "no gaps");
+  EXPECT_EQ(filled_text(ids("<s0>"), ids("<s0>x<s0>y"), *tok, v), "[x]");  // the first span K counts
+}
+
 TEST(PairText, OneLineEscapesControlsAndBytesThatAreNotUtf8) {
   EXPECT_EQ(one_line("a\\b\nc\td\re"), "a\\\\b\\nc\\td\\re");
   EXPECT_EQ(one_line("caf\xC3\xA9 \xE2\x82\xAC"), "caf\xC3\xA9 \xE2\x82\xAC");  // UTF-8 stays

@@ -3,15 +3,20 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/rng.h"
+#include "engine/data/bpe.h"
 #include "engine/data/pair_loader.h"
 #include "engine/data/pairs.h"
 #include "engine/data/prepare_pairs.h"
@@ -519,6 +524,169 @@ TEST_F(PairsTest, SpanCorruptionMasksGiveEveryTrainLineItsOwnMasksAndEveryValLin
   }
   ASSERT_GT(long_lines, 10u);
   EXPECT_GE(distinct * 10, long_lines * 9) << distinct << " of " << long_lines;
+}
+
+// Where each span of a span-corruption pair lay in its line: [begin, end) token offsets.
+std::vector<std::pair<size_t, size_t>> span_edges(const std::vector<uint32_t>& source,
+                                                  const std::vector<uint32_t>& target, const PairVocab& v) {
+  std::vector<size_t> len;  // span k's length, from the target
+  for (uint32_t t : target) {
+    if (v.is_sentinel(t))
+      len.push_back(0);
+    else
+      ++len.back();
+  }
+  std::vector<std::pair<size_t, size_t>> edges;
+  size_t at = 0;
+  for (uint32_t s : source) {
+    if (!v.is_sentinel(s)) {
+      ++at;
+      continue;
+    }
+    const size_t n = len.at(s - v.sentinel(0));
+    edges.push_back({at, at + n});
+    at += n;
+  }
+  return edges;
+}
+
+// The words of `text` by a scan of its characters (the oracle of WordStarts): spaces, then a
+// run of word characters or one other character.
+std::vector<std::string> oracle_words(const std::string& text) {
+  const auto word = [](unsigned char c) { return std::isalnum(c) || c >= 0x80 || c == '\''; };
+  std::vector<std::string> out;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t begin = at;
+    while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
+    if (at < text.size()) {
+      if (word(static_cast<unsigned char>(text[at])))
+        while (at < text.size() && word(static_cast<unsigned char>(text[at]))) ++at;
+      else
+        ++at;
+    }
+    out.push_back(text.substr(begin, at - begin));
+  }
+  return out;
+}
+
+// Words, and single punctuation marks attached or not, one or two spaces apart (two marks never
+// touch, so that no BPE piece spans two words).
+std::string random_prose(Rng& rng, size_t n) {
+  static const char* words[] = {"In", "the", "beginning", "λόγος", "LORD's", "God", "x", "firmament", "7", "ye"};
+  static const char* marks[] = {",", ".", ":", ";", "(", "?", "-"};
+  std::string s = rng.below(8) == 0 ? " " : "";
+  for (size_t i = 0; i < n; ++i) {
+    if (i) s += rng.below(6) == 0 ? "  " : " ";
+    s += words[rng.below(10)];
+    if (rng.below(4) == 0) s += std::string(rng.below(2) ? " " : "") + marks[rng.below(7)];
+  }
+  if (rng.below(8) == 0) s += " ";
+  return s;
+}
+
+TEST_F(PairsTest, WordStartsCutTheTextIntoItsWordsForBytesAndBpe) {
+  SEED_TRACE();
+  std::string corpus;
+  for (int i = 0; i < 300; ++i) corpus += random_prose(rng_, 20) + "\n";
+  std::vector<std::unique_ptr<Tokenizer>> toks;
+  toks.push_back(make_tokenizer("byte"));
+  std::unordered_map<std::string, uint64_t> pieces;  // GPT-2's pre-tokens of the corpus, counted
+  Pretokenizer("gpt2", "test").split(corpus, true, [&](std::string_view p) { ++pieces[std::string(p)]; });
+  toks.push_back(make_bpe_tokenizer(train_bpe_counts(pieces, 256 + 200)));
+  std::vector<uint32_t> starts;
+  for (const auto& tok : toks) {
+    const WordStarts word_starts(*tok);
+    size_t multi = 0;  // words of several tokens seen
+    for (int t = 0; t < 300; ++t) {
+      const std::string text = random_prose(rng_, 1 + rng_.below(30));
+      const std::vector<uint32_t> ids = tok->encode(text);
+      word_starts(ids, starts);
+      std::vector<std::string> words;
+      for (size_t j = 0; j < starts.size(); ++j) {
+        const size_t end = j + 1 < starts.size() ? starts[j + 1] : ids.size();
+        multi += end - starts[j] > 1;
+        words.push_back(tok->decode(std::span<const uint32_t>(ids).subspan(starts[j], end - starts[j])));
+      }
+      ASSERT_EQ(words, oracle_words(text)) << tok->name() << ": '" << text << "'";
+    }
+    EXPECT_GT(multi, 100u) << tok->name();  // the test cuts words made of several tokens
+  }
+}
+
+TEST_F(PairsTest, SpanCorruptionOfWholeWordsMasksFifteenPercentOfTheWords) {
+  SEED_TRACE();
+  const PairVocab v{1000, 100};
+  uint64_t masked_units = 0, units = 0, spans = 0;
+  std::vector<uint32_t> tokens, starts, src, tgt;
+  for (int i = 0; i < 2000; ++i) {
+    tokens.resize(2 + rng_.below(120));
+    for (auto& t : tokens) t = static_cast<uint32_t>(rng_.below(v.base));
+    starts = {0};  // units of 1 to 4 tokens
+    while (true) {
+      const size_t next = starts.back() + 1 + rng_.below(rng_.below(2) ? 1 : 4);
+      if (next >= tokens.size()) break;
+      starts.push_back(static_cast<uint32_t>(next));
+    }
+    if (starts.size() < 2) continue;
+    const size_t masked = span_corrupt(tokens, v, 0.15, 3.0, rng_, src, tgt, starts);
+    uint32_t n_spans = 0;
+    ASSERT_EQ(reconstruct(src, tgt, v, &n_spans), tokens) << "sequence " << i;
+    ASSERT_EQ(tgt.size() - n_spans, masked);
+    const std::set<size_t> edge(starts.begin(), starts.end());
+    for (const auto& [b, e] : span_edges(src, tgt, v)) {
+      ASSERT_TRUE(edge.count(b)) << "a span begins inside a unit, sequence " << i;
+      ASSERT_TRUE(e == tokens.size() || edge.count(e)) << "a span ends inside a unit, sequence " << i;
+      masked_units += static_cast<uint64_t>(std::distance(edge.lower_bound(b), edge.lower_bound(e)));
+    }
+    units += starts.size(), spans += n_spans;
+  }
+  EXPECT_NEAR(static_cast<double>(masked_units) / static_cast<double>(units), 0.15, 0.01);
+  EXPECT_NEAR(static_cast<double>(masked_units) / static_cast<double>(spans), 3.0, 0.35);
+}
+
+TEST_F(PairsTest, SpanCorruptionOfACorpusByWholeWordsMasksOnlyWholeWords) {
+  SEED_TRACE();
+  std::vector<std::string> lines;
+  {
+    std::ofstream f(path("verses.txt"));
+    for (int i = 0; i < 300; ++i) {
+      lines.push_back(random_prose(rng_, 1 + rng_.below(25)));
+      f << lines.back() << "\n";
+    }
+  }
+  PairPrepareOptions o;
+  o.seed = rng_.next_u64();
+  o.whole_words = true;
+  o.masks = 2;
+  prepare_span_corruption(path("verses.txt"), "byte", path("w"), o);
+  const PairFolder f = open_pair_folder(path("w"));
+  std::ifstream meta(path("w/meta.json"));
+  EXPECT_EQ(nlohmann::json::parse(meta).at("span_unit"), "word");
+  const auto tok = make_tokenizer("byte");
+  // Lines of one word are skipped; the others are in train (twice) or val, in order.
+  std::vector<std::string> kept;
+  for (const auto& l : lines)
+    if (oracle_words(l).size() >= 2) kept.push_back(l);
+  const auto pairs = all_pairs(path("w"));
+  ASSERT_EQ(f.val_pairs + f.train_pairs / 2, kept.size());
+  const uint64_t n_train = f.train_pairs / 2;
+  uint64_t spans = 0;
+  for (uint64_t k = 0; k < pairs.size(); ++k) {
+    const std::string& line = kept[k < f.train_pairs ? k % n_train : n_train + (k - f.train_pairs)];
+    const auto& [s, t] = pairs[k];
+    uint32_t n = 0;
+    ASSERT_EQ(tok->decode(reconstruct(s, t, f.vocab, &n)), line) << "pair " << k;
+    std::set<size_t> edge{line.size()};  // byte offsets where a word begins, and the end
+    size_t at = 0;
+    for (const std::string& w : oracle_words(line)) edge.insert(at), at += w.size();
+    for (const auto& [b, e] : span_edges(s, t, f.vocab)) {
+      ASSERT_TRUE(edge.count(b) && edge.count(e)) << "pair " << k << ": bytes [" << b << ", " << e << ") of '"
+                                                  << line << "' are not whole words";
+      ++spans;
+    }
+  }
+  EXPECT_GT(spans, pairs.size());
 }
 
 TEST_F(PairsTest, SpanCorruptionOfTheKjvMasksFifteenPercentOfEveryVerse) {
