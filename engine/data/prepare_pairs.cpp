@@ -351,7 +351,7 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   LOOM_USER_CHECK(o.noise_density > 0.0 && o.noise_density < 1.0, "--noise-density: ", o.noise_density,
                   " must be in (0, 1)");
   LOOM_USER_CHECK(o.mean_span >= 1.0 && o.mean_span <= kMaxPairSideTokens, "--mean-span: ", o.mean_span,
-                  " must be from 1 to ", kMaxPairSideTokens, " tokens");
+                  " must be from 1 to ", kMaxPairSideTokens, o.whole_words ? " words" : " tokens");
   LOOM_USER_CHECK(o.sentinels >= 1, "span corruption needs at least one sentinel id");
   LOOM_USER_CHECK(o.masks >= 1 && o.masks <= kMaxMasksPerLine, "--masks: ", o.masks, " must be in [1, ",
                   kMaxMasksPerLine, "]");

@@ -140,6 +140,7 @@ TEST_F(PairsBadInput, OptionsThatDoNotGoTogether) {
       {{"--task", "span-corruption", "--corpus", a, "--noise-density", "1"}, "--noise-density: 1 must be in (0, 1)"},
       {{"--task", "span-corruption", "--corpus", a, "--noise-density", "0"}, "--noise-density: 0 must be in (0, 1)"},
       {{"--task", "span-corruption", "--corpus", a, "--mean-span", "0.5"}, "--mean-span: 0.5 must be from 1 to"},
+      {{"--task", "span-corruption", "--corpus", a, "--mean-span", "0", "--whole-words"}, "words"},
       {{"--task", "span-corruption", "--corpus", a, "--mean-span", "nan"}, "--mean-span"},
       {{"--corpus", a, "--masks", "4"}, "--masks: applies to pairs"},
       {{"--task", "span-corruption", "--corpus", a, "--masks", "0"}, "--masks: 0 must be in [1, 1000]"},
