@@ -359,10 +359,12 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   LineReader in(path, "corpus (span corruption reads a text file, one example a line)");
   PairSink sink(tokenizer, o.sentinels, out_dir, o);
   // The lines first, so that the split is by line (every mask of a val line in val, none of it
-  // in train): their tokens are held in memory, 4 bytes a token (the KJV's verses: about 4 MB).
+  // in train): their tokens are held in memory, 4 bytes a token (the KJV's verses: about 4 MB),
+  // and with --whole-words where their words begin (4 bytes a word), found once for all masks.
   struct Line {
     std::vector<uint32_t> ids;
     uint64_t no;
+    std::vector<uint32_t> starts;  // --whole-words: WordStarts of ids; else empty (units are tokens)
   };
   std::vector<Line> lines;
   std::string_view text;
@@ -370,9 +372,9 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   const char* unit = o.whole_words ? "words" : "tokens";
   std::optional<WordStarts> word_starts;
   if (o.whole_words) word_starts.emplace(sink.tokenizer());
-  std::vector<uint32_t> starts;
   while (in.next(text)) {
     std::vector<uint32_t> ids = sink.tokenizer().encode(text);
+    std::vector<uint32_t> starts;
     if (word_starts) (*word_starts)(ids, starts);
     if ((word_starts ? starts.size() : ids.size()) < 2) {  // nothing to mask that leaves anything to read
       ++skipped;
@@ -384,7 +386,7 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
       ++too_long;
       continue;
     }
-    lines.push_back({std::move(ids), in.line_no()});
+    lines.push_back({std::move(ids), in.line_no(), std::move(starts)});
   }
   if (skipped)
     std::printf("loom prepare: %s: %llu lines of fewer than 2 %s skipped\n", path.c_str(),
@@ -403,9 +405,7 @@ void prepare_span_corruption(const std::string& corpus, const std::string& token
   // seed, the line's number and m alone, and mask 0 is the one a single-mask run writes.
   const auto corrupt = [&](const Line& line, uint64_t m) {
     Rng rng(o.seed ^ (line.no * 0x9E3779B97F4A7C15ULL) ^ (m * 0xD1B54A32D192ED03ULL));
-    if (word_starts) (*word_starts)(line.ids, starts);
-    span_corrupt(line.ids, sink.vocab(), o.noise_density, o.mean_span, rng, source, target,
-                 word_starts ? std::span<const uint32_t>(starts) : std::span<const uint32_t>());
+    span_corrupt(line.ids, sink.vocab(), o.noise_density, o.mean_span, rng, source, target, line.starts);
     const std::string where = file + std::to_string(line.no);
     sink.add(source, target, where, where);
   };
