@@ -85,9 +85,10 @@ void validate_model(const ModelConfig& c, const std::string& where) {
 }
 
 ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits,
-                       Recompute recompute) {
+                       Recompute recompute, int S) {
   const ModelKind& kind = model_kind(cfg.kind);
-  ModelGraph m = kind.build(cfg, mode, B, T, dtype, keep_logits);
+  LOOM_CHECK(S >= 0 && S <= cfg.src_len, "source length ", S, " outside [0, model.src_len = ", cfg.src_len, "]");
+  ModelGraph m = kind.build(cfg, mode, B, T, dtype, keep_logits, S > 0 ? S : cfg.src_len);
   if (mode == GraphMode::Train && recompute != Recompute::None)
     recompute_segments(m.g, [&](const std::string& scope) { return kind.recompute_segment(scope, recompute); });
   return m;
@@ -160,7 +161,7 @@ double six_n_flops(const ModelConfig& cfg, std::initializer_list<const char*> lo
 
 // ---- defaults of the optional parts --------------------------------------------------------
 
-ModelGraph ModelKind::build(const ModelConfig&, GraphMode, int, int, DType, bool) const {
+ModelGraph ModelKind::build(const ModelConfig&, GraphMode, int, int, DType, bool, int) const {
   LOOM_CHECK(false, "model kind ", name(), " builds no graph (it counts)");
 }
 double ModelKind::flops_per_token(const ModelConfig& c) const { return six_n_flops(c, {}); }

@@ -217,8 +217,11 @@ class ModelKind {
   virtual std::unique_ptr<Seq2SeqDecoder> seq2seq_decoder(const ModelConfig& c, const ModelWeights& w,
                                                           Backend& be) const;
 
-  // Graph kinds. Pair kinds: T is the target length, the source length is c.src_len.
-  virtual ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const;
+  // Graph kinds. Pair kinds: T is the target length and S (1 to c.src_len) the source length of
+  // the Train and Eval graphs (Encode and Decode graphs read c.src_len); the parameters are the
+  // same at every S and T, so graphs of several shapes can share one flat buffer. Other kinds
+  // ignore S.
+  virtual ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) const;
   // Activation recomputation (train.recompute, engine/graph/recompute.h): the segment that a
   // forward node recorded under `scope` belongs to at setting `r`, "" for none. Kinds with
   // segments list "train.recompute" in keys(); the others keep this default.
@@ -263,8 +266,9 @@ void validate_model(const ModelConfig& c, const std::string& where);
 // (names, shapes, offsets; empty for counting kinds), the parameter count, and the
 // initialisation from a seed.
 // A Train graph with `recompute` other than None re-runs the kind's segments in backward.
+// Pair kinds: S is the source length (0: cfg.src_len; ModelKind::build).
 ModelGraph build_model(const ModelConfig& cfg, GraphMode mode, int B, int T, DType dtype, bool keep_logits = false,
-                       Recompute recompute = Recompute::None);
+                       Recompute recompute = Recompute::None, int S = 0);
 std::vector<ParamInfo> param_layout(const ModelConfig& cfg);
 int64_t count_params(const ModelConfig& cfg);
 std::vector<float> init_params(const ModelConfig& cfg, uint64_t seed);

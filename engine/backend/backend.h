@@ -57,6 +57,8 @@ class Backend {
   virtual void* compute_stream() { return nullptr; }
 
   // Whole-step capture (CUDA graphs). A backend without it runs `step` eagerly every time.
+  // capture() records `step` (and keeps it: it must stay callable) and runs nothing; replay()
+  // runs it, capturing it again first if memory it used has moved since.
   virtual bool can_capture() const { return false; }
   virtual int capture(const std::function<void()>& step) { return -1; }
   virtual void replay(int graph) {}

@@ -8,6 +8,16 @@ namespace loom {
 Executor::Executor(const Graph& g, Backend& be) : g_(g), be_(be), plan_(plan_memory(g)) {
   LOOM_CHECK(g.float_dtype() == be.float_dtype(), "graph is ", dtype_name(g.float_dtype()), ", backend ", be.name(),
              " runs ", dtype_name(be.float_dtype()));
+  bind(own_arena());
+}
+
+Executor::Executor(const Graph& g, Backend& be, const Executor& other) : g_(g), be_(be), plan_(plan_memory(g)) {
+  LOOM_CHECK(g.float_dtype() == be.float_dtype() && &other.be_ == &be, "graph is ", dtype_name(g.float_dtype()),
+             ", backend ", be.name(), ": an arena is shared on one backend only");
+  bind(plan_.arena_bytes <= other.plan_.arena_bytes ? other.arena_base_ : own_arena());
+}
+
+void* Executor::own_arena() {
   arena_ = DeviceBuffer(be_, plan_.arena_bytes);
   // Poison the arena (all-ones bytes are NaN in every float type): a kernel that reads an
   // activation before it is written shows up as NaN in tests, never as a plausible number.
@@ -15,6 +25,12 @@ Executor::Executor(const Graph& g, Backend& be) : g_(g), be_(be), plan_(plan_mem
     std::vector<unsigned char> poison(plan_.arena_bytes, 0xFF);
     be_.to_device(arena_.data(), poison.data(), poison.size());
   }
+  return arena_.data();
+}
+
+void Executor::bind(void* arena) {
+  const Graph& g = g_;
+  arena_base_ = arena;
   ptr_.assign(g.values.size(), nullptr);
   inputs_.resize(g.values.size());
   for (size_t v = 0; v < g.values.size(); ++v) {
@@ -24,7 +40,7 @@ Executor::Executor(const Graph& g, Backend& be) : g_(g), be_(be), plan_(plan_mem
       be_.zero(inputs_[v].data(), val.bytes());
       ptr_[v] = inputs_[v].data();
     } else if (val.kind == ValueKind::Activation && plan_.offset[v] != Plan::kNone) {
-      ptr_[v] = static_cast<char*>(arena_.data()) + plan_.offset[v];
+      ptr_[v] = static_cast<char*>(arena) + plan_.offset[v];
     }
   }
 }

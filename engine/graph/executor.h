@@ -15,6 +15,10 @@ namespace loom {
 class Executor {
  public:
   Executor(const Graph& g, Backend& be);
+  // Borrows `other`'s arena when it is large enough for this graph's plan (graphs of one model
+  // at several shapes, run one at a time: nothing lives in the arena between runs), else owns
+  // one. `other` must outlive this executor.
+  Executor(const Graph& g, Backend& be, const Executor& other);
   // Flat buffers in the backend's memory: graph.param_count elements each. grads may be null
   // for graphs without backward nodes.
   void bind_params(void* params, void* grads);
@@ -39,12 +43,15 @@ class Executor {
   void run() { forward(), backward(); }
 
   const Plan& plan() const { return plan_; }
+  bool borrows_arena() const { return arena_base_ && arena_base_ != arena_.data(); }
   const Graph& graph() const { return g_; }
   Backend& backend() const { return be_; }
   // Called around every node (profiling ranges, per-op timing); may be empty.
   std::function<void(const Node&, bool begin)> on_node;
 
  private:
+  void* own_arena();  // allocates and poisons arena_
+  void bind(void* arena);
   void prepare();
   void run_range(size_t b, size_t e);
 
@@ -52,6 +59,7 @@ class Executor {
   Backend& be_;
   Plan plan_;
   DeviceBuffer arena_;
+  void* arena_base_ = nullptr;  // arena_'s, or the one borrowed
   std::vector<DeviceBuffer> inputs_;
   std::vector<void*> ptr_;
   void* params_ = nullptr;

@@ -50,10 +50,11 @@ bool applies(const Key& k, const std::string& kind) {
   const std::string name = k.name;
   const bool kind_specific = name.rfind("optim.", 0) == 0 || name.rfind("lora.", 0) == 0 || name == "train.state_reset" ||
                              name == "data.document_mask" || name == "data.eot_id" ||
-                             name == "train.recompute" || name == "train.init_from" ||
+                             name == "train.recompute" || name == "train.init_from" || name == "train.length_buckets" ||
                              (name.rfind("model.", 0) == 0 && name != "model.kind" && name != "model.seq_len");
   if (!kind_specific) return true;
   const ModelKind* mk = find_model_kind(kind);
+  if (name == "train.length_buckets") return !mk || mk->learns_pairs();
   return !mk || kind_reads(*mk, name);
 }
 
@@ -113,6 +114,8 @@ const std::vector<Key>& keys() {
        [](Config& c) -> Ref { return &c.train.recompute; }},
       {"train.deterministic", nullptr, "bit-identical GPU gradients run to run (attention's dQ summed in order)",
        [](Config& c) -> Ref { return &c.train.deterministic; }},
+      {"train.length_buckets", nullptr, "pair kinds: batches padded to the nearest of k source and k target lengths (1: to src_len, seq_len)",
+       [](Config& c) -> Ref { return &c.train.length_buckets; }},
       {"train.init_from", nullptr, "a fresh run starts from this checkpoint's weights (encdec: a gpt's; \"\": seeded init)",
        [](Config& c) -> Ref { return &c.train.init_from; }},
       {"optim.lr", kKind, "peak learning rate", [](Config& c) -> Ref { return &c.optim.lr; }},
@@ -253,7 +256,7 @@ void validate(const Config& c, const std::string& where) {
   req(!c.data.path.empty(), "data.path", "must not be empty");
   // Bounds far above any real run, so that a typo (1e9 layers, a batch of 2^32) is one line
   // naming the key instead of an allocation failure or an overflow deep inside a step.
-  constexpr int64_t kMaxSteps = int64_t{1} << 40, kMaxBatch = 1 << 20;
+  constexpr int64_t kMaxSteps = int64_t{1} << 40, kMaxBatch = 1 << 20, kMaxLengthBuckets = 64;
   auto in = [&](int64_t v, int64_t lo, int64_t hi, const char* key) {
     req(v >= lo && v <= hi, key, "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
                                      std::to_string(v));
@@ -266,6 +269,7 @@ void validate(const Config& c, const std::string& where) {
   in(c.train.max_bad_steps, 1, kMaxSteps, "train.max_bad_steps");
   in(c.train.state_reset, 0, kMaxSteps, "train.state_reset");
   in(c.train.eval_tasks_every, 0, kMaxSteps, "train.eval_tasks_every");
+  in(c.train.length_buckets, 1, kMaxLengthBuckets, "train.length_buckets");
   const std::optional<Recompute> recompute = parse_recompute(c.train.recompute);
   req(recompute.has_value(), "train.recompute", "'" + brief(c.train.recompute) + "' is not one of none, attention, mlp, block");
   req(*recompute == Recompute::None || model_kind(c.model.kind).has_recompute_segments(), "train.recompute",

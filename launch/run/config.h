@@ -35,6 +35,10 @@ struct Config {
     // A fresh run's start: a trained checkpoint (step folder, run folder or latest) whose
     // weights the kind takes where it can (ModelKind::warm_start); "" for the seeded init.
     std::string init_from;
+    // Pair kinds: the source and target lengths a batch is padded to are the nearest of
+    // length_buckets lengths each (ceil(L j / k), j = 1..k), one training graph per pair of
+    // them; 1: every batch padded to model.src_len and model.seq_len.
+    int64_t length_buckets = 4;
   } train;
   struct Optim {
     double lr = 1e-3;

@@ -8,6 +8,9 @@
 // Pair kinds (ModelKind::learns_pairs()) read bucketed batches of a pair folder
 // (pair_batches.h) with teacher forcing; the loss is the mean over each micro-batch's real
 // target tokens, and the loader's position {epoch, batch} is the checkpoint's loader state.
+// A batch runs on the training graph of its padded shape (train.length_buckets lengths a side):
+// the graphs are built the first time a batch needs them, read the same weights and gradients,
+// and borrow the full shape's activation arena, so memory is that of one graph.
 //
 // Data parallelism (docs/distributed.md): every rank runs the same graph on its slice of each
 // global batch. Checkpoints gather the moments and the recurrent state, so they look like a
@@ -16,6 +19,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <memory>
 
 #include "engine/backend/device.h"
@@ -92,14 +96,14 @@ class GradientLearner final : public Learner {
     const float dloss = 1.0f / static_cast<float>(cfg_.train.grad_accum);
     tx_.set_input(tg_.dloss, &dloss, 4);
     // Profiling ranges per node; the gradient buckets hang on the same hook.
-    tx_.on_node = [this](const Node& node, bool begin) {
-      if (begin) {
-        be_->range_push(node.scope.c_str());
-      } else {
-        be_->range_pop();
-        sync_->after_node(static_cast<size_t>(&node - tg_.g.nodes.data()));
-      }
-    };
+    full_ = Shape{.mg = &tg_, .ex = &tx_, .sync = sync_.get()};
+    hook(full_);
+    if (pairs_) {
+      const auto k = static_cast<int>(cfg_.train.length_buckets);
+      // A graph that reads one sequence has T = S + model.seq_len: its target side is the rest.
+      src_lengths_ = bucket_lengths(tg_.S, k);
+      tgt_lengths_ = bucket_lengths(graph_target_len(tg_), k);
+    }
     peak_ = device_peak(*be_);
     flops_per_token_ = kind_.flops_per_token(cfg_.model);
     x_.resize(static_cast<size_t>(B_) * T_);
@@ -123,7 +127,18 @@ class GradientLearner final : public Learner {
       std::snprintf(b, sizeof b, "data %s: %llu train / %llu val tokens | %lld tokens per step\n", rc_.data.dir.c_str(),
                     static_cast<unsigned long long>(rc_.train->size()), static_cast<unsigned long long>(rc_.val->size()),
                     static_cast<long long>(tokens_per_step));
-    s += b + memory_report_;
+    s += b;
+    if (pairs_) {
+      auto list = [](const std::vector<int>& v) {
+        std::string r;
+        for (int x : v) r += (r.empty() ? "" : ", ") + std::to_string(x);
+        return "{" + r + "}";
+      };
+      s += "padding: each batch to the nearest of S " + list(src_lengths_) + " x T " + list(tgt_lengths_) +
+           " (train.length_buckets = " + std::to_string(cfg_.train.length_buckets) +
+           "; one training graph per shape used, one activation arena)\n";
+    }
+    s += memory_report_;
     if (world > 1)
       s += "data parallel: " + std::to_string(world) + " ranks (" + comm_.name() + ") | " + std::to_string(B_) +
            " sequences per rank per micro-batch | " +
@@ -158,18 +173,21 @@ class GradientLearner final : public Learner {
       double scale = 1;
       if (pairs_) {
         pairs_->next_batch(comm_.rank(), batch_);
-        fill_pair_inputs(batch_, tg_, rc_.pair_vocab.pad(), inputs_);
-        set_pair_inputs(tx_, tg_, inputs_);
+        Shape& sh = shape_for(batch_.S, batch_.T);
+        const ModelGraph& mg = *sh.mg;
+        fill_pair_inputs(batch_, mg, rc_.pair_vocab.pad(), inputs_);
+        set_pair_inputs(*sh.ex, mg, inputs_);
         real += inputs_.real_tokens;
         all += inputs_.all_tokens;
         target += inputs_.target_tokens;
         // The mean over this micro-batch's real target tokens, not over B x T.
-        scale = loss_scale(tg_, inputs_.target_tokens);
+        scale = loss_scale(mg, inputs_.target_tokens);
         const float dloss = static_cast<float>(scale / static_cast<double>(cfg_.train.grad_accum));
-        tx_.set_input(tg_.dloss, &dloss, 4);
-        sync_->begin_micro_batch(micro + 1 == cfg_.train.grad_accum);
-        run_micro_batch(world);
-        loss += tx_.fetch_f32(tg_.loss)[0] * scale;
+        sh.ex->set_input(mg.dloss, &dloss, 4);
+        last_sync_ = sh.sync;
+        sh.sync->begin_micro_batch(micro + 1 == cfg_.train.grad_accum);
+        run_micro_batch(world, sh);
+        loss += sh.ex->fetch_f32(mg.loss)[0] * scale;
         continue;
       }
       if (stream_) {
@@ -181,8 +199,9 @@ class GradientLearner final : public Learner {
       }
       tx_.set_input(tg_.tokens, x_.data(), x_.size() * 4);
       tx_.set_input(tg_.targets, y_.data(), y_.size() * 4);
+      last_sync_ = sync_.get();
       sync_->begin_micro_batch(micro + 1 == cfg_.train.grad_accum);
-      run_micro_batch(world);
+      run_micro_batch(world, full_);
       loss += tx_.fetch_f32(tg_.loss)[0];
     }
     ++eager_steps_;
@@ -195,7 +214,7 @@ class GradientLearner final : public Learner {
     // reduce-scatters here), then the mean loss.
     {
       Range r(*be_, "allreduce");
-      sync_->finish();
+      last_sync_->finish();  // the sync of the last micro-batch's graph, which issued the buckets
       if (world > 1) loss = comm_.allreduce_scalar(loss) / world;
     }
     Range opt_range(*be_, "optimizer");
@@ -272,28 +291,78 @@ class GradientLearner final : public Learner {
     return tg_.g.param_count;
   }
 
-  // Forward + backward of one micro-batch, then the state carried to the next. After two
-  // eager steps the micro-batch is captured once (CUDA graphs) and replayed; a multi-rank step
-  // is not captured (its collectives are issued from the node hook).
-  void run_micro_batch(int world) {
-    auto micro_step = [this] {
+  // A training graph with its executor and gradient sync: the full shape (tg_, tx_, sync_),
+  // or one of the smaller ones of pair kinds (owned).
+  struct Shape {
+    ModelGraph* mg = nullptr;
+    Executor* ex = nullptr;
+    GradSync* sync = nullptr;
+    int captured = -1;  // its CUDA graph, once captured
+    int64_t eager = 0;  // micro-batches it ran eagerly
+    std::unique_ptr<ModelGraph> own_mg;
+    std::unique_ptr<Executor> own_ex;
+    std::unique_ptr<GradSync> own_sync;
+  };
+
+  // Profiling ranges per node; the gradient buckets hang on the same hook.
+  void hook(Shape& sh) {
+    sh.ex->on_node = [this, &sh](const Node& node, bool begin) {
+      if (begin) {
+        be_->range_push(node.scope.c_str());
+      } else {
+        be_->range_pop();
+        sh.sync->after_node(static_cast<size_t>(&node - sh.mg->g.nodes.data()));
+      }
+    };
+  }
+
+  // The training graph of a pair batch of longest source s and target t (EOS included): the
+  // nearest bucket lengths that hold them, built on first use.
+  Shape& shape_for(int s, int t) {
+    const int S = bucket_for(src_lengths_, s), T = bucket_for(tgt_lengths_, t);
+    if (S == src_lengths_.back() && T == tgt_lengths_.back()) return full_;
+    std::unique_ptr<Shape>& slot = shapes_[{S, T}];
+    if (slot) return *slot;
+    slot = std::make_unique<Shape>();
+    Shape& sh = *slot;
+    sh.own_mg = std::make_unique<ModelGraph>(
+        build_model(cfg_.model, GraphMode::Train, B_, T, be_->float_dtype(), false, train_recompute(cfg_), S));
+    sh.mg = sh.own_mg.get();
+    sh.own_ex = std::make_unique<Executor>(sh.mg->g, *be_, tx_);
+    sh.ex = sh.own_ex.get();
+    sh.ex->bind_params(weights_.graph_params(), grads_.data());
+    sh.own_sync = std::make_unique<GradSync>(sh.mg->g, comm_, static_cast<float*>(grads_.data()),
+                                             optim_->zero() ? optim_->shard_counts() : std::vector<int64_t>{});
+    sh.sync = sh.own_sync.get();
+    hook(sh);
+    return sh;
+  }
+
+  // Forward + backward of one micro-batch on a training graph, then the state carried to the
+  // next. After two eager runs a graph's micro-batch is captured once (CUDA graphs) and
+  // replayed; a multi-rank step is not captured (its collectives are issued from the node hook).
+  void run_micro_batch(int world, Shape& sh) {
+    // Kept by the backend to capture again (Backend::replay): it holds the executor by pointer.
+    auto micro_step = [this, ex = sh.ex] {
       {
         Range r(*be_, "forward");
-        tx_.forward();
+        ex->forward();
       }
       {
         Range r(*be_, "backward");
-        tx_.backward();
+        ex->backward();
       }
       carrier_.advance();
     };
-    if (captured_ >= 0) {
-      be_->replay(captured_);
-    } else if (be_->can_capture() && world == 1 && eager_steps_ >= 2) {
-      captured_ = be_->capture(micro_step);
-      be_->replay(captured_);
+    const bool ready = pairs_ ? sh.eager >= 2 : eager_steps_ >= 2;
+    if (sh.captured >= 0) {
+      be_->replay(sh.captured);
+    } else if (be_->can_capture() && world == 1 && ready) {
+      sh.captured = be_->capture(micro_step);
+      be_->replay(sh.captured);
     } else {
       micro_step();
+      ++sh.eager;
     }
   }
 
@@ -320,7 +389,10 @@ class GradientLearner final : public Learner {
   std::vector<int32_t> x_, y_;
   Peak peak_;
   double flops_per_token_ = 0;
-  int captured_ = -1;
+  Shape full_;
+  std::map<std::pair<int, int>, std::unique_ptr<Shape>> shapes_;  // (S, T) -> a smaller pair graph
+  std::vector<int> src_lengths_, tgt_lengths_;  // pair kinds' bucket lengths (the last: tg_'s)
+  GradSync* last_sync_ = nullptr;
   int64_t eager_steps_ = 0;
   std::unique_ptr<RowScorer> scorer_;  // on be_, reading weights_: destroyed first
 };

@@ -21,6 +21,22 @@ void check_pair_lengths(const PairSplit& split, const ModelConfig& model) {
                   " tokens with EOS); raise it or prepare with a smaller --max-len");
 }
 
+std::vector<int> bucket_lengths(int L, int k) {
+  LOOM_CHECK(L >= 1 && k >= 1, "bucket lengths of ", L, " positions in ", k);
+  std::vector<int> out;
+  for (int64_t j = 1; j <= k; ++j) {
+    const int len = static_cast<int>((static_cast<int64_t>(L) * j + k - 1) / k);
+    if (out.empty() || len > out.back()) out.push_back(len);
+  }
+  return out;
+}
+
+int bucket_for(const std::vector<int>& lengths, int n) {
+  const auto it = std::lower_bound(lengths.begin(), lengths.end(), n);
+  LOOM_CHECK(it != lengths.end(), "a batch of length ", n, " beyond its buckets");
+  return *it;
+}
+
 void fill_pair_inputs(const PairBatch& b, const ModelGraph& mg, uint32_t pad, PairInputs& out) {
   const int B = mg.B, S = mg.S, T = mg.T;
   const bool one_sequence = mg.source < 0;

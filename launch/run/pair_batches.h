@@ -1,6 +1,7 @@
 // pair_batches.h: the pair loader's batches (engine/data/pair_loader.h) as a sequence-to-
-// sequence kind's graph inputs. The graphs have fixed shapes (S = model.src_len, T =
-// model.seq_len), so each batch is padded on to them: source PAD (masked by source_len),
+// sequence kind's graph inputs. Graphs have fixed shapes, so each batch is padded on to its
+// graph's (S, T): the nearest of train.length_buckets lengths each side in training
+// (bucket_lengths), model.src_len and model.seq_len in evaluation: source PAD (masked by source_len),
 // decoder input PAD (causal: no real position reads it), target kIgnoreTarget (no loss, no
 // gradient). The loss is then made the mean over the real target tokens (loss_scale). A graph
 // without a source input (a decoder-only pair kind) gets each pair as one row of tokens,
@@ -22,6 +23,12 @@ void check_pair_lengths(const PairSplit& split, const ModelConfig& model);
 
 // The target positions of a pair graph: T, or T - S when the graph reads one sequence.
 inline int graph_target_len(const ModelGraph& mg) { return mg.source < 0 ? mg.T - mg.S : mg.T; }
+
+// The lengths a side of at most L positions is padded to with k buckets: ceil(L j / k) for
+// j = 1..k, repeats dropped, ascending (the last is L).
+std::vector<int> bucket_lengths(int L, int k);
+// The shortest of `lengths` (ascending) that holds n; n must fit the last.
+int bucket_for(const std::vector<int>& lengths, int n);
 
 // One rank's micro-batch as graph inputs.
 struct PairInputs {

@@ -139,12 +139,12 @@ std::vector<int> build_encoder(Graph& g, const ModelConfig& c, const Params& p, 
   return kv;
 }
 
-ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) {
+ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) {
   ModelGraph m(dt);
   Graph& g = m.g;
   m.B = B;
   m.T = T;
-  m.S = c.src_len;
+  m.S = S;
   const int64_t C = c.d_model, H = c.n_head;
   const Params p = register_params(g, c);
   const bool decode = mode == GraphMode::Decode;
@@ -198,9 +198,9 @@ ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
 class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
  public:
   EncDecDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
-      : KvCacheDecoderOf(build_encdec(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be, cfg.seq_len,
+      : KvCacheDecoderOf(build_encdec(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false, cfg.src_len), params, be, cfg.seq_len,
                          cfg.n_head),
-        enc_(build_encdec(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false), *weights_, be, cfg.src_len) {}
+        enc_(build_encdec(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false, cfg.src_len), *weights_, be, cfg.src_len) {}
   void encode(std::span<const int32_t> source) override {
     const int32_t len = enc_.encode(source, *ex_, mg_.memory, {});
     ex_->set_input(mg_.source_len, &len, 4);
@@ -273,8 +273,8 @@ class EncDecKind final : public PairModelKind {
            " H=" + std::to_string(c.n_head) + " C=" + std::to_string(c.d_model) + " S=" + std::to_string(c.src_len) +
            (c.tie_embeddings ? " tied" : " untied") + " " + c.positions;
   }
-  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
-    return build_encdec(c, mode, B, T, dt, keep_logits);
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) const override {
+    return build_encdec(c, mode, B, T, dt, keep_logits, S);
   }
   // Per target token, as the run loop counts a pair kind's FLOPs: 6N (the tables only looked up
   // excluded: positions, and untied source and target embeddings), plus 6 N_src (S/T - 1) for

@@ -92,7 +92,7 @@ class FfnnKind final : public ModelKind {
     return "L=" + std::to_string(c.n_layer) + " E=" + std::to_string(c.d_model) + " context=" +
            std::to_string(c.context) + " hidden=" + std::to_string(c.d_hidden > 0 ? c.d_hidden : 4 * c.d_model);
   }
-  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) const override {
     LOOM_CHECK(mode != GraphMode::Decode, "model kind ffnn decodes with its Eval graph");
     return build_ffnn(c, mode, B, T, dt, keep_logits);
   }

@@ -270,7 +270,7 @@ class GptKind final : public ModelKind {
     if (r == Recompute::Block) return scope.substr(0, dot);
     return (r == Recompute::Attention && part == "attn") || (r == Recompute::Mlp && part == "mlp") ? scope : "";
   }
-  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) const override {
     return build_gpt(c, mode, B, T, dt, keep_logits);
   }
   // 6N + 12 L T C (PaLM, appendix B): the score and value products of causal attention at
@@ -304,11 +304,12 @@ class GptPairsKind final : public PairModelKind {
   std::string recompute_segment(const std::string& scope, Recompute r) const override {
     return gpt_kind().recompute_segment(scope, r);
   }
-  // Training and evaluation graphs read B rows of S + T tokens (m.S = S, no source input);
+  // Training and evaluation graphs read B rows of S + T tokens (m.S = S, no source input; S at
+  // most src_len);
   // the decoder's graph is GPT's over S + T positions.
-  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
-    ModelGraph m = build_gpt(one_sequence(c), mode, B, mode == GraphMode::Decode ? T : c.src_len + T, dt, keep_logits);
-    m.S = c.src_len;
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) const override {
+    ModelGraph m = build_gpt(one_sequence(c), mode, B, mode == GraphMode::Decode ? T : S + T, dt, keep_logits);
+    m.S = S;
     return m;
   }
   // GPT's FLOPs over S + T positions, per target token (as the run loop counts pairs' tokens).

@@ -81,7 +81,7 @@ class RecurrentKind final : public ModelKind {
     return "L=" + std::to_string(c.n_layer) + " H=" + std::to_string(c.d_model);
   }
   bool carries_state() const override { return true; }
-  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) const override {
     LOOM_CHECK(mode != GraphMode::Decode, "model kind ", name(), " decodes with its Eval graph");
     return build_recurrent_lm(cell_, c, mode, B, T, dt, keep_logits);
   }

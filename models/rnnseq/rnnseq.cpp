@@ -144,12 +144,12 @@ int bridge(Graph& g, const ModelConfig& c, const Params& p, const std::vector<st
   return g.cast(s, g.stat_dtype());
 }
 
-ModelGraph build_rnnseq(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) {
+ModelGraph build_rnnseq(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) {
   ModelGraph m(dt);
   Graph& g = m.g;
   m.B = B;
   m.T = T;
-  m.S = c.src_len;
+  m.S = S;
   const int64_t H = c.d_model;
   const Cell cell = cell_of(c);
   const Params p = register_params(g, c);
@@ -205,8 +205,8 @@ ModelGraph build_rnnseq(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
 class RnnSeqDecoder final : public GraphDecoderOf<Seq2SeqDecoder> {
  public:
   RnnSeqDecoder(const ModelConfig& cfg, const std::vector<float>& params, Backend& be)
-      : GraphDecoderOf(build_rnnseq(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false), params, be),
-        enc_(build_rnnseq(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false), *weights_, be, cfg.src_len) {}
+      : GraphDecoderOf(build_rnnseq(cfg, GraphMode::Decode, 1, 1, be.float_dtype(), false, cfg.src_len), params, be),
+        enc_(build_rnnseq(cfg, GraphMode::Encode, 1, 1, be.float_dtype(), false, cfg.src_len), *weights_, be, cfg.src_len) {}
   void encode(std::span<const int32_t> source) override {
     const int32_t len = enc_.encode(source, *ex_, mg_.memory, mg_.state_in);
     ex_->set_input(mg_.source_len, &len, 4);
@@ -251,8 +251,8 @@ class RnnSeqKind final : public PairModelKind {
            " Ldec=" + std::to_string(c.n_dec_layer) + " " + c.cell + " H=" + std::to_string(c.d_model) +
            " S=" + std::to_string(c.src_len) + " attention=" + c.attention + (c.tie_embeddings ? " tied" : " untied");
   }
-  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits) const override {
-    return build_rnnseq(c, mode, B, T, dt, keep_logits);
+  ModelGraph build(const ModelConfig& c, GraphMode mode, int B, int T, DType dt, bool keep_logits, int S) const override {
+    return build_rnnseq(c, mode, B, T, dt, keep_logits, S);
   }
   // Per target token: 6 N for the decoder side; the encoder's parameters work on S source
   // tokens per T target tokens; the attention's score and context products are 4 S H a

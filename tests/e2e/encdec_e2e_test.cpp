@@ -123,6 +123,35 @@ TEST_F(EncDecChain, SpanStartsAreReadFromTheWordsAroundTheGap) {
   EXPECT_GE(acc, 0.85);
 }
 
+// train.length_buckets: each batch on the graph of its padded shape pads less than on one graph
+// of the full lengths, and learns the same (the losses agree to f32 rounding, step by step).
+TEST(EncDec, LengthBucketsPadLessAndLearnTheSame) {
+  TempDir d;
+  const std::string data = prepare_pairs(d, "sort", 800);  // sources and targets of 4 to 8 tokens
+  std::ofstream(d / "c.toml") << encdec_config(data, d / "unused", 40);
+  auto train = [&](const std::string& buckets, const std::string& run) {
+    const RunResult r = run_loom({"train", "--config", d / "c.toml", "--log.run_dir", d / run, "--log.every", "1",
+                                  "--train.length_buckets", buckets});
+    EXPECT_EQ(r.rc, 0) << r.err;
+    return r.out;
+  };
+  const std::string four = train("4", "four"), one = train("1", "one");
+  EXPECT_NE(four.find("padding: each batch to the nearest of S {2, 4, 6, 8} x T {2, 4, 6, 8}"), std::string::npos) << four;
+  EXPECT_NE(one.find("padding: each batch to the nearest of S {8} x T {8}"), std::string::npos) << one;
+  const auto a = read_metrics(d / "four"), b = read_metrics(d / "one");
+  ASSERT_EQ(a.size(), 40u);
+  ASSERT_EQ(b.size(), 40u);
+  double pad_a = 0, pad_b = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double la = a[i]["loss"].get<double>(), lb = b[i]["loss"].get<double>();
+    EXPECT_NEAR(la, lb, 1e-4 * lb) << "step " << i + 1;
+    pad_a += a[i]["padding"].get<double>() / 40;
+    pad_b += b[i]["padding"].get<double>() / 40;
+  }
+  EXPECT_LT(a.back()["loss"].get<double>(), 0.8 * a.front()["loss"].get<double>());  // it learns
+  EXPECT_LT(pad_a, pad_b - 0.05) << "padding " << pad_a << " bucketed against " << pad_b;
+}
+
 TEST(EncDec, BadConfigsAreOneLineErrors) {
   TempDir d;
   const std::string data = prepare_pairs(d, "sort", 800);

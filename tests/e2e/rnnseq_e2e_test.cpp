@@ -28,12 +28,15 @@ class Synthetic : public ::testing::TestWithParam<std::string> {};
 
 // A bidirectional LSTM encoder with Bahdanau's additive score (it finds the positions that
 // reversal asks for in about half the steps Luong's general score takes: validation loss 0.07
-// after 400 steps against 1.09); beam 1 on the same examples.
+// after 400 steps against 1.09); beam 1 on the same examples. 1,200 steps: at 700 (and 900),
+// sorting missed 1 to 3 of the 200 val examples, runs of three or four equal letters one short,
+// by how the run's f32 sums happened to round (98.5% to 100% with and without length buckets);
+// at 1,200 both tasks are at 100% either way.
 TEST_P(Synthetic, LearnedToExactMatch) {
   TempDir d;
   const std::string data = prepare_pairs(d, GetParam());
   const TrainResult r = train_quietly(
-      config_of(data, d / "run", 700, "bidirectional = true\nattention = \"additive\"\ntie_embeddings = false\n"));
+      config_of(data, d / "run", 1200, "bidirectional = true\nattention = \"additive\"\ntie_embeddings = false\n"));
   EXPECT_LT(r.last_val_loss, 0.05);
   const Trained m = load(d / "run", data);
   const std::vector<Example> ex = examples(data, "val", 200);

@@ -74,6 +74,21 @@ TEST(Config, RejectsBadInput) {
   expect_error("[model\nkind=", {}, "bad.toml:");
 }
 
+// train.length_buckets is a pair kind's key: written in its resolved config, range-checked, and
+// not part of an LM kind's.
+TEST(Config, LengthBucketsBelongToPairKinds) {
+  std::string pairs = kBase;
+  const std::string lm = "kind = \"gpt\"\nn_layer = 3";
+  pairs.replace(pairs.find(lm), lm.size(), "kind = \"encdec\"\nn_enc_layer = 2\nn_dec_layer = 1\nsrc_len = 12");
+  const Config c = parse_config_text(pairs, "pairs.toml", {});
+  EXPECT_EQ(c.train.length_buckets, 4);
+  EXPECT_NE(config_to_toml(c).find("length_buckets = 4"), std::string::npos) << config_to_toml(c);
+  EXPECT_EQ(parse_config_text(pairs, "pairs.toml", {{"train.length_buckets", "1"}}).train.length_buckets, 1);
+  EXPECT_EQ(config_to_toml(parse_config_text(kBase, "a.toml", {})).find("length_buckets"), std::string::npos);
+  expect_error(pairs, {{"train.length_buckets", "0"}}, "bad.toml: train.length_buckets: must be in [1, 64], got 0");
+  expect_error(pairs, {{"train.length_buckets", "65"}}, "train.length_buckets: must be in [1, 64], got 65");
+}
+
 TEST(Schedule, WarmupThenCosine) {
   const double lr = 1e-3, mn = 1e-4;
   EXPECT_NEAR(lr_at(0, 100, lr, mn, 10), lr / 10, 1e-12);

@@ -37,7 +37,7 @@ double forward_product_flops(const Graph& g) {
 // Per token of the kind's unit: T tokens a sequence, or T target tokens a pair.
 void expect_counts_its_graph(const ModelConfig& c, const std::string& what) {
   const ModelKind& kind = model_kind(c.kind);
-  const ModelGraph m = kind.build(c, GraphMode::Train, 2, c.seq_len, DType::F32, false);
+  const ModelGraph m = kind.build(c, GraphMode::Train, 2, c.seq_len, DType::F32, false, c.src_len);
   const double counted = 3.0 * forward_product_flops(m.g) / (2.0 * c.seq_len);
   const double said = kind.flops_per_token(c);
   EXPECT_NEAR(said / counted, 1.0, 0.03) << what << ": the kind says " << said << ", its graph's products "

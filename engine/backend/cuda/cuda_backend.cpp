@@ -54,7 +54,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
 #if !LOOM_SIMT_EMULATION
-    for (auto g : graphs_) cudaGraphExecDestroy(g);
+    for (auto& g : graphs_) cudaGraphExecDestroy(g.exec);
 #endif
     if (scratch_) cudaFree(scratch_);
     cudaStreamDestroy(stream_);
@@ -123,20 +123,20 @@ class CudaBackend final : public Backend {
 #if !LOOM_SIMT_EMULATION
   bool can_capture() const override { return true; }
   int capture(const std::function<void()>& step) override {
-    synchronize();
-    capturing_ = true;
-    cudaGraph_t graph = nullptr;
-    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    step();
-    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-    capturing_ = false;
-    cudaGraphExec_t exec = nullptr;
-    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    CUDA_CHECK(cudaGraphDestroy(graph));
-    graphs_.push_back(exec);
+    graphs_.push_back({record(step), step, scratch_generation_});
     return static_cast<int>(graphs_.size()) - 1;
   }
-  void replay(int g) override { CUDA_CHECK(cudaGraphLaunch(graphs_.at(g), stream_)); }
+  // A graph captured before the scratch buffer moved (a larger step ran eagerly since: a
+  // training graph of another shape) would read freed memory: it is captured again first.
+  void replay(int g) override {
+    Captured& c = graphs_.at(g);
+    if (c.scratch_generation != scratch_generation_) {
+      CUDA_CHECK(cudaGraphExecDestroy(c.exec));
+      c.exec = record(c.step);
+      c.scratch_generation = scratch_generation_;
+    }
+    CUDA_CHECK(cudaGraphLaunch(c.exec, stream_));
+  }
   void range_push(const char* name) override { nvtxRangePushA(name); }
   void range_pop() override { nvtxRangePop(); }
   void profiler_start() override { CUDA_CHECK(cudaProfilerStart()); }
@@ -399,6 +399,7 @@ class CudaBackend final : public Backend {
       }
       CUDA_CHECK(cudaMalloc(&buf, bytes));
       have = bytes;
+      ++scratch_generation_;
     }
     return static_cast<float*>(buf);
   }
@@ -500,14 +501,35 @@ class CudaBackend final : public Backend {
             stream_);
   }
 
+  // The step's launches as an instantiated graph (nothing runs).
+  cudaGraphExec_t record(const std::function<void()>& step) {
+    synchronize();
+    capturing_ = true;
+    cudaGraph_t graph = nullptr;
+    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    step();
+    CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    capturing_ = false;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    CUDA_CHECK(cudaGraphDestroy(graph));
+    return exec;
+  }
+
+  struct Captured {
+    cudaGraphExec_t exec = nullptr;
+    std::function<void()> step;   // kept to capture it again
+    uint64_t scratch_generation;  // scratch_generation_ when it was captured
+  };
   LtMatmul lt_;
-  std::vector<cudaGraphExec_t> graphs_;
+  std::vector<Captured> graphs_;
 #endif
 
   cudaStream_t stream_ = nullptr;
   void* scratch_ = nullptr;
   bool deterministic_ = false;
   size_t scratch_bytes_ = 0;
+  uint64_t scratch_generation_ = 0;  // bumped each time a scratch buffer moves
   bool capturing_ = false;
 };
 
