@@ -56,6 +56,10 @@ class Backend {
   // collectives after compute with events; null where there is none.
   virtual void* compute_stream() { return nullptr; }
 
+  // Refuses an op this backend cannot run at its shapes with a one-line UserError that says
+  // what to change; the executor asks once per node, when it binds its graph.
+  virtual void check_supported(const OpCall&) const {}
+
   // Whole-step capture (CUDA graphs). A backend without it runs `step` eagerly every time.
   // capture() records `step` (and keeps it: it must stay callable) and runs nothing; replay()
   // runs it, capturing it again first if memory it used has moved since.

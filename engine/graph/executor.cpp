@@ -74,6 +74,7 @@ void Executor::prepare() {
       LOOM_CHECK(n.in[i] < 0 || c.in[i].data, "unbound ", describe_slot(g_, k, true, static_cast<int>(i)));
     for (size_t i = 0; i < n.out.size(); ++i)
       LOOM_CHECK(n.out[i] < 0 || c.out[i].data, "unbound ", describe_slot(g_, k, false, static_cast<int>(i)));
+    be_.check_supported(c);
     calls_.push_back(c);
   }
 }

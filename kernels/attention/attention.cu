@@ -939,8 +939,8 @@ int head_dim(int64_t B, int64_t T, int64_t C, int64_t H) {
   LOOM_CHECK(B > 0 && T > 0 && H > 0 && C > 0, "attention: empty shape B=", B, " T=", T, " C=", C, " H=", H);
   LOOM_CHECK(C % H == 0, "attention: C=", C, " not divisible by H=", H);
   const int64_t D = C / H;
-  LOOM_CHECK(D == 16 || D == 32 || D == 64 || D == 128, "attention: head dim ", D, " not in {16, 32, 64, 128}");
-  LOOM_CHECK(B * H <= 65535, "attention: B*H=", B * H, " exceeds the grid's y limit");
+  LOOM_CHECK(attention_head_dim_supported(D), "attention: head dim ", D, " not in {16, 32, 64, 128}");
+  LOOM_CHECK(B * H <= kAttentionMaxBatchHeads, "attention: B*H=", B * H, " exceeds the grid's y limit");
   LOOM_CHECK(T <= (int64_t(1) << 30) && B * T * 3 * C < (int64_t(1) << 62), "attention: T=", T, " too large");
   return int(D);
 }

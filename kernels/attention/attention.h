@@ -128,6 +128,10 @@ void document_starts(const int32_t* tokens, int32_t* doc_start, int64_t B, int64
 // saved lse. bf16 in, f32 accumulate. Head dims D = C / H in {16, 32, 64, 128} (16 and 32 keep
 // emulated tests small; 64 and 128 are what models use).
 namespace loom::cuda {
+// The head dims the kernels are built for, and the most B x H a launch holds (the grid's y).
+constexpr bool attention_head_dim_supported(int64_t D) { return D == 16 || D == 32 || D == 64 || D == 128; }
+constexpr int64_t kAttentionMaxBatchHeads = 65535;
+
 struct AttentionFwd {
   const bf16* qkv;  // [B, T, 3C]
   bf16* out;        // [B, T, C]

@@ -115,6 +115,23 @@ TEST(CliEmu, LstmTrainOnEmulatedCudaTracksCpu) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 0.03 * a[i]) << "step " << i + 1;
 }
 
+// A model whose attention the CUDA kernels do not have (head dim 12; an encdec's cross-
+// attention alike) is a one-line error before the first step, not a failed check inside it.
+TEST(CliEmu, AHeadDimTheKernelsLackIsAOneLineError) {
+  if (!fs::exists(loom_emu_binary())) GTEST_SKIP() << "loom-emu not built";
+  TempDir d;
+  const std::string data = prepare_tiny_data(d.str(), 60000);
+  std::ofstream(d / "tiny.toml") << tiny_config(data, d / "run", 2);
+  RunResult r = run_emu({"train", "--config", d / "tiny.toml", "--device", "cuda", "--model.d_model", "48",
+                         "--model.n_head", "4"});
+  expect_user_error(r, "model.d_model / model.n_head = 12: the CUDA attention kernels take head dims 16, 32, 64 and 128");
+  EXPECT_FALSE(fs::exists(d / "run/checkpoints")) << "it trained";
+  const std::string pairs = prepare_pairs(d, "sort", 200);
+  std::ofstream(d / "encdec.toml") << encdec_config(pairs, d / "run2", 2);
+  r = run_emu({"train", "--config", d / "encdec.toml", "--device", "cuda", "--model.n_head", "8"});
+  expect_user_error(r, "model.d_model / model.n_head = 8:");
+}
+
 // A pair kind through the whole trainer on the emulated device: batches of several padded
 // shapes (train.length_buckets), each on its own graph, all in one activation arena, six steps
 // against the CPU backend.

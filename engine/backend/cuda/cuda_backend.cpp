@@ -202,6 +202,38 @@ class CudaBackend final : public Backend {
   void op_gelu_bwd(const OpCall& c) override {
     cuda::gelu_bwd(B16(c.in[0]), B16(c.in[1]), W16(c.out[0]), c.in[0].numel(), stream_);
   }
+  // The attention kernels' head dims and grid (kernels/attention/attention.h): a model outside
+  // them is a UserError when its graph is bound, not a failed check inside the first step.
+  void check_supported(const OpCall& c) const override {
+    const TensorView* x = nullptr;  // the queries' [B, T, C] (or [B, T, 3C] of packed q, k, v)
+    int64_t parts = 1;
+    switch (c.op) {
+      case OpId::attention:
+      case OpId::attention_decode:
+        x = &c.in[0], parts = 3;
+        break;
+      case OpId::attention_bwd:
+        x = &c.in[1], parts = 3;
+        break;
+      case OpId::cross_attention:
+      case OpId::cross_attention_decode:
+        x = &c.in[0];
+        break;
+      case OpId::cross_attention_bwd:
+        x = &c.in[1];
+        break;
+      default:
+        return;
+    }
+    const int64_t B = x->dim(0), H = c.attrs.i[0], D = x->dim(2) / parts / H;
+    LOOM_USER_CHECK(cuda::attention_head_dim_supported(D), "model.d_model / model.n_head = ", D,
+                    ": the CUDA attention kernels take head dims 16, 32, 64 and 128 (change model.n_head or "
+                    "model.d_model, or run on --device cpu)");
+    LOOM_USER_CHECK(B * H <= cuda::kAttentionMaxBatchHeads, "a micro-batch of ", B, " rows x ", H,
+                    " heads: the CUDA attention kernels take at most ", cuda::kAttentionMaxBatchHeads,
+                    " (lower train.batch_size and raise train.grad_accum)");
+  }
+
   void op_add(const OpCall& c) override { cuda::add(B16(c.in[0]), B16(c.in[1]), W16(c.out[0]), c.out[0].numel(), stream_); }
   void op_attention(const OpCall& c) override {
     const TensorView& qkv = c.in[0];
