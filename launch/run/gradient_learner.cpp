@@ -48,7 +48,7 @@ class GradientLearner final : public Learner {
       : rc_(rc), cfg_(rc.cfg), comm_(*rc.comm), kind_(model_kind(cfg_.model.kind)),
         T_(cfg_.model.seq_len), B_(per_rank_batch(cfg_, comm_.world())),
         be_(make_backend(cfg_.device)),
-        tg_(build_model(cfg_.model, GraphMode::Train, B_, T_, be_->float_dtype(), false, train_recompute(cfg_))),
+        tg_(train_graph(T_, cfg_.model.src_len)),
         eg_(build_model(cfg_.model, GraphMode::Eval, B_, T_, be_->float_dtype())),
         n_(fitting_param_count()), weights_(*be_, n_), grads_(*be_, static_cast<size_t>(tg_.g.trainable_prefix()) * 4),
         tx_(tg_.g, *be_), ex_(eg_.g, *be_), carrier_(tx_, tg_, comm_), eval_carrier_(ex_, eg_, comm_) {
@@ -70,8 +70,7 @@ class GradientLearner final : public Learner {
         AdamWHyper{.beta1 = static_cast<float>(cfg_.optim.beta1), .beta2 = static_cast<float>(cfg_.optim.beta2),
                    .eps = static_cast<float>(cfg_.optim.eps), .weight_decay = static_cast<float>(cfg_.optim.weight_decay),
                    .grad_clip = cfg_.optim.grad_clip});
-    sync_ = std::make_unique<GradSync>(tg_.g, comm_, static_cast<float*>(grads_.data()),
-                                       optim_->zero() ? optim_->shard_counts() : std::vector<int64_t>{});
+    sync_ = new_sync(tg_.g);
     if (resume) {
       weights_.upload(resume->params);
       optim_->load(resume->m, resume->v);
@@ -291,6 +290,17 @@ class GradientLearner final : public Learner {
     return tg_.g.param_count;
   }
 
+  // The training graph of target length T and source length S (pair kinds; others ignore S).
+  // Called from the constructor too: it reads only cfg_, B_ and be_.
+  ModelGraph train_graph(int T, int S) const {
+    return build_model(cfg_.model, GraphMode::Train, B_, T, be_->float_dtype(), false, train_recompute(cfg_), S);
+  }
+  // The gradient sums of a training graph over the shared gradient buffer (ZeRO-1: its shards).
+  std::unique_ptr<GradSync> new_sync(const Graph& g) {
+    return std::make_unique<GradSync>(g, comm_, static_cast<float*>(grads_.data()),
+                                      optim_->zero() ? optim_->shard_counts() : std::vector<int64_t>{});
+  }
+
   // A training graph with its executor and gradient sync: the full shape (tg_, tx_, sync_),
   // or one of the smaller ones of pair kinds (owned).
   struct Shape {
@@ -325,14 +335,12 @@ class GradientLearner final : public Learner {
     if (slot) return *slot;
     slot = std::make_unique<Shape>();
     Shape& sh = *slot;
-    sh.own_mg = std::make_unique<ModelGraph>(
-        build_model(cfg_.model, GraphMode::Train, B_, T, be_->float_dtype(), false, train_recompute(cfg_), S));
+    sh.own_mg = std::make_unique<ModelGraph>(train_graph(T, S));
     sh.mg = sh.own_mg.get();
     sh.own_ex = std::make_unique<Executor>(sh.mg->g, *be_, tx_);
     sh.ex = sh.own_ex.get();
     sh.ex->bind_params(weights_.graph_params(), grads_.data());
-    sh.own_sync = std::make_unique<GradSync>(sh.mg->g, comm_, static_cast<float*>(grads_.data()),
-                                             optim_->zero() ? optim_->shard_counts() : std::vector<int64_t>{});
+    sh.own_sync = new_sync(sh.mg->g);
     sh.sync = sh.own_sync.get();
     hook(sh);
     return sh;
