@@ -71,6 +71,9 @@ enum class GraphMode { Train, Eval, Decode, Encode };
 struct ModelGraph {
   Graph g;
   int tokens = -1, targets = -1, loss = -1, logits = -1;
+  // Pair graphs (Eval, Decode): what the classifier reads, [B, T, C], kept to the end of a run
+  // (the keys of a kNN datastore, launch/run/knn.h).
+  int hidden = -1;
   int dloss = -1;             // seed of the loss gradient (Train)
   int pos = -1;               // decode position input [1] i32
   std::vector<int> caches;    // decode: per layer k then v, [B, H, maxT, D]
@@ -142,6 +145,8 @@ class Seq2SeqDecoder : public TokenDecoder {
  public:
   // The source's tokens with its EOS (the pair loader's rows without PAD), at most src_len.
   virtual void encode(std::span<const int32_t> source) = 0;
+  // What the classifier read at the position the last step() fed, [C] (ModelGraph::hidden).
+  virtual std::vector<float> hidden() = 0;
 };
 
 // The loss of a pair graph over real target tokens (ModelGraph's targets): the factor that

@@ -26,8 +26,12 @@ inline void finish_encode_graph(ModelGraph& m) {
 }
 
 // A pair graph's end after its logits: a Decode graph outputs them, the others compute the
-// loss (finish_lm).
-inline void finish_pair_graph(ModelGraph& m, int logits, GraphMode mode, bool keep_logits) {
+// loss (finish_lm). `hidden` is what the classifier read: Eval and Decode graphs keep it.
+inline void finish_pair_graph(ModelGraph& m, int hidden, int logits, GraphMode mode, bool keep_logits) {
+  if (mode != GraphMode::Train) {
+    m.hidden = hidden;
+    m.g.mark_output(hidden);
+  }
   if (mode != GraphMode::Decode) return finish_lm(m, logits, mode, keep_logits);
   m.g.set_scope("head");
   m.logits = logits;

@@ -100,4 +100,47 @@ double eval_pairs(Executor& ex, const ModelGraph& mg, const PairSplit& split, co
   return real > 0 ? sum / real : 0.0;
 }
 
+std::vector<SplitPair> read_split_pairs(const PairSplit& split, const PairVocab& v, uint64_t first, uint64_t n) {
+  LOOM_CHECK(first + n <= split.size(), "pairs ", first, " + ", n, " of ", split.size());
+  std::vector<SplitPair> out(static_cast<size_t>(n));
+  std::vector<uint32_t> s, t;
+  for (uint64_t i = 0; i < n; ++i) {
+    s.clear();
+    t.clear();
+    split.read_source(first + i, s);
+    split.read_target(first + i, t);
+    SplitPair& p = out[static_cast<size_t>(i)];
+    p.source.assign(s.begin(), s.end());
+    p.target.assign(t.begin(), t.end());
+    p.source.push_back(static_cast<int32_t>(v.eos()));
+    p.target.push_back(static_cast<int32_t>(v.eos()));
+  }
+  return out;
+}
+
+void split_batch(const std::vector<SplitPair>& pairs, size_t first, const ModelGraph& mg, const PairVocab& v,
+                 PairBatch& b) {
+  const auto pad = static_cast<int32_t>(v.pad());
+  b.rows = mg.B;
+  b.S = mg.S;
+  b.T = graph_target_len(mg);
+  b.source.assign(static_cast<size_t>(mg.B) * mg.S, pad);
+  b.target.assign(static_cast<size_t>(mg.B) * b.T, pad);
+  b.decoder_input.assign(static_cast<size_t>(mg.B) * b.T, pad);
+  b.source_len.assign(static_cast<size_t>(mg.B), 0);
+  b.target_len.assign(static_cast<size_t>(mg.B), 0);
+  for (int r = 0; r < mg.B; ++r) {
+    const bool real = first + r < pairs.size();
+    const SplitPair& p = pairs[real ? first + r : first];
+    std::copy(p.source.begin(), p.source.end(), b.source.begin() + static_cast<ptrdiff_t>(r) * mg.S);
+    b.source_len[r] = static_cast<int32_t>(p.source.size());
+    if (!real) continue;
+    const auto row = static_cast<ptrdiff_t>(r) * b.T;
+    std::copy(p.target.begin(), p.target.end(), b.target.begin() + row);
+    b.decoder_input[row] = static_cast<int32_t>(v.bos());
+    std::copy(p.target.begin(), p.target.end() - 1, b.decoder_input.begin() + row + 1);
+    b.target_len[r] = static_cast<int32_t>(p.target.size());
+  }
+}
+
 }  // namespace loom

@@ -30,6 +30,18 @@ std::vector<int> bucket_lengths(int L, int k);
 // The shortest of `lengths` (ascending) that holds n; n must fit the last.
 int bucket_for(const std::vector<int>& lengths, int n);
 
+// Pair i of a split as the model reads it: source and target, each with its EOS.
+struct SplitPair {
+  std::vector<int32_t> source, target;
+};
+// Pairs [first, first + n) of `split`.
+std::vector<SplitPair> read_split_pairs(const PairSplit& split, const PairVocab& v, uint64_t first, uint64_t n);
+// Rows [first, first + B) of `pairs` as one full-size batch of `mg` (S = src_len, T = seq_len):
+// evaluation's batches, in order. Rows past the end repeat pair `first` with no target tokens
+// (no loss), so every batch has the graph's B rows.
+void split_batch(const std::vector<SplitPair>& pairs, size_t first, const ModelGraph& mg, const PairVocab& v,
+                 PairBatch& b);
+
 // One rank's micro-batch as graph inputs.
 struct PairInputs {
   std::vector<int32_t> source, source_len, tokens, targets;

@@ -136,8 +136,12 @@ namespace {
 const StFile kNoTensors;  // graph kinds' weights are all in `params`
 }  // namespace
 
-PairDecoder::PairDecoder(const ModelConfig& model, const std::vector<float>& params, Backend& be, const PairVocab& v)
-    : PairDecoder(model, v, model_kind(model.kind).seq2seq_decoder(model, ModelWeights{params, kNoTensors}, be)) {}
+PairDecoder::PairDecoder(const ModelConfig& model, const std::vector<float>& params, Backend& be, const PairVocab& v,
+                         const KnnStore* knn, const KnnOptions& knn_options)
+    : PairDecoder(model, v, [&] {
+        auto d = model_kind(model.kind).seq2seq_decoder(model, ModelWeights{params, kNoTensors}, be);
+        return knn ? with_knn(std::move(d), *knn, knn_options, model.vocab) : std::move(d);
+      }()) {}
 
 PairDecoder::PairDecoder(const ModelConfig& model, const PairVocab& v, std::unique_ptr<Seq2SeqDecoder> d)
     : vocab_(v), seq_len_(model.seq_len), s2s_(d.get()), dec_(model, std::move(d)) {}

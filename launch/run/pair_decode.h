@@ -14,6 +14,7 @@
 #include "engine/backend/backend.h"
 #include "engine/data/pairs.h"
 #include "engine/data/tokenizer.h"
+#include "launch/run/knn.h"
 #include "launch/run/sampler.h"
 #include "models/model.h"
 
@@ -49,7 +50,10 @@ std::string one_line(std::string_view text);
 // The kind's Seq2SeqDecoder with the pair ids: encode a source, then decode its target.
 class PairDecoder {
  public:
-  PairDecoder(const ModelConfig& model, const std::vector<float>& params, Backend& be, const PairVocab& v);
+  // With `knn`, each step mixes the datastore's neighbours into the model's distribution
+  // (knn.h); `knn` must outlive the decoder.
+  PairDecoder(const ModelConfig& model, const std::vector<float>& params, Backend& be, const PairVocab& v,
+              const KnnStore* knn = nullptr, const KnnOptions& knn_options = {});
   // Encodes `source` (EOS included, as encode_source gives it) for the decodes that follow.
   void encode(std::span<const int32_t> source);
   // One target picked token by token under `o` (--greedy or temperature 0: the most likely;

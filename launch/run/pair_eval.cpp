@@ -16,56 +16,6 @@ namespace loom {
 
 namespace {
 
-// Pair i of a split as the model reads it: source and target, each with its EOS.
-struct EvalPair {
-  std::vector<int32_t> source, target;
-};
-
-std::vector<EvalPair> read_pairs(const PairSplit& split, const PairVocab& v, int64_t n) {
-  std::vector<EvalPair> out(static_cast<size_t>(n));
-  std::vector<uint32_t> s, t;
-  for (int64_t i = 0; i < n; ++i) {
-    s.clear();
-    t.clear();
-    split.read_source(static_cast<uint64_t>(i), s);
-    split.read_target(static_cast<uint64_t>(i), t);
-    EvalPair& p = out[static_cast<size_t>(i)];
-    p.source.assign(s.begin(), s.end());
-    p.target.assign(t.begin(), t.end());
-    p.source.push_back(static_cast<int32_t>(v.eos()));
-    p.target.push_back(static_cast<int32_t>(v.eos()));
-  }
-  return out;
-}
-
-// Rows [first, first + B) of `pairs` as one full-size batch of the Eval graph (S = src_len,
-// T = seq_len). Rows past the end repeat pair `first` with no target tokens (no loss, no
-// accuracy), so every batch has the graph's B rows.
-void batch_of(const std::vector<EvalPair>& pairs, size_t first, const ModelGraph& mg, const PairVocab& v,
-              PairBatch& b) {
-  const auto pad = static_cast<int32_t>(v.pad());
-  b.rows = mg.B;
-  b.S = mg.S;
-  b.T = graph_target_len(mg);
-  b.source.assign(static_cast<size_t>(mg.B) * mg.S, pad);
-  b.target.assign(static_cast<size_t>(mg.B) * b.T, pad);
-  b.decoder_input.assign(static_cast<size_t>(mg.B) * b.T, pad);
-  b.source_len.assign(static_cast<size_t>(mg.B), 0);
-  b.target_len.assign(static_cast<size_t>(mg.B), 0);
-  for (int r = 0; r < mg.B; ++r) {
-    const bool real = first + r < pairs.size();
-    const EvalPair& p = pairs[real ? first + r : first];
-    std::copy(p.source.begin(), p.source.end(), b.source.begin() + static_cast<ptrdiff_t>(r) * mg.S);
-    b.source_len[r] = static_cast<int32_t>(p.source.size());
-    if (!real) continue;
-    const auto row = static_cast<ptrdiff_t>(r) * b.T;
-    std::copy(p.target.begin(), p.target.end(), b.target.begin() + row);
-    b.decoder_input[row] = static_cast<int32_t>(v.bos());
-    std::copy(p.target.begin(), p.target.end() - 1, b.decoder_input.begin() + row + 1);
-    b.target_len[r] = static_cast<int32_t>(p.target.size());
-  }
-}
-
 int32_t argmax(const float* x, size_t n) { return static_cast<int32_t>(std::max_element(x, x + n) - x); }
 
 }  // namespace
@@ -83,7 +33,7 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
   check_pair_lengths(val, model);
   const int64_t n = o.max_pairs > 0 ? std::min<int64_t>(o.max_pairs, static_cast<int64_t>(val.size()))
                                     : static_cast<int64_t>(val.size());
-  const std::vector<EvalPair> pairs = read_pairs(val, vocab, n);
+  const std::vector<SplitPair> pairs = read_split_pairs(val, vocab, 0, n);
   PairEvalResult r;
   r.pairs = n;
   auto be = make_backend(o.device);
@@ -93,7 +43,7 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
   std::vector<std::vector<SpanToken>> kinds;
   if (r.span_kinds) {
     const SpanBaselines base(PairSplit(folder.dir, "train"), folder.train_pairs / folder.masks, vocab);
-    for (const EvalPair& p : pairs) {
+    for (const SplitPair& p : pairs) {
       kinds.push_back(span_token_kinds(p.source, p.target, vocab));
       for (size_t t = 0; t < p.target.size(); ++t) {
         const SpanToken& k = kinds.back()[t];
@@ -120,7 +70,7 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
     int64_t right = 0;
     const auto V = static_cast<size_t>(model.vocab);
     for (size_t first = 0; first < pairs.size(); first += static_cast<size_t>(o.batch)) {
-      batch_of(pairs, first, eg, vocab, b);
+      split_batch(pairs, first, eg, vocab, b);
       fill_pair_inputs(b, eg, vocab.pad(), in);
       set_pair_inputs(ex, eg, in);
       ex.forward();
@@ -168,7 +118,7 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
     return one_line(pair_text(std::span<const int32_t>(ids.data(), ids.size() - (ended ? 1 : 0)), tok, vocab));
   };
   for (int64_t i = 0; i < n; ++i) {
-    const EvalPair& p = pairs[static_cast<size_t>(i)];
+    const SplitPair& p = pairs[static_cast<size_t>(i)];
     dec.encode(p.source);
     const Hypothesis g = dec.decode(greedy);
     for (size_t t = 0; t < p.target.size() && t < g.tokens.size(); ++t) right += g.tokens[t] == p.target[t];

@@ -189,7 +189,8 @@ ModelGraph build_encdec(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
     y = g.add(y, mlp_out(g, g.layernorm(y, d.ln3_g, d.ln3_b), d.mlp));
   }
   g.set_scope("dec.ln_f");
-  finish_pair_graph(m, g.linear(g.layernorm(y, p.dec_lnf_g, p.dec_lnf_b), p.head), mode, keep_logits);
+  const int hidden = g.layernorm(y, p.dec_lnf_g, p.dec_lnf_b);
+  finish_pair_graph(m, hidden, g.linear(hidden, p.head), mode, keep_logits);
   return m;
 }
 
@@ -211,6 +212,7 @@ class EncDecDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
     LOOM_CHECK(encoded_, "decoding before a source was encoded");
     return KvCacheDecoderOf::step(token, pos);
   }
+  std::vector<float> hidden() override { return ex_->fetch_f32(mg_.hidden); }
 
  private:
   SourceEncoder enc_;

@@ -230,6 +230,9 @@ class PairKvCacheDecoder final : public KvCacheDecoderOf<Seq2SeqDecoder> {
     LOOM_CHECK(offset_ > 0, "decoding before a source was encoded");
     return KvCacheDecoderOf::step(token, offset_ + pos);
   }
+  std::vector<float> hidden() override {
+    throw UserError("the gpt-pairs kind keeps no decoder state for a kNN datastore (encdec and rnn-seq2seq do)");
+  }
   int capacity() const override { return tgt_len_; }
 
  private:

@@ -195,7 +195,8 @@ ModelGraph build_rnnseq(const ModelConfig& c, GraphMode mode, int B, int T, DTyp
   const int q = c.attention == "dot" ? y : g.linear(y, p.att_q.w);
   const int ctx = g.rnn_attention(q, keys, mem, p.att_v, m.source_len);
   g.set_scope("attn_out");
-  finish_pair_graph(m, g.linear(g.tanh(apply(g, p.out, ctx, y)), p.head), mode, keep_logits);
+  const int hidden = g.tanh(apply(g, p.out, ctx, y));
+  finish_pair_graph(m, hidden, g.linear(hidden, p.head), mode, keep_logits);
   return m;
 }
 
@@ -216,6 +217,7 @@ class RnnSeqDecoder final : public GraphDecoderOf<Seq2SeqDecoder> {
     LOOM_CHECK(initial_, "decoding before a source was encoded");
     return step_carrying_state(token);
   }
+  std::vector<float> hidden() override { return ex_->fetch_f32(mg_.hidden); }
   void reset() override {
     if (initial_) restore(*initial_);
   }

@@ -1,0 +1,85 @@
+// knn.h: a nearest-neighbour memory for a sequence-to-sequence checkpoint (kNN-MT,
+// Khandelwal et al. 2021). The datastore: for every target token of every train pair, the
+// decoder's state under teacher forcing (ModelGraph::hidden: what the classifier reads) as the
+// key and that token as the value. Decoding then asks, at each step, for the k keys nearest to
+// the decoder's state and mixes their tokens into the model's distribution:
+//   p(y) = lambda p_knn(y) + (1 - lambda) p_model(y),
+//   p_knn(y) = sum over the k nearest keys i with value y of exp(-d_i / temperature) / Z,
+// d_i the squared L2 distance. The model's weights do not change; the memory holds what a
+// 1M-parameter model cannot: which words its train pairs had. A datastore belongs to one
+// checkpoint (it records the parameters' fingerprint) and is refused for any other.
+//
+// File (safetensors, engine/io/safetensors.h): "keys" F32 [N, C], "values" I32 [N]; metadata
+// "format" = "loom-knn", "kind", "d_model", "vocab", "params_fnv1a" (hex), "pairs", "data".
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/data/tokenizer.h"
+#include "models/model.h"
+
+namespace loom {
+
+struct KnnOptions {
+  int k = 16;                  // neighbours asked for at each step
+  double lambda = 0.5;         // the memory's share of the mixture
+  double temperature = 10.0;   // of exp(-d / temperature), d the squared distance
+};
+
+struct KnnBuildOptions {
+  int64_t max_pairs = 0;  // the first N train pairs (0: all)
+  int batch = 32;         // pairs per teacher-forced batch
+  std::string device = "auto";
+  // Called after each batch with (pairs done, pairs to do).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+// FNV-1a over the parameters' bytes: which checkpoint a datastore was built from.
+uint64_t params_fingerprint(const std::vector<float>& params);
+
+class KnnStore {
+ public:
+  // Teacher-forced passes over the first train pairs of `data_dir` (a pair folder of the
+  // model's vocabulary). UserError for a kind without decoder states (gpt-pairs) or data that
+  // does not fit the model.
+  static KnnStore build(const ModelConfig& model, const std::vector<float>& params, const Tokenizer& tok,
+                        const std::string& data_dir, const KnnBuildOptions& o);
+  // Reads `path`; UserError naming it when it is not a datastore, or not of this checkpoint.
+  static KnnStore load(const std::string& path, const ModelConfig& model, const std::vector<float>& params);
+  // Keys and values given directly (tests): keys [values.size(), dim].
+  KnnStore(int dim, std::vector<float> keys, std::vector<int32_t> values);
+
+  void save(const std::string& path, const ModelConfig& model, const std::vector<float>& params) const;
+  int64_t size() const { return static_cast<int64_t>(values_.size()); }
+  int dim() const { return dim_; }
+  int64_t pairs() const { return pairs_; }
+  const std::vector<float>& keys() const { return keys_; }
+  const std::vector<int32_t>& values() const { return values_; }
+
+  // p_knn for `query` [dim] over a vocabulary of `vocab` ids, into `p` (sums to 1).
+  void distribution(std::span<const float> query, const KnnOptions& o, int vocab, std::vector<double>& p) const;
+
+ private:
+  KnnStore() = default;
+  void finish();  // the keys' squared norms
+  int dim_ = 0;
+  int64_t pairs_ = 0;
+  std::vector<float> keys_, norms_;
+  std::vector<int32_t> values_;
+  mutable std::vector<float> dots_;  // distribution()'s scratch
+};
+
+// `inner` with the memory mixed in: its step() returns log p of the mixture (valid logits:
+// sampling, greedy and beam search read them as they read a model's), everything else is
+// `inner`'s. `store` must outlive it.
+std::unique_ptr<Seq2SeqDecoder> with_knn(std::unique_ptr<Seq2SeqDecoder> inner, const KnnStore& store,
+                                         const KnnOptions& o, int vocab);
+
+// UserError naming the option when k < 1, lambda outside [0, 1] or temperature <= 0.
+void check_knn_options(const KnnOptions& o);
+
+}  // namespace loom
