@@ -110,14 +110,10 @@ KnnStore KnnStore::build(const ModelConfig& model, const std::vector<float>& par
   LOOM_CHECK(model_kind(model.kind).learns_pairs(), "kNN datastore of kind ", model.kind);
   LOOM_CHECK(o.batch >= 1 && o.max_pairs >= 0, "kNN build options");
   const PairFolder folder = open_pair_folder(data_dir);
-  const PairVocab vocab = pair_vocab_of(model, tok);
-  LOOM_USER_CHECK(folder.vocab.size() == static_cast<uint32_t>(model.vocab) && folder.vocab.base == vocab.base,
-                  data_dir, ": vocabulary ", folder.vocab.size(), " (tokenizer ", folder.vocab.base,
-                  ") does not match the checkpoint's ", model.vocab, " (tokenizer ", vocab.base, ")");
+  const PairVocab vocab = folder_vocab_of(folder, model, tok, data_dir);
   const PairSplit train(folder.dir, "train");
   check_pair_lengths(train, model);
-  const int64_t n = o.max_pairs > 0 ? std::min<int64_t>(o.max_pairs, static_cast<int64_t>(train.size()))
-                                    : static_cast<int64_t>(train.size());
+  const int64_t n = first_pairs(train, o.max_pairs);
   auto be = make_backend(o.device);
   ModelGraph eg = build_model(model, GraphMode::Eval, o.batch, model.seq_len, be->float_dtype(), false);
   LOOM_USER_CHECK(eg.hidden >= 0, "the ", model.kind,

@@ -7,6 +7,7 @@
 // without a source input (a decoder-only pair kind) gets each pair as one row of tokens,
 // source then decoder input (model.h).
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -30,6 +31,11 @@ std::vector<int> bucket_lengths(int L, int k);
 // The shortest of `lengths` (ascending) that holds n; n must fit the last.
 int bucket_for(const std::vector<int>& lengths, int n);
 
+// How many of a split's first pairs `max_pairs` asks for (0: all of them).
+inline int64_t first_pairs(const PairSplit& split, int64_t max_pairs) {
+  const auto n = static_cast<int64_t>(split.size());
+  return max_pairs > 0 ? std::min(max_pairs, n) : n;
+}
 // Pair i of a split as the model reads it: source and target, each with its EOS.
 struct SplitPair {
   std::vector<int32_t> source, target;

@@ -35,6 +35,15 @@ std::pair<int64_t, size_t> sentinel_marker(std::string_view s) {
 
 }  // namespace
 
+PairVocab folder_vocab_of(const PairFolder& folder, const ModelConfig& model, const Tokenizer& tok,
+                          const std::string& data_dir) {
+  const PairVocab vocab = pair_vocab_of(model, tok);
+  LOOM_USER_CHECK(folder.vocab.size() == static_cast<uint32_t>(model.vocab) && folder.vocab.base == vocab.base,
+                  data_dir, ": vocabulary ", folder.vocab.size(), " (tokenizer ", folder.vocab.base,
+                  ") does not match the checkpoint's ", model.vocab, " (tokenizer ", vocab.base, ")");
+  return vocab;
+}
+
 std::vector<int32_t> encode_source(std::string_view text, const Tokenizer& tok, const PairVocab& v, int src_len,
                                    const std::string& where) {
   std::vector<int32_t> ids;

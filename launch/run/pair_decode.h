@@ -24,6 +24,9 @@ namespace loom {
 // beyond PAD, BOS and EOS after it are sentinels (engine/data/pairs.h). UserError when the
 // model's vocabulary cannot hold them.
 PairVocab pair_vocab_of(const ModelConfig& model, const Tokenizer& tok);
+// pair_vocab_of, checked against a pair folder's: UserError naming `data_dir` when they differ.
+PairVocab folder_vocab_of(const PairFolder& folder, const ModelConfig& model, const Tokenizer& tok,
+                          const std::string& data_dir);
 
 // A source text as the model reads it: its tokens, each marker "<sK>" (K < the sentinels) as
 // sentinel K, then EOS. UserError naming `where` when it encodes to no tokens or is longer

@@ -25,14 +25,10 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
   LOOM_CHECK(model_kind(model.kind).learns_pairs(), "pair evaluation of kind ", model.kind);
   LOOM_CHECK(o.batch >= 1 && o.beam >= 0 && o.max_pairs >= 0, "pair evaluation options");
   const PairFolder folder = open_pair_folder(data_dir);
-  const PairVocab vocab = pair_vocab_of(model, tok);
-  LOOM_USER_CHECK(folder.vocab.size() == static_cast<uint32_t>(model.vocab) && folder.vocab.base == vocab.base,
-                  data_dir, ": vocabulary ", folder.vocab.size(), " (tokenizer ", folder.vocab.base,
-                  ") does not match the checkpoint's ", model.vocab, " (tokenizer ", vocab.base, ")");
+  const PairVocab vocab = folder_vocab_of(folder, model, tok, data_dir);
   const PairSplit val(folder.dir, "val");
   check_pair_lengths(val, model);
-  const int64_t n = o.max_pairs > 0 ? std::min<int64_t>(o.max_pairs, static_cast<int64_t>(val.size()))
-                                    : static_cast<int64_t>(val.size());
+  const int64_t n = first_pairs(val, o.max_pairs);
   const std::vector<SplitPair> pairs = read_split_pairs(val, vocab, 0, n);
   PairEvalResult r;
   r.pairs = n;

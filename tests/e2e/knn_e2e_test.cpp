@@ -21,21 +21,6 @@
 namespace loom::test {
 namespace {
 
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == '\n') {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
 // p_knn against the definition, on keys whose distances the test knows.
 TEST(KnnStore, NeighboursWeighByDistanceAndTemperature) {
   Rng rng(11);
@@ -86,7 +71,7 @@ class KnnDecoding : public ::testing::Test {
         "lr = 1e-2\nmin_lr = 1e-3\nwarmup_steps = 20\nweight_decay = 0.0\n", *data_, d("rnnseq"), 2, "");
     for (const char* kind : {"encdec", "rnnseq"})
       ASSERT_EQ(run_loom({"train", "--config", d(std::string(kind) + ".toml")}).rc, 0) << kind;
-    const auto lines = lines_of(read_bytes(d("sort.tsv")));
+    const auto lines = split_lines(read_bytes(d("sort.tsv")));
     ASSERT_EQ(lines.size(), 400u);
     std::string src, tgt;
     for (size_t i = 0; i < 40; ++i) {  // train pairs
@@ -195,7 +180,7 @@ TEST_F(KnnDecoding, TheMixtureIsLambdaKnnPlusTheRestModel) {
 // `loom knn` over the train split, then `loom sample --knn` with the memory alone: every train
 // source decodes (greedy and beam 4) to its target, where the model alone gets few right.
 TEST_F(KnnDecoding, TheMemoryAloneRecallsTrainTargetsThroughTheCli) {
-  const auto targets = lines_of(read_bytes(d("train40.tgt")));
+  const auto targets = split_lines(read_bytes(d("train40.tgt")));
   for (const char* kind : {"encdec", "rnnseq"}) {
     SCOPED_TRACE(kind);
     const std::string store = d(std::string(kind) + ".knn");
@@ -208,7 +193,7 @@ TEST_F(KnnDecoding, TheMemoryAloneRecallsTrainTargetsThroughTheCli) {
       args.insert(args.end(), extra.begin(), extra.end());
       const RunResult r = run_loom(args);
       EXPECT_EQ(r.rc, 0) << r.err;
-      return lines_of(r.out);
+      return split_lines(r.out);
     };
     auto right = [&](const std::vector<std::string>& got) {
       int n = 0;

@@ -27,21 +27,6 @@
 namespace loom::test {
 namespace {
 
-std::vector<std::string> split_lines(const std::string& s, char sep = '\n') {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == sep) {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  if (!cur.empty()) out.push_back(cur);
-  return out;
-}
-
 class PairDecoding : public ::testing::Test {
  protected:
   // Undertrained on purpose: its decodes are neither all right nor all wrong, and beams differ.

@@ -102,6 +102,22 @@ inline void write_bytes(const std::string& path, const std::string& bytes) {
   f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
+// `s` cut at each `sep` (a last piece without one is kept, an empty one after the last sep is not).
+inline std::vector<std::string> split_lines(const std::string& s, char sep = '\n') {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s) {
+    if (c == sep) {
+      out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
 // `n` as 8 little-endian bytes (the length prefix of a safetensors file).
 inline std::string le64(uint64_t n) {
   std::string s(8, '\0');
