@@ -15,6 +15,7 @@
 #include "launch/command.h"
 #include "launch/run/checkpoint.h"
 #include "launch/run/evaluate.h"
+#include "launch/run/knn.h"
 #include "launch/run/mc_eval.h"
 #include "launch/run/pair_eval.h"
 #include "launch/run/progress.h"
@@ -39,12 +40,25 @@ class EvalCommand final : public Command {
     cmd_->add_option("--batches", batches_, "batches of the val split")->capture_default_str()->excludes(task);
     cmd_->add_option("--device", device_, "auto | cpu | cuda")->capture_default_str();
     auto no_task = [&](CLI::Option* opt) { return opt->excludes(task); };
-    no_task(cmd_->add_option("--max-pairs", pairs_.max_pairs, "pair checkpoints: the first N val pairs (0 = all)")
+    no_task(cmd_->add_option("--max-pairs", pairs_.max_pairs, "pair checkpoints: the first N pairs of the split (0 = all)")
                 ->capture_default_str());
     no_task(cmd_->add_option("--beam", pairs_.beam, "pair checkpoints: decode by beam search with N hypotheses "
                                                    "(default: greedy)"));
     no_task(cmd_->add_option("--length-penalty", pairs_.length_penalty,
                              "pair checkpoints, with --beam: GNMT's alpha (0 = plain log-prob)"));
+    no_task(cmd_->add_option("--split", pairs_.split, "pair checkpoints: the split evaluated, val or train")
+                ->capture_default_str());
+    no_task(cmd_->add_option("--knn", knn_, "pair checkpoints: decode with this datastore's neighbours mixed in (loom knn)"));
+    no_task(cmd_->add_option("--knn-k", pairs_.knn_options.k, "with --knn: neighbours asked for a step")
+                ->capture_default_str());
+    no_task(cmd_->add_option("--knn-lambda", pairs_.knn_options.lambda, "with --knn: the neighbours' share of the mixture")
+                ->capture_default_str());
+    no_task(cmd_->add_option("--knn-temperature", pairs_.knn_options.temperature,
+                             "with --knn: neighbour i weighs exp(-squared distance / this)")
+                ->capture_default_str());
+    no_task(cmd_->add_option("--knn-probe", pairs_.knn_options.probe,
+                             "with --knn: lists of keys scanned a step (all of them: exact search)")
+                ->capture_default_str());
     no_task(cmd_->add_option("--json", json_, "pair checkpoints: also write the results here (JSON)"));
     no_task(cmd_->add_option("--decodes", decodes_,
                              "pair checkpoints: write each val pair's decode here, one line each (for loom score)"));
@@ -59,7 +73,8 @@ class EvalCommand final : public Command {
       data = parse_config_text(ck.config_toml, ck.dir + "/config.toml", {}).data.path;
     }
     if (model_kind(ck.model.kind).learns_pairs()) return run_pairs(ck, data);
-    for (const char* f : {"--max-pairs", "--beam", "--length-penalty", "--json", "--decodes"})
+    for (const char* f : {"--max-pairs", "--beam", "--length-penalty", "--json", "--decodes", "--split", "--knn", "--knn-k",
+                          "--knn-lambda", "--knn-temperature", "--knn-probe"})
       LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": only for checkpoints of sequence-to-sequence kinds");
     LOOM_USER_CHECK(batches_ >= 1, "--batches: must be >= 1");
     const double loss = evaluate(ck.model, data, ck.params, ck.counts, device_, batch_, batches_, 4242);
@@ -82,9 +97,15 @@ class EvalCommand final : public Command {
                     "--length-penalty: needs --beam N");
     LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0,
                     "--length-penalty: must be >= 0");
+    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe"})
+      LOOM_USER_CHECK(cmd_->count(f) == 0 || !knn_.empty(), f, ": needs --knn FILE");
+    check_knn_options(pairs_.knn_options);
     pairs_.batch = batch_;
     pairs_.device = device_;
     const auto tok = make_tokenizer(ck.tokenizer);
+    std::unique_ptr<KnnStore> knn;
+    if (!knn_.empty()) knn = std::make_unique<KnnStore>(KnnStore::load(knn_, ck.model, ck.params));
+    pairs_.knn = knn.get();
     const auto t0 = std::chrono::steady_clock::now();
     std::unique_ptr<Progress> bar;
     auto start = t0, last = t0;  // of the decoding, from its first pair
@@ -98,8 +119,9 @@ class EvalCommand final : public Command {
       if (now - last < std::chrono::seconds(10) || done == total) return;
       last = now;
       const double s = std::chrono::duration<double>(now - start).count();
-      std::fprintf(stderr, "loom eval: decoded %lld of %lld val pairs | elapsed %s | ETA %s\n",
-                   static_cast<long long>(done), static_cast<long long>(total), Progress::format_duration(s).c_str(),
+      std::fprintf(stderr, "loom eval: decoded %lld of %lld %s pairs | elapsed %s | ETA %s\n",
+                   static_cast<long long>(done), static_cast<long long>(total), pairs_.split.c_str(),
+                   Progress::format_duration(s).c_str(),
                    Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done))
                        .c_str());
     };
@@ -107,14 +129,18 @@ class EvalCommand final : public Command {
     if (bar) bar->finish();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const std::string decoding =
-        pairs_.beam > 0 ? "beam " + std::to_string(pairs_.beam) + ", length penalty " + fmt("%g", pairs_.length_penalty)
-                        : std::string("greedy");
-    std::printf("checkpoint %s\ndata %s (val split: %lld pairs, %lld target tokens with EOS; %s decodes; %.1f s)\n"
-                "val loss %.4f nats/token | perplexity %.3f | %.4f bits/token (target tokens, padding ignored)\n"
+        (pairs_.beam > 0 ? "beam " + std::to_string(pairs_.beam) + ", length penalty " + fmt("%g", pairs_.length_penalty)
+                         : std::string("greedy")) +
+        (knn ? ", kNN k " + std::to_string(pairs_.knn_options.k) + " lambda " + fmt("%g", pairs_.knn_options.lambda) +
+                   " temperature " + fmt("%g", pairs_.knn_options.temperature) + " probe " +
+                   std::to_string(pairs_.knn_options.probe)
+             : std::string());
+    std::printf("checkpoint %s\ndata %s (%s split: %lld pairs, %lld target tokens with EOS; %s decodes; %.1f s)\n"
+                "%s loss %.4f nats/token | perplexity %.3f | %.4f bits/token (target tokens, padding ignored)\n"
                 "exact match %.4f (%lld of %lld)\n%s\n%s\n"
                 "token accuracy: teacher-forced %.4f | free-running %.4f | exposure gap %.4f\n",
-                ck.dir.c_str(), data.c_str(), static_cast<long long>(r.pairs), static_cast<long long>(r.target_tokens),
-                decoding.c_str(), s, r.loss, std::exp(r.loss), r.loss / std::log(2.0), r.exact_match,
+                ck.dir.c_str(), data.c_str(), pairs_.split.c_str(), static_cast<long long>(r.pairs), static_cast<long long>(r.target_tokens),
+                decoding.c_str(), s, pairs_.split.c_str(), r.loss, std::exp(r.loss), r.loss / std::log(2.0), r.exact_match,
                 static_cast<long long>(r.exact), static_cast<long long>(r.pairs), r.bleu.line.c_str(),
                 r.chrf.line.c_str(), r.tf_accuracy, r.fr_accuracy, r.tf_accuracy - r.fr_accuracy);
     if (r.span_kinds) {
@@ -144,6 +170,7 @@ class EvalCommand final : public Command {
                                 {"decoding", pairs_.beam > 0 ? "beam" : "greedy"},
                                 {"beam", pairs_.beam},
                                 {"length_penalty", pairs_.length_penalty},
+                                {"split", pairs_.split},
                                 {"loss", r.loss},
                                 {"perplexity", std::exp(r.loss)},
                                 {"exact_match", r.exact_match},
@@ -157,6 +184,10 @@ class EvalCommand final : public Command {
                                 {"exposure_gap", r.tf_accuracy - r.fr_accuracy},
                                 {"seconds", s}};
       nlohmann::json out = j;
+      if (knn)
+        out["knn"] = {{"datastore", knn_}, {"keys", knn->size()}, {"k", pairs_.knn_options.k},
+                      {"lambda", pairs_.knn_options.lambda}, {"temperature", pairs_.knn_options.temperature},
+                      {"probe", pairs_.knn_options.probe}, {"lists", knn->lists()}};
       if (r.span_kinds) {
         nlohmann::json kinds = nlohmann::json::object();
         for (int k = 0; k < kSpanTokenKinds; ++k) {
@@ -209,7 +240,7 @@ class EvalCommand final : public Command {
     return out;
   }
 
-  std::string ckpt_, data_, device_ = "auto", per_example_, json_, decodes_;
+  std::string ckpt_, data_, device_ = "auto", per_example_, json_, decodes_, knn_;
   PairEvalOptions pairs_;
   std::vector<std::string> task_;
   int batch_ = 8, batches_ = 50;

@@ -145,6 +145,8 @@ class SampleCommand final : public Command {
     cmd_->add_option("--knn-temperature", knn_o_.temperature,
                      "with --knn: neighbour i weighs exp(-squared distance / this)")
         ->capture_default_str();
+    cmd_->add_option("--knn-probe", knn_o_.probe, "with --knn: lists of keys scanned a step (all of them: exact search)")
+        ->capture_default_str();
     cmd_->add_option("--eos", eos_,
                      "beam search: the text of the token that ends a hypothesis (default: the tokenizer's "
                      "end-of-text token, if it has one); \\n, \\t, \\r, \\\\ are escapes");
@@ -158,7 +160,7 @@ class SampleCommand final : public Command {
     s = unescape(s);
     LOOM_USER_CHECK(!s.empty(), "--stop: empty stop string");
   }
-  for (const char* f : {"--knn", "--knn-k", "--knn-lambda", "--knn-temperature"})
+  for (const char* f : {"--knn", "--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe"})
     LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": only with --source (a sequence-to-sequence checkpoint)");
   const bool beam = check_decoding_flags();
   const auto prompts = prompt_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt_}}
@@ -215,7 +217,7 @@ class SampleCommand final : public Command {
     for (const char* f : {"--stop", "--eos"})
       LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": not with --source (a target ends at the pair vocabulary's EOS)");
     const bool beam = check_decoding_flags();
-    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature"})
+    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe"})
       LOOM_USER_CHECK(cmd_->count(f) == 0 || !knn_.empty(), f, ": needs --knn FILE");
     check_knn_options(knn_o_);
     const auto sources = source_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--source", source_}}

@@ -9,8 +9,14 @@
 // 1M-parameter model cannot: which words its train pairs had. A datastore belongs to one
 // checkpoint (it records the parameters' fingerprint) and is refused for any other.
 //
-// File (safetensors, engine/io/safetensors.h): "keys" F32 [N, C], "values" I32 [N]; metadata
-// "format" = "loom-knn", "kind", "d_model", "vocab", "params_fnv1a" (hex), "pairs", "data".
+// The search is an inverted file (FAISS's IVF-Flat): the keys are clustered by k-means into
+// L ~ sqrt(N) lists, and a query scans the `probe` lists whose centroids are nearest to it
+// (all of them: exact). The distances within a scanned list are exact.
+//
+// File (safetensors, engine/io/safetensors.h): "keys" F32 [N, C] and "values" I32 [N], list by
+// list; "centroids" F32 [L, C]; "offsets" I64 [L + 1] (list l is rows offsets[l] ..
+// offsets[l + 1]); metadata "format" = "loom-knn", "kind", "d_model", "vocab", "params_fnv1a"
+// (hex), "pairs".
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -28,6 +34,7 @@ struct KnnOptions {
   int k = 16;                  // neighbours asked for at each step
   double lambda = 0.5;         // the memory's share of the mixture
   double temperature = 10.0;   // of exp(-d / temperature), d the squared distance
+  int probe = 32;              // lists scanned a query (>= the lists: every key, exact)
 };
 
 struct KnnBuildOptions {
@@ -50,13 +57,15 @@ class KnnStore {
                         const std::string& data_dir, const KnnBuildOptions& o);
   // Reads `path`; UserError naming it when it is not a datastore, or not of this checkpoint.
   static KnnStore load(const std::string& path, const ModelConfig& model, const std::vector<float>& params);
-  // Keys and values given directly (tests): keys [values.size(), dim].
+  // Keys and values given directly (tests): keys [values.size(), dim], indexed here.
   KnnStore(int dim, std::vector<float> keys, std::vector<int32_t> values);
 
   void save(const std::string& path, const ModelConfig& model, const std::vector<float>& params) const;
   int64_t size() const { return static_cast<int64_t>(values_.size()); }
   int dim() const { return dim_; }
   int64_t pairs() const { return pairs_; }
+  int lists() const { return static_cast<int>(offsets_.size()) - 1; }
+  // List by list (not in the order they were added).
   const std::vector<float>& keys() const { return keys_; }
   const std::vector<int32_t>& values() const { return values_; }
 
@@ -65,11 +74,13 @@ class KnnStore {
 
  private:
   KnnStore() = default;
-  void finish();  // the keys' squared norms
+  void index();   // k-means lists of the keys as added, then the keys and values list by list
+  void finish();  // the keys' and centroids' squared norms
   int dim_ = 0;
   int64_t pairs_ = 0;
-  std::vector<float> keys_, norms_;
+  std::vector<float> keys_, norms_, centroids_, cnorms_;
   std::vector<int32_t> values_;
+  std::vector<int64_t> offsets_;
   mutable std::vector<float> dots_;  // distribution()'s scratch
 };
 

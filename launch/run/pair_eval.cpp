@@ -26,7 +26,8 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
   LOOM_CHECK(o.batch >= 1 && o.beam >= 0 && o.max_pairs >= 0, "pair evaluation options");
   const PairFolder folder = open_pair_folder(data_dir);
   const PairVocab vocab = folder_vocab_of(folder, model, tok, data_dir);
-  const PairSplit val(folder.dir, "val");
+  LOOM_USER_CHECK(o.split == "val" || o.split == "train", "--split: '", o.split, "' is not val or train");
+  const PairSplit val(folder.dir, o.split);
   check_pair_lengths(val, model);
   const int64_t n = first_pairs(val, o.max_pairs);
   const std::vector<SplitPair> pairs = read_split_pairs(val, vocab, 0, n);
@@ -101,7 +102,7 @@ PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>
 
   // Free running: each source encoded once, its greedy decode compared position by position,
   // and the decode that is scored (greedy, or the best of the beam) kept as text.
-  PairDecoder dec(model, params, *be, vocab);
+  PairDecoder dec(model, params, *be, vocab, o.knn, o.knn_options);
   SampleOptions greedy;
   greedy.greedy = true;
   greedy.max_new_tokens = model.seq_len;

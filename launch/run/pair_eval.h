@@ -27,17 +27,23 @@
 
 #include "engine/data/tokenizer.h"
 #include "launch/run/bleu_chrf.h"
+#include "launch/run/knn.h"
 #include "launch/run/span_kinds.h"
 #include "models/model.h"
 
 namespace loom {
 
 struct PairEvalOptions {
-  int64_t max_pairs = 0;        // the first N val pairs (0: all)
+  std::string split = "val";    // the split evaluated (train: how well it knows what it saw)
+  int64_t max_pairs = 0;        // the first N pairs of the split (0: all)
   int batch = 8;                // pairs per teacher-forced batch
   int beam = 0;                 // 0: greedy decodes; N >= 1: beam search with N hypotheses
   double length_penalty = 0.0;  // beam search's GNMT alpha
   std::string device = "auto";
+  // Decodes mix in this datastore's neighbours (knn.h); the teacher-forced numbers stay the
+  // model's own.
+  const KnnStore* knn = nullptr;
+  KnnOptions knn_options;
   // Called after each decoded pair with (pairs decoded, pairs to decode).
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -62,7 +68,7 @@ struct PairEvalResult {
   std::vector<std::string> decodes, references;
 };
 
-// A pair kind's checkpoint (model, params, tokenizer) on data_dir's val split. UserError when
+// A pair kind's checkpoint (model, params, tokenizer) on data_dir's split o.split. UserError when
 // the folder is not one of pairs of the model's vocabulary or holds pairs longer than it reads.
 PairEvalResult evaluate_pairs(const ModelConfig& model, const std::vector<float>& params, const Tokenizer& tok,
                               const std::string& data_dir, const PairEvalOptions& o);

@@ -6,8 +6,10 @@
 // bad input is one line and exit 2.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "core/rng.h"
 #include "engine/backend/device.h"
@@ -21,30 +23,31 @@
 namespace loom::test {
 namespace {
 
-// p_knn against the definition, on keys whose distances the test knows.
+// p_knn against the definition, on keys whose distances the test knows: exact when every list
+// is scanned; and a stored key, asked for with one list scanned, finds itself.
 TEST(KnnStore, NeighboursWeighByDistanceAndTemperature) {
   Rng rng(11);
-  const int dim = 5, n = 40, vocab = 9;
+  const int dim = 6, n = 3000, vocab = 9;
   std::vector<float> keys(static_cast<size_t>(n) * dim);
   std::vector<int32_t> values(n);
-  for (float& k : keys) k = static_cast<float>(rng.normal());
-  for (int i = 0; i < n; ++i) values[i] = static_cast<int32_t>(rng.next_u64() % vocab);
+  for (float& k : keys) k = rng.normal();
+  for (int i = 0; i < n; ++i) values[i] = static_cast<int32_t>(rng.below(vocab));
   const KnnStore store(dim, keys, values);
+  ASSERT_EQ(store.lists(), 55);  // round(sqrt(3000))
   std::vector<float> q(dim);
-  for (float& x : q) x = static_cast<float>(rng.normal());
-  for (const KnnOptions o : {KnnOptions{1, 0.5, 1.0}, KnnOptions{7, 0.5, 3.0}, KnnOptions{n + 5, 0.5, 0.5}}) {
-    // The reference: every distance in double, sorted.
-    std::vector<std::pair<double, int>> d;
-    for (int i = 0; i < n; ++i) {
-      double s = 0;
-      for (int c = 0; c < dim; ++c) s += std::pow(static_cast<double>(q[c]) - keys[static_cast<size_t>(i) * dim + c], 2);
-      d.emplace_back(s, values[i]);
-    }
-    std::sort(d.begin(), d.end());
-    const int k = std::min(o.k, n);
+  for (float& x : q) x = rng.normal();
+  // The reference: every distance in double, sorted.
+  std::vector<std::pair<double, int>> d;
+  for (int i = 0; i < n; ++i) {
+    double s = 0;
+    for (int c = 0; c < dim; ++c) s += std::pow(static_cast<double>(q[c]) - keys[static_cast<size_t>(i) * dim + c], 2);
+    d.emplace_back(s, values[i]);
+  }
+  std::sort(d.begin(), d.end());
+  for (const KnnOptions o : {KnnOptions{1, 0.5, 1.0, 55}, KnnOptions{7, 0.5, 3.0, 100}, KnnOptions{40, 0.5, 0.5, 55}}) {
     std::vector<double> want(vocab, 0.0);
     double z = 0;
-    for (int i = 0; i < k; ++i) {
+    for (int i = 0; i < o.k; ++i) {
       want[d[i].second] += std::exp(-(d[i].first - d[0].first) / o.temperature);
       z += std::exp(-(d[i].first - d[0].first) / o.temperature);
     }
@@ -56,6 +59,16 @@ TEST(KnnStore, NeighboursWeighByDistanceAndTemperature) {
       sum += p[y];
     }
     EXPECT_NEAR(sum, 1.0, 1e-12);
+  }
+  // More neighbours than keys: all of them.
+  std::vector<double> p;
+  store.distribution(q, KnnOptions{n + 5, 0.5, 1e9, 1}, vocab, p);
+  for (int y = 0; y < vocab; ++y)
+    EXPECT_NEAR(p[y], static_cast<double>(std::count(values.begin(), values.end(), y)) / n, 1e-6);
+  for (int i = 0; i < n; i += 97) {
+    const std::span<const float> self(keys.data() + static_cast<size_t>(i) * dim, dim);
+    store.distribution(self, KnnOptions{1, 0.5, 1.0, 1}, vocab, p);
+    EXPECT_EQ(p[values[i]], 1.0) << "key " << i;
   }
 }
 
@@ -113,6 +126,7 @@ TEST_F(KnnDecoding, KeysAreTheCachedDecodersStates) {
     auto dec = model_kind(ck.model.kind).seq2seq_decoder(ck.model, ModelWeights{ck.params, ck.counts}, *be);
     size_t key = 0;
     double worst = 0;
+    std::vector<bool> found(static_cast<size_t>(store.size()), false);
     for (uint64_t i = 0; i < 5; ++i) {
       std::vector<uint32_t> s, t;
       train.read_source(i, s);
@@ -127,10 +141,19 @@ TEST_F(KnnDecoding, KeysAreTheCachedDecodersStates) {
         dec->step(fed[p], static_cast<int>(p));
         const std::vector<float> h = dec->hidden();
         ASSERT_EQ(h.size(), static_cast<size_t>(store.dim()));
+        // The stored key nearest to this state (keys are kept list by list, not in this order).
+        size_t near = 0;
+        double nd = 1e300;
+        for (size_t r = 0; r < found.size(); ++r) {
+          double dd = 0;
+          for (int c = 0; c < store.dim(); ++c) dd = std::max(dd, std::fabs(static_cast<double>(h[c]) - store.keys()[r * store.dim() + c]));
+          if (dd < nd) nd = dd, near = r;
+        }
+        worst = std::max(worst, nd);
         const int32_t want = p < t.size() ? static_cast<int32_t>(t[p]) : static_cast<int32_t>(f.vocab.eos());
-        EXPECT_EQ(store.values()[key], want) << "pair " << i << " position " << p;
-        for (int c = 0; c < store.dim(); ++c)
-          worst = std::max(worst, std::fabs(static_cast<double>(h[c]) - store.keys()[key * store.dim() + c]));
+        EXPECT_EQ(store.values()[near], want) << "pair " << i << " position " << p;
+        EXPECT_FALSE(found[near]) << "two states share key " << near;
+        found[near] = true;
       }
     }
     EXPECT_EQ(key, tokens);
@@ -207,8 +230,26 @@ TEST_F(KnnDecoding, TheMemoryAloneRecallsTrainTargetsThroughTheCli) {
     EXPECT_LT(right(alone), 20) << "the 2-step model should not know the task yet";
     EXPECT_EQ(right(memory), 40);
     EXPECT_EQ(right(memory_beam), 40);
-    // The default mixture runs too (lambda 0.5 of 16 neighbours).
+    // The default mixture runs too (lambda 0.5 of 16 neighbours, 32 lists).
     EXPECT_EQ(decode({"--beam", "2", "--knn", store}).size(), targets.size());
+    // loom eval on the train split: the same recall, and the loss stays the model's own.
+    auto eval = [&](std::vector<std::string> extra) {
+      std::vector<std::string> args = {"eval", "--checkpoint", d(kind), "--split", "train", "--max-pairs", "40",
+                                       "--json", d("eval.json")};
+      args.insert(args.end(), extra.begin(), extra.end());
+      const RunResult r = run_loom(args);
+      EXPECT_EQ(r.rc, 0) << r.err;
+      EXPECT_NE(r.out.find("(train split: 40 pairs"), std::string::npos) << r.out;
+      return nlohmann::json::parse(read_bytes(d("eval.json")));
+    };
+    const auto plain = eval({});
+    const auto mixed = eval({"--beam", "4", "--knn", store, "--knn-lambda", "1", "--knn-k", "1", "--knn-probe", "2"});
+    EXPECT_LT(plain["exact_match"].get<double>(), 0.5);
+    EXPECT_EQ(mixed["exact_match"].get<double>(), 1.0);
+    EXPECT_EQ(mixed["loss"].get<double>(), plain["loss"].get<double>());
+    EXPECT_EQ(mixed["split"], "train");
+    EXPECT_EQ(mixed["knn"]["k"], 1);
+    EXPECT_EQ(mixed["knn"]["probe"], 2);
   }
 }
 
@@ -227,7 +268,11 @@ TEST_F(KnnDecoding, BadInputIsOneLine) {
   expect_user_error(sample("encdec", {"--knn", store, "--knn-lambda", "1.5"}), "--knn-lambda");
   expect_user_error(sample("encdec", {"--knn", store, "--knn-k", "0"}), "--knn-k");
   expect_user_error(sample("encdec", {"--knn", store, "--knn-temperature", "0"}), "--knn-temperature");
+  expect_user_error(sample("encdec", {"--knn", store, "--knn-probe", "0"}), "--knn-probe");
   expect_user_error(sample("encdec", {"--knn-k", "4"}), "--knn-k: needs --knn FILE");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("encdec"), "--knn-lambda", "0.1"}), "--knn-lambda: needs --knn FILE");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("encdec"), "--split", "test"}), "--split: 'test'");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("rnnseq"), "--knn", store}), "another checkpoint");
   expect_user_error(run_loom({"knn", "--checkpoint", d("encdec"), "--batch-size", "0"}), "--batch-size");
   expect_user_error(run_loom({"knn", "--checkpoint", d("missing_run")}), "missing_run");
   // A language model has no pairs, and its samples no source.
@@ -237,6 +282,7 @@ TEST_F(KnnDecoding, BadInputIsOneLine) {
   expect_user_error(run_loom({"knn", "--checkpoint", d("lm_run")}), "does not learn pairs");
   expect_user_error(run_loom({"sample", "--checkpoint", d("lm_run"), "--prompt", "ab", "--knn", store}),
                     "--knn: only with --source");
+  expect_user_error(run_loom({"eval", "--checkpoint", d("lm_run"), "--knn", store}), "--knn: only for checkpoints");
 }
 
 }  // namespace
