@@ -59,6 +59,9 @@ class EvalCommand final : public Command {
     no_task(cmd_->add_option("--knn-probe", pairs_.knn_options.probe,
                              "with --knn: lists of keys scanned a step (all of them: exact search)")
                 ->capture_default_str());
+    no_task(cmd_->add_option("--knn-gate", pairs_.knn_options.gate,
+                             "with --knn: the share is lambda exp(-nearest squared distance / (this x |state|^2)); 0: lambda")
+                ->capture_default_str());
     no_task(cmd_->add_option("--json", json_, "pair checkpoints: also write the results here (JSON)"));
     no_task(cmd_->add_option("--decodes", decodes_,
                              "pair checkpoints: write each val pair's decode here, one line each (for loom score)"));
@@ -74,7 +77,7 @@ class EvalCommand final : public Command {
     }
     if (model_kind(ck.model.kind).learns_pairs()) return run_pairs(ck, data);
     for (const char* f : {"--max-pairs", "--beam", "--length-penalty", "--json", "--decodes", "--split", "--knn", "--knn-k",
-                          "--knn-lambda", "--knn-temperature", "--knn-probe"})
+                          "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
       LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": only for checkpoints of sequence-to-sequence kinds");
     LOOM_USER_CHECK(batches_ >= 1, "--batches: must be >= 1");
     const double loss = evaluate(ck.model, data, ck.params, ck.counts, device_, batch_, batches_, 4242);
@@ -97,7 +100,7 @@ class EvalCommand final : public Command {
                     "--length-penalty: needs --beam N");
     LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0,
                     "--length-penalty: must be >= 0");
-    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe"})
+    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
       LOOM_USER_CHECK(cmd_->count(f) == 0 || !knn_.empty(), f, ": needs --knn FILE");
     check_knn_options(pairs_.knn_options);
     pairs_.batch = batch_;
@@ -133,7 +136,7 @@ class EvalCommand final : public Command {
                          : std::string("greedy")) +
         (knn ? ", kNN k " + std::to_string(pairs_.knn_options.k) + " lambda " + fmt("%g", pairs_.knn_options.lambda) +
                    " temperature " + fmt("%g", pairs_.knn_options.temperature) + " probe " +
-                   std::to_string(pairs_.knn_options.probe)
+                   std::to_string(pairs_.knn_options.probe) + " gate " + fmt("%g", pairs_.knn_options.gate)
              : std::string());
     std::printf("checkpoint %s\ndata %s (%s split: %lld pairs, %lld target tokens with EOS; %s decodes; %.1f s)\n"
                 "%s loss %.4f nats/token | perplexity %.3f | %.4f bits/token (target tokens, padding ignored)\n"
@@ -187,7 +190,7 @@ class EvalCommand final : public Command {
       if (knn)
         out["knn"] = {{"datastore", knn_}, {"keys", knn->size()}, {"k", pairs_.knn_options.k},
                       {"lambda", pairs_.knn_options.lambda}, {"temperature", pairs_.knn_options.temperature},
-                      {"probe", pairs_.knn_options.probe}, {"lists", knn->lists()}};
+                      {"probe", pairs_.knn_options.probe}, {"gate", pairs_.knn_options.gate}, {"lists", knn->lists()}};
       if (r.span_kinds) {
         nlohmann::json kinds = nlohmann::json::object();
         for (int k = 0; k < kSpanTokenKinds; ++k) {

@@ -147,6 +147,9 @@ class SampleCommand final : public Command {
         ->capture_default_str();
     cmd_->add_option("--knn-probe", knn_o_.probe, "with --knn: lists of keys scanned a step (all of them: exact search)")
         ->capture_default_str();
+    cmd_->add_option("--knn-gate", knn_o_.gate,
+                     "with --knn: the share is lambda exp(-nearest squared distance / (this x |state|^2)); 0: lambda")
+        ->capture_default_str();
     cmd_->add_option("--eos", eos_,
                      "beam search: the text of the token that ends a hypothesis (default: the tokenizer's "
                      "end-of-text token, if it has one); \\n, \\t, \\r, \\\\ are escapes");
@@ -160,7 +163,7 @@ class SampleCommand final : public Command {
     s = unescape(s);
     LOOM_USER_CHECK(!s.empty(), "--stop: empty stop string");
   }
-  for (const char* f : {"--knn", "--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe"})
+  for (const char* f : {"--knn", "--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
     LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": only with --source (a sequence-to-sequence checkpoint)");
   const bool beam = check_decoding_flags();
   const auto prompts = prompt_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt_}}
@@ -217,7 +220,7 @@ class SampleCommand final : public Command {
     for (const char* f : {"--stop", "--eos"})
       LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": not with --source (a target ends at the pair vocabulary's EOS)");
     const bool beam = check_decoding_flags();
-    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe"})
+    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
       LOOM_USER_CHECK(cmd_->count(f) == 0 || !knn_.empty(), f, ": needs --knn FILE");
     check_knn_options(knn_o_);
     const auto sources = source_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--source", source_}}

@@ -47,14 +47,16 @@ class KnnDecoder final : public Seq2SeqDecoder {
     std::vector<float> z = inner_->step(token, pos);
     LOOM_CHECK(static_cast<int>(z.size()) == vocab_, "logits of ", z.size(), " for a vocabulary of ", vocab_);
     const std::vector<float> h = inner_->hidden();
-    store_.distribution(h, o_, vocab_, knn_);
+    double q2 = 0;
+    for (float x : h) q2 += static_cast<double>(x) * x;
+    const double lambda = KnnStore::share(o_, store_.distribution(h, o_, vocab_, knn_), q2);
     const float m = *std::max_element(z.begin(), z.end());
     double sum = 0;
     for (float x : z) sum += std::exp(static_cast<double>(x) - m);
     constexpr double kFloor = 1e-38;  // log stays finite where both shares round to 0
     for (size_t y = 0; y < z.size(); ++y) {
       const double model = std::exp(static_cast<double>(z[y]) - m) / sum;
-      z[y] = static_cast<float>(std::log(std::max(o_.lambda * knn_[y] + (1 - o_.lambda) * model, kFloor)));
+      z[y] = static_cast<float>(std::log(std::max(lambda * knn_[y] + (1 - lambda) * model, kFloor)));
     }
     return z;
   }
@@ -84,6 +86,7 @@ uint64_t params_fingerprint(const std::vector<float>& params) {
 void check_knn_options(const KnnOptions& o) {
   LOOM_USER_CHECK(o.k >= 1 && o.k <= 4096, "--knn-k: ", o.k, " is not in 1 .. 4096");
   LOOM_USER_CHECK(o.probe >= 1, "--knn-probe: ", o.probe, " must be at least 1");
+  LOOM_USER_CHECK(o.gate >= 0 && std::isfinite(o.gate), "--knn-gate: ", o.gate, " must be 0 (off) or above");
   LOOM_USER_CHECK(o.lambda >= 0 && o.lambda <= 1, "--knn-lambda: ", o.lambda, " is not in [0, 1]");
   LOOM_USER_CHECK(o.temperature > 0 && std::isfinite(o.temperature), "--knn-temperature: ", o.temperature,
                   " must be above 0");
@@ -291,8 +294,12 @@ KnnStore KnnStore::load(const std::string& path, const ModelConfig& model, const
   return s;
 }
 
-void KnnStore::distribution(std::span<const float> query, const KnnOptions& o, int vocab,
-                            std::vector<double>& p) const {
+double KnnStore::share(const KnnOptions& o, double d1, double q2) {
+  return o.gate > 0 && q2 > 0 ? o.lambda * std::exp(-d1 / (o.gate * q2)) : o.lambda;
+}
+
+double KnnStore::distribution(std::span<const float> query, const KnnOptions& o, int vocab,
+                              std::vector<double>& p) const {
   LOOM_CHECK(static_cast<int>(query.size()) == dim_, "kNN query of ", query.size(), " for keys of ", dim_);
   const int L = lists();
   // |q - k|^2 = |q|^2 - 2 q.k + |k|^2; |q|^2 is the same for every key, so it joins at the end.
@@ -340,6 +347,7 @@ void KnnStore::distribution(std::span<const float> query, const KnnOptions& o, i
     z += w;
   }
   for (double& x : p) x /= z;
+  return dmin;
 }
 
 std::unique_ptr<Seq2SeqDecoder> with_knn(std::unique_ptr<Seq2SeqDecoder> inner, const KnnStore& store,

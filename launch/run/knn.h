@@ -3,9 +3,11 @@
 // decoder's state under teacher forcing (ModelGraph::hidden: what the classifier reads) as the
 // key and that token as the value. Decoding then asks, at each step, for the k keys nearest to
 // the decoder's state and mixes their tokens into the model's distribution:
-//   p(y) = lambda p_knn(y) + (1 - lambda) p_model(y),
+//   p(y) = l p_knn(y) + (1 - l) p_model(y),   l = lambda exp(-d_1 / (gate |q|^2)),
 //   p_knn(y) = sum over the k nearest keys i with value y of exp(-d_i / temperature) / Z,
-// d_i the squared L2 distance. The model's weights do not change; the memory holds what a
+// d_i the squared L2 distance, d_1 the nearest's, q the query: the memory speaks up when it
+// holds a state close to the decoder's (a verse it was trained on) and falls silent when its
+// nearest key is far (gate 0: lambda at every step, kNN-MT as published). The model's weights do not change; the memory holds what a
 // 1M-parameter model cannot: which words its train pairs had. A datastore belongs to one
 // checkpoint (it records the parameters' fingerprint) and is refused for any other.
 //
@@ -35,6 +37,7 @@ struct KnnOptions {
   double lambda = 0.5;         // the memory's share of the mixture
   double temperature = 10.0;   // of exp(-d / temperature), d the squared distance
   int probe = 32;              // lists scanned a query (>= the lists: every key, exact)
+  double gate = 0.3;           // lambda's decay with the nearest distance (0: none)
 };
 
 struct KnnBuildOptions {
@@ -69,8 +72,11 @@ class KnnStore {
   const std::vector<float>& keys() const { return keys_; }
   const std::vector<int32_t>& values() const { return values_; }
 
-  // p_knn for `query` [dim] over a vocabulary of `vocab` ids, into `p` (sums to 1).
-  void distribution(std::span<const float> query, const KnnOptions& o, int vocab, std::vector<double>& p) const;
+  // p_knn for `query` [dim] over a vocabulary of `vocab` ids, into `p` (sums to 1); returns
+  // the nearest key's squared distance.
+  double distribution(std::span<const float> query, const KnnOptions& o, int vocab, std::vector<double>& p) const;
+  // The memory's share of the mixture for a query of squared norm q2 whose nearest key is d1 away.
+  static double share(const KnnOptions& o, double d1, double q2);
 
  private:
   KnnStore() = default;
@@ -90,7 +96,7 @@ class KnnStore {
 std::unique_ptr<Seq2SeqDecoder> with_knn(std::unique_ptr<Seq2SeqDecoder> inner, const KnnStore& store,
                                          const KnnOptions& o, int vocab);
 
-// UserError naming the option when k < 1, lambda outside [0, 1] or temperature <= 0.
+// UserError naming the option when k < 1, lambda outside [0, 1], temperature <= 0, probe < 1 or gate < 0.
 void check_knn_options(const KnnOptions& o);
 
 }  // namespace loom

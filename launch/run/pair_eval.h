@@ -1,7 +1,8 @@
-// pair_eval.h: `loom eval` on a sequence-to-sequence checkpoint: over the first val pairs, the
-// target-token loss under teacher forcing, and free-running decodes (greedy, or beam search)
-// scored by exact match, corpus BLEU and chrF; plus the exposure gap, token accuracy under
-// teacher forcing against token accuracy of the model reading its own outputs.
+// pair_eval.h: `loom eval` on a sequence-to-sequence checkpoint: over the first pairs of a split
+// (val unless told otherwise), the target-token loss under teacher forcing, and free-running
+// decodes (greedy, or beam search, optionally with a kNN memory mixed in) scored by exact match,
+// corpus BLEU and chrF; plus the exposure gap, token accuracy under teacher forcing against
+// token accuracy of the model reading its own outputs.
 //
 // Definitions (docs/decoding.md). The target of a pair is its tokens and EOS (n tokens).
 //   loss:          mean over every target token of every pair of -log p(token | source, gold

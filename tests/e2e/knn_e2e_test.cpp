@@ -52,7 +52,7 @@ TEST(KnnStore, NeighboursWeighByDistanceAndTemperature) {
       z += std::exp(-(d[i].first - d[0].first) / o.temperature);
     }
     std::vector<double> p(vocab, -1.0);  // poisoned
-    store.distribution(q, o, vocab, p);
+    EXPECT_NEAR(store.distribution(q, o, vocab, p), d[0].first, 1e-4);
     double sum = 0;
     for (int y = 0; y < vocab; ++y) {
       EXPECT_NEAR(p[y], want[y] / z, 1e-5) << "k " << o.k << " token " << y;
@@ -161,7 +161,8 @@ TEST_F(KnnDecoding, KeysAreTheCachedDecodersStates) {
   }
 }
 
-// The mixed decoder's logits are log(lambda p_knn + (1 - lambda) softmax(model logits)).
+// The mixed decoder's logits are log(l p_knn + (1 - l) softmax(model logits)), l = lambda, or
+// with the gate lambda exp(-d_1 / (gate |q|^2)), d_1 the nearest key's squared distance.
 TEST_F(KnnDecoding, TheMixtureIsLambdaKnnPlusTheRestModel) {
   const CheckpointData ck = load_checkpoint(d("encdec"), false);
   const auto tok = make_tokenizer(ck.tokenizer);
@@ -169,34 +170,50 @@ TEST_F(KnnDecoding, TheMixtureIsLambdaKnnPlusTheRestModel) {
   bo.max_pairs = 30;
   bo.device = "cpu";
   const KnnStore store = KnnStore::build(ck.model, ck.params, *tok, *data_, bo);
-  const KnnOptions o{4, 0.3, 2.0};
-  auto be = make_cpu_backend();
-  auto plain = model_kind(ck.model.kind).seq2seq_decoder(ck.model, ModelWeights{ck.params, ck.counts}, *be);
-  auto mixed = with_knn(model_kind(ck.model.kind).seq2seq_decoder(ck.model, ModelWeights{ck.params, ck.counts}, *be),
-                        store, o, ck.model.vocab);
   const PairVocab v = pair_vocab_of(ck.model, *tok);
   const std::vector<int32_t> source = encode_source("hcfa", *tok, v, ck.model.src_len, "test");
-  plain->encode(source);
-  mixed->encode(source);
-  plain->reset();
-  mixed->reset();
-  std::vector<int32_t> fed{static_cast<int32_t>(v.bos())};
-  for (uint32_t t : tok->encode("acf")) fed.push_back(static_cast<int32_t>(t));
-  for (size_t p = 0; p < fed.size(); ++p) {
-    const std::vector<float> z = plain->step(fed[p], static_cast<int>(p));
-    const std::vector<float> m = mixed->step(fed[p], static_cast<int>(p));
-    std::vector<double> knn;
-    store.distribution(plain->hidden(), o, ck.model.vocab, knn);
-    const double zmax = *std::max_element(z.begin(), z.end());
-    double sum = 0;
-    for (float x : z) sum += std::exp(x - zmax);
-    double total = 0;
-    for (size_t y = 0; y < z.size(); ++y) {
-      const double want = 0.3 * knn[y] + 0.7 * std::exp(z[y] - zmax) / sum;
-      EXPECT_NEAR(std::exp(static_cast<double>(m[y])), want, 1e-6 + 1e-5 * want) << "position " << p << " token " << y;
-      total += std::exp(static_cast<double>(m[y]));
+  for (const double gate : {0.0, 0.15}) {
+    SCOPED_TRACE(gate);
+    const KnnOptions o{4, 0.3, 2.0, 1000, gate};
+    auto be = make_cpu_backend();
+    auto plain = model_kind(ck.model.kind).seq2seq_decoder(ck.model, ModelWeights{ck.params, ck.counts}, *be);
+    auto mixed = with_knn(model_kind(ck.model.kind).seq2seq_decoder(ck.model, ModelWeights{ck.params, ck.counts}, *be),
+                          store, o, ck.model.vocab);
+    plain->encode(source);
+    mixed->encode(source);
+    plain->reset();
+    mixed->reset();
+    std::vector<int32_t> fed{static_cast<int32_t>(v.bos())};
+    for (uint32_t t : tok->encode("acf")) fed.push_back(static_cast<int32_t>(t));
+    double lowest = 1, highest = 0;
+    for (size_t p = 0; p < fed.size(); ++p) {
+      const std::vector<float> z = plain->step(fed[p], static_cast<int>(p));
+      const std::vector<float> m = mixed->step(fed[p], static_cast<int>(p));
+      const std::vector<float> h = plain->hidden();
+      std::vector<double> knn;
+      store.distribution(h, o, ck.model.vocab, knn);
+      // The share, from a scan of every key in double.
+      double q2 = 0, d1 = 1e300;
+      for (float x : h) q2 += static_cast<double>(x) * x;
+      for (int64_t r = 0; r < store.size(); ++r) {
+        double dd = 0;
+        for (int c = 0; c < store.dim(); ++c) dd += std::pow(static_cast<double>(h[c]) - store.keys()[r * store.dim() + c], 2);
+        d1 = std::min(d1, dd);
+      }
+      const double l = gate > 0 ? 0.3 * std::exp(-d1 / (gate * q2)) : 0.3;
+      lowest = std::min(lowest, l), highest = std::max(highest, l);
+      const double zmax = *std::max_element(z.begin(), z.end());
+      double sum = 0;
+      for (float x : z) sum += std::exp(x - zmax);
+      double total = 0;
+      for (size_t y = 0; y < z.size(); ++y) {
+        const double want = l * knn[y] + (1 - l) * std::exp(z[y] - zmax) / sum;
+        EXPECT_NEAR(std::exp(static_cast<double>(m[y])), want, 1e-6 + 1e-5 * want) << "position " << p << " token " << y;
+        total += std::exp(static_cast<double>(m[y]));
+      }
+      EXPECT_NEAR(total, 1.0, 1e-4);
     }
-    EXPECT_NEAR(total, 1.0, 1e-4);
+    if (gate > 0) EXPECT_LT(lowest, 0.3 * 0.999) << "the gate never closed: the test checks nothing of it";
   }
 }
 
@@ -250,6 +267,7 @@ TEST_F(KnnDecoding, TheMemoryAloneRecallsTrainTargetsThroughTheCli) {
     EXPECT_EQ(mixed["split"], "train");
     EXPECT_EQ(mixed["knn"]["k"], 1);
     EXPECT_EQ(mixed["knn"]["probe"], 2);
+    EXPECT_EQ(mixed["knn"]["gate"], 0.3);
   }
 }
 
@@ -269,6 +287,7 @@ TEST_F(KnnDecoding, BadInputIsOneLine) {
   expect_user_error(sample("encdec", {"--knn", store, "--knn-k", "0"}), "--knn-k");
   expect_user_error(sample("encdec", {"--knn", store, "--knn-temperature", "0"}), "--knn-temperature");
   expect_user_error(sample("encdec", {"--knn", store, "--knn-probe", "0"}), "--knn-probe");
+  expect_user_error(sample("encdec", {"--knn", store, "--knn-gate", "-1"}), "--knn-gate");
   expect_user_error(sample("encdec", {"--knn-k", "4"}), "--knn-k: needs --knn FILE");
   expect_user_error(run_loom({"eval", "--checkpoint", d("encdec"), "--knn-lambda", "0.1"}), "--knn-lambda: needs --knn FILE");
   expect_user_error(run_loom({"eval", "--checkpoint", d("encdec"), "--split", "test"}), "--split: 'test'");
