@@ -209,7 +209,10 @@ KnnStore KnnStore::build(const ModelConfig& model, const std::vector<float>& par
   KnnStore s;
   s.dim_ = C;
   s.pairs_ = n;
-  s.keys_.reserve(static_cast<size_t>(train.target_tokens() + static_cast<uint64_t>(n)) * static_cast<size_t>(C));
+  uint64_t keys = 0;  // every target token of the first n pairs, EOS included
+  for (int64_t i = 0; i < n; ++i) keys += train.target_len(static_cast<uint64_t>(i)) + 1;
+  s.keys_.reserve(static_cast<size_t>(keys) * static_cast<size_t>(C));
+  s.values_.reserve(static_cast<size_t>(keys));
   PairBatch b;
   PairInputs in;
   // Pairs are read a chunk at a time: the whole split's tokens need not be in memory twice.
@@ -233,7 +236,7 @@ KnnStore KnnStore::build(const ModelConfig& model, const std::vector<float>& par
       if (o.progress) o.progress(std::min<int64_t>(first + static_cast<int64_t>(at) + o.batch, n), n);
     }
   }
-  LOOM_USER_CHECK(!s.values_.empty(), data_dir, ": no train pairs to keep");
+  LOOM_CHECK(s.values_.size() == keys, "kNN datastore: ", s.values_.size(), " keys of ", keys, " target tokens");
   s.index();
   s.finish();
   return s;
