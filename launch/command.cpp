@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "core/check.h"
+#include "launch/run/checkpoint.h"
 
 namespace loom {
 
@@ -43,5 +44,48 @@ Overrides parse_overrides(const std::vector<std::string>& extras) {
 }
 
 bool on_terminal() { return isatty(fileno(stderr)) && isatty(fileno(stdout)); }
+
+std::string checkpoint_data_path(const CheckpointData& ck, const std::string& data_flag) {
+  if (!data_flag.empty()) return data_flag;
+  LOOM_USER_CHECK(!ck.config_toml.empty(), ck.dir, ": no config.toml; pass --data");
+  return parse_config_text(ck.config_toml, ck.dir + "/config.toml", {}).data.path;
+}
+
+const std::vector<const char*>& KnnFlags::names() {
+  static const std::vector<const char*> n = {"--knn",       "--knn-k",     "--knn-lambda", "--knn-temperature",
+                                             "--knn-probe", "--knn-gate"};
+  return n;
+}
+
+void KnnFlags::add(CLI::App& cmd, const std::function<void(CLI::Option*)>& each) {
+  auto added = [&](CLI::Option* o) {
+    if (each) each(o);
+  };
+  added(cmd.add_option("--knn", file,
+                       "sequence-to-sequence checkpoints: mix this datastore's neighbours (loom knn) into each "
+                       "decoding step"));
+  added(cmd.add_option("--knn-k", options.k, "with --knn: neighbours asked for a step")->capture_default_str());
+  added(cmd.add_option("--knn-lambda", options.lambda, "with --knn: the neighbours' share of the mixture")
+            ->capture_default_str());
+  added(cmd.add_option("--knn-temperature", options.temperature,
+                       "with --knn: neighbour i weighs exp(-squared distance / this)")
+            ->capture_default_str());
+  added(cmd.add_option("--knn-probe", options.probe, "with --knn: lists of keys scanned a step (all of them: exact search)")
+            ->capture_default_str());
+  added(cmd.add_option("--knn-gate", options.gate,
+                       "with --knn: the share is lambda exp(-nearest squared distance / (this x |state|^2)); 0: lambda")
+            ->capture_default_str());
+}
+
+void KnnFlags::check(const CLI::App& cmd) const {
+  for (const char* f : names())
+    LOOM_USER_CHECK(cmd.count(f) == 0 || !file.empty(), f, ": needs --knn FILE");
+  check_knn_options(options);
+}
+
+std::unique_ptr<KnnStore> KnnFlags::load(const CheckpointData& ck) const {
+  if (file.empty()) return nullptr;
+  return std::make_unique<KnnStore>(KnnStore::load(file, ck.model, ck.params));
+}
 
 }  // namespace loom

@@ -3,17 +3,22 @@
 // (it must outlive parsing); launch/commands.def lists the factories, one line each; main.cpp
 // parses and runs the one that was given. Bad input anywhere is a UserError (exit 2).
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "launch/run/config.h"
+#include "launch/run/knn.h"
 
 namespace CLI {
 class App;
+class Option;
 }
 
 namespace loom {
+
+struct CheckpointData;
 
 class Command {
  public:
@@ -42,5 +47,23 @@ CLI::App& bench_group(CLI::App& app);
 Overrides parse_overrides(const std::vector<std::string>& extras);
 // True when stdout and stderr are both a terminal (progress bars then).
 bool on_terminal();
+
+// The data folder a command reads for a checkpoint: `data_flag` (--data), or else the one its
+// run's config.toml names; UserError when neither is there.
+std::string checkpoint_data_path(const CheckpointData& ck, const std::string& data_flag);
+
+// The --knn flags of `loom sample` and `loom eval` (launch/run/knn.h, `loom knn`).
+struct KnnFlags {
+  std::string file;
+  KnnOptions options;
+  // Every flag's name.
+  static const std::vector<const char*>& names();
+  // Adds them to `cmd`; `each` is called on each (eval makes them exclude --task).
+  void add(CLI::App& cmd, const std::function<void(CLI::Option*)>& each = {});
+  // UserError when a --knn-* flag was given without --knn, or a value is out of range.
+  void check(const CLI::App& cmd) const;
+  // The datastore for `ck` with --knn (refused when it is another checkpoint's), else nullptr.
+  std::unique_ptr<KnnStore> load(const CheckpointData& ck) const;
+};
 
 }  // namespace loom

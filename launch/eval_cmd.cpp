@@ -48,20 +48,7 @@ class EvalCommand final : public Command {
                              "pair checkpoints, with --beam: GNMT's alpha (0 = plain log-prob)"));
     no_task(cmd_->add_option("--split", pairs_.split, "pair checkpoints: the split evaluated, val or train")
                 ->capture_default_str());
-    no_task(cmd_->add_option("--knn", knn_, "pair checkpoints: decode with this datastore's neighbours mixed in (loom knn)"));
-    no_task(cmd_->add_option("--knn-k", pairs_.knn_options.k, "with --knn: neighbours asked for a step")
-                ->capture_default_str());
-    no_task(cmd_->add_option("--knn-lambda", pairs_.knn_options.lambda, "with --knn: the neighbours' share of the mixture")
-                ->capture_default_str());
-    no_task(cmd_->add_option("--knn-temperature", pairs_.knn_options.temperature,
-                             "with --knn: neighbour i weighs exp(-squared distance / this)")
-                ->capture_default_str());
-    no_task(cmd_->add_option("--knn-probe", pairs_.knn_options.probe,
-                             "with --knn: lists of keys scanned a step (all of them: exact search)")
-                ->capture_default_str());
-    no_task(cmd_->add_option("--knn-gate", pairs_.knn_options.gate,
-                             "with --knn: the share is lambda exp(-nearest squared distance / (this x |state|^2)); 0: lambda")
-                ->capture_default_str());
+    knn_.add(*cmd_, [&](CLI::Option* o) { no_task(o); });
     no_task(cmd_->add_option("--json", json_, "pair checkpoints: also write the results here (JSON)"));
     no_task(cmd_->add_option("--decodes", decodes_,
                              "pair checkpoints: write each val pair's decode here, one line each (for loom score)"));
@@ -70,14 +57,11 @@ class EvalCommand final : public Command {
     LOOM_USER_CHECK(batch_ >= 1, "--batch-size: must be >= 1");
     if (!task_.empty()) return run_task();
     CheckpointData ck = load_checkpoint(ckpt_, false);
-    std::string data = data_;
-    if (data.empty()) {
-      LOOM_USER_CHECK(!ck.config_toml.empty(), ck.dir, ": no config.toml; pass --data");
-      data = parse_config_text(ck.config_toml, ck.dir + "/config.toml", {}).data.path;
-    }
+    const std::string data = checkpoint_data_path(ck, data_);
     if (model_kind(ck.model.kind).learns_pairs()) return run_pairs(ck, data);
-    for (const char* f : {"--max-pairs", "--beam", "--length-penalty", "--json", "--decodes", "--split", "--knn", "--knn-k",
-                          "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
+    std::vector<const char*> pair_flags = {"--max-pairs", "--beam", "--length-penalty", "--json", "--decodes", "--split"};
+    pair_flags.insert(pair_flags.end(), KnnFlags::names().begin(), KnnFlags::names().end());
+    for (const char* f : pair_flags)
       LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": only for checkpoints of sequence-to-sequence kinds");
     LOOM_USER_CHECK(batches_ >= 1, "--batches: must be >= 1");
     const double loss = evaluate(ck.model, data, ck.params, ck.counts, device_, batch_, batches_, 4242);
@@ -100,36 +84,18 @@ class EvalCommand final : public Command {
                     "--length-penalty: needs --beam N");
     LOOM_USER_CHECK(std::isfinite(pairs_.length_penalty) && pairs_.length_penalty >= 0,
                     "--length-penalty: must be >= 0");
-    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
-      LOOM_USER_CHECK(cmd_->count(f) == 0 || !knn_.empty(), f, ": needs --knn FILE");
-    check_knn_options(pairs_.knn_options);
+    knn_.check(*cmd_);
     pairs_.batch = batch_;
     pairs_.device = device_;
     const auto tok = make_tokenizer(ck.tokenizer);
-    std::unique_ptr<KnnStore> knn;
-    if (!knn_.empty()) knn = std::make_unique<KnnStore>(KnnStore::load(knn_, ck.model, ck.params));
+    const std::unique_ptr<KnnStore> knn = knn_.load(ck);
     pairs_.knn = knn.get();
+    pairs_.knn_options = knn_.options;
     const auto t0 = std::chrono::steady_clock::now();
-    std::unique_ptr<Progress> bar;
-    auto start = t0, last = t0;  // of the decoding, from its first pair
-    pairs_.progress = [&](int64_t done, int64_t total) {
-      const auto now = std::chrono::steady_clock::now();
-      if (!bar) {
-        bar = std::make_unique<Progress>("decoding", total);
-        start = last = now;
-      }
-      if (bar->tty()) return bar->update(done);
-      if (now - last < std::chrono::seconds(10) || done == total) return;
-      last = now;
-      const double s = std::chrono::duration<double>(now - start).count();
-      std::fprintf(stderr, "loom eval: decoded %lld of %lld %s pairs | elapsed %s | ETA %s\n",
-                   static_cast<long long>(done), static_cast<long long>(total), pairs_.split.c_str(),
-                   Progress::format_duration(s).c_str(),
-                   Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done))
-                       .c_str());
-    };
+    ProgressReport report("decoding", "loom eval: decoded", pairs_.split + " pairs");  // from the first pair decoded
+    pairs_.progress = [&](int64_t done, int64_t total) { report(done, total); };
     const PairEvalResult r = evaluate_pairs(ck.model, ck.params, *tok, data, pairs_);
-    if (bar) bar->finish();
+    report.finish();
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const std::string decoding =
         (pairs_.beam > 0 ? "beam " + std::to_string(pairs_.beam) + ", length penalty " + fmt("%g", pairs_.length_penalty)
@@ -188,7 +154,7 @@ class EvalCommand final : public Command {
                                 {"seconds", s}};
       nlohmann::json out = j;
       if (knn)
-        out["knn"] = {{"datastore", knn_}, {"keys", knn->size()}, {"k", pairs_.knn_options.k},
+        out["knn"] = {{"datastore", knn_.file}, {"keys", knn->size()}, {"k", pairs_.knn_options.k},
                       {"lambda", pairs_.knn_options.lambda}, {"temperature", pairs_.knn_options.temperature},
                       {"probe", pairs_.knn_options.probe}, {"gate", pairs_.knn_options.gate}, {"lists", knn->lists()}};
       if (r.span_kinds) {
@@ -243,7 +209,8 @@ class EvalCommand final : public Command {
     return out;
   }
 
-  std::string ckpt_, data_, device_ = "auto", per_example_, json_, decodes_, knn_;
+  std::string ckpt_, data_, device_ = "auto", per_example_, json_, decodes_;
+  KnnFlags knn_;
   PairEvalOptions pairs_;
   std::vector<std::string> task_;
   int batch_ = 8, batches_ = 50;

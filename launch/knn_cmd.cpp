@@ -35,29 +35,14 @@ class KnnCommand final : public Command {
     CheckpointData ck = load_checkpoint(ckpt_, false);
     LOOM_USER_CHECK(model_kind(ck.model.kind).learns_pairs(), ckpt_, ": the checkpoint's kind ", ck.model.kind,
                     " does not learn pairs; a kNN datastore is for sequence-to-sequence checkpoints");
-    std::string data = data_;
-    if (data.empty()) {
-      LOOM_USER_CHECK(!ck.config_toml.empty(), ck.dir, ": no config.toml; pass --data");
-      data = parse_config_text(ck.config_toml, ck.dir + "/config.toml", {}).data.path;
-    }
+    const std::string data = checkpoint_data_path(ck, data_);
     const std::string out = out_.empty() ? ck.dir + "/knn.safetensors" : out_;
     const auto tok = make_tokenizer(ck.tokenizer);
     const auto t0 = std::chrono::steady_clock::now();
-    std::unique_ptr<Progress> bar;
-    auto last = t0;
-    o_.progress = [&](int64_t done, int64_t total) {
-      const auto now = std::chrono::steady_clock::now();
-      if (!bar) bar = std::make_unique<Progress>("train pairs", total);
-      if (bar->tty()) return bar->update(done);
-      if (now - last < std::chrono::seconds(10) || done == total) return;
-      last = now;
-      const double s = std::chrono::duration<double>(now - t0).count();
-      std::fprintf(stderr, "loom knn: %lld of %lld train pairs | elapsed %s | ETA %s\n", static_cast<long long>(done),
-                   static_cast<long long>(total), Progress::format_duration(s).c_str(),
-                   Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
-    };
+    ProgressReport report("train pairs", "loom knn:", "train pairs");
+    o_.progress = [&](int64_t done, int64_t total) { report(done, total); };
     const KnnStore store = KnnStore::build(ck.model, ck.params, *tok, data, o_);
-    if (bar) bar->finish();
+    report.finish();
     store.save(out, ck.model, ck.params);
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     std::printf("wrote %s: %lld keys of width %d (every target token of %lld train pairs of %s), %.1f MiB, %.1f s\n"

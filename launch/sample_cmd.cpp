@@ -136,20 +136,7 @@ class SampleCommand final : public Command {
                      "beam search: rank by log-prob / ((5 + length) / 6)^A (GNMT; 0 = plain log-prob)")
         ->capture_default_str();
     cmd_->add_option("--n-best", beam_.n_best, "beam search: print the K best hypotheses with their scores");
-    cmd_->add_option("--knn", knn_,
-                     "sequence-to-sequence checkpoints: mix the neighbours of this datastore (loom knn) into each "
-                     "step's distribution");
-    cmd_->add_option("--knn-k", knn_o_.k, "with --knn: neighbours asked for a step")->capture_default_str();
-    cmd_->add_option("--knn-lambda", knn_o_.lambda, "with --knn: the neighbours' share of the mixture")
-        ->capture_default_str();
-    cmd_->add_option("--knn-temperature", knn_o_.temperature,
-                     "with --knn: neighbour i weighs exp(-squared distance / this)")
-        ->capture_default_str();
-    cmd_->add_option("--knn-probe", knn_o_.probe, "with --knn: lists of keys scanned a step (all of them: exact search)")
-        ->capture_default_str();
-    cmd_->add_option("--knn-gate", knn_o_.gate,
-                     "with --knn: the share is lambda exp(-nearest squared distance / (this x |state|^2)); 0: lambda")
-        ->capture_default_str();
+    knn_.add(*cmd_);
     cmd_->add_option("--eos", eos_,
                      "beam search: the text of the token that ends a hypothesis (default: the tokenizer's "
                      "end-of-text token, if it has one); \\n, \\t, \\r, \\\\ are escapes");
@@ -163,7 +150,7 @@ class SampleCommand final : public Command {
     s = unescape(s);
     LOOM_USER_CHECK(!s.empty(), "--stop: empty stop string");
   }
-  for (const char* f : {"--knn", "--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
+  for (const char* f : KnnFlags::names())
     LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": only with --source (a sequence-to-sequence checkpoint)");
   const bool beam = check_decoding_flags();
   const auto prompts = prompt_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--prompt", prompt_}}
@@ -220,9 +207,7 @@ class SampleCommand final : public Command {
     for (const char* f : {"--stop", "--eos"})
       LOOM_USER_CHECK(cmd_->count(f) == 0, f, ": not with --source (a target ends at the pair vocabulary's EOS)");
     const bool beam = check_decoding_flags();
-    for (const char* f : {"--knn-k", "--knn-lambda", "--knn-temperature", "--knn-probe", "--knn-gate"})
-      LOOM_USER_CHECK(cmd_->count(f) == 0 || !knn_.empty(), f, ": needs --knn FILE");
-    check_knn_options(knn_o_);
+    knn_.check(*cmd_);
     const auto sources = source_file_.empty() ? std::vector<std::pair<std::string, std::string>>{{"--source", source_}}
                                               : read_lines(source_file_, "source");
     CheckpointData ck = load_checkpoint(ckpt_, false);
@@ -236,9 +221,8 @@ class SampleCommand final : public Command {
     for (const auto& [where, text] : sources)
       source_ids.push_back(encode_source(text, *tok, vocab, ck.model.src_len, where));
     auto be = make_backend(device_);
-    std::unique_ptr<KnnStore> knn;
-    if (!knn_.empty()) knn = std::make_unique<KnnStore>(KnnStore::load(knn_, ck.model, ck.params));
-    PairDecoder dec(ck.model, ck.params, *be, vocab, knn.get(), knn_o_);
+    const std::unique_ptr<KnnStore> knn = knn_.load(ck);
+    PairDecoder dec(ck.model, ck.params, *be, vocab, knn.get(), knn_.options);
     beam_.max_len = o_.max_new_tokens;
     for (size_t i = 0; i < sources.size(); ++i) {
       // The target, or with --fill the source (less its EOS) with the target's spans in its gaps.
@@ -323,8 +307,8 @@ class SampleCommand final : public Command {
     }
   }
 
-  std::string ckpt_, prompt_, prompt_file_, source_, source_file_, device_ = "auto", eos_, knn_;
-  KnnOptions knn_o_;
+  std::string ckpt_, prompt_, prompt_file_, source_, source_file_, device_ = "auto", eos_;
+  KnnFlags knn_;
   std::vector<std::string> stops_;
   bool fill_ = false;
   SampleOptions o_;

@@ -76,6 +76,25 @@ std::string fmt(const char* format, double v) {
   return b;
 }
 
+void ProgressReport::operator()(int64_t done, int64_t total) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!bar_) {
+    bar_ = std::make_unique<Progress>(name_, total);
+    start_ = last_ = now;
+  }
+  if (bar_->tty()) return bar_->update(done);
+  if (now - last_ < std::chrono::seconds(10) || done == total) return;
+  last_ = now;
+  const double s = std::chrono::duration<double>(now - start_).count();
+  std::fprintf(stderr, "%s %lld of %lld %s | elapsed %s | ETA %s\n", line_.c_str(), static_cast<long long>(done),
+               static_cast<long long>(total), unit_.c_str(), Progress::format_duration(s).c_str(),
+               Progress::format_duration(s / static_cast<double>(done) * static_cast<double>(total - done)).c_str());
+}
+
+void ProgressReport::finish() {
+  if (bar_) bar_->finish();
+}
+
 void BytesBar::operator()(uint64_t done, uint64_t total) {
   if (!bar_) bar_ = std::make_unique<Progress>(what_, static_cast<int64_t>(total));
   char note[64];

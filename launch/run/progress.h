@@ -32,6 +32,22 @@ class Progress {
 // printf-style formatting of one number, for progress and log lines ("%.4f").
 std::string fmt(const char* format, double v);
 
+// A job that reports (done, total) as it goes: on a terminal a bar named `bar`, made at the
+// first report; elsewhere a line "<line> <done> of <total> <unit> | elapsed | ETA" every 10 s,
+// timed from the first report.
+class ProgressReport {
+ public:
+  ProgressReport(std::string bar, std::string line, std::string unit)
+      : name_(std::move(bar)), line_(std::move(line)), unit_(std::move(unit)) {}
+  void operator()(int64_t done, int64_t total);
+  void finish();  // the bar's last draw, where there is one
+
+ private:
+  std::string name_, line_, unit_;
+  std::unique_ptr<Progress> bar_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
 // A progress bar over bytes (corpus reading, tokenizer training), created on the first
 // report, when the total is known: "12.0 / 40.5 MiB" beside the bar.
 class BytesBar {
